@@ -1,0 +1,7 @@
+#include "bindings.hpp"
+
+namespace shaped_transformer::python {
+
+void register_sde(py::module_& m) { (void)m; }
+
+}  // namespace shaped_transformer::python

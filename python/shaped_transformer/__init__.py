@@ -1,0 +1,40 @@
+"""shaped_transformer: deep attention networks at initialization.
+
+The finite network (explicit weights), its exact width-independent covariance
+chain, and the neural covariance SDE, with analysis helpers.
+"""
+
+from . import inputs
+from ._blocks import (
+    Block,
+    Network,
+    ReluMLP,
+    ShapedAttention,
+    ShapedMLP,
+    StandardAttention,
+    make_network,
+    shaped_transformer,
+    standard_transformer,
+)
+from ._result import Result, correlations
+from .simulate import BlowUpWarning, simulate, simulate_network
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Block",
+    "BlowUpWarning",
+    "Network",
+    "ReluMLP",
+    "Result",
+    "ShapedAttention",
+    "ShapedMLP",
+    "StandardAttention",
+    "correlations",
+    "inputs",
+    "make_network",
+    "shaped_transformer",
+    "simulate",
+    "simulate_network",
+    "standard_transformer",
+]

@@ -1,0 +1,110 @@
+"""Argument checking shared by the public functions: every bad input becomes a
+ValueError or TypeError that names the parameter, before any C++ code runs."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ._blocks import _check_int, _check_number  # re-exported helpers
+
+__all__ = [
+    "check_int",
+    "check_number",
+    "check_seed",
+    "check_threads",
+    "check_square_psd",
+    "check_tokens",
+    "check_save_at",
+]
+
+check_int = _check_int
+check_number = _check_number
+
+
+def check_seed(seed: Any) -> int:
+    """Seeds are non-negative integers below 2^64 (the Philox key)."""
+    if seed is None:
+        raise ValueError("seed must be given explicitly (an integer in [0, 2^64)) for reproducible results")
+    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    s = int(seed)
+    if not 0 <= s < 2**64:
+        raise ValueError(f"seed must lie in [0, 2^64), got {s}")
+    return s
+
+
+def check_threads(threads: Any) -> int:
+    """None means all available cores."""
+    if threads is None:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            return max(1, os.cpu_count() or 1)
+    return _check_int("threads", threads, minimum=1)
+
+
+def _as_float_array(name: str, a: Any, ndim: int) -> np.ndarray:
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{name} must be a {ndim}-d array of real numbers: {exc}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real, got a complex array")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-d array, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains non-finite values (NaN or Inf)")
+    return arr
+
+
+def check_square_psd(name: str, V: Any, *, rtol: float = 1e-10) -> np.ndarray:
+    """A symmetric positive semi-definite m x m float64 array (m >= 1)."""
+    arr = _as_float_array(name, V, 2)
+    m = arr.shape[0]
+    if arr.shape != (m, m) or m == 0:
+        raise ValueError(f"{name} must be a non-empty square matrix, got shape {arr.shape}")
+    scale = max(1.0, float(np.max(np.abs(arr))))
+    if not np.allclose(arr, arr.T, rtol=0.0, atol=rtol * scale * 10):
+        raise ValueError(f"{name} must be symmetric")
+    arr = 0.5 * (arr + arr.T)
+    w = np.linalg.eigvalsh(arr)
+    if w[0] < -1e-9 * max(scale, float(w[-1])):
+        raise ValueError(f"{name} must be positive semi-definite; its smallest eigenvalue is {w[0]:.3g}")
+    if np.max(np.diag(arr)) <= 0:
+        raise ValueError(f"{name} must have a positive diagonal (all tokens are zero)")
+    return arr
+
+
+def check_tokens(name: str, X: Any) -> np.ndarray:
+    """An m x n float64 token matrix with finite entries."""
+    arr = _as_float_array(name, X, 2)
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one token and one feature, got shape {arr.shape}")
+    return arr
+
+
+def check_save_at(save_at: Any, save_every: Any, depth: int) -> np.ndarray:
+    """The layer indices (0..depth) at which V is recorded, sorted and unique.
+
+    Exactly one of save_at / save_every may be given; neither means every layer.
+    """
+    if save_at is not None and save_every is not None:
+        raise ValueError("give save_at or save_every, not both")
+    if save_at is None:
+        k = 1 if save_every is None else _check_int("save_every", save_every, minimum=1)
+        idx = np.arange(0, depth + 1, k, dtype=np.int64)
+        if idx[-1] != depth:
+            idx = np.append(idx, depth)
+        return idx
+    arr = np.asarray(save_at)
+    if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError("save_at must be a non-empty 1-d array of layer indices (integers)")
+    if arr.min() < 0 or arr.max() > depth:
+        raise ValueError(f"save_at must lie in [0, depth={depth}], got values in [{arr.min()}, {arr.max()}]")
+    return np.unique(arr.astype(np.int64))

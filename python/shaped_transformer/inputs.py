@@ -1,0 +1,58 @@
+"""Ready-made inputs: target covariances V0 and token matrices X0 with X0 X0^T / n = V0."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import check_int, check_number, check_square_psd
+
+__all__ = ["equicorrelated", "covariance_root", "tokens_from_covariance", "covariance"]
+
+
+def equicorrelated(m: int, rho: float, *, scale: float = 1.0) -> np.ndarray:
+    """The m x m covariance with diagonal ``scale`` and off-diagonal ``rho * scale``.
+
+    Positive semi-definite for -1/(m-1) <= rho <= 1.
+    """
+    m = check_int("m", m, minimum=1)
+    rho = check_number("rho", rho)
+    scale = check_number("scale", scale, positive=True)
+    lo = -1.0 / (m - 1) if m > 1 else -np.inf
+    if not lo <= rho <= 1.0:
+        raise ValueError(f"rho must lie in [{lo:.3g}, 1] for m={m} tokens, got {rho}")
+    V = np.full((m, m), rho * scale)
+    np.fill_diagonal(V, scale)
+    return V
+
+
+def covariance_root(V: np.ndarray) -> np.ndarray:
+    """A matrix L with L L^T = V: Cholesky when V is positive definite, else the
+    symmetric square root (V may be singular)."""
+    V = check_square_psd("V0", V)
+    try:
+        return np.linalg.cholesky(V)
+    except np.linalg.LinAlgError:
+        w, Q = np.linalg.eigh(V)
+        return (Q * np.sqrt(np.clip(w, 0.0, None))) @ Q.T
+
+
+def tokens_from_covariance(V0: np.ndarray, width: int) -> np.ndarray:
+    """Tokens X0 (m x width) with X0 X0^T / width = V0 exactly: X0 = L0 Q, Q = sqrt(n) [I, 0].
+
+    Any Q with Q Q^T = n I gives the same law of the network (the weights are
+    rotation invariant), so the simplest one is used.
+    """
+    V0 = check_square_psd("V0", V0)
+    m = V0.shape[0]
+    width = check_int("width", width, minimum=1)
+    if width < m:
+        raise ValueError(f"width must be >= the number of tokens m={m}, got {width}")
+    X = np.zeros((m, width))
+    X[:, :m] = covariance_root(V0) * np.sqrt(width)
+    return X
+
+
+def covariance(X: np.ndarray) -> np.ndarray:
+    """V = X X^T / n for tokens X (..., m, n)."""
+    X = np.asarray(X, dtype=np.float64)
+    return X @ np.swapaxes(X, -1, -2) / X.shape[-1]

@@ -1,0 +1,173 @@
+"""Running a network at random initialization: explicit weights, law-exact
+activations, or the exact m x m covariance chain."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal, Sequence
+
+import numpy as np
+
+from ._blocks import Block, Network, Norm, make_network
+from ._core_loader import core
+from ._progress import progress_callback
+from ._result import Result
+from ._validate import check_int, check_number, check_save_at, check_seed, check_square_psd, check_threads, check_tokens
+from .inputs import tokens_from_covariance
+
+__all__ = ["simulate", "simulate_network", "BlowUpWarning"]
+
+Method = Literal["explicit", "law", "exact"]
+_METHODS = ("explicit", "law", "exact")
+
+
+class BlowUpWarning(RuntimeWarning):
+    """Some samples crossed the blow-up threshold; see Result.exploded_at."""
+
+
+def _inputs(X0, V0, width) -> tuple[np.ndarray | None, np.ndarray, int]:
+    """Returns (X0 or None, V0, width) after validation."""
+    if (X0 is None) == (V0 is None):
+        raise ValueError("give exactly one of X0 (tokens, m x n) or V0 (covariance, m x m)")
+    if X0 is not None:
+        X0 = check_tokens("X0", X0)
+        m, n = X0.shape
+        if width is not None and check_int("width", width, minimum=1) != n:
+            raise ValueError(f"width={width} does not match X0.shape[1]={n}")
+        if n < m:
+            raise ValueError(f"width (X0.shape[1]={n}) must be >= the number of tokens m={m}")
+        V = X0 @ X0.T / n
+        if np.max(np.diag(V)) <= 0:
+            raise ValueError("X0 must not be all zeros")
+        return X0, V, n
+    V0 = check_square_psd("V0", V0)
+    if width is None:
+        raise ValueError("width must be given with V0")
+    width = check_int("width", width, minimum=1)
+    if width < V0.shape[0]:
+        raise ValueError(f"width must be >= the number of tokens m={V0.shape[0]}, got {width}")
+    return None, V0, width
+
+
+def simulate(
+    network: Network | Block | Sequence[Block],
+    X0: np.ndarray | None = None,
+    V0: np.ndarray | None = None,
+    *,
+    width: int | None = None,
+    depth: int,
+    samples: int = 1,
+    method: Method = "explicit",
+    seed: int = 0,
+    dtype: str = "float64",
+    threads: int | None = None,
+    save_at: np.ndarray | None = None,
+    save_every: int | None = None,
+    return_X: bool = False,
+    blowup: float = 1e30,
+    progress: bool | None = None,
+) -> Result:
+    """Runs ``depth`` layers of ``network`` on ``samples`` independent initializations.
+
+    Parameters
+    ----------
+    network : a Network, a Block or a list of Blocks (one layer).
+    X0, V0 : the input tokens (m x n) or their covariance (m x m); exactly one.
+        From V0 the tokens are X0 = L0 sqrt(n) [I, 0], whose Gram matrix is V0.
+    width : n; required with V0, taken from X0 otherwise.
+    depth : number of layers d (>= 0); time T = d / n.
+    samples : independent initializations (weights keyed by seed and sample index).
+    method : "explicit" (Gaussian weights, O(m n^2) per block), "law" (activations
+        sampled exactly in law, O(m n) random numbers per block) or "exact" (the
+        width-independent m x m chain of MODEL.md section 4).
+    seed : the Philox key; the same seed gives the same numbers for any thread count.
+    dtype : "float64" or "float32" arithmetic for the explicit and law methods.
+    threads : worker threads (default: all cores); samples run in parallel.
+    save_at, save_every : layers at which V is recorded (default: every layer).
+    return_X : also return the final tokens (explicit and law methods).
+    blowup : a sample whose largest diagonal entry of V exceeds this (or turns
+        non-finite) is stopped and reported in ``Result.exploded_at``.
+    progress : show a tqdm bar (None: only on a terminal).
+
+    Returns
+    -------
+    Result with V of shape (samples, saved, m, m) and t = saved layers / width.
+    """
+    net = make_network(network)
+    if not isinstance(method, str) or method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    X0, V0, width = _inputs(X0, V0, width)
+    depth = check_int("depth", depth, minimum=0)
+    samples = check_int("samples", samples, minimum=1)
+    seed = check_seed(seed)
+    threads = check_threads(threads)
+    if dtype not in ("float64", "float32", np.float64, np.float32):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    dtype = np.dtype(dtype).name
+    blowup = check_number("blowup", blowup, positive=True)
+    layers = check_save_at(save_at, save_every, depth)
+    if method == "exact":
+        if not net.exact_chain:
+            bad = [type(b).__name__ for b in net if not b.exact_chain]
+            raise ValueError(f"method='exact' does not cover {bad} (LayerNorm or concatenated heads); use 'explicit'")
+        if return_X:
+            raise ValueError("return_X is not available with method='exact' (it tracks V only)")
+    if X0 is None and method != "exact":
+        X0 = tokens_from_covariance(V0, width)
+
+    with progress_callback(samples, f"{method} network", progress) as cb:
+        if method == "exact":
+            V, exploded_layer = core.simulate_exact(
+                net.to_core(), V0, width, depth, samples, seed, layers, threads, blowup, cb
+            )
+            X = None
+        else:
+            fn = core.simulate_explicit if method == "explicit" else core.simulate_law
+            V, X, exploded_layer = fn(
+                net.to_core(), X0, depth, samples, seed, layers, dtype, threads, bool(return_X), blowup, cb
+            )
+    exploded_layer = np.asarray(exploded_layer)
+    exploded_at = np.where(exploded_layer >= 0, exploded_layer / width, np.inf)
+    n_exploded = int(np.sum(exploded_layer >= 0))
+    if n_exploded:
+        warnings.warn(
+            f"{n_exploded} of {samples} samples blew up (max diag V > {blowup:g} or non-finite); "
+            "their later covariances are NaN. Use Result.finite() to drop them.",
+            BlowUpWarning,
+            stacklevel=2,
+        )
+    return Result(
+        V=V,
+        t=layers / width,
+        exploded_at=exploded_at,
+        method=method,
+        X=X,
+        info={"width": width, "depth": depth, "layers": layers, "seed": seed, "dtype": dtype, "network": net},
+    )
+
+
+def simulate_network(
+    X0: np.ndarray | None = None,
+    V0: np.ndarray | None = None,
+    *,
+    width: int | None = None,
+    depth: int,
+    block: str | Network | Block | Sequence[Block] = "shaped_transformer",
+    heads: int = 1,
+    tau0: float = 1.0,
+    gamma: float = 0.5,
+    c_plus: float = 0.0,
+    c_minus: float = -1.0,
+    norm: Norm | None = None,
+    samples: int = 1,
+    method: Method = "explicit",
+    seed: int = 0,
+    **kwargs,
+) -> Result:
+    """:func:`simulate` with the network given by a block-kind name and parameters.
+
+    ``block`` is one of "shaped_attention", "standard_attention", "shaped_mlp",
+    "relu_mlp", "shaped_transformer" (default) or "standard_transformer".
+    """
+    net = make_network(block, heads=heads, tau0=tau0, gamma=gamma, c_plus=c_plus, c_minus=c_minus, norm=norm)
+    return simulate(net, X0, V0, width=width, depth=depth, samples=samples, method=method, seed=seed, **kwargs)
