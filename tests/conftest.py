@@ -1,0 +1,23 @@
+"""Shared test settings.
+
+Long statistical checks are marked ``slow``; CI runs them at a reduced size.
+Set SHAPED_TRANSFORMER_FULL=1 to run them at full size.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
+
+
+def size(reduced: int, full: int) -> int:
+    """A sample count: ``full`` when SHAPED_TRANSFORMER_FULL=1, else ``reduced``."""
+    return full if FULL else reduced
+
+
+@pytest.fixture
+def full_size() -> bool:
+    return FULL
