@@ -17,6 +17,7 @@ from ._blocks import (
     standard_transformer,
 )
 from ._result import Result, correlations
+from ._memory import ResourceError
 from .simulate import BlowUpWarning, simulate, simulate_network
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "Network",
     "ReluMLP",
     "Result",
+    "ResourceError",
     "ShapedAttention",
     "ShapedMLP",
     "StandardAttention",
