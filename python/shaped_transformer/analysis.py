@@ -1,0 +1,478 @@
+"""Analysis helpers: correlations, effective rank, per-depth summaries across
+samples, kernel density estimates and distances between samples (Kolmogorov-
+Smirnov, Wasserstein-1) with seeded bootstrap confidence intervals.
+
+Everything here works on plain NumPy arrays (or on a :class:`~shaped_transformer.Result`
+where said) and needs neither SciPy nor matplotlib.
+
+Conventions
+-----------
+* Covariances have shape ``(..., m, m)``; a sample that blew up carries NaN.
+* "Exploded" samples are ignored by the summaries and counted (``dropped``).
+* Distances accept 1-d arrays (independent values) or 2-d arrays
+  ``(samples, k)`` (k correlated values per independent sample, e.g. the
+  ``m(m-1)/2`` token pairs of one network).  With 2-d input the bootstrap
+  resamples whole rows (a cluster bootstrap), which is the honest interval when
+  the values within a row are dependent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ._result import Result, correlations
+
+__all__ = [
+    "correlations",
+    "off_diagonal",
+    "mean_correlation",
+    "effective_rank",
+    "smallest_eigenvalue",
+    "DepthSummary",
+    "summarize",
+    "kde",
+    "ks_distance",
+    "wasserstein_distance",
+    "Distance",
+    "ks",
+    "wasserstein",
+    "compare",
+    "final_pairs",
+]
+
+
+# ---------------------------------------------------------------------------
+# Observables of one covariance
+# ---------------------------------------------------------------------------
+
+
+def off_diagonal(A: np.ndarray) -> np.ndarray:
+    """The entries ``a < b`` of matrices ``(..., m, m)`` as an array ``(..., m(m-1)/2)``."""
+    A = np.asarray(A)
+    if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+        raise ValueError(f"A must have shape (..., m, m), got {A.shape}")
+    a, b = np.triu_indices(A.shape[-1], k=1)
+    return A[..., a, b]
+
+
+def mean_correlation(V: np.ndarray) -> np.ndarray:
+    """Average off-diagonal correlation of covariances ``(..., m, m)`` -> ``(...)``.
+
+    NaN where V is NaN (a sample that blew up); NaN for m = 1 (no pairs).
+    """
+    rho = off_diagonal(correlations(V))
+    if rho.shape[-1] == 0:
+        return np.full(rho.shape[:-1], np.nan)
+    return rho.mean(axis=-1)
+
+
+def effective_rank(V: np.ndarray) -> np.ndarray:
+    """Effective rank ``(tr V)^2 / tr(V^2)`` of covariances ``(..., m, m)`` -> ``(...)``.
+
+    It is m for V proportional to the identity and 1 for a rank-one V (rank
+    collapse).  NaN passes through; an all-zero V gives NaN.
+    """
+    V = np.asarray(V, dtype=np.float64)
+    if V.ndim < 2 or V.shape[-1] != V.shape[-2]:
+        raise ValueError(f"V must have shape (..., m, m), got {V.shape}")
+    tr = np.trace(V, axis1=-2, axis2=-1)
+    tr2 = np.einsum("...ab,...ba->...", V, V)  # tr(V^2) = sum_ab V_ab V_ba
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tr2 > 0, tr * tr / np.where(tr2 > 0, tr2, 1.0), np.nan)
+
+
+def smallest_eigenvalue(V: np.ndarray, *, normalized: bool = False) -> np.ndarray:
+    """Smallest eigenvalue of symmetric covariances ``(..., m, m)`` -> ``(...)``.
+
+    ``normalized=True`` divides by ``tr V / m`` (the mean eigenvalue), so the
+    value is scale-free: 1 for a multiple of the identity, 0 for a singular V
+    (rank degeneracy).  Matrices with non-finite entries give NaN.
+    """
+    V = np.asarray(V, dtype=np.float64)
+    if V.ndim < 2 or V.shape[-1] != V.shape[-2]:
+        raise ValueError(f"V must have shape (..., m, m), got {V.shape}")
+    ok = np.all(np.isfinite(V), axis=(-2, -1))
+    safe = np.where(ok[..., None, None], V, np.eye(V.shape[-1]))
+    lam = np.linalg.eigvalsh(0.5 * (safe + np.swapaxes(safe, -1, -2)))[..., 0]
+    if normalized:
+        mean_eig = np.trace(safe, axis1=-2, axis2=-1) / V.shape[-1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lam = np.where(mean_eig > 0, lam / np.where(mean_eig > 0, mean_eig, 1.0), np.nan)
+    return np.where(ok, lam, np.nan)
+
+
+def final_pairs(result: Result, index: int = -1) -> np.ndarray:
+    """Off-diagonal correlations at saved time ``index`` as ``(finite samples, pairs)``.
+
+    Samples that blew up (any non-finite pair) are left out.  Pass the 2-d array
+    to :func:`ks` / :func:`wasserstein` for a cluster bootstrap over samples.
+    """
+    vals = off_diagonal(correlations(result.V[:, index]))
+    ok = np.all(np.isfinite(vals), axis=1)
+    return vals[ok]
+
+
+# ---------------------------------------------------------------------------
+# Summaries across samples, per depth
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class DepthSummary:
+    """Statistics across samples at each saved time.
+
+    Attributes
+    ----------
+    t : (saved,) times (None when not given).
+    median : (saved,) median of the pooled values.
+    levels : the quantile levels of ``quantiles``.
+    quantiles : (len(levels), saved) quantiles of the pooled values.
+    mean : (saved,) mean over samples of the per-sample average.
+    sem : (saved,) standard error of ``mean`` (std of per-sample averages / sqrt(count)).
+    count : (saved,) number of samples that are finite at that time.
+    dropped : (saved,) number of samples ignored there (non-finite: exploded).
+    """
+
+    median: np.ndarray
+    levels: tuple[float, ...]
+    quantiles: np.ndarray
+    mean: np.ndarray
+    sem: np.ndarray
+    count: np.ndarray
+    dropped: np.ndarray
+    t: np.ndarray | None = None
+
+    def quantile(self, level: float) -> np.ndarray:
+        """The row of ``quantiles`` for ``level`` (must be one of ``levels``)."""
+        for i, q in enumerate(self.levels):
+            if abs(q - level) < 1e-12:
+                return self.quantiles[i]
+        raise ValueError(f"level {level} was not computed; available: {self.levels}")
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dictionary (lists of floats; NaN becomes None)."""
+
+        def clean(a):
+            return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, dtype=float).ravel()]
+
+        out = {
+            "median": clean(self.median),
+            "mean": clean(self.mean),
+            "sem": clean(self.sem),
+            "count": [int(c) for c in self.count],
+            "dropped": [int(c) for c in self.dropped],
+            "quantiles": {f"{q:g}": clean(row) for q, row in zip(self.levels, self.quantiles)},
+        }
+        if self.t is not None:
+            out["t"] = clean(self.t)
+        return out
+
+
+def summarize(
+    values: np.ndarray,
+    *,
+    t: np.ndarray | None = None,
+    levels: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95),
+) -> DepthSummary:
+    """Per-depth statistics of ``values`` of shape ``(samples, saved)`` or
+    ``(samples, saved, k)`` (k values per sample pooled, e.g. token pairs).
+
+    A sample is ignored at a given time when any of its values there is
+    non-finite (it exploded); ``DepthSummary.dropped`` counts them.  Quantiles
+    and the median pool all values of the kept samples; the mean and its
+    standard error are computed from per-sample averages, so the error bar is
+    right even when the k values of one sample are dependent.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.ndim != 3 or x.shape[0] == 0:
+        raise ValueError(f"values must have shape (samples, saved) or (samples, saved, k), got {np.shape(values)}")
+    lv = tuple(float(q) for q in levels)
+    if any(not 0.0 <= q <= 1.0 for q in lv):
+        raise ValueError(f"levels must lie in [0, 1], got {lv}")
+    if t is not None:
+        t = np.asarray(t, dtype=np.float64)
+        if t.shape != (x.shape[1],):
+            raise ValueError(f"t must have shape ({x.shape[1]},), got {t.shape}")
+    ns, nt, _ = x.shape
+    ok = np.all(np.isfinite(x), axis=2)  # (samples, saved)
+    median = np.full(nt, np.nan)
+    quant = np.full((len(lv), nt), np.nan)
+    mean = np.full(nt, np.nan)
+    sem = np.full(nt, np.nan)
+    count = ok.sum(axis=0)
+    for j in range(nt):
+        keep = x[ok[:, j], j, :]
+        if keep.shape[0] == 0:
+            continue
+        pooled = keep.ravel()
+        median[j] = np.median(pooled)
+        if lv:
+            quant[:, j] = np.quantile(pooled, lv)
+        per_sample = keep.mean(axis=1)
+        mean[j] = per_sample.mean()
+        if per_sample.size > 1:
+            sem[j] = per_sample.std(ddof=1) / math.sqrt(per_sample.size)
+    return DepthSummary(
+        median=median, levels=lv, quantiles=quant, mean=mean, sem=sem, count=count, dropped=ns - count, t=t
+    )
+
+
+# ---------------------------------------------------------------------------
+# Kernel density estimate
+# ---------------------------------------------------------------------------
+
+
+def kde(
+    samples: np.ndarray,
+    grid: np.ndarray | int = 256,
+    *,
+    bandwidth: str | float = "scott",
+    bounds: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian kernel density estimate of 1-d ``samples`` on ``grid``.
+
+    ``bandwidth``: "scott" (``n^(-1/5)`` times the sample standard deviation, the
+    same as ``scipy.stats.gaussian_kde``), "silverman", or a positive number (the
+    kernel's standard deviation).  ``grid``: points, or their number (spread over
+    the data range, or over ``bounds``).  ``bounds=(lo, hi)`` reflects the kernel
+    at the bounds so that no mass leaks out (use ``(-1, 1)`` for correlations);
+    without bounds the result equals SciPy's ``gaussian_kde``.  Non-finite
+    samples are ignored.  Returns ``(grid, density)``.
+    """
+    x = np.asarray(samples, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        raise ValueError(f"samples must contain at least 2 finite values, got {x.size}")
+    n = x.size
+    if isinstance(bandwidth, str):
+        sd = x.std(ddof=1)
+        if bandwidth == "scott":
+            factor = n ** (-1.0 / 5.0)
+        elif bandwidth == "silverman":
+            factor = (n * 3.0 / 4.0) ** (-1.0 / 5.0)
+        else:
+            raise ValueError(f"bandwidth must be 'scott', 'silverman' or a positive number, got {bandwidth!r}")
+        h = factor * sd
+        if not h > 0:  # all samples equal
+            h = 1e-3 * max(1.0, abs(float(x[0])))
+    else:
+        h = float(bandwidth)
+        if not (math.isfinite(h) and h > 0):
+            raise ValueError(f"bandwidth must be positive, got {bandwidth}")
+    if bounds is not None:
+        lo, hi = (float(b) for b in bounds)
+        if not lo < hi:
+            raise ValueError(f"bounds must satisfy lo < hi, got {bounds}")
+    if np.ndim(grid) == 0:
+        k = int(grid)
+        if k < 2:
+            raise ValueError(f"grid must be >= 2 points, got {grid}")
+        if bounds is not None:
+            g = np.linspace(lo, hi, k)
+        else:
+            g = np.linspace(x.min() - 3 * h, x.max() + 3 * h, k)
+    else:
+        g = np.asarray(grid, dtype=np.float64).ravel()
+    centers = [x]
+    if bounds is not None:
+        centers += [2 * lo - x, 2 * hi - x]
+    dens = np.zeros_like(g)
+    norm = 1.0 / (n * h * math.sqrt(2 * math.pi))
+    chunk = max(1, 4_000_000 // max(1, g.size))
+    for c in centers:
+        for s in range(0, n, chunk):
+            z = (g[None, :] - c[s : s + chunk, None]) / h
+            dens += np.exp(-0.5 * z * z).sum(axis=0)
+    dens *= norm
+    if bounds is not None:
+        dens = np.where((g >= lo) & (g <= hi), dens, 0.0)
+    return g, dens
+
+
+# ---------------------------------------------------------------------------
+# Distances between samples, with bootstrap confidence intervals
+# ---------------------------------------------------------------------------
+
+
+def _as_groups(name: str, a: np.ndarray) -> np.ndarray:
+    """(groups, k) float64 array of finite rows (1-d input: k = 1)."""
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 1-d array or a 2-d (samples, k) array, got shape {arr.shape}")
+    arr = arr[np.all(np.isfinite(arr), axis=1)]
+    if arr.size == 0:
+        raise ValueError(f"{name} contains no finite values")
+    return arr
+
+
+class _EcdfPair:
+    """Two samples on a merged grid, so that bootstrap replicates cost O(n) each:
+    a replicate is a reweighting of the sorted values (counts per group), and the
+    two empirical CDFs at the merged points are cumulative sums of the weights."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self.gx, self.kx = x.shape
+        self.gy, self.ky = y.shape
+        xf, yf = x.ravel(), y.ravel()
+        ox, oy = np.argsort(xf, kind="stable"), np.argsort(yf, kind="stable")
+        self.xs, self.ys = xf[ox], yf[oy]
+        self.x_group = ox // self.kx  # group (row) of each sorted value
+        self.y_group = oy // self.ky
+        allv = np.sort(np.concatenate([self.xs, self.ys]))
+        self.allv = allv
+        self.dx = np.diff(allv)
+        self.ix = np.searchsorted(self.xs, allv, side="right")
+        self.iy = np.searchsorted(self.ys, allv, side="right")
+
+    def cdfs(self, wx: np.ndarray | None = None, wy: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if wx is None:
+            fx = self.ix / self.xs.size
+        else:
+            c = np.concatenate([[0.0], np.cumsum(wx[self.x_group])])
+            fx = c[self.ix] / c[-1]
+        if wy is None:
+            fy = self.iy / self.ys.size
+        else:
+            c = np.concatenate([[0.0], np.cumsum(wy[self.y_group])])
+            fy = c[self.iy] / c[-1]
+        return fx, fy
+
+    def ks(self, wx=None, wy=None) -> float:
+        fx, fy = self.cdfs(wx, wy)
+        return float(np.max(np.abs(fx - fy)))
+
+    def w1(self, wx=None, wy=None) -> float:
+        fx, fy = self.cdfs(wx, wy)
+        return float(np.sum(np.abs(fx - fy)[:-1] * self.dx))
+
+
+def ks_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic ``sup |F_x - F_y|`` (the statistic of
+    ``scipy.stats.ks_2samp``).  Non-finite values are ignored."""
+    return _EcdfPair(_as_groups("x", np.ravel(x)), _as_groups("y", np.ravel(y))).ks()
+
+
+def wasserstein_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """Wasserstein-1 distance ``int |F_x - F_y|`` between two 1-d samples (the same
+    as ``scipy.stats.wasserstein_distance``).  Non-finite values are ignored."""
+    return _EcdfPair(_as_groups("x", np.ravel(x)), _as_groups("y", np.ravel(y))).w1()
+
+
+@dataclass
+class Distance:
+    """A distance between two samples with a bootstrap confidence interval.
+
+    ``low``/``high`` are NaN when no bootstrap was asked for.  ``float(d)`` gives
+    the point estimate.
+    """
+
+    metric: str
+    value: float
+    low: float = float("nan")
+    high: float = float("nan")
+    level: float = 0.95
+    bootstrap: int = 0
+    n_x: int = 0
+    n_y: int = 0
+    replicates: np.ndarray | None = field(default=None, repr=False)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return (self.low, self.high)
+
+    def to_dict(self) -> dict:
+        def c(v):
+            return None if not math.isfinite(v) else float(v)
+
+        return {
+            "metric": self.metric,
+            "value": c(self.value),
+            "low": c(self.low),
+            "high": c(self.high),
+            "level": self.level,
+            "bootstrap": self.bootstrap,
+            "n_x": self.n_x,
+            "n_y": self.n_y,
+        }
+
+    def __str__(self) -> str:
+        if self.bootstrap:
+            return f"{self.metric} = {self.value:.4f} [{self.low:.4f}, {self.high:.4f}] ({self.level:.0%} CI)"
+        return f"{self.metric} = {self.value:.4f}"
+
+
+def _distance(metric: str, x, y, bootstrap: int, level: float, seed: int | None) -> Distance:
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+        raise ValueError(f"bootstrap must be a non-negative integer (number of replicates), got {bootstrap!r}")
+    if not (isinstance(level, (int, float)) and 0.0 < float(level) < 1.0):
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    gx, gy = _as_groups("x", x), _as_groups("y", y)
+    pair = _EcdfPair(gx, gy)
+    fn: Callable = pair.ks if metric == "ks" else pair.w1
+    d = Distance(metric=metric, value=fn(), level=float(level), bootstrap=int(bootstrap), n_x=gx.shape[0], n_y=gy.shape[0])
+    if bootstrap:
+        if seed is None:
+            raise ValueError("seed must be given for a reproducible bootstrap")
+        rng = np.random.default_rng(seed)
+        reps = np.empty(int(bootstrap))
+        for b in range(int(bootstrap)):
+            wx = np.bincount(rng.integers(0, pair.gx, pair.gx), minlength=pair.gx).astype(np.float64)
+            wy = np.bincount(rng.integers(0, pair.gy, pair.gy), minlength=pair.gy).astype(np.float64)
+            reps[b] = fn(wx, wy)
+        a = (1.0 - float(level)) / 2.0
+        d.low, d.high = (float(v) for v in np.quantile(reps, [a, 1.0 - a]))
+        d.replicates = reps
+    return d
+
+
+def ks(x: np.ndarray, y: np.ndarray, *, bootstrap: int = 0, level: float = 0.95, seed: int | None = 0) -> Distance:
+    """Kolmogorov-Smirnov distance between two samples with a percentile bootstrap CI.
+
+    ``x``, ``y``: 1-d arrays of independent values, or 2-d ``(samples, k)`` arrays
+    whose rows are independent (the bootstrap then resamples rows).  ``bootstrap``
+    replicates (0: no interval), ``level`` the confidence level, ``seed`` the
+    NumPy seed of the resampling (the same seed gives the same interval).
+    """
+    return _distance("ks", x, y, bootstrap, level, seed)
+
+
+def wasserstein(
+    x: np.ndarray, y: np.ndarray, *, bootstrap: int = 0, level: float = 0.95, seed: int | None = 0
+) -> Distance:
+    """Wasserstein-1 distance between two samples with a percentile bootstrap CI.
+
+    Same arguments as :func:`ks`.
+    """
+    return _distance("wasserstein1", x, y, bootstrap, level, seed)
+
+
+def compare(
+    a: Result | np.ndarray,
+    b: Result | np.ndarray,
+    *,
+    index: int = -1,
+    bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Distance]:
+    """KS and Wasserstein-1 distances between the token correlations of two runs at
+    saved time ``index`` (Results), or between two arrays, with bootstrap CIs that
+    resample whole samples.  Returns ``{"ks": Distance, "wasserstein1": Distance}``.
+    """
+    x = final_pairs(a, index) if isinstance(a, Result) else a
+    y = final_pairs(b, index) if isinstance(b, Result) else b
+    return {
+        "ks": ks(x, y, bootstrap=bootstrap, level=level, seed=seed),
+        "wasserstein1": wasserstein(x, y, bootstrap=bootstrap, level=level, seed=seed + 1),
+    }

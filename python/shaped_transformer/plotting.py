@@ -1,0 +1,190 @@
+"""Figures for the report, callable on their own.
+
+matplotlib is an optional dependency (``pip install shaped-transformer[plot]``);
+it is imported only when a function here is called.  The figures are built with
+the object-oriented API on the non-interactive Agg canvas, so they work without
+a display and never touch pyplot's global state; each function returns a
+``matplotlib.figure.Figure`` (save it with :func:`save_figure` or
+``fig.savefig``), or draws into ``ax`` when one is given.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .analysis import DepthSummary, kde
+
+__all__ = [
+    "require_matplotlib",
+    "density_figure",
+    "bands_figure",
+    "parameter_effects_figure",
+    "distance_figure",
+    "save_figure",
+]
+
+
+def require_matplotlib():
+    """Imports matplotlib (Agg canvas) or raises an ImportError that says how to get it."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "plotting needs matplotlib, an optional dependency: pip install 'shaped-transformer[plot]'"
+        ) from exc
+    return Figure, FigureCanvasAgg
+
+
+def _new(ax, figsize=(6.0, 4.0)):
+    Figure, Canvas = require_matplotlib()
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    Canvas(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def density_figure(
+    samples: Mapping[str, np.ndarray],
+    *,
+    bounds: tuple[float, float] | None = (-1.0, 1.0),
+    title: str = "",
+    xlabel: str = r"$\rho_T$",
+    reference: str | None = None,
+    grid: int = 256,
+    ax: Any = None,
+):
+    """Kernel density estimates of several samples on one axis.
+
+    ``samples``: label -> 1-d values (e.g. pooled token correlations at time T);
+    ``bounds``: the support (the kernel is reflected there), None for unbounded;
+    ``reference``: the label drawn in black and dashed (e.g. the SDE).
+    """
+    fig, ax = _new(ax)
+    if not samples:
+        raise ValueError("samples must not be empty")
+    for label, x in samples.items():
+        x = np.asarray(x, dtype=float).ravel()
+        x = x[np.isfinite(x)]
+        if x.size < 2:
+            continue
+        g, d = kde(x, grid, bounds=bounds)
+        if label == reference:
+            ax.plot(g, d, color="black", linestyle="--", linewidth=2.0, label=label, zorder=5)
+        else:
+            ax.plot(g, d, linewidth=1.5, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def bands_figure(
+    curves: Mapping[str, DepthSummary],
+    *,
+    ylabel: str = r"$\rho$",
+    xlabel: str = "t = depth / width",
+    title: str = "",
+    outer: tuple[float, float] = (0.05, 0.95),
+    inner: tuple[float, float] | None = (0.25, 0.75),
+    ylim: tuple[float, float] | None = None,
+    ax: Any = None,
+):
+    """Median (line) and quantile bands (shaded) against time, one colour per curve.
+
+    Each :class:`~shaped_transformer.analysis.DepthSummary` must have ``t`` and the
+    quantile levels of ``outer`` (and ``inner``).
+    """
+    fig, ax = _new(ax)
+    if not curves:
+        raise ValueError("curves must not be empty")
+    for i, (label, s) in enumerate(curves.items()):
+        if s.t is None:
+            raise ValueError(f"curve {label!r} has no times (DepthSummary.t is None)")
+        color = f"C{i % 10}"
+        ax.plot(s.t, s.median, color=color, label=label, linewidth=1.8)
+        ax.fill_between(s.t, s.quantile(outer[0]), s.quantile(outer[1]), color=color, alpha=0.15, linewidth=0)
+        if inner is not None:
+            ax.fill_between(s.t, s.quantile(inner[0]), s.quantile(inner[1]), color=color, alpha=0.3, linewidth=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def parameter_effects_figure(
+    panels: Mapping[str, Mapping[str, DepthSummary]],
+    *,
+    ylabel: str = r"$\rho$",
+    title: str = "",
+    ylim: tuple[float, float] | None = None,
+):
+    """One panel per parameter (e.g. tau0, gamma, heads), each with one median-and-band
+    curve per parameter value: ``panels[name][value label] = DepthSummary``."""
+    Figure, Canvas = require_matplotlib()
+    if not panels:
+        raise ValueError("panels must not be empty")
+    k = len(panels)
+    fig = Figure(figsize=(4.2 * k, 3.8), layout="constrained")
+    Canvas(fig)
+    axes = fig.subplots(1, k, squeeze=False, sharey=True)[0]
+    for ax, (name, curves) in zip(axes, panels.items()):
+        bands_figure(curves, ylabel=ylabel, title=name, inner=None, ylim=ylim, ax=ax)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def distance_figure(
+    widths: Sequence[float],
+    distances: Mapping[str, Sequence[Any]],
+    *,
+    title: str = "",
+    ax: Any = None,
+):
+    """Distances (with CI error bars) against width on a log axis.
+
+    ``distances``: metric label -> a sequence of :class:`~shaped_transformer.analysis.Distance`
+    (one per width).
+    """
+    fig, ax = _new(ax)
+    w = np.asarray(widths, dtype=float)
+    for i, (label, ds) in enumerate(distances.items()):
+        v = np.array([float(d.value) for d in ds])
+        lo = np.array([d.low for d in ds])
+        hi = np.array([d.high for d in ds])
+        err = None
+        if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)):
+            err = np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
+        ax.errorbar(w * (1 + 0.03 * i), v, yerr=err, marker="o", capsize=3, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("width n (network)")
+    ax.set_ylabel("distance to the SDE")
+    ax.set_ylim(bottom=0)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 100) -> Path:
+    """Writes ``fig`` (PNG by the file suffix) and returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path

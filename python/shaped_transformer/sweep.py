@@ -1,0 +1,460 @@
+"""Parameter sweeps that survive interruptions and run on any executor.
+
+:func:`sweep` evaluates a function (or the built-in :func:`run_point` study of
+one network configuration) at every point of a grid, on any
+:class:`concurrent.futures.Executor`: a local ``ProcessPoolExecutor`` by default,
+``dask.distributed.Client(...).get_executor()`` on a cluster, or mpi4py's
+``MPIPoolExecutor``.  Each finished point is written at once to its own JSON
+file in ``out_dir`` (atomically: a temporary file and ``os.replace``), named by
+a stable hash of the function name and its parameters.  Running the same sweep
+again skips every point whose file exists, so an interrupted sweep (Ctrl-C, a
+killed job, a lost node) resumes without recomputing or losing finished points.
+
+The worker only computes; the process that called :func:`sweep` writes the
+files, so the cluster needs no shared file system.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import itertools
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["sweep", "load", "grid_points", "point_key", "run_point", "SweepResults", "SweepError"]
+
+_FORMAT = 1
+
+
+class SweepError(RuntimeError):
+    """Some points raised; the others were saved. ``failures`` maps key -> (params, error text)."""
+
+    def __init__(self, message: str, failures: dict[str, tuple[dict, str]]):
+        super().__init__(message)
+        self.failures = failures
+
+
+# ---------------------------------------------------------------------------
+# Grid and keys
+# ---------------------------------------------------------------------------
+
+
+def _jsonable(v: Any) -> Any:
+    """Plain JSON types for parameters and results (NumPy scalars and arrays too)."""
+    if isinstance(v, (str, bool)) or v is None:
+        return v
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return f if math.isfinite(f) else None if math.isnan(f) else ("inf" if f > 0 else "-inf")
+    if isinstance(v, np.ndarray):
+        return [_jsonable(x) for x in v.tolist()]
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    raise TypeError(f"value of type {type(v).__name__} is not JSON-serializable: {v!r}")
+
+
+def grid_points(grid: Mapping[str, Sequence[Any]] | Iterable[Mapping[str, Any]]) -> list[dict]:
+    """The points of ``grid``: a mapping name -> values (Cartesian product, in the
+    order given) or an explicit sequence of parameter dictionaries."""
+    if isinstance(grid, Mapping):
+        names = list(grid)
+        values = []
+        for k in names:
+            v = grid[k]
+            if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
+                v = [v]
+            v = list(v)
+            if not v:
+                raise ValueError(f"grid: parameter {k!r} has no values")
+            values.append(v)
+        pts = [dict(zip(names, combo)) for combo in itertools.product(*values)]
+    else:
+        try:
+            pts = [dict(p) for p in grid]
+        except (TypeError, ValueError):
+            raise ValueError("grid must be a mapping name -> list of values, or a sequence of dictionaries") from None
+    if not pts:
+        raise ValueError("grid has no points")
+    return pts
+
+
+def _function_name(fn: Callable) -> str:
+    mod = getattr(fn, "__module__", None) or "?"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    return f"{mod}:{name}"
+
+
+def point_key(params: Mapping[str, Any], function: str = "") -> str:
+    """Stable hash (20 hex digits of SHA-256) of a function name and its parameters.
+
+    The parameters are serialized as canonical JSON (sorted keys), so the key does
+    not depend on the order of the grid or on the Python session.
+    """
+    blob = json.dumps({"function": function, "params": _jsonable(dict(params))}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Results table
+# ---------------------------------------------------------------------------
+
+
+class SweepResults:
+    """A table with one row per finished point: the parameters, then the results.
+
+    ``rows`` is a list of flat dictionaries (nested result dictionaries are
+    flattened with dots, ``a.b``); ``column(name)`` gives a NumPy array;
+    ``to_csv(path)`` writes the table; ``to_pandas()`` needs pandas.
+    """
+
+    def __init__(self, records: list[dict]):
+        self.records = records
+        self.rows: list[dict] = []
+        for r in records:
+            row = dict(r["params"])
+            res = r["result"]
+            if isinstance(res, Mapping):
+                row.update(_flatten(res))
+            else:
+                row["result"] = res
+            self.rows.append(row)
+
+    @property
+    def columns(self) -> list[str]:
+        cols: list[str] = []
+        for row in self.rows:
+            for k in row:
+                if k not in cols:
+                    cols.append(k)
+        return cols
+
+    @property
+    def keys(self) -> list[str]:
+        return [r["key"] for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+    def column(self, name: str) -> np.ndarray:
+        """The values of one column (None where a row lacks it)."""
+        if name not in self.columns:
+            raise KeyError(f"no column {name!r}; columns: {self.columns}")
+        vals = [row.get(name) for row in self.rows]
+        try:
+            return np.array([np.nan if v is None else v for v in vals], dtype=float)
+        except (TypeError, ValueError):
+            return np.array(vals, dtype=object)
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        import csv
+
+        path = Path(path)
+        cols = self.columns
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            for row in self.rows:
+                w.writerow(["" if row.get(c) is None else json.dumps(row[c]) if isinstance(row.get(c), (list, dict)) else row[c] for c in cols])
+        return path
+
+    def to_pandas(self):  # pragma: no cover - optional dependency
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=self.columns)
+
+    def __repr__(self) -> str:
+        return f"SweepResults({len(self)} rows, columns={self.columns})"
+
+
+def _flatten(d: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def load(out_dir: str | os.PathLike, *, keys: Sequence[str] | None = None) -> SweepResults:
+    """The results saved in ``out_dir`` (all of them, or those with ``keys``, in that order)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ValueError(f"out_dir {str(out_dir)!r} is not a directory")
+    records = _read_all(out_dir)
+    if keys is None:
+        recs = sorted(records.values(), key=lambda r: (r.get("index", 0), r["key"]))
+    else:
+        recs = [records[k] for k in keys if k in records]
+    return SweepResults(recs)
+
+
+def _read_all(out_dir: Path) -> dict[str, dict]:
+    records = {}
+    for p in out_dir.glob("*.json"):
+        if p.name.startswith(".tmp-"):
+            continue
+        try:
+            with open(p) as f:
+                r = json.load(f)
+        except (OSError, ValueError):
+            continue  # not one of ours, or unreadable: that point is recomputed
+        if isinstance(r, dict) and r.get("format") == _FORMAT and "key" in r and p.stem == r["key"]:
+            records[r["key"]] = r
+    return records
+
+
+# ---------------------------------------------------------------------------
+# The sweep
+# ---------------------------------------------------------------------------
+
+
+def _call(fn: Callable, params: dict) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    res = fn(**params)
+    return res, time.perf_counter() - t0
+
+
+def sweep(
+    function_or_config: Callable[..., Any] | Mapping[str, Any] | str | os.PathLike,
+    grid: Mapping[str, Sequence[Any]] | Iterable[Mapping[str, Any]] | None,
+    out_dir: str | os.PathLike,
+    executor: cf.Executor | None = None,
+    *,
+    max_workers: int | None = None,
+    errors: str = "raise",
+    progress: bool | None = None,
+) -> SweepResults:
+    """Evaluates ``function_or_config`` at every point of ``grid``; saves and resumes.
+
+    Parameters
+    ----------
+    function_or_config : a picklable top-level function called as ``f(**point)``
+        that returns a JSON-serializable value (best: a flat dict of numbers); or a
+        dict of base parameters of :func:`run_point`, which each grid point
+        overrides; or the path of a TOML file with a ``[base]`` table (those
+        parameters) and an optional ``[grid]`` table (used when ``grid`` is None).
+    grid : mapping name -> list of values (Cartesian product) or a list of dicts.
+    out_dir : folder for the results, one ``<key>.json`` per point; created if needed.
+    executor : any ``concurrent.futures.Executor`` (it is not shut down here).
+        None: a local ``ProcessPoolExecutor(max_workers)`` made and closed here.
+    max_workers : workers of the default executor.
+    errors : "raise" (default: finish all other points, then raise SweepError)
+        or "skip" (leave the failed points out of the table; they are retried
+        on the next run).
+    progress : tqdm bar over points (None: only on a terminal).
+
+    Returns
+    -------
+    SweepResults with one row per grid point in grid order.  Points already in
+    ``out_dir`` are loaded, not recomputed.  On KeyboardInterrupt the pending
+    points are cancelled and the finished ones stay on disk.
+    """
+    if errors not in ("raise", "skip"):
+        raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+    if executor is not None and not isinstance(executor, cf.Executor) and not hasattr(executor, "submit"):
+        raise ValueError("executor must be a concurrent.futures.Executor (or have a submit method)")
+    fn, grid = _resolve(function_or_config, grid)
+    points = grid_points(grid)
+    fname = _function_name(fn)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = [point_key(p, fname) for p in points]
+    done = _read_all(out)
+    todo = [(i, k, p) for i, (k, p) in enumerate(zip(keys, points)) if k not in done]
+    todo = list({k: (i, k, p) for i, k, p in todo}.values())  # duplicate points run once
+
+    failures: dict[str, tuple[dict, str]] = {}
+    if todo:
+        from tqdm.auto import tqdm
+
+        own = executor is None
+        ex = cf.ProcessPoolExecutor(max_workers=max_workers) if own else executor
+        bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep", unit="point",
+                   disable=None if progress is None else not progress)
+        futures: dict[Any, tuple[int, str, dict]] = {}
+        try:
+            for i, k, p in todo:
+                futures[ex.submit(_call, fn, p)] = (i, k, p)
+            for fut in cf.as_completed(futures):
+                i, k, p = futures[fut]
+                try:
+                    res, elapsed = fut.result()
+                    record = {
+                        "format": _FORMAT,
+                        "key": k,
+                        "index": i,
+                        "function": fname,
+                        "params": _jsonable(p),
+                        "result": _jsonable(res),
+                        "elapsed_s": elapsed,
+                        "finished_at": time.time(),
+                    }
+                except Exception as exc:  # a failing point must not lose the others
+                    failures[k] = (p, f"{type(exc).__name__}: {exc}")
+                    bar.update(1)
+                    continue
+                _atomic_write_json(out / f"{k}.json", record)
+                bar.update(1)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        finally:
+            bar.close()
+            if own:
+                ex.shutdown(wait=True, cancel_futures=True)
+    if failures and errors == "raise":
+        lines = "; ".join(f"{p}: {e}" for p, e in list(failures.values())[:5])
+        raise SweepError(f"{len(failures)} of {len(points)} points failed (finished points were saved): {lines}", failures)
+    records = _read_all(out)
+    seen = set()
+    ordered = []
+    for k in keys:
+        if k in records and k not in seen:
+            seen.add(k)
+            ordered.append(records[k])
+    return SweepResults(ordered)
+
+
+def _resolve(function_or_config, grid):
+    if callable(function_or_config):
+        if grid is None:
+            raise ValueError("grid must be given with a function")
+        return function_or_config, grid
+    if isinstance(function_or_config, (str, os.PathLike)):
+        from ._toml import load_toml
+
+        cfg = load_toml(function_or_config)
+        base = dict(cfg.get("base", {}))
+        if grid is None:
+            grid = cfg.get("grid")
+        if grid is None:
+            raise ValueError(f"grid is None and {function_or_config} has no [grid] table")
+        function_or_config = base
+    if isinstance(function_or_config, Mapping):
+        if grid is None:
+            raise ValueError("grid must be given with a config dictionary")
+        unknown = set(function_or_config) - set(_RUN_POINT_PARAMS)
+        if unknown:
+            raise ValueError(f"function_or_config: unknown parameters {sorted(unknown)}; known: {_RUN_POINT_PARAMS}")
+        base = dict(function_or_config)
+        points = [{**base, **p} for p in grid_points(grid)]
+        for p in points:
+            bad = set(p) - set(_RUN_POINT_PARAMS)
+            if bad:
+                raise ValueError(f"grid: unknown parameters {sorted(bad)}; known: {_RUN_POINT_PARAMS}")
+        return run_point, points
+    raise ValueError("function_or_config must be a callable, a dict of run_point parameters or a TOML path")
+
+
+# ---------------------------------------------------------------------------
+# The built-in point: one network configuration, summarized
+# ---------------------------------------------------------------------------
+
+_RUN_POINT_PARAMS = (
+    "block", "heads", "tau0", "gamma", "c_plus", "c_minus", "m", "rho0", "width", "T", "samples",
+    "method", "dt", "scheme", "seed", "threads",
+)
+
+
+def run_point(
+    *,
+    block: str = "shaped_transformer",
+    heads: int = 1,
+    tau0: float = 1.0,
+    gamma: float = 0.5,
+    c_plus: float = 0.0,
+    c_minus: float = -1.0,
+    m: int = 8,
+    rho0: float = 0.3,
+    width: int = 256,
+    T: float = 1.0,
+    samples: int = 500,
+    method: str = "exact",
+    dt: float | None = None,
+    scheme: str = "tamed_euler",
+    seed: int = 0,
+    threads: int | None = 1,
+) -> dict:
+    """Runs one configuration and returns summary numbers of the final covariance.
+
+    ``method`` is "exact", "explicit" or "law" (a network of ``width`` and depth
+    ``round(T * width)``) or "sde" (the covariance SDE to time T with step ``dt``,
+    default ``1/width``, and ``scheme``).  Returns the mean, median and 5%/95%
+    quantiles of the final off-diagonal correlation, the mean effective rank,
+    the mean normalized smallest eigenvalue and the count of exploded samples.
+    """
+    from . import analysis as an
+    from ._blocks import make_network
+    from .inputs import equicorrelated
+
+    net = make_network(block, heads=heads, tau0=tau0, gamma=gamma, c_plus=c_plus, c_minus=c_minus)
+    V0 = equicorrelated(m, rho0)
+    if method == "sde":
+        from .sde import solve_sde
+
+        step = (1.0 / width) if dt is None else float(dt)
+        res = solve_sde(net, V0, T=T, dt=step, paths=samples, scheme=scheme, seed=seed, threads=threads,
+                        save_at=np.array([0.0, T]), progress=False)
+    else:
+        from .simulate import simulate
+
+        depth = int(round(T * width))
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = simulate(net, V0=V0, width=width, depth=depth, samples=samples, method=method, seed=seed,
+                           threads=threads, save_at=np.array([0, depth]), progress=False)
+    VT = res.V[:, -1]
+    rho = an.off_diagonal(an.correlations(VT))
+    ok = np.all(np.isfinite(rho), axis=1)
+    r = rho[ok]
+    out = {
+        "rho_mean": float(r.mean()) if r.size else None,
+        "rho_sem": float(r.mean(axis=1).std(ddof=1) / math.sqrt(r.shape[0])) if r.shape[0] > 1 else None,
+        "rho_median": float(np.median(r)) if r.size else None,
+        "rho_q05": float(np.quantile(r, 0.05)) if r.size else None,
+        "rho_q95": float(np.quantile(r, 0.95)) if r.size else None,
+        "effective_rank": float(np.nanmean(an.effective_rank(VT[ok]))) if ok.any() else None,
+        "min_eig": float(np.nanmean(an.smallest_eigenvalue(VT[ok], normalized=True))) if ok.any() else None,
+        "exploded": int((~ok).sum()),
+        "samples": int(VT.shape[0]),
+    }
+    return out
