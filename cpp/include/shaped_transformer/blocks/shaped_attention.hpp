@@ -28,7 +28,86 @@ struct ShapedAttention {
 // ---- explicit forward on X ------------------------------------------------
 
 // ---- exact step on V ------------------------------------------------------
+// (Engineer H2.)  Y_h = L M_h L^T with M_h = G_q G_k^T drawn in O(m^3); then the
+// shared value part (exact_common.hpp).  A_h = alpha I + beta Softmax(Y_h/tau) - beta C.
+
+}  // namespace shaped_transformer
+#include "../exact_common.hpp"
+namespace shaped_transformer {
+
+/// The matrix C of the general shaped head: 1 1^T / m, or the uniform causal matrix.
+inline Cov shaped_centering(Eigen::Index m, bool causal) {
+  Cov C = Cov::Zero(m, m);
+  for (Eigen::Index i = 0; i < m; ++i)
+    for (Eigen::Index j = 0; j < (causal ? i + 1 : m); ++j) C(i, j) = 1.0 / double(causal ? i + 1 : m);
+  return C;
+}
+
+/// One shaped attention block applied to V exactly in law, at width n.
+inline void exact_step(const ShapedAttention& b, Cov& V, long n, const ExactKey& key) {
+  const Eigen::Index m = V.rows();
+  if (b.heads < 1 || b.heads > ExactKey::kMaxHeads) throw std::invalid_argument("heads: out of range for the exact chain");
+  if (b.concat) throw std::invalid_argument("concat: concatenated heads are not covered by the exact chain");
+  Cov L;
+  psd_root(V, L);
+  const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
+  const double tau = b.tau0 * std::sqrt(double(n) * nk);
+  const Cov Cm = shaped_centering(m, b.causal);
+  Cov C(m, b.heads * m), M, Y(m, m), A;
+  for (int h = 0; h < b.heads; ++h) {
+    draw_key_product(nk, m, key, h, M);
+    Y.noalias() = L * M * L.transpose();
+    Y /= tau;
+    softmax_rows(Y, b.causal);
+    A = b.beta * (Y - Cm);
+    A.diagonal().array() += b.alpha;
+    C.middleCols(h * m, m).noalias() = A * L;
+  }
+  value_mix(V, L, C, b.heads, double(n), b.lambda, b.gamma, key, false);
+}
 
 // ---- SDE drift and noise --------------------------------------------------
+// (Engineer H2.)  MODEL.md section 5, confirmed by tests/test_moments.py.
+//   drift b(V) = (gamma^2/tau0^2) (D V + V D^T + tr(V P V P)/m^2 V), D_ab = V_aa w_b/(2m),
+//         w_b = (P V P)_bb - tr(P V P)/m;
+//   noise gamma sqrt(2 - gamma^2) (L dZ L^T + L dZ^T L^T)/sqrt(2)
+//         + gamma^2/(tau0 m sqrt(H)) (L dXi L^T P V + V P L dXi^T L^T).
+// Only the paper's head (alpha = beta = 1, not causal, not concat) has this limit.
+
+/// Adds the attention drift b(V) to `out`.
+inline void sde_drift(const ShapedAttention& b, const Cov& V, Cov& out) {
+  const Eigen::Index m = V.rows();
+  const double md = double(m);
+  const Cov P = Cov::Identity(m, m) - Cov::Constant(m, m, 1.0 / md);
+  const Cov VP = V * P;
+  const Cov PVP = P * VP;
+  const double trPVP = PVP.trace();
+  const double trVPVP = VP.cwiseProduct(VP.transpose()).sum();
+  Cov D(m, m);
+  for (Eigen::Index a = 0; a < m; ++a)
+    for (Eigen::Index c = 0; c < m; ++c) D(a, c) = V(a, a) * (PVP(c, c) - trPVP / md) / (2.0 * md);
+  Cov DV(m, m);
+  DV.noalias() = D * V;
+  out += (b.gamma * b.gamma / (b.tau0 * b.tau0)) * (DV + DV.transpose() + (trVPVP / (md * md)) * V);
+}
+
+/// Number of N(0, dt) normals one attention noise increment uses (dZ, dXi).
+inline int sde_noise_dim(const ShapedAttention&, int m) { return 2 * m * m; }
+
+/// Adds the attention noise increment to `out`; `dW` holds sde_noise_dim N(0, dt)
+/// numbers (row-major dZ then dXi), `L` is a root of V.
+inline void sde_noise(const ShapedAttention& b, const Cov& V, const Cov& L, const double* dW, Cov& out) {
+  const Eigen::Index m = V.rows();
+  const double md = double(m);
+  using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::Map<const RM> dZ(dW, m, m), dXi(dW + m * m, m, m);
+  Cov S(m, m);
+  S.noalias() = L * dZ * L.transpose();
+  out += (b.gamma * std::sqrt(std::max(0.0, 2.0 - b.gamma * b.gamma)) / std::sqrt(2.0)) * (S + S.transpose());
+  const Cov P = Cov::Identity(m, m) - Cov::Constant(m, m, 1.0 / md);
+  Cov T(m, m);
+  T.noalias() = L * dXi * L.transpose() * (P * V);
+  out += (b.gamma * b.gamma / (b.tau0 * md * std::sqrt(double(b.heads)))) * (T + T.transpose());
+}
 
 }  // namespace shaped_transformer

@@ -19,7 +19,53 @@ struct ShapedMLP {
 // ---- explicit forward on X ------------------------------------------------
 
 // ---- exact step on V ------------------------------------------------------
+// (Engineer H2.)  Phi = c phi_s(K) phi_s(K)^T / n with K = L G' (O(m^2 n)), then the
+// value part with C = chol(Phi) (exact_common.hpp, mlp_exact_step).
+
+}  // namespace shaped_transformer
+#include "../exact_common.hpp"
+namespace shaped_transformer {
+
+/// One shaped MLP block applied to V exactly in law, at width n.
+inline void exact_step(const ShapedMLP& b, Cov& V, long n, const ExactKey& key) {
+  const double sp = 1.0 + b.c_plus / std::sqrt(double(n)), sm = 1.0 + b.c_minus / std::sqrt(double(n));
+  const double c = 2.0 / (sp * sp + sm * sm);
+  Cov L;
+  psd_root(V, L);
+  mlp_exact_step(V, L, L, n, c, b.lambda, b.gamma, key, [sp, sm](double x) { return x > 0 ? sp * x : sm * x; });
+}
 
 // ---- SDE drift and noise --------------------------------------------------
+// (Engineer H2.)  drift b_ab = gamma^2 nu(rho_ab) sqrt(V_aa V_bb) off the diagonal,
+// nu(rho) = ((c_+ - c_-)^2 / (2 pi)) (sqrt(1 - rho^2) - rho arccos rho);
+// noise covariance 2 gamma^2 Sigma_lin, drawn as gamma (L dZ L^T + L dZ^T L^T).
+
+/// Adds the MLP drift to `out`.
+inline void sde_drift(const ShapedMLP& b, const Cov& V, Cov& out) {
+  const Eigen::Index m = V.rows();
+  const double k = b.gamma * b.gamma * (b.c_plus - b.c_minus) * (b.c_plus - b.c_minus) / (2.0 * M_PI);
+  if (k == 0.0) return;
+  for (Eigen::Index a = 0; a < m; ++a)
+    for (Eigen::Index c = 0; c < m; ++c) {
+      if (a == c) continue;
+      const double s = std::sqrt(std::max(0.0, V(a, a) * V(c, c)));
+      if (s == 0.0) continue;
+      const double rho = std::clamp(V(a, c) / s, -1.0, 1.0);
+      out(a, c) += k * (std::sqrt(1.0 - rho * rho) - rho * std::acos(rho)) * s;
+    }
+}
+
+/// Number of N(0, dt) normals one MLP noise increment uses.
+inline int sde_noise_dim(const ShapedMLP&, int m) { return m * m; }
+
+/// Adds the MLP noise increment to `out` (see sde_noise of ShapedAttention).
+inline void sde_noise(const ShapedMLP& b, const Cov& V, const Cov& L, const double* dW, Cov& out) {
+  const Eigen::Index m = V.rows();
+  using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::Map<const RM> dZ(dW, m, m);
+  Cov S(m, m);
+  S.noalias() = L * dZ * L.transpose();
+  out += b.gamma * (S + S.transpose());
+}
 
 }  // namespace shaped_transformer

@@ -21,5 +21,36 @@ struct StandardAttention {
 // ---- explicit forward on X ------------------------------------------------
 
 // ---- exact step on V ------------------------------------------------------
+// (Engineer H2.)  Same reduction as the shaped head with A_h = Softmax(Y_h / sqrt(n_k)),
+// Y_h = L_in M_h L_in^T.  RMS norms are rotation invariant: pre_rms feeds the branch
+// with L_in = D^{-1/2} L (D = diag V) while the residual keeps L; post_rms maps
+// V' -> D'^{-1/2} V' D'^{-1/2}.  LayerNorm (feature centring) is not covered.
+
+}  // namespace shaped_transformer
+#include "../exact_common.hpp"
+namespace shaped_transformer {
+
+/// One standard attention block applied to V exactly in law, at width n.
+inline void exact_step(const StandardAttention& b, Cov& V, long n, const ExactKey& key) {
+  const Eigen::Index m = V.rows();
+  if (b.heads < 1 || b.heads > ExactKey::kMaxHeads) throw std::invalid_argument("heads: out of range for the exact chain");
+  if (b.concat) throw std::invalid_argument("concat: concatenated heads are not covered by the exact chain");
+  if (b.norm == Norm::PreLayer || b.norm == Norm::PostLayer)
+    throw std::invalid_argument("norm: LayerNorm is not rotation invariant; the exact chain does not cover it");
+  Cov L;
+  psd_root(V, L);
+  const Cov L_in = b.norm == Norm::PreRMS ? rms_normalize_root(L) : L;
+  const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
+  Cov C(m, b.heads * m), M, Y(m, m);
+  for (int h = 0; h < b.heads; ++h) {
+    draw_key_product(nk, m, key, h, M);
+    Y.noalias() = L_in * M * L_in.transpose();
+    Y /= std::sqrt(nk);
+    softmax_rows(Y, false);
+    C.middleCols(h * m, m).noalias() = Y * L_in;
+  }
+  value_mix(V, L, C, b.heads, double(n), b.lambda, b.gamma, key, false);
+  if (b.norm == Norm::PostRMS) rms_normalize(V);
+}
 
 }  // namespace shaped_transformer

@@ -1,0 +1,111 @@
+// The exact width-independent chain (MODEL.md section 4): V_{l+1} is drawn from V_l
+// exactly in law, at O((H m)^3) per attention block whatever the width n, and
+// O(m^2 n) per MLP block.  Random numbers: Stream{seed, sample, block index,
+// kExactBase + id} (see ExactKey in exact_common.hpp).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "network.hpp"
+#include "parallel.hpp"
+#include "result.hpp"
+
+namespace shaped_transformer {
+
+/// True when V is finite and its largest diagonal entry is <= blowup.
+inline bool covariance_ok(const Cov& V, double blowup) {
+  return V.allFinite() && V.diagonal().maxCoeff() <= blowup;
+}
+
+/// Applies block b of the network (layer l) to V in place at width n.
+inline void exact_block(const Block& block, Cov& V, long n, const ExactKey& key) {
+  std::visit([&](const auto& b) { exact_step(b, V, n, key); }, block);
+}
+
+/// Throws std::invalid_argument when the exact chain cannot run this network.
+inline void check_exact_arguments(const Network& net, const Cov& V0, long width, int depth, int samples,
+                                  const std::vector<std::int64_t>& save_at) {
+  if (net.blocks.empty()) throw std::invalid_argument("blocks: the network has no blocks");
+  if (V0.rows() < 1 || V0.rows() != V0.cols()) throw std::invalid_argument("V0: must be a non-empty square matrix");
+  if (!V0.allFinite()) throw std::invalid_argument("V0: contains non-finite values");
+  if (width < V0.rows()) throw std::invalid_argument("width: must be >= the number of tokens m");
+  if (depth < 0) throw std::invalid_argument("depth: must be >= 0");
+  if (samples < 1) throw std::invalid_argument("samples: must be >= 1");
+  if (save_at.empty()) throw std::invalid_argument("save_at: must not be empty");
+  for (std::size_t k = 0; k < save_at.size(); ++k)
+    if (save_at[k] < 0 || save_at[k] > depth || (k > 0 && save_at[k] <= save_at[k - 1]))
+      throw std::invalid_argument("save_at: must be sorted, unique layer indices in [0, depth]");
+  for (const auto& blk : net.blocks) {
+    if (const auto* a = std::get_if<ShapedAttention>(&blk)) {
+      if (a->concat) throw std::invalid_argument("concat: concatenated heads are not covered by the exact chain");
+      if (a->heads > ExactKey::kMaxHeads) throw std::invalid_argument("heads: too many heads for the exact chain");
+    } else if (const auto* s = std::get_if<StandardAttention>(&blk)) {
+      if (s->concat) throw std::invalid_argument("concat: concatenated heads are not covered by the exact chain");
+      if (s->norm == Norm::PreLayer || s->norm == Norm::PostLayer)
+        throw std::invalid_argument("norm: LayerNorm is not covered by the exact chain");
+      if (s->heads > ExactKey::kMaxHeads) throw std::invalid_argument("heads: too many heads for the exact chain");
+    } else if (const auto* r = std::get_if<ReluMLP>(&blk)) {
+      if (r->norm == Norm::PreLayer || r->norm == Norm::PostLayer)
+        throw std::invalid_argument("norm: LayerNorm is not covered by the exact chain");
+    }
+  }
+}
+
+/// Runs one sample of the exact chain; writes the saved covariances of sample s.
+/// Returns the layer at which the sample blew up (-1: never).
+inline std::int64_t exact_sample(const Network& net, const Cov& V0, long width, int depth, std::uint64_t seed,
+                                 std::uint32_t sample, const std::vector<std::int64_t>& save_at, double blowup,
+                                 double* out, const CancelToken* cancel = nullptr) {
+  const Eigen::Index m = V0.rows();
+  Cov V = V0;
+  std::size_t k = 0;
+  std::int64_t exploded = -1;
+  auto save = [&](std::int64_t layer) {
+    while (k < save_at.size() && save_at[k] == layer) {
+      for (Eigen::Index a = 0; a < m; ++a)
+        for (Eigen::Index b = 0; b < m; ++b) out[k * m * m + a * m + b] = V(a, b);
+      ++k;
+    }
+  };
+  save(0);
+  for (int l = 0; l < depth; ++l) {
+    if (cancel && cancel->stop_requested()) return exploded;
+    for (std::size_t b = 0; b < net.blocks.size(); ++b) {
+      const ExactKey key{seed, sample, net.block_index(std::size_t(l), b)};
+      exact_block(net.blocks[b], V, width, key);
+    }
+    if (!covariance_ok(V, blowup)) {
+      exploded = l + 1;
+      break;
+    }
+    save(l + 1);
+  }
+  for (; k < save_at.size(); ++k)
+    std::fill(out + k * m * m, out + (k + 1) * m * m, std::numeric_limits<double>::quiet_NaN());
+  return exploded;
+}
+
+/// The exact chain for `samples` independent samples (contract: preamble / README).
+inline Trajectories simulate_exact(const Network& net, const Cov& V0, long width, int depth, int samples,
+                                   std::uint64_t seed, const std::vector<std::int64_t>& save_at,
+                                   const RunOptions& opt) {
+  check_exact_arguments(net, V0, width, depth, samples, save_at);
+  Trajectories tr(samples, int(save_at.size()), int(V0.rows()));
+  parallel_for(
+      std::size_t(samples), opt.threads,
+      [&](std::size_t s, const CancelToken& cancel) {
+        tr.exploded[s] = exact_sample(net, V0, width, depth, seed, std::uint32_t(s), save_at, opt.blowup,
+                                      tr.V_at(int(s), 0), &cancel);
+      },
+      opt.poll, opt.progress);
+  return tr;
+}
+
+}  // namespace shaped_transformer
