@@ -24,7 +24,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ._result import Result, correlations
+from ._result import Result
+from ._result import correlations as _correlations
 
 __all__ = [
     "correlations",
@@ -48,6 +49,22 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # Observables of one covariance
 # ---------------------------------------------------------------------------
+
+
+def correlations(V: np.ndarray) -> np.ndarray:
+    """rho_ab = V_ab / sqrt(V_aa V_bb) for covariances ``(..., m, m)``.
+
+    :func:`shaped_transformer.correlations` (zero-variance tokens get correlation
+    0), except that a non-finite V_ab (a sample that blew up) gives NaN instead of
+    a silent 0, so that the summaries below can drop and count such samples.
+    """
+    V = np.asarray(V, dtype=np.float64)
+    rho = _correlations(V)
+    d = np.diagonal(V, axis1=-2, axis2=-1)
+    bad = ~(np.isfinite(V) & np.isfinite(d)[..., :, None] & np.isfinite(d)[..., None, :])
+    if bad.any():
+        rho = np.where(bad, np.nan, rho)
+    return rho
 
 
 def off_diagonal(A: np.ndarray) -> np.ndarray:
@@ -382,6 +399,7 @@ class Distance:
     bootstrap: int = 0
     n_x: int = 0
     n_y: int = 0
+    interval: str = ""
     replicates: np.ndarray | None = field(default=None, repr=False)
 
     def __float__(self) -> float:
@@ -402,6 +420,7 @@ class Distance:
             "high": c(self.high),
             "level": self.level,
             "bootstrap": self.bootstrap,
+            "interval": self.interval,
             "n_x": self.n_x,
             "n_y": self.n_y,
         }
@@ -412,7 +431,9 @@ class Distance:
         return f"{self.metric} = {self.value:.4f}"
 
 
-def _distance(metric: str, x, y, bootstrap: int, level: float, seed: int | None) -> Distance:
+def _distance(metric: str, x, y, bootstrap: int, level: float, seed: int | None, interval: str = "basic") -> Distance:
+    if interval not in ("basic", "percentile"):
+        raise ValueError(f"interval must be 'basic' or 'percentile', got {interval!r}")
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
         raise ValueError(f"bootstrap must be a non-negative integer (number of replicates), got {bootstrap!r}")
     if not (isinstance(level, (int, float)) and 0.0 < float(level) < 1.0):
@@ -431,30 +452,56 @@ def _distance(metric: str, x, y, bootstrap: int, level: float, seed: int | None)
             wy = np.bincount(rng.integers(0, pair.gy, pair.gy), minlength=pair.gy).astype(np.float64)
             reps[b] = fn(wx, wy)
         a = (1.0 - float(level)) / 2.0
-        d.low, d.high = (float(v) for v in np.quantile(reps, [a, 1.0 - a]))
+        q_lo, q_hi = (float(v) for v in np.quantile(reps, [a, 1.0 - a]))
+        if interval == "percentile":
+            d.low, d.high = q_lo, q_hi
+        else:
+            # Basic (reverse-percentile) interval: it corrects the upward bias of a
+            # plug-in distance to first order; a distance is >= 0, hence the clip.
+            d.low, d.high = max(0.0, 2 * d.value - q_hi), max(0.0, 2 * d.value - q_lo)
+        d.interval = interval
         d.replicates = reps
     return d
 
 
-def ks(x: np.ndarray, y: np.ndarray, *, bootstrap: int = 0, level: float = 0.95, seed: int | None = 0) -> Distance:
-    """Kolmogorov-Smirnov distance between two samples with a percentile bootstrap CI.
+def ks(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    bootstrap: int = 0,
+    level: float = 0.95,
+    seed: int | None = 0,
+    interval: str = "basic",
+) -> Distance:
+    """Kolmogorov-Smirnov distance between two samples with a bootstrap CI.
 
     ``x``, ``y``: 1-d arrays of independent values, or 2-d ``(samples, k)`` arrays
     whose rows are independent (the bootstrap then resamples rows).  ``bootstrap``
     replicates (0: no interval), ``level`` the confidence level, ``seed`` the
     NumPy seed of the resampling (the same seed gives the same interval).
+    ``interval``: "basic" (default; ``[2 d - q_hi, 2 d - q_lo]`` clipped at 0,
+    which corrects the upward bias of the plug-in distance) or "percentile"
+    (``[q_lo, q_hi]``, which under-covers: in the test suite's N(0,1) vs
+    N(0.5,1) experiment at n = 400 a nominal 90% KS interval covered 70% of the
+    time, the basic one 85%).
     """
-    return _distance("ks", x, y, bootstrap, level, seed)
+    return _distance("ks", x, y, bootstrap, level, seed, interval)
 
 
 def wasserstein(
-    x: np.ndarray, y: np.ndarray, *, bootstrap: int = 0, level: float = 0.95, seed: int | None = 0
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    bootstrap: int = 0,
+    level: float = 0.95,
+    seed: int | None = 0,
+    interval: str = "basic",
 ) -> Distance:
-    """Wasserstein-1 distance between two samples with a percentile bootstrap CI.
+    """Wasserstein-1 distance between two samples with a bootstrap CI.
 
     Same arguments as :func:`ks`.
     """
-    return _distance("wasserstein1", x, y, bootstrap, level, seed)
+    return _distance("wasserstein1", x, y, bootstrap, level, seed, interval)
 
 
 def compare(

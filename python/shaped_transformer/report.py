@@ -469,7 +469,7 @@ def _markdown(cfg, size, results, dist_rows, summ, shaped_key, widths) -> str:
         f"{cfg['explicit']['samples']} networks with explicit Gaussian weights at n = {cfg['explicit']['width']}. "
         f"The SDE uses {cfg['sde']['paths']} paths, dt = {cfg['sde']['dt']:g}, scheme `{cfg['sde']['scheme']}`.",
         "",
-        f"## Distances between the laws of rho_T ({lvl} bootstrap CI, {S['bootstrap']} replicates, resampling whole networks)",
+        f"## Distances between the laws of rho_T ({lvl} basic bootstrap CI, {S['bootstrap']} replicates, resampling whole networks)",
         "",
         "| comparison | KS | Wasserstein-1 |",
         "|---|---|---|",
