@@ -1,0 +1,85 @@
+// The exact m x m chain (exact.hpp): shapes, saving, determinism, blow-up, errors.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <stdexcept>
+
+#include <shaped_transformer/exact.hpp>
+
+#include "driver_helpers.hpp"
+
+namespace st = shaped_transformer;
+using namespace st_test;
+
+TEST_SUITE("exact") {
+  TEST_CASE("shapes, the saved input and finite covariances") {
+    const st::Cov V0 = equicorrelated(4, 0.3);
+    st::RunOptions opt;
+    opt.threads = 2;
+    const auto r = st::simulate_exact(shaped_net(), V0, 64, 8, 5, 1, {0, 4, 8}, opt);
+    CHECK(r.samples == 5);
+    CHECK(r.saved == 3);
+    CHECK(r.m == 4);
+    REQUIRE(r.V.size() == std::size_t(5 * 3 * 4 * 4));
+    REQUIRE(r.exploded.size() == 5u);
+    for (int s = 0; s < 5; ++s) {
+      CHECK(r.exploded[s] == -1);
+      for (int i = 0; i < 16; ++i) CHECK(r.V_at(s, 0)[i] == doctest::Approx(V0.data()[i]).epsilon(1e-14));
+      for (int k = 1; k < 3; ++k) {
+        const double* V = r.V_at(s, k);
+        for (int a = 0; a < 4; ++a) {
+          CHECK(V[a * 4 + a] > 0);
+          for (int b = 0; b < 4; ++b) {
+            CHECK(std::isfinite(V[a * 4 + b]));
+            CHECK(V[a * 4 + b] == doctest::Approx(V[b * 4 + a]).epsilon(1e-12));  // symmetric
+          }
+        }
+      }
+    }
+  }
+
+  TEST_CASE("results depend on the seed and the sample, never on the thread count") {
+    const st::Cov V0 = equicorrelated(3, 0.5);
+    st::RunOptions one, many;
+    one.threads = 1;
+    many.threads = 3;
+    const auto a = st::simulate_exact(shaped_net(), V0, 32, 6, 7, 11, all_layers(6), one);
+    const auto b = st::simulate_exact(shaped_net(), V0, 32, 6, 7, 11, all_layers(6), many);
+    CHECK(a.V == b.V);
+    const auto c = st::simulate_exact(shaped_net(), V0, 32, 6, 7, 12, all_layers(6), many);
+    CHECK(a.V != c.V);
+    // Sample s of a run is sample s of any other run with the same seed.
+    const auto d = st::simulate_exact(shaped_net(), V0, 32, 6, 3, 11, all_layers(6), many);
+    CHECK(std::vector<double>(a.V.begin(), a.V.begin() + d.V.size()) == d.V);
+  }
+
+  TEST_CASE("blow-up stops a sample and fills its later saves with NaN") {
+    st::RunOptions opt;
+    opt.blowup = 1e-3;  // the input itself has diag 1 > blowup: stopped at once
+    const auto r = st::simulate_exact(shaped_net(), equicorrelated(3, 0.2), 16, 4, 2, 0, all_layers(4), opt);
+    for (int s = 0; s < 2; ++s) {
+      CHECK(r.exploded[s] >= 0);
+      CHECK(r.exploded[s] <= 1);
+      CHECK(std::isnan(r.V_at(s, 4)[0]));
+    }
+  }
+
+  TEST_CASE("invalid arguments throw std::invalid_argument") {
+    const st::Cov V0 = equicorrelated(3, 0.2);
+    const st::RunOptions opt;
+    CHECK_THROWS_AS(st::simulate_exact(st::Network{}, V0, 16, 2, 1, 0, {0}, opt), std::invalid_argument);
+    CHECK_THROWS_AS(st::simulate_exact(shaped_net(), V0, 16, -1, 1, 0, {0}, opt), std::invalid_argument);
+    CHECK_THROWS_AS(st::simulate_exact(shaped_net(), V0, 16, 2, 0, 0, {0}, opt), std::invalid_argument);
+    CHECK_THROWS_AS(st::simulate_exact(shaped_net(), V0, 2, 2, 1, 0, {0}, opt), std::invalid_argument);
+    CHECK_THROWS_AS(st::simulate_exact(shaped_net(), V0, 16, 2, 1, 0, {0, 3}, opt), std::invalid_argument);
+    CHECK_THROWS_AS(st::simulate_exact(shaped_net(), V0, 16, 2, 1, 0, {2, 1}, opt), std::invalid_argument);
+  }
+
+  TEST_CASE("poll cancels a run with Cancelled") {
+    st::RunOptions opt;
+    opt.threads = 1;
+    opt.poll = [] { return true; };
+    CHECK_THROWS_AS(st::simulate_exact(shaped_net(), equicorrelated(4, 0.3), 64, 20000, 64, 0, {0, 20000}, opt),
+                    st::Cancelled);
+  }
+}

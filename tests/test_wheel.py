@@ -1,0 +1,122 @@
+"""Shipping the Python package: sdist -> wheel -> fresh virtual environment.
+
+``test_installed_package_*`` run against whatever ``shaped_transformer`` is
+importable (the development build, or an installed wheel: cibuildwheel's
+test-command runs exactly these).  ``test_wheel_in_fresh_venv`` builds the sdist,
+builds the wheel from the sdist with ``pip wheel`` (so a file missing from the
+sdist breaks it), installs the wheel with numpy from the package index into a new
+``python -m venv`` and imports and simulates there.  It compiles the whole
+extension (about a minute on 2 cores) and needs the package index (build
+isolation downloads scikit-build-core, pybind11 and cmeel-eigen).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A tiny run of every method; printed values are checked by the caller.  Shared by
+# the in-process test and the fresh-venv test, so both check the same thing.
+SMOKE = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import shaped_transformer as st
+
+    net = st.shaped_transformer(heads=2, tau0=1.0, gamma=0.5)
+    V0 = st.inputs.equicorrelated(m=3, rho=0.3)
+    out = {"file": st.__file__, "version": st.__version__}
+    for method in ("explicit", "law", "exact"):
+        r = st.simulate(net, V0=V0, width=16, depth=4, samples=3, method=method, seed=1, threads=2)
+        assert r.V.shape == (3, 5, 3, 3), (method, r.V.shape)
+        assert np.isfinite(r.V).all(), method
+        assert np.allclose(r.V[:, 0], V0), method
+        r2 = st.simulate(net, V0=V0, width=16, depth=4, samples=3, method=method, seed=1, threads=1)
+        assert np.array_equal(r.V, r2.V), method  # thread count does not change results
+        out[method] = float(r.rho[:, -1].mean())
+    print(json.dumps(out))
+    """
+)
+
+
+def test_installed_package_imports_and_simulates() -> None:
+    """The importable package runs a tiny simulation with every method."""
+    namespace: dict = {}
+    exec(compile(SMOKE, "<smoke>", "exec"), namespace)
+
+
+def test_installed_package_core_is_portable() -> None:
+    """The extension loads and reports the normal kernel it picked at run time."""
+    from shaped_transformer._core_loader import core
+
+    assert core is not None
+    names = [n for n in dir(core) if not n.startswith("_")]
+    assert {"simulate_explicit", "simulate_law", "simulate_exact"} <= set(names)
+
+
+def _run(cmd: list, cwd: Path | None = None, env: dict | None = None, timeout: float = 1200) -> str:
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-8000:]}"
+    print(f"[{time.perf_counter() - t0:6.1f} s] {' '.join(map(str, cmd))}")
+    return proc.stdout
+
+
+def _clean_env() -> dict:
+    """The environment without our development overrides (build dir, PYTHONPATH)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SHAPED_TRANSFORMER_BUILD_DIR", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", "2")
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def test_wheel_in_fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """sdist -> `pip wheel` -> install in a new venv (numpy from the index) -> import + simulate."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    dist, env = tmp / "dist", _clean_env()
+    if importlib.util.find_spec("build") is not None:
+        # The sdist must hold all a build needs: the wheel is built from it.
+        _run([sys.executable, "-m", "build", "--sdist", "--outdir", dist, ROOT], env=env)
+        sdists = list(dist.glob("shaped_transformer-*.tar.gz"))
+        assert len(sdists) == 1
+        source = sdists[0]
+    else:  # `build` is in the test extras; without it, build from the checkout
+        source = ROOT
+    wheels_dir = tmp / "wheels"
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", wheels_dir, source], cwd=tmp, env=env)
+    wheels = list(wheels_dir.glob("shaped_transformer-*.whl"))
+    assert len(wheels) == 1, wheels
+    wheel = wheels[0]
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("shaped_transformer/_core") and n.endswith((".so", ".pyd")) for n in names), names
+    assert "shaped_transformer/__init__.py" in names
+    # Only the Python component: no C++ headers, static library or CMake package.
+    assert not [n for n in names if n.endswith((".hpp", ".a", ".cmake"))]
+
+    venv = tmp / "venv"
+    _run([sys.executable, "-m", "venv", venv], env=env)
+    py = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    _run([py, "-m", "pip", "install", "-q", wheel, "numpy"], cwd=tmp, env=env)
+    # Run from an empty folder so that nothing from the checkout can be imported.
+    work = tmp / "run"
+    work.mkdir()
+    out = _run([py, "-c", SMOKE], cwd=work, env=env, timeout=300)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert Path(result["file"]).resolve().is_relative_to(venv.resolve())
+    for method in ("explicit", "law", "exact"):
+        assert np.isfinite(result[method])
