@@ -34,7 +34,7 @@ def require_matplotlib():
         import matplotlib  # noqa: F401
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
+    except ImportError as exc:
         raise ImportError(
             "plotting needs matplotlib, an optional dependency: pip install 'shaped-transformer[plot]'"
         ) from exc
