@@ -5,6 +5,7 @@ chain, and the neural covariance SDE, with analysis helpers.
 """
 
 from . import inputs
+from . import analysis, sweep  # plotting and report are imported on use (matplotlib is optional)
 from ._blocks import (
     Block,
     Network,
@@ -33,7 +34,9 @@ __all__ = [
     "ShapedMLP",
     "StandardAttention",
     "correlations",
+    "analysis",
     "inputs",
+    "sweep",
     "make_network",
     "shaped_transformer",
     "simulate",
