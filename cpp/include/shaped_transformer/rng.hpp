@@ -9,6 +9,11 @@
 // One Philox call yields four 32-bit words, which Box-Muller turns into four
 // normals (two pairs).  The transform uses its own polynomials (no libm), so
 // the SIMD kernels in cpp/src/ reproduce this scalar reference bit for bit.
+//
+// The functions below are `static inline` on purpose: the SIMD translation units
+// (compiled with -mavx2 / -mavx512f) include this header too, and with external
+// linkage the linker could keep their AVX-512 copy of an inline function for the
+// whole program, which would crash on CPUs without AVX-512 (an ODR trap).
 #pragma once
 
 #include <cstddef>
@@ -43,7 +48,7 @@ struct Philox4x32 {
   std::uint32_t c[4];
 };
 
-inline void philox_round(std::uint32_t c[4], const std::uint32_t k[2]) {
+static inline void philox_round(std::uint32_t c[4], const std::uint32_t k[2]) {
   constexpr std::uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
   const std::uint64_t p0 = std::uint64_t(M0) * c[0];
   const std::uint64_t p1 = std::uint64_t(M1) * c[2];
@@ -56,7 +61,7 @@ inline void philox_round(std::uint32_t c[4], const std::uint32_t k[2]) {
 }
 
 /// Philox4x32-10 (Salmon et al. 2011): 10 rounds, Weyl key schedule.
-inline void philox4x32_10(std::uint32_t c[4], std::uint32_t k0, std::uint32_t k1) {
+static inline void philox4x32_10(std::uint32_t c[4], std::uint32_t k0, std::uint32_t k1) {
   constexpr std::uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
   std::uint32_t k[2] = {k0, k1};
   for (int r = 0; r < 10; ++r) {
@@ -66,19 +71,19 @@ inline void philox4x32_10(std::uint32_t c[4], std::uint32_t k0, std::uint32_t k1
   }
 }
 
-inline float bits_to_float(std::uint32_t u) {
+static inline float bits_to_float(std::uint32_t u) {
   float f;
   std::memcpy(&f, &u, sizeof f);
   return f;
 }
-inline std::uint32_t float_to_bits(float f) {
+static inline std::uint32_t float_to_bits(float f) {
   std::uint32_t u;
   std::memcpy(&u, &f, sizeof u);
   return u;
 }
 
 /// Natural log of u in (0, 1], Cephes logf polynomial (max error ~1 ulp in float).
-inline float log_poly(float u) {
+static inline float log_poly(float u) {
   const std::uint32_t b = float_to_bits(u);
   float e = float(int((b >> 23) & 0xFFu) - 126);                 // u = 2^e * x, x in [0.5, 1)
   float x = bits_to_float((b & 0x807FFFFFu) | 0x3F000000u);
@@ -105,7 +110,7 @@ inline float log_poly(float u) {
 /// Four normals from four uniform words (two Box-Muller pairs).
 /// Radius from word a: u = (a >> 8 + 0.5) 2^-24 in (0, 1).  Angle from word b:
 /// its top two bits pick the quadrant, the next 22 bits the angle inside it.
-inline void box_muller_pair(std::uint32_t a, std::uint32_t b, float& z0, float& z1) {
+static inline void box_muller_pair(std::uint32_t a, std::uint32_t b, float& z0, float& z1) {
   const float u = (float(a >> 8) + 0.5f) * 5.9604644775390625e-8f;  // 2^-24
   const float r = __builtin_sqrtf(-2.0f * log_poly(u));
   // y in (-pi/4, pi/4): angle inside the quadrant minus pi/4.
@@ -134,7 +139,7 @@ inline void box_muller_pair(std::uint32_t a, std::uint32_t b, float& z0, float& 
 }  // namespace detail
 
 /// Four normals of group `group` (normals 4*group .. 4*group+3) of a stream.
-inline void normal4(const Stream& s, std::uint64_t group, float out[4]) {
+static inline void normal4(const Stream& s, std::uint64_t group, float out[4]) {
   std::uint32_t c[4] = {std::uint32_t(group), (s.matrix << 16) | std::uint32_t(group >> 32), s.block,
                         s.sample};
   detail::philox4x32_10(c, std::uint32_t(s.seed), std::uint32_t(s.seed >> 32));
@@ -145,7 +150,7 @@ inline void normal4(const Stream& s, std::uint64_t group, float out[4]) {
 /// Scalar reference: normals first .. first+count-1 of a stream.
 /// The fast kernels (fill_normal in normal_kernels.hpp) must reproduce it exactly.
 template <class T>
-inline void fill_normal_reference(const Stream& s, std::uint64_t first, std::size_t count, T* out) {
+static inline void fill_normal_reference(const Stream& s, std::uint64_t first, std::size_t count, T* out) {
   float z[4];
   std::uint64_t g = first / 4;
   int j = int(first % 4);
