@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #include "../types.hpp"
 
@@ -17,6 +18,17 @@ struct ShapedMLP {
 };
 
 // ---- explicit forward on X ------------------------------------------------
+// (Engineer H1.)  Defined in cpp/src/explicit_blocks.cpp for S = float and double.
+// forward_explicit: one block on the tokens X (m x n), in place, with Gaussian
+// weights drawn from Stream{seed, sample, block, matrix_id} in tiles (never an
+// n x n matrix); `threads` > 1 splits each weight product over column tiles with
+// identical results.  forward_law: the law-exact activation sampler of MODEL.md
+// section 4 (same law of X', O(m n) normals from the kLawBase matrix ids).
+template <class S>
+void forward_explicit(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,
+                      int threads = 1);
+template <class S>
+void forward_law(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block);
 
 // ---- exact step on V ------------------------------------------------------
 // (Engineer H2.)  Phi = c phi_s(K) phi_s(K)^T / n with K = L G' (O(m^2 n)), then the
