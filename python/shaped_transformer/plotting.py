@@ -156,7 +156,8 @@ def distance_figure(
     title: str = "",
     ax: Any = None,
 ):
-    """Distances (with CI error bars) against width on a log axis.
+    """Distances against width on a log axis: the bias-corrected estimate with its
+    bootstrap interval (error bars) and the plug-in value (crosses).
 
     ``distances``: metric label -> a sequence of :class:`~shaped_transformer.analysis.Distance`
     (one per width).
@@ -164,13 +165,18 @@ def distance_figure(
     fig, ax = _new(ax)
     w = np.asarray(widths, dtype=float)
     for i, (label, ds) in enumerate(distances.items()):
+        color = f"C{i % 10}"
+        x = w * (1 + 0.04 * i)
         v = np.array([float(d.value) for d in ds])
+        c = np.array([getattr(d, "corrected", float("nan")) for d in ds])
         lo = np.array([d.low for d in ds])
         hi = np.array([d.high for d in ds])
-        err = None
-        if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)):
-            err = np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
-        ax.errorbar(w * (1 + 0.03 * i), v, yerr=err, marker="o", capsize=3, label=label)
+        if np.all(np.isfinite(c)) and np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)):
+            err = np.vstack([np.clip(c - lo, 0, None), np.clip(hi - c, 0, None)])
+            ax.errorbar(x, c, yerr=err, marker="o", capsize=3, color=color, label=f"{label} (bias-corrected, CI)")
+            ax.plot(x, v, linestyle="none", marker="x", color=color, label=f"{label} (plug-in)")
+        else:
+            ax.plot(x, v, marker="o", color=color, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("width n (network)")
     ax.set_ylabel("distance to the SDE")
