@@ -1,32 +1,14 @@
 // Python entry of the exact m x m chain: _core.simulate_exact (see simulate.py).
 #include "bindings.hpp"
+#include "numpy_util.hpp"
 #include "shaped_transformer/exact.hpp"
 
 namespace shaped_transformer::python {
 
-/// Copies a (m, m) float64 NumPy array into a Cov.
-inline Cov cov_from_numpy(const py::array_t<double, py::array::c_style | py::array::forcecast>& a, const char* name) {
-  if (a.ndim() != 2 || a.shape(0) != a.shape(1))
-    throw std::invalid_argument(std::string(name) + ": must be a square matrix");
-  const Eigen::Index m = a.shape(0);
-  Cov V(m, m);
-  for (Eigen::Index i = 0; i < m; ++i)
-    for (Eigen::Index j = 0; j < m; ++j) V(i, j) = a.at(i, j);
-  return V;
-}
-
-/// Moves a vector into a NumPy array of the given shape without copying.
-template <class T>
-py::array_t<T> to_numpy(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
-  auto* owner = new std::vector<T>(std::move(v));
-  py::capsule cap(owner, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-  return py::array_t<T>(shape, owner->data(), cap);
-}
-
 void register_exact(py::module_& m) {
   m.def(
       "simulate_exact",
-      [](const py::list& blocks, const py::array_t<double, py::array::c_style | py::array::forcecast>& V0a, long width,
+      [](const py::list& blocks, const CArray& V0a, long width,
          int depth, int samples, std::uint64_t seed, const std::vector<std::int64_t>& save_at, int threads,
          double blowup, const py::object& progress) {
         const Network net = network_from_python(blocks);

@@ -20,6 +20,7 @@ from ._blocks import (
 from ._result import Result, correlations
 from ._memory import ResourceError
 from .simulate import BlowUpWarning, simulate, simulate_network
+from .sde import solve_sde
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ __all__ = [
     "make_network",
     "shaped_transformer",
     "simulate",
+    "solve_sde",
     "simulate_network",
     "standard_transformer",
 ]

@@ -1,0 +1,17 @@
+// PSD remedy (b) of MODEL.md section 6: the exact chain of section 4 at width
+// n_eff = 1/dt as an SDE scheme.  It stays in the PSD cone by construction and
+// converges to the same SDE (weakly, at order 1 in 1/n_eff).  Its random numbers are
+// those of simulate_exact at width n_eff, so the two give identical paths.
+#pragma once
+
+#include "../exact.hpp"
+
+namespace shaped_transformer::sde {
+
+inline void exact_chain_step(const Network& net, Cov& V, long n_eff, std::uint64_t seed, std::uint32_t path,
+                             std::uint32_t step) {
+  for (std::size_t b = 0; b < net.blocks.size(); ++b)
+    exact_block(net.blocks[b], V, n_eff, ExactKey{seed, path, net.block_index(step, b)});
+}
+
+}  // namespace shaped_transformer::sde

@@ -1,0 +1,202 @@
+"""The neural covariance SDE (MODEL.md sections 5-6), integrated in the C++ core.
+
+``solve_sde`` takes the same network description as :func:`simulate` and returns
+the same :class:`Result` type, with time measured in layers / width (T = d / n).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Literal, Sequence
+
+import numpy as np
+
+from ._blocks import Block, Network, make_network
+from ._core_loader import core
+from ._memory import check_sde
+from ._progress import progress_callback
+from ._result import Result
+from ._validate import check_int, check_number, check_seed, check_square_psd, check_threads
+from .simulate import BlowUpWarning
+
+__all__ = ["solve_sde", "sde_drift", "sde_noise"]
+
+Scheme = Literal["euler", "tamed_euler", "exact_chain"]
+_SCHEMES = ("euler", "tamed_euler", "exact_chain")
+_PSD = ("clip", "none")
+
+
+def _sde_network(network) -> Network:
+    net = make_network(network)
+    for i, b in enumerate(net):
+        if not b.has_sde:
+            kind = type(b).__name__
+            if kind == "StandardAttention":
+                why = "standard attention has no SDE limit (its covariance collapses to rank one); use simulate()"
+            elif kind == "ReluMLP":
+                why = "the unshaped ReLU MLP has no SDE limit; use ShapedMLP or simulate()"
+            else:
+                why = "only the paper's shaped head (alpha = beta = 1, not causal, no concat) has an SDE limit"
+            raise ValueError(f"network: block {i} ({kind}): {why}")
+    return net
+
+
+def _grid(T, dt, steps) -> tuple[float, float, int]:
+    T = check_number("T", T, positive=True)
+    if dt is not None and steps is not None:
+        raise ValueError("give dt or steps, not both")
+    if steps is not None:
+        steps = check_int("steps", steps, minimum=1)
+        dt = T / steps
+    else:
+        dt = 1e-3 if dt is None else check_number("dt", dt, positive=True)
+        if dt > T:
+            raise ValueError(f"dt must be <= T={T}, got {dt}")
+        steps = int(math.ceil(T / dt - 1e-9))
+        dt = T / steps  # land exactly on T
+    if steps >= 2**32:
+        raise ValueError(f"steps must be < 2^32, got {steps}")
+    return T, dt, steps
+
+
+def _save_steps(save_at, T: float, dt: float, steps: int) -> np.ndarray:
+    if save_at is None:
+        return np.arange(steps + 1, dtype=np.int64) if steps <= 1000 else np.unique(
+            np.round(np.linspace(0, steps, 1001)).astype(np.int64)
+        )
+    try:
+        t = np.asarray(save_at, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("save_at must be a 1-d array of times") from None
+    t = np.atleast_1d(t)
+    if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)):
+        raise ValueError("save_at must be a non-empty 1-d array of finite times")
+    if t.min() < -1e-12 or t.max() > T * (1 + 1e-12):
+        raise ValueError(f"save_at must lie in [0, T={T}], got values in [{t.min()}, {t.max()}]")
+    return np.unique(np.clip(np.round(t / dt), 0, steps).astype(np.int64))
+
+
+def solve_sde(
+    network: Network | Block | Sequence[Block],
+    V0: np.ndarray,
+    *,
+    T: float,
+    dt: float | None = None,
+    steps: int | None = None,
+    paths: int = 1000,
+    scheme: Scheme = "euler",
+    psd: Literal["clip", "none"] = "clip",
+    save_at: np.ndarray | Sequence[float] | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    blowup: float = 1e30,
+    progress: bool | None = None,
+) -> Result:
+    """Integrates the covariance SDE of ``network`` from ``V0`` up to time ``T``.
+
+    Parameters
+    ----------
+    network : a Network (or Block, or list of Blocks) whose blocks all have an SDE
+        limit (the paper's shaped attention head, any number of heads, and the shaped
+        MLP).  Standard attention is refused with a ValueError.
+    V0 : (m, m) positive semi-definite initial covariance.
+    T : final time (depth / width of the matched network).
+    dt, steps : step size or number of steps (one of them; default dt = 1e-3).
+        The grid is uniform with dt = T / steps.
+    paths : independent paths, run in parallel.
+    scheme : "euler" (Euler-Maruyama with the structured noise), "tamed_euler"
+        (drift increment b dt / (1 + dt |b|_F), Hutzenthaler-Jentzen-Kloeden) or
+        "exact_chain" (the exact finite-width chain at n_eff = 1/dt, PSD by
+        construction; 1/dt must be an integer).
+    psd : Euler schemes: "clip" projects V onto the PSD cone (eigenvalue clipping)
+        after a step that left it, counting projections per path in
+        ``info["projections"]``; "none" leaves V as is (the noise then uses the root
+        of the clipped spectrum).
+    save_at : times in [0, T] at which V is recorded (snapped to the step grid; the
+        actual times are ``Result.t``).  Default: every step, or 1001 evenly spaced
+        steps when there are more than 1000.
+    seed : the Philox key.  Path p's noise depends only on (seed, p, step).
+    threads : worker threads (default: all cores).
+    blowup : a path whose largest diagonal entry exceeds this or turns non-finite is
+        stopped and reported in ``Result.exploded_at`` (its later V are NaN).
+    progress : show a tqdm bar (None: only on a terminal).
+
+    Returns
+    -------
+    Result with V of shape (paths, saved, m, m), method = scheme, and info with
+    "projections" (per path), "dt", "steps", "T", "psd", "scheme", "network".
+    """
+    net = _sde_network(network)
+    V0 = check_square_psd("V0", V0)
+    T, dt, steps = _grid(T, dt, steps)
+    paths = check_int("paths", paths, minimum=1)
+    if not isinstance(scheme, str) or scheme not in _SCHEMES:
+        raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
+    if not isinstance(psd, str) or psd not in _PSD:
+        raise ValueError(f"psd must be one of {_PSD}, got {psd!r}")
+    if scheme == "exact_chain":
+        w = 1.0 / dt
+        if abs(w - round(w)) > 1e-6 * w:
+            raise ValueError(f"dt: scheme='exact_chain' needs 1/dt to be an integer width n_eff, got 1/dt = {w:.6g}")
+        if round(w) < V0.shape[0]:
+            raise ValueError(f"dt: scheme='exact_chain' needs n_eff = 1/dt >= m = {V0.shape[0]}")
+    seed = check_seed(seed)
+    threads = check_threads(threads)
+    blowup = check_number("blowup", blowup, positive=True)
+    save_steps = _save_steps(save_at, T, dt, steps)
+    check_sde(V0, paths, save_steps, threads, net)
+
+    with progress_callback(paths, f"SDE ({scheme})", progress) as cb:
+        V, exploded_step, projections = core.solve_sde(
+            net.to_core(), V0, dt, steps, save_steps, scheme, psd, paths, seed, threads, blowup, cb
+        )
+    exploded_step = np.asarray(exploded_step)
+    exploded_at = np.where(exploded_step >= 0, exploded_step * dt, np.inf)
+    n_exploded = int(np.sum(exploded_step >= 0))
+    if n_exploded:
+        warnings.warn(
+            f"{n_exploded} of {paths} SDE paths blew up (max diag V > {blowup:g} or non-finite); "
+            "their later covariances are NaN. Use Result.finite() to drop them.",
+            BlowUpWarning,
+            stacklevel=2,
+        )
+    return Result(
+        V=V,
+        t=save_steps * dt,
+        exploded_at=exploded_at,
+        method=scheme,
+        X=None,
+        info={
+            "projections": np.asarray(projections),
+            "dt": dt,
+            "steps": steps,
+            "T": T,
+            "psd": psd,
+            "scheme": scheme,
+            "seed": seed,
+            "save_steps": save_steps,
+            "network": net,
+        },
+    )
+
+
+def sde_drift(network: Network | Block | Sequence[Block], V: np.ndarray) -> np.ndarray:
+    """The drift b(V) of one layer of the SDE (sum over the blocks), an (m, m) array."""
+    net = _sde_network(network)
+    V = check_square_psd("V", V)
+    return np.asarray(core.sde_terms(net.to_core(), V))
+
+
+def sde_noise(network: Network | Block | Sequence[Block], V: np.ndarray, dW: np.ndarray) -> np.ndarray:
+    """The structured noise increment of one layer at V from the given N(0, dt)
+    numbers ``dW`` (per block, in order: attention 2 m^2 (dZ then dXi, row-major),
+    MLP m^2)."""
+    net = _sde_network(network)
+    V = check_square_psd("V", V)
+    dW = np.ascontiguousarray(np.asarray(dW, dtype=np.float64).ravel())
+    m = V.shape[0]
+    need = sum(2 * m * m if b.kind == "shaped_attention" else m * m for b in net)
+    if dW.size != need:
+        raise ValueError(f"dW must hold {need} numbers for this network and m={m}, got {dW.size}")
+    return np.asarray(core.sde_noise(net.to_core(), V, dW))
