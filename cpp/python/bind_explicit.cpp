@@ -49,14 +49,25 @@ py::tuple run_driver(Driver driver, const py::list& blocks, const F64Array& X0, 
   opts.threads = threads;
   opts.blowup = blowup;
   opts.return_X = return_X;
-  opts.poll = [] {
+  // A Python exception raised by the progress callback is put back as the pending
+  // Python error and the run is cancelled through poll (an exception must not
+  // cross parallel_for's waiting loop while its workers still run).
+  bool callback_failed = false;
+  opts.poll = [&callback_failed] {
+    if (callback_failed) return true;
     py::gil_scoped_acquire gil;
     return PyErr_CheckSignals() != 0;
   };
   if (!progress.is_none()) {
-    opts.progress = [&progress](std::size_t done) {
+    opts.progress = [&progress, &callback_failed](std::size_t done) {
+      if (callback_failed) return;
       py::gil_scoped_acquire gil;
-      progress(done);
+      try {
+        progress(done);
+      } catch (py::error_already_set& e) {
+        e.restore();
+        callback_failed = true;
+      }
     };
   }
   Trajectories tr;
@@ -69,7 +80,8 @@ py::tuple run_driver(Driver driver, const py::list& blocks, const F64Array& X0, 
       interrupted = true;
     }
   }
-  if (interrupted) throw py::error_already_set();  // the KeyboardInterrupt set by PyErr_CheckSignals
+  // The KeyboardInterrupt set by PyErr_CheckSignals, or the callback's exception.
+  if (interrupted || callback_failed) throw py::error_already_set();
   const py::ssize_t S = tr.samples, K = tr.saved, m = tr.m, n = X.cols();
   py::object Xout = py::none();
   if (return_X) Xout = vector_to_numpy(std::move(tr.X), {S, m, n});

@@ -106,6 +106,11 @@ def simulate(
     dtype = np.dtype(dtype).name
     blowup = check_number("blowup", blowup, positive=True)
     layers = check_save_at(save_at, save_every, depth)
+    for i, b in enumerate(net):
+        if getattr(b, "concat", False) and width % b.heads != 0:
+            raise ValueError(
+                f"heads: block {i} concatenates {b.heads} heads of width n/H, so heads must divide width={width}"
+            )
     if method == "exact":
         if not net.exact_chain:
             bad = [type(b).__name__ for b in net if not b.exact_chain]

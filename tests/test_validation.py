@@ -1,0 +1,160 @@
+"""Bad input raises ValueError (or TypeError for wrong types) naming the
+parameter, from the Python layer and, as a last line of defence, from the C++
+core called directly; nothing crashes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import shaped_transformer as st
+from shaped_transformer._core_loader import core
+
+V0 = st.inputs.equicorrelated(3, 0.3)
+X0 = np.random.default_rng(0).standard_normal((3, 16))
+NET = st.shaped_transformer()
+
+
+def run(**kw):
+    args = dict(network=NET, V0=V0, width=16, depth=2, samples=2, seed=0)
+    args.update(kw)
+    if "X0" in kw:
+        args.pop("V0")
+        args.pop("width")
+    return st.simulate(**args)
+
+
+@pytest.mark.parametrize(
+    "kw, word",
+    [
+        (dict(X0=np.zeros(5)), "X0"),
+        (dict(X0=np.zeros((2, 3, 4))), "X0"),
+        (dict(X0=np.full((3, 8), np.nan)), "X0"),
+        (dict(X0=np.array([[1.0, np.inf, 0.0, 1.0]])), "X0"),
+        (dict(X0=np.zeros((3, 8))), "X0"),
+        (dict(X0=np.ones((5, 3))), "width"),
+        (dict(V0=np.ones((3, 4))), "V0"),
+        (dict(V0=np.array([[1.0, 2.0], [2.0, 1.0]])), "V0"),  # not PSD
+        (dict(V0=np.array([[1.0, 0.5], [0.2, 1.0]])), "V0"),  # not symmetric
+        (dict(V0=np.array([[1.0, np.nan], [np.nan, 1.0]])), "V0"),
+        (dict(width=2), "width"),  # width < m
+        (dict(width=0), "width"),
+        (dict(width=None), "width"),
+        (dict(depth=-1), "depth"),
+        (dict(samples=0), "samples"),
+        (dict(method="bogus"), "method"),
+        (dict(dtype="float16"), "dtype"),
+        (dict(threads=0), "threads"),
+        (dict(seed=-1), "seed"),
+        (dict(seed=2**64), "seed"),
+        (dict(seed=None), "seed"),
+        (dict(blowup=0.0), "blowup"),
+        (dict(blowup=float("nan")), "blowup"),
+        (dict(save_at=np.array([5])), "save_at"),
+        (dict(save_at=np.array([0.5])), "save_at"),
+        (dict(save_at=np.array([1]), save_every=1), "save_at"),
+        (dict(save_every=0), "save_every"),
+        (dict(network=st.Network([st.ShapedAttention(heads=3, concat=True)])), "heads"),
+        (dict(network=st.Network([st.ShapedAttention(concat=True)]), method="exact"), "exact"),
+        (dict(return_X=True, method="exact"), "return_X"),
+    ],
+)
+def test_simulate_rejects(kw, word):
+    with pytest.raises(ValueError, match=word):
+        run(**kw)
+
+
+@pytest.mark.parametrize(
+    "make, word",
+    [
+        (lambda: st.ShapedAttention(tau0=0.0), "tau0"),
+        (lambda: st.ShapedAttention(tau0=-1.0), "tau0"),
+        (lambda: st.ShapedAttention(tau0=float("inf")), "tau0"),
+        (lambda: st.ShapedAttention(gamma=0.5, lam=0.5), "lam"),
+        (lambda: st.ShapedMLP(gamma=0.3, lam=0.9), "lam"),
+        (lambda: st.ReluMLP(gamma=1.5), "gamma"),
+        (lambda: st.StandardAttention(gamma=-0.1), "gamma"),
+        (lambda: st.ShapedAttention(heads=0), "heads"),
+        (lambda: st.ShapedAttention(key_dim=0), "key_dim"),
+        (lambda: st.StandardAttention(norm="batch"), "norm"),
+        (lambda: st.simulate_network(V0=V0, width=16, depth=1, block="mamba"), "block"),
+        (lambda: st.Network([]), "blocks"),
+        (lambda: st.inputs.equicorrelated(3, -0.9), "rho"),
+    ],
+)
+def test_blocks_reject(make, word):
+    with pytest.raises(ValueError, match=word):
+        make()
+
+
+def test_wrong_types_raise_type_error():
+    with pytest.raises(TypeError):
+        st.ShapedAttention(heads=1.5)
+    with pytest.raises(TypeError):
+        st.Network([object()])
+    with pytest.raises(TypeError):
+        run(depth="3")
+    with pytest.raises(TypeError):
+        run(X0=np.array([["a", "b"]]))
+
+
+def _core_args(**kw):
+    args = dict(
+        blocks=NET.to_core(), X0=X0, depth=2, samples=2, seed=0, save_at=np.array([0, 2], dtype=np.int64),
+        dtype="float64", threads=1, return_X=False, blowup=1e30, progress=None,
+    )
+    args.update(kw)
+    return args
+
+
+def _bad_block(**change):
+    d = st.ShapedAttention().to_core()
+    d.update(change)
+    return [d]
+
+
+@pytest.mark.parametrize("fn", ["simulate_explicit", "simulate_law"])
+@pytest.mark.parametrize(
+    "kw, word",
+    [
+        (dict(X0=np.ones((5, 3))), "width"),
+        (dict(X0=np.full((3, 8), np.nan)), "X0"),
+        (dict(depth=-1), "depth"),
+        (dict(samples=0), "samples"),
+        (dict(save_at=np.array([3], dtype=np.int64)), "save_at"),
+        (dict(save_at=np.array([2, 1], dtype=np.int64)), "save_at"),
+        (dict(dtype="int8"), "dtype"),
+        (dict(blowup=-1.0), "blowup"),
+        (dict(blocks=[{"kind": "mamba"}]), "kind"),
+        (dict(blocks=[{"kind": "shaped_attention"}]), "blocks"),
+        (dict(blocks=_bad_block(tau0=0.0)), "tau0"),
+        (dict(blocks=_bad_block(lam=0.1)), "lam"),
+        (dict(blocks=_bad_block(gamma=2.0, lam=0.0)), "gamma"),
+        (dict(blocks=_bad_block(heads=0)), "heads"),
+        (dict(blocks=_bad_block(heads=3, concat=True)), "heads"),
+        (dict(blocks=_bad_block(norm="sideways")), None),
+        (dict(blocks=[dict(st.StandardAttention().to_core(), norm="sideways")]), "norm"),
+    ],
+)
+def test_core_rejects(fn, kw, word):
+    """The C++ core checks again (std::invalid_argument -> ValueError)."""
+    if word is None:  # extra keys are ignored: this one must run
+        getattr(core, fn)(**_core_args(**kw))
+        return
+    with pytest.raises(ValueError, match=word):
+        getattr(core, fn)(**_core_args(**kw))
+
+
+def test_block_weights_rejects():
+    with pytest.raises(ValueError, match="b"):
+        core.block_weights(NET.to_core(), 8, 0, 0, 0, 5)
+    with pytest.raises(ValueError, match="width"):
+        core.block_weights(NET.to_core(), 0, 0, 0, 0, 0)
+
+
+def test_progress_callback_errors_propagate():
+    def boom(done):
+        raise RuntimeError("progress failed")
+
+    with pytest.raises(RuntimeError, match="progress failed"):
+        core.simulate_explicit(**_core_args(progress=boom, samples=4, depth=50, X0=np.random.default_rng(1).standard_normal((3, 256))))
