@@ -182,3 +182,18 @@ def test_built_in_point_from_config(tmp_path):
     assert len(res) == 2
     for row in res:
         assert -1 <= row["rho_mean"] <= 1 and 1 <= row["effective_rank"] <= 4 and row["samples"] == 40
+
+
+def test_sweep_command_from_toml(tmp_path, capsys):
+    from shaped_transformer import cli
+
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('[base]\nm = 4\nwidth = 16\nT = 0.5\nsamples = 30\nmethod = "exact"\n[grid]\ntau0 = [0.5, 2.0]\nseed = [0]\n')
+    assert cli.main(["sweep", str(cfg), "--out", str(tmp_path / "o"), "--workers", "1", "--no-progress"]) == 0
+    assert "2 points" in capsys.readouterr().out
+    lines = (tmp_path / "o" / "results.csv").read_text().splitlines()
+    assert len(lines) == 3 and "rho_mean" in lines[0]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[base]\nwidht = 3\n[grid]\nseed = [0]\n')
+    assert cli.main(["sweep", str(bad), "--out", str(tmp_path / "b")]) == 2
+    assert "unknown parameters" in capsys.readouterr().err

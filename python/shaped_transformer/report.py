@@ -271,7 +271,7 @@ def run_report(
     widths = sorted(set(int(w) for w in cfg["exact"]["widths"]))
     eff = cfg["effects"]
     eff_points = [("tau0", v) for v in eff["tau0"]] + [("gamma", v) for v in eff["gamma"]] + [("heads", int(v)) for v in eff["heads"]]
-    stages = len(widths) + 3 + len(eff_points)
+    stages = len(widths) + 3 + len(eff_points) + 2  # + distances and figures
     bar = tqdm(total=stages, desc="report", unit="stage", disable=None if progress is None else not progress)
     timings: dict[str, float] = {}
     runs: dict[str, Any] = {}
@@ -339,11 +339,14 @@ def run_report(
             effect_runs[name][label] = stage(f"effect {label}", lambda params=params, j=j: _run_network(
                 shaped_transformer(**params), V0, width=eff["width"], depth=depth, samples=eff["samples"],
                 method="exact", seed=seed0 + 1000 + 31 * j, save_at=layers, **common))
-    finally:
+    except BaseException:
         bar.close()
+        raise
     compute_s = time.perf_counter() - t_start
 
     # ---- numbers ----
+    t_an = time.perf_counter()
+    bar.set_postfix_str("distances (bootstrap)")
     sde = runs["sde"]
     sde_pairs = _pairs_at_end(sde)
     dist_rows = []
@@ -386,7 +389,13 @@ def run_report(
             "info": {k: v for k, v in res.info.items() if isinstance(v, (int, float, str, bool))},
         }
 
+    timings["distances and summaries"] = time.perf_counter() - t_an
+    bar.update(1)
+    say(f"distances and summaries: {timings['distances and summaries']:.1f} s")
+
     # ---- figures ----
+    t_fig = time.perf_counter()
+    bar.set_postfix_str("figures")
     figs = {}
     dens = {f"network n={w} (exact)": _pairs_at_end(runs[f"exact n={w}"]) for w in widths}
     dens[f"network n={E['width']} ({E['method']} weights)"] = _pairs_at_end(runs["explicit"])
@@ -411,6 +420,11 @@ def run_report(
         panels, ylabel=r"token correlation $\rho$", ylim=(-0.3, 1.02),
         title=f"effect of tau0, gamma and heads (exact chain, n = {eff['width']}; median and 5-95% band)"),
         out / "parameter_effects.png")
+
+    timings["figures"] = time.perf_counter() - t_fig
+    bar.update(1)
+    bar.close()
+    say(f"figures: {timings['figures']:.1f} s")
 
     # ---- files ----
     from . import __version__

@@ -308,6 +308,7 @@ def sweep(
         bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep", unit="point",
                    disable=None if progress is None else not progress)
         futures: dict[Any, tuple[int, str, dict]] = {}
+        interrupted = False
         try:
             for i, k, p in todo:
                 futures[ex.submit(_call, fn, p)] = (i, k, p)
@@ -332,13 +333,15 @@ def sweep(
                 _atomic_write_json(out / f"{k}.json", record)
                 bar.update(1)
         except BaseException:
+            interrupted = True
             for f in futures:
                 f.cancel()
             raise
         finally:
             bar.close()
             if own:
-                ex.shutdown(wait=True, cancel_futures=True)
+                # after Ctrl-C do not wait for the points in flight (they are lost anyway)
+                ex.shutdown(wait=not interrupted, cancel_futures=True)
     if failures and errors == "raise":
         lines = "; ".join(f"{p}: {e}" for p, e in list(failures.values())[:5])
         raise SweepError(f"{len(failures)} of {len(points)} points failed (finished points were saved): {lines}", failures)
