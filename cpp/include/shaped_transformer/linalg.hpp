@@ -23,7 +23,9 @@ namespace shaped_transformer {
 /// L with L L^T = V.  Cholesky when V is safely positive definite; otherwise (V
 /// singular or nearly so, or slightly indefinite from rounding) the symmetric
 /// square root Q sqrt(max(w, 0)) Q^T.  Returns false when V is not finite.
-inline bool psd_root(const Cov& V, Cov& L) {
+/// M: Cov or a fixed-size Eigen matrix.
+template <class M>
+inline bool psd_root(const M& V, M& L) {
   const Eigen::Index m = V.rows();
   if (!V.allFinite()) return false;
   const double scale = V.diagonal().cwiseAbs().maxCoeff();
@@ -31,28 +33,44 @@ inline bool psd_root(const Cov& V, Cov& L) {
     L.setZero(m, m);
     return true;
   }
-  Eigen::LLT<Cov> llt(V);
+  Eigen::LLT<M> llt(V);
   if (llt.info() == Eigen::Success) {
     L = llt.matrixL();
     // Tiny pivots mean V is (numerically) singular: Cholesky then loses accuracy in
     // the null directions, so use the eigen-decomposition instead.
     if (L.diagonal().minCoeff() > 1e-6 * std::sqrt(scale)) return true;
   }
-  Eigen::SelfAdjointEigenSolver<Cov> es(0.5 * (V + V.transpose()));
-  const Eigen::VectorXd w = es.eigenvalues().cwiseMax(0.0).cwiseSqrt();
+  Eigen::SelfAdjointEigenSolver<M> es(0.5 * (V + V.transpose()));
+  const auto w = es.eigenvalues().cwiseMax(0.0).cwiseSqrt().eval();
   L.noalias() = es.eigenvectors() * w.asDiagonal() * es.eigenvectors().transpose();
   return true;
 }
 
 /// Nearest PSD matrix in Frobenius norm (clip negative eigenvalues to zero).
 /// Returns true if V had a negative eigenvalue (and was changed).
-inline bool psd_clip(Cov& V) {
-  Eigen::SelfAdjointEigenSolver<Cov> es(0.5 * (V + V.transpose()));
+template <class M>
+inline bool psd_clip(M& V) {
+  Eigen::SelfAdjointEigenSolver<M> es(0.5 * (V + V.transpose()));
   if (es.eigenvalues().minCoeff() >= 0.0) return false;
-  const Eigen::VectorXd w = es.eigenvalues().cwiseMax(0.0);
+  const auto w = es.eigenvalues().cwiseMax(0.0).eval();
   V.noalias() = es.eigenvectors() * w.asDiagonal() * es.eigenvectors().transpose();
-  V = 0.5 * (V + V.transpose());
+  V = (0.5 * (V + V.transpose())).eval();
   return true;
+}
+
+/// psd_clip followed by psd_root, sharing the work: a successful Cholesky proves V
+/// is PSD (no projection) and gives L.  Returns true if V was projected.
+template <class M>
+inline bool psd_clip_root(M& V, M& L) {
+  Eigen::LLT<M> llt(V);
+  if (llt.info() == Eigen::Success) {
+    L = llt.matrixL();
+    const double scale = V.diagonal().maxCoeff();
+    if (L.diagonal().minCoeff() > 1e-6 * std::sqrt(scale)) return false;
+  }
+  const bool projected = psd_clip(V);
+  psd_root(V, L);
+  return projected;
 }
 
 /// D^{-1/2} V D^{-1/2} with D = diag(V): the covariance after RMS normalisation of

@@ -43,39 +43,77 @@ inline long exact_width(double dt, int m) {
   return n;
 }
 
-/// One path; returns the step at which it blew up (-1: never) and counts projections.
-inline std::int64_t solve_path(const Network& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed,
-                               std::uint32_t path, double blowup, double* out, std::int64_t& projections,
-                               const CancelToken* cancel = nullptr) {
+/// One path with matrices of type M; returns the step at which it blew up (-1:
+/// never) and counts projections.
+template <class M>
+inline std::int64_t solve_path_t(const Network& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed,
+                                 std::uint32_t path, double blowup, double* out, std::int64_t& projections,
+                                 const CancelToken* cancel) {
   const int m = int(V0.rows());
   SaveAt save(o.save_steps, out, m);
-  Workspace ws;
-  Cov V = V0;
-  const long n_eff = o.scheme == SdeScheme::ExactChain ? exact_width(o.dt, m) : 0;
+  Workspace<M> ws;
+  M V = V0;
   projections = 0;
   save(0, V);
+  const bool clip = o.psd == PsdRemedy::Clip;
   for (std::int64_t k = 0; k < o.steps; ++k) {
     if (cancel && (k & 63) == 0 && cancel->stop_requested()) break;
-    switch (o.scheme) {
-      case SdeScheme::Euler:
-        euler_step(net, V, o.dt, seed, path, std::uint32_t(k), ws);
-        break;
-      case SdeScheme::TamedEuler:
-        tamed_euler_step(net, V, o.dt, seed, path, std::uint32_t(k), ws);
-        break;
-      case SdeScheme::ExactChain:
-        exact_chain_step(net, V, n_eff, seed, path, std::uint32_t(k));
-        break;
-    }
-    if (!covariance_ok(V, blowup)) {
+    if (o.scheme == SdeScheme::TamedEuler)
+      tamed_euler_step(net, V, o.dt, seed, path, std::uint32_t(k), ws);
+    else
+      euler_step(net, V, o.dt, seed, path, std::uint32_t(k), ws);
+    if (!V.allFinite() || V.diagonal().maxCoeff() > blowup) {
       save.fill_nan();
       return k + 1;
     }
-    if (o.scheme != SdeScheme::ExactChain && o.psd == PsdRemedy::Clip && psd_clip(V)) ++projections;
+    if (clip) {
+      if (psd_clip_root(V, ws.L)) ++projections;
+      ws.have_root = true;
+    }
     save(k + 1, V);
   }
   save.fill_nan();  // only reached with missing saves when cancelled
   return -1;
+}
+
+/// The exact-chain scheme for one path (always Cov: it calls the exact block steps).
+inline std::int64_t solve_path_exact(const Network& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed,
+                                     std::uint32_t path, double blowup, double* out, const CancelToken* cancel) {
+  const int m = int(V0.rows());
+  SaveAt save(o.save_steps, out, m);
+  Cov V = V0;
+  const long n_eff = exact_width(o.dt, m);
+  save(0, V);
+  for (std::int64_t k = 0; k < o.steps; ++k) {
+    if (cancel && cancel->stop_requested()) break;
+    exact_chain_step(net, V, n_eff, seed, path, std::uint32_t(k));
+    if (!covariance_ok(V, blowup)) {
+      save.fill_nan();
+      return k + 1;
+    }
+    save(k + 1, V);
+  }
+  save.fill_nan();
+  return -1;
+}
+
+/// One path: dispatches to fixed-size matrices for common m (no heap allocation,
+/// unrolled 8 x 8 products) and to Cov otherwise.
+inline std::int64_t solve_path(const Network& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed,
+                               std::uint32_t path, double blowup, double* out, std::int64_t& projections,
+                               const CancelToken* cancel = nullptr) {
+  projections = 0;
+  if (o.scheme == SdeScheme::ExactChain) return solve_path_exact(net, V0, o, seed, path, blowup, out, cancel);
+  switch (V0.rows()) {
+    case 2: return solve_path_t<Eigen::Matrix<double, 2, 2>>(net, V0, o, seed, path, blowup, out, projections, cancel);
+    case 4: return solve_path_t<Eigen::Matrix<double, 4, 4>>(net, V0, o, seed, path, blowup, out, projections, cancel);
+    case 8: return solve_path_t<Eigen::Matrix<double, 8, 8>>(net, V0, o, seed, path, blowup, out, projections, cancel);
+    default:
+      if (V0.rows() <= 32)  // bounded size: stack storage, no heap allocation per step
+        return solve_path_t<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(
+            net, V0, o, seed, path, blowup, out, projections, cancel);
+      return solve_path_t<Cov>(net, V0, o, seed, path, blowup, out, projections, cancel);
+  }
 }
 
 inline void check_arguments(const Network& net, const Cov& V0, const SdeOptions& o, int paths) {

@@ -86,20 +86,25 @@ inline void exact_step(const ShapedAttention& b, Cov& V, long n, const ExactKey&
 //         + gamma^2/(tau0 m sqrt(H)) (L dXi L^T P V + V P L dXi^T L^T).
 // Only the paper's head (alpha = beta = 1, not causal, not concat) has this limit.
 
-/// Adds the attention drift b(V) to `out`.
-inline void sde_drift(const ShapedAttention& b, const Cov& V, Cov& out) {
+/// Adds the attention drift b(V) to `out`.  `M` is Cov or a fixed-size Eigen matrix
+/// (the SDE solver instantiates small m at compile time).
+template <class M>
+inline void sde_drift(const ShapedAttention& b, const M& V, M& out) {
   const Eigen::Index m = V.rows();
   const double md = double(m);
-  const Cov P = Cov::Identity(m, m) - Cov::Constant(m, m, 1.0 / md);
-  const Cov VP = V * P;
-  const Cov PVP = P * VP;
+  // V P = V - (V 1) 1^T / m and P V P, without forming P.
+  const auto r = (V.rowwise().sum() / md).eval();
+  M VP = V;
+  VP.colwise() -= r;
+  const auto c = (VP.colwise().sum() / md).eval();
+  M PVP = VP;
+  PVP.rowwise() -= c;
   const double trPVP = PVP.trace();
   const double trVPVP = VP.cwiseProduct(VP.transpose()).sum();
-  Cov D(m, m);
-  for (Eigen::Index a = 0; a < m; ++a)
-    for (Eigen::Index c = 0; c < m; ++c) D(a, c) = V(a, a) * (PVP(c, c) - trPVP / md) / (2.0 * md);
-  Cov DV(m, m);
-  DV.noalias() = D * V;
+  const auto w = ((PVP.diagonal().array() - trPVP / md) / (2.0 * md)).matrix().eval();
+  // D = diag(V) w^T, so D V = diag(V) (w^T V).
+  const auto wV = (w.transpose() * V).eval();
+  M DV = V.diagonal() * wV;
   out += (b.gamma * b.gamma / (b.tau0 * b.tau0)) * (DV + DV.transpose() + (trVPVP / (md * md)) * V);
 }
 
@@ -108,17 +113,21 @@ inline int sde_noise_dim(const ShapedAttention&, int m) { return 2 * m * m; }
 
 /// Adds the attention noise increment to `out`; `dW` holds sde_noise_dim N(0, dt)
 /// numbers (row-major dZ then dXi), `L` is a root of V.
-inline void sde_noise(const ShapedAttention& b, const Cov& V, const Cov& L, const double* dW, Cov& out) {
+template <class M>
+inline void sde_noise(const ShapedAttention& b, const M& V, const M& L, const double* dW, M& out) {
   const Eigen::Index m = V.rows();
   const double md = double(m);
-  using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor,
+                           M::MaxRowsAtCompileTime, M::MaxColsAtCompileTime>;
   const Eigen::Map<const RM> dZ(dW, m, m), dXi(dW + m * m, m, m);
-  Cov S(m, m);
-  S.noalias() = L * dZ * L.transpose();
+  M LZ, S, T, PV = V;
+  PV.rowwise() -= (V.colwise().sum() / md).eval();  // P V
+  LZ.noalias() = L * dZ;
+  S.noalias() = LZ * L.transpose();
   out += (b.gamma * std::sqrt(std::max(0.0, 2.0 - b.gamma * b.gamma)) / std::sqrt(2.0)) * (S + S.transpose());
-  const Cov P = Cov::Identity(m, m) - Cov::Constant(m, m, 1.0 / md);
-  Cov T(m, m);
-  T.noalias() = L * dXi * L.transpose() * (P * V);
+  LZ.noalias() = L * dXi;
+  S.noalias() = LZ * L.transpose();
+  T.noalias() = S * PV;
   out += (b.gamma * b.gamma / (b.tau0 * md * std::sqrt(double(b.heads)))) * (T + T.transpose());
 }
 

@@ -52,18 +52,20 @@ inline void exact_step(const ShapedMLP& b, Cov& V, long n, const ExactKey& key) 
 // nu(rho) = ((c_+ - c_-)^2 / (2 pi)) (sqrt(1 - rho^2) - rho arccos rho);
 // noise covariance 2 gamma^2 Sigma_lin, drawn as gamma (L dZ L^T + L dZ^T L^T).
 
-/// Adds the MLP drift to `out`.
-inline void sde_drift(const ShapedMLP& b, const Cov& V, Cov& out) {
+/// Adds the MLP drift to `out` (M: Cov or a fixed-size Eigen matrix).
+template <class M>
+inline void sde_drift(const ShapedMLP& b, const M& V, M& out) {
   const Eigen::Index m = V.rows();
   const double k = b.gamma * b.gamma * (b.c_plus - b.c_minus) * (b.c_plus - b.c_minus) / (2.0 * M_PI);
   if (k == 0.0) return;
   for (Eigen::Index a = 0; a < m; ++a)
-    for (Eigen::Index c = 0; c < m; ++c) {
-      if (a == c) continue;
+    for (Eigen::Index c = a + 1; c < m; ++c) {
       const double s = std::sqrt(std::max(0.0, V(a, a) * V(c, c)));
       if (s == 0.0) continue;
       const double rho = std::clamp(V(a, c) / s, -1.0, 1.0);
-      out(a, c) += k * (std::sqrt(1.0 - rho * rho) - rho * std::acos(rho)) * s;
+      const double v = k * (std::sqrt(1.0 - rho * rho) - rho * std::acos(rho)) * s;
+      out(a, c) += v;
+      out(c, a) += v;
     }
 }
 
@@ -71,12 +73,15 @@ inline void sde_drift(const ShapedMLP& b, const Cov& V, Cov& out) {
 inline int sde_noise_dim(const ShapedMLP&, int m) { return m * m; }
 
 /// Adds the MLP noise increment to `out` (see sde_noise of ShapedAttention).
-inline void sde_noise(const ShapedMLP& b, const Cov& V, const Cov& L, const double* dW, Cov& out) {
+template <class M>
+inline void sde_noise(const ShapedMLP& b, const M& V, const M& L, const double* dW, M& out) {
   const Eigen::Index m = V.rows();
-  using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor,
+                           M::MaxRowsAtCompileTime, M::MaxColsAtCompileTime>;
   const Eigen::Map<const RM> dZ(dW, m, m);
-  Cov S(m, m);
-  S.noalias() = L * dZ * L.transpose();
+  M LZ, S;
+  LZ.noalias() = L * dZ;
+  S.noalias() = LZ * L.transpose();
   out += b.gamma * (S + S.transpose());
 }
 

@@ -7,16 +7,20 @@
 
 namespace shaped_transformer::sde {
 
-/// Scratch space of one path, reused across steps.
+/// Scratch space of one path, reused across steps.  M: Cov or a fixed-size matrix.
+template <class M>
 struct Workspace {
-  Cov L, drift, incr;
+  M L, drift, incr;
   std::vector<double> dW;
+  bool have_root = false;  ///< L already holds a root of the current V (set by the PSD remedy)
 };
 
-/// Adds the noise of all blocks at V to ws.incr (which the caller zeroed or filled).
-inline void add_all_noise(const Network& net, const Cov& V, std::uint64_t seed, std::uint32_t path,
-                          std::uint32_t step, double dt, Workspace& ws) {
-  psd_root(V, ws.L);  // symmetric root of the clipped spectrum if V left the PSD cone
+/// Adds the noise of all blocks at V to ws.incr.
+template <class M>
+inline void add_all_noise(const Network& net, const M& V, std::uint64_t seed, std::uint32_t path,
+                          std::uint32_t step, double dt, Workspace<M>& ws) {
+  if (!ws.have_root) psd_root(V, ws.L);  // symmetric root of the clipped spectrum if V left the PSD cone
+  ws.have_root = false;
   const int m = int(V.rows());
   for (std::size_t b = 0; b < net.blocks.size(); ++b) {
     const int k = noise_dim(net.blocks[b], m);
@@ -27,13 +31,14 @@ inline void add_all_noise(const Network& net, const Cov& V, std::uint64_t seed, 
 }
 
 /// One Euler-Maruyama step.
-inline void euler_step(const Network& net, Cov& V, double dt, std::uint64_t seed, std::uint32_t path,
-                       std::uint32_t step, Workspace& ws) {
+template <class M>
+inline void euler_step(const Network& net, M& V, double dt, std::uint64_t seed, std::uint32_t path,
+                       std::uint32_t step, Workspace<M>& ws) {
   drift(net, V, ws.drift);
   ws.incr = dt * ws.drift;
   add_all_noise(net, V, seed, path, step, dt, ws);
   V += ws.incr;
-  V = 0.5 * (V + V.transpose());
+  V = (0.5 * (V + V.transpose())).eval();
 }
 
 }  // namespace shaped_transformer::sde

@@ -17,7 +17,8 @@ class SaveAt {
   SaveAt(const std::vector<std::int64_t>& steps, double* out, int m) : steps_(steps), out_(out), m_(m) {}
 
   /// Records V for every requested index equal to `step` (called in increasing order).
-  void operator()(std::int64_t step, const Cov& V) {
+  template <class M>
+  void operator()(std::int64_t step, const M& V) {
     while (k_ < steps_.size() && steps_[k_] == step) {
       double* o = out_ + k_ * std::size_t(m_) * std::size_t(m_);
       for (int a = 0; a < m_; ++a)

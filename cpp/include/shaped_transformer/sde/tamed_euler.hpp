@@ -7,13 +7,14 @@
 
 namespace shaped_transformer::sde {
 
-inline void tamed_euler_step(const Network& net, Cov& V, double dt, std::uint64_t seed, std::uint32_t path,
-                             std::uint32_t step, Workspace& ws) {
+template <class M>
+inline void tamed_euler_step(const Network& net, M& V, double dt, std::uint64_t seed, std::uint32_t path,
+                             std::uint32_t step, Workspace<M>& ws) {
   drift(net, V, ws.drift);
   ws.incr = (dt / (1.0 + dt * ws.drift.norm())) * ws.drift;
   add_all_noise(net, V, seed, path, step, dt, ws);
   V += ws.incr;
-  V = 0.5 * (V + V.transpose());
+  V = (0.5 * (V + V.transpose())).eval();
 }
 
 }  // namespace shaped_transformer::sde

@@ -37,7 +37,8 @@ inline void check_has_sde(const Network& net) {
 }
 
 /// The drift of one layer at V: out = sum over blocks of b_block(V).
-inline void drift(const Network& net, const Cov& V, Cov& out) {
+template <class M>
+inline void drift(const Network& net, const M& V, M& out) {
   out.setZero(V.rows(), V.cols());
   for (const auto& blk : net.blocks) {
     if (const auto* a = std::get_if<ShapedAttention>(&blk)) sde_drift(*a, V, out);
@@ -53,7 +54,8 @@ inline int noise_dim(const Block& blk, int m) {
 }
 
 /// Adds block b's noise increment (from its N(0, dt) numbers dW) to out.
-inline void add_noise(const Block& blk, const Cov& V, const Cov& L, const double* dW, Cov& out) {
+template <class M>
+inline void add_noise(const Block& blk, const M& V, const M& L, const double* dW, M& out) {
   if (const auto* a = std::get_if<ShapedAttention>(&blk)) sde_noise(*a, V, L, dW, out);
   else if (const auto* s = std::get_if<ShapedMLP>(&blk)) sde_noise(*s, V, L, dW, out);
 }
