@@ -13,6 +13,9 @@ import numpy as np
 def _bartlett(rng, df: float, p: int, size: int) -> np.ndarray:
     """(size, p, p) lower-triangular B with B B^T ~ Wishart_p(df, I)."""
     B = np.zeros((size, p, p))
+    if df <= p - 1:  # singular Wishart: G G^T with G p x df
+        B[:, :, : int(df)] = rng.standard_normal((size, p, int(df)))
+        return B
     i, j = np.tril_indices(p, -1)
     B[:, i, j] = rng.standard_normal((size, i.size))
     for k in range(p):
