@@ -90,8 +90,8 @@ void gemm_cols(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, co
                std::int64_t ldx, typename Vec::T* Out, std::int64_t ldo, typename Vec::T scale,
                std::int64_t jb, std::int64_t je) {
   using T = typename Vec::T;
-  constexpr int kCols = sizeof(T) == 4 ? 128 : 64;
-  constexpr int kRows = 32;
+  constexpr int kCols = 128;                       // a multiple of every kernel's batch
+  constexpr int kRows = sizeof(T) == 4 ? 32 : 16;  // tile of W: 16 KB, fits L1
   alignas(64) T buf[kRows * kCols];
   alignas(64) float fbuf[kCols];
   T* acc = new T[std::size_t(m) * kCols];
