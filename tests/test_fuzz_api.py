@@ -555,7 +555,13 @@ def valid_runs(draw, *, methods=None, tame: bool = False):
             h = math.lcm(*[b.heads for b in blocks if getattr(b, "concat", False)])
             width = h * max(1, -(-width // h))
     else:
-        width = draw(hs.one_of(hs.integers(max(m, 1), 64), hs.sampled_from([10**6, 10**12])))
+        # The exact chain is width-independent for attention blocks; its MLP step
+        # draws the m x n pre-activations (O(m n) per block), so huge widths only
+        # with attention-only networks.
+        if any(b.kind.endswith("mlp") for b in blocks):
+            width = draw(hs.integers(max(m, 1), 64))
+        else:
+            width = draw(hs.one_of(hs.integers(max(m, 1), 64), hs.sampled_from([10**6, 10**12])))
     depth = draw(hs.integers(0, 5))
     samples = draw(hs.integers(1, 3))
     kwargs = dict(
@@ -690,20 +696,25 @@ def test_threshold_crossing_is_reported(method):
 @needs_driver
 @pytest.mark.parametrize("method", METHODS or ["exact"])
 def test_runaway_growth_is_reported(method):
-    """Huge V0 and a cold softmax: the logits saturate, the block amplifies the
-    tokens geometrically (MODEL.md section 6) and the samples cross the threshold.
-    In float32 the tokens would overflow to Inf: the run must report it, not return it."""
-    net = st.Network([st.ShapedAttention(tau0=0.05, gamma=0.99)])
-    V0 = st.inputs.equicorrelated(4, 0.1, scale=1e20)
-    kw = dict(V0=V0, width=16, depth=400, samples=4, method=method, seed=3, save_every=50, progress=False)
+    """A real runaway: at small width the covariance of a shaped attention network
+    makes large excursions (log V performs a random walk with O(1/sqrt(n)) steps,
+    and once V is large the logits are large, MODEL.md section 6).  At width 16,
+    within 1000 layers, some of 16 samples cross 10^4 (measured: 2-4 of 16 at 10^6
+    for each method); they must be stopped and reported, not returned."""
+    net = st.Network([st.ShapedAttention(tau0=1.0, gamma=0.5)])
+    V0 = st.inputs.equicorrelated(4, 0.3)
+    kw = dict(V0=V0, width=16, depth=1000, samples=16, method=method, seed=3, save_every=50, blowup=1e4, progress=False)
     if method != "exact":
-        kw["dtype"] = "float32"
+        kw["dtype"] = "float32"  # the cheaper arithmetic; also exercises the float32 path
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = st.simulate(net, **kw)
-    check_result(res, samples=4, m=4, width=16, layers=_layers(kw), caught=caught, method=method)
-    note(f"exploded_at={res.exploded_at}")
-    assert np.any(res.exploded), f"expected a blow-up, max diag V = {np.nanmax(np.diagonal(res.V, axis1=-2, axis2=-1)):.3g}"
+    check_result(res, samples=16, m=4, width=16, layers=_layers(kw), caught=caught, method=method)
+    assert np.any(res.exploded), "expected a blow-up past 1e4"
+    # the reported time is the first layer past the threshold: the last saved V before it is below
+    for s in np.flatnonzero(res.exploded):
+        k = np.flatnonzero(res.t < res.exploded_at[s])[-1]
+        assert np.max(np.diag(res.V[s, k])) <= 1e4
 
 
 @needs_driver
@@ -733,14 +744,14 @@ def _sde_call(net, V0, **kw):
 @given(
     blocks=hs.lists(block_strategy(sde_only=True), min_size=1, max_size=2),
     V0=psd_matrices(max_m=4, min_log_scale=-3, max_log_scale=3),
-    T=hs.one_of(hs.just(0.0), hs.floats(1e-3, 0.5)),
+    T=hs.one_of(hs.just(1e-9), hs.floats(1e-3, 0.5)),
     steps=hs.integers(1, 20),
     paths=hs.integers(1, 4),
     seed=hs.integers(0, 2**64 - 1),
 )
 def test_solve_sde_valid_extremes(blocks, V0, T, steps, paths, seed):
     net = st.Network(blocks)
-    dt = T / steps if T > 0 else 0.1
+    dt = T / steps
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = _sde_call(net, V0, T=T, dt=dt, paths=paths, seed=seed, progress=False)
@@ -770,7 +781,7 @@ def test_solve_sde_rejects_bad_arguments(name, data):
     V0: Any = st.inputs.equicorrelated(3, 0.3)
     names: tuple[str, ...] = (name,)
     if name == "T":
-        kw["T"] = data.draw(hs.one_of(hs.floats(max_value=-1e-9, allow_nan=False), NON_FINITE, NOT_A_NUMBER))
+        kw["T"] = data.draw(hs.one_of(hs.floats(max_value=0.0, allow_nan=False), NON_FINITE, NOT_A_NUMBER))
     elif name == "dt":
         kw["dt"] = data.draw(hs.one_of(hs.floats(max_value=0.0, allow_nan=False), NON_FINITE, NOT_A_NUMBER.filter(lambda v: v is not None)))
     elif name == "paths":
