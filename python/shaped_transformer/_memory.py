@@ -211,49 +211,45 @@ def estimate_simulate_bytes(
 ) -> dict[str, int]:
     """Peak memory of :func:`shaped_transformer.simulate`, by item, in bytes.
 
-    - ``V``: the output, samples x saved x m x m float64; counted twice because
-      the core fills its own buffer and the NumPy result may be a copy.
-    - ``X0``: the input tokens m x n float64 made from V0 (or copied from X0).
+    - ``V``: the output, samples x saved x m x m float64 (the core's buffer is
+      handed to NumPy without a copy).
+    - ``X0``: the input tokens m x n float64 (made from V0 in Python) and the
+      core's copy of them.
     - ``X``: the final tokens samples x m x n float64 when ``return_X``.
     - ``workspace``: per worker thread (at most ``min(threads, samples)``):
-      explicit: the weights of one block (W^Q, W^K n x n_k and W^V n x n per head
-      being drawn, or W^pre / W^post n x n) plus O(H m n) activations;
-      law: O(H m n) activations and Gaussian draws;
-      exact: O((H m)^2) for the Wishart draw and the per-head factors.
+      explicit and law: the tokens, their float64 copy for V and the O(H m n)
+      per-head products (the explicit weights are generated tile by tile and
+      never stored); exact: O((H m)^2) for the Wishart draw and the per-head
+      factors, plus the MLP's m x 512 pre-activation tile.
     """
     S, k, m, n = int(samples), int(saved), int(m), int(width)
     workers = max(1, min(int(threads), S))
     b = 4 if str(dtype) == "float32" else 8
     heads, kdim = _block_sizes(network, n)
-    out: dict[str, int] = {"V": 2 * S * k * m * m * 8}
+    out: dict[str, int] = {"V": S * k * m * m * 8}
     if method == "exact":
         hm = heads * m
-        out["workspace"] = workers * (6 * hm * hm + 4 * heads * m * m) * 8
+        out["workspace"] = workers * (8 * hm * hm + 4 * heads * m * m + 2 * 512 * m) * 8
         return out
-    out["X0"] = (1 if X0_given else 2) * m * n * 8
+    out["X0"] = 2 * m * n * 8
     if return_X:
-        out["X"] = 2 * S * m * n * 8
-    acts = (8 + 4 * heads) * m * n * b + (2 * heads * m * kdim) * b  # X, X', A X, per-head products
-    if method == "explicit":
-        weights = (2 * n * kdim + n * n) * b  # one head's W^Q, W^K, W^V (or W^pre + W^post)
-        weights = max(weights, 2 * n * n * b)
-        out["workspace"] = workers * (weights + acts)
-    else:  # law: O(m n) Gaussian draws per head
-        out["workspace"] = workers * (acts + 2 * heads * m * n * b)
+        out["X"] = S * m * n * 8
+    tiles = 1 << 20  # Gaussian tiles and small buffers, about 1 MiB per thread
+    acts = (8 + 4 * heads) * m * n * b + 2 * heads * m * kdim * b + m * n * 8 + tiles
+    out["workspace"] = workers * acts
     return out
 
 
 def estimate_sde_bytes(*, m: int, paths: int, saved: int, threads: int, heads: int = 1) -> dict[str, int]:
     """Peak memory of :func:`shaped_transformer.solve_sde`, by item, in bytes.
 
-    The saved covariances paths x saved x m x m float64 (counted twice: core
-    buffer and NumPy result) and a per-thread O(m^2) workspace (O((H m)^2) when
-    the exact-chain remedy is used).
+    The saved covariances paths x saved x m x m float64 (handed to NumPy
+    without a copy) and a per-thread O(m^2) workspace (O((H m)^2) when the exact-chain scheme is used).
     """
     P, k, m = int(paths), int(saved), int(m)
     workers = max(1, min(int(threads), P))
     hm = max(1, int(heads)) * m
-    return {"V": 2 * P * k * m * m * 8, "workspace": workers * (16 * m * m + 6 * hm * hm) * 8}
+    return {"V": P * k * m * m * 8, "workspace": workers * (16 * m * m + 8 * hm * hm + 2 * 512 * m) * 8}
 
 
 def _detail(parts: dict[str, int]) -> str:
