@@ -251,6 +251,7 @@ def kde(
     *,
     bandwidth: str | float = "scott",
     bounds: tuple[float, float] | None = None,
+    binned: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian kernel density estimate of 1-d ``samples`` on ``grid``.
 
@@ -260,7 +261,10 @@ def kde(
     the data range, or over ``bounds``).  ``bounds=(lo, hi)`` reflects the kernel
     at the bounds so that no mass leaks out (use ``(-1, 1)`` for correlations);
     without bounds the result equals SciPy's ``gaussian_kde``.  Non-finite
-    samples are ignored.  Returns ``(grid, density)``.
+    samples are ignored.  ``binned``: first bin the samples into 4096 bins
+    (weighted by their counts), which changes the estimate by far less than
+    the kernel width and makes large samples cheap (None: when more than 20000
+    samples).  Returns ``(grid, density)``.
     """
     x = np.asarray(samples, dtype=np.float64).ravel()
     x = x[np.isfinite(x)]
@@ -296,16 +300,24 @@ def kde(
             g = np.linspace(x.min() - 3 * h, x.max() + 3 * h, k)
     else:
         g = np.asarray(grid, dtype=np.float64).ravel()
-    centers = [x]
+    if binned is None:
+        binned = n > 20000
+    weights = np.ones(n)
+    pts = x
+    if binned:
+        counts, edges = np.histogram(x, bins=4096)
+        keep = counts > 0
+        pts, weights = (0.5 * (edges[:-1] + edges[1:]))[keep], counts[keep].astype(np.float64)
+    centers = [pts]
     if bounds is not None:
-        centers += [2 * lo - x, 2 * hi - x]
+        centers += [2 * lo - pts, 2 * hi - pts]
     dens = np.zeros_like(g)
     norm = 1.0 / (n * h * math.sqrt(2 * math.pi))
     chunk = max(1, 4_000_000 // max(1, g.size))
     for c in centers:
-        for s in range(0, n, chunk):
+        for s in range(0, c.size, chunk):
             z = (g[None, :] - c[s : s + chunk, None]) / h
-            dens += np.exp(-0.5 * z * z).sum(axis=0)
+            dens += weights[s : s + chunk] @ np.exp(-0.5 * z * z) if binned else np.exp(-0.5 * z * z).sum(axis=0)
     dens *= norm
     if bounds is not None:
         dens = np.where((g >= lo) & (g <= hi), dens, 0.0)

@@ -132,9 +132,11 @@ def parameter_effects_figure(
     ylabel: str = r"$\rho$",
     title: str = "",
     ylim: tuple[float, float] | None = None,
+    band: tuple[float, float] = (0.25, 0.75),
 ):
     """One panel per parameter (e.g. tau0, gamma, heads), each with one median-and-band
-    curve per parameter value: ``panels[name][value label] = DepthSummary``."""
+    curve per parameter value: ``panels[name][value label] = DepthSummary``.
+    ``band``: the quantile levels of the shaded band (default: the quartiles)."""
     Figure, Canvas = require_matplotlib()
     if not panels:
         raise ValueError("panels must not be empty")
@@ -143,7 +145,7 @@ def parameter_effects_figure(
     Canvas(fig)
     axes = fig.subplots(1, k, squeeze=False, sharey=True)[0]
     for ax, (name, curves) in zip(axes, panels.items()):
-        bands_figure(curves, ylabel=ylabel, title=name, inner=None, ylim=ylim, ax=ax)
+        bands_figure(curves, ylabel=ylabel, title=name, outer=band, inner=None, ylim=ylim, ax=ax)
     if title:
         fig.suptitle(title)
     return fig

@@ -408,17 +408,17 @@ def run_report(
     contrast = {f"shaped n={St['width']}": summ[shaped_key]["rho"], f"standard n={St['width']}": summ["standard"]["rho"],
                 "SDE (shaped)": summ["sde"]["rho"]}
     figs["rho_vs_depth"] = save_figure(bands_figure(
-        contrast, ylabel=r"token correlation $\rho$", ylim=(-0.3, 1.02),
-        title="median, 25-75% and 5-95% bands: shaped vs standard attention"), out / "rho_vs_depth.png")
+        contrast, ylabel=r"token correlation $\rho$", ylim=(-1.05, 1.05),
+        title="shaped vs standard attention (median, 25-75%, 5-95%)"), out / "rho_vs_depth.png")
     erank = {f"shaped n={St['width']}": summ[shaped_key]["effective_rank"],
              f"standard n={St['width']}": summ["standard"]["effective_rank"], "SDE (shaped)": summ["sde"]["effective_rank"]}
     figs["effective_rank"] = save_figure(bands_figure(
         erank, ylabel=r"effective rank $(\mathrm{tr}\,V)^2/\mathrm{tr}(V^2)$", ylim=(0, S["m"] + 0.2),
-        title="effective rank against depth"), out / "effective_rank.png")
+        title="effective rank (median, 25-75%, 5-95%)"), out / "effective_rank.png")
     panels = {pname: {label: summ[f"effect {label}"]["rho"] for label in d_} for pname, d_ in effect_runs.items()}
     figs["parameter_effects"] = save_figure(parameter_effects_figure(
-        panels, ylabel=r"token correlation $\rho$", ylim=(-0.3, 1.02),
-        title=f"effect of tau0, gamma and heads (exact chain, n = {eff['width']}; median and 5-95% band)"),
+        panels, ylabel=r"token correlation $\rho$", ylim=(-1.05, 1.05),
+        title=f"effect of tau0, gamma and heads (exact chain, n = {eff['width']}; median and 25-75% band)"),
         out / "parameter_effects.png")
 
     timings["figures"] = time.perf_counter() - t_fig
