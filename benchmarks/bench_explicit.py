@@ -9,7 +9,7 @@ counts only the work this process did).  Then runs a width-65536 network in a fr
 and reports its peak resident memory.
 
     PYTHONPATH=python python3 benchmarks/bench_explicit.py [--widths 1024 2048 4096]
-        [--threads 2] [--repeats 3] [--wide-width 65536] [--wide-layer]
+        [--threads 2] [--repeats 3] [--wide-width 65536] [--wide-attention-only]
 
 PyTorch is written the way a user would: torch.randn weights, then matmul.
 """
@@ -69,16 +69,30 @@ WIDE_SCRIPT = r"""
 import json, resource, sys, time
 import numpy as np
 import shaped_transformer as st
+
+
+def peak_mb():
+    # VmHWM: this process's peak resident set (ru_maxrss is inherited across
+    # execve on Linux, so it would report the parent's torch-sized peak).
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 n, layer, threads = int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3])
 net = st.shaped_transformer() if layer else st.Network([st.ShapedAttention()])
 V0 = st.inputs.equicorrelated(8, 0.3)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_mb()
 t = time.perf_counter()
 res = st.simulate(net, V0=V0, width=n, depth=1, samples=1, seed=0, dtype="float32", threads=threads, progress=False)
 dt = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"width": n, "blocks": len(net), "seconds": dt, "rss_before_mb": before / 1024,
-                  "peak_rss_mb": peak / 1024, "finite": bool(np.isfinite(res.V).all())}))
+print(json.dumps({"width": n, "blocks": len(net), "seconds": dt, "rss_before_mb": before,
+                  "peak_rss_mb": peak_mb(), "finite": bool(np.isfinite(res.V).all())}))
 """
 
 
@@ -88,7 +102,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--wide-width", type=int, default=65536, help="0 skips the wide run")
-    ap.add_argument("--wide-layer", action="store_true", help="wide run: a full shaped Transformer layer, not one attention block")
+    ap.add_argument("--wide-attention-only", action="store_true",
+                    help="wide run: one attention block instead of a full shaped Transformer layer")
     ap.add_argument("--json", help="also write the numbers to this file")
     args = ap.parse_args()
 
@@ -136,12 +151,12 @@ def main() -> None:
     if args.wide_width:
         env = dict(os.environ)
         out = subprocess.run(
-            [sys.executable, "-c", WIDE_SCRIPT, str(args.wide_width), "1" if args.wide_layer else "0", str(args.threads)],
+            [sys.executable, "-c", WIDE_SCRIPT, str(args.wide_width), "0" if args.wide_attention_only else "1", str(args.threads)],
             capture_output=True, text=True, env=env, check=True,
         )
         wide = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"# width {wide['width']}: {wide['blocks']} block(s), {wide['seconds']:.1f} s, peak RSS "
-              f"{wide['peak_rss_mb']:.0f} MB (interpreter + numpy before the run: {wide['rss_before_mb']:.0f} MB), "
+              f"{wide['peak_rss_mb']:.0f} MB (peak before the run, interpreter and imports: {wide['rss_before_mb']:.0f} MB), "
               f"finite={wide['finite']}")
     if args.json:
         with open(args.json, "w") as f:
