@@ -235,3 +235,39 @@ def test_memory_is_linear_in_width():
     res = st.simulate(st.Network([st.ShapedMLP()]), V0=V0, width=16384, depth=1, samples=1, seed=0, dtype="float32")
     assert np.all(np.isfinite(res.V))
     assert abs(res.V[0, -1, 0, 0] - 1.0) < 0.2
+
+
+@pytest.mark.parametrize("kernel", ["scalar", "avx2"])
+def test_fallback_kernels_match_numpy(kernel):
+    """The product and generation kernels that this CPU does not pick by default
+    (forced with SHAPED_TRANSFORMER_KERNEL in a subprocess) agree with NumPy too."""
+    import os
+    import subprocess
+    import sys
+
+    if core.normals_kernel(kernel, 0, 0, 0, 0, 0, 4) is None:
+        pytest.skip(f"this CPU has no {kernel} kernel")
+    code = (
+        "import numpy as np, shaped_transformer as st\n"
+        "from shaped_transformer._core_loader import core\n"
+        "X0 = np.random.default_rng(1).standard_normal((5, 150))\n"
+        "net = st.Network([st.ShapedAttention(heads=2, key_dim=33), st.ShapedMLP()])\n"
+        "for dt in ('float64', 'float32'):\n"
+        "    r = st.simulate(net, X0, depth=1, samples=1, seed=4, dtype=dt, return_X=True, threads=2)\n"
+        "    np.save(f'{OUT}_' + dt + '.npy', r.X[0])\n"
+        "print(core.normal_kernel_name())\n"
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "x")
+        env = dict(os.environ, SHAPED_TRANSFORMER_KERNEL=kernel)
+        res = subprocess.run([sys.executable, "-c", code.replace("{OUT}", out)], env=env, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == kernel
+        net = st.Network([st.ShapedAttention(heads=2, key_dim=33), st.ShapedMLP()])
+        X0 = np.random.default_rng(1).standard_normal((5, 150))
+        ref = ref_network(net, X0, 1, 4)
+        for dt, tol in (("float64", 1e-12), ("float32", 2e-5)):
+            X = np.load(f"{out}_{dt}.npy")
+            assert np.max(np.abs(X - ref)) / np.max(np.abs(ref)) < tol, (kernel, dt)
