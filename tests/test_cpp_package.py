@@ -147,7 +147,7 @@ def test_example_against_installed_package(core_build: CoreBuild, tmp_path: Path
     _run([cmake, "--build", build, "--parallel", JOBS])
     exe = build / "depth_study"
     width, depth = 32, 32
-    out = _run([exe, width, depth, 400, 100, 1], timeout=300)
+    out = _run([exe, width, depth, 2000, 400, 1], timeout=300)  # about a second
     print(out)
     rows = _parse_study(out)
     assert [int(r["layer"]) for r in rows] == list(range(0, depth + 1, depth // 8))
@@ -158,15 +158,13 @@ def test_example_against_installed_package(core_build: CoreBuild, tmp_path: Path
         for key in ("rho_exact", "rho_explicit"):
             assert -1.0 <= r[key] <= 1.0
     # The exact chain has the law of the width-32 network, so the two means differ by
-    # Monte Carlo error only: allow 5 combined standard errors (9 rows, correlated;
-    # a false alarm has probability < 1e-5) plus a 1e-3 floor for tiny errors.
+    # Monte Carlo error only (standard errors about 0.008 and 0.019 at T = 1): allow
+    # 5 combined standard errors (8 rows, correlated; a false alarm has probability
+    # < 1e-5).
     for r in rows[1:]:
         se = (r["se_exact"] ** 2 + r["se_explicit"] ** 2) ** 0.5
         assert se > 0
-        assert abs(r["rho_exact"] - r["rho_explicit"]) <= 5 * se + 1e-3, r
-    # Correlations grow with depth in a shaped Transformer (MODEL.md: the drift
-    # pulls rho towards 1); over T = 1 the increase is well beyond the error.
-    assert rows[-1]["rho_exact"] > rows[0]["rho_exact"] + 5 * rows[-1]["se_exact"]
+        assert abs(r["rho_exact"] - r["rho_explicit"]) <= 5 * se, r
 
 
 def test_consumer_with_bundled_eigen(core_build: CoreBuild, tmp_path: Path) -> None:
@@ -249,7 +247,7 @@ def test_ctest_under_sanitizers(tmp_path_factory: pytest.TempPathFactory) -> Non
         pytest.skip(msg)
     cmake = _cmake()
     build = tmp_path_factory.mktemp("cpp_asan") / "build"
-    _run([cmake, "-S", ROOT, "-B", build, *_generator(), "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+    _run([cmake, "-S", ROOT, "-B", build, *_generator(), "-DCMAKE_BUILD_TYPE=Debug", "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g",
           "-DSHAPED_TRANSFORMER_PYTHON=OFF", "-DSHAPED_TRANSFORMER_TESTS=ON", "-DSHAPED_TRANSFORMER_SANITIZE=ON",
           "-DSHAPED_TRANSFORMER_INSTALL=OFF", f"-DPython_EXECUTABLE={sys.executable}"])
     _run([cmake, "--build", build, "--parallel", JOBS])
