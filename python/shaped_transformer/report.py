@@ -58,7 +58,7 @@ DEFAULT_STUDY: dict[str, dict[str, Any]] = {
     # sample: about 0.2 us * n^2 on 2 cores at m = 8 (n = 512: 0.05 s per sample).
     "exact": {"widths": [32, 64, 128, 256, 512], "samples": 600},
     # A small explicit-weights run as a sanity check of the exact chain.
-    "explicit": {"width": 64, "samples": 200, "method": "explicit"},
+    "explicit": {"width": 64, "samples": 400, "method": "explicit"},
     "sde": {"paths": 4000, "dt": 1e-3, "scheme": "tamed_euler", "psd": "clip"},
     # Standard softmax attention + ReLU MLP for contrast (rank collapse).
     "standard": {"width": 256, "samples": 400, "method": "exact", "norm": "none"},
