@@ -35,6 +35,7 @@ __all__ = [
     "estimate_simulate_bytes",
     "estimate_sde_bytes",
     "check_simulate",
+    "saved_count",
     "check_sde",
     "format_bytes",
 ]
@@ -256,21 +257,48 @@ def _detail(parts: dict[str, int]) -> str:
     return ", ".join(f"{key} {format_bytes(v)}" for key, v in parts.items() if v)
 
 
+def saved_count(save_at: Any, save_every: Any, depth: int) -> int:
+    """How many layers simulate() will save, computed without building the list
+    (``np.arange(depth + 1)`` alone is 8 GB at depth 10^9).  Invalid values count
+    as the default; check_save_at reports them right after."""
+    if save_at is not None:
+        try:
+            return max(1, int(np.size(save_at)))
+        except Exception:  # ragged and the like: check_save_at names it
+            return 1
+    k = 1
+    if save_every is not None and not isinstance(save_every, bool) and hasattr(save_every, "__index__"):
+        k = max(1, int(save_every))
+    d = max(0, int(depth))
+    return d // k + 1 + (1 if d % k else 0)
+
+
 def check_simulate(
     network: Any,
     method: str,
     V0: np.ndarray,
     width: int,
     samples: int,
-    layers: Iterable[int] | np.ndarray | int,
-    threads: int,
+    layers: Iterable[int] | np.ndarray | int | None = None,
+    threads: int = 1,
     dtype: str = "float64",
     return_X: bool = False,
     X0_given: bool = False,
+    *,
+    depth: int | None = None,
+    save_at: Any = None,
+    save_every: Any = None,
 ) -> None:
     """The memory check of :func:`shaped_transformer.simulate` (arguments already
-    validated): raises :class:`ResourceError` when the run cannot fit."""
-    saved = layers if isinstance(layers, int) else len(layers)  # type: ignore[arg-type]
+    validated): raises :class:`ResourceError` when the run cannot fit.
+
+    The saved layers are ``layers`` (a list or a count) or, when it is None,
+    counted from ``depth``, ``save_at`` and ``save_every`` without allocating.
+    """
+    if layers is None:
+        saved = saved_count(save_at, save_every, int(depth or 0))
+    else:
+        saved = layers if isinstance(layers, int) else len(layers)  # type: ignore[arg-type]
     parts = estimate_simulate_bytes(
         network,
         method,
