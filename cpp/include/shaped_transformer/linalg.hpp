@@ -41,7 +41,10 @@ inline bool psd_root(const M& V, M& L) {
     if (L.diagonal().minCoeff() > 1e-6 * std::sqrt(scale)) return true;
   }
   Eigen::SelfAdjointEigenSolver<M> es(0.5 * (V + V.transpose()));
-  const auto w = es.eigenvalues().cwiseMax(0.0).cwiseSqrt().eval();
+  // Eigenvalues at rounding level are zeros of a singular V: dropping them keeps
+  // the rank exact (their square roots would be O(sqrt(eps)) noise).
+  const double cut = 64.0 * std::numeric_limits<double>::epsilon() * es.eigenvalues().cwiseAbs().maxCoeff();
+  const auto w = es.eigenvalues().unaryExpr([cut](double x) { return x > cut ? std::sqrt(x) : 0.0; }).eval();
   L.noalias() = es.eigenvectors() * w.asDiagonal() * es.eigenvectors().transpose();
   return true;
 }

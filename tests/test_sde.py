@@ -1,0 +1,169 @@
+"""The covariance SDE integrator (MODEL.md sections 5-6): API, exactly known cases,
+PSD remedies, blow-up reporting, seeding, and Euler's weak order."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import shaped_transformer as st
+from shaped_transformer.simulate import BlowUpWarning
+
+FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
+
+
+def _V0(m=4):
+    return st.inputs.equicorrelated(m, 0.3)
+
+
+NET = st.shaped_transformer(heads=2, tau0=1.0, gamma=0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(T=0.0), "T"),
+        (dict(T=1.0, dt=0.1, steps=10), "dt or steps"),
+        (dict(T=1.0, dt=-1.0), "dt"),
+        (dict(T=1.0, dt=2.0), "dt"),
+        (dict(T=1.0, steps=0), "steps"),
+        (dict(T=1.0, paths=0), "paths"),
+        (dict(T=1.0, scheme="rk4"), "scheme"),
+        (dict(T=1.0, psd="abs"), "psd"),
+        (dict(T=1.0, save_at=[2.0]), "save_at"),
+        (dict(T=1.0, save_at=[]), "save_at"),
+        (dict(T=0.7, steps=10, scheme="exact_chain"), "dt"),
+        (dict(T=1.0, steps=2, scheme="exact_chain"), "dt"),
+        (dict(T=1.0, blowup=-1.0), "blowup"),
+        (dict(T=1.0, seed=-1), "seed"),
+        (dict(T=1.0, threads=0), "threads"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kw = dict(kwargs)
+        if "dt" not in kw and "steps" not in kw:
+            kw["steps"] = 10
+        kw.setdefault("paths", 2)
+        st.solve_sde(NET, _V0(), **kw)
+
+
+def test_bad_network_and_V0():
+    for net in (st.standard_transformer(), st.Network([st.StandardAttention()]), st.Network([st.ReluMLP()]),
+                st.Network([st.ShapedAttention(causal=True)]), st.Network([st.ShapedAttention(alpha=0.5)])):
+        with pytest.raises(ValueError, match="network"):
+            st.solve_sde(net, _V0(), T=1.0, steps=10, paths=2)
+    with pytest.raises(ValueError, match="V0"):
+        st.solve_sde(NET, -np.eye(3), T=1.0, steps=10, paths=2)
+    with pytest.raises(ValueError, match="V0"):
+        st.solve_sde(NET, np.ones((2, 3)), T=1.0, steps=10, paths=2)
+
+
+def test_result_shape_times_and_info():
+    r = st.solve_sde(NET, _V0(), T=0.5, steps=50, paths=7, save_at=[0.0, 0.25, 0.5], seed=1)
+    assert r.V.shape == (7, 3, 4, 4)
+    assert np.allclose(r.t, [0.0, 0.25, 0.5])
+    assert np.array_equal(r.V[:, 0], np.broadcast_to(_V0(), (7, 4, 4)))
+    assert r.info["projections"].shape == (7,)
+    assert r.method == "euler"
+    assert r.rho.shape == r.V.shape
+    assert np.allclose(np.diagonal(r.rho, axis1=-2, axis2=-1), 1.0)
+    d = st.solve_sde(NET, _V0(), T=0.5, dt=0.01, paths=3)
+    assert d.V.shape[1] == 51 and d.info["steps"] == 50
+
+
+def test_seed_threads_and_path_independence():
+    a = st.solve_sde(NET, _V0(), T=0.5, steps=100, paths=6, seed=3, threads=1).V
+    b = st.solve_sde(NET, _V0(), T=0.5, steps=100, paths=6, seed=3, threads=2).V
+    c = st.solve_sde(NET, _V0(), T=0.5, steps=100, paths=2, seed=3).V
+    d = st.solve_sde(NET, _V0(), T=0.5, steps=100, paths=6, seed=4).V
+    assert np.array_equal(a, b) and np.array_equal(a[:2], c) and not np.allclose(a, d)
+
+
+def test_gamma_zero_keeps_V_constant():
+    net = st.shaped_transformer(gamma=0.0)
+    for scheme in ("euler", "tamed_euler", "exact_chain"):
+        r = st.solve_sde(net, _V0(), T=1.0, steps=50, paths=3, scheme=scheme)
+        assert np.allclose(r.V, _V0(), atol=1e-12)
+
+
+def test_m1_is_geometric_brownian_motion():
+    """m = 1: the attention drift vanishes and dV = sigma V dB with
+    sigma^2 = 2 gamma_a^2 (2 - gamma_a^2) + 4 gamma_m^2: E[V_T] = V_0 and
+    E[V_T^2] = V_0^2 exp(sigma^2 T) (Euler: (1 + sigma^2 dt)^(T/dt))."""
+    ga, gm = 0.3, 0.3
+    net = st.Network([st.ShapedAttention(gamma=ga), st.ShapedMLP(gamma=gm)])
+    s2 = 2 * ga**2 * (2 - ga**2) + 4 * gm**2
+    P = 200000 if FULL else 50000
+    r = st.solve_sde(net, np.array([[1.5]]), T=1.0, steps=64, paths=P, seed=0, save_at=[1.0])
+    v = r.V[:, -1, 0, 0]
+    assert abs(v.mean() - 1.5) < 4.5 * v.std() / np.sqrt(P)
+    exact = 1.5**2 * (1 + s2 / 64) ** 64
+    assert abs(np.mean(v**2) - exact) < 4.5 * np.std(v**2) / np.sqrt(P)
+
+
+def test_euler_weak_order_is_one():
+    """Weak error of E[V_T^2] at T = 1 (m = 1, where the exact value exp(sigma^2 T) is
+    known) against dt: the fitted order is about 1.  Statistical error of each point
+    ~ 0.3% at P = 100000, much below the errors fitted."""
+    ga, gm = 0.4, 0.4
+    net = st.Network([st.ShapedAttention(gamma=ga), st.ShapedMLP(gamma=gm)])
+    s2 = 2 * ga**2 * (2 - ga**2) + 4 * gm**2
+    P = 400000 if FULL else 100000
+    steps = np.array([2, 4, 8, 16])
+    err = []
+    for k in steps:
+        r = st.solve_sde(net, np.array([[1.0]]), T=1.0, steps=int(k), paths=P, seed=int(k), save_at=[1.0])
+        err.append(abs(np.mean(r.V[:, -1, 0, 0] ** 2) - np.exp(s2)))
+    order = np.polyfit(np.log(1.0 / steps), np.log(err), 1)[0]
+    print(f"Euler weak order (m = 1, E[V_T^2]): {order:.2f}; errors {np.round(err, 4)}")
+    assert 0.7 < order < 1.3
+
+
+def test_psd_clip_counts_projections_and_keeps_psd():
+    net = st.Network([st.ShapedAttention(tau0=0.5, gamma=0.9)])
+    V0 = st.inputs.equicorrelated(6, 0.95)  # near-singular: coarse steps leave the cone
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BlowUpWarning)
+        r = st.solve_sde(net, V0, T=1.0, steps=20, paths=200, psd="clip", seed=0)
+        n = st.solve_sde(net, V0, T=1.0, steps=20, paths=200, psd="none", seed=0)
+    assert r.info["projections"].sum() > 0
+    V = r.finite().V
+    assert np.linalg.eigvalsh(V.reshape(-1, 6, 6)).min() > -1e-9 * np.abs(V).max()
+    Vn = n.finite().V
+    assert np.linalg.eigvalsh(Vn.reshape(-1, 6, 6)).min() < 0  # without the remedy V leaves the cone
+    assert n.info["projections"].sum() == 0
+
+
+def test_exact_chain_scheme_is_the_exact_chain():
+    """scheme='exact_chain' at dt = 1/n is simulate(method='exact') at width n."""
+    r = st.solve_sde(NET, _V0(), T=0.25, steps=16, paths=5, scheme="exact_chain", seed=2)
+    e = st.simulate(NET, V0=_V0(), width=64, depth=16, samples=5, method="exact", seed=2)
+    assert np.array_equal(r.V, e.V)
+    assert np.all(np.isfinite(r.V)) and r.info["projections"].sum() == 0
+
+
+def test_blowup_is_reported_never_silent():
+    net = st.Network([st.ShapedAttention(tau0=0.3, gamma=0.9)])
+    for scheme in ("euler", "tamed_euler"):
+        with pytest.warns(BlowUpWarning):
+            r = st.solve_sde(net, _V0(), T=1.0, steps=100, paths=100, scheme=scheme, blowup=5.0, seed=1)
+        assert r.exploded.any()
+        for p in range(r.samples):
+            ok = r.t < r.exploded_at[p]
+            assert np.all(np.isfinite(r.V[p, ok]))
+            assert np.all(np.isnan(r.V[p, ~ok]))
+        assert np.all(r.V[~r.exploded].diagonal(axis1=-2, axis2=-1) <= 5.0)
+
+
+def test_tamed_euler_close_to_euler_for_small_dt():
+    """Both schemes converge to the same SDE: at dt = 1/512 their E[rho_T] agree."""
+    net = st.shaped_transformer(tau0=1.0, gamma=0.3)
+    a = st.solve_sde(net, _V0(), T=0.5, steps=256, paths=4000, seed=1, save_at=[0.5])
+    b = st.solve_sde(net, _V0(), T=0.5, steps=256, paths=4000, seed=1, save_at=[0.5], scheme="tamed_euler")
+    ra, rb = a.rho[:, -1, 0, 1], b.rho[:, -1, 0, 1]
+    # same noise, so the difference is the taming only: O(dt) per path
+    assert np.abs(ra - rb).mean() < 0.01
