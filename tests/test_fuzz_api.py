@@ -751,25 +751,44 @@ def _sde_call(net, V0, **kw):
     steps=hs.integers(1, 20),
     paths=hs.integers(1, 4),
     seed=hs.integers(0, 2**64 - 1),
+    scheme=hs.sampled_from(["euler", "tamed_euler", "exact_chain"]),
+    psd=hs.sampled_from(["clip", "none"]),
+    n_eff=hs.integers(4, 64),
+    threads=hs.sampled_from([1, 2]),
 )
-def test_solve_sde_valid_extremes(blocks, V0, T, steps, paths, seed):
+def test_solve_sde_valid_extremes(blocks, V0, T, steps, paths, seed, scheme, psd, n_eff, threads):
     net = st.Network(blocks)
-    dt = T / steps
+    if scheme == "exact_chain":  # n_eff = 1/dt must be an integer >= m
+        dt = 1.0 / n_eff
+        T = steps * dt
+    else:
+        dt = T / steps
+    kw = dict(T=T, dt=dt, paths=paths, seed=seed, scheme=scheme, psd=psd, progress=False)
+    note(f"solve_sde({net!r}, {V0.tolist()!r}, **{kw!r})")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = _sde_call(net, V0, T=T, dt=dt, paths=paths, seed=seed, progress=False)
+        res = _sde_call(net, V0, threads=threads, **kw)
     assert isinstance(res, st.Result)
     assert res.V.shape[0] == paths and res.V.shape[-1] == V0.shape[0]
+    assert res.t[0] == 0.0 and abs(res.t[-1] - T) <= 1e-9 * max(T, 1.0)
     assert not np.any(np.isinf(res.V)), "Inf returned by solve_sde"
     n_exploded = int(np.sum(np.isfinite(res.exploded_at)))
     warned = any(issubclass(w.category, st.BlowUpWarning) for w in caught)
     assert warned == (n_exploded > 0)
     for s in range(paths):
         before = res.t < res.exploded_at[s] - 1e-15
-        assert np.all(np.isfinite(res.V[s, before]))
-        assert np.all(np.isnan(res.V[s, res.t > res.exploded_at[s] + 1e-15]))
+        assert np.all(np.isfinite(res.V[s, before])), f"path {s}: non-finite before its blow-up"
+        assert np.all(np.isnan(res.V[s, res.t > res.exploded_at[s] + 1e-15])), f"path {s}: not NaN after its blow-up"
+    fin = np.all(np.isfinite(res.V), axis=(-1, -2))
+    Vf = res.V[fin]
+    if Vf.size:
+        scale = np.maximum(np.max(np.abs(Vf), axis=(-1, -2), keepdims=True), 1e-300)
+        assert np.all(np.abs(Vf - np.swapaxes(Vf, -1, -2)) <= 1e-9 * scale), "SDE V not symmetric"
     if np.isinf(res.exploded_at[0]):
         assert np.allclose(res.V[0, 0], V0, rtol=0, atol=1e-10 * np.max(np.diag(V0)))
+    # same seed, other thread count: the same numbers
+    again = _sde_call(net, V0, threads=3 - threads, **kw) if paths > 1 else res
+    np.testing.assert_array_equal(again.V, res.V)
 
 
 @needs_sde
@@ -807,6 +826,32 @@ def test_solve_sde_rejects_bad_arguments(name, data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         raises_naming(lambda: _sde_call(net, V0, progress=False, **kw), *names)
+
+
+@needs_sde
+@pytest.mark.parametrize(
+    "kw, names",
+    [
+        (dict(scheme="milstein"), ("scheme",)),
+        (dict(scheme=None), ("scheme",)),
+        (dict(psd="project"), ("psd",)),
+        (dict(dt=0.3, T=0.9, scheme="exact_chain"), ("dt",)),  # 1/dt not an integer
+        (dict(dt=0.5, scheme="exact_chain"), ("dt",)),  # n_eff = 2 < m = 3
+        (dict(dt=0.01, steps=10), ("dt", "steps")),
+        (dict(steps=0, dt=None), ("steps",)),
+        (dict(dt=1.0, T=0.1), ("dt",)),  # dt > T
+        (dict(dt=1e-12, T=1e3), ("steps",)),  # 10^15 steps
+        (dict(save_at=[0.0, 2.0]), ("save_at",)),
+        (dict(save_at=[]), ("save_at",)),
+        (dict(save_at=[[0.1]]), ("save_at",)),
+        (dict(save_at=["a"]), ("save_at",)),
+        (dict(blowup=0.0), ("blowup",)),
+        (dict(threads=0), ("threads",)),
+    ],
+)
+def test_solve_sde_rejects_bad_options(kw, names):
+    args = {**dict(T=1.0, dt=0.01, paths=2, seed=0, progress=False), **kw}
+    raises_naming(lambda: _sde_call(st.shaped_transformer(), st.inputs.equicorrelated(3, 0.3), **args), *names)
 
 
 @needs_sde
