@@ -927,3 +927,40 @@ def test_analysis_distances_reject_bad_input(bad):
         except (ValueError, TypeError):
             continue
         assert math.isfinite(float(out)) and float(out) >= 0, f"{fn}({bad!r}) returned {out}"
+
+
+@needs_analysis
+@fuzz(ci=40, full=1000)
+@given(
+    x=hnp.arrays(np.float64, hs.integers(2, 60), elements=hs.floats(-1e6, 1e6)),
+    bounded=hs.booleans(),
+    bandwidth=hs.one_of(hs.sampled_from(["scott", "silverman"]), hs.floats(1e-3, 10.0)),
+)
+def test_kde_is_finite_and_non_negative(x, bounded, bandwidth):
+    """Density estimates of finite samples (constant samples included) are finite."""
+    if bounded:
+        x = np.clip(x / 1e6, -1.0, 1.0)
+        g, d = sta.kde(x, 64, bounds=(-1.0, 1.0), bandwidth=bandwidth)
+    else:
+        g, d = sta.kde(x, 64, bandwidth=bandwidth)
+    assert np.all(np.isfinite(g)) and np.all(np.isfinite(d)) and np.all(d >= 0)
+
+
+@needs_analysis
+@fuzz(ci=40, full=1000)
+@given(
+    x=hnp.arrays(
+        np.float64,
+        hs.tuples(hs.integers(1, 6), hs.integers(1, 5), hs.integers(1, 3)),
+        elements=hs.one_of(hs.floats(-10, 10), hs.just(np.nan)),
+    )
+)
+def test_summarize_drops_and_counts_non_finite_samples(x):
+    s = sta.summarize(x)
+    ok = np.all(np.isfinite(x), axis=2)
+    np.testing.assert_array_equal(s.count, ok.sum(axis=0))
+    np.testing.assert_array_equal(s.count + s.dropped, x.shape[0])
+    has = s.count > 0
+    assert np.all(np.isfinite(s.median[has])) and np.all(np.isnan(s.median[~has]))
+    assert np.all(np.isfinite(s.mean[has]))
+    assert not np.any(np.isinf(s.sem))
