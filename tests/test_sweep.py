@@ -85,6 +85,15 @@ def test_local_sweep_writes_one_file_per_point_and_resumes(tmp_path):
     assert len(csv) == 9 and "value" in csv[0]
 
 
+def test_stale_temporary_files_are_removed(tmp_path):
+    stale, fresh = tmp_path / ".tmp-old.json", tmp_path / ".tmp-new.json"
+    stale.write_text("{")
+    fresh.write_text("{")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    res = sw.sweep(failing, {"a": [1]}, tmp_path, executor=cf.ThreadPoolExecutor(1), progress=False)
+    assert len(res) == 1 and not stale.exists() and fresh.exists()
+
+
 def test_failures_keep_the_other_points(tmp_path):
     with pytest.raises(sw.SweepError, match="1 of 3 points failed") as info:
         sw.sweep(failing, {"a": [1, 2, 3]}, tmp_path, executor=cf.ThreadPoolExecutor(1), progress=False)
@@ -152,7 +161,11 @@ def test_killed_sweep_resumes_without_recomputing(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     time.sleep(0.5)  # let orphaned workers notice their parent is gone
-    done_before = {p.stem for p in out.glob("*.json")}
+    # a kill between writing a temporary file and renaming it leaves a ".tmp-*" file:
+    # it is not a finished point (the sweep ignores it and recomputes that point)
+    done_before = {p.stem for p in out.glob("*.json") if not p.name.startswith(".tmp-")}
+    tmp_before = set(out.glob(".tmp-*"))
+    assert len(tmp_before) <= 2
     assert 4 <= len(done_before) < 12, len(done_before)
     records_before = {k: json.loads((out / f"{k}.json").read_text()) for k in done_before}
     runs_before = _runs(log)
@@ -172,7 +185,7 @@ def test_killed_sweep_resumes_without_recomputing(tmp_path):
                    tmp_path / "ref", executor=cf.ThreadPoolExecutor(4), progress=False)
     strip = lambda rows: sorted((r["a"], r["b"], r["value"], r["noise"]) for r in rows)  # noqa: E731
     assert strip(final.rows) == strip(ref.rows)
-    assert not list(out.glob(".tmp-*"))
+    assert set(out.glob(".tmp-*")) == tmp_before  # the resumed run left no temporary file
 
 
 def test_built_in_point_from_config(tmp_path):

@@ -224,6 +224,20 @@ def load(out_dir: str | os.PathLike, *, keys: Sequence[str] | None = None) -> Sw
     return SweepResults(recs)
 
 
+def _remove_stale_temporaries(out_dir: Path, age_s: float = 600.0) -> None:
+    """Deletes temporary files left by a process killed between writing and renaming.
+
+    A temporary file lives for milliseconds, so one older than ``age_s`` is stale
+    even when other sweeps write into the same folder."""
+    now = time.time()
+    for p in out_dir.glob(".tmp-*"):
+        try:
+            if now - p.stat().st_mtime > age_s:
+                p.unlink()
+        except OSError:
+            pass
+
+
 def _read_all(out_dir: Path) -> dict[str, dict]:
     records = {}
     for p in out_dir.glob("*.json"):
@@ -295,6 +309,7 @@ def sweep(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keys = [point_key(p, fname) for p in points]
+    _remove_stale_temporaries(out)
     done = _read_all(out)
     todo = [(i, k, p) for i, (k, p) in enumerate(zip(keys, points)) if k not in done]
     todo = list({k: (i, k, p) for i, k, p in todo}.values())  # duplicate points run once
