@@ -501,6 +501,19 @@ def _markdown(cfg, size, results, dist_rows, summ, shaped_key, widths) -> str:
         by_cmp.setdefault(r["comparison"], {})[r["metric"]] = r
     for cmp_, d in by_cmp.items():
         lines.append(f"| {cmp_} | {_ci(d['ks'])} | {_ci(d['wasserstein1'])} |")
+    if S["bootstrap"]:
+        resolved = [r["width"] for r in dist_rows if r["comparison"].endswith("vs SDE") and r["comparison"].startswith("exact")
+                    and r["metric"] == "ks" and (r["low"] or 0.0) > 0.0]
+        same = [w for w in widths if w not in resolved]
+        text = []
+        if same:
+            text.append(f"At n = {', '.join(map(str, same))} the {lvl} interval of the KS distance to the SDE includes 0: "
+                        f"with {cfg['exact']['samples']} networks and {cfg['sde']['paths']} SDE paths the law of rho_T "
+                        "cannot be told apart from the SDE's.")
+        if resolved:
+            text.append(f"At n = {', '.join(map(str, resolved))} the network's law of rho_T differs measurably from the SDE's "
+                        "(the KS interval excludes 0).")
+        lines += ["", " ".join(text)]
     lines += [
         "",
         "Each cell: the plug-in distance between the two samples, in parentheses the bootstrap bias-corrected "
