@@ -21,7 +21,7 @@ typedef std::int32_t VI __attribute__((vector_size(32)));
 inline VF vsqrt(VF x) { return (VF)_mm256_sqrt_ps((__m256)x); }
 #include "box_muller_vec.hpp"
 
-constexpr int kGroups = 8;
+constexpr int kGroups = 16;
 
 inline void mulhilo(__m256i a, __m256i M, __m256i& hi, __m256i& lo) {
   const __m256i pe = _mm256_mul_epu32(a, M);                         // even lanes
@@ -30,26 +30,10 @@ inline void mulhilo(__m256i a, __m256i M, __m256i& hi, __m256i& lo) {
   lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
 }
 
-/// 4 * 8 normals of groups g .. g+7 (g's low word must not wrap within the batch).
-inline void philox_batch(const Stream& s, std::uint64_t g, float* out) {
-  const __m256i M0 = _mm256_set1_epi32(int(0xD2511F53u)), M1 = _mm256_set1_epi32(int(0xCD9E8D57u));
-  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(int(std::uint32_t(g))), iota);
-  __m256i c1 = _mm256_set1_epi32(int((s.matrix << 16) | std::uint32_t(g >> 32)));
-  __m256i c2 = _mm256_set1_epi32(int(s.block));
-  __m256i c3 = _mm256_set1_epi32(int(s.sample));
-  std::uint32_t k0 = std::uint32_t(s.seed), k1 = std::uint32_t(s.seed >> 32);
-  for (int r = 0; r < 10; ++r) {
-    __m256i hi0, lo0, hi1, lo1;
-    mulhilo(c0, M0, hi0, lo0);
-    mulhilo(c2, M1, hi1, lo1);
-    c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(int(k0)));
-    c1 = lo1;
-    c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(int(k1)));
-    c3 = lo0;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
+inline __m256i xor3(__m256i a, __m256i b, __m256i c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
+
+/// 8 groups (32 normals) from Philox words c0..c3 -> out (interleaved layout).
+inline void box_muller_store(__m256i c0, __m256i c1, __m256i c2, __m256i c3, float* out) {
   VF z[4];
   box_muller_vec<VF, VU, VI, vsqrt>((VU)c0, (VU)c1, z[0], z[1]);
   box_muller_vec<VF, VU, VI, vsqrt>((VU)c2, (VU)c3, z[2], z[3]);
@@ -67,6 +51,40 @@ inline void philox_batch(const Stream& s, std::uint64_t g, float* out) {
   _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(r2, r3, 0x20));
   _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(r0, r1, 0x31));
   _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(r2, r3, 0x31));
+}
+
+/// 4 * 16 normals of groups g .. g+15 (g's low word must not wrap within the batch).
+/// Two independent sets of 8 counters go through the rounds together, which hides
+/// the latency of the 32x32->64 multiplies.
+inline void philox_batch(const Stream& s, std::uint64_t g, float* out) {
+  const __m256i M0 = _mm256_set1_epi32(int(0xD2511F53u)), M1 = _mm256_set1_epi32(int(0xCD9E8D57u));
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i base = _mm256_add_epi32(_mm256_set1_epi32(int(std::uint32_t(g))), iota);
+  __m256i a0 = base, b0 = _mm256_add_epi32(base, _mm256_set1_epi32(8));
+  __m256i a1 = _mm256_set1_epi32(int((s.matrix << 16) | std::uint32_t(g >> 32))), b1 = a1;
+  __m256i a2 = _mm256_set1_epi32(int(s.block)), b2 = a2;
+  __m256i a3 = _mm256_set1_epi32(int(s.sample)), b3 = a3;
+  std::uint32_t k0 = std::uint32_t(s.seed), k1 = std::uint32_t(s.seed >> 32);
+  for (int r = 0; r < 10; ++r) {
+    const __m256i K0 = _mm256_set1_epi32(int(k0)), K1 = _mm256_set1_epi32(int(k1));
+    __m256i hi0, lo0, hi1, lo1, hj0, lj0, hj1, lj1;
+    mulhilo(a0, M0, hi0, lo0);
+    mulhilo(a2, M1, hi1, lo1);
+    mulhilo(b0, M0, hj0, lj0);
+    mulhilo(b2, M1, hj1, lj1);
+    a0 = xor3(hi1, a1, K0);
+    a1 = lo1;
+    a2 = xor3(hi0, a3, K1);
+    a3 = lo0;
+    b0 = xor3(hj1, b1, K0);
+    b1 = lj1;
+    b2 = xor3(hj0, b3, K1);
+    b3 = lj0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  box_muller_store(a0, a1, a2, a3, out);
+  box_muller_store(b0, b1, b2, b3, out + 32);
 }
 
 struct VecF {
