@@ -12,6 +12,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Literal, Sequence
 
+import numpy as np
+
 __all__ = [
     "Block",
     "ShapedAttention",
@@ -30,10 +32,22 @@ _NORMS = ("none", "pre_rms", "pre_layer", "post_rms", "post_layer")
 _RESIDUAL_TOL = 1e-9
 
 
+def _reject_arrays_and_complex(name: str, value: object, what: str) -> None:
+    """Multi-element arrays and complex numbers (Python or NumPy) are not scalars."""
+    if isinstance(value, (complex, np.complexfloating)) or (isinstance(value, np.ndarray) and np.iscomplexobj(value)):
+        raise TypeError(f"{name} must be a real {what}, got the complex value {value!r}")
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        raise TypeError(f"{name} must be a single {what}, got an array of shape {value.shape}")
+
+
 def _check_number(name: str, value: object, *, positive: bool = False, nonneg: bool = False) -> float:
+    _reject_arrays_and_complex(name, value, "number")
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)  # type: ignore[arg-type]
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a real number: {exc}") from None
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
     if positive and v <= 0:
@@ -44,9 +58,13 @@ def _check_number(name: str, value: object, *, positive: bool = False, nonneg: b
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> int:
+    _reject_arrays_and_complex(name, value, "integer")
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    v = int(value)  # type: ignore[call-overload]
+    try:
+        v = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be an integer: {exc}") from None
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
     return v

@@ -10,6 +10,7 @@ import numpy as np
 
 from ._blocks import Block, Network, Norm, make_network
 from ._core_loader import core
+from ._memory import check_simulate
 from ._progress import progress_callback
 from ._result import Result
 from ._validate import check_int, check_number, check_save_at, check_seed, check_square_psd, check_threads, check_tokens
@@ -105,6 +106,14 @@ def simulate(
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     dtype = np.dtype(dtype).name
     blowup = check_number("blowup", blowup, positive=True)
+    if method == "exact" and return_X:
+        raise ValueError("return_X is not available with method='exact' (it tracks V only)")
+    # Refuse impossible requests (ResourceError) before allocating anything: the
+    # tokens from V0, the list of saved layers and the core's output buffers.
+    check_simulate(
+        net, method, V0, width, samples, threads=threads, dtype=dtype, return_X=bool(return_X),
+        X0_given=X0 is not None, depth=depth, save_at=save_at, save_every=save_every,
+    )
     layers = check_save_at(save_at, save_every, depth)
     for i, b in enumerate(net):
         if getattr(b, "concat", False) and width % b.heads != 0:
