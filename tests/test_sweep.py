@@ -153,7 +153,7 @@ def test_killed_sweep_resumes_without_recomputing(tmp_path):
     proc = _run_script(tmp_path, out, log, 0.4)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(out.glob("*.json"))) < 4:
+        while time.monotonic() < deadline and len([p for p in out.glob("*.json") if not p.name.startswith(".tmp-")]) < 4:
             time.sleep(0.05)
             assert proc.poll() is None, "the sweep finished before it could be killed"
     finally:
