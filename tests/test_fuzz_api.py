@@ -967,3 +967,23 @@ def test_summarize_drops_and_counts_non_finite_samples(x):
     assert np.all(np.isfinite(s.median[has])) and np.all(np.isnan(s.median[~has]))
     assert np.all(np.isfinite(s.mean[has]))
     assert not np.any(np.isinf(s.sem))
+
+
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        (dict(depth=2**31, save_at=np.array([0, 1])), "depth"),
+        (dict(depth=2**40, save_every=2**39), "depth"),
+        (dict(width=2**63), "width"),
+        (dict(width=10**30), "width"),
+    ],
+    ids=["depth_2^31", "depth_2^40", "width_2^63", "width_1e30"],
+)
+@pytest.mark.xfail(
+    strict=False,
+    reason="reported: integers beyond the core's C types (int depth, long width) reach pybind11, whose "
+    "'incompatible function arguments' TypeError does not name the parameter",
+)
+def test_simulate_integers_beyond_the_core_types(kw, name):
+    args = {**dict(V0=np.eye(2), width=4, depth=1, method="exact", progress=False), **kw}
+    raises_naming(lambda: st.simulate(st.Network([st.ShapedAttention()]), **args), name)

@@ -152,12 +152,17 @@ def available_bytes() -> int | None:
     return min(candidates)
 
 
-def check_memory(needed: float, what: str, *, available: int | None = None, detail: str = "") -> None:
+_HINT = "reduce samples, the number of saved layers (save_every / save_at), width or threads"
+
+
+def check_memory(
+    needed: float, what: str, *, available: int | None = None, detail: str = "", hint: str = _HINT
+) -> None:
     """Raises :class:`ResourceError` if ``needed`` bytes exceed the available memory.
 
     ``what`` names the request in the message (e.g. ``"simulate(method='explicit')"``);
-    ``detail`` says where the bytes go.  ``available`` defaults to
-    :func:`available_bytes`.
+    ``detail`` says where the bytes go, ``hint`` what to reduce.  ``available``
+    defaults to :func:`available_bytes`.
     """
     if available is None:
         available = available_bytes()
@@ -171,10 +176,7 @@ def check_memory(needed: float, what: str, *, available: int | None = None, deta
         )
         if detail:
             msg += f" ({detail})"
-        msg += (
-            "; reduce samples, the number of saved layers (save_every / save_at), width or threads"
-            f" (set {_ENV}=off to skip this check)"
-        )
+        msg += f"; {hint} (set {_ENV}=off to skip this check)"
         raise ResourceError(msg, needed_i, available)
 
 
@@ -320,4 +322,9 @@ def check_sde(V0: np.ndarray, paths: int, saved: int | Iterable[Any], threads: i
     k = saved if isinstance(saved, int) else len(saved)  # type: ignore[arg-type]
     heads = _block_sizes(network, 1)[0] if network is not None else 1
     parts = estimate_sde_bytes(m=int(np.shape(V0)[0]), paths=paths, saved=k, threads=threads, heads=heads)
-    check_memory(sum(parts.values()), "solve_sde", detail=_detail(parts))
+    check_memory(
+        sum(parts.values()),
+        "solve_sde",
+        detail=_detail(parts),
+        hint="reduce paths, the number of saved times (save_at) or threads",
+    )
