@@ -70,12 +70,30 @@ CASES = [
     ("sde-1-path", dict(kind="sde", blocks=["ShapedMLP(c_plus=0.0, c_minus=0.0, gamma=0.05)"], T=1e6, dt=1e-3, samples=1, threads=1), "solve_sde"),
 ]
 
-# A single block that takes seconds cannot stop "once per block" within a second.
+# Known limitations (expected failures, reported): a unit of work between two
+# cancellation checks that itself takes seconds.
 SLOW_BLOCK_CASES = [
-    (
+    pytest.param(
         "exact-mlp-huge-width",
         dict(kind="exact", blocks=["ShapedMLP(gamma=0.3)"], width=10**9, depth=10, samples=1, threads=1),
         "simulate_exact",
+        marks=pytest.mark.xfail(
+            strict=False,
+            reason="the exact chain's MLP step draws m x n pre-activations (O(m n) per block) without a "
+            "cancellation check inside; at width 10^9 one block takes many seconds",
+        ),
+        id="exact-mlp-huge-width",
+    ),
+    pytest.param(
+        "sde-large-m",
+        dict(kind="sde", blocks=["ShapedAttention(gamma=0.5)", "ShapedMLP(gamma=0.5)"], T=1e3, dt=1e-3, samples=1, threads=1, m=256),
+        "solve_sde",
+        marks=pytest.mark.xfail(
+            strict=False,
+            reason="the SDE checks for cancellation every 64 steps; at m = 256 a step takes about 0.13 s, "
+            "so up to about 8 s pass between two checks (measured: 1.6 s from SIGINT to exit)",
+        ),
+        id="sde-large-m",
     ),
 ]
 
@@ -134,14 +152,9 @@ def test_ctrl_c_stops_within_a_second(name, case, driver):
     assert exit_s < LIMIT_S, f"exit {exit_s:.3f} s after SIGINT"
 
 
-@pytest.mark.parametrize("name, case, driver", SLOW_BLOCK_CASES, ids=[c[0] for c in SLOW_BLOCK_CASES])
-@pytest.mark.xfail(
-    strict=False,
-    reason="known limitation: the exact chain's MLP step draws m x n pre-activations (O(m n) per block) "
-    "without a cancellation check inside; at width 10^9 one block takes many seconds",
-)
+@pytest.mark.parametrize("name, case, driver", SLOW_BLOCK_CASES)
 def test_ctrl_c_inside_one_long_block(name, case, driver):
-    if not hasattr(core, driver):
+    if not (hasattr(core, driver) or (driver == "solve_sde" and hasattr(st, "solve_sde"))):
         pytest.skip(f"{driver} not compiled yet")
     caught_s, exit_s, info = _interrupt(dict(case), wait_s=3.0)
     print(f"\n{name}: KeyboardInterrupt {caught_s * 1e3:.0f} ms after SIGINT, exit after {exit_s * 1e3:.0f} ms")
