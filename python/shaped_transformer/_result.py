@@ -21,6 +21,9 @@ def correlations(V: np.ndarray) -> np.ndarray:
     denom = d[..., :, None] * d[..., None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = np.where(denom > 0, V / np.where(denom > 0, denom, 1.0), 0.0)
+    # A blown-up sample (NaN covariance) keeps NaN correlations, so that
+    # rho_pairs() and the analysis helpers drop it instead of reading rho = 0.
+    rho = np.where(np.isnan(V) | np.isnan(denom), np.nan, rho)
     m = V.shape[-1]
     idx = np.arange(m)
     rho[..., idx, idx] = np.where(np.isnan(np.diagonal(V, axis1=-2, axis2=-1)), np.nan, 1.0)
