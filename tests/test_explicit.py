@@ -271,3 +271,39 @@ def test_fallback_kernels_match_numpy(kernel):
         for dt, tol in (("float64", 1e-12), ("float32", 2e-5)):
             X = np.load(f"{out}_{dt}.npy")
             assert np.max(np.abs(X - ref)) / np.max(np.abs(ref)) < tol, (kernel, dt)
+
+
+def test_ctrl_c_inside_one_huge_block():
+    """One attention block at width 65536 takes tens of seconds; Ctrl-C must still
+    stop it within about a second (the weight product checks for cancellation
+    between column chunks) and raise KeyboardInterrupt."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys, shaped_transformer as st\n"
+        "V0 = st.inputs.equicorrelated(4, 0.3)\n"
+        "print('start', flush=True)\n"
+        "try:\n"
+        "    st.simulate(st.Network([st.ShapedAttention()]), V0=V0, width=65536, depth=1, samples=1, seed=0,\n"
+        "                dtype='float32', threads=2, progress=False)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "    sys.exit(3)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "start"
+        time.sleep(1.0)
+        t0 = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        dt = time.perf_counter() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, (proc.returncode, out, err)
+    assert "interrupted" in out
+    assert dt < 2.0, dt  # generous on a loaded 2-core machine; typically ~0.1 s

@@ -96,7 +96,7 @@ Trajectories run(const Network& net, const MatD& X0, int depth, int samples, std
               if (law)
                 forward_law<S>(blk, X, seed, std::uint32_t(s), bi);
               else
-                forward_explicit<S>(blk, X, seed, std::uint32_t(s), bi, inner);
+                forward_explicit<S>(blk, X, seed, std::uint32_t(s), bi, inner, &cancel);
             },
             net.blocks[b]);
       }

@@ -39,6 +39,7 @@ struct Key {
   std::uint32_t sample, block;
   bool law;
   int threads;
+  const CancelToken* cancel;
   Stream stream(std::uint32_t id) const {
     return Stream{seed, sample, block, law ? matrix_id::kLawBase + id : id};
   }
@@ -69,7 +70,7 @@ Mat<S> project(const Key& key, std::uint32_t id, const Mat<S>& X, std::int64_t c
   Mat<S> Y(X.rows(), cols);
   if (!key.law) {
     gaussian_gemm(key.stream(id), int(X.rows()), X.cols(), cols, X.data(), X.cols(), Y.data(), cols,
-                  S(1.0 / std::sqrt(double(X.cols()))), key.threads);
+                  S(1.0 / std::sqrt(double(X.cols()))), key.threads, key.cancel);
   } else {
     Mat<S> G(X.rows(), cols);
     fill_normal(key.stream(id), 0, std::size_t(G.size()), G.data());
@@ -249,45 +250,50 @@ void shaped_mlp(const ShapedMLP& b, Mat<S>& X, const Key& key) {
 
 template <class S>
 void forward_explicit(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
-                      std::uint32_t block, int threads) {
-  attention(spec(b), X, Key{seed, sample, block, false, threads});
+                      std::uint32_t block, int threads,
+                      const CancelToken* cancel) {
+  attention(spec(b), X, Key{seed, sample, block, false, threads, cancel});
 }
 template <class S>
 void forward_explicit(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
-                      std::uint32_t block, int threads) {
-  attention(spec(b), X, Key{seed, sample, block, false, threads});
+                      std::uint32_t block, int threads,
+                      const CancelToken* cancel) {
+  attention(spec(b), X, Key{seed, sample, block, false, threads, cancel});
 }
 template <class S>
 void forward_explicit(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
-                      std::uint32_t block, int threads) {
-  shaped_mlp(b, X, Key{seed, sample, block, false, threads});
+                      std::uint32_t block, int threads,
+                      const CancelToken* cancel) {
+  shaped_mlp(b, X, Key{seed, sample, block, false, threads, cancel});
 }
 template <class S>
 void forward_explicit(const ReluMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
-                      std::uint32_t block, int threads) {
-  mlp(1.0, 0.0, 2.0, b.gamma, b.lambda, b.norm, X, Key{seed, sample, block, false, threads});
+                      std::uint32_t block, int threads,
+                      const CancelToken* cancel) {
+  mlp(1.0, 0.0, 2.0, b.gamma, b.lambda, b.norm, X, Key{seed, sample, block, false, threads, cancel});
 }
 
 template <class S>
 void forward_law(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block) {
-  attention(spec(b), X, Key{seed, sample, block, true, 1});
+  attention(spec(b), X, Key{seed, sample, block, true, 1, nullptr});
 }
 template <class S>
 void forward_law(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
                  std::uint32_t block) {
-  attention(spec(b), X, Key{seed, sample, block, true, 1});
+  attention(spec(b), X, Key{seed, sample, block, true, 1, nullptr});
 }
 template <class S>
 void forward_law(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block) {
-  shaped_mlp(b, X, Key{seed, sample, block, true, 1});
+  shaped_mlp(b, X, Key{seed, sample, block, true, 1, nullptr});
 }
 template <class S>
 void forward_law(const ReluMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block) {
-  mlp(1.0, 0.0, 2.0, b.gamma, b.lambda, b.norm, X, Key{seed, sample, block, true, 1});
+  mlp(1.0, 0.0, 2.0, b.gamma, b.lambda, b.norm, X, Key{seed, sample, block, true, 1, nullptr});
 }
 
 #define ST_INSTANTIATE(S, B)                                                                              \
-  template void forward_explicit<S>(const B&, Mat<S>&, std::uint64_t, std::uint32_t, std::uint32_t, int); \
+  template void forward_explicit<S>(const B&, Mat<S>&, std::uint64_t, std::uint32_t, std::uint32_t, int,     \
+                                    const CancelToken*);                                                  \
   template void forward_law<S>(const B&, Mat<S>&, std::uint64_t, std::uint32_t, std::uint32_t);
 ST_INSTANTIATE(float, ShapedAttention)
 ST_INSTANTIATE(double, ShapedAttention)

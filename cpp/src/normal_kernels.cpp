@@ -107,7 +107,8 @@ void gemm_cols(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, co
 
 template <class T>
 void gaussian_gemm_impl(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const T* X,
-                        std::int64_t ldx, T* Out, std::int64_t ldo, T scale, int threads) {
+                        std::int64_t ldx, T* Out, std::int64_t ldo, T scale, int threads,
+                        const CancelToken* cancel) {
   if (m < 0 || n_in < 0 || n_out < 0) throw std::invalid_argument("gaussian_gemm: negative size");
   if (m == 0 || n_out == 0) return;
   // Chunks of 512 columns (a multiple of every kernel's column block) handed out
@@ -117,13 +118,11 @@ void gaussian_gemm_impl(const Stream& s, int m, std::int64_t n_in, std::int64_t 
   const double work = double(m) * double(n_in) * double(n_out);
   int nt = threads;
   if (nt > chunks) nt = int(chunks);
-  if (nt <= 1 || work < double(1 << 22)) {
-    gemm_cols(s, m, n_in, n_out, X, ldx, Out, ldo, scale, 0, n_out);
-    return;
-  }
+  if (nt <= 1 || work < double(1 << 22)) nt = 1;
   std::atomic<std::int64_t> next{0};
   auto worker = [&] {
     for (;;) {
+      if (cancel && cancel->stop_requested()) break;
       const std::int64_t c = next.fetch_add(1);
       if (c >= chunks) break;
       const std::int64_t jb = c * kChunk, je = std::min(n_out, jb + kChunk);
@@ -176,12 +175,14 @@ bool fill_normal_kernel(const char* name, const Stream& s, std::uint64_t first, 
 }
 
 void gaussian_gemm(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const float* X,
-                   std::int64_t ldx, float* Out, std::int64_t ldo, float scale, int threads) {
-  gaussian_gemm_impl(s, m, n_in, n_out, X, ldx, Out, ldo, scale, threads);
+                   std::int64_t ldx, float* Out, std::int64_t ldo, float scale, int threads,
+                   const CancelToken* cancel) {
+  gaussian_gemm_impl(s, m, n_in, n_out, X, ldx, Out, ldo, scale, threads, cancel);
 }
 void gaussian_gemm(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const double* X,
-                   std::int64_t ldx, double* Out, std::int64_t ldo, double scale, int threads) {
-  gaussian_gemm_impl(s, m, n_in, n_out, X, ldx, Out, ldo, scale, threads);
+                   std::int64_t ldx, double* Out, std::int64_t ldo, double scale, int threads,
+                   const CancelToken* cancel) {
+  gaussian_gemm_impl(s, m, n_in, n_out, X, ldx, Out, ldo, scale, threads, cancel);
 }
 
 }  // namespace shaped_transformer

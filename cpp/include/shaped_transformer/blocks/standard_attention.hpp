@@ -20,15 +20,17 @@ struct StandardAttention {
 };
 
 // ---- explicit forward on X ------------------------------------------------
+class CancelToken;  // parallel.hpp
 // (Engineer H1.)  Defined in cpp/src/explicit_blocks.cpp for S = float and double.
 // forward_explicit: one block on the tokens X (m x n), in place, with Gaussian
 // weights drawn from Stream{seed, sample, block, matrix_id} in tiles (never an
 // n x n matrix); `threads` > 1 splits each weight product over column tiles with
-// identical results.  forward_law: the law-exact activation sampler of MODEL.md
+// identical results; `cancel` stops a long product early (the result is then
+// garbage and must be discarded).  forward_law: the law-exact activation sampler of MODEL.md
 // section 4 (same law of X', O(m n) normals from the kLawBase matrix ids).
 template <class S>
 void forward_explicit(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,
-                      int threads = 1);
+                      int threads = 1, const CancelToken* cancel = nullptr);
 template <class S>
 void forward_law(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block);
 
