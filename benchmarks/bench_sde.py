@@ -73,8 +73,15 @@ def torchsde_euler(V0, paths, steps, T=1.0, seed=0):
         noise_type = "general"
         sde_type = "ito"
 
-        def f(self, t, y):
+        @staticmethod
+        def state(y):
+            # paths that ran off (no blow-up handling in torchsde) are parked at I
             V = y.view(-1, m, m)
+            bad = ~torch.isfinite(V).all(dim=(1, 2)) | (V.abs().amax(dim=(1, 2)) > 1e15)
+            return torch.where(bad[:, None, None], torch.eye(m, dtype=V.dtype), V)
+
+        def f(self, t, y):
+            V = self.state(y)
             VP = V @ Pm
             PVP = Pm @ VP
             tr = torch.diagonal(PVP, dim1=1, dim2=2).sum(-1)
@@ -87,7 +94,7 @@ def torchsde_euler(V0, paths, steps, T=1.0, seed=0):
 
         def g(self, t, y):
             # the (m^2 x 2 m^2) matrix mapping (dZ, dXi) to the noise increment
-            V = y.view(-1, m, m)
+            V = self.state(y)
             V = 0.5 * (V + V.transpose(1, 2))
             wv, Q = torch.linalg.eigh(V)
             L = Q * wv.clamp_min(0).sqrt()[:, None, :] @ Q.transpose(1, 2)
@@ -103,6 +110,12 @@ def torchsde_euler(V0, paths, steps, T=1.0, seed=0):
     with torch.no_grad():
         ys = torchsde.sdeint(SDE(), y0, ts, method="euler", dt=T / steps)
     return ys[-1].view(-1, m, m)
+
+
+def torch_finite(V):
+    import torch
+
+    return (torch.isfinite(V).all(dim=(1, 2)) & (V.abs().amax(dim=(1, 2)) <= 1e15)).numpy()
 
 
 def main() -> None:
@@ -121,31 +134,35 @@ def main() -> None:
     t = time.perf_counter()
     r = st.solve_sde(net, V0, T=1.0, steps=args.steps, paths=args.paths, seed=0, save_at=[1.0])
     t_core = time.perf_counter() - t
-    t = time.perf_counter()
-    r1 = st.solve_sde(net, V0, T=1.0, steps=args.steps, paths=args.paths, seed=0, save_at=[1.0], threads=1)
-    t_core1 = time.perf_counter() - t
-    print(f"solve_sde (Euler, all cores): {t_core:.3f} s  (1 thread: {t_core1:.3f} s), blown-up paths {int(r.exploded.sum())}")
+    t, c = time.perf_counter(), time.process_time()
+    st.solve_sde(net, V0, T=1.0, steps=args.steps, paths=args.paths, seed=0, save_at=[1.0], threads=1)
+    t_core1, c_core = time.perf_counter() - t, time.process_time() - c
+    print(f"solve_sde (Euler, all cores): {t_core:.3f} s wall  (1 thread: {t_core1:.3f} s wall, {c_core:.3f} CPU-s), "
+          f"blown-up paths {int(r.exploded.sum())}")
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     Vn, lost = numpy_euler(V0, args.paths, args.steps)
-    t_np = time.perf_counter() - t
-    print(f"NumPy Euler-Maruyama: {t_np:.3f} s (lost {lost}); ratio {t_np / t_core:.1f}x (1 thread: {t_np / t_core1:.1f}x)")
+    t_np, c_np = time.perf_counter() - t, time.process_time() - c
+    print(f"NumPy Euler-Maruyama: {t_np:.3f} s wall, {c_np:.3f} CPU-s (lost {lost}); ratio wall {t_np / t_core:.1f}x "
+          f"(vs 1 thread: {t_np / t_core1:.1f}x), CPU {c_np / c_core:.1f}x")
     print(f"  E[rho_01(1)]: core {np.nanmean(r.finite().rho[:, -1, 0, 1]):.4f}, NumPy {np.nanmean(st.correlations(Vn)[:, 0, 1]):.4f}")
 
     if not args.no_torch:
         try:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             Vt = torchsde_euler(V0, args.paths, args.steps)
-            t_t = time.perf_counter() - t
-            print(f"torchsde Euler (general noise): {t_t:.3f} s; ratio {t_t / t_core:.1f}x (1 thread: {t_t / t_core1:.1f}x)")
+            t_t, c_t = time.perf_counter() - t, time.process_time() - c
+            lost_t = int((~torch_finite(Vt)).sum())
+            print(f"torchsde Euler (general noise): {t_t:.3f} s wall, {c_t:.3f} CPU-s (lost {lost_t}); ratio wall "
+                  f"{t_t / t_core:.1f}x (vs 1 thread: {t_t / t_core1:.1f}x), CPU {c_t / c_core:.1f}x")
         except ImportError as exc:
             print(f"torchsde not available: {exc}")
 
     n = args.exact_width
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     e = st.simulate(net, V0=V0, width=n, depth=n, samples=2, method="exact", seed=0, save_at=np.array([n]), threads=1)
-    t_e = (time.perf_counter() - t) / 2
-    print(f"exact chain, shaped attention, n = d = {n}, m = {M}: {t_e:.3f} s per sample (1 thread), "
+    t_e, c_e = (time.perf_counter() - t) / 2, (time.process_time() - c) / 2
+    print(f"exact chain, shaped attention, n = d = {n}, m = {M}: {t_e:.3f} s wall, {c_e:.3f} CPU-s per sample (1 thread), "
           f"{t_e / n * 1e6:.2f} us per block; exploded {int(e.exploded.sum())}")
     mlp = st.Network([st.ShapedMLP(gamma=GAMMA)])
     t = time.perf_counter()

@@ -204,3 +204,17 @@ def test_gamma_variates_via_wishart_mean():
     assert np.all(np.abs(V.mean(0) - V0) < Z_MAX * se)
     var_exact = V0[0, 0] ** 2 * ((1 + 2 / n) ** 2 - 1)
     assert abs(V[:, 0, 0].var() / var_exact - 1) < 0.06  # se of a variance ~ sqrt(kurt/N) ~ 2%
+
+
+@pytest.mark.parametrize("norm", ["pre_rms", "post_rms", None])
+def test_norm_conventions_match_cpp_explicit(norm):
+    """The chain's RMS-norm placements are those of the C++ explicit network
+    (pre: branch on N(X), residual X; post: N(lambda X + gamma f(X)))."""
+    if not _explicit_available():
+        pytest.skip("explicit network not built yet")
+    net = st.standard_transformer(heads=2, gamma=0.6, norm=norm)
+    m, n, d, N = 3, 16, 2, (20000 if FULL else 1000)
+    V0 = _V0(m)
+    a = st.simulate(net, V0=V0, width=n, depth=d, samples=N, method="explicit", seed=1).V[:, -1]
+    b = st.simulate(net, V0=V0, width=n, depth=d, samples=N, method="exact", seed=2).V[:, -1]
+    _compare(a, b, f"standard transformer norm={norm}")
