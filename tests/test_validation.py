@@ -57,6 +57,10 @@ def run(**kw):
         (dict(network=st.Network([st.ShapedAttention(heads=3, concat=True)])), "heads"),
         (dict(network=st.Network([st.ShapedAttention(concat=True)]), method="exact"), "exact"),
         (dict(return_X=True, method="exact"), "return_X"),
+        (dict(depth=2**31, save_at=np.array([0, 1])), "depth"),  # beyond the core's 32-bit counters
+        (dict(depth=2**31 - 1, save_at=np.array([0, 1]), network=st.Network([st.ShapedMLP()] * 3)), "depth"),  # x 3 >= 2^32
+        (dict(width=2**63), "width"),
+        (dict(width=10**30), "width"),
     ],
 )
 def test_simulate_rejects(kw, word):

@@ -100,6 +100,14 @@ def simulate(
     X0, V0, width = _inputs(X0, V0, width)
     depth = check_int("depth", depth, minimum=0)
     samples = check_int("samples", samples, minimum=1)
+    # The core counts layers and samples in 32-bit words (the Philox counter holds
+    # block = layer * blocks + b and the sample index) and widths in 64-bit ones.
+    if depth * len(net) >= 2**32 or depth >= 2**31:
+        raise ValueError(f"depth must be < 2^31 and depth x blocks per layer < 2^32, got depth={depth} with {len(net)} blocks")
+    if samples >= 2**31:
+        raise ValueError(f"samples must be < 2^31, got {samples}")
+    if width >= 2**62:
+        raise ValueError(f"width must be < 2^62, got {width}")
     seed = check_seed(seed)
     threads = check_threads(threads)
     if dtype not in ("float64", "float32", np.float64, np.float32):
