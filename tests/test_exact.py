@@ -218,3 +218,20 @@ def test_norm_conventions_match_cpp_explicit(norm):
     a = st.simulate(net, V0=V0, width=n, depth=d, samples=N, method="explicit", seed=1).V[:, -1]
     b = st.simulate(net, V0=V0, width=n, depth=d, samples=N, method="exact", seed=2).V[:, -1]
     _compare(a, b, f"standard transformer norm={norm}")
+
+
+def test_overflow_inside_a_layer_is_reported():
+    """V overflowing to Inf in the middle of a layer (or an MLP with c = inf) is a
+    reported blow-up, not a crash or a silent NaN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for net in (st.Network([st.ShapedMLP(gamma=0.5), st.ShapedMLP(gamma=0.5)]),
+                    st.Network([st.ShapedAttention(gamma=0.9), st.ShapedAttention(gamma=0.9)])):
+            r = st.simulate(net, V0=1e307 * np.eye(2), width=64, depth=2, samples=3, method="exact", seed=0, blowup=1e308)
+            assert r.exploded.all() and not np.any(np.isinf(r.V))
+        try:  # s_+ = s_- = 0 at n = 4: refused by validation, or run and reported
+            r = st.simulate(st.Network([st.ShapedMLP(c_plus=-2.0, c_minus=-2.0)]), V0=np.eye(2), width=4, depth=1,
+                            samples=2, method="exact", seed=0)
+        except ValueError:
+            return
+        assert r.exploded.all()

@@ -77,11 +77,13 @@ inline std::int64_t exact_sample(const Network& net, const Cov& V0, long width, 
   save(0);
   for (int l = 0; l < depth; ++l) {
     if (cancel && cancel->stop_requested()) return exploded;
-    for (std::size_t b = 0; b < net.blocks.size(); ++b) {
+    bool finite = true;
+    for (std::size_t b = 0; b < net.blocks.size() && finite; ++b) {
       const ExactKey key{seed, sample, net.block_index(std::size_t(l), b)};
       exact_block(net.blocks[b], V, width, key);
+      finite = V.allFinite();  // stop inside the layer once V overflowed
     }
-    if (!covariance_ok(V, blowup)) {
+    if (!finite || !covariance_ok(V, blowup)) {
       exploded = l + 1;
       break;
     }

@@ -27,7 +27,12 @@ namespace shaped_transformer {
 template <class M>
 inline bool psd_root(const M& V, M& L) {
   const Eigen::Index m = V.rows();
-  if (!V.allFinite()) return false;
+  if (!V.allFinite()) {
+    // Keep L a valid m x m matrix so that callers propagate NaN (and report a
+    // blow-up) instead of indexing an empty root.
+    L.setConstant(m, m, std::numeric_limits<double>::quiet_NaN());
+    return false;
+  }
   const double scale = V.diagonal().cwiseAbs().maxCoeff();
   if (scale == 0.0) {
     L.setZero(m, m);

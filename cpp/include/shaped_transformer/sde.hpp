@@ -57,7 +57,7 @@ inline std::int64_t solve_path_t(const Network& net, const Cov& V0, const SdeOpt
   save(0, V);
   const bool clip = o.psd == PsdRemedy::Clip;
   for (std::int64_t k = 0; k < o.steps; ++k) {
-    if (cancel && (k & 63) == 0 && cancel->stop_requested()) break;
+    if (cancel && cancel->stop_requested()) break;  // a relaxed atomic load: cheap every step
     if (o.scheme == SdeScheme::TamedEuler)
       tamed_euler_step(net, V, o.dt, seed, path, std::uint32_t(k), ws);
     else
