@@ -994,12 +994,9 @@ def test_summarize_drops_and_counts_non_finite_samples(x):
     ],
     ids=["depth_2^31", "depth_2^40", "width_2^63", "width_1e30"],
 )
-@pytest.mark.xfail(
-    strict=False,
-    reason="reported: integers beyond the core's C types (int depth, long width) reach pybind11, whose "
-    "'incompatible function arguments' TypeError does not name the parameter",
-)
 def test_simulate_integers_beyond_the_core_types(kw, name):
+    """Integers beyond the core's C types (int depth, long width) are refused in
+    Python naming the parameter, not by pybind11's anonymous conversion error."""
     args = {**dict(V0=np.eye(2), width=4, depth=1, method="exact", progress=False), **kw}
     raises_naming(lambda: st.simulate(st.Network([st.ShapedAttention()]), **args), name)
 
