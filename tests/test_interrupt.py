@@ -68,6 +68,8 @@ CASES = [
     ("law-1-sample", dict(kind="law", blocks=["ShapedAttention(gamma=0.3)", "ShapedMLP(gamma=0.3)"], width=20000, depth=10**6, samples=1, threads=1), "simulate_law"),
     # SDE, one path, 10^9 steps (MLP without drift, small gamma: no blow-up)
     ("sde-1-path", dict(kind="sde", blocks=["ShapedMLP(c_plus=0.0, c_minus=0.0, gamma=0.05)"], T=1e6, dt=1e-3, samples=1, threads=1), "solve_sde"),
+    # SDE at m = 256: a step takes about 0.1 s, so cancellation must be checked every step
+    ("sde-large-m", dict(kind="sde", blocks=["ShapedAttention(gamma=0.5)", "ShapedMLP(gamma=0.5)"], T=1e3, dt=1e-3, samples=1, threads=1, m=256), "solve_sde"),
 ]
 
 # Known limitations (expected failures, reported): a unit of work between two
@@ -83,17 +85,6 @@ SLOW_BLOCK_CASES = [
             "cancellation check inside; at width 10^9 one block takes many seconds",
         ),
         id="exact-mlp-huge-width",
-    ),
-    pytest.param(
-        "sde-large-m",
-        dict(kind="sde", blocks=["ShapedAttention(gamma=0.5)", "ShapedMLP(gamma=0.5)"], T=1e3, dt=1e-3, samples=1, threads=1, m=256),
-        "solve_sde",
-        marks=pytest.mark.xfail(
-            strict=False,
-            reason="the SDE checks for cancellation every 64 steps; at m = 256 a step takes about 0.13 s, "
-            "so up to about 8 s pass between two checks (measured: 1.6 s from SIGINT to exit)",
-        ),
-        id="sde-large-m",
     ),
 ]
 
