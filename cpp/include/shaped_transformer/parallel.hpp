@@ -87,12 +87,20 @@ void parallel_for(std::size_t count, int threads, Fn&& fn, const std::function<b
     while (running > 0) {
       cv.wait_for(lock, poll_interval);
       lock.unlock();
-      if (progress) {
-        const std::size_t d = done.load();
-        if (d != reported) progress(reported = d);
-      }
-      if (!cancelled && poll && poll()) {
-        cancelled = true;
+      // A throwing callback must not leave joinable threads behind (that would
+      // call std::terminate): record its exception like a worker's and stop.
+      try {
+        if (progress) {
+          const std::size_t d = done.load();
+          if (d != reported) progress(reported = d);
+        }
+        if (!cancelled && poll && poll()) {
+          cancelled = true;
+          cancel.request_stop();
+        }
+      } catch (...) {
+        std::lock_guard<std::mutex> guard(mu);
+        if (!error) error = std::current_exception();
         cancel.request_stop();
       }
       lock.lock();
@@ -101,7 +109,7 @@ void parallel_for(std::size_t count, int threads, Fn&& fn, const std::function<b
   for (auto& t : pool) t.join();
   if (error) std::rethrow_exception(error);
   if (cancelled) throw Cancelled();
-  if (progress) progress(done.load());
+  if (progress) progress(done.load());  // outside the loop: threads are joined
 }
 
 }  // namespace shaped_transformer
