@@ -20,13 +20,16 @@ import matplotlib.image as mpimg  # noqa: E402
 from shaped_transformer import cli  # noqa: E402
 from shaped_transformer.report import DEFAULT_STUDY, SIZES, study_config  # noqa: E402
 
+# The folder holding the package these tests imported (site-packages in CI, python/ in
+# development), so that child processes import the same build.
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__import__('shaped_transformer').__file__)))
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ["density_rhoT.png", "distances.png", "rho_vs_depth.png", "effective_rank.png", "parameter_effects.png"]
 
 
 def _env():
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT / "python"), env.get("PYTHONPATH", "")] if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [_PKG_PARENT, env.get("PYTHONPATH", "")] if p)
     return env
 
 

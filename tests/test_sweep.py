@@ -18,6 +18,9 @@ import pytest
 
 from shaped_transformer import sweep as sw
 
+# The folder holding the package these tests imported (site-packages in CI, python/ in
+# development), so that child processes import the same build.
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__import__('shaped_transformer').__file__)))
 HERE = Path(__file__).resolve().parent
 
 
@@ -143,7 +146,7 @@ def _run_script(tmp_path, out, log, delay):
     script = tmp_path / f"sweep_{delay}.py"
     script.write_text(_KILL_SCRIPT.format(tests=str(HERE), log=str(log), out=str(out), delay=delay))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(HERE.parent / "python"), env.get("PYTHONPATH", "")] if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [_PKG_PARENT, env.get("PYTHONPATH", "")] if p)
     return subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True)
 
 
@@ -158,7 +161,10 @@ def test_killed_sweep_resumes_without_recomputing(tmp_path):
             assert proc.poll() is None, "the sweep finished before it could be killed"
     finally:
         # SIGKILL the sweep and its worker processes (its own process group, started above)
-        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # it already exited: let the assertion above report why
+            pass
         proc.wait(timeout=30)
     time.sleep(0.5)  # let orphaned workers notice their parent is gone
     # a kill between writing a temporary file and renaming it leaves a ".tmp-*" file:
