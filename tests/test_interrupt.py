@@ -72,18 +72,13 @@ CASES = [
     ("sde-large-m", dict(kind="sde", blocks=["ShapedAttention(gamma=0.5)", "ShapedMLP(gamma=0.5)"], T=1e3, dt=1e-3, samples=1, threads=1, m=256), "solve_sde"),
 ]
 
-# Known limitations (expected failures, reported): a unit of work between two
-# cancellation checks that itself takes seconds.
+# A single block whose own work takes seconds: the exact chain's MLP step at width
+# 10^9 draws m x n pre-activations, so it checks for cancellation between tiles.
 SLOW_BLOCK_CASES = [
     pytest.param(
         "exact-mlp-huge-width",
         dict(kind="exact", blocks=["ShapedMLP(gamma=0.3)"], width=10**9, depth=10, samples=1, threads=1),
         "simulate_exact",
-        marks=pytest.mark.xfail(
-            strict=False,
-            reason="the exact chain's MLP step draws m x n pre-activations (O(m n) per block) without a "
-            "cancellation check inside; at width 10^9 one block takes many seconds",
-        ),
         id="exact-mlp-huge-width",
     ),
 ]

@@ -79,9 +79,10 @@ inline std::int64_t exact_sample(const Network& net, const Cov& V0, long width, 
     if (cancel && cancel->stop_requested()) return exploded;
     bool finite = true;
     for (std::size_t b = 0; b < net.blocks.size() && finite; ++b) {
-      const ExactKey key{seed, sample, net.block_index(std::size_t(l), b)};
+      const ExactKey key{seed, sample, net.block_index(std::size_t(l), b), cancel};
       exact_block(net.blocks[b], V, width, key);
       finite = V.allFinite();  // stop inside the layer once V overflowed
+      if (cancel && cancel->stop_requested()) return exploded;  // the run is discarded
     }
     if (!finite || !covariance_ok(V, blowup)) {
       exploded = l + 1;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "linalg.hpp"
+#include "parallel.hpp"
 #include "rng.hpp"
 #include "types.hpp"
 
@@ -31,6 +32,9 @@ struct ExactKey {
   std::uint64_t seed = 0;
   std::uint32_t sample = 0;
   std::uint32_t block = 0;
+  /// Checked inside the O(m n) MLP step, whose single block can take seconds at
+  /// huge width; nullptr: never cancelled.  Not part of the random-number key.
+  const CancelToken* cancel = nullptr;
 
   static constexpr std::uint32_t kR = 0, kRUniform = 1, kPre = 2, kMlpZ = 3;
   static constexpr std::uint32_t kKeyWishart = 0, kKeyUniform = 1, kKeyGauss = 2, kValueZ = 3;
@@ -114,6 +118,8 @@ inline void mlp_exact_step(Cov& V, const Cov& L, const Cov& L_in, long n, double
   // Stream layout: normals of column j are m*j .. m*j + m - 1 (column-major G'),
   // so tiles can be generated independently.
   for (long j0 = 0; j0 < n; j0 += kTile) {
+    // every 256 tiles (131072 columns: a few milliseconds at m = 8)
+    if (key.cancel && (j0 / kTile) % 256 == 255 && key.cancel->stop_requested()) return;  // result discarded
     const Eigen::Index w = Eigen::Index(std::min<long>(kTile, n - j0));
     Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor> Gc(m, w);
     fill_normal(pre, std::uint64_t(j0) * std::uint64_t(m), std::size_t(m * w), Gc.data());
