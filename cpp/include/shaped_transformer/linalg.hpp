@@ -20,6 +20,19 @@ namespace shaped_transformer {
 
 // ---- square roots and projections ------------------------------------------
 
+/// out = A * B.  For matrices with a compile-time size bound (the SDE solver's small
+/// m) a coefficient-based product: Eigen's GEMM path (pack, kernel, unpack) costs
+/// several times more than the product itself at m <= 32.  Dynamic matrices keep
+/// the blocked GEMM.  `out` must not alias A or B.
+template <class M, class A, class B>
+inline void small_product(M& out, const A& a, const B& b) {
+  if constexpr (M::MaxRowsAtCompileTime != Eigen::Dynamic && M::MaxColsAtCompileTime != Eigen::Dynamic)
+    out.noalias() = a.lazyProduct(b);
+  else
+    out.noalias() = a * b;
+}
+
+
 /// L with L L^T = V.  Cholesky when V is safely positive definite; otherwise (V
 /// singular or nearly so, or slightly indefinite from rounding) the symmetric
 /// square root Q sqrt(max(w, 0)) Q^T.  Returns false when V is not finite.

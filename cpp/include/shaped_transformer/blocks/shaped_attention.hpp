@@ -104,9 +104,10 @@ inline void sde_drift(const ShapedAttention& b, const M& V, M& out) {
   const double trPVP = PVP.trace();
   const double trVPVP = VP.cwiseProduct(VP.transpose()).sum();
   const auto w = ((PVP.diagonal().array() - trPVP / md) / (2.0 * md)).matrix().eval();
-  // D = diag(V) w^T, so D V = diag(V) (w^T V).
-  const auto wV = (w.transpose() * V).eval();
-  M DV = V.diagonal() * wV;
+  // D = diag(V) w^T, so D V = diag(V) (w^T V), and w^T V = (V w)^T as V is symmetric.
+  std::decay_t<decltype(w)> wV;
+  small_product(wV, V, w);
+  M DV = V.diagonal() * wV.transpose();
   out += (b.gamma * b.gamma / (b.tau0 * b.tau0)) * (DV + DV.transpose() + (trVPVP / (md * md)) * V);
 }
 
@@ -122,15 +123,19 @@ inline void sde_noise(const ShapedAttention& b, const M& V, const M& L, const do
   using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor,
                            M::MaxRowsAtCompileTime, M::MaxColsAtCompileTime>;
   const Eigen::Map<const RM> dZ(dW, m, m), dXi(dW + m * m, m, m);
-  M LZ, S, T, PV = V;
+  // Both terms share the left factor L:
+  //   c1 L dZ L^T + c2 L dXi L^T P V = L (c1 dZ L^T + c2 dXi (L^T P V)),
+  // then symmetrise once: four small products instead of five, one symmetrisation.
+  const double c1 = b.gamma * std::sqrt(std::max(0.0, 2.0 - b.gamma * b.gamma)) / std::sqrt(2.0);
+  const double c2 = b.gamma * b.gamma / (b.tau0 * md * std::sqrt(double(b.heads)));
+  M PV = V, R, Q, S;
   PV.rowwise() -= (V.colwise().sum() / md).eval();  // P V
-  LZ.noalias() = L * dZ;
-  S.noalias() = LZ * L.transpose();
-  out += (b.gamma * std::sqrt(std::max(0.0, 2.0 - b.gamma * b.gamma)) / std::sqrt(2.0)) * (S + S.transpose());
-  LZ.noalias() = L * dXi;
-  S.noalias() = LZ * L.transpose();
-  T.noalias() = S * PV;
-  out += (b.gamma * b.gamma / (b.tau0 * md * std::sqrt(double(b.heads)))) * (T + T.transpose());
+  small_product(R, L.transpose(), PV);               // L^T P V
+  small_product(Q, dZ, L.transpose());
+  small_product(S, dXi, R);
+  Q = c1 * Q + c2 * S;
+  small_product(S, L, Q);
+  out += S + S.transpose();
 }
 
 }  // namespace shaped_transformer

@@ -82,8 +82,8 @@ inline void sde_noise(const ShapedMLP& b, const M& V, const M& L, const double* 
                            M::MaxRowsAtCompileTime, M::MaxColsAtCompileTime>;
   const Eigen::Map<const RM> dZ(dW, m, m);
   M LZ, S;
-  LZ.noalias() = L * dZ;
-  S.noalias() = LZ * L.transpose();
+  small_product(LZ, L, dZ);
+  small_product(S, LZ, L.transpose());
   out += b.gamma * (S + S.transpose());
 }
 
