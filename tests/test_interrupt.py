@@ -129,7 +129,12 @@ def _interrupt(case: dict, settle_s: float = 1.0, wait_s: float = 10.0) -> tuple
 def test_ctrl_c_stops_within_a_second(name, case, driver):
     if not (hasattr(core, driver) or (driver == "solve_sde" and hasattr(st, "solve_sde"))):
         pytest.skip(f"{driver} not compiled yet")
-    caught_s, exit_s, info = _interrupt(dict(case))
+    for settle_s in (1.0, 4.0):
+        caught_s, exit_s, info = _interrupt(dict(case), settle_s=settle_s)
+        # On a loaded machine the signal can arrive before the child reached the
+        # core (still in Python validation): that tests nothing, so try once more later.
+        if re.search(r"core\.|\bfn\(", info["line"] or ""):
+            break
     MEASURED[name] = (caught_s, exit_s)
     print(f"\n{name}: KeyboardInterrupt {caught_s * 1e3:.0f} ms after SIGINT, exit after {exit_s * 1e3:.0f} ms")
     # the interrupt came out of the core call, not from Python code around it
