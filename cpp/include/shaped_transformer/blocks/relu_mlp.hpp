@@ -17,7 +17,7 @@ struct ReluMLP {
 
 // ---- explicit forward on X ------------------------------------------------
 class CancelToken;  // parallel.hpp
-// (Engineer H1.)  Defined in cpp/src/explicit_blocks.cpp for S = float and double.
+// Defined in cpp/src/explicit_blocks.cpp for S = float and double.
 // forward_explicit: one block on the tokens X (m x n), in place, with Gaussian
 // weights drawn from Stream{seed, sample, block, matrix_id} in tiles (never an
 // n x n matrix); `threads` > 1 splits each weight product over column tiles with
@@ -31,7 +31,7 @@ template <class S>
 void forward_law(const ReluMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block);
 
 // ---- exact step on V ------------------------------------------------------
-// (Engineer H2.)  As the shaped MLP with phi = ReLU, c = 2; pre_rms feeds the branch
+// As the shaped MLP with phi = ReLU, c = 2; pre_rms feeds the branch
 // with L_in = D^{-1/2} L, post_rms normalises V' (see standard_attention.hpp).
 
 }  // namespace shaped_transformer

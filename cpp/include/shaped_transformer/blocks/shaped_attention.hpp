@@ -28,7 +28,7 @@ struct ShapedAttention {
 
 // ---- explicit forward on X ------------------------------------------------
 class CancelToken;  // parallel.hpp
-// (Engineer H1.)  Defined in cpp/src/explicit_blocks.cpp for S = float and double.
+// Defined in cpp/src/explicit_blocks.cpp for S = float and double.
 // forward_explicit: one block on the tokens X (m x n), in place, with Gaussian
 // weights drawn from Stream{seed, sample, block, matrix_id} in tiles (never an
 // n x n matrix); `threads` > 1 splits each weight product over column tiles with
@@ -42,7 +42,7 @@ template <class S>
 void forward_law(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block);
 
 // ---- exact step on V ------------------------------------------------------
-// (Engineer H2.)  Y_h = L M_h L^T with M_h = G_q G_k^T drawn in O(m^3); then the
+// Y_h = L M_h L^T with M_h = G_q G_k^T drawn in O(m^3); then the
 // shared value part (exact_common.hpp).  A_h = alpha I + beta Softmax(Y_h/tau) - beta C.
 
 }  // namespace shaped_transformer
@@ -81,7 +81,7 @@ inline void exact_step(const ShapedAttention& b, Cov& V, long n, const ExactKey&
 }
 
 // ---- SDE drift and noise --------------------------------------------------
-// (Engineer H2.)  MODEL.md section 5, confirmed by tests/test_moments.py.
+// MODEL.md section 5, confirmed by tests/test_moments.py.
 //   drift b(V) = (gamma^2/tau0^2) (D V + V D^T + tr(V P V P)/m^2 V), D_ab = V_aa w_b/(2m),
 //         w_b = (P V P)_bb - tr(P V P)/m;
 //   noise gamma sqrt(2 - gamma^2) (L dZ L^T + L dZ^T L^T)/sqrt(2)

@@ -19,7 +19,7 @@ struct ShapedMLP {
 
 // ---- explicit forward on X ------------------------------------------------
 class CancelToken;  // parallel.hpp
-// (Engineer H1.)  Defined in cpp/src/explicit_blocks.cpp for S = float and double.
+// Defined in cpp/src/explicit_blocks.cpp for S = float and double.
 // forward_explicit: one block on the tokens X (m x n), in place, with Gaussian
 // weights drawn from Stream{seed, sample, block, matrix_id} in tiles (never an
 // n x n matrix); `threads` > 1 splits each weight product over column tiles with
@@ -33,7 +33,7 @@ template <class S>
 void forward_law(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block);
 
 // ---- exact step on V ------------------------------------------------------
-// (Engineer H2.)  Phi = c phi_s(K) phi_s(K)^T / n with K = L G' (O(m^2 n)), then the
+// Phi = c phi_s(K) phi_s(K)^T / n with K = L G' (O(m^2 n)), then the
 // value part with C = chol(Phi) (exact_common.hpp, mlp_exact_step).
 
 }  // namespace shaped_transformer
@@ -50,7 +50,7 @@ inline void exact_step(const ShapedMLP& b, Cov& V, long n, const ExactKey& key) 
 }
 
 // ---- SDE drift and noise --------------------------------------------------
-// (Engineer H2.)  drift b_ab = gamma^2 nu(rho_ab) sqrt(V_aa V_bb) off the diagonal,
+// drift b_ab = gamma^2 nu(rho_ab) sqrt(V_aa V_bb) off the diagonal,
 // nu(rho) = ((c_+ - c_-)^2 / (2 pi)) (sqrt(1 - rho^2) - rho arccos rho);
 // noise covariance 2 gamma^2 Sigma_lin, drawn as gamma (L dZ L^T + L dZ^T L^T).
 

@@ -21,7 +21,7 @@ struct StandardAttention {
 
 // ---- explicit forward on X ------------------------------------------------
 class CancelToken;  // parallel.hpp
-// (Engineer H1.)  Defined in cpp/src/explicit_blocks.cpp for S = float and double.
+// Defined in cpp/src/explicit_blocks.cpp for S = float and double.
 // forward_explicit: one block on the tokens X (m x n), in place, with Gaussian
 // weights drawn from Stream{seed, sample, block, matrix_id} in tiles (never an
 // n x n matrix); `threads` > 1 splits each weight product over column tiles with
@@ -35,7 +35,7 @@ template <class S>
 void forward_law(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block);
 
 // ---- exact step on V ------------------------------------------------------
-// (Engineer H2.)  Same reduction as the shaped head with A_h = Softmax(Y_h / sqrt(n_k)),
+// Same reduction as the shaped head with A_h = Softmax(Y_h / sqrt(n_k)),
 // Y_h = L_in M_h L_in^T.  RMS norms are rotation invariant: pre_rms feeds the branch
 // with L_in = D^{-1/2} L (D = diag V) while the residual keeps L; post_rms maps
 // V' -> D'^{-1/2} V' D'^{-1/2}.  LayerNorm (feature centring) is not covered.
