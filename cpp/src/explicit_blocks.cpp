@@ -111,20 +111,6 @@ bool is_pre(Norm k) { return k == Norm::PreRMS || k == Norm::PreLayer; }
 bool is_post(Norm k) { return k == Norm::PostRMS || k == Norm::PostLayer; }
 bool is_layer(Norm k) { return k == Norm::PreLayer || k == Norm::PostLayer; }
 
-/// Row-wise softmax of Z (m x m); with `causal`, entry (i, j > i) is masked out.
-Eigen::MatrixXd softmax_rows(const Eigen::MatrixXd& Z, bool causal) {
-  const Eigen::Index m = Z.rows();
-  Eigen::MatrixXd P = Eigen::MatrixXd::Zero(m, m);
-  for (Eigen::Index i = 0; i < m; ++i) {
-    const Eigen::Index k = causal ? i + 1 : m;
-    const double mx = Z.row(i).head(k).maxCoeff();
-    double sum = 0.0;
-    for (Eigen::Index j = 0; j < k; ++j) sum += (P(i, j) = std::exp(Z(i, j) - mx));
-    for (Eigen::Index j = 0; j < k; ++j) P(i, j) /= sum;
-  }
-  return P;
-}
-
 /// C of the general shaped head: 1 1^T / m, or the uniform causal matrix.
 Eigen::MatrixXd centering(Eigen::Index m, bool causal) {
   Eigen::MatrixXd C = Eigen::MatrixXd::Zero(m, m);
@@ -170,7 +156,8 @@ void attention(const AttnSpec& a, Mat<S>& X, const Key& key) {
     const Mat<S> Q = project(key, matrix_id::head(matrix_id::kQuery, h), Xin, nk, L);
     const Mat<S> K = project(key, matrix_id::head(matrix_id::kKey, h), Xin, nk, L);
     const Eigen::MatrixXd Y = (Q * K.transpose()).template cast<double>();
-    Eigen::MatrixXd A = softmax_rows(Y * logit_scale, a.shaped && a.causal);
+    Eigen::MatrixXd A = Y * logit_scale;
+    softmax_rows(A, a.shaped && a.causal);  // the exact chain's softmax (exact_common.hpp)
     if (a.shaped) A = a.alpha * Eigen::MatrixXd::Identity(m, m) + a.beta * A - a.beta * C;
     const Mat<S> XV = project(key, matrix_id::head(matrix_id::kValue, h), Xin, hd, L);
     const Mat<S> As = A.cast<S>();
