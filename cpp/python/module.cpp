@@ -1,5 +1,7 @@
 #include "bindings.hpp"
 
+namespace shaped_transformer::python { void register_splitting(py::module_& m); }  // bind_splitting.cpp
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "C++/Eigen core of shaped_transformer (use the Python package, not this module)";
   using namespace shaped_transformer::python;
@@ -7,4 +9,5 @@ PYBIND11_MODULE(_core, m) {
   register_explicit(m);
   register_exact(m);
   register_sde(m);
+  register_splitting(m);
 }

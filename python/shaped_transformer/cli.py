@@ -2,6 +2,7 @@
 
     shaped-transformer report [--out DIR] [--seed N] [--size tiny|small|default|large] [--config FILE.toml]
     shaped-transformer sweep CONFIG.toml [--out DIR] [--workers N]
+    shaped-transformer atlas [--out DIR] [--seed N] [--size tiny|small|default|large] [--config FILE.toml] [--workers N]
     shaped-transformer --version
 """
 
@@ -61,6 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="sweep", help="output folder (default: ./sweep)")
     s.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .atlas import ATLAS_SIZES
+
+    a = sub.add_parser(
+        "atlas",
+        help="stability atlas: P(blow-up by T) over tau0, gamma, heads for the SDE and networks (resumable)",
+        description="Estimates the probability that max diag V exceeds the blow-up threshold by time T, with 95%% "
+        "intervals, over a grid of tau0, gamma and heads, for the SDE and the exact chain at several widths, plus "
+        "one rare point by adaptive multilevel splitting. Writes CSV/JSON tables, figures and atlas.md into --out; "
+        "rerunning resumes (see docs/atlas.md).",
+    )
+    a.add_argument("--out", default="atlas", help="output folder (default: ./atlas)")
+    a.add_argument("--seed", type=int, default=None, help="random seed (default: 0, or the config's)")
+    a.add_argument("--size", choices=list(ATLAS_SIZES), default="default", help="preset (default: default)")
+    a.add_argument("--config", metavar="FILE.toml", default=None, help="TOML file overriding any entry of the atlas")
+    a.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -91,6 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         progress=False if args.no_progress else None)
             path = res.to_csv(Path(args.out) / "results.csv")
             print(f"{len(res)} points; table written to {path}", flush=True)
+            return 0
+        if args.command == "atlas":
+            from .atlas import run_atlas
+
+            if args.workers is not None and args.workers < 1:
+                raise ValueError(f"--workers must be >= 1, got {args.workers}")
+            t0 = time.perf_counter()
+            run_atlas(args.out, size=args.size, config=args.config, seed=args.seed, workers=args.workers,
+                      progress=False if args.no_progress else None, log=lambda s: print(s, flush=True))
+            print(f"done in {time.perf_counter() - t0:.0f} s: open {args.out}/atlas.md", flush=True)
             return 0
     except (ValueError, ImportError) as exc:
         print(f"shaped-transformer: error: {exc}", file=sys.stderr)

@@ -1,0 +1,149 @@
+// Continuing a batch of SDE (or exact-chain) paths from given states: the inner
+// loop of the rare-event splitting estimator (python/shaped_transformer/splitting.py).
+//
+// Each path starts from its own state V at its own step index, draws its noise from
+// its own stream id (the `path` argument of the per-step functions, so the noise of
+// step k depends only on (seed, stream, k)) and runs until the first of
+//   * the last step `steps`                               -> status Reached,
+//   * a state whose largest diagonal entry exceeds `stop` -> status Crossed,
+//   * a blow-up (max diag V > blowup or non-finite)       -> status BlownUp
+// (the start state is checked first).  It reports the state where it stopped, the
+// step index, and the largest score seen on the way.  The score of the state V at
+// step k is  max diag V * ((steps - k + 1) / (steps + 1))^a  (a = time_exponent >= 0;
+// a = 0: max diag V itself; a > 0 ranks a large V early above the same V late),
+// +inf after a blow-up; `stop` applies to the score.
+// The same (state, step, stream) always gives the same numbers, so a segment can be
+// replayed up to the first crossing of a higher level.  The steps themselves are the
+// solver's (euler_step, tamed_euler_step, exact_chain_step, psd_clip_root): this
+// file holds only the loop.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "../exact.hpp"
+#include "../sde.hpp"
+
+namespace shaped_transformer::sde {
+
+enum class SegmentStatus : int { Reached = 0, Crossed = 1, BlownUp = 2 };
+
+struct Segment {
+  std::int64_t step = 0;  ///< in: start step; out: step at which the segment stopped
+  double peak = 0.0;      ///< out: largest score on the segment (+inf after a blow-up)
+  SegmentStatus status = SegmentStatus::Reached;
+};
+
+namespace detail {
+
+/// Largest diagonal entry, +inf when V is not finite or it exceeds `blowup`.
+template <class M>
+inline double level_of(const M& V, double blowup) {
+  if (!V.allFinite()) return std::numeric_limits<double>::infinity();
+  const double d = V.diagonal().maxCoeff();
+  return d > blowup ? std::numeric_limits<double>::infinity() : d;
+}
+
+/// Time factor of the score at step k: ((steps - k + 1) / (steps + 1))^a.
+inline double time_factor(std::int64_t k, std::int64_t steps, double a) {
+  return a == 0.0 ? 1.0 : std::pow(double(steps - k + 1) / double(steps + 1), a);
+}
+
+/// Checks the state after a step (or at the start); true when the segment ends here.
+template <class M>
+inline bool check_stop(const M& V, double stop, double blowup, double factor, Segment& seg) {
+  const double lv = level_of(V, blowup) * factor;
+  if (lv > seg.peak) seg.peak = lv;
+  if (std::isinf(lv)) {
+    seg.status = SegmentStatus::BlownUp;
+    return true;
+  }
+  if (lv > stop) {
+    seg.status = SegmentStatus::Crossed;
+    return true;
+  }
+  return false;
+}
+
+template <class M>
+inline void continue_euler(const Network& net, M& V, const SdeOptions& o, std::uint64_t seed, std::uint32_t stream,
+                           double stop, double blowup, double a, Segment& seg) {
+  seg.peak = -std::numeric_limits<double>::infinity();
+  seg.status = SegmentStatus::Reached;
+  if (check_stop(V, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return;
+  Workspace<M> ws;
+  const bool clip = o.psd == PsdRemedy::Clip;
+  for (std::int64_t k = seg.step; k < o.steps; ++k) {
+    if (o.scheme == SdeScheme::TamedEuler)
+      tamed_euler_step(net, V, o.dt, seed, stream, std::uint32_t(k), ws);
+    else
+      euler_step(net, V, o.dt, seed, stream, std::uint32_t(k), ws);
+    seg.step = k + 1;
+    // Blow-up is checked before the PSD projection, as in the solver.
+    if (!V.allFinite() || V.diagonal().maxCoeff() > blowup) {
+      seg.peak = std::numeric_limits<double>::infinity();
+      seg.status = SegmentStatus::BlownUp;
+      return;
+    }
+    if (clip) {
+      psd_clip_root(V, ws.L);
+      ws.have_root = true;
+    }
+    if (check_stop(V, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return;
+  }
+}
+
+inline void continue_exact(const Network& net, Cov& V, const SdeOptions& o, std::uint64_t seed,
+                           std::uint32_t stream, double stop, double blowup, double a, Segment& seg) {
+  seg.peak = -std::numeric_limits<double>::infinity();
+  seg.status = SegmentStatus::Reached;
+  if (check_stop(V, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return;
+  const long n_eff = exact_width(o.dt, int(V.rows()));
+  for (std::int64_t k = seg.step; k < o.steps; ++k) {
+    exact_chain_step(net, V, n_eff, seed, stream, std::uint32_t(k));
+    seg.step = k + 1;
+    if (check_stop(V, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return;
+  }
+}
+
+template <class M>
+inline void continue_fixed(const Network& net, double* Vio, int m, const SdeOptions& o, std::uint64_t seed,
+                           std::uint32_t stream, double stop, double blowup, double a, Segment& seg) {
+  M V(m, m);
+  for (int a = 0; a < m; ++a)
+    for (int b = 0; b < m; ++b) V(a, b) = Vio[a * m + b];
+  continue_euler(net, V, o, seed, stream, stop, blowup, a, seg);
+  for (int a = 0; a < m; ++a)
+    for (int b = 0; b < m; ++b) Vio[a * m + b] = V(a, b);
+}
+
+}  // namespace detail
+
+/// Continues one path whose row-major m x m state is `Vio` (overwritten with the
+/// state where it stopped) from step seg.step.  Scheme, step size and the last step
+/// come from `o` (its save_steps are not used).
+inline void continue_path(const Network& net, double* Vio, int m, const SdeOptions& o, std::uint64_t seed,
+                          std::uint32_t stream, double stop, double blowup, double a, Segment& seg) {
+  if (o.scheme == SdeScheme::ExactChain) {
+    Cov V(m, m);
+    for (int a = 0; a < m; ++a)
+      for (int b = 0; b < m; ++b) V(a, b) = Vio[a * m + b];
+    detail::continue_exact(net, V, o, seed, stream, stop, blowup, a, seg);
+    for (int a = 0; a < m; ++a)
+      for (int b = 0; b < m; ++b) Vio[a * m + b] = V(a, b);
+    return;
+  }
+  switch (m) {
+    case 2: return detail::continue_fixed<Eigen::Matrix<double, 2, 2>>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
+    case 4: return detail::continue_fixed<Eigen::Matrix<double, 4, 4>>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
+    case 8: return detail::continue_fixed<Eigen::Matrix<double, 8, 8>>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
+    default:
+      if (m <= 32)
+        return detail::continue_fixed<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(
+            net, Vio, m, o, seed, stream, stop, blowup, a, seg);
+      return detail::continue_fixed<Cov>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
+  }
+}
+
+}  // namespace shaped_transformer::sde
