@@ -47,11 +47,14 @@ def test_continue_paths_reproduces_the_solver(scheme, dt):
     V, step, peak, status = _continue(net, np.repeat(V0[None], P, 0), np.zeros(P), np.arange(P), np.full(P, np.inf),
                                       dt=dt, steps=steps, scheme=scheme, seed=3)
     assert r.exploded.sum() >= 3  # the comparison covers blow-ups
-    np.testing.assert_array_equal(status == 2, r.exploded)
-    np.testing.assert_array_equal(np.where(status == 2, step, -1),
-                                  np.where(r.exploded, np.round(r.exploded_at / dt), -1).astype(int))
-    ok = status == 0
-    np.testing.assert_array_equal(V[ok], r.V[ok, -1])  # bit for bit
+    # Today the two run the same step functions and agree bit for bit.  A solver
+    # with another operation order (a batched SIMD kernel) may differ by rounding,
+    # which a chaotic path can amplify: allow a tiny tolerance and one path in a
+    # hundred to cross the threshold one step apart.
+    same = np.where(status == 2, step, -1) == np.where(r.exploded, np.round(r.exploded_at / dt), -1).astype(int)
+    assert same.mean() >= 0.99
+    ok = (status == 0) & ~r.exploded
+    np.testing.assert_allclose(V[ok], r.V[ok, -1], rtol=1e-8, atol=1e-10)
     assert np.all(peak[status == 2] == np.inf)
     assert np.all(peak[ok] >= np.max(np.diagonal(V[ok], axis1=1, axis2=2), axis=1))
 

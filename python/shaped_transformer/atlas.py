@@ -20,7 +20,8 @@ Each grid point is one call of :func:`atlas_point`, run through
 ``OUT/points``): an interrupted atlas resumes where it stopped, on any executor.
 
 Outputs in the folder: ``atlas_points.csv`` (one row per point and method),
-``atlas_curves.csv`` (P(blow-up by t) on a time grid), ``atlas.json`` (the
+``atlas_curves.csv`` (P(blow-up by t) on a time grid), ``atlas_collapse.csv``
+(the scaling test: P(blow-up by T) at T = s / gamma^2), ``atlas.json`` (the
 configuration and every number, blow-up times included), ``rare.json``, PNG
 figures (``curves.png``, ``width.png``, ``heatmap_<block>.png``,
 ``blowup_times.png``, ``collapse.png``) and ``atlas.md``.
@@ -67,6 +68,10 @@ DEFAULT_ATLAS: dict[str, dict[str, Any]] = {
             "ams_below": 10},
     "network": {"widths": [64, 128, 256], "samples": 1000, "reference_widths": [32, 64, 128, 256, 512],
                 "reference_samples": 2000},
+    # The scaling test: SDE of the Transformer layer (H = 1) for each (tau0, gamma)
+    # up to T = s / gamma^2, so that every curve covers gamma^2 t in [0, s]
+    # (samples = 0: skip).
+    "collapse": {"s": 0.3, "tau0": [0.5, 1.0, 2.0], "gamma": [0.3, 0.5, 0.7], "samples": 2000},
     # Repeated splitting runs at one point with a tiny probability (repeats = 0: skip).
     "rare": {"block": "shaped_transformer", "tau0": 1.0, "gamma": 0.25, "heads": 1, "particles": 1000,
              "repeats": 8, "dt": 1e-3},
@@ -79,6 +84,7 @@ ATLAS_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "sde": {"samples": 100, "dt": 1.0 / 32, "ams_particles": 20, "ams_repeats": 2, "ams_below": 2},
         "network": {"widths": [16, 32], "samples": 60, "reference_widths": [16, 32], "reference_samples": 60},
         "rare": {"particles": 20, "repeats": 2, "gamma": 0.5, "dt": 1.0 / 32},
+        "collapse": {"tau0": [1.0], "gamma": [0.5, 0.8], "samples": 100},
     },
     "small": {
         "grid": {"tau0": [0.5, 1.0, 2.0], "gamma": [0.3, 0.5, 0.7], "heads": [1]},
@@ -86,6 +92,7 @@ ATLAS_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "network": {"widths": [64, 128], "samples": 400, "reference_widths": [32, 64, 128, 256],
                     "reference_samples": 800},
         "rare": {"particles": 300, "repeats": 4, "gamma": 0.3},
+        "collapse": {"samples": 1000},
     },
     "default": {},
     "large": {
@@ -94,6 +101,7 @@ ATLAS_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "network": {"widths": [64, 128, 256, 512], "samples": 4000, "reference_widths": [32, 64, 128, 256, 512, 1024],
                     "reference_samples": 8000},
         "rare": {"particles": 2000, "repeats": 16},
+        "collapse": {"samples": 8000, "tau0": [0.5, 0.75, 1.0, 1.5, 2.0], "gamma": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]},
     },
 }
 
@@ -106,6 +114,7 @@ _TYPES: dict[str, dict[str, type]] = {
     "network": {"widths": list, "samples": int, "reference_widths": list, "reference_samples": int},
     "rare": {"block": str, "tau0": float, "gamma": float, "heads": int, "particles": int, "repeats": int,
              "dt": float},
+    "collapse": {"s": float, "tau0": list, "gamma": list, "samples": int},
 }
 
 
@@ -197,6 +206,13 @@ def _check(cfg: dict) -> None:
             raise ValueError(f"{t}.{k} must be >= 0, got {cfg[t][k]}")
     if cfg["sde"]["ams_particles"] and cfg["sde"]["ams_repeats"] < 2:
         raise ValueError("sde.ams_repeats must be >= 2 when sde.ams_particles > 0")
+    c = cfg["collapse"]
+    if not c["s"] > 0 or c["samples"] < 0:
+        raise ValueError(f"collapse.s must be > 0 and collapse.samples >= 0, got {c['s']}, {c['samples']}")
+    for k in ("tau0", "gamma"):
+        for v in c[k]:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or (k == "gamma" and v > 1):
+                raise ValueError(f"collapse.{k} must be a list of numbers in (0, {'1]' if k == 'gamma' else 'inf)'}, got {v!r}")
     if cfg["rare"]["repeats"] and (cfg["rare"]["repeats"] < 2 or cfg["rare"]["particles"] < 2):
         raise ValueError("rare.repeats and rare.particles must be >= 2 (or repeats = 0 to skip)")
 
@@ -251,6 +267,7 @@ def atlas_point(
     ams_repeats: int = 0,
     ams_below: int = 10,
     threads: int | None = 1,
+    collapse: bool = False,
 ) -> dict:
     """P(blow-up by T) of one configuration by plain Monte Carlo.
 
@@ -260,7 +277,7 @@ def atlas_point(
     their blow-up times (sorted; time = layer / width for networks).  For the SDE,
     when fewer than ``ams_below`` paths blew up and ``ams_particles`` > 0, it adds
     ``ams_repeats`` splitting runs (:func:`shaped_transformer.splitting.ams_blowup`)
-    as "ams_runs".
+    as "ams_runs".  ``collapse`` only tags the points of the scaling test.
     """
     from ._blocks import make_network
     from .inputs import equicorrelated
@@ -352,6 +369,14 @@ def _points(cfg: dict) -> list[dict]:
             add({**common, **c, "method": "exact", "width": int(w), "samples": nw["samples"]})
     for w in nw["reference_widths"]:
         add({**common, **ref, "method": "exact", "width": int(w), "samples": nw["reference_samples"]})
+    c = cfg["collapse"]
+    if c["samples"]:
+        for tau0 in c["tau0"]:
+            for gamma in c["gamma"]:
+                T = c["s"] / float(gamma) ** 2
+                add({**common, "T": T, "block": "shaped_transformer", "tau0": float(tau0), "gamma": float(gamma),
+                     "heads": 1, "method": "sde", "dt": min(sd["dt"], T), "scheme": sd["scheme"],
+                     "samples": c["samples"], "ams_particles": 0, "ams_repeats": 0, "ams_below": 0, "collapse": True})
     return pts
 
 
@@ -443,6 +468,9 @@ def run_atlas(
     raw = []
     for rec in res.records:
         p, r = rec["params"], rec["result"]
+        if p.get("collapse"):
+            raw.append({"params": p, "result": r})
+            continue
         row = _row(p, r, s["confidence"])
         row["verdict"] = _verdict(row, s["level"])
         row["elapsed_s"] = rec.get("elapsed_s")
@@ -455,10 +483,20 @@ def run_atlas(
                           | {"t": float(t), "blown": int(k), "samples": r["samples"], "p": int(k) / r["samples"],
                              "ci_low": float(lo), "ci_high": float(hi)})
         raw.append({"params": p, "result": r})
+    collapse = []
+    for x in raw:
+        if x["params"].get("collapse"):
+            pr, r = x["params"], x["result"]
+            lo, hi = binomial_ci(r["blown"], r["samples"], s["confidence"])
+            collapse.append({"tau0": pr["tau0"], "gamma": pr["gamma"], "T": pr["T"], "gamma2_T": pr["gamma"] ** 2 * pr["T"],
+                             "drift_clock": pr["gamma"] ** 2 * pr["T"] / pr["tau0"] ** 2, "samples": r["samples"],
+                             "blown": r["blown"], "p": r["blown"] / r["samples"], "ci_low": lo, "ci_high": hi})
+    if collapse:
+        _write_csv(out / "atlas_collapse.csv", collapse)
     rare = _rare(cfg, threads, log)
     _write_csv(out / "atlas_points.csv", rows)
     _write_csv(out / "atlas_curves.csv", curves)
-    data = {"config": cfg, "size": size, "points": rows, "raw": raw, "rare": rare,
+    data = {"config": cfg, "size": size, "points": rows, "collapse": collapse, "raw": raw, "rare": rare,
             "elapsed_s": time.perf_counter() - t_start}
     with open(out / "atlas.json", "w") as f:
         json.dump(data, f, indent=1, default=_json_default)
@@ -468,7 +506,7 @@ def run_atlas(
     figures: list[str] = []
     if plots:
         figures = _plots(out, cfg, rows, raw)
-    (out / "atlas.md").write_text(_markdown(cfg, size, rows, rare, figures))
+    (out / "atlas.md").write_text(_markdown(cfg, size, rows, rare, figures, collapse))
     log(f"atlas: done in {time.perf_counter() - t_start:.0f} s")
     return data
 
@@ -521,7 +559,8 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
     files = []
 
     def raw_for(**kw):
-        return [x for x in raw if all(x["params"].get(k) == v for k, v in kw.items())]
+        return [x for x in raw if not x["params"].get("collapse")
+                and all(x["params"].get(k) == v for k, v in kw.items())]
 
     def curve(x, tgrid):
         bt = np.asarray(x["result"]["blowup_times"], dtype=float)
@@ -606,13 +645,15 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
                     txt[i, j] = ("<%.0e" % r["best_high"] if r["p_best"] == 0 else "%.1e" % r["p_best"]) + mark
             im = ax.imshow(Z, origin="lower", cmap="magma_r", vmin=-7, vmax=0, aspect="auto")
             for (i, j), t in txt.items():
-                ax.text(j, i, t, ha="center", va="center", fontsize=6.5, color="tab:blue")
+                ax.text(j, i, t, ha="center", va="center", fontsize=6.5,
+                        color="white" if Z[i, j] > -3.5 else "black")
             if np.isfinite(Z).sum() >= 4 and len(tau0s) > 1 and len(gammas) > 1:
                 ax.contour(Z, levels=[math.log10(s["level"])], colors="cyan", linewidths=1.5)
             ax.set_xticks(range(len(tau0s)), [f"{v:g}" for v in tau0s])
             ax.set_yticks(range(len(gammas)), [f"{v:g}" for v in gammas])
             ax.set_xlabel("tau0")
-            ax.set_ylabel("gamma")
+            if ax is axes[0][0]:
+                ax.set_ylabel("gamma")
             ax.set_title(f"{'SDE' if meth == 'sde' else f'network n={w}'}, H={h}", fontsize=9)
         fig.colorbar(im, ax=list(axes[0]), label=f"log10 P(blow-up by T={s['T']:g})", shrink=0.9)
         fig.suptitle(f"{b}: cyan line P = {s['level']:g}; * interval above it, ? interval straddles it", fontsize=9)
@@ -640,27 +681,34 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
     plt.close(fig)
     files.append("blowup_times.png")
 
-    # 5. Collapse: SDE curves of the Transformer layer against gamma^2 t and gamma^2 t / tau0^2.
-    b = "shaped_transformer" if "shaped_transformer" in blocks else blocks[0]
-    xs = [x for x in raw_for(block=b, method="sde", heads=int(cfg["grid"]["heads"][0]))]
+    # 5. Collapse: the scaling test, P(blow-up by t) against gamma^2 t and gamma^2 t / tau0^2.
+    xs = [x for x in raw if x["params"].get("collapse")]
     if xs:
+        c = cfg["collapse"]
+        ct = sorted({float(v) for v in c["tau0"]})
+        cg = sorted({float(v) for v in c["gamma"]})
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         cmap = plt.get_cmap("plasma")
         for x in xs:
             pr = x["params"]
-            p, lo, hi = curve(x, tgrid)
-            c = cmap(tau0s.index(pr["tau0"]) / max(1, len(tau0s) - 1) * 0.85) if pr["tau0"] in tau0s else "k"
-            ls = ["-", "--", ":", "-."][gammas.index(pr["gamma"]) % 4] if pr["gamma"] in gammas else "-"
+            tg = np.linspace(0.0, pr["T"], 301)
+            p, lo, hi = curve(x, tg)
+            col = cmap(ct.index(pr["tau0"]) / max(1, len(ct) - 1) * 0.85)
+            ls = ["-", "--", ":", "-."][cg.index(pr["gamma"]) % 4]
             for ax, scale in zip(axes, (pr["gamma"] ** 2, pr["gamma"] ** 2 / pr["tau0"] ** 2)):
-                ax.plot(tgrid * scale, np.where(p > 0, p, np.nan), color=c, ls=ls,
+                ax.plot(tg * scale, np.where(p > 0, p, np.nan), color=col, ls=ls,
                         label=f"tau0={pr['tau0']:g}, gamma={pr['gamma']:g}")
+                ax.fill_between(tg * scale, np.where(hi > 0, lo, np.nan), np.where(hi > 0, hi, np.nan), color=col,
+                                alpha=0.08, lw=0)
         axes[0].set_xlabel("gamma^2 t (the noise clock)")
         axes[1].set_xlabel("gamma^2 t / tau0^2 (the drift clock)")
+        axes[1].set_xscale("log")
         for ax in axes:
             ax.set_yscale("log")
             ax.set_ylabel("P(blow-up by t), SDE")
-        axes[1].legend(fontsize=6, ncol=2)
-        fig.suptitle(f"{b}, H={cfg['grid']['heads'][0]}: colour = tau0, line style = gamma", fontsize=9)
+        axes[0].legend(fontsize=6, ncol=2)
+        fig.suptitle(f"shaped_transformer, H=1, SDE: colour = tau0, line style = gamma; each curve runs to "
+                     f"gamma^2 T = {c['s']:g}", fontsize=9)
         fig.tight_layout()
         fig.savefig(out / "collapse.png", dpi=120)
         plt.close(fig)
@@ -676,7 +724,8 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _markdown(cfg: dict, size: str, rows: list[dict], rare: dict | None, figures: list[str]) -> str:
+def _markdown(cfg: dict, size: str, rows: list[dict], rare: dict | None, figures: list[str],
+              collapse: list[dict] = ()) -> str:
     s = cfg["study"]
     lines = [
         "# Stability atlas",
@@ -701,6 +750,12 @@ def _markdown(cfg: dict, size: str, rows: list[dict], rare: dict | None, figures
             f"{rare['elapsed_s']:.0f} s in all.",
             "",
         ]
+    if collapse:
+        cc = ["tau0", "gamma", "T", "gamma2_T", "drift_clock", "samples", "blown", "p", "ci_low", "ci_high"]
+        lines += ["## Scaling test (SDE, shaped Transformer, H = 1, P(blow-up by T) at T = s / gamma^2)", "",
+                  "| " + " | ".join(cc) + " |", "|" + "---|" * len(cc)]
+        lines += ["| " + " | ".join(_fmt(r.get(k)) for k in cc) + " |" for r in collapse]
+        lines.append("")
     cols = ["block", "heads", "tau0", "gamma", "method", "width", "samples", "blown", "p", "ci_low", "ci_high",
             "p_ams", "ams_ci_low", "ams_ci_high", "verdict"]
     lines += ["## All points", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
