@@ -635,7 +635,10 @@ class Interval:
     level: float
 
     def excludes(self, x: float = 0.0) -> bool:
-        """True when ``x`` lies outside the interval."""
+        """True when ``x`` lies outside the interval (False for an undetermined,
+        NaN interval: it supports no claim)."""
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return False
         return not (self.low <= x <= self.high)
 
     def to_dict(self) -> dict:

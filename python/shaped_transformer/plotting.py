@@ -206,6 +206,7 @@ def loglog_distance_figure(
     the fitted power law with the slope and its interval in the legend."""
     fig, ax = _new(ax, figsize=(6.5, 4.5))
     w = np.asarray(widths, dtype=float)
+    positive = False
     for i, (label, ds) in enumerate(distances.items()):
         color = f"C{i % 10}"
         x = w * (1 + 0.03 * i)
@@ -220,13 +221,17 @@ def loglog_distance_figure(
             ax.errorbar(x, v, yerr=err, marker="o", capsize=3, linestyle="none", color=color, label=name)
         else:
             ax.plot(x, v, marker="o", linestyle="none", color=color, label=name)
-        ok = v > 0
+        ok = np.isfinite(v) & (v > 0)
+        positive |= bool(ok.any())
         if s is not None and ok.sum() >= 2:
             # the least-squares line through the log values, drawn over the widths
             b = float(np.mean(np.log(v[ok])) - s.value * np.mean(np.log(w[ok])))
             ax.plot(w, np.exp(b) * w**s.value, color=color, linewidth=1.0, alpha=0.8)
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    if positive:
+        ax.set_yscale("log")
+    else:  # e.g. every sample blew up: nothing given survival to show
+        ax.text(0.5, 0.5, "no positive distance to show", transform=ax.transAxes, ha="center")
     ax.set_xlabel("width n (network)")
     ax.set_ylabel("Wasserstein-1 distance to the SDE")
     if title:

@@ -177,7 +177,7 @@ def study_config(size: str = "default", config: str | Path | Mapping | None = No
             _merge(cfg, load_toml(config), str(config))
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+            raise ValueError(f"--seed (study.seed) must be an integer in [0, 2^63), got {seed!r}")
         cfg["study"]["seed"] = seed
     _check(cfg)
     return cfg
@@ -336,24 +336,39 @@ def compare_runs(a, b, *, level: float = 0.95, bootstrap: int = 400, seed: int =
     ka, na, pa = an.blowup_probability(a, level=level)
     kb, nb, pb = an.blowup_probability(b, level=level)
     oa, ob = an.sample_observables(a), an.sample_observables(b)
+    # Statistics given survival need at least two survivors on each side; with fewer
+    # they are left undetermined (NaN) and say so, instead of stopping the report.
+    survivors = min(na - ka, nb - kb)
+    nan = float("nan")
     distances: dict[str, dict[str, an.Distance]] = {}
-    distances["rho_T"] = an.compare(_pairs_at_end(a), _pairs_at_end(b), bootstrap=bootstrap, level=level, seed=seed)
-    for j, name in enumerate(an.OBSERVABLES):
-        distances[name] = an.compare(oa[name], ob[name], bootstrap=bootstrap, level=level, seed=seed + 1 + j)
+    for j, name in enumerate(("rho_T", *an.OBSERVABLES)):
+        if survivors < 2:
+            distances[name] = {mt: an.Distance(metric=mt, value=nan, level=level) for mt in ("ks", "wasserstein1")}
+        elif name == "rho_T":
+            distances[name] = an.compare(_pairs_at_end(a), _pairs_at_end(b), bootstrap=bootstrap, level=level, seed=seed)
+        else:
+            distances[name] = an.compare(oa[name], ob[name], bootstrap=bootstrap, level=level, seed=seed + j)
     diffs: dict[str, an.Interval] = {}
     diffs["P(blow-up by T)"] = an.newcombe_interval(ka, na, kb, nb, level=adj)
     for label, how, obs in VERDICT_STATISTICS[1:]:
-        if how.startswith("difference of means"):
+        if survivors < 2:
+            diffs[label] = an.Interval(nan, nan, nan, adj)
+        elif how.startswith("difference of means"):
             diffs[label] = an.mean_difference(oa[obs], ob[obs], level=adj)
         else:
             diffs[label] = an.quantile_difference(oa[obs], ob[obs], 0.9, level=adj, resamples=max(bootstrap, 199),
                                                   seed=seed + 17)
+    # A NaN interval (too few survivors) excludes nothing: it cannot support "differs".
     differs = [label for label, iv in diffs.items() if iv.excludes(0.0)]
     return {"blowup": {"a": (ka, na, pa), "b": (kb, nb, pb)}, "distances": distances, "differences": diffs,
+            "survivors": survivors,
             "level": level, "simultaneous_level": level, "per_interval_level": adj, "differs": differs}
 
 
 def _verdict_phrase(cmp_: dict) -> str:
+    if not cmp_["differs"] and cmp_["survivors"] < 2:
+        return ("no measurable difference in P(blow-up by T); fewer than 2 samples survived on one side, "
+                "so nothing is said given survival")
     if not cmp_["differs"]:
         return "no measurable difference (every interval of a difference includes 0)"
     parts = []
