@@ -134,8 +134,9 @@ class ShapedAttention(nn.Module):
         _check_input(x, self.width, "ShapedAttention")
         s = self.spec
         n, nk, m = self.width, self.key_dim, x.shape[-2]
-        q = torch.einsum("...an,hnk->...hak", x, self.W_q)
-        k = torch.einsum("...an,hnk->...hak", x, self.W_k)
+        xh = x.unsqueeze(-3)  # (..., 1, m, n): broadcasts over the heads
+        q = torch.matmul(xh, self.W_q)  # (..., H, m, nk)
+        k = torch.matmul(xh, self.W_k)
         # Y / tau = (q / sqrt(n)) (k / sqrt(n))^T / (tau0 sqrt(n nk))
         logits = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / (n * s.tau0 * math.sqrt(n * nk)))
         if s.causal:
@@ -149,8 +150,8 @@ class ShapedAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.spec
         A = self.attention_matrices(x)
-        v = torch.einsum("...an,hnp->...hap", x, self.W_v) * (1.0 / math.sqrt(self.width))
-        out = torch.einsum("...hab,...hbp->...ap", A.to(v.dtype), v)
+        v = torch.matmul(x.unsqueeze(-3), self.W_v) * (1.0 / math.sqrt(self.width))  # (..., H, m, n)
+        out = torch.matmul(A.to(v.dtype), v).sum(dim=-3)
         return s.lam * x + (s.gamma / math.sqrt(s.heads)) * out
 
     def extra_repr(self) -> str:
@@ -590,7 +591,11 @@ def probe(
                 for i in range(samples):
                     with torch.random.fork_rng(devices=devices):
                         key = int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0])
-                        torch.manual_seed(key)
+                        # (torch.manual_seed would also queue lazy seeding calls of
+                        # every accelerator backend, which costs more than a small forward)
+                        torch.default_generator.manual_seed(key)
+                        for dev in devices:
+                            torch.cuda.default_generators[dev].manual_seed(key)
                         init_fn(model)
                         runs.append(run_once())
     finally:
