@@ -230,6 +230,7 @@ def test_a_few_adam_steps_learn_a_tiny_sequence_task():
         opt.step()
     with torch.no_grad():
         after = float(loss_of(model, *held))
+    print(f"held-out loss {before:.3f} -> {after:.3f}")
     assert after < 0.5 * before, (before, after)
 
 
