@@ -103,6 +103,14 @@ def test_same_weights_reproduce_the_explicit_network(name):
         res = stt.probe(model, torch.from_numpy(X0)[None])
         np.testing.assert_allclose(res.V[0], ref.V[s], rtol=0, atol=1e-12 * np.abs(ref.V[s]).max())
         np.testing.assert_allclose(res.t, ref.t)
+    # a plain stack of ShapedTransformerBlocks takes the same weights
+    if name == "shaped_transformer_H2":
+        stack = nn.Sequential(
+            *[stt.ShapedTransformerBlock(n, heads=2, tau0=0.8, gamma=0.6, c_plus=0.5, c_minus=-1.5, dtype=torch.float64) for _ in range(d)]
+        )
+        stt.load_explicit_weights(stack, seed=seed, sample=1)
+        with torch.no_grad():
+            np.testing.assert_allclose(stack(torch.from_numpy(X0)).numpy(), ref.X[1], rtol=0, atol=1e-12 * np.abs(ref.X[1]).max())
     # another sample's weights give another network (the keying is used)
     other = stt.from_network(net, n, d, seed=seed, sample=3, dtype=torch.float64)
     with torch.no_grad():

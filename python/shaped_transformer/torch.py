@@ -326,16 +326,23 @@ def from_network(
     return model
 
 
-def _blocks_in_order(model: nn.Sequential) -> list[nn.Module]:
-    out: list[nn.Module] = []
-    for layer in model:
-        out.extend(list(layer) if isinstance(layer, nn.Sequential) else [layer])
-    return out
+def _blocks_in_order(model: nn.Module) -> list[nn.Module]:
+    """The blocks of nested nn.Sequential / ShapedTransformerBlock containers, in order."""
+    if isinstance(model, ShapedTransformerBlock):
+        return [model.attention, model.mlp]
+    if isinstance(model, nn.Sequential):
+        return [b for sub in model for b in _blocks_in_order(sub)]
+    return [model]
 
 
-def load_explicit_weights(model: nn.Sequential, *, seed: int, sample: int = 0) -> nn.Sequential:
-    """Overwrites the weights of ``model`` (made by :func:`from_network`) with the
-    ones the library's explicit network uses for sample ``sample`` under ``seed``.
+def load_explicit_weights(model: nn.Module, *, seed: int, sample: int = 0) -> nn.Module:
+    """Overwrites the weights of ``model`` with the ones the library's explicit
+    network uses for sample ``sample`` under ``seed``.
+
+    ``model``: made by :func:`from_network`, or any nesting of ``nn.Sequential``
+    and :class:`ShapedTransformerBlock` whose blocks, in order, are
+    ShapedAttention / ShapedMLP modules: the k-th block gets the weights of the
+    library's block k (layer l, block b of a network of B blocks is k = l B + b).
 
     The library draws the weight matrix ``matrix`` of block ``b`` of layer ``l``
     from the counter-based stream (seed, sample, l * blocks + b, matrix), row-major
@@ -349,8 +356,8 @@ def load_explicit_weights(model: nn.Sequential, *, seed: int, sample: int = 0) -
 
     seed = check_seed(seed)
     sample = _blocks._check_int("sample", sample, minimum=0)
-    if not isinstance(model, nn.Sequential) or len(model) == 0:
-        raise TypeError("model must be an nn.Sequential made by from_network")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     blocks = _blocks_in_order(model)
 
     def normals(block: int, matrix: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -619,7 +626,8 @@ def probe(
 
 def _result(V: np.ndarray, t: np.ndarray, blowup: float, mods, batch: int, samples: int | None) -> Result:
     diag = np.diagonal(V, axis1=-2, axis2=-1)
-    bad = ~np.all(np.isfinite(V), axis=(-2, -1)) | (np.nanmax(np.where(np.isfinite(diag), diag, np.inf), axis=-1) > blowup)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.all(np.isfinite(V), axis=(-2, -1)) | (np.max(np.where(np.isfinite(diag), diag, np.inf), axis=-1) > blowup)
     exploded_at = np.full(V.shape[0], np.inf)
     V = V.copy()
     for s in np.flatnonzero(bad.any(axis=1)):
