@@ -50,6 +50,18 @@ def _run_python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
 
 
+# A finder that makes 'import torch' fail, as if torch were not installed (a None in
+# sys.modules would also do it but confuses libraries that look torch up there).
+_BLOCK_TORCH = (
+    "import sys, importlib.abc\n"
+    "class _NoTorch(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'torch' or name.startswith('torch.'):\n"
+    "            raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"
+    "sys.meta_path.insert(0, _NoTorch())\n"
+)
+
+
 def test_package_does_not_import_torch():
     r = _run_python("import sys, shaped_transformer; assert 'torch' not in sys.modules, 'torch was imported'")
     assert r.returncode == 0, r.stderr
@@ -57,9 +69,7 @@ def test_package_does_not_import_torch():
 
 def test_without_torch_the_package_imports_and_the_module_says_what_to_install():
     code = (
-        "import sys\n"
-        "sys.modules['torch'] = None  # makes 'import torch' fail, as if it were not installed\n"
-        "import shaped_transformer as st\n"
+        _BLOCK_TORCH + "import shaped_transformer as st\n"
         "st.simulate(st.ShapedMLP(), V0=st.inputs.equicorrelated(2, 0.3), width=4, depth=1, method='exact')\n"
         "try:\n"
         "    import shaped_transformer.torch\n"
