@@ -719,7 +719,7 @@ def test_threshold_crossing_is_reported(method):
 def test_runaway_growth_is_reported(method):
     """A real runaway: at small width the covariance of a shaped attention network
     makes large excursions (log V performs a random walk with O(1/sqrt(n)) steps,
-    and once V is large the logits are large, MODEL.md section 6).  At width 16,
+    and once V is large the logits are large, docs/model.md section 6).  At width 16,
     within 1000 layers, some of 16 samples cross 10^4 (measured: 2-4 of 16 at 10^6
     for each method); they must be stopped and reported, not returned."""
     net = st.Network([st.ShapedAttention(tau0=1.0, gamma=0.5)])
