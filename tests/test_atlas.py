@@ -188,7 +188,8 @@ def test_atlas_end_to_end(tmp_path):
     assert data["config"]["study"]["blowup"] == 1e4 and data["rare"]["repeats"] == 2
     # Resume: every point is loaded, none recomputed.
     files = {p.name: p.stat().st_mtime_ns for p in (out / "points").glob("*.json")}
-    assert len(files) == len(rows)
+    assert len(files) == len(rows) + len(data["collapse"])
+    assert len(data["collapse"]) == 2 and all(c["gamma2_T"] == pytest.approx(0.3) for c in data["collapse"])
     data2 = run_atlas(out, size="tiny", plots=False, progress=False, config={"rare": {"repeats": 0}})
     assert {p.name: p.stat().st_mtime_ns for p in (out / "points").glob("*.json")} == files
     assert [r["p"] for r in data2["points"]] == [r["p"] for r in data["points"]]
@@ -207,3 +208,38 @@ def test_atlas_config_validation():
     with pytest.raises(ValueError, match="block"):
         atlas_config(config={"grid": {"blocks": ["relu_mlp"]}})
     assert main(["atlas", "--workers", "0"]) == 2
+
+
+@pytest.mark.parametrize("method", ["sde", "exact"])
+def test_tau0_only_rescales_the_input(method):
+    """The scaling behind docs/atlas.md: with V = tau0 U the attention drift
+    (gamma^2 / tau0^2) F(V), cubic in V, becomes gamma^2 F(U), and every other term is
+    homogeneous of degree one in V (the softmax noise, quadratic in V, carries
+    1 / tau0), so (tau0, V0, blowup) and (1, V0 / tau0, blowup / tau0) give the same
+    paths up to rounding, for the SDE (Euler) and for the exact chain.  Scaling
+    the input by 1 / tau0^1.1 instead makes this fail.  (The threshold hardly
+    matters: blowup / tau0^3 still passes, a path that exceeds 1e3 explodes
+    through 1e4 within the same step.)"""
+    tau0, V0, P = 2.0, equicorrelated(4, 0.3), 300
+    runs = []
+    for t0, V, K in [(tau0, V0, BLOWUP), (1.0, V0 / tau0, BLOWUP / tau0)]:
+        net = make_network("shaped_transformer", tau0=t0, gamma=0.8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BlowUpWarning)
+            if method == "sde":
+                r = solve_sde(net, V, T=1.0, dt=1 / 64, paths=P, scheme="euler", seed=4, threads=2, blowup=K,
+                              save_at=[0.0, 1.0], progress=False)
+            else:
+                from shaped_transformer.simulate import simulate
+
+                r = simulate(net, V0=V, width=64, depth=64, samples=P, method="exact", seed=4, threads=2, blowup=K,
+                             save_at=np.array([0, 64]), progress=False)
+        runs.append(r)
+    a, b = runs
+    assert a.exploded.sum() >= 2
+    # Rounding can flip a branch (Cholesky or eigen-root, a PSD projection) on a rare
+    # path, after which the two copies of that path drift apart: 98% must agree.
+    ok = ~a.exploded & ~b.exploded
+    close = np.all(np.isclose(a.V[:, -1], tau0 * b.V[:, -1], rtol=1e-7, atol=1e-9), axis=(1, 2))
+    same = np.where(ok, close, a.exploded_at == b.exploded_at)
+    assert same.mean() >= 0.98, same.mean()

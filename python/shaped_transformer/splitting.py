@@ -39,7 +39,7 @@ import numpy as np
 
 from ._blocks import Block, Network
 from ._core_loader import core
-from ._validate import check_int, check_number, check_seed, check_square_psd, check_threads
+from ._validate import DEFAULT_BLOWUP, check_blowup, check_int, check_number, check_seed, check_square_psd, check_threads
 
 __all__ = ["SplittingResult", "ams_blowup", "ams_repeat"]
 
@@ -112,7 +112,7 @@ def ams_blowup(
     dt: float = 1e-3,
     scheme: Literal["euler", "tamed_euler", "exact_chain"] = "euler",
     psd: Literal["clip", "none"] = "clip",
-    blowup: float = 1e4,
+    blowup: float = DEFAULT_BLOWUP,
     particles: int = 1000,
     kill_fraction: float = 0.1,
     time_exponent: float = 0.5,
@@ -159,7 +159,7 @@ def ams_blowup(
         raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
     if psd not in ("clip", "none"):
         raise ValueError(f"psd must be 'clip' or 'none', got {psd!r}")
-    blowup = check_number("blowup", blowup, positive=True)
+    blowup = check_blowup(blowup, V0=V0)
     N = check_int("particles", particles, minimum=2)
     kill_fraction = check_number("kill_fraction", kill_fraction, positive=True)
     if kill_fraction >= 1:
@@ -171,8 +171,6 @@ def ams_blowup(
     seed = check_seed(seed)
     threads = check_threads(threads)
     max_iterations = check_int("max_iterations", max_iterations, minimum=1)
-    if np.max(np.diag(V0)) > blowup:
-        raise ValueError(f"V0: max diag V0 = {np.max(np.diag(V0)):g} already exceeds blowup={blowup:g}")
 
     blocks = net.to_core()
     m = V0.shape[0]
