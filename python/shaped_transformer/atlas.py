@@ -390,7 +390,9 @@ def _row(params: Mapping, result: Mapping, confidence: float) -> dict:
         "samples_key": params["samples"],
         "p_ams": None, "ams_ci_low": None, "ams_ci_high": None, "ams_runs": None,
     }
-    if result.get("ams_runs"):
+    # Splitting runs that all died out (estimate 0) say nothing an interval could
+    # use: the point then keeps its plain Monte Carlo interval.
+    if result.get("ams_runs") and max(result["ams_runs"]) > 0:
         mean, alo, ahi = _t_interval(result["ams_runs"], confidence)
         row.update(p_ams=mean, ams_ci_low=alo, ams_ci_high=ahi, ams_runs=len(result["ams_runs"]))
     # The best estimate: splitting where it ran, else plain Monte Carlo.
@@ -559,8 +561,15 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
     files = []
 
     def raw_for(**kw):
-        return [x for x in raw if not x["params"].get("collapse")
-                and all(x["params"].get(k) == v for k, v in kw.items())]
+        xs = [x for x in raw if not x["params"].get("collapse")
+              and all(x["params"].get(k) == v for k, v in kw.items())]
+        # One record per (method, width): the reference runs (more samples) win.
+        best: dict = {}
+        for x in xs:
+            key = (x["params"]["method"], x["params"].get("width"))
+            if key not in best or x["result"]["samples"] > best[key]["result"]["samples"]:
+                best[key] = x
+        return list(best.values())
 
     def curve(x, tgrid):
         bt = np.asarray(x["result"]["blowup_times"], dtype=float)
@@ -599,8 +608,11 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
 
     # 2. P(T) against width at the reference point, SDE as a band.
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    xs = _select(rows, **ref_kw, method="exact")
-    xs = sorted(xs, key=lambda r: r["width"])
+    xs: dict = {}
+    for r in _select(rows, **ref_kw, method="exact"):  # the reference runs (more samples) win
+        if r["width"] not in xs or r["samples"] > xs[r["width"]]["samples"]:
+            xs[r["width"]] = r
+    xs = sorted(xs.values(), key=lambda r: r["width"])
     if xs:
         w = np.array([r["width"] for r in xs])
         p = np.array([r["p"] for r in xs])
@@ -639,15 +651,17 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
                         sel = [r for r in sel if r["width"] == w]
                     if not sel:
                         continue
-                    r = sel[0]
-                    Z[i, j] = math.log10(max(r["p_best"], 1e-12))
+                    r = max(sel, key=lambda x: x["samples"])
+                    Z[i, j] = math.log10(r["p_best"]) if r["p_best"] > 0 else np.nan
                     mark = {"safe": "", "unsafe": "*", "undecided": "?"}[r["verdict"]]
                     txt[i, j] = ("<%.0e" % r["best_high"] if r["p_best"] == 0 else "%.1e" % r["p_best"]) + mark
-            im = ax.imshow(Z, origin="lower", cmap="magma_r", vmin=-7, vmax=0, aspect="auto")
+            cm = plt.get_cmap("magma_r").copy()
+            cm.set_bad("lightgrey")  # no blow-up seen (the text gives the upper bound)
+            im = ax.imshow(np.ma.masked_invalid(Z), origin="lower", cmap=cm, vmin=-7, vmax=0, aspect="auto")
             for (i, j), t in txt.items():
                 ax.text(j, i, t, ha="center", va="center", fontsize=6.5,
-                        color="white" if Z[i, j] > -3.5 else "black")
-            if np.isfinite(Z).sum() >= 4 and len(tau0s) > 1 and len(gammas) > 1:
+                        color="white" if np.isfinite(Z[i, j]) and Z[i, j] > -3.5 else "black")
+            if np.isfinite(Z).all() and len(tau0s) > 1 and len(gammas) > 1:
                 ax.contour(Z, levels=[math.log10(s["level"])], colors="cyan", linewidths=1.5)
             ax.set_xticks(range(len(tau0s)), [f"{v:g}" for v in tau0s])
             ax.set_yticks(range(len(gammas)), [f"{v:g}" for v in gammas])
@@ -656,7 +670,8 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
                 ax.set_ylabel("gamma")
             ax.set_title(f"{'SDE' if meth == 'sde' else f'network n={w}'}, H={h}", fontsize=9)
         fig.colorbar(im, ax=list(axes[0]), label=f"log10 P(blow-up by T={s['T']:g})", shrink=0.9)
-        fig.suptitle(f"{b}: cyan line P = {s['level']:g}; * interval above it, ? interval straddles it", fontsize=9)
+        fig.suptitle(f"{b}: cyan line P = {s['level']:g}; * interval above it, ? interval straddles it, "
+                     "grey: no blow-up seen (< upper bound)", fontsize=9)
         fig.savefig(out / f"heatmap_{b}.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
         files.append(f"heatmap_{b}.png")
@@ -698,7 +713,7 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
             for ax, scale in zip(axes, (pr["gamma"] ** 2, pr["gamma"] ** 2 / pr["tau0"] ** 2)):
                 ax.plot(tg * scale, np.where(p > 0, p, np.nan), color=col, ls=ls,
                         label=f"tau0={pr['tau0']:g}, gamma={pr['gamma']:g}")
-                ax.fill_between(tg * scale, np.where(hi > 0, lo, np.nan), np.where(hi > 0, hi, np.nan), color=col,
+                ax.fill_between(tg * scale, np.where(p > 0, lo, np.nan), np.where(p > 0, hi, np.nan), color=col,
                                 alpha=0.08, lw=0)
         axes[0].set_xlabel("gamma^2 t (the noise clock)")
         axes[1].set_xlabel("gamma^2 t / tau0^2 (the drift clock)")
