@@ -655,8 +655,7 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
                     Z[i, j] = math.log10(r["p_best"]) if r["p_best"] > 0 else np.nan
                     mark = {"safe": "", "unsafe": "*", "undecided": "?"}[r["verdict"]]
                     txt[i, j] = ("<%.0e" % r["best_high"] if r["p_best"] == 0 else "%.1e" % r["p_best"]) + mark
-            cm = plt.get_cmap("magma_r").copy()
-            cm.set_bad("lightgrey")  # no blow-up seen (the text gives the upper bound)
+            cm = plt.get_cmap("magma_r").with_extremes(bad="lightgrey")  # grey: no blow-up seen
             im = ax.imshow(np.ma.masked_invalid(Z), origin="lower", cmap=cm, vmin=-7, vmax=0, aspect="auto")
             for (i, j), t in txt.items():
                 ax.text(j, i, t, ha="center", va="center", fontsize=6.5,
