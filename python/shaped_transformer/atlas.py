@@ -387,7 +387,6 @@ def _row(params: Mapping, result: Mapping, confidence: float) -> dict:
         "block": params["block"], "heads": params["heads"], "tau0": params["tau0"], "gamma": params["gamma"],
         "method": params["method"], "width": params.get("width"), "dt": params.get("dt") if params["method"] == "sde" else None,
         "samples": n, "blown": k, "p": k / n, "ci_low": lo, "ci_high": hi,
-        "samples_key": params["samples"],
         "p_ams": None, "ams_ci_low": None, "ams_ci_high": None, "ams_runs": None,
     }
     # Splitting runs that all died out (estimate 0) say nothing an interval could
@@ -404,7 +403,7 @@ def _row(params: Mapping, result: Mapping, confidence: float) -> dict:
 
 
 def _verdict(row: Mapping, level: float) -> str:
-    """"safe" when the interval lies below ``level``, "unsafe" above, else "undecided"."""
+    """The verdict at ``level``: safe (interval below it), unsafe (above) or undecided."""
     if row["best_high"] < level:
         return "safe"
     if row["best_low"] > level:
