@@ -326,9 +326,10 @@ def kde(
         counts, edges = np.histogram(x, bins=4096)
         keep = counts > 0
         pts, weights = (0.5 * (edges[:-1] + edges[1:]))[keep], counts[keep].astype(np.float64)
-    if pts.size < 2 or np.ptp(pts) == 0.0:
-        # scipy's gaussian_kde needs a non-degenerate sample; one point mass is a
-        # single Gaussian of standard deviation h.
+    sd = math.sqrt(float(np.cov(pts, aweights=weights))) if pts.size >= 2 else 0.0
+    if not (sd > 0.0 and math.isfinite(h / sd)):
+        # scipy's gaussian_kde needs a sample whose variance is representable; a
+        # (near) point mass is a sum of Gaussians of standard deviation h, by hand.
         w = np.ones(pts.size) if weights is None else weights
         dens = np.zeros_like(g)
         for c in ([pts] if bounds is None else [pts, 2 * lo - pts, 2 * hi - pts]):
@@ -338,7 +339,6 @@ def kde(
     else:
         # scipy.stats.gaussian_kde with its kernel standard deviation set to h: its
         # bandwidth factor multiplies the (weighted) sample standard deviation.
-        sd = math.sqrt(float(np.cov(pts, aweights=weights)))
         est = _stats.gaussian_kde(pts, bw_method=h / sd, weights=weights)
         dens = est(g)
         if bounds is not None:
