@@ -836,7 +836,7 @@ def test_solve_sde_rejects_bad_arguments(name, data):
                 [
                     st.standard_transformer(),  # no SDE limit: refused clearly
                     st.Network([st.ReluMLP()]),
-                    st.Network([st.ShapedAttention(causal=True)]),
+                    st.Network([st.ShapedAttention(alpha=0.5, causal=True)]),
                 ]
             )
         )
