@@ -25,7 +25,7 @@ M, GAMMA, TAU0, RHO0 = 8, 0.5, 1.0, 0.3
 
 
 def numpy_euler(V0, paths, steps, T=1.0, seed=0):
-    """Vectorized NumPy Euler-Maruyama of the attention SDE (MODEL.md section 5)."""
+    """Vectorized NumPy Euler-Maruyama of the attention SDE (docs/model.md section 5)."""
     rng = np.random.default_rng(seed)
     m = V0.shape[0]
     dt = T / steps

@@ -1,4 +1,4 @@
-"""A tiny, independent NumPy explicit network (Gaussian weights, MODEL.md sections
+"""A tiny, independent NumPy explicit network (Gaussian weights, docs/model.md sections
 1-2), vectorised over samples, for checking the exact chain at small widths."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """An independent NumPy implementation of one shaped attention block in the reduced
-m x m form (MODEL.md section 4), vectorised over samples, that also returns the
+m x m form (docs/model.md section 4), vectorised over samples, that also returns the
 attention matrices.  The moment tests need them for the control variates of
 section 7.1 (E[V' | A] and the mean-zero first-order term); the C++ chain only
 returns V'.  Its law is tied to the C++ chain and the explicit network by

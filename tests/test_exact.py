@@ -1,4 +1,4 @@
-"""The exact m x m chain (MODEL.md section 4) against the explicit network, in law.
+"""The exact m x m chain (docs/model.md section 4) against the explicit network, in law.
 
 Two-sample checks use fixed seeds; tolerances come from standard errors (each
 z-statistic below is a difference of two independent means divided by its standard
@@ -95,7 +95,7 @@ def _explicit_available():
 
 @pytest.mark.slow
 def test_exact_vs_explicit_network_after_several_blocks():
-    """MODEL.md 7.2: the chain and the C++ explicit network after 6 layers of a
+    """docs/model.md 7.2: the chain and the C++ explicit network after 6 layers of a
     shaped Transformer (H = 2), two-sample tests on rho and diag V.
 
     Detectable bias: the standard error of a difference of means is

@@ -3,7 +3,7 @@
 * Agreement with a plain NumPy implementation on the SAME weights (returned by the
   debug entry _core.block_weights) for every block kind and option.
 * gamma = 0 leaves X unchanged; thread-count independence; rank collapse of the
-  standard network against the shaped one (MODEL.md section 7, item 4).
+  standard network against the shaped one (docs/model.md section 7, item 4).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import shaped_transformer as st
 from shaped_transformer._core_loader import core
 
 # ---------------------------------------------------------------------------
-# NumPy reference of MODEL.md sections 1-2 on given weights
+# NumPy reference of docs/model.md sections 1-2 on given weights
 
 
 def _normalize(X, layer):
@@ -199,7 +199,7 @@ def test_seed_and_sample_keying():
 
 
 def test_rank_collapse_standard_vs_shaped():
-    """MODEL.md section 7.4: at T = d/n = 1 (tau0 = 1, gamma = 0.5) the standard
+    """docs/model.md section 7.4: at T = d/n = 1 (tau0 = 1, gamma = 0.5) the standard
     network's mean correlation goes to 1 with depth; the shaped one's stays well
     below (it starts at rho0 = 0.3).  m = 4, n = d = 64, 8 samples."""
     m, n, samples = 4, 64, 8

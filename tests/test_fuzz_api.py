@@ -523,7 +523,7 @@ def valid_runs(draw, *, methods=None, tame: bool = False):
     """A valid simulate() call at tiny sizes.
 
     tame=False mixes in the extremes (gamma 0/1, tau0 up to 1e300, singular and
-    badly scaled V0, blow-up thresholds below the input); tame=True keeps
+    badly scaled V0, blow-up thresholds just above the input); tame=True keeps
     parameters where no blow-up may happen in a few layers.
     """
     method = draw(hs.sampled_from(methods or METHODS))
@@ -550,7 +550,10 @@ def valid_runs(draw, *, methods=None, tame: bool = False):
         blocks = draw(hs.lists(block_strategy(exact_only=not explicit, explicit=explicit), min_size=1, max_size=3))
         V0 = draw(psd_matrices(max_m=4, min_log_scale=-6, max_log_scale=6))
         m = V0.shape[0]
-        blowup = draw(hs.one_of(hs.just(1e30), hs.sampled_from([1e-3, 1.0, 10.0, 1e300])))
+        # thresholds far above the input and just above it (a threshold at or below
+        # the input is refused: test_blowup_below_the_input_is_refused)
+        start = float(np.max(np.diag(V0)))
+        blowup = draw(hs.one_of(hs.just(1e30), hs.just(1e300), hs.sampled_from([1.001, 1.5, 10.0]).map(lambda f: f * start)))
     if explicit:
         width = draw(hs.integers(max(m, 1), 12))
         if any(getattr(b, "concat", False) for b in blocks):
@@ -703,12 +706,13 @@ def test_simulate_fuzz_many(kwargs):
 @needs_driver
 @pytest.mark.parametrize("method", METHODS or ["exact"])
 def test_threshold_crossing_is_reported(method):
-    """A threshold below the input variance: every sample blows up at layer 0 or 1."""
+    """A threshold just above the input variance: at width 8 the first layers'
+    fluctuations cross it, and every sample is stopped within four layers."""
     V0 = st.inputs.equicorrelated(3, 0.2, scale=2.0)
-    kw = dict(V0=V0, width=8, depth=4, samples=3, method=method, seed=5, blowup=1.0, progress=False)
+    kw = dict(V0=V0, width=8, depth=4, samples=3, method=method, seed=5, blowup=2.01, progress=False)
     with pytest.warns(st.BlowUpWarning):
         res = st.simulate(st.shaped_transformer(), **kw)
-    assert np.all(np.isfinite(res.exploded_at)) and np.all(res.exploded_at <= 1 / 8)
+    assert np.all(np.isfinite(res.exploded_at)) and np.all(res.exploded_at <= 4 / 8)
     assert not np.any(np.isinf(res.V))
     assert np.all(np.isnan(res.V[:, -1]))
     assert res.finite().samples == 0
@@ -719,7 +723,7 @@ def test_threshold_crossing_is_reported(method):
 def test_runaway_growth_is_reported(method):
     """A real runaway: at small width the covariance of a shaped attention network
     makes large excursions (log V performs a random walk with O(1/sqrt(n)) steps,
-    and once V is large the logits are large, MODEL.md section 6).  At width 16,
+    and once V is large the logits are large, docs/model.md section 6).  At width 16,
     within 1000 layers, some of 16 samples cross 10^4 (measured: 2-4 of 16 at 10^6
     for each method); they must be stopped and reported, not returned."""
     net = st.Network([st.ShapedAttention(tau0=1.0, gamma=0.5)])
@@ -880,7 +884,7 @@ def test_sde_huge_V0_blowup_is_reported():
     V0 = st.inputs.equicorrelated(4, 0.1, scale=1e6)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = _sde_call(net, V0, T=1.0, dt=1e-3, paths=8, seed=2, progress=False)
+        res = _sde_call(net, V0, T=1.0, dt=1e-3, paths=8, seed=2, progress=False, blowup=1e30)
     assert not np.any(np.isinf(res.V))
     assert np.any(res.exploded)
     assert any(issubclass(w.category, st.BlowUpWarning) for w in caught)
@@ -1049,3 +1053,19 @@ def test_degenerate_inputs_do_not_crash(net, kw):
             "layer: exact_common.hpp ignores psd_root's false return and indexes an empty root"
         )
     assert proc.returncode == 0, f"child exit {proc.returncode}: {proc.stdout} {proc.stderr[-1500:]}"
+
+
+def test_blowup_below_the_input_is_refused():
+    """A sample that starts above the stopping threshold would stop at t = 0: refused,
+    naming blowup, for every method and the SDE (the default threshold is 1e4)."""
+    net = st.Network([st.ShapedAttention()])
+    V0 = 2e4 * np.eye(3)
+    for method in ("exact", "explicit", "law"):
+        with pytest.raises(ValueError, match="blowup=10000 must exceed the largest diagonal entry"):
+            st.simulate(net, V0=V0, width=8, depth=2, method=method, seed=0)
+        with pytest.raises(ValueError, match="blowup=2 must exceed"):
+            st.simulate(net, X0=np.full((3, 8), 2.0), depth=2, method=method, seed=0, blowup=2.0)
+    with pytest.raises(ValueError, match="blowup=10000 must exceed"):
+        st.solve_sde(net, V0, T=0.1, dt=0.01, paths=2, seed=0)
+    # just above it is fine
+    st.simulate(net, V0=V0, width=8, depth=1, method="exact", seed=0, blowup=2.1e4)

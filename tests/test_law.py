@@ -1,4 +1,4 @@
-"""The law-exact activation sampler (MODEL.md section 4) against the explicit
+"""The law-exact activation sampler (docs/model.md section 4) against the explicit
 network: same law of V after several blocks, with O(m n) random numbers."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def test_law_matches_explicit(name):
 
 def test_law_mlp_mean_is_exact():
     """E[V'_ab | V] = lambda^2 V_ab + gamma^2 sqrt(V_aa V_bb) K_n(rho_ab) exactly at any
-    n (MODEL.md section 7.5), for one shaped MLP block.  The law sampler's mean is
+    n (docs/model.md section 7.5), for one shaped MLP block.  The law sampler's mean is
     checked to 4.5 standard errors."""
     n, c_plus, c_minus, gamma = 32, 0.5, -1.5, 0.7
     V0 = np.array([[1.0, 0.5], [0.5, 2.0]])

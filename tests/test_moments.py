@@ -1,4 +1,4 @@
-"""MODEL.md 7.1 and 7.5: one-step moments of the blocks converge to the SDE's drift
+"""docs/model.md 7.1 and 7.5: one-step moments of the blocks converge to the SDE's drift
 b(V) and diffusion Sigma(V), with the control variates of section 7.1, and the
 exactly known MLP mean.
 

@@ -30,3 +30,13 @@ def test_rho_pairs_drop_blown_up_samples_and_finite_keeps_the_rest():
     kept = res.finite()
     assert kept.samples == 2 and not kept.exploded.any()
     assert list(res.exploded) == [False, True, False]
+
+
+def test_rho_pairs_equals_the_correlations_of_that_time_only():
+    rng = np.random.default_rng(0)
+    G = rng.normal(size=(5, 3, 4, 6))
+    V = G @ np.swapaxes(G, -1, -2) / 6
+    res = Result(V=V, t=np.arange(3.0), exploded_at=np.full(5, np.inf), method="exact")
+    a, b = np.triu_indices(4, k=1)
+    for i in (0, 1, -1):
+        assert np.array_equal(res.rho_pairs(i), res.rho[:, i][:, a, b].ravel())

@@ -1,4 +1,4 @@
-"""The covariance SDE integrator (MODEL.md sections 5-6): API, exactly known cases,
+"""The covariance SDE integrator (docs/model.md sections 5-6): API, exactly known cases,
 PSD remedies, blow-up reporting, seeding, and Euler's weak order."""
 
 from __future__ import annotations

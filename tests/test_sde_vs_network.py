@@ -1,4 +1,4 @@
-"""MODEL.md 7.3 and 7.4: the SDE describes finite networks, and standard attention
+"""docs/model.md 7.3 and 7.4: the SDE describes finite networks, and standard attention
 collapses.
 
 Network side: the exact chain (equal in law to the explicit network, see

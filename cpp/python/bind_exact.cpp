@@ -28,7 +28,7 @@ void register_exact(py::module_& m) {
       },
       py::arg("blocks"), py::arg("V0"), py::arg("width"), py::arg("depth"), py::arg("samples"), py::arg("seed"),
       py::arg("save_at"), py::arg("threads"), py::arg("blowup"), py::arg("progress") = py::none(),
-      "Exact m x m covariance chain (MODEL.md section 4).");
+      "Exact m x m covariance chain (docs/model.md section 4).");
 }
 
 }  // namespace shaped_transformer::python

@@ -119,7 +119,7 @@ void register_explicit(py::module_& m) {
       },
       py::arg("blocks"), py::arg("X0"), py::arg("depth"), py::arg("samples"), py::arg("seed"), py::arg("save_at"),
       py::arg("dtype"), py::arg("threads"), py::arg("return_X"), py::arg("blowup"), py::arg("progress"),
-      "Law-exact activation sampler (MODEL.md section 4); returns (V, X or None, exploded_layer).");
+      "Law-exact activation sampler (docs/model.md section 4); returns (V, X or None, exploded_layer).");
   m.def(
       "block_weights",
       [](const py::list& blocks, long width, std::uint64_t seed, std::uint32_t sample, std::size_t layer,

@@ -42,7 +42,7 @@ void register_sde(py::module_& m) {
       py::arg("blocks"), py::arg("V0"), py::arg("dt"), py::arg("steps"), py::arg("save_steps"), py::arg("scheme"),
       py::arg("psd"), py::arg("paths"), py::arg("seed"), py::arg("threads"), py::arg("blowup"),
       py::arg("progress") = py::none(),
-      "Covariance SDE over many paths (MODEL.md sections 5-6).");
+      "Covariance SDE over many paths (docs/model.md sections 5-6).");
   m.def(
       "sde_terms",
       [](const py::list& blocks, const CArray& V0a) {

@@ -1,4 +1,4 @@
-// The explicit network's blocks at initialization (MODEL.md sections 1-2) and the
+// The explicit network's blocks at initialization (docs/model.md sections 1-2) and the
 // law-exact activation sampler (section 4), for float and double arithmetic.
 //
 // Explicit: every weight product X W / sqrt(n) goes through gaussian_gemm, which

@@ -1,7 +1,7 @@
 // A small study with the C++ core alone: the mean token correlation of a shaped
 // Transformer (shaped attention + shaped MLP per layer) against depth, from the
 // exact m x m covariance chain and from the explicit network at the same small
-// width.  The exact chain has the law of the finite-width network (MODEL.md
+// width.  The exact chain has the law of the finite-width network (docs/model.md
 // section 4), so the two columns agree up to Monte Carlo error, which is printed.
 //
 // Usage: depth_study [width=64] [depth=64] [samples_exact=400] [samples_explicit=100] [seed=1]

@@ -103,18 +103,18 @@ class Block:
 
     @property
     def has_sde(self) -> bool:
-        """Whether the block has a covariance SDE limit (MODEL.md section 5)."""
+        """Whether the block has a covariance SDE limit (docs/model.md section 5)."""
         return False
 
     @property
     def exact_chain(self) -> bool:
-        """Whether the exact m x m chain of MODEL.md section 4 covers this block."""
+        """Whether the exact m x m chain of docs/model.md section 4 covers this block."""
         return True
 
 
 @dataclass(frozen=True)
 class ShapedAttention(Block):
-    """Shaped attention block (MODEL.md sections 1-2).
+    """Shaped attention block (docs/model.md sections 1-2).
 
     ``A_h = alpha I + beta Softmax(Y_h / tau) - beta C`` with ``tau = tau0 sqrt(n n_k)``,
     and ``X' = lam X + gamma / sqrt(H) sum_h A_h X W^V_h / sqrt(n)``.
@@ -208,7 +208,7 @@ class StandardAttention(Block):
 
 @dataclass(frozen=True)
 class ShapedMLP(Block):
-    """Shaped leaky-ReLU MLP block, ``s_+- = 1 + c_+- / sqrt(n)`` (MODEL.md section 2)."""
+    """Shaped leaky-ReLU MLP block, ``s_+- = 1 + c_+- / sqrt(n)`` (docs/model.md section 2)."""
 
     c_plus: float = 0.0
     c_minus: float = -1.0

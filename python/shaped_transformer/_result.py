@@ -86,7 +86,8 @@ class Result:
     def rho_pairs(self, index: int = -1) -> np.ndarray:
         """Off-diagonal correlations (a < b) at saved time ``index``, pooled over
         the samples that are finite there: a 1-d array for distribution plots."""
-        rho = self.rho[:, index]
+        # Correlations of the one saved time asked for, not of every saved time.
+        rho = correlations(self.V[:, index])
         a, b = np.triu_indices(self.m, k=1)
         vals = rho[:, a, b]
         ok = np.all(np.isfinite(vals), axis=1)

@@ -18,7 +18,14 @@ __all__ = [
     "check_square_psd",
     "check_tokens",
     "check_save_at",
+    "check_blowup",
+    "DEFAULT_BLOWUP",
 ]
+
+#: The default blow-up threshold of every method (simulate and solve_sde): a level
+#: that finite networks of the studied widths reach in T = 1, so that networks and
+#: the SDE are stopped by one rule (docs/model.md, section 6).
+DEFAULT_BLOWUP = 1e4
 
 check_int = _check_int
 check_number = _check_number
@@ -108,3 +115,21 @@ def check_save_at(save_at: Any, save_every: Any, depth: int) -> np.ndarray:
     if arr.min() < 0 or arr.max() > depth:
         raise ValueError(f"save_at must lie in [0, depth={depth}], got values in [{arr.min()}, {arr.max()}]")
     return np.unique(arr.astype(np.int64))
+
+
+def check_blowup(blowup: Any, V0: np.ndarray | None = None, X0: np.ndarray | None = None) -> float:
+    """The blow-up threshold: positive, and above the largest diagonal entry of the
+    input covariance (a sample that starts above it would be stopped at t = 0)."""
+    b = _check_number("blowup", blowup, positive=True)
+    if V0 is not None:
+        start = float(np.max(np.diag(V0)))
+    elif X0 is not None:
+        start = float(np.max(np.mean(np.square(X0), axis=1)))
+    else:
+        return b
+    if not start < b:
+        raise ValueError(
+            f"blowup={b:g} must exceed the largest diagonal entry of the input covariance ({start:.6g}): "
+            "samples would stop at t = 0; raise blowup or rescale the input"
+        )
+    return b

@@ -3,7 +3,17 @@ samples, kernel density estimates and distances between samples (Kolmogorov-
 Smirnov, Wasserstein-1) with seeded bootstrap confidence intervals.
 
 Everything here works on plain NumPy arrays (or on a :class:`~shaped_transformer.Result`
-where said) and needs neither SciPy nor matplotlib.
+where said).  The statistics come from SciPy where SciPy has them
+(``ks_2samp``, ``wasserstein_distance``, ``gaussian_kde``, ``bootstrap``,
+``binomtest``); what is written here by hand is what SciPy lacks:
+
+* the *cluster* bootstrap of :func:`ks`, :func:`wasserstein` and :func:`compare`,
+  which resamples whole networks (rows of k correlated token pairs) and reuses one
+  sorted merge of the two samples for every replicate (O(n) per replicate instead
+  of a sort); on 1-d input it is the ordinary bootstrap and agrees with
+  ``scipy.stats.bootstrap`` (tests/test_analysis.py checks this);
+* :func:`newcombe_interval`, the interval of a difference of two proportions,
+  which SciPy does not provide.
 
 Conventions
 -----------
@@ -23,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+from scipy import stats as _stats
 
 from ._result import Result
 from ._result import correlations as _correlations
@@ -43,6 +54,14 @@ __all__ = [
     "wasserstein",
     "compare",
     "final_pairs",
+    "sample_observables",
+    "OBSERVABLES",
+    "blowup_probability",
+    "Interval",
+    "newcombe_interval",
+    "mean_difference",
+    "quantile_difference",
+    "loglog_slope",
 ]
 
 
@@ -302,23 +321,30 @@ def kde(
         g = np.asarray(grid, dtype=np.float64).ravel()
     if binned is None:
         binned = n > 20000
-    weights = np.ones(n)
-    pts = x
+    pts, weights = x, None
     if binned:
         counts, edges = np.histogram(x, bins=4096)
         keep = counts > 0
         pts, weights = (0.5 * (edges[:-1] + edges[1:]))[keep], counts[keep].astype(np.float64)
-    centers = [pts]
-    if bounds is not None:
-        centers += [2 * lo - pts, 2 * hi - pts]
-    dens = np.zeros_like(g)
-    norm = 1.0 / (n * h * math.sqrt(2 * math.pi))
-    chunk = max(1, 4_000_000 // max(1, g.size))
-    for c in centers:
-        for s in range(0, c.size, chunk):
-            z = (g[None, :] - c[s : s + chunk, None]) / h
-            dens += weights[s : s + chunk] @ np.exp(-0.5 * z * z) if binned else np.exp(-0.5 * z * z).sum(axis=0)
-    dens *= norm
+    sd = math.sqrt(float(np.cov(pts, aweights=weights))) if pts.size >= 2 else 0.0
+    if not (sd > 0.0 and math.isfinite(h / sd)):
+        # scipy's gaussian_kde needs a sample whose variance is representable; a
+        # (near) point mass is a sum of Gaussians of standard deviation h, by hand.
+        w = np.ones(pts.size) if weights is None else weights
+        dens = np.zeros_like(g)
+        for c in ([pts] if bounds is None else [pts, 2 * lo - pts, 2 * hi - pts]):
+            z = (g[None, :] - c[:, None]) / h
+            dens += w @ np.exp(-0.5 * z * z)
+        dens /= w.sum() * h * math.sqrt(2 * math.pi)
+    else:
+        # scipy.stats.gaussian_kde with its kernel standard deviation set to h: its
+        # bandwidth factor multiplies the (weighted) sample standard deviation.
+        est = _stats.gaussian_kde(pts, bw_method=h / sd, weights=weights)
+        dens = est(g)
+        if bounds is not None:
+            # Reflection at the bounds: the kernel mass beyond lo (hi) is folded
+            # back, i.e. the density of the mirrored sample 2 lo - x is added.
+            dens = dens + est(2 * lo - g) + est(2 * hi - g)
     if bounds is not None:
         dens = np.where((g >= lo) & (g <= hi), dens, 0.0)
     return g, dens
@@ -384,15 +410,17 @@ class _EcdfPair:
 
 
 def ks_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic ``sup |F_x - F_y|`` (the statistic of
-    ``scipy.stats.ks_2samp``).  Non-finite values are ignored."""
-    return _EcdfPair(_as_groups("x", np.ravel(x)), _as_groups("y", np.ravel(y))).ks()
+    """Two-sample Kolmogorov-Smirnov statistic ``sup |F_x - F_y|``
+    (``scipy.stats.ks_2samp``).  Non-finite values are ignored."""
+    gx, gy = _as_groups("x", np.ravel(x)), _as_groups("y", np.ravel(y))
+    return float(_stats.ks_2samp(gx[:, 0], gy[:, 0]).statistic)
 
 
 def wasserstein_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """Wasserstein-1 distance ``int |F_x - F_y|`` between two 1-d samples (the same
-    as ``scipy.stats.wasserstein_distance``).  Non-finite values are ignored."""
-    return _EcdfPair(_as_groups("x", np.ravel(x)), _as_groups("y", np.ravel(y))).w1()
+    """Wasserstein-1 distance ``int |F_x - F_y|`` between two 1-d samples
+    (``scipy.stats.wasserstein_distance``).  Non-finite values are ignored."""
+    gx, gy = _as_groups("x", np.ravel(x)), _as_groups("y", np.ravel(y))
+    return float(_stats.wasserstein_distance(gx[:, 0], gy[:, 0]))
 
 
 @dataclass
@@ -561,6 +589,144 @@ def compare(
 
 
 # ---------------------------------------------------------------------------
+# Per-sample observables, blow-up probabilities and intervals of differences
+# (what the report compares between a network and the SDE)
+# ---------------------------------------------------------------------------
+
+#: The per-sample observables of :func:`sample_observables`, with a short description.
+OBSERVABLES: dict[str, str] = {
+    "mean_rho": "mean off-diagonal token correlation of one sample",
+    "log_trace": "log(tr V / m), the log of the mean token scale",
+    "effective_rank": "(tr V)^2 / tr(V^2)",
+    "log_max_diag": "log of the largest diagonal entry of V (the stopping rule's observable)",
+}
+
+
+def sample_observables(result: Result, index: int = -1) -> dict[str, np.ndarray]:
+    """Scalar observables of each sample at saved time ``index``: a dict of
+    ``(samples,)`` arrays (see :data:`OBSERVABLES`), NaN for samples that blew up
+    by then.  Unlike the pooled token pairs, these are independent across samples,
+    so ordinary two-sample statistics apply to them."""
+    V = np.asarray(result.V[:, index], dtype=np.float64)
+    m = V.shape[-1]
+    ok = np.all(np.isfinite(V), axis=(-2, -1))
+    Vs = np.where(ok[:, None, None], V, np.eye(m))  # placeholders, masked below
+    diag = np.diagonal(Vs, axis1=-2, axis2=-1)
+    tr = diag.sum(-1)
+    rho = correlations(Vs)
+    iu = np.triu_indices(m, k=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {
+            "mean_rho": rho[:, iu[0], iu[1]].mean(-1) if m > 1 else np.full(len(V), np.nan),
+            "log_trace": np.log(tr / m),
+            "effective_rank": tr**2 / np.einsum("sij,sji->s", Vs, Vs),
+            "log_max_diag": np.log(diag.max(-1)),
+        }
+    return {k: np.where(ok, v, np.nan) for k, v in out.items()}
+
+
+@dataclass
+class Interval:
+    """An estimate with a confidence interval ``[low, high]`` at ``level``."""
+
+    value: float
+    low: float
+    high: float
+    level: float
+
+    def excludes(self, x: float = 0.0) -> bool:
+        """True when ``x`` lies outside the interval (False for an undetermined,
+        NaN interval: it supports no claim)."""
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return False
+        return not (self.low <= x <= self.high)
+
+    def to_dict(self) -> dict:
+        def c(v):
+            return None if not math.isfinite(v) else float(v)
+
+        return {"value": c(self.value), "low": c(self.low), "high": c(self.high), "level": self.level}
+
+    def __str__(self) -> str:
+        return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
+
+
+def blowup_probability(result: Result, t: float | None = None, *, level: float = 0.95) -> tuple[int, int, Interval]:
+    """The share of samples stopped by the blow-up rule by time ``t`` (default: the
+    last saved time), with a Wilson score interval (``scipy.stats.binomtest``).
+    Returns ``(stopped, samples, Interval)``."""
+    t_end = float(result.t[-1]) if t is None else float(t)
+    k = int(np.sum(np.asarray(result.exploded_at) <= t_end + 1e-12))
+    n = int(result.samples)
+    ci = _stats.binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return k, n, Interval(k / n, float(ci.low), float(ci.high), level)
+
+
+def newcombe_interval(k1: int, n1: int, k2: int, n2: int, *, level: float = 0.95) -> Interval:
+    """Interval of the difference of two proportions p1 - p2 (Newcombe's hybrid
+    score interval, method 10 of Newcombe 1998), built from the two Wilson
+    intervals.  Written here because SciPy has no two-proportion interval; it
+    keeps its coverage near 0 and 1, where the Wald interval fails (blow-up
+    probabilities are often a few percent or less)."""
+    p1, p2 = k1 / n1, k2 / n2
+    a = _stats.binomtest(k1, n1).proportion_ci(confidence_level=level, method="wilson")
+    b = _stats.binomtest(k2, n2).proportion_ci(confidence_level=level, method="wilson")
+    d = p1 - p2
+    low = d - math.sqrt((p1 - a.low) ** 2 + (b.high - p2) ** 2)
+    high = d + math.sqrt((a.high - p1) ** 2 + (p2 - b.low) ** 2)
+    return Interval(d, low, high, level)
+
+
+def _finite(name: str, a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64).ravel()
+    a = a[np.isfinite(a)]
+    if a.size < 2:
+        raise ValueError(f"{name} needs at least 2 finite values, got {a.size}")
+    return a
+
+
+def mean_difference(x: np.ndarray, y: np.ndarray, *, level: float = 0.95) -> Interval:
+    """mean(x) - mean(y) with Welch's t interval (``scipy.stats.ttest_ind``,
+    ``equal_var=False``); non-finite values (blown-up samples) are dropped."""
+    x, y = _finite("x", x), _finite("y", y)
+    r = _stats.ttest_ind(x, y, equal_var=False)
+    ci = r.confidence_interval(confidence_level=level)
+    d = float(x.mean() - y.mean())
+    if not (math.isfinite(ci.low) and math.isfinite(ci.high)):  # both samples constant
+        return Interval(d, d, d, level)
+    return Interval(d, float(ci.low), float(ci.high), level)
+
+
+def quantile_difference(
+    x: np.ndarray, y: np.ndarray, q: float, *, level: float = 0.95, resamples: int = 999, seed: int = 0
+) -> Interval:
+    """q-quantile of x minus q-quantile of y with a basic bootstrap interval
+    (``scipy.stats.bootstrap`` over the two independent samples)."""
+    x, y = _finite("x", x), _finite("y", y)
+
+    def stat(a, b, axis=-1):
+        return np.quantile(a, q, axis=axis) - np.quantile(b, q, axis=axis)
+
+    d = float(stat(x, y))
+    if resamples == 0:
+        return Interval(d, float("nan"), float("nan"), level)
+    r = _stats.bootstrap((x, y), stat, n_resamples=int(resamples), confidence_level=level, method="basic",
+                         vectorized=True, random_state=np.random.default_rng(seed))
+    return Interval(d, float(r.confidence_interval.low), float(r.confidence_interval.high), level)
+
+
+def loglog_slope(widths: Sequence[float], values: Sequence[float], *, level: float = 0.95) -> Interval | None:
+    """Least-squares slope of log(value) against log(width) (``scipy.stats.linregress``)
+    with its t interval; None when fewer than three positive values remain."""
+    w = np.asarray(widths, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(v) & (v > 0) & (w > 0)
+    if ok.sum() < 3:
+        return None
+    r = _stats.linregress(np.log(w[ok]), np.log(v[ok]))
+    tq = float(_stats.t.ppf(0.5 + level / 2, ok.sum() - 2))
+    return Interval(float(r.slope), float(r.slope - tq * r.stderr), float(r.slope + tq * r.stderr), level)
+
 # Statistics by token position (causal attention, docs/causal.md)
 # ---------------------------------------------------------------------------
 

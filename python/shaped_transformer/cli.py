@@ -39,9 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "report",
         help="run a study (network at several widths vs the SDE) and write a report folder",
-        description="Runs the built-in study (a few minutes on 2 cores at the default size) and writes PNG figures, "
-        "results.json, distances.csv, summaries.csv and report.md into the output folder. "
-        "See docs/report.md for the TOML schema of --config.",
+        description="Runs the built-in study (a few minutes on 2 cores at the default size): the network at several "
+        "widths against the covariance SDE under one stopping rule (blow-up probabilities, distances and differences "
+        "given survival with intervals, the SDE's discretization check), and writes PNG figures, results.json, "
+        "differences.csv, distances.csv, summaries.csv and report.md into the output folder (replaced atomically at "
+        "the end). See docs/report.md for the TOML schema of --config.",
     )
     r.add_argument("--out", default="report", help="output folder (default: ./report)")
     r.add_argument("--seed", type=int, default=None, help="random seed of the study (default: 0, or the config's)")
@@ -94,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     except (ValueError, ImportError) as exc:
         print(f"shaped-transformer: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the disk filled up while writing the report
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"shaped-transformer: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("shaped-transformer: interrupted", file=sys.stderr)

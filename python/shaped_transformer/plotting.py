@@ -1,7 +1,7 @@
 """Figures for the report, callable on their own.
 
-matplotlib is an optional dependency (``pip install shaped-transformer[plot]``);
-it is imported only when a function here is called.  The figures are built with
+matplotlib is a dependency of the package; it is imported only when a function
+here is called, so that ``import shaped_transformer`` stays fast.  The figures are built with
 the object-oriented API on the non-interactive Agg canvas, so they work without
 a display and never touch pyplot's global state; each function returns a
 ``matplotlib.figure.Figure`` (save it with :func:`save_figure` or
@@ -24,6 +24,8 @@ __all__ = [
     "bands_figure",
     "parameter_effects_figure",
     "distance_figure",
+    "loglog_distance_figure",
+    "blowup_figure",
     "save_figure",
 ]
 
@@ -36,7 +38,7 @@ def require_matplotlib():
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError(
-            "plotting needs matplotlib, an optional dependency: pip install 'shaped-transformer[plot]'"
+            "plotting needs matplotlib (a dependency of shaped-transformer that is missing here): pip install matplotlib"
         ) from exc
     return Figure, FigureCanvasAgg
 
@@ -187,6 +189,103 @@ def distance_figure(
         ax.set_title(title)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
+    return fig
+
+
+def loglog_distance_figure(
+    widths: Sequence[float],
+    distances: Mapping[str, Sequence[Any]],
+    slopes: Mapping[str, Any] | None = None,
+    *,
+    title: str = "",
+    ax: Any = None,
+):
+    """Distances against width on log-log axes: the plug-in value (points) with its
+    bootstrap interval (error bars, zero lower ends not drawn on a log axis) and,
+    where ``slopes[label]`` is an :class:`~shaped_transformer.analysis.Interval`,
+    the fitted power law with the slope and its interval in the legend."""
+    fig, ax = _new(ax, figsize=(6.5, 4.5))
+    w = np.asarray(widths, dtype=float)
+    positive = False
+    for i, (label, ds) in enumerate(distances.items()):
+        color = f"C{i % 10}"
+        x = w * (1 + 0.03 * i)
+        v = np.array([float(d.value) for d in ds])
+        lo = np.array([d.low for d in ds])
+        hi = np.array([d.high for d in ds])
+        s = None if slopes is None else slopes.get(label)
+        name = label if s is None else f"{label}: slope {s.value:.2f} [{s.low:.2f}, {s.high:.2f}]"
+        if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)):
+            low = np.where(lo > 0, lo, v)  # an interval reaching 0 has no lower end on a log axis
+            err = np.vstack([np.clip(v - low, 0, None), np.clip(hi - v, 0, None)])
+            ax.errorbar(x, v, yerr=err, marker="o", capsize=3, linestyle="none", color=color, label=name)
+        else:
+            ax.plot(x, v, marker="o", linestyle="none", color=color, label=name)
+        ok = np.isfinite(v) & (v > 0)
+        positive |= bool(ok.any())
+        if s is not None and ok.sum() >= 2:
+            # the least-squares line through the log values, drawn over the widths
+            b = float(np.mean(np.log(v[ok])) - s.value * np.mean(np.log(w[ok])))
+            ax.plot(w, np.exp(b) * w**s.value, color=color, linewidth=1.0, alpha=0.8)
+    ax.set_xscale("log", base=2)
+    if positive:
+        ax.set_yscale("log")
+    else:  # e.g. every sample blew up: nothing given survival to show
+        ax.text(0.5, 0.5, "no positive distance to show", transform=ax.transAxes, ha="center")
+    ax.set_xlabel("width n (network)")
+    ax.set_ylabel("Wasserstein-1 distance to the SDE")
+    if title:
+        ax.set_title(title, fontsize="medium")
+    ax.legend(fontsize="x-small")
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def blowup_figure(
+    networks: Mapping[int, Any],
+    sdes: Mapping[str, Any],
+    *,
+    level: float = 0.95,
+    title: str = "",
+):
+    """Two panels: P(blow-up by T) against width (networks, Wilson intervals) with
+    the SDE runs as horizontal bands; and P(blow-up by t) against t for every run.
+    ``networks``: width -> Result; ``sdes``: label -> Result."""
+    from .analysis import blowup_probability
+
+    Figure, Canvas = require_matplotlib()
+    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    Canvas(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    w = np.array(sorted(networks), dtype=float)
+    ps = [blowup_probability(networks[int(n)], level=level)[2] for n in w]
+    v = np.array([p.value for p in ps])
+    err = np.vstack([v - np.array([p.low for p in ps]), np.array([p.high for p in ps]) - v])
+    ax1.errorbar(w, 100 * v, yerr=100 * err, marker="o", capsize=3, color="C0", label=f"network ({level:.0%} CI)")
+    for i, (label, res) in enumerate(sdes.items()):
+        p = blowup_probability(res, level=level)[2]
+        color = "black" if i == 0 else "0.5"
+        ax1.axhline(100 * p.value, color=color, linestyle="--", label=f"{label}: {100 * p.value:.2f}%")
+        ax1.axhspan(100 * p.low, 100 * p.high, color=color, alpha=0.12, linewidth=0)
+    ax1.set_xscale("log", base=2)
+    ax1.set_xlabel("width n")
+    ax1.set_ylabel("P(blow-up by T) [%]")
+    ax1.set_ylim(bottom=0)
+    ax1.legend(fontsize="small")
+    ax1.grid(alpha=0.3)
+    for i, n in enumerate(w):
+        res = networks[int(n)]
+        ax2.plot(res.t, [100 * np.mean(res.exploded_at <= t + 1e-12) for t in res.t], color=f"C{(i + 1) % 10}",
+                 label=f"network n={int(n)}")
+    for i, (label, res) in enumerate(sdes.items()):
+        ax2.plot(res.t, [100 * np.mean(res.exploded_at <= t + 1e-12) for t in res.t], color="black" if i == 0 else "0.5",
+                 linestyle="--", linewidth=2, label=label)
+    ax2.set_xlabel("t = depth / width")
+    ax2.set_ylabel("P(blow-up by t) [%]")
+    ax2.legend(fontsize="small")
+    ax2.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     return fig
 
 

@@ -1,22 +1,23 @@
 """The built-in study behind ``shaped-transformer report``.
 
-It compares finite shaped Transformers with their covariance SDE and writes a
-report folder:
+It compares finite shaped Transformers with their covariance SDE under one
+stopping rule and writes a report folder (docs/report.md lists every file):
 
-* ``density_rhoT.png``: density of the token correlations rho_T at T = depth/width
-  from the network (exact chain) at several widths, a small explicit-weights run
-  and the SDE;
-* ``distances.png``: KS and Wasserstein-1 distances network-vs-SDE against width,
-  with bootstrap confidence intervals;
-* ``rho_vs_depth.png``: median and quantile bands of rho against depth, shaped
-  versus standard attention (rank collapse);
-* ``effective_rank.png``: effective rank (tr V)^2 / tr(V^2) against depth;
-* ``parameter_effects.png``: the effect of tau0, gamma and the number of heads;
-* ``results.json`` (everything), ``distances.csv``, ``summaries.csv``;
-* ``report.md``: a one-page summary that embeds the figures.
+* the probability that a network (exact chain, at several widths) or an SDE path
+  is stopped by the blow-up rule by time T, with intervals;
+* given survival, the laws of several observables at T (token correlation rho_T,
+  log trace of V, effective rank, log of the largest diagonal entry), as
+  distances with bootstrap intervals and as differences with intervals, from
+  which the verdicts follow;
+* the SDE's own discretization check (the same statistics at dt and dt/refine);
+* distances against width on log-log axes with fitted slopes;
+* shaped versus standard attention (rank collapse) and one-at-a-time effects of
+  tau0, gamma and the number of heads.
 
 The study is a nested dictionary (see :data:`DEFAULT_STUDY` and docs/report.md);
 ``--size`` picks a preset, ``--config FILE.toml`` overrides any of its entries.
+The whole configuration is validated before anything runs, and the output folder
+is written atomically (a temporary folder renamed at the end).
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ import copy
 import csv
 import json
 import math
+import os
 import platform
+import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -35,7 +39,7 @@ import numpy as np
 
 from . import analysis as an
 
-__all__ = ["DEFAULT_STUDY", "SIZES", "study_config", "run_report"]
+__all__ = ["DEFAULT_STUDY", "SIZES", "study_config", "run_report", "compare_runs"]
 
 # The default study: a few minutes on 2 cores.  Every number can be overridden
 # from a TOML file with the same tables and keys (docs/report.md).
@@ -49,9 +53,13 @@ DEFAULT_STUDY: dict[str, dict[str, Any]] = {
         "bootstrap": 400,  # bootstrap replicates for the confidence intervals
         "level": 0.95,
         "threads": 0,  # 0: all cores
-        "blowup": 1e30,
+        # One stopping rule for networks and SDE: max diag V above this (or non-finite).
+        # A finite network can reach 1e4 by T = 1 at the studied widths, not 1e30.
+        "blowup": 1e4,
     },
-    "network": {"heads": 1, "tau0": 1.0, "gamma": 0.5, "c_plus": 0.0, "c_minus": -1.0},
+    # blocks: "transformer" (attention then MLP), "attention" or "mlp".
+    "network": {"blocks": "transformer", "heads": 1, "tau0": 1.0, "gamma": 0.5, "c_plus": 0.0, "c_minus": -1.0,
+                "causal": False},
     # The network side: the exact covariance chain (exact in law at any width).
     # Its attention step costs O((H m)^3), but the MLP step draws the m x n
     # pre-activations (O(m^2 n)), so a network of depth T n costs O(n^2) per
@@ -59,7 +67,11 @@ DEFAULT_STUDY: dict[str, dict[str, Any]] = {
     "exact": {"widths": [32, 64, 128, 256, 512], "samples": 600},
     # A small explicit-weights run as a sanity check of the exact chain.
     "explicit": {"width": 64, "samples": 400, "method": "explicit"},
-    "sde": {"paths": 4000, "dt": 1e-3, "scheme": "tamed_euler", "psd": "clip"},
+    # refine: the discretization check runs the SDE again at dt / refine (0: no check).
+    "sde": {"paths": 4000, "dt": 1e-3, "scheme": "euler", "psd": "clip", "refine": 4},
+    # For ablations only: run the SDE of a different network (any [network] key);
+    # empty: the SDE of the studied network.
+    "sde_network": {},
     # Standard softmax attention + ReLU MLP for contrast (rank collapse).
     "standard": {"width": 256, "samples": 400, "method": "exact", "norm": "none"},
     # One-at-a-time variations around [network], exact chain at one width.
@@ -71,7 +83,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "study": {"saves": 9, "bootstrap": 100},
         "exact": {"widths": [16, 32], "samples": 150},
         "explicit": {"width": 16, "samples": 40},
-        "sde": {"paths": 300, "dt": 1.0 / 32},
+        "sde": {"paths": 300, "dt": 1.0 / 32, "refine": 2},
         "standard": {"width": 32, "samples": 100},
         "effects": {"width": 16, "samples": 60, "tau0": [0.5, 2.0], "gamma": [0.3, 0.7], "heads": [1, 2]},
     },
@@ -94,16 +106,29 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+_NETWORK_KEYS = {"blocks": str, "heads": int, "tau0": float, "gamma": float, "c_plus": float, "c_minus": float,
+                 "causal": bool}
 _TYPES: dict[str, dict[str, type | tuple]] = {
     "study": {"m": int, "rho0": float, "T": float, "seed": int, "saves": int, "bootstrap": int, "level": float,
               "threads": int, "blowup": float},
-    "network": {"heads": int, "tau0": float, "gamma": float, "c_plus": float, "c_minus": float},
+    "network": _NETWORK_KEYS,
     "exact": {"widths": list, "samples": int},
     "explicit": {"width": int, "samples": int, "method": str},
-    "sde": {"paths": int, "dt": float, "scheme": str, "psd": str},
+    "sde": {"paths": int, "dt": float, "scheme": str, "psd": str, "refine": int},
+    "sde_network": _NETWORK_KEYS,
     "standard": {"width": int, "samples": int, "method": str, "norm": str},
     "effects": {"width": int, "samples": int, "tau0": list, "gamma": list, "heads": list},
 }
+_CHOICES = {
+    ("network", "blocks"): ("transformer", "attention", "mlp"),
+    ("sde_network", "blocks"): ("transformer", "attention", "mlp"),
+    ("explicit", "method"): ("explicit", "law"),
+    ("sde", "scheme"): ("euler", "tamed_euler", "exact_chain"),
+    ("sde", "psd"): ("clip", "none"),
+    ("standard", "method"): ("explicit", "law", "exact"),
+    ("standard", "norm"): ("none", "pre_rms", "post_rms", "pre_layer", "post_layer"),
+}
+_LIST_ITEMS = {("exact", "widths"): int, ("effects", "tau0"): float, ("effects", "gamma"): float, ("effects", "heads"): int}
 
 
 def _merge(base: dict, over: Mapping, where: str) -> None:
@@ -121,14 +146,24 @@ def _merge(base: dict, over: Mapping, where: str) -> None:
             if want is list:
                 if not isinstance(v, list) or not v:
                     raise ValueError(f"{where}: {table}.{k} must be a non-empty list, got {v!r}")
-            elif isinstance(v, bool) or not isinstance(v, want):
+                item = _LIST_ITEMS[(table, k)]
+                for x in v:
+                    ok = not isinstance(x, bool) and (isinstance(x, int) if item is int else isinstance(x, (int, float)))
+                    if not ok:
+                        raise ValueError(f"{where}: {table}.{k} must be a list of {'integers' if item is int else 'numbers'}, "
+                                         f"got {x!r} in {v!r}")
+                if item is float:
+                    v = [float(x) for x in v]
+            elif (isinstance(v, bool) and want is not bool) or not isinstance(v, want):
                 raise ValueError(f"{where}: {table}.{k} must be of type {want.__name__}, got {v!r}")
             base[table][k] = copy.deepcopy(v)
 
 
 def study_config(size: str = "default", config: str | Path | Mapping | None = None, *, seed: int | None = None) -> dict:
     """The study: :data:`DEFAULT_STUDY`, then the ``size`` preset, then ``config``
-    (a TOML path or a nested dict), then ``seed``.  Validates names, types and ranges."""
+    (a TOML path or a nested dict), then ``seed``.  Validates every key, type and
+    range, and builds every network of the study, so that a bad configuration is
+    refused at once with an error naming its key."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
     cfg = copy.deepcopy(DEFAULT_STUDY)
@@ -142,49 +177,91 @@ def study_config(size: str = "default", config: str | Path | Mapping | None = No
             _merge(cfg, load_toml(config), str(config))
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+            raise ValueError(f"--seed (study.seed) must be an integer in [0, 2^63), got {seed!r}")
         cfg["study"]["seed"] = seed
     _check(cfg)
     return cfg
 
 
+def _positive_int(cfg: dict, table: str, key: str, minimum: int) -> None:
+    v = cfg[table][key]
+    if v < minimum:
+        raise ValueError(f"{table}.{key} must be >= {minimum}, got {v}")
+
+
 def _check(cfg: dict) -> None:
     s = cfg["study"]
-    if s["m"] < 2:
-        raise ValueError(f"study.m must be >= 2 (correlations need two tokens), got {s['m']}")
+    _positive_int(cfg, "study", "m", 2)
     if not -1.0 / (s["m"] - 1) <= s["rho0"] < 1.0:
         raise ValueError(f"study.rho0 must lie in [-1/(m-1), 1), got {s['rho0']}")
-    if not s["T"] > 0:
-        raise ValueError(f"study.T must be > 0, got {s['T']}")
-    if s["saves"] < 2:
-        raise ValueError(f"study.saves must be >= 2, got {s['saves']}")
-    if s["bootstrap"] < 0:
-        raise ValueError(f"study.bootstrap must be >= 0, got {s['bootstrap']}")
+    if not (math.isfinite(s["T"]) and s["T"] > 0):
+        raise ValueError(f"study.T must be a finite number > 0, got {s['T']}")
+    if not 0 <= s["seed"] < 2**63:
+        raise ValueError(f"study.seed must be an integer in [0, 2^63), got {s['seed']}")
+    _positive_int(cfg, "study", "saves", 2)
+    _positive_int(cfg, "study", "bootstrap", 0)
     if not 0 < s["level"] < 1:
         raise ValueError(f"study.level must lie in (0, 1), got {s['level']}")
-    if s["threads"] < 0:
-        raise ValueError(f"study.threads must be >= 0 (0: all cores), got {s['threads']}")
-    for k in ("widths",):
-        for w in cfg["exact"][k]:
-            if isinstance(w, bool) or not isinstance(w, int) or w < s["m"]:
-                raise ValueError(f"exact.widths must be integers >= m={s['m']}, got {w!r}")
+    _positive_int(cfg, "study", "threads", 0)
+    if not (math.isfinite(s["blowup"]) and s["blowup"] > 1.0):
+        raise ValueError(f"study.blowup must be a finite number > 1 (the inputs have unit diagonal), got {s['blowup']}")
+    for (table, key), allowed in _CHOICES.items():
+        if key in cfg[table] and cfg[table][key] not in allowed:
+            raise ValueError(f"{table}.{key} must be one of {list(allowed)}, got {cfg[table][key]!r}")
+    for w in cfg["exact"]["widths"]:
+        if w < s["m"]:
+            raise ValueError(f"exact.widths must be integers >= m={s['m']}, got {w!r}")
     for table, key in (("exact", "samples"), ("explicit", "samples"), ("sde", "paths"), ("standard", "samples"),
                        ("effects", "samples")):
-        if cfg[table][key] < 2:
-            raise ValueError(f"{table}.{key} must be >= 2, got {cfg[table][key]}")
+        _positive_int(cfg, table, key, 2)
     for table in ("explicit", "standard", "effects"):
         if cfg[table]["width"] < s["m"]:
             raise ValueError(f"{table}.width must be >= m={s['m']}, got {cfg[table]['width']}")
-    if cfg["explicit"]["method"] not in ("explicit", "law"):
-        raise ValueError(f"explicit.method must be 'explicit' or 'law', got {cfg['explicit']['method']!r}")
-    if cfg["standard"]["method"] not in ("explicit", "law", "exact"):
-        raise ValueError(f"standard.method must be 'explicit', 'law' or 'exact', got {cfg['standard']['method']!r}")
-    if not cfg["sde"]["dt"] > 0:
-        raise ValueError(f"sde.dt must be > 0, got {cfg['sde']['dt']}")
-    for k in ("tau0", "gamma", "heads"):
-        for v in cfg["effects"][k]:
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ValueError(f"effects.{k} must be a list of numbers, got {v!r}")
+    if not (math.isfinite(cfg["sde"]["dt"]) and 0 < cfg["sde"]["dt"] <= s["T"]):
+        raise ValueError(f"sde.dt must lie in (0, T={s['T']}], got {cfg['sde']['dt']}")
+    _positive_int(cfg, "sde", "refine", 0)
+    if cfg["sde"]["refine"] == 1:
+        raise ValueError("sde.refine must be 0 (no discretization check) or >= 2, got 1")
+    if cfg["standard"]["norm"] in ("pre_layer", "post_layer") and cfg["standard"]["method"] == "exact":
+        raise ValueError("standard.norm: LayerNorm is not rotation invariant, so standard.method must be "
+                         "'explicit' or 'law' with it")
+    # Build every network now: the blocks validate their own parameters, and the
+    # SDE refuses networks without a limit, naming the key that set them.
+    for table in ("network", "sde_network"):
+        try:
+            net = _study_network(_network_params(cfg, table))
+            if table == "sde_network" or not cfg["sde_network"]:
+                from .sde import _sde_network
+
+                _sde_network(net)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"[{table}]: {exc}") from None
+    for name in ("tau0", "gamma", "heads"):
+        for v in cfg["effects"][name]:
+            try:
+                _study_network({**cfg["network"], name: v})
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"effects.{name} = {v!r}: {exc}") from None
+    try:
+        from ._blocks import standard_transformer
+
+        standard_transformer(heads=cfg["network"]["heads"], gamma=cfg["network"]["gamma"],
+                             norm=None if cfg["standard"]["norm"] == "none" else cfg["standard"]["norm"])
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"[standard]: {exc}") from None
+
+
+def _network_params(cfg: dict, table: str) -> dict:
+    return {**cfg["network"], **cfg.get(table, {})} if table == "sde_network" else dict(cfg["network"])
+
+
+def _study_network(p: Mapping[str, Any]):
+    """The studied network from a [network] table."""
+    from ._blocks import Network, ShapedAttention, ShapedMLP
+
+    att = ShapedAttention(heads=p["heads"], tau0=p["tau0"], gamma=p["gamma"], causal=p["causal"])
+    mlp = ShapedMLP(c_plus=p["c_plus"], c_minus=p["c_minus"], gamma=p["gamma"])
+    return Network({"transformer": [att, mlp], "attention": [att], "mlp": [mlp]}[p["blocks"]])
 
 
 # ---------------------------------------------------------------------------
@@ -225,6 +302,124 @@ def _pairs_at_end(res) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
+# Comparing two runs under the common stopping rule
+# ---------------------------------------------------------------------------
+
+#: What the verdict of :func:`compare_runs` rests on: the blow-up probability and,
+#: given survival, one location statistic per observable (its name, how it is
+#: computed, and the observable of :func:`analysis.sample_observables`).
+VERDICT_STATISTICS: tuple[tuple[str, str, str], ...] = (
+    ("P(blow-up by T)", "difference of proportions (Newcombe)", ""),
+    ("mean rho_T", "difference of means (Welch)", "mean_rho"),
+    ("mean log tr(V_T)/m", "difference of means (Welch)", "log_trace"),
+    ("mean effective rank", "difference of means (Welch)", "effective_rank"),
+    ("q90 of log max diag V_T", "difference of 90% quantiles (bootstrap)", "log_max_diag"),
+)
+
+
+def compare_runs(a, b, *, level: float = 0.95, bootstrap: int = 400, seed: int = 0) -> dict:
+    """Compares two runs (Results) at their last saved time under the stopping rule
+    they were both run with.
+
+    Returns a dict with the blow-up counts and probabilities of each run (Wilson
+    intervals at ``level``), the distances between the laws given survival of
+    rho_T (pooled token pairs, cluster bootstrap) and of each per-sample
+    observable (KS and Wasserstein-1 with basic bootstrap intervals), and the
+    differences a - b of :data:`VERDICT_STATISTICS` with intervals that hold
+    *simultaneously* at ``level`` (Bonferroni over the five statistics).
+    ``differs`` lists the statistics whose interval excludes 0: the verdict
+    "differs" follows from those printed intervals, and "no measurable difference"
+    means that every one of them includes 0.
+    """
+    k = len(VERDICT_STATISTICS)
+    adj = 1.0 - (1.0 - level) / k
+    ka, na, pa = an.blowup_probability(a, level=level)
+    kb, nb, pb = an.blowup_probability(b, level=level)
+    oa, ob = an.sample_observables(a), an.sample_observables(b)
+    # Statistics given survival need at least two survivors on each side; with fewer
+    # they are left undetermined (NaN) and say so, instead of stopping the report.
+    survivors = min(na - ka, nb - kb)
+    nan = float("nan")
+    distances: dict[str, dict[str, an.Distance]] = {}
+    for j, name in enumerate(("rho_T", *an.OBSERVABLES)):
+        if survivors < 2:
+            distances[name] = {mt: an.Distance(metric=mt, value=nan, level=level) for mt in ("ks", "wasserstein1")}
+        elif name == "rho_T":
+            distances[name] = an.compare(_pairs_at_end(a), _pairs_at_end(b), bootstrap=bootstrap, level=level, seed=seed)
+        else:
+            distances[name] = an.compare(oa[name], ob[name], bootstrap=bootstrap, level=level, seed=seed + j)
+    diffs: dict[str, an.Interval] = {}
+    diffs["P(blow-up by T)"] = an.newcombe_interval(ka, na, kb, nb, level=adj)
+    for label, how, obs in VERDICT_STATISTICS[1:]:
+        if survivors < 2:
+            diffs[label] = an.Interval(nan, nan, nan, adj)
+        elif how.startswith("difference of means"):
+            diffs[label] = an.mean_difference(oa[obs], ob[obs], level=adj)
+        else:
+            diffs[label] = an.quantile_difference(oa[obs], ob[obs], 0.9, level=adj, resamples=max(bootstrap, 199),
+                                                  seed=seed + 17)
+    # A NaN interval (too few survivors) excludes nothing: it cannot support "differs".
+    differs = [label for label, iv in diffs.items() if iv.excludes(0.0)]
+    return {"blowup": {"a": (ka, na, pa), "b": (kb, nb, pb)}, "distances": distances, "differences": diffs,
+            "survivors": survivors,
+            "level": level, "simultaneous_level": level, "per_interval_level": adj, "differs": differs}
+
+
+def _verdict_phrase(cmp_: dict) -> str:
+    if not cmp_["differs"] and cmp_["survivors"] < 2:
+        return ("no measurable difference in P(blow-up by T); fewer than 2 samples survived on one side, "
+                "so nothing is said given survival")
+    if not cmp_["differs"]:
+        return "no measurable difference (every interval of a difference includes 0)"
+    parts = []
+    for label in cmp_["differs"]:
+        iv = cmp_["differences"][label]
+        word = "higher" if iv.value > 0 else "lower"
+        if label.startswith("P("):
+            parts.append(f"{label} {word} by {abs(iv.value) * 100:.2f} points [{iv.low * 100:.2f}, {iv.high * 100:.2f}]")
+        else:
+            parts.append(f"{label} {word} by {abs(iv.value):.3g} [{iv.low:.3g}, {iv.high:.3g}]")
+    return "differs: " + "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------
+# The output folder
+# ---------------------------------------------------------------------------
+
+
+def _prepare_out(out: Path) -> Path:
+    """Checks ``out`` before anything runs and returns a fresh temporary folder
+    beside it.  The report is written there and renamed to ``out`` at the end, so an
+    interrupted run never leaves a mixed folder.  An existing ``out`` is replaced
+    only when it is a previous report (it holds report.md or results.json) or is
+    empty: anything else is refused, so that ``--out .`` cannot delete a folder."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"--out {out}: exists and is not a folder")
+        if any(out.iterdir()) and not ((out / "report.md").exists() or (out / "results.json").exists()):
+            raise ValueError(f"--out {out}: exists, is not empty and holds no previous report; choose another folder")
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot create the output folder ({exc.strerror or exc})") from None
+    return tmp
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Replaces ``out`` by ``tmp`` (two renames; the old report is removed last)."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.absolute().parent))
+        os.rename(out, old / "report")
+    os.rename(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
 # The study
 # ---------------------------------------------------------------------------
 
@@ -241,37 +436,51 @@ def run_report(
     """Runs the study and writes the report folder ``out``; returns the results dict.
 
     ``progress``: tqdm bars (None: only on a terminal). ``log``: called with one
-    line per finished stage (e.g. ``print``).
+    line per finished stage (e.g. ``print``).  Raises ValueError (naming the key)
+    for a bad configuration and for an unusable ``out`` before anything runs.
     """
-    from .plotting import (
-        bands_figure,
-        density_figure,
-        distance_figure,
-        parameter_effects_figure,
-        require_matplotlib,
-        save_figure,
-    )
     from tqdm.auto import tqdm
 
-    require_matplotlib()  # fail before computing anything
+    from .inputs import equicorrelated
+    from ._blocks import standard_transformer
+
     cfg = study_config(size, config, seed=seed)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    say = log or (lambda s: None)
+    tmp = _prepare_out(out)
+    try:
+        results = _run(cfg, size, tmp, progress, log or (lambda s: None), tqdm, equicorrelated, standard_transformer)
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (log or (lambda s: None))(f"report written to {out}/ (compute {results['compute_seconds']:.1f} s)")
+    return results
+
+
+def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_transformer) -> dict:
+    from .plotting import (
+        bands_figure,
+        blowup_figure,
+        density_figure,
+        loglog_distance_figure,
+        parameter_effects_figure,
+        save_figure,
+    )
+
     S, N = cfg["study"], cfg["network"]
     threads = None if S["threads"] == 0 else S["threads"]
-    from ._blocks import make_network, shaped_transformer, standard_transformer
-    from .inputs import equicorrelated
-
     V0 = equicorrelated(S["m"], S["rho0"])
-    net = shaped_transformer(**N)
+    net = _study_network(N)
+    sde_net = _study_network(_network_params(cfg, "sde_network"))
     T, seed0, B, level = S["T"], S["seed"], S["bootstrap"], S["level"]
     common = dict(threads=threads, blowup=S["blowup"], progress=progress)
 
     widths = sorted(set(int(w) for w in cfg["exact"]["widths"]))
     eff = cfg["effects"]
     eff_points = [("tau0", v) for v in eff["tau0"]] + [("gamma", v) for v in eff["gamma"]] + [("heads", int(v)) for v in eff["heads"]]
-    stages = len(widths) + 3 + len(eff_points) + 2  # + distances and figures
+    D = cfg["sde"]
+    refine = int(D["refine"])
+    stages = len(widths) + 3 + (refine > 0) + len(eff_points) + 2  # + comparisons and figures
     bar = tqdm(total=stages, desc="report", unit="stage", disable=None if progress is None else not progress)
     timings: dict[str, float] = {}
     runs: dict[str, Any] = {}
@@ -305,12 +514,15 @@ def run_report(
                 net, V0, width=E["width"], depth=depth, samples=cfg["exact"]["samples"], method="exact",
                 seed=seed0 + 11, save_at=layers, **common)
             ref_key = "exact (explicit check)"
-        # 3. the SDE
-        D = cfg["sde"]
+        # 3. the SDE, and the same SDE at dt / refine (its discretization check)
         sde_times = np.linspace(0.0, T, S["saves"])
         runs["sde"] = stage("SDE", lambda: _run_sde(
-            net, V0, T=T, dt=D["dt"], paths=D["paths"], scheme=D["scheme"], psd=D["psd"], seed=seed0 + 13,
+            sde_net, V0, T=T, dt=D["dt"], paths=D["paths"], scheme=D["scheme"], psd=D["psd"], seed=seed0 + 13,
             save_at=sde_times, **common))
+        if refine:
+            runs["sde fine"] = stage(f"SDE at dt/{refine}", lambda: _run_sde(
+                sde_net, V0, T=T, dt=D["dt"] / refine, paths=D["paths"], scheme=D["scheme"], psd=D["psd"],
+                seed=seed0 + 14, save_at=sde_times, **common))
         # 4. standard attention for contrast, and the shaped network at the same width
         St = cfg["standard"]
         depth, layers = _layers(St["width"], T, S["saves"])
@@ -337,32 +549,30 @@ def run_report(
                 bar.update(1)
                 continue
             effect_runs[name][label] = stage(f"effect {label}", lambda params=params, j=j: _run_network(
-                shaped_transformer(**params), V0, width=eff["width"], depth=depth, samples=eff["samples"],
+                _study_network(params), V0, width=eff["width"], depth=depth, samples=eff["samples"],
                 method="exact", seed=seed0 + 1000 + 31 * j, save_at=layers, **common))
     except BaseException:
         bar.close()
         raise
     compute_s = time.perf_counter() - t_start
 
-    # ---- numbers ----
+    # ---- comparisons under the common stopping rule ----
     t_an = time.perf_counter()
-    bar.set_postfix_str("distances (bootstrap)")
+    bar.set_postfix_str("comparisons (bootstrap)")
     sde = runs["sde"]
-    sde_pairs = _pairs_at_end(sde)
-    dist_rows = []
-    dists_by_metric: dict[str, list] = {"KS": [], "Wasserstein-1": []}
+    comparisons: dict[str, dict] = {}
     for k, w in enumerate(widths):
-        d = an.compare(_pairs_at_end(runs[f"exact n={w}"]), sde_pairs, bootstrap=B, level=level, seed=seed0 + 5 * k)
-        dists_by_metric["KS"].append(d["ks"])
-        dists_by_metric["Wasserstein-1"].append(d["wasserstein1"])
-        for metric, dd in d.items():
-            dist_rows.append({"comparison": f"exact n={w} vs SDE", "width": w, **dd.to_dict()})
-    d = an.compare(_pairs_at_end(runs["explicit"]), _pairs_at_end(runs[ref_key]), bootstrap=B, level=level, seed=seed0 + 99)
-    for metric, dd in d.items():
-        dist_rows.append({"comparison": f"{E['method']} vs exact n={E['width']}", "width": E["width"], **dd.to_dict()})
-    d = an.compare(_pairs_at_end(runs["explicit"]), sde_pairs, bootstrap=B, level=level, seed=seed0 + 98)
-    for metric, dd in d.items():
-        dist_rows.append({"comparison": f"{E['method']} n={E['width']} vs SDE", "width": E["width"], **dd.to_dict()})
+        comparisons[f"network n={w} vs SDE"] = compare_runs(runs[f"exact n={w}"], sde, level=level, bootstrap=B,
+                                                            seed=seed0 + 5 * k)
+    comparisons[f"{E['method']} vs exact n={E['width']}"] = compare_runs(runs["explicit"], runs[ref_key], level=level,
+                                                                        bootstrap=B, seed=seed0 + 99)
+    if refine:
+        comparisons[f"SDE dt vs dt/{refine}"] = compare_runs(sde, runs["sde fine"], level=level, bootstrap=B,
+                                                             seed=seed0 + 97)
+    slopes: dict[str, an.Interval | None] = {}
+    for obs in ("rho_T", *an.OBSERVABLES):
+        vals = [comparisons[f"network n={w} vs SDE"]["distances"][obs]["wasserstein1"].value for w in widths]
+        slopes[obs] = an.loglog_slope(widths, vals, level=level)
 
     def summaries(res) -> dict[str, an.DepthSummary]:
         return {
@@ -379,19 +589,21 @@ def run_report(
             summ[f"effect {label}"] = summaries(res)
 
     def run_info(res) -> dict:
+        k, n, p = an.blowup_probability(res, level=level)
         ok = ~np.asarray(res.exploded)
         return {
             "method": str(res.method),
             "samples": int(res.samples),
-            "exploded": int((~ok).sum()),
+            "exploded": int(k),
+            "p_blowup": p.to_dict(),
             "first_blowup_t": None if ok.all() else float(np.min(res.exploded_at[~ok])),
             "t_final": float(res.t[-1]),
-            "info": {k: v for k, v in res.info.items() if isinstance(v, (int, float, str, bool))},
+            "info": {k_: v for k_, v in res.info.items() if isinstance(v, (int, float, str, bool))},
         }
 
-    timings["distances and summaries"] = time.perf_counter() - t_an
+    timings["comparisons and summaries"] = time.perf_counter() - t_an
     bar.update(1)
-    say(f"distances and summaries: {timings['distances and summaries']:.1f} s")
+    say(f"comparisons and summaries: {timings['comparisons and summaries']:.1f} s")
 
     # ---- figures ----
     t_fig = time.perf_counter()
@@ -399,12 +611,18 @@ def run_report(
     figs = {}
     dens = {f"network n={w} (exact)": _pairs_at_end(runs[f"exact n={w}"]) for w in widths}
     dens[f"network n={E['width']} ({E['method']} weights)"] = _pairs_at_end(runs["explicit"])
-    dens["SDE"] = sde_pairs
+    dens["SDE"] = _pairs_at_end(sde)
     figs["density_rhoT"] = save_figure(density_figure(
-        dens, reference="SDE", title=f"token correlations at T = {T:g} (m = {S['m']}, rho0 = {S['rho0']:g})"),
+        dens, reference="SDE", title=f"token correlations at T = {T:g} given survival (m = {S['m']}, rho0 = {S['rho0']:g})"),
         out / "density_rhoT.png")
-    figs["distances"] = save_figure(distance_figure(
-        widths, dists_by_metric, title=f"network vs SDE at T = {T:g} ({level:.0%} bootstrap CI)"), out / "distances.png")
+    sde_curves = {"SDE": sde} | ({f"SDE dt/{refine}": runs["sde fine"]} if refine else {})
+    figs["blowup"] = save_figure(blowup_figure(
+        {w: runs[f"exact n={w}"] for w in widths}, sde_curves, level=level,
+        title=f"stopped by the blow-up rule (max diag V > {S['blowup']:g})"), out / "blowup.png")
+    figs["distances"] = save_figure(loglog_distance_figure(
+        widths, {obs: [comparisons[f"network n={w} vs SDE"]["distances"][obs]["wasserstein1"] for w in widths]
+                 for obs in ("rho_T", *an.OBSERVABLES)}, slopes,
+        title=f"Wasserstein-1 network vs SDE given survival ({level:.0%} bootstrap CI)"), out / "distances.png")
     contrast = {f"shaped n={St['width']}": summ[shaped_key]["rho"], f"standard n={St['width']}": summ["standard"]["rho"],
                 "SDE (shaped)": summ["sde"]["rho"]}
     figs["rho_vs_depth"] = save_figure(bands_figure(
@@ -429,6 +647,16 @@ def run_report(
     # ---- files ----
     from . import __version__
 
+    dist_rows = []
+    for cname, c in comparisons.items():
+        for obs, d in c["distances"].items():
+            for metric, dd in d.items():
+                dist_rows.append({"comparison": cname, "observable": obs, **dd.to_dict()})
+    diff_rows = []
+    for cname, c in comparisons.items():
+        for label, iv in c["differences"].items():
+            diff_rows.append({"comparison": cname, "statistic": label, **iv.to_dict(),
+                              "excludes_0": bool(iv.excludes(0.0))})
     results = {
         "version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -437,7 +665,10 @@ def run_report(
         "config": cfg,
         "compute_seconds": compute_s,
         "timings_s": timings,
+        "verdicts": {cname: {"differs": c["differs"], "text": _verdict_phrase(c)} for cname, c in comparisons.items()},
+        "differences": diff_rows,
         "distances": dist_rows,
+        "slopes": {obs: None if s is None else s.to_dict() for obs, s in slopes.items()},
         "runs": {name: run_info(res) for name, res in runs.items()}
         | {f"effect {label}": run_info(res) for d_ in effect_runs.values() for label, res in d_.items()},
         "summaries": {name: {obs: s.to_dict() for obs, s in d_.items()} for name, d_ in summ.items()},
@@ -446,9 +677,15 @@ def run_report(
     with open(out / "results.json", "w") as f:
         json.dump(results, f, indent=1, allow_nan=False)
     with open(out / "distances.csv", "w", newline="") as f:
-        w_ = csv.DictWriter(f, fieldnames=["comparison", "width", "metric", "value", "corrected", "low", "high", "level", "bootstrap", "interval", "n_x", "n_y"])
+        w_ = csv.DictWriter(f, fieldnames=["comparison", "observable", "metric", "value", "corrected", "low", "high",
+                                           "level", "bootstrap", "interval", "n_x", "n_y"])
         w_.writeheader()
         for r in dist_rows:
+            w_.writerow(r)
+    with open(out / "differences.csv", "w", newline="") as f:
+        w_ = csv.DictWriter(f, fieldnames=["comparison", "statistic", "value", "low", "high", "level", "excludes_0"])
+        w_.writeheader()
+        for r in diff_rows:
             w_.writerow(r)
     with open(out / "summaries.csv", "w", newline="") as f:
         levels = summ["sde"]["rho"].levels
@@ -459,8 +696,7 @@ def run_report(
                 for j in range(len(s.t)):
                     w_.writerow([name, obs, f"{s.t[j]:.6g}", _fmt(s.median[j])] + [_fmt(s.quantiles[i, j]) for i in range(len(levels))]
                                 + [_fmt(s.mean[j]), _fmt(s.sem[j]), int(s.count[j]), int(s.dropped[j])])
-    (out / "report.md").write_text(_markdown(cfg, size, results, dist_rows, summ, shaped_key, widths))
-    say(f"report written to {out}/ (compute {compute_s:.1f} s)")
+    (out / "report.md").write_text(_markdown(cfg, size, results, comparisons, slopes, summ, shaped_key, widths))
     return results
 
 
@@ -468,66 +704,118 @@ def _fmt(v: float) -> str:
     return "" if not np.isfinite(v) else f"{v:.6g}"
 
 
-def _ci(r: dict) -> str:
-    v = r["value"]
-    if r["low"] is None or r["high"] is None:
-        return f"{v:.4f}"
-    return f"{v:.4f} ({r['corrected']:.4f}) [{r['low']:.4f}, {r['high']:.4f}]"
+def _pct(iv: an.Interval) -> str:
+    return f"{iv.value * 100:.2f}% [{iv.low * 100:.2f}, {iv.high * 100:.2f}]"
 
 
-def _markdown(cfg, size, results, dist_rows, summ, shaped_key, widths) -> str:
+def _dist(d: an.Distance) -> str:
+    if not math.isfinite(d.low):
+        return f"{d.value:.4f}"
+    return f"{d.value:.4f} ({d.corrected:.4f}) [{d.low:.4f}, {d.high:.4f}]"
+
+
+def _describe_network(p: Mapping[str, Any]) -> str:
+    att = (f"{'causal ' if p['causal'] else ''}shaped attention (heads = {p['heads']}, tau0 = {p['tau0']:g}, "
+           f"gamma = {p['gamma']:g})")
+    mlp = f"shaped MLP (c+ = {p['c_plus']:g}, c- = {p['c_minus']:g}, gamma = {p['gamma']:g})"
+    return {"transformer": f"{att} followed by a {mlp}", "attention": att, "mlp": mlp}[p["blocks"]]
+
+
+def _markdown(cfg, size, results, comparisons, slopes, summ, shaped_key, widths) -> str:
     S, N = cfg["study"], cfg["network"]
     lvl = f"{S['level']:.0%}"
+    refine = cfg["sde"]["refine"]
+    E = cfg["explicit"]
+    sde_params = _network_params(cfg, "sde_network")
+    runs = results["runs"]
     lines = [
         "# Shaped Transformer at initialization: network vs covariance SDE",
         "",
         f"shaped-transformer {results['version']}, {results['created']}, size `{size}`, seed {S['seed']}, "
         f"compute time {results['compute_seconds']:.0f} s.",
         "",
-        f"Network: shaped attention (heads = {N['heads']}, tau0 = {N['tau0']:g}, gamma = {N['gamma']:g}) followed by a "
-        f"shaped MLP (c+ = {N['c_plus']:g}, c- = {N['c_minus']:g}); m = {S['m']} tokens with input correlation "
-        f"rho0 = {S['rho0']:g}; depth = T x width with T = {S['T']:g}. The network side is the exact covariance chain "
+        f"Network: {_describe_network(N)}; m = {S['m']} tokens with input correlation rho0 = {S['rho0']:g}; "
+        f"depth = T x width with T = {S['T']:g}. The network side is the exact covariance chain "
         f"({cfg['exact']['samples']} samples per width; exact in law at any width), checked against "
-        f"{cfg['explicit']['samples']} networks with explicit Gaussian weights at n = {cfg['explicit']['width']}. "
-        f"The SDE uses {cfg['sde']['paths']} paths, dt = {cfg['sde']['dt']:g}, scheme `{cfg['sde']['scheme']}`.",
-        "",
-        f"## Distances between the laws of rho_T ({lvl} basic bootstrap CI, {S['bootstrap']} replicates, resampling whole networks)",
-        "",
-        "| comparison | KS | Wasserstein-1 |",
-        "|---|---|---|",
+        f"{E['samples']} networks with {E['method']} weights at n = {E['width']}. "
+        f"The SDE uses {cfg['sde']['paths']} paths, dt = {cfg['sde']['dt']:g}, scheme `{cfg['sde']['scheme']}`"
+        + (f", and again at dt/{refine} as its discretization check." if refine else "."),
     ]
-    by_cmp: dict[str, dict[str, dict]] = {}
-    for r in dist_rows:
-        by_cmp.setdefault(r["comparison"], {})[r["metric"]] = r
-    for cmp_, d in by_cmp.items():
-        lines.append(f"| {cmp_} | {_ci(d['ks'])} | {_ci(d['wasserstein1'])} |")
-    if S["bootstrap"]:
-        resolved = [r["width"] for r in dist_rows if r["comparison"].endswith("vs SDE") and r["comparison"].startswith("exact")
-                    and r["metric"] == "ks" and (r["low"] or 0.0) > 0.0]
-        same = [w for w in widths if w not in resolved]
-        text = []
-        if same:
-            text.append(f"At n = {', '.join(map(str, same))} the {lvl} interval of the KS distance to the SDE includes 0: "
-                        f"with {cfg['exact']['samples']} networks and {cfg['sde']['paths']} SDE paths the law of rho_T "
-                        "cannot be told apart from the SDE's.")
-        if resolved:
-            text.append(f"At n = {', '.join(map(str, resolved))} the network's law of rho_T differs measurably from the SDE's "
-                        "(the KS interval excludes 0).")
-        lines += ["", " ".join(text)]
+    if cfg["sde_network"]:
+        lines += ["", f"**Ablation**: the SDE side is the SDE of a different network, {_describe_network(sde_params)} "
+                  f"(`[sde_network]` = {dict(cfg['sde_network'])}), so a difference is expected."]
     lines += [
         "",
-        "Each cell: the plug-in distance between the two samples, in parentheses the bootstrap bias-corrected "
-        "estimate (2 d - mean of the replicates), then the basic bootstrap interval (clipped at 0). Plug-in "
-        "distances are biased upwards by sampling noise (two samples of one law are at a positive distance); the "
-        "explicit-vs-exact row compares two runs of the same law and shows that noise floor.",
+        f"**Stopping rule, the same for every run**: a network or an SDE path stops the first time the largest "
+        f"diagonal entry of V exceeds {S['blowup']:g} (or turns non-finite). Section 1 gives the probability of "
+        "that by T; every later statistic is *given survival* (the stopped samples are left out and counted).",
         "",
-        "![density of rho_T](density_rhoT.png)",
+        "## Verdict",
         "",
-        "![distances against width](distances.png)",
-        "",
-        "## Rank collapse: shaped versus standard attention",
+        f"A comparison **differs** when at least one of its intervals of a difference (section 2) excludes 0; "
+        f"the five intervals of a comparison hold simultaneously at {lvl} (each at "
+        f"{1 - (1 - S['level']) / len(VERDICT_STATISTICS):.1%}, Bonferroni). Otherwise there is **no measurable "
+        "difference** at these sample sizes (which is not a proof of equality).",
         "",
     ]
+    for cname, c in comparisons.items():
+        lines.append(f"- **{cname}**: {_verdict_phrase(c)}.")
+    # the trend with width, stated only as far as the intervals carry it
+    p_sde = an.Interval(**{k: (v if v is not None else float("nan")) for k, v in runs["sde"]["p_blowup"].items()})
+    p_net = [runs[f"exact n={w}"]["p_blowup"] for w in widths]
+    lines += ["", f"Blow-up by T = {S['T']:g}: network "
+              + ", ".join(f"{p['value'] * 100:.2f}% (n = {w})" for w, p in zip(widths, p_net))
+              + f"; SDE {_pct(p_sde)}."]
+    trend = []
+    for obs, s in slopes.items():
+        if s is None:
+            continue
+        if s.high < 0:
+            trend.append(f"{obs} decreases with width (log-log slope {s.value:.2f} [{s.low:.2f}, {s.high:.2f}])")
+        elif s.low > 0:
+            trend.append(f"{obs} increases with width (log-log slope {s.value:.2f} [{s.low:.2f}, {s.high:.2f}])")
+        else:
+            trend.append(f"{obs}: no trend resolved (slope {s.value:.2f} [{s.low:.2f}, {s.high:.2f}] includes 0)")
+    if trend:
+        lines += ["", "Wasserstein-1 distance to the SDE against width (section 3): " + "; ".join(trend) + "."]
+
+    lines += ["", f"## 1. Probability of blow-up by T ({lvl} Wilson intervals)", "",
+              "| run | samples | stopped | P(blow-up by T) | first stop at t |", "|---|---|---|---|---|"]
+    for name, info in runs.items():
+        p = info["p_blowup"]
+        first = "" if info["first_blowup_t"] is None else f"{info['first_blowup_t']:.3g}"
+        lines.append(f"| {name} | {info['samples']} | {info['exploded']} | {p['value'] * 100:.2f}% "
+                     f"[{p['low'] * 100:.2f}, {p['high'] * 100:.2f}] | {first} |")
+    lines += ["", "![blow-up probability](blowup.png)", ""]
+
+    lines += ["## 2. Differences given survival (a - b), simultaneous intervals", "",
+              "| comparison (a vs b) | " + " | ".join(label for label, _, _ in VERDICT_STATISTICS) + " |",
+              "|---|" + "---|" * len(VERDICT_STATISTICS)]
+    for cname, c in comparisons.items():
+        cells = []
+        for label, _, _ in VERDICT_STATISTICS:
+            iv = c["differences"][label]
+            mark = " **x**" if iv.excludes(0.0) else ""
+            if label.startswith("P("):
+                cells.append(f"{iv.value * 100:+.2f} [{iv.low * 100:+.2f}, {iv.high * 100:+.2f}] pts{mark}")
+            else:
+                cells.append(f"{iv.value:+.4f} [{iv.low:+.4f}, {iv.high:+.4f}]{mark}")
+        lines.append(f"| {cname} | " + " | ".join(cells) + " |")
+    lines += ["", "**x**: the interval excludes 0. " + "; ".join(f"{label}: {how}" for label, how, _ in VERDICT_STATISTICS)
+              + ".", ""]
+
+    lines += [f"## 3. Distances between the laws given survival ({lvl} basic bootstrap CI, {S['bootstrap']} replicates)", "",
+              "Wasserstein-1 per observable: the plug-in distance, in parentheses the bootstrap bias-corrected "
+              "estimate, then the interval (clipped at 0). rho_T pools the m(m-1)/2 token pairs and resamples whole "
+              "networks; the others are one value per sample. Two samples of one law are at a positive plug-in "
+              f"distance (the noise floor: see the row `{E['method']} vs exact`).", "",
+              "| comparison | " + " | ".join(("rho_T", *an.OBSERVABLES)) + " |", "|---|" + "---|" * (1 + len(an.OBSERVABLES))]
+    for cname, c in comparisons.items():
+        lines.append(f"| {cname} | " + " | ".join(_dist(c["distances"][o]["wasserstein1"]) for o in ("rho_T", *an.OBSERVABLES)) + " |")
+    lines += ["", "KS distance of rho_T: " + "; ".join(f"{cname} {_dist(c['distances']['rho_T']['ks'])}"
+                                                      for cname, c in comparisons.items()) + ".", "",
+              "![distances against width](distances.png)", "", "![density of rho_T](density_rhoT.png)", "",
+              "## 4. Rank collapse: shaped versus standard attention", ""]
     sh, st_ = summ[shaped_key], summ["standard"]
     lines.append(
         f"At T = {S['T']:g}, the median token correlation is {sh['rho'].median[-1]:.3f} with shaped attention and "
@@ -535,17 +823,15 @@ def _markdown(cfg, size, results, dist_rows, summ, shaped_key, widths) -> str:
         f"{sh['effective_rank'].median[-1]:.2f} versus {st_['effective_rank'].median[-1]:.2f} (of m = {S['m']})."
     )
     lines += ["", "![rho against depth](rho_vs_depth.png)", "", "![effective rank against depth](effective_rank.png)", ""]
-    lines += ["## Effect of tau0, gamma and the number of heads", "",
-              "| variation | median rho_T | mean rho_T (+- s.e.) | exploded |", "|---|---|---|---|"]
+    lines += ["## 5. Effect of tau0, gamma and the number of heads", "",
+              f"| variation | median rho_T | mean rho_T (+- s.e.) | P(blow-up by T) ({lvl}) |", "|---|---|---|---|"]
     for name, d in summ.items():
         if name.startswith("effect "):
             r = d["rho"]
-            lines.append(f"| {name[7:]} | {r.median[-1]:.3f} | {r.mean[-1]:.3f} +- {r.sem[-1]:.3f} | {int(r.dropped[-1])} |")
-    lines += ["", "![parameter effects](parameter_effects.png)", "", "## Blow-ups", "",
-              "Samples whose covariance exceeded the blow-up threshold are left out of the statistics and counted here.",
-              "", "| run | samples | exploded |", "|---|---|---|"]
-    for name, info in results["runs"].items():
-        lines.append(f"| {name} | {info['samples']} | {info['exploded']} |")
-    lines += ["", "Numbers: `results.json`, `distances.csv`, `summaries.csv`. Timings (s): "
+            p = runs[name]["p_blowup"]
+            lines.append(f"| {name[7:]} | {r.median[-1]:.3f} | {r.mean[-1]:.3f} +- {r.sem[-1]:.3f} | "
+                         f"{p['value'] * 100:.2f}% [{p['low'] * 100:.2f}, {p['high'] * 100:.2f}] |")
+    lines += ["", "![parameter effects](parameter_effects.png)", "",
+              "Numbers: `results.json`, `differences.csv`, `distances.csv`, `summaries.csv`. Timings (s): "
               + ", ".join(f"{k} {v:.1f}" for k, v in results["timings_s"].items()) + ".", ""]
     return "\n".join(lines)

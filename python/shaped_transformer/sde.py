@@ -1,4 +1,4 @@
-"""The neural covariance SDE (MODEL.md sections 5-6), integrated in the C++ core.
+"""The neural covariance SDE (docs/model.md sections 5-6), integrated in the C++ core.
 
 ``solve_sde`` takes the same network description as :func:`simulate` and returns
 the same :class:`Result` type, with time measured in layers / width (T = d / n).
@@ -17,7 +17,7 @@ from ._core_loader import core
 from ._memory import check_sde
 from ._progress import progress_callback
 from ._result import Result
-from ._validate import check_int, check_number, check_seed, check_square_psd, check_threads
+from ._validate import DEFAULT_BLOWUP, check_blowup, check_int, check_number, check_seed, check_square_psd, check_threads
 from .simulate import BlowUpWarning
 
 __all__ = ["solve_sde", "sde_drift", "sde_noise"]
@@ -95,7 +95,7 @@ def solve_sde(
     save_at: np.ndarray | Sequence[float] | None = None,
     seed: int = 0,
     threads: int | None = None,
-    blowup: float = 1e30,
+    blowup: float = DEFAULT_BLOWUP,
     progress: bool | None = None,
 ) -> Result:
     """Integrates the covariance SDE of ``network`` from ``V0`` up to time ``T``.
@@ -124,8 +124,10 @@ def solve_sde(
         steps when there are more than 1000.
     seed : the Philox key.  Path p's noise depends only on (seed, p, step).
     threads : worker threads (default: all cores).
-    blowup : a path whose largest diagonal entry exceeds this or turns non-finite is
-        stopped and reported in ``Result.exploded_at`` (its later V are NaN).
+    blowup : the stopping rule shared with :func:`simulate`: a path stops the
+        first time its largest diagonal entry exceeds this or turns non-finite,
+        and is reported in ``Result.exploded_at`` (its later V are NaN). Compare
+        networks and the SDE with the same threshold (docs/model.md, section 6).
     progress : show a tqdm bar (None: only on a terminal).
 
     Returns
@@ -149,7 +151,7 @@ def solve_sde(
             raise ValueError(f"dt: scheme='exact_chain' needs n_eff = 1/dt >= m = {V0.shape[0]}")
     seed = check_seed(seed)
     threads = check_threads(threads)
-    blowup = check_number("blowup", blowup, positive=True)
+    blowup = check_blowup(blowup, V0)
     save_steps = _save_steps(save_at, T, dt, steps)
     check_sde(V0, paths, save_steps, threads, net)
 

@@ -13,7 +13,17 @@ from ._core_loader import core
 from ._memory import check_simulate
 from ._progress import progress_callback
 from ._result import Result
-from ._validate import check_int, check_number, check_save_at, check_seed, check_square_psd, check_threads, check_tokens
+from ._validate import (
+    DEFAULT_BLOWUP,
+    check_blowup,
+    check_int,
+    check_number,
+    check_save_at,
+    check_seed,
+    check_square_psd,
+    check_threads,
+    check_tokens,
+)
 from .inputs import tokens_from_covariance
 
 __all__ = ["simulate", "simulate_network", "BlowUpWarning"]
@@ -65,7 +75,7 @@ def simulate(
     save_at: np.ndarray | None = None,
     save_every: int | None = None,
     return_X: bool = False,
-    blowup: float = 1e30,
+    blowup: float = DEFAULT_BLOWUP,
     progress: bool | None = None,
 ) -> Result:
     """Runs ``depth`` layers of ``network`` on ``samples`` independent initializations.
@@ -80,14 +90,19 @@ def simulate(
     samples : independent initializations (weights keyed by seed and sample index).
     method : "explicit" (Gaussian weights, O(m n^2) per block), "law" (activations
         sampled exactly in law, O(m n) random numbers per block) or "exact" (the
-        width-independent m x m chain of MODEL.md section 4).
+        width-independent m x m chain of docs/model.md section 4).
     seed : the Philox key; the same seed gives the same numbers for any thread count.
     dtype : "float64" or "float32" arithmetic for the explicit and law methods.
     threads : worker threads (default: all cores); samples run in parallel.
     save_at, save_every : layers at which V is recorded (default: every layer).
     return_X : also return the final tokens (explicit and law methods).
-    blowup : a sample whose largest diagonal entry of V exceeds this (or turns
-        non-finite) is stopped and reported in ``Result.exploded_at``.
+    blowup : the stopping rule, the same for every method and for :func:`solve_sde`:
+        a sample stops the first time the largest diagonal entry of V exceeds this
+        (or turns non-finite) and is reported in ``Result.exploded_at``. The
+        default, 1e4, is a level that finite networks of the usual widths can
+        reach in T = 1 (a width-n block grows V by a bounded factor, so 1e30 is
+        out of their reach while SDE paths get there): see docs/model.md,
+        section 6. V0 must start below it.
     progress : show a tqdm bar (None: only on a terminal).
 
     Returns
@@ -113,7 +128,7 @@ def simulate(
     if dtype not in ("float64", "float32", np.float64, np.float32):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     dtype = np.dtype(dtype).name
-    blowup = check_number("blowup", blowup, positive=True)
+    blowup = check_blowup(blowup, V0, X0)
     if method == "exact" and return_X:
         raise ValueError("return_X is not available with method='exact' (it tracks V only)")
     # Refuse impossible requests (ResourceError) before allocating anything: the

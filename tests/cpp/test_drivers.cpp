@@ -1,5 +1,5 @@
 // The drivers against each other: the exact chain has the law of the finite-width
-// network (MODEL.md section 4), so the mean correlation after a few layers agrees
+// network (docs/model.md section 4), so the mean correlation after a few layers agrees
 // between the exact chain, the explicit network and the law sampler up to Monte
 // Carlo error.
 #include <doctest/doctest.h>

@@ -1,4 +1,4 @@
-// The exact width-independent chain (MODEL.md section 4): V_{l+1} is drawn from V_l
+// The exact width-independent chain (docs/model.md section 4): V_{l+1} is drawn from V_l
 // exactly in law, at O((H m)^3) per attention block whatever the width n, and
 // O(m^2 n) per MLP block.  Random numbers: Stream{seed, sample, block index,
 // kExactBase + id} (see ExactKey in exact_common.hpp).

@@ -1,4 +1,4 @@
-// Pieces shared by the exact m x m steps of all block kinds (MODEL.md section 4).
+// Pieces shared by the exact m x m steps of all block kinds (docs/model.md section 4).
 //
 // Write V = L L^T (any root, see psd_root) and X = L U with U U^T = n I.  The
 // weights are rotation invariant, so in a rotated feature frame X = sqrt(n) L [I, 0]

@@ -1,7 +1,7 @@
 // The finite network at initialization, two ways:
 //  * simulate_explicit: Gaussian weights, drawn tile by tile from the counter-based
 //    generator and consumed at once (memory O(m n), never an n x n matrix);
-//  * simulate_law: the law-exact activation sampler of MODEL.md section 4, which
+//  * simulate_law: the law-exact activation sampler of docs/model.md section 4, which
 //    replaces every X W / sqrt(n) by L G (L L^T = X X^T / n, G an m x cols
 //    Gaussian), so a block costs O(m n) normals instead of O(n^2): the same law of
 //    the tokens, at any width.

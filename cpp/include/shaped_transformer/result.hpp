@@ -12,7 +12,7 @@ namespace shaped_transformer {
 /// Options shared by all drivers.
 struct RunOptions {
   int threads = 0;         ///< worker threads; 0 = all hardware threads
-  double blowup = 1e30;    ///< a sample with max diag V above this (or non-finite) is stopped
+  double blowup = 1e4;     ///< a sample with max diag V above this (or non-finite) is stopped (docs/model.md, section 6)
   bool return_X = false;   ///< keep the final tokens (explicit and law drivers)
   /// Called from the calling thread with the number of finished samples.
   std::function<void(std::size_t)> progress;

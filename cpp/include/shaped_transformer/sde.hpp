@@ -1,4 +1,4 @@
-// The neural covariance SDE (MODEL.md sections 5-6), integrated over many
+// The neural covariance SDE (docs/model.md sections 5-6), integrated over many
 // independent paths in parallel.  Layered like diffrax: terms (sde/terms.hpp and the
 // block headers), solvers (sde/euler.hpp, sde/tamed_euler.hpp, sde/exact_chain.hpp),
 // saving (sde/save_at.hpp).

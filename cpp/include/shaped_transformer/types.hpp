@@ -12,7 +12,7 @@ using Mat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using MatD = Mat<double>;
 using Cov = Eigen::MatrixXd;  ///< an m x m covariance (Gram) matrix, always float64
 
-/// Per-token normalisation of the standard blocks (section 2 of MODEL.md).
+/// Per-token normalisation of the standard blocks (docs/model.md section 2).
 enum class Norm { None, PreRMS, PreLayer, PostRMS, PostLayer };
 
 }  // namespace shaped_transformer

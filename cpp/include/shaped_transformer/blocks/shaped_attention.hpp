@@ -1,7 +1,7 @@
 // Shaped attention block: X' = lambda X + (gamma / sqrt(H)) sum_h A_h X W^V_h / sqrt(n),
 // A_h = alpha I + beta Softmax(Y_h / tau) - beta C, tau = tau0 sqrt(n n_k).
 // The paper's shaped head is alpha = beta = 1 and C = 1 1^T / m; `causal` uses the
-// uniform causal matrix for C (and masks the softmax).  MODEL.md sections 1, 2, 4, 5.
+// uniform causal matrix for C (and masks the softmax).  docs/model.md sections 1, 2, 4, 5.
 //
 // Three faces, side by side:
 //   explicit forward on X  | exact step on V (section 4) | SDE drift and noise (section 5)
@@ -33,7 +33,7 @@ class CancelToken;  // parallel.hpp
 // weights drawn from Stream{seed, sample, block, matrix_id} in tiles (never an
 // n x n matrix); `threads` > 1 splits each weight product over column tiles with
 // identical results; `cancel` stops a long product early (the result is then
-// garbage and must be discarded).  forward_law: the law-exact activation sampler of MODEL.md
+// garbage and must be discarded).  forward_law: the law-exact activation sampler of docs/model.md
 // section 4 (same law of X', O(m n) normals from the kLawBase matrix ids).
 template <class S>
 void forward_explicit(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,
@@ -81,7 +81,7 @@ inline void exact_step(const ShapedAttention& b, Cov& V, long n, const ExactKey&
 }
 
 // ---- SDE drift and noise --------------------------------------------------
-// MODEL.md section 5, confirmed by tests/test_moments.py.
+// docs/model.md section 5, confirmed by tests/test_moments.py.
 //   drift b(V) = (gamma^2/tau0^2) (D V + V D^T + tr(V P V P)/m^2 V), D_ab = V_aa w_b/(2m),
 //         w_b = (P V P)_bb - tr(P V P)/m;
 //   noise gamma sqrt(2 - gamma^2) (L dZ L^T + L dZ^T L^T)/sqrt(2)

@@ -1,6 +1,6 @@
 // Shaped MLP block: X' = lambda X + gamma sqrt(c) phi_s(X W^pre / sqrt(n)) W^post / sqrt(n),
 // phi_s(x) = s_+ max(x,0) + s_- min(x,0), s_+- = 1 + c_+- / sqrt(n), c = 2 / (s_+^2 + s_-^2).
-// MODEL.md sections 2, 4, 5.
+// docs/model.md sections 2, 4, 5.
 #pragma once
 
 #include <cmath>
@@ -24,7 +24,7 @@ class CancelToken;  // parallel.hpp
 // weights drawn from Stream{seed, sample, block, matrix_id} in tiles (never an
 // n x n matrix); `threads` > 1 splits each weight product over column tiles with
 // identical results; `cancel` stops a long product early (the result is then
-// garbage and must be discarded).  forward_law: the law-exact activation sampler of MODEL.md
+// garbage and must be discarded).  forward_law: the law-exact activation sampler of docs/model.md
 // section 4 (same law of X', O(m n) normals from the kLawBase matrix ids).
 template <class S>
 void forward_explicit(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,

@@ -1,6 +1,6 @@
 // Standard attention block: A_h = Softmax(Y_h / sqrt(n_k)), with an optional per-token
 // normalisation before the block (pre-LN) or after the residual sum (post-LN).
-// It has no SDE limit: its covariance collapses to rank one (MODEL.md section 5).
+// It has no SDE limit: its covariance collapses to rank one (docs/model.md section 5).
 #pragma once
 
 #include <cmath>
@@ -26,7 +26,7 @@ class CancelToken;  // parallel.hpp
 // weights drawn from Stream{seed, sample, block, matrix_id} in tiles (never an
 // n x n matrix); `threads` > 1 splits each weight product over column tiles with
 // identical results; `cancel` stops a long product early (the result is then
-// garbage and must be discarded).  forward_law: the law-exact activation sampler of MODEL.md
+// garbage and must be discarded).  forward_law: the law-exact activation sampler of docs/model.md
 // section 4 (same law of X', O(m n) normals from the kLawBase matrix ids).
 template <class S>
 void forward_explicit(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,

@@ -1,4 +1,4 @@
-// PSD remedy (b) of MODEL.md section 6: the exact chain of section 4 at width
+// PSD remedy (b) of docs/model.md section 6: the exact chain of section 4 at width
 // n_eff = 1/dt as an SDE scheme.  It stays in the PSD cone by construction and
 // converges to the same SDE (weakly, at order 1 in 1/n_eff).  Its random numbers are
 // those of simulate_exact at width n_eff, so the two give identical paths.

@@ -1,4 +1,4 @@
-// The terms of the covariance SDE dV = b(V) dt + noise (MODEL.md section 5), summed
+// The terms of the covariance SDE dV = b(V) dt + noise (docs/model.md section 5), summed
 // over the blocks of one layer: drifts add, noises are independent and add.  The
 // per-block drift and noise live in the "SDE drift and noise" sections of the block
 // headers; this file only dispatches over the blocks (like diffrax's MultiTerm).
