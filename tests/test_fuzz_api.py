@@ -243,8 +243,8 @@ def block_strategy(*, exact_only: bool = False, sde_only: bool = False, explicit
         tau0=TAU0S,
         gamma=GAMMAS,
         alpha=hs.just(1.0) if sde_only else hs.one_of(hs.just(1.0), hs.floats(-1.5, 1.5)),
-        beta=hs.just(1.0) if sde_only else hs.one_of(hs.just(1.0), hs.floats(-1.5, 1.5)),
-        causal=hs.just(False) if sde_only else hs.booleans(),
+        beta=hs.one_of(hs.just(1.0), hs.floats(-1.5, 1.5)),
+        causal=hs.booleans(),
         key_dim=key_dim,
         concat=concat,
     )
@@ -840,7 +840,7 @@ def test_solve_sde_rejects_bad_arguments(name, data):
                 [
                     st.standard_transformer(),  # no SDE limit: refused clearly
                     st.Network([st.ReluMLP()]),
-                    st.Network([st.ShapedAttention(causal=True)]),
+                    st.Network([st.ShapedAttention(alpha=0.5, causal=True)]),
                 ]
             )
         )

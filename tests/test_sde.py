@@ -53,7 +53,7 @@ def test_bad_arguments(kwargs, match):
 
 def test_bad_network_and_V0():
     for net in (st.standard_transformer(), st.Network([st.StandardAttention()]), st.Network([st.ReluMLP()]),
-                st.Network([st.ShapedAttention(causal=True)]), st.Network([st.ShapedAttention(alpha=0.5)])):
+                st.Network([st.ShapedAttention(concat=True, heads=2)]), st.Network([st.ShapedAttention(alpha=0.5)])):
         with pytest.raises(ValueError, match="network"):
             st.solve_sde(net, _V0(), T=1.0, steps=10, paths=2)
     with pytest.raises(ValueError, match="V0"):

@@ -161,7 +161,8 @@ class ShapedAttention(Block):
 
     @property
     def has_sde(self) -> bool:
-        return self.alpha == 1.0 and self.beta == 1.0 and not self.causal and not self.concat
+        # alpha = 1 (any beta, causal or not; docs/causal.md): A -> I as n grows.
+        return self.alpha == 1.0 and not self.concat
 
     @property
     def exact_chain(self) -> bool:

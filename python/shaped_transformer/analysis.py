@@ -726,3 +726,69 @@ def loglog_slope(widths: Sequence[float], values: Sequence[float], *, level: flo
     r = _stats.linregress(np.log(w[ok]), np.log(v[ok]))
     tq = float(_stats.t.ppf(0.5 + level / 2, ok.sum() - 2))
     return Interval(float(r.slope), float(r.slope - tq * r.stderr), float(r.slope + tq * r.stderr), level)
+
+# Statistics by token position (causal attention, docs/causal.md)
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class PositionStats:
+    """Per-pair and per-token statistics of covariances ``(samples, m, m)``.
+
+    ``pair_mean[a, b]`` / ``pair_se[a, b]``: mean correlation rho_ab over the
+    finite samples and its standard error (diagonal 1 and 0).
+    ``token_mean[i]`` / ``token_se[i]``: mean over samples of the average
+    correlation of token i with the tokens before it (NaN for the first token).
+    ``scale_median[i]``: median of V_ii (medians: V_ii is heavy tailed).
+    ``samples``: finite samples used; ``dropped``: samples left out (blew up).
+    """
+
+    pair_mean: np.ndarray
+    pair_se: np.ndarray
+    token_mean: np.ndarray
+    token_se: np.ndarray
+    scale_median: np.ndarray
+    samples: int
+    dropped: int
+
+
+def position_statistics(V: np.ndarray | Result, index: int = -1) -> PositionStats:
+    """Statistics by token position of covariances ``(samples, m, m)`` (or of a
+    Result at saved time ``index``).  Under causal attention token i only sees
+    tokens 1..i, so these differ by position; under bidirectional attention they
+    depend on position only through V_0.
+
+    >>> V = np.stack([np.eye(3), np.eye(3)])
+    >>> position_statistics(V).token_mean
+    array([nan,  0.,  0.])
+    """
+    if isinstance(V, Result):
+        V = V.V[:, index]
+    V = np.asarray(V, dtype=np.float64)
+    if V.ndim != 3 or V.shape[-1] != V.shape[-2] or V.shape[0] < 1:
+        raise ValueError(f"V must have shape (samples, m, m) with samples >= 1, got {V.shape}")
+    rho = correlations(V)
+    ok = np.all(np.isfinite(rho), axis=(1, 2))
+    rho, Vf = rho[ok], V[ok]
+    k, m = int(ok.sum()), V.shape[-1]
+    nanm = np.full(m, np.nan)
+    if k == 0:
+        full = np.full((m, m), np.nan)
+        return PositionStats(full, full.copy(), nanm, nanm.copy(), nanm.copy(), 0, int(V.shape[0]))
+    se = rho.std(0, ddof=1) / math.sqrt(k) if k > 1 else np.full((m, m), np.nan)
+    tok = np.full((k, m), np.nan)
+    for i in range(1, m):
+        tok[:, i] = rho[:, i, :i].mean(axis=1)
+    tok_se = tok.std(0, ddof=1) / math.sqrt(k) if k > 1 else nanm.copy()
+    return PositionStats(
+        pair_mean=rho.mean(0),
+        pair_se=se,
+        token_mean=tok.mean(0),
+        token_se=tok_se,
+        scale_median=np.median(np.diagonal(Vf, axis1=1, axis2=2), axis=0),
+        samples=k,
+        dropped=int(V.shape[0] - k),
+    )
+
+
+__all__ += ["PositionStats", "position_statistics"]

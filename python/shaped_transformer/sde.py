@@ -36,8 +36,13 @@ def _sde_network(network) -> Network:
                 why = "standard attention has no SDE limit (its covariance collapses to rank one); use simulate()"
             elif kind == "ReluMLP":
                 why = "the unshaped ReLU MLP has no SDE limit; use ShapedMLP or simulate()"
+            elif getattr(b, "concat", False):
+                why = "concat: concatenated heads with an output projection are not covered by the SDE; use simulate()"
             else:
-                why = "only the paper's shaped head (alpha = beta = 1, not causal, no concat) has an SDE limit"
+                why = (
+                    "alpha: only shaped heads with alpha = 1 (any beta, causal or not) have an SDE limit "
+                    "(A -> alpha I, so V would change by lam^2 + gamma^2 alpha^2 != 1 per block); use simulate()"
+                )
             raise ValueError(f"network: block {i} ({kind}): {why}")
     return net
 
@@ -98,8 +103,9 @@ def solve_sde(
     Parameters
     ----------
     network : a Network (or Block, or list of Blocks) whose blocks all have an SDE
-        limit (the paper's shaped attention head, any number of heads, and the shaped
-        MLP).  Standard attention is refused with a ValueError.
+        limit (shaped attention heads with alpha = 1 -- the paper's head, the general
+        head with any beta, causal heads (docs/causal.md) -- any number of heads, and
+        the shaped MLP).  Standard attention is refused with a ValueError.
     V0 : (m, m) positive semi-definite initial covariance.
     T : final time (depth / width of the matched network).
     dt, steps : step size or number of steps (one of them; default dt = 1e-3).

@@ -86,7 +86,8 @@ inline void exact_step(const ShapedAttention& b, Cov& V, long n, const ExactKey&
 //         w_b = (P V P)_bb - tr(P V P)/m;
 //   noise gamma sqrt(2 - gamma^2) (L dZ L^T + L dZ^T L^T)/sqrt(2)
 //         + gamma^2/(tau0 m sqrt(H)) (L dXi L^T P V + V P L dXi^T L^T).
-// Only the paper's head (alpha = beta = 1, not causal, not concat) has this limit.
+// These are the paper's head (alpha = beta = 1, not causal, not concat); the causal and
+// general heads (alpha = 1) use sde_drift_general / sde_noise_general below.
 
 /// Adds the attention drift b(V) to `out`.  `M` is Cov or a fixed-size Eigen matrix
 /// (the SDE solver instantiates small m at compile time).
@@ -135,6 +136,97 @@ inline void sde_noise(const ShapedAttention& b, const M& V, const M& L, const do
   small_product(S, dXi, R);
   Q = c1 * Q + c2 * S;
   small_product(S, L, Q);
+  out += S + S.transpose();
+}
+
+// ---- SDE drift and noise of the causal and general heads ------------------
+// docs/causal.md.  A = I + beta (Softmax_mask(Y/tau) - C): row i of the softmax and
+// of C covers the first k_i tokens (k_i = i + 1 causal, k_i = m bidirectional), and
+// P_i = diag(1_{k_i}) - 1_{k_i} 1_{k_i}^T / k_i is row i's centring.  With
+//   D_ij = V_ii w^(i)_j / (2 k_i)  (j < k_i, else 0),
+//          w^(i)_j = (P_i V P_i)_jj - tr(P_i V P_i) / k_i,
+//   T_ab = tr(P_a V P_b V) / (k_a k_b),
+// the drift is  (gamma^2/tau0^2) (beta (D V + V D^T) + beta^2 V o T)  (o: entrywise)
+// and the noise  gamma sqrt(2 - gamma^2) (L dZ L^T + L dZ^T L^T)/sqrt(2)
+//              + gamma^2 beta/(tau0 sqrt(H)) (Q V + V Q^T),
+//   Q_ij = ((L dXi L^T)_ij - mean_{l < k_i} (L dXi L^T)_il) / k_i  (j < k_i, else 0).
+// With k_i = m and beta = 1 these are the paper's terms above (tests/test_causal_sde.py
+// checks that), which keep their own faster code.  alpha must be 1: A -> alpha I
+// otherwise, and V changes by a factor lambda^2 + gamma^2 alpha^2 != 1 per block.
+
+/// The paper's head (alpha = beta = 1, bidirectional, no concat): the terms above.
+inline bool is_paper_head(const ShapedAttention& b) {
+  return b.alpha == 1.0 && b.beta == 1.0 && !b.causal && !b.concat;
+}
+
+/// Whether the head has a covariance SDE limit: alpha = 1 (any beta, causal or not), no concat.
+inline bool has_sde_limit(const ShapedAttention& b) { return b.alpha == 1.0 && !b.concat; }
+
+/// Number of tokens row i of the head attends to.
+inline Eigen::Index attended(const ShapedAttention& b, Eigen::Index i, Eigen::Index m) { return b.causal ? i + 1 : m; }
+
+/// Adds the drift of a causal or general head (see above) to `out`.  O(m^2) prefix
+/// sums for the traces, one m x m product for D V.
+template <class M>
+inline void sde_drift_general(const ShapedAttention& b, const M& V, M& out) {
+  const Eigen::Index m = V.rows();
+  // Prefix sums, indexed by prefix length - 1:  Rc(p, j) = sum_{i <= p} V_ij,
+  // G(p, q) = sum_{i <= p, j <= q} V_ij, F likewise of V_ij^2, H(p, q) = sum_{j <= q} Rc(p, j)^2.
+  M Rc = V, F = V.cwiseAbs2();
+  for (Eigen::Index p = 1; p < m; ++p) {
+    Rc.row(p) += Rc.row(p - 1);
+    F.row(p) += F.row(p - 1);
+  }
+  M G = Rc, H = Rc.cwiseAbs2();
+  for (Eigen::Index q = 1; q < m; ++q) {
+    G.col(q) += G.col(q - 1);
+    H.col(q) += H.col(q - 1);
+    F.col(q) += F.col(q - 1);
+  }
+  // tr(P_a V P_b V) = F - H_ab / k_a - H_ba / k_b + G^2 / (k_a k_b) at (k_a, k_b).
+  M VT(m, m), D = M::Zero(m, m);
+  for (Eigen::Index a = 0; a < m; ++a) {
+    const Eigen::Index ia = attended(b, a, m) - 1;
+    const double ka = double(ia + 1);
+    for (Eigen::Index c = 0; c < m; ++c) {
+      const Eigen::Index ic = attended(b, c, m) - 1;
+      const double kc = double(ic + 1);
+      const double tr = F(ia, ic) - H(ia, ic) / ka - H(ic, ia) / kc + G(ia, ic) * G(ia, ic) / (ka * kc);
+      VT(a, c) = V(a, c) * tr / (ka * kc);
+    }
+    // w^(a)_j = V_jj - 2 Rc(k-1, j)/k + G/k^2 - tr(P_a V P_a)/k, tr(P_a V P_a) = sum_{j<k} V_jj - G/k.
+    const double g = G(ia, ia);
+    const double trP = V.diagonal().head(ia + 1).sum() - g / ka;
+    for (Eigen::Index j = 0; j <= ia; ++j)
+      D(a, j) = V(a, a) * (V(j, j) - 2.0 * Rc(ia, j) / ka + g / (ka * ka) - trP / ka) / (2.0 * ka);
+  }
+  M DV;
+  small_product(DV, D, V);
+  out += (b.gamma * b.gamma / (b.tau0 * b.tau0)) * (b.beta * (DV + DV.transpose()) + (b.beta * b.beta) * VT);
+}
+
+/// Adds the noise increment of a causal or general head (see above) to `out`; `dW`
+/// as for sde_noise (row-major dZ then dXi, sde_noise_dim numbers).
+template <class M>
+inline void sde_noise_general(const ShapedAttention& b, const M& V, const M& L, const double* dW, M& out) {
+  const Eigen::Index m = V.rows();
+  using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor,
+                           M::MaxRowsAtCompileTime, M::MaxColsAtCompileTime>;
+  const Eigen::Map<const RM> dZ(dW, m, m), dXi(dW + m * m, m, m);
+  const double c1 = b.gamma * std::sqrt(std::max(0.0, 2.0 - b.gamma * b.gamma)) / std::sqrt(2.0);
+  const double c2 = b.gamma * b.gamma * b.beta / (b.tau0 * std::sqrt(double(b.heads)));
+  M T, Yh, S, Q = M::Zero(m, m);
+  small_product(T, dXi, L.transpose());
+  small_product(Yh, L, T);  // L dXi L^T: the first-order logits per unit of dt^(1/2)
+  for (Eigen::Index i = 0; i < m; ++i) {
+    const Eigen::Index k = attended(b, i, m);
+    const double mean = Yh.row(i).head(k).sum() / double(k);
+    Q.row(i).head(k) = (Yh.row(i).head(k).array() - mean) / double(k);
+  }
+  small_product(T, dZ, L.transpose());
+  small_product(S, L, T);  // L dZ L^T
+  small_product(T, Q, V);
+  S = c1 * S + c2 * T;
   out += S + S.transpose();
 }
 

@@ -13,10 +13,10 @@
 
 namespace shaped_transformer::sde {
 
-/// Whether a block has an SDE limit (the paper's shaped head, or the shaped MLP).
+/// Whether a block has an SDE limit (a shaped head with alpha = 1, causal or not,
+/// any beta, no concat; or the shaped MLP).
 inline bool has_sde(const Block& block) {
-  if (const auto* a = std::get_if<ShapedAttention>(&block))
-    return a->alpha == 1.0 && a->beta == 1.0 && !a->causal && !a->concat;
+  if (const auto* a = std::get_if<ShapedAttention>(&block)) return has_sde_limit(*a);
   return std::holds_alternative<ShapedMLP>(block);
 }
 
@@ -30,8 +30,11 @@ inline void check_has_sde(const Network& net) {
       why = "standard attention has no SDE limit (its covariance collapses to rank one)";
     else if (std::holds_alternative<ReluMLP>(net.blocks[b]))
       why = "the unshaped ReLU MLP has no SDE limit";
+    else if (std::get<ShapedAttention>(net.blocks[b]).concat)
+      why = "concat: concatenated heads with an output projection are not covered by the SDE";
     else
-      why = "only the paper's shaped head (alpha = beta = 1, not causal, no concat) has an SDE limit";
+      why = "alpha: only shaped heads with alpha = 1 (any beta, causal or not) have an SDE limit "
+            "(A -> alpha I, so V would change by lambda^2 + gamma^2 alpha^2 != 1 per block)";
     throw std::invalid_argument("network: block " + std::to_string(b) + ": " + why);
   }
 }
@@ -41,8 +44,10 @@ template <class M>
 inline void drift(const Network& net, const M& V, M& out) {
   out.setZero(V.rows(), V.cols());
   for (const auto& blk : net.blocks) {
-    if (const auto* a = std::get_if<ShapedAttention>(&blk)) sde_drift(*a, V, out);
-    else if (const auto* s = std::get_if<ShapedMLP>(&blk)) sde_drift(*s, V, out);
+    if (const auto* a = std::get_if<ShapedAttention>(&blk)) {
+      if (is_paper_head(*a)) sde_drift(*a, V, out);
+      else sde_drift_general(*a, V, out);  // causal or beta != 1 (docs/causal.md)
+    } else if (const auto* s = std::get_if<ShapedMLP>(&blk)) sde_drift(*s, V, out);
   }
 }
 
@@ -56,8 +61,10 @@ inline int noise_dim(const Block& blk, int m) {
 /// Adds block b's noise increment (from its N(0, dt) numbers dW) to out.
 template <class M>
 inline void add_noise(const Block& blk, const M& V, const M& L, const double* dW, M& out) {
-  if (const auto* a = std::get_if<ShapedAttention>(&blk)) sde_noise(*a, V, L, dW, out);
-  else if (const auto* s = std::get_if<ShapedMLP>(&blk)) sde_noise(*s, V, L, dW, out);
+  if (const auto* a = std::get_if<ShapedAttention>(&blk)) {
+    if (is_paper_head(*a)) sde_noise(*a, V, L, dW, out);
+    else sde_noise_general(*a, V, L, dW, out);  // causal or beta != 1 (docs/causal.md)
+  } else if (const auto* s = std::get_if<ShapedMLP>(&blk)) sde_noise(*s, V, L, dW, out);
 }
 
 }  // namespace shaped_transformer::sde
