@@ -343,3 +343,13 @@ def test_report_survives_when_almost_every_sample_blows_up(tmp_path):
     assert any(r["exploded"] > 0.9 * r["samples"] for r in res["runs"].values())
     for cname, v in res["verdicts"].items():
         assert isinstance(v["text"], str) and v["text"]
+
+
+def test_report_studies_causal_attention(tmp_path):
+    """Causal shaped heads have an SDE (docs/causal.md): the report runs them end to end."""
+    from shaped_transformer.report import run_report
+
+    res = run_report(tmp_path / "out", size="tiny", config={"network": {"causal": True}}, progress=False)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "causal shaped attention" in md and res["config"]["network"]["causal"] is True
+    assert set(res["verdicts"]) >= {"network n=16 vs SDE", "network n=32 vs SDE"}
