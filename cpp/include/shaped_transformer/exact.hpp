@@ -24,8 +24,94 @@ inline bool covariance_ok(const Cov& V, double blowup) {
   return V.allFinite() && V.diagonal().maxCoeff() <= blowup;
 }
 
+namespace exact_small {
+
+/// The same step as exact_step(const ShapedAttention&, ...) for one head and small
+/// m, on matrices of compile-time size (M: 8 x 8, or bounded by 32 x 32): no heap
+/// allocation and coefficient-based products instead of Eigen's GEMM (packing
+/// costs more than the product at m <= 32).  The random numbers are the same
+/// draws in the same order, so V agrees with the general path to rounding.
+template <class M>
+inline void gaussian(const Stream& s, M& out) {
+  const Eigen::Index m = out.rows();
+  double buf[32 * 32];
+  fill_normal(s, 0, std::size_t(m * m), buf);
+  for (Eigen::Index i = 0; i < m; ++i)
+    for (Eigen::Index j = 0; j < m; ++j) out(i, j) = buf[i * m + j];
+}
+
+/// wishart_factor for df > p - 1 (same draws, same order).
+template <class M>
+inline void wishart(double df, MatrixRng& r, M& B) {
+  const Eigen::Index p = B.rows();
+  B.setZero();
+  for (Eigen::Index i = 0; i < p; ++i) {
+    B(i, i) = std::sqrt(chi2_variate(df - double(i), r));
+    for (Eigen::Index j = 0; j < i; ++j) B(i, j) = r.normal();
+  }
+}
+
+template <class M>
+inline void attention(const ShapedAttention& b, Cov& Vio, long n, const ExactKey& key) {
+  const Eigen::Index m = Vio.rows();
+  M V = Vio, L(m, m), B(m, m), Z(m, m), Mk(m, m), T(m, m), Y(m, m), C(m, m), P(m, m), CB(m, m), Q(m, m);
+  psd_root(V, L);
+  const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
+  const double tau = b.tau0 * std::sqrt(double(n) * nk);
+  {  // key product M = chol(Wishart_m(n_k)) Z
+    MatrixRng r(key.head_stream(0, ExactKey::kKeyWishart), key.head_stream(0, ExactKey::kKeyUniform));
+    wishart(nk, r, B);
+    gaussian(key.head_stream(0, ExactKey::kKeyGauss), Z);
+    small_product(Mk, B, Z);
+  }
+  small_product(T, L, Mk);
+  small_product(Y, T, L.transpose());
+  Y /= tau;
+  for (Eigen::Index i = 0; i < m; ++i) {  // softmax_rows, then A = alpha I + beta (S - C)
+    const Eigen::Index k = b.causal ? i + 1 : m;
+    const double mx = Y.row(i).head(k).maxCoeff();
+    double sum = 0.0;
+    for (Eigen::Index j = 0; j < k; ++j) sum += (Y(i, j) = std::exp(Y(i, j) - mx));
+    for (Eigen::Index j = 0; j < k; ++j) Y(i, j) /= sum;
+    for (Eigen::Index j = k; j < m; ++j) Y(i, j) = 0.0;
+    const double c = 1.0 / double(k);
+    for (Eigen::Index j = 0; j < m; ++j) Y(i, j) = b.beta * (Y(i, j) - (j < k ? c : 0.0));
+    Y(i, i) += b.alpha;
+  }
+  small_product(C, Y, L);
+  // value_mix with H = 1
+  gaussian(key.head_stream(0, ExactKey::kValueZ), Z);
+  small_product(P, C, Z);
+  {
+    MatrixRng r(key.stream(ExactKey::kR), key.stream(ExactKey::kRUniform));
+    wishart(double(n) - double(m), r, B);
+  }
+  small_product(CB, C, B);
+  const double HN = double(n);
+  small_product(T, L, P.transpose());
+  small_product(Q, P, P.transpose());
+  small_product(Y, CB, CB.transpose());
+  Q += Y;
+  M out = (b.lambda * b.lambda) * V;
+  out += (b.lambda * b.gamma / std::sqrt(HN)) * (T + T.transpose());
+  out += (b.gamma * b.gamma / HN) * Q;
+  Vio = 0.5 * (out + out.transpose());
+}
+
+/// Whether the small path covers this block at this m and width.
+inline bool covers(const ShapedAttention& b, Eigen::Index m, long n) {
+  const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
+  return b.heads == 1 && !b.concat && m >= 1 && m <= 32 && nk > double(m - 1) && double(n) - double(m) > double(m - 1);
+}
+
+}  // namespace exact_small
+
 /// Applies block b of the network (layer l) to V in place at width n.
 inline void exact_block(const Block& block, Cov& V, long n, const ExactKey& key) {
+  if (const auto* a = std::get_if<ShapedAttention>(&block); a && exact_small::covers(*a, V.rows(), n)) {
+    if (V.rows() == 8) return exact_small::attention<Eigen::Matrix<double, 8, 8>>(*a, V, n, key);
+    return exact_small::attention<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(*a, V, n, key);
+  }
   std::visit([&](const auto& b) { exact_step(b, V, n, key); }, block);
 }
 
