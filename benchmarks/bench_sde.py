@@ -149,7 +149,7 @@ def timed(fn):
     return out, time.perf_counter() - t, time.process_time() - c
 
 
-def summary_memory(paths: int, steps: int, threads: int) -> tuple[float, float, float]:
+def summary_memory(paths: int, steps: int, threads: int | None) -> tuple[float, float, float]:
     """Peak RSS (MB) of a child process before and after a save="summary" run, and its wall time."""
     import subprocess
     import sys
@@ -226,7 +226,7 @@ def main() -> None:
 
     # ---- 3. summary memory ----
     if args.summary_paths:
-        before, after, t_s, mrho, nexp = summary_memory(args.summary_paths, args.summary_steps, 0)
+        before, after, t_s, mrho, nexp = summary_memory(args.summary_paths, args.summary_steps, None)
         print(f"save='summary', {args.summary_paths} paths x {args.summary_steps} steps (m = {M}, all cores): "
               f"{t_s:.1f} s wall, peak RSS {after:.0f} MB (interpreter + library before the run: {before:.0f} MB); "
               f"E[rho(1)] {mrho:.4f}, blown up {nexp}")
@@ -243,7 +243,7 @@ def main() -> None:
             if name == "generic":
                 break
         n = 2000 if m <= 32 else 300
-        d = 200 if m <= 32 else 10
+        d = 2000 if m <= 32 else 10
         _, _, c = timed(lambda: st.simulate(net, V0=Vm, width=n, depth=d, samples=1, method="exact", seed=0,
                                             save_at=np.array([d]), threads=1, progress=False))
         print(f"m = {m}: exact chain {c / d * 1e6:.1f} us per block")
