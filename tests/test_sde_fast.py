@@ -187,3 +187,28 @@ def test_summary_quantiles_match_stored_paths_to_a_bin():
     pairs = r.finite().rho_pairs(-1)
     q = np.array([0.1, 0.5, 0.9])
     assert np.max(np.abs(s.quantile("rho", q) - np.quantile(pairs, q))) < 2.0 / 120
+
+
+def test_summary_memory_does_not_grow_with_paths():
+    """3e5 paths x 5 saved times would be 768 MB stored (8 x 8 doubles); the summary
+    must stay within 60 MB of the process's peak before the run (it needs ~16
+    bytes per path for the blow-up steps and projection counts, ~5 MB here)."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import resource, numpy as np, shaped_transformer as st
+V0 = (0.7 * np.eye(8) + 0.3)
+net = st.ShapedAttention()
+st.solve_sde(net, V0, T=0.1, steps=2, paths=16, save="summary", progress=False)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+r = st.solve_sde(net, V0, T=0.1, steps=4, paths=300000, save="summary", threads=2, progress=False, blowup=1e4)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024, int(r.summary.alive[-1]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ)).stdout.split()
+    grown_mb, alive = float(out[0]), int(out[1])
+    assert alive > 299000
+    assert grown_mb < 60, f"peak memory grew by {grown_mb:.0f} MB"
