@@ -16,7 +16,7 @@ from ._blocks import Block, Network, make_network
 from ._core_loader import core
 from ._memory import check_sde
 from ._progress import progress_callback
-from ._result import Result
+from ._result import Result, SdeSummary
 from ._validate import DEFAULT_BLOWUP, check_blowup, check_int, check_number, check_seed, check_square_psd, check_threads
 from .simulate import BlowUpWarning
 
@@ -65,10 +65,15 @@ def _grid(T, dt, steps) -> tuple[float, float, int]:
     return T, dt, steps
 
 
+_DEFAULT_SAVES = 101
+
+
 def _save_steps(save_at, T: float, dt: float, steps: int) -> np.ndarray:
     if save_at is None:
-        return np.arange(steps + 1, dtype=np.int64) if steps <= 1000 else np.unique(
-            np.round(np.linspace(0, steps, 1001)).astype(np.int64)
+        # At most 101 times: storing V at every step made the solver memory-bound
+        # (512 bytes per path-step at m = 8, more than the step's own traffic).
+        return np.arange(steps + 1, dtype=np.int64) if steps < _DEFAULT_SAVES else np.unique(
+            np.round(np.linspace(0, steps, _DEFAULT_SAVES)).astype(np.int64)
         )
     try:
         t = np.asarray(save_at, dtype=np.float64)
@@ -93,6 +98,7 @@ def solve_sde(
     scheme: Scheme = "euler",
     psd: Literal["clip", "none"] = "clip",
     save_at: np.ndarray | Sequence[float] | None = None,
+    save: Literal["paths", "summary"] = "paths",
     seed: int = 0,
     threads: int | None = None,
     blowup: float = DEFAULT_BLOWUP,
@@ -120,8 +126,18 @@ def solve_sde(
         ``info["projections"]``; "none" leaves V as is (the noise then uses the root
         of the clipped spectrum).
     save_at : times in [0, T] at which V is recorded (snapped to the step grid; the
-        actual times are ``Result.t``).  Default: every step, or 1001 evenly spaced
-        steps when there are more than 1000.
+        actual times are ``Result.t``).  Default: every step when there are at most
+        100 steps, else 101 evenly spaced steps (T/100 apart).
+    save : "paths" stores V of every path at the saved times (``Result.V``, 8 m^2
+        bytes per path and time).  "summary" stores nothing per path but the
+        blow-up times: it accumulates, at every saved time, the count, moments
+        (sums of x .. x^4), min, max and a 120-bin histogram of the off-diagonal
+        correlations (pooled), the per-path mean correlation, log10 of the
+        diagonal (pooled) and the effective rank, in ``Result.summary`` (an
+        :class:`SdeSummary`); memory does not grow with ``paths`` beyond 16 bytes per
+        path, so 10^6 paths x 1000 steps fit in a few tens of MB.  Its sums run
+        over chunks of 256 paths in path order, merged in chunk order: the same
+        numbers for any thread count.
     seed : the Philox key.  Path p's noise depends only on (seed, p, step).
     threads : worker threads (default: all cores).
     blowup : the stopping rule shared with :func:`simulate`: a path stops the
@@ -132,8 +148,13 @@ def solve_sde(
 
     Returns
     -------
-    Result with V of shape (paths, saved, m, m), method = scheme, and info with
-    "projections" (per path), "dt", "steps", "T", "psd", "scheme", "network".
+    Result with V of shape (paths, saved, m, m) (with save="summary": shape
+    (0, saved, m, m) and ``Result.summary`` set), method = scheme, and info with
+    "projections" (per path), "dt", "steps", "T", "psd", "scheme", "network",
+    "kernel" (the integrator that ran: "avx512", "avx2" or "scalar" for the
+    batched kernel that networks of shaped attention heads use with the Euler
+    schemes at m <= 32, "generic" for the per-path solver otherwise; all give the
+    same distribution, and the batched kernels the same numbers as each other).
     """
     net = _sde_network(network)
     V0 = check_square_psd("V0", V0)
@@ -149,16 +170,23 @@ def solve_sde(
             raise ValueError(f"dt: scheme='exact_chain' needs 1/dt to be an integer width n_eff, got 1/dt = {w:.6g}")
         if round(w) < V0.shape[0]:
             raise ValueError(f"dt: scheme='exact_chain' needs n_eff = 1/dt >= m = {V0.shape[0]}")
+    if not isinstance(save, str) or save not in ("paths", "summary"):
+        raise ValueError(f"save must be 'paths' or 'summary', got {save!r}")
     seed = check_seed(seed)
     threads = check_threads(threads)
     blowup = check_blowup(blowup, V0)
     save_steps = _save_steps(save_at, T, dt, steps)
-    check_sde(V0, paths, save_steps, threads, net)
+    check_sde(V0, paths, save_steps if save == "paths" else 0, threads, net)
 
+    m = V0.shape[0]
     with progress_callback(paths, f"SDE ({scheme})", progress) as cb:
         V, exploded_step, projections = core.solve_sde(
-            net.to_core(), V0, dt, steps, save_steps, scheme, psd, paths, seed, threads, blowup, cb
+            net.to_core(), V0, dt, steps, save_steps, scheme, psd, paths, seed, threads, blowup, cb, save
         )
+    summary = None
+    if save == "summary":
+        summary = SdeSummary.from_core(V, t=save_steps * dt, paths=paths, m=m)
+        V = np.empty((0, len(save_steps), m, m))
     exploded_step = np.asarray(exploded_step)
     exploded_at = np.where(exploded_step >= 0, exploded_step * dt, np.inf)
     n_exploded = int(np.sum(exploded_step >= 0))
@@ -185,7 +213,10 @@ def solve_sde(
             "seed": seed,
             "save_steps": save_steps,
             "network": net,
+            "kernel": core.sde_kernel(net.to_core(), m, scheme),
+            "save": save,
         },
+        summary=summary,
     )
 
 

@@ -83,3 +83,29 @@ TEST_SUITE("exact") {
                     st::Cancelled);
   }
 }
+
+TEST_SUITE("exact") {
+  TEST_CASE("the small-m attention step equals the general one (same draws; rounding at most)") {
+    for (int m : {3, 8, 20}) {
+      for (bool causal : {false, true}) {
+        st::ShapedAttention a;
+        a.gamma = 0.6;
+        a.lambda = std::sqrt(1.0 - 0.36);
+        a.causal = causal;
+        st::Cov V = st::Cov::Constant(m, m, 0.4);
+        V.diagonal().setConstant(1.3);
+        st::Cov W = V;
+        for (std::uint32_t blk = 0; blk < 20; ++blk) {
+          const st::ExactKey key{7, 3, blk, nullptr};
+          REQUIRE(st::exact_small::covers(a, m, 500));
+          st::exact_step(a, V, 500, key);  // the general path (dynamic matrices)
+          if (m == 8)
+            st::exact_small::attention<Eigen::Matrix<double, 8, 8>>(a, W, 500, key);
+          else
+            st::exact_small::attention<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(a, W, 500, key);
+        }
+        CHECK((V - W).cwiseAbs().maxCoeff() <= 1e-12 * V.cwiseAbs().maxCoeff());
+      }
+    }
+  }
+}

@@ -24,8 +24,144 @@ inline bool covariance_ok(const Cov& V, double blowup) {
   return V.allFinite() && V.diagonal().maxCoeff() <= blowup;
 }
 
+namespace exact_small {
+
+/// The same step as exact_step(const ShapedAttention&, ...) for one head and small
+/// m, on matrices of compile-time size (M: 8 x 8, or bounded by 32 x 32): no heap
+/// allocation and coefficient-based products instead of Eigen's GEMM (packing
+/// costs more than the product at m <= 32).  The random numbers are the same
+/// draws in the same order, so V agrees with the general path to rounding.
+template <class M>
+inline void gaussian(const Stream& s, M& out) {
+  const Eigen::Index m = out.rows();
+  double buf[32 * 32];
+  fill_normal(s, 0, std::size_t(m * m), buf);
+  for (Eigen::Index i = 0; i < m; ++i)
+    for (Eigen::Index j = 0; j < m; ++j) out(i, j) = buf[i * m + j];
+}
+
+/// SeqNormal's numbers (normals 0, 1, 2, ... of one stream), drawn 64 at a time
+/// with the vectorized fill_normal (same numbers) instead of 4 at a time.
+class BulkNormal {
+ public:
+  explicit BulkNormal(const Stream& s) : s_(s) {}
+  double operator()() {
+    if (pos_ == kBuf) {
+      fill_normal(s_, next_, std::size_t(kBuf), buf_);
+      next_ += kBuf;
+      pos_ = 0;
+    }
+    return buf_[pos_++];
+  }
+
+ private:
+  static constexpr int kBuf = 64;
+  Stream s_;
+  std::uint64_t next_ = 0;
+  double buf_[kBuf];
+  int pos_ = kBuf;
+};
+
+struct BulkRng {
+  BulkNormal normal;
+  SeqUniform uniform;
+  BulkRng(const Stream& normals, const Stream& uniforms) : normal(normals), uniform(uniforms) {}
+};
+
+/// gamma_variate of linalg.hpp (Marsaglia-Tsang) on a BulkRng: the same draws.
+inline double gamma_variate(double shape, BulkRng& r) {
+  double boost = 1.0;
+  if (shape < 1.0) {
+    boost = std::pow(r.uniform(), 1.0 / shape);
+    shape += 1.0;
+  }
+  const double d = shape - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
+  for (;;) {
+    double x, v;
+    do {
+      x = r.normal();
+      v = 1.0 + c * x;
+    } while (v <= 0.0);
+    v = v * v * v;
+    const double u = r.uniform();
+    const double x2 = x * x;
+    if (u < 1.0 - 0.0331 * x2 * x2) return boost * d * v;
+    if (std::log(u) < 0.5 * x2 + d * (1.0 - v + std::log(v))) return boost * d * v;
+  }
+}
+
+/// wishart_factor for df > p - 1 (same draws, same order).
+template <class M>
+inline void wishart(double df, BulkRng& r, M& B) {
+  const Eigen::Index p = B.rows();
+  B.setZero();
+  for (Eigen::Index i = 0; i < p; ++i) {
+    B(i, i) = std::sqrt(2.0 * gamma_variate(0.5 * (df - double(i)), r));
+    for (Eigen::Index j = 0; j < i; ++j) B(i, j) = r.normal();
+  }
+}
+
+template <class M>
+inline void attention(const ShapedAttention& b, Cov& Vio, long n, const ExactKey& key) {
+  const Eigen::Index m = Vio.rows();
+  M V = Vio, L(m, m), B(m, m), Z(m, m), Mk(m, m), T(m, m), Y(m, m), C(m, m), P(m, m), CB(m, m), Q(m, m);
+  psd_root(V, L);
+  const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
+  const double tau = b.tau0 * std::sqrt(double(n) * nk);
+  {  // key product M = chol(Wishart_m(n_k)) Z
+    BulkRng r(key.head_stream(0, ExactKey::kKeyWishart), key.head_stream(0, ExactKey::kKeyUniform));
+    wishart(nk, r, B);
+    gaussian(key.head_stream(0, ExactKey::kKeyGauss), Z);
+    small_product(Mk, B, Z);
+  }
+  small_product(T, L, Mk);
+  small_product(Y, T, L.transpose());
+  Y /= tau;
+  for (Eigen::Index i = 0; i < m; ++i) {  // softmax_rows, then A = alpha I + beta (S - C)
+    const Eigen::Index k = b.causal ? i + 1 : m;
+    const double mx = Y.row(i).head(k).maxCoeff();
+    double sum = 0.0;
+    for (Eigen::Index j = 0; j < k; ++j) sum += (Y(i, j) = std::exp(Y(i, j) - mx));
+    for (Eigen::Index j = 0; j < k; ++j) Y(i, j) /= sum;
+    for (Eigen::Index j = k; j < m; ++j) Y(i, j) = 0.0;
+    const double c = 1.0 / double(k);
+    for (Eigen::Index j = 0; j < m; ++j) Y(i, j) = b.beta * (Y(i, j) - (j < k ? c : 0.0));
+    Y(i, i) += b.alpha;
+  }
+  small_product(C, Y, L);
+  // value_mix with H = 1
+  gaussian(key.head_stream(0, ExactKey::kValueZ), Z);
+  small_product(P, C, Z);
+  {
+    BulkRng r(key.stream(ExactKey::kR), key.stream(ExactKey::kRUniform));
+    wishart(double(n) - double(m), r, B);
+  }
+  small_product(CB, C, B);
+  const double HN = double(n);
+  small_product(T, L, P.transpose());
+  small_product(Q, P, P.transpose());
+  small_product(Y, CB, CB.transpose());
+  Q += Y;
+  M out = (b.lambda * b.lambda) * V;
+  out += (b.lambda * b.gamma / std::sqrt(HN)) * (T + T.transpose());
+  out += (b.gamma * b.gamma / HN) * Q;
+  Vio = 0.5 * (out + out.transpose());
+}
+
+/// Whether the small path covers this block at this m and width.
+inline bool covers(const ShapedAttention& b, Eigen::Index m, long n) {
+  const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
+  return b.heads == 1 && !b.concat && m >= 1 && m <= 32 && nk > double(m - 1) && double(n) - double(m) > double(m - 1);
+}
+
+}  // namespace exact_small
+
 /// Applies block b of the network (layer l) to V in place at width n.
 inline void exact_block(const Block& block, Cov& V, long n, const ExactKey& key) {
+  if (const auto* a = std::get_if<ShapedAttention>(&block); a && exact_small::covers(*a, V.rows(), n)) {
+    if (V.rows() == 8) return exact_small::attention<Eigen::Matrix<double, 8, 8>>(*a, V, n, key);
+    return exact_small::attention<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(*a, V, n, key);
+  }
   std::visit([&](const auto& b) { exact_step(b, V, n, key); }, block);
 }
 

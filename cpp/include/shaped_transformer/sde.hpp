@@ -1,19 +1,29 @@
 // The neural covariance SDE (docs/model.md sections 5-6), integrated over many
 // independent paths in parallel.  Layered like diffrax: terms (sde/terms.hpp and the
 // block headers), solvers (sde/euler.hpp, sde/tamed_euler.hpp, sde/exact_chain.hpp),
-// saving (sde/save_at.hpp).
+// saving (sde/save_at.hpp, sde/summary.hpp).  Networks of shaped attention heads
+// run through the batched SIMD kernel (sde/batch.hpp, one path per lane); all
+// others through the generic per-path solver below.
 #pragma once
 
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "exact.hpp"
+#include "sde/batch.hpp"
 #include "sde/euler.hpp"
 #include "sde/exact_chain.hpp"
 #include "sde/save_at.hpp"
+#include "sde/summary.hpp"
 #include "sde/tamed_euler.hpp"
 #include "sde/terms.hpp"
 
@@ -127,23 +137,138 @@ inline void check_arguments(const Network& net, const Cov& V0, const SdeOptions&
   if (o.scheme == SdeScheme::ExactChain) exact_width(o.dt, int(V0.rows()));
 }
 
+/// The integrator a run uses: a batch kernel (run != null) or the generic
+/// per-path solver (run == null).  kernel: null or "" picks the batch kernel when
+/// it covers the network, "generic" forces the per-path solver, "scalar", "avx2"
+/// or "avx512" a given batch kernel (for tests and benchmarks).
+inline BatchKernel choose_kernel(const Network& net, const Cov& V0, const SdeOptions& o, const char* kernel) {
+  if (kernel && std::strcmp(kernel, "generic") == 0) return {};
+  const bool covered = o.scheme != SdeScheme::ExactChain && batch_covers(net, int(V0.rows()));
+  if (!kernel || !*kernel) return covered ? batch_kernel() : BatchKernel{};
+  if (!covered)
+    throw std::invalid_argument(
+        "kernel: the batch kernels cover networks of the paper's shaped attention head with the euler and "
+        "tamed_euler schemes, m <= 32");
+  const BatchKernel k = batch_kernel(kernel);
+  if (!k.run) throw std::invalid_argument(std::string("kernel: '") + kernel + "' is not available on this CPU");
+  return k;
+}
+
+inline BatchParams batch_params(const Network& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed,
+                                double blowup) {
+  BatchParams p;
+  p.m = int(V0.rows());
+  p.dt = o.dt;
+  p.steps = o.steps;
+  p.tamed = o.scheme == SdeScheme::TamedEuler;
+  p.clip = o.psd == PsdRemedy::Clip;
+  p.blowup = blowup;
+  p.seed = seed;
+  p.save_steps = o.save_steps.data();
+  p.nsave = o.save_steps.size();
+  batch_coefficients(net, p.m, p);
+  return p;
+}
+
+inline std::vector<double> row_major(const Cov& V) {
+  const int m = int(V.rows());
+  std::vector<double> out(std::size_t(m) * std::size_t(m));
+  for (int a = 0; a < m; ++a)
+    for (int b = 0; b < m; ++b) out[std::size_t(a * m + b)] = V(a, b);
+  return out;
+}
+
+/// Stores every path's V at the saved steps in tr (sized paths x nsave x m x m).
+/// for_each(items, paths_per_item, fn(item, cancel)) runs the work items (e.g.
+/// parallel_for); results do not depend on how it schedules them.
+template <class ForEach>
+inline void solve_store(const Network& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
+                        double blowup, const BatchKernel& k, Trajectories& tr, ForEach&& for_each) {
+  tr.projections.assign(std::size_t(paths), 0);
+  if (!k.run) {
+    for_each(std::size_t(paths), 1, [&](std::size_t p, const CancelToken& cancel) {
+      tr.exploded[p] = solve_path(net, V0, o, seed, std::uint32_t(p), blowup, tr.V_at(int(p), 0), tr.projections[p],
+                                  &cancel);
+    });
+    return;
+  }
+  const BatchParams bp = batch_params(net, V0, o, seed, blowup);
+  const std::vector<double> v0 = row_major(V0);
+  const std::size_t W = std::size_t(k.width), items = (std::size_t(paths) + W - 1) / W;
+  for_each(items, W, [&](std::size_t i, const CancelToken& cancel) {
+    const std::size_t p0 = i * W;
+    const int count = int(std::min(W, std::size_t(paths) - p0));
+    StoreSink sink(tr.V.data(), p0, count, o.save_steps.size(), int(V0.rows()));
+    k.run(bp, v0.data(), std::uint32_t(p0), count, sink, &tr.exploded[p0], &tr.projections[p0], &cancel);
+  });
+}
+
+/// Accumulates the summary statistics (sde/summary.hpp) of all paths into `total`
+/// (constructed with m and the number of saves) without storing paths; exploded
+/// and projections are filled per path.
+template <class ForEach>
+inline void solve_summary(const Network& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
+                          double blowup, const BatchKernel& k, SdeSummary& total, std::vector<std::int64_t>& exploded,
+                          std::vector<std::int64_t>& projections, int threads, ForEach&& for_each) {
+  const int m = int(V0.rows());
+  const std::size_t nsave = o.save_steps.size(), mm = std::size_t(m) * std::size_t(m);
+  exploded.assign(std::size_t(paths), -1);
+  projections.assign(std::size_t(paths), 0);
+  const BatchParams bp = k.run ? batch_params(net, V0, o, seed, blowup) : BatchParams{};
+  const std::vector<double> v0 = row_major(V0);
+  const std::size_t C = std::size_t(kSummaryChunk), chunks = (std::size_t(paths) + C - 1) / C;
+  // Chunks finish in any order; they are merged in chunk order (same sums for any
+  // thread count), holding at most `window` finished chunks back.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::size_t, std::unique_ptr<SdeSummary>> pending;
+  std::size_t next = 0;
+  const std::size_t window = 4 + 2 * std::size_t(threads > 0 ? threads : 1);
+  for_each(chunks, C, [&](std::size_t c, const CancelToken& cancel) {
+    auto part = std::make_unique<SdeSummary>(m, nsave);
+    const std::size_t first = c * C, last = std::min(std::size_t(paths), first + C);
+    if (k.run) {
+      SummarySink sink(*part);
+      const std::size_t W = std::size_t(k.width);
+      for (std::size_t p0 = first; p0 < last && !cancel.stop_requested(); p0 += W)
+        k.run(bp, v0.data(), std::uint32_t(p0), int(std::min(W, last - p0)), sink, &exploded[p0], &projections[p0],
+              &cancel);
+    } else {
+      std::vector<double> buf(nsave * mm);
+      for (std::size_t p = first; p < last && !cancel.stop_requested(); ++p) {
+        exploded[p] = solve_path(net, V0, o, seed, std::uint32_t(p), blowup, buf.data(), projections[p], &cancel);
+        for (std::size_t s = 0; s < nsave; ++s)
+          if (exploded[p] < 0 || o.save_steps[s] < exploded[p]) part->add_path(s, buf.data() + s * mm, 1);
+      }
+    }
+    std::unique_lock<std::mutex> lock(mu);
+    while (c >= next + window && !cancel.stop_requested()) cv.wait_for(lock, std::chrono::milliseconds(20));
+    pending[c] = std::move(part);
+    for (auto it = pending.find(next); it != pending.end(); it = pending.find(next)) {
+      total.merge(*it->second);
+      pending.erase(it);
+      ++next;
+    }
+    cv.notify_all();
+  });
+}
+
 }  // namespace sde
 
 /// Integrates the SDE of `net` from V0 for `paths` independent paths.
 /// Trajectories.exploded holds the step of blow-up (-1: never); .projections the
-/// number of PSD projections of each path.
+/// number of PSD projections of each path.  `kernel`: see sde::choose_kernel.
 inline Trajectories solve_sde(const Network& net, const Cov& V0, const SdeOptions& o, int paths,
-                              std::uint64_t seed, const RunOptions& opt) {
+                              std::uint64_t seed, const RunOptions& opt, const char* kernel = nullptr) {
   sde::check_arguments(net, V0, o, paths);
   Trajectories tr(paths, int(o.save_steps.size()), int(V0.rows()));
-  tr.projections.assign(std::size_t(paths), 0);
-  parallel_for(
-      std::size_t(paths), opt.threads,
-      [&](std::size_t p, const CancelToken& cancel) {
-        tr.exploded[p] = sde::solve_path(net, V0, o, seed, std::uint32_t(p), opt.blowup, tr.V_at(int(p), 0),
-                                         tr.projections[p], &cancel);
-      },
-      opt.poll, opt.progress);
+  const sde::BatchKernel k = sde::choose_kernel(net, V0, o, kernel);
+  sde::solve_store(net, V0, o, paths, seed, opt.blowup, k, tr, [&](std::size_t items, std::size_t per, auto&& fn) {
+    std::function<void(std::size_t)> progress;
+    if (opt.progress)
+      progress = [&](std::size_t done) { opt.progress(std::min(done * per, std::size_t(paths))); };
+    parallel_for(items, opt.threads, fn, opt.poll, progress);
+  });
   return tr;
 }
 
