@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import shaped_transformer as st
+from shaped_transformer.sde import sde_drift
 from shaped_transformer.simulate import BlowUpWarning
 
 FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
@@ -167,3 +168,80 @@ def test_tamed_euler_close_to_euler_for_small_dt():
     ra, rb = a.rho[:, -1, 0, 1], b.rho[:, -1, 0, 1]
     # same noise, so the difference is the taming only: O(dt) per path
     assert np.abs(ra - rb).mean() < 0.01
+
+
+# ---- the integrator's step against the drift and the noise (m = 2..8) -----------
+
+_SDE_MATRIX_BASE = 0xC000  # matrix_id::kSdeBase (rng.hpp): block b's Brownian numbers
+
+
+def _spd(m, seed):
+    """A fixed, well-conditioned SPD matrix with unequal diagonal and mixed-sign
+    correlations (so every term of the drift is non-zero)."""
+    g = np.random.default_rng(seed).standard_normal((m, m + 2))
+    V = g @ g.T / (m + 2) + 0.3 * np.eye(m)
+    return V
+
+
+def _brownian(net, m, seed, path, step, dt):
+    """The N(0, dt) numbers the integrator draws for (path, step), all blocks in order
+    (brownian.hpp: sqrt(dt) times normals 0.. of Stream{seed, path, step, kSdeBase + b},
+    float normals widened to double)."""
+    from shaped_transformer._core_loader import core
+
+    parts = []
+    for b, blk in enumerate(net):
+        k = 2 * m * m if blk.kind == "shaped_attention" else m * m
+        z = np.asarray(core.normals(seed, path, step, _SDE_MATRIX_BASE + b, 0, k), dtype=np.float64)
+        parts.append(np.sqrt(dt) * z)
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("m", [2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("scheme", ["euler", "tamed_euler"])
+def test_one_step_is_drift_plus_noise(m, scheme):
+    """One step of solve_sde from V0 (dt = 0.3, psd='none') is exactly
+    V0 + b(V0) dt + noise(V0, dW) (tamed: b dt / (1 + dt |b|_F)), with b = sde_drift,
+    noise = sde_noise and dW the integrator's own Brownian numbers: every m from 2 to
+    8 (the fixed-size 2, 4, 8 and the dynamic-size paths of the solver).  An
+    integrator that dropped, doubled or mis-scaled the drift or the noise fails."""
+    from shaped_transformer.sde import sde_noise
+
+    net = st.shaped_transformer(heads=2, tau0=0.8, gamma=0.6, c_plus=0.5, c_minus=-1.0)
+    V0 = _spd(m, m)
+    dt, seed, paths = 0.3, 17, 3
+    r = st.solve_sde(net, V0, T=dt, steps=1, paths=paths, seed=seed, psd="none", scheme=scheme,
+                     save_at=[dt], blowup=1e30)
+    b = sde_drift(net, V0)
+    assert np.abs(b).max() > 0.05  # the drift is visible at this V0
+    drift_incr = b * dt if scheme == "euler" else b * dt / (1 + dt * np.linalg.norm(b))
+    for p in range(paths):
+        noise = sde_noise(net, V0, _brownian(net, m, seed, p, 0, dt))
+        expect = V0 + drift_incr + noise
+        expect = 0.5 * (expect + expect.T)
+        np.testing.assert_allclose(r.V[p, -1], expect, rtol=1e-10, atol=1e-12 * np.abs(V0).max())
+
+
+@pytest.mark.parametrize("m", [2, 5, 8])
+def test_one_step_moments_are_drift_and_sigma(m):
+    """The same step in law, independently of the Brownian keying: over many paths,
+    E[V_dt - V0] = b dt and Cov(V_dt - V0) = Sigma dt (Sigma = J J^T of the linear
+    noise map), each entry within 4.5 standard errors."""
+    from _reduced_numpy import noise_covariance
+
+    net = st.shaped_transformer(heads=2, tau0=0.8, gamma=0.6, c_plus=0.5, c_minus=-1.0)
+    V0 = _spd(m, m)
+    dt, P = 0.05, 40000
+    r = st.solve_sde(net, V0, T=dt, steps=1, paths=P, seed=3, psd="none", save_at=[dt], blowup=1e30)
+    D = r.V[:, -1] - V0
+    mu, se = D.mean(0), D.std(0) / np.sqrt(P)
+    b = sde_drift(net, V0)
+    z = (mu - b * dt) / se
+    assert np.abs(z).max() < 4.5, z
+    iu = np.triu_indices(m)
+    S = noise_covariance(net, V0).reshape(m, m, m, m)[iu[0], iu[1]][:, iu[0], iu[1]] * dt
+    Dv = D[:, iu[0], iu[1]]
+    C = np.cov(Dv.T)
+    # variance of each diagonal entry: Var(x^2) / P, x Gaussian: 2 S_ii^2 / P
+    zs = (np.diag(C) - np.diag(S)) / (np.sqrt(2.0 / P) * np.diag(S))
+    assert np.abs(zs).max() < 4.5, zs
