@@ -1,0 +1,164 @@
+"""The mutation harness (docs/validation.md, "Mutation matrix"): the statistical
+suite must fail for every deliberate error in the model.
+
+Each perturbation of tests/_mutations.py is injected in turn -- through the
+parameters of the model side of each comparison, or, for formula sites the
+parameters cannot reach, through a core built with
+-DSHAPED_TRANSFORMER_MUTATIONS=ON (test-only; the default build has no such
+switch) -- and the statistical tests run at CI size in a child pytest, which must
+report at least one failed test.
+
+Slow: ~10 child runs of up to a few minutes plus a build of the core (ccache helps).
+It runs with SHAPED_TRANSFORMER_FULL=1 or SHAPED_TRANSFORMER_MUTATIONS=1 only.  Set
+SHAPED_TRANSFORMER_MUTATION_BUILD_DIR to a folder holding a mutation-enabled _core to
+skip the build.
+
+``python tests/test_mutations.py [names...]`` prints the whole detection matrix
+(every statistical test against every perturbation, no early stop) as Markdown.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from _mutations import ALL, CORE, PARAMETER  # noqa: E402
+
+FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
+ENABLED = FULL or os.environ.get("SHAPED_TRANSFORMER_MUTATIONS", "") not in ("", "0")
+
+# The statistical suite, fastest and sharpest first (the harness stops a child run
+# at its first failure).
+SUITE = [
+    "tests/test_sde.py::test_one_step_is_drift_plus_noise",
+    "tests/test_moments.py",
+    "tests/test_sde.py",
+    "tests/test_exact.py",
+    "tests/test_sde_vs_network.py",
+]
+
+
+def _has_mutations(build_dir: str) -> bool:
+    code = "from shaped_transformer._core_loader import core; import sys; sys.exit(0 if hasattr(core, '_set_mutation') else 1)"
+    env = dict(os.environ, SHAPED_TRANSFORMER_BUILD_DIR=build_dir, PYTHONPATH=_pythonpath())
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True).returncode == 0
+
+
+def _pythonpath() -> str:
+    parts = [str(ROOT / "python")] if (ROOT / "python" / "shaped_transformer").is_dir() else []
+    if os.environ.get("PYTHONPATH"):
+        parts.append(os.environ["PYTHONPATH"])
+    return os.pathsep.join(parts)
+
+
+def mutation_build(workdir: str | None = None) -> str:
+    """A folder holding a _core built with SHAPED_TRANSFORMER_MUTATIONS=ON (built here
+    with CMake, through ccache when it is on PATH)."""
+    given = os.environ.get("SHAPED_TRANSFORMER_MUTATION_BUILD_DIR")
+    if given:
+        if not _has_mutations(given):
+            raise RuntimeError(f"SHAPED_TRANSFORMER_MUTATION_BUILD_DIR={given} holds no mutation-enabled _core")
+        return given
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        raise RuntimeError("cmake is not on PATH")
+    import pybind11
+
+    build = workdir or tempfile.mkdtemp(prefix="st-mutations-")
+    cfg = [cmake, "-S", str(ROOT), "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DSHAPED_TRANSFORMER_PYTHON=ON",
+           "-DSHAPED_TRANSFORMER_MUTATIONS=ON", "-DSHAPED_TRANSFORMER_INSTALL=OFF",
+           f"-Dpybind11_DIR={pybind11.get_cmake_dir()}"]
+    if shutil.which("ninja"):
+        cfg += ["-G", "Ninja"]
+    if shutil.which("ccache"):
+        cfg.append("-DCMAKE_CXX_COMPILER_LAUNCHER=ccache")
+    subprocess.run(cfg, check=True, capture_output=True, text=True)
+    subprocess.run([cmake, "--build", build, "--target", "_core", "-j", os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", "2")],
+                   check=True, capture_output=True, text=True)
+    if not glob.glob(os.path.join(build, "_core*")):
+        raise RuntimeError(f"no _core module in {build}")
+    return build
+
+
+def run_suite(name: str, build_dir: str, *, first_failure: bool, junit: str | None = None,
+              targets: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Runs the statistical suite at CI size with mutation `name` ('' for none)."""
+    env = dict(os.environ, SHAPED_TRANSFORMER_BUILD_DIR=build_dir, SHAPED_TRANSFORMER_FULL="0",
+               PYTHONPATH=_pythonpath(), SHAPED_TRANSFORMER_MUTATIONS="0")
+    env.pop("SHAPED_TRANSFORMER_MUTATION", None)
+    if name:
+        env["SHAPED_TRANSFORMER_MUTATION"] = name
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", "--tb=line", "-rN"]
+    if first_failure:
+        cmd.append("-x")
+    if junit:
+        cmd.append(f"--junitxml={junit}")
+    cmd += targets or SUITE
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ENABLED, reason="set SHAPED_TRANSFORMER_FULL=1 or SHAPED_TRANSFORMER_MUTATIONS=1")
+def test_every_mutation_fails_the_statistical_suite(tmp_path):
+    build = mutation_build(str(tmp_path / "build"))
+    # control: the mutation-enabled core with every factor at 1 passes (the sharp tests)
+    ok = run_suite("", build, first_failure=True, targets=[SUITE[0], "tests/test_moments.py"])
+    assert ok.returncode == 0, ok.stdout[-3000:]
+    missed = []
+    for name in ALL:
+        r = run_suite(name, build, first_failure=True)
+        # pytest exit code 1: tests ran and some failed; 0: none failed; > 1: an error
+        assert r.returncode in (0, 1), (name, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
+        if r.returncode == 0:
+            missed.append(name)
+    assert not missed, f"mutations no statistical test detects: {missed}"
+
+
+def _matrix(names: list[str]) -> str:
+    """Every test against every mutation (no early stop), as a Markdown table."""
+    build = mutation_build()
+    results: dict[str, dict[str, str]] = {}
+    tests: list[str] = []
+    for name in [""] + names:
+        with tempfile.TemporaryDirectory() as d:
+            junit = os.path.join(d, "j.xml")
+            run_suite(name, build, first_failure=False, junit=junit, targets=SUITE[1:])
+            for case in ET.parse(junit).getroot().iter("testcase"):
+                t = f"{case.get('classname').split('.')[-1]}::{case.get('name')}"
+                if t not in tests:
+                    tests.append(t)
+                out = "pass"
+                if case.find("failure") is not None or case.find("error") is not None:
+                    out = "FAIL"
+                elif case.find("skipped") is not None:
+                    out = "skip"
+                results.setdefault(name or "none", {})[t] = out
+        print(f"done: {name or 'none'}", file=sys.stderr, flush=True)
+    cols = ["none"] + names
+    lines = ["| test | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for t in tests:
+        row = [results[c].get(t, "-") for c in cols]
+        if all(x == "pass" for x in row[1:]) and row[0] == "pass":
+            continue  # sees none of the perturbations (API and exactness tests)
+        lines.append(f"| {t} | " + " | ".join("**FAIL**" if x == "FAIL" else x for x in row) + " |")
+    lines.append("| (tests that pass under every perturbation are not listed) |" + " |" * len(cols))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    chosen = sys.argv[1:] or ALL
+    for c in chosen:
+        if c not in ALL:
+            raise SystemExit(f"unknown mutation {c}; known: {ALL}")
+    print(_matrix(chosen))
