@@ -13,8 +13,9 @@ It runs with SHAPED_TRANSFORMER_FULL=1 or SHAPED_TRANSFORMER_MUTATIONS=1 only.  
 SHAPED_TRANSFORMER_MUTATION_BUILD_DIR to a folder holding a mutation-enabled _core to
 skip the build.
 
-``python tests/test_mutations.py [names...]`` prints the whole detection matrix
-(every statistical test against every perturbation, no early stop) as Markdown.
+``python tests/test_mutations.py [--out F.json] [names...]`` runs every statistical
+test against each perturbation (no early stop) and prints the detection matrix as
+Markdown.
 """
 
 from __future__ import annotations
@@ -125,40 +126,66 @@ def test_every_mutation_fails_the_statistical_suite(tmp_path):
     assert not missed, f"mutations no statistical test detects: {missed}"
 
 
-def _matrix(names: list[str]) -> str:
-    """Every test against every mutation (no early stop), as a Markdown table."""
-    build = mutation_build()
-    results: dict[str, dict[str, str]] = {}
-    tests: list[str] = []
-    for name in [""] + names:
+def _collect(names: list[str], out: str) -> None:
+    """Runs every statistical test against each mutation (no early stop) and adds
+    the outcomes to the JSON file `out` ({mutation: {test: pass/FAIL/skip}}).
+    Parameter mutations run on SHAPED_TRANSFORMER_BUILD_DIR's core when no core
+    mutation is asked for."""
+    import json
+
+    need_core = any(n in CORE for n in names)
+    build = mutation_build() if need_core else os.environ.get("SHAPED_TRANSFORMER_BUILD_DIR", "")
+    results = json.load(open(out)) if os.path.exists(out) else {}
+    for name in names:
         with tempfile.TemporaryDirectory() as d:
             junit = os.path.join(d, "j.xml")
-            run_suite(name, build, first_failure=False, junit=junit, targets=SUITE[1:])
+            run_suite("" if name == "none" else name, build, first_failure=False, junit=junit, targets=SUITE[1:])
+            row = {}
             for case in ET.parse(junit).getroot().iter("testcase"):
                 t = f"{case.get('classname').split('.')[-1]}::{case.get('name')}"
-                if t not in tests:
-                    tests.append(t)
-                out = "pass"
                 if case.find("failure") is not None or case.find("error") is not None:
-                    out = "FAIL"
+                    row[t] = "FAIL"
                 elif case.find("skipped") is not None:
-                    out = "skip"
-                results.setdefault(name or "none", {})[t] = out
-        print(f"done: {name or 'none'}", file=sys.stderr, flush=True)
-    cols = ["none"] + names
-    lines = ["| test | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+                    row[t] = "skip"
+                else:
+                    row[t] = "pass"
+        results[name] = row
+        json.dump(results, open(out, "w"), indent=1)
+        print(f"done: {name}: {sum(v == 'FAIL' for v in row.values())} failed", file=sys.stderr, flush=True)
+
+
+def _table(out: str) -> str:
+    """The detection matrix of the JSON file as Markdown: one row per test that
+    fails under at least one mutation."""
+    import json
+
+    results = json.load(open(out))
+    cols = [c for c in ["none"] + ALL if c in results]
+    tests = []
+    for c in cols:
+        tests += [t for t in results[c] if t not in tests]
+    lines = ["| test | " + " | ".join(f"`{c}`" for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for t in tests:
         row = [results[c].get(t, "-") for c in cols]
-        if all(x == "pass" for x in row[1:]) and row[0] == "pass":
-            continue  # sees none of the perturbations (API and exactness tests)
-        lines.append(f"| {t} | " + " | ".join("**FAIL**" if x == "FAIL" else x for x in row) + " |")
-    lines.append("| (tests that pass under every perturbation are not listed) |" + " |" * len(cols))
+        if "FAIL" not in row:
+            continue
+        lines.append(f"| `{t}` | " + " | ".join("**FAIL**" if x == "FAIL" else x for x in row) + " |")
+    lines.append("| **failed tests** | " + " | ".join(str(sum(v == "FAIL" for v in results[c].values())) for c in cols) + " |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    chosen = sys.argv[1:] or ALL
-    for c in chosen:
-        if c not in ALL:
-            raise SystemExit(f"unknown mutation {c}; known: {ALL}")
-    print(_matrix(chosen))
+    import argparse
+
+    ap = argparse.ArgumentParser(description="the detection matrix (docs/validation.md)")
+    ap.add_argument("--out", default="mutation-matrix.json")
+    ap.add_argument("--table", action="store_true", help="only print the table of --out")
+    ap.add_argument("names", nargs="*", help=f"mutations (default: all), or 'none'; known: {ALL}")
+    a = ap.parse_args()
+    if not a.table:
+        chosen = a.names or ALL
+        for c in chosen:
+            if c not in ALL and c != "none":
+                raise SystemExit(f"unknown mutation {c}; known: {ALL}")
+        _collect(chosen, a.out)
+    print(_table(a.out))

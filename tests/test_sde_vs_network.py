@@ -2,9 +2,10 @@
 collapses.
 
 Network side: the exact chain (equal in law to the explicit network, see
-test_exact.py).  SDE side: tamed Euler at a small step (plain Euler loses about 1%
-of the paths to numerical blow-up at these parameters and dt = 1/1024 while the
-networks lose none; the tamed step loses none)."""
+test_exact.py).  SDE side: Euler-Maruyama at a small step.  Both sides stop a
+path/sample by one rule, max diag V > 1e4 (passed explicitly).  Tamed Euler is not
+used: it suppresses the SDE's finite-time blow-up (P(stop) 0.4% against Euler's
+7.5% at tau0 = 0.7, gamma = 0.6, converged in dt), which the networks approach."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
 def test_rho_distribution_converges_to_the_sde():
     """W1 distance between the laws of rho_T (T = 1, all pairs pooled) of the SDE
     and of the network at width n shrinks as n grows (CI: n = 16 -> 256, full:
-    n = 64 -> 1024).  The statistical floor of W1 at these sample sizes is about
+    n = 64 -> 1024), given survival under the common stopping rule (max diag V > 1e4;
+    measured at CI size: W1 = 0.010, 0.0036, 0.0067).  The statistical floor of W1 at these sample sizes is about
     0.005 (two SDE runs with different seeds)."""
     net = st.Network([st.ShapedAttention(heads=1, tau0=0.8, gamma=0.45)])
     V0 = st.inputs.equicorrelated(4, 0.3)
@@ -34,7 +36,7 @@ def test_rho_distribution_converges_to_the_sde():
     N = 16000 if FULL else 4000
     widths = (64, 256, 1024) if FULL else (16, 64, 256)
     sde = st.solve_sde(model(net), V0, T=1.0, steps=2048 if FULL else 1024, paths=P, seed=1, save_at=[1.0],
-                       scheme="tamed_euler", blowup=1e4)
+                       scheme="euler", blowup=1e4)
     rs = sde.finite().rho_pairs(-1)
     dist = []
     with warnings.catch_warnings():
