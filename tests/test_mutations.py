@@ -155,22 +155,30 @@ def _collect(names: list[str], out: str) -> None:
 
 
 def _table(out: str) -> str:
-    """The detection matrix of the JSON file as Markdown: one row per test that
-    fails under at least one mutation."""
+    """The detection matrix of the JSON file as Markdown: one row per test function
+    (parametrized cases grouped: "FAIL" all failed, "k/n" k of n failed) that fails
+    under at least one mutation."""
     import json
 
     results = json.load(open(out))
     cols = [c for c in ["none"] + ALL if c in results]
-    tests = []
+    groups: dict[str, list[str]] = {}
     for c in cols:
-        tests += [t for t in results[c] if t not in tests]
+        for t in results[c]:
+            groups.setdefault(t.split("[")[0], [])
+            if t not in groups[t.split("[")[0]]:
+                groups[t.split("[")[0]].append(t)
     lines = ["| test | " + " | ".join(f"`{c}`" for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for t in tests:
-        row = [results[c].get(t, "-") for c in cols]
-        if "FAIL" not in row:
+    for g, cases in groups.items():
+        cells = []
+        for c in cols:
+            k = sum(results[c].get(t) == "FAIL" for t in cases)
+            cells.append("pass" if k == 0 else "**FAIL**" if k == len(cases) else f"**{k}/{len(cases)}**")
+        if all(x == "pass" for x in cells):
             continue
-        lines.append(f"| `{t}` | " + " | ".join("**FAIL**" if x == "FAIL" else x for x in row) + " |")
-    lines.append("| **failed tests** | " + " | ".join(str(sum(v == "FAIL" for v in results[c].values())) for c in cols) + " |")
+        name = g + (f" ({len(cases)} cases)" if len(cases) > 1 else "")
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    lines.append("| failed tests | " + " | ".join(str(sum(v == "FAIL" for v in results[c].values())) for c in cols) + " |")
     return "\n".join(lines)
 
 
