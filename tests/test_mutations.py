@@ -34,7 +34,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from _mutations import ALL, CORE, PARAMETER  # noqa: E402
+from _mutations import ALL, CORE  # noqa: E402
 
 FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
 ENABLED = FULL or os.environ.get("SHAPED_TRANSFORMER_MUTATIONS", "") not in ("", "0")
@@ -51,7 +51,8 @@ SUITE = [
 
 
 def _has_mutations(build_dir: str) -> bool:
-    code = "from shaped_transformer._core_loader import core; import sys; sys.exit(0 if hasattr(core, '_set_mutation') else 1)"
+    code = ("from shaped_transformer._core_loader import core; import sys; "
+            "sys.exit(0 if hasattr(core, '_set_mutation') else 1)")
     env = dict(os.environ, SHAPED_TRANSFORMER_BUILD_DIR=build_dir, PYTHONPATH=_pythonpath())
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True).returncode == 0
 
@@ -85,7 +86,8 @@ def mutation_build(workdir: str | None = None) -> str:
     if shutil.which("ccache"):
         cfg.append("-DCMAKE_CXX_COMPILER_LAUNCHER=ccache")
     subprocess.run(cfg, check=True, capture_output=True, text=True)
-    subprocess.run([cmake, "--build", build, "--target", "_core", "-j", os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", "2")],
+    jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", "2")
+    subprocess.run([cmake, "--build", build, "--target", "_core", "-j", jobs],
                    check=True, capture_output=True, text=True)
     if not glob.glob(os.path.join(build, "_core*")):
         raise RuntimeError(f"no _core module in {build}")
@@ -178,7 +180,8 @@ def _table(out: str) -> str:
             continue
         name = g + (f" ({len(cases)} cases)" if len(cases) > 1 else "")
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
-    lines.append("| failed tests | " + " | ".join(str(sum(v == "FAIL" for v in results[c].values())) for c in cols) + " |")
+    counts = [str(sum(v == "FAIL" for v in results[c].values())) for c in cols]
+    lines.append("| failed tests | " + " | ".join(counts) + " |")
     return "\n".join(lines)
 
 
