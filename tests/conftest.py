@@ -21,3 +21,15 @@ def size(reduced: int, full: int) -> int:
 @pytest.fixture
 def full_size() -> bool:
     return FULL
+
+
+def pytest_configure(config) -> None:
+    """Test-only fault injection (tests/_mutations.py): off unless
+    SHAPED_TRANSFORMER_MUTATION is set."""
+    if os.environ.get("SHAPED_TRANSFORMER_MUTATION"):
+        import sys
+
+        sys.path.insert(0, os.path.dirname(__file__))
+        from _mutations import apply_core_mutation
+
+        apply_core_mutation()

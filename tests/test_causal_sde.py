@@ -4,7 +4,7 @@ the exact chain the way tests/test_moments.py checks the bidirectional terms.
 Head: A = I + beta (Softmax_causal(Y / tau) - C), C the uniform causal matrix (row i
 is 1/i on its first i entries); beta = 1 is the causal version of the paper's head.
 
-* Drift, term by term, with the control variate of MODEL.md 7.1: given the
+* Drift, term by term, with the control variate of docs/model.md 7.1: given the
   attention matrices, E[V' | A] = V + gamma^2/H sum_h (beta (Delta_h V + V Delta_h^T)
   + beta^2 Delta_h V Delta_h^T), Delta = S - C.  The second-order softmax term is
   n gamma^2 beta/H sum (Delta V + V Delta^T - first-order part) (the first-order part
@@ -23,7 +23,7 @@ is 1/i on its first i entries); beta = 1 is the causal version of the paper's he
   survival (two-sample KS per token pair) and the blow-up probability under one
   stopping rule (blowup = 1e4 on both sides).
 
-The NumPy sampler below draws one reduced block exactly (MODEL.md section 4) with
+The NumPy sampler below draws one reduced block exactly (docs/model.md section 4) with
 the causal head; test_sampler_matches_the_cpp_chain ties it to the C++ chain, which
 tests/test_exact.py ties to the explicit network.
 """
@@ -90,7 +90,7 @@ def drift_terms(V, *, tau0=TAU0, gamma=GAMMA, beta=1.0, causal=True) -> tuple[np
     return c * beta * (D @ V + V @ D.T), c * beta**2 * V * T
 
 
-# ---- exact one-block sampler (MODEL.md section 4) with the causal head ----------
+# ---- exact one-block sampler (docs/model.md section 4) with the causal head ----------
 
 
 def _masked_softmax(Y: np.ndarray, causal: bool) -> np.ndarray:

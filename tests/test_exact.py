@@ -17,6 +17,7 @@ import shaped_transformer as st
 from shaped_transformer._core_loader import core
 
 from _explicit_numpy import run as run_numpy
+from _mutations import model as _model
 
 FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
 Z_MAX = 4.5
@@ -71,7 +72,7 @@ def test_one_block_matches_numpy_explicit(name):
     V0 = _V0(m)
     X0 = st.inputs.tokens_from_covariance(V0, n)
     a = run_numpy(np.random.default_rng(7), net, X0, depth=1, samples=N)
-    b = st.simulate(net, V0=V0, width=n, depth=1, samples=N, method="exact", seed=11).V[:, -1]
+    b = st.simulate(_model(net), V0=V0, width=n, depth=1, samples=N, method="exact", seed=11).V[:, -1]
     _compare(a, b, name)
 
 
@@ -81,42 +82,64 @@ def test_several_blocks_in_law_numpy():
     m, n, N = 4, 16, (20000 if FULL else 3000)
     V0 = _V0(m)
     a = run_numpy(np.random.default_rng(3), net, st.inputs.tokens_from_covariance(V0, n), depth=3, samples=N)
-    b = st.simulate(net, V0=V0, width=n, depth=3, samples=N, method="exact", seed=5).V[:, -1]
+    b = st.simulate(_model(net), V0=V0, width=n, depth=3, samples=N, method="exact", seed=5).V[:, -1]
     _compare(a, b, "transformer d=3")
 
 
-def _explicit_available():
-    try:
-        st.simulate(st.ShapedMLP(), V0=np.eye(2), width=4, depth=1, samples=1, method="explicit", seed=0)
-        return True
-    except Exception:
-        return False
+def _features(V):
+    """Per sample: log tr V, the mean correlation, log V_00 and the spread of log diag V."""
+    iu = np.triu_indices(V.shape[-1], 1)
+    ld = np.log(np.diagonal(V, axis1=1, axis2=2))
+    return {
+        "log tr V": np.log(np.trace(V, axis1=1, axis2=2)),
+        "mean rho": st.correlations(V)[:, iu[0], iu[1]].mean(1),
+        "log V_00": ld[:, 0],
+        "sd log diag V": ld.std(1),
+    }
+
+
+def _z_mean_var(x, y):
+    """z statistics of the difference of means and of variances of two samples."""
+    zm = (x.mean() - y.mean()) / np.sqrt(x.var() / len(x) + y.var() / len(y))
+    dx, dy = (x - x.mean()) ** 2, (y - y.mean()) ** 2
+    zv = (dx.mean() - dy.mean()) / np.sqrt(dx.var() / len(dx) + dy.var() / len(dy))
+    return zm, zv
 
 
 @pytest.mark.slow
 def test_exact_vs_explicit_network_after_several_blocks():
-    """docs/model.md 7.2: the chain and the C++ explicit network after 6 layers of a
-    shaped Transformer (H = 2), two-sample tests on rho and diag V.
+    """docs/model.md 7.2: the chain and the C++ explicit network after d = n = 32 layers
+    (T = 1) of a shaped Transformer (H = 2, tau0 = 0.8, gamma = 0.6, m = 4):
+    two-sample z tests of the means and variances of log tr V, mean rho, log V_00 and
+    the spread of log diag V, plus the means and standard deviations of every entry.
 
-    Detectable bias: the standard error of a difference of means is
-    sd * sqrt(2 / N); at CI size N = 3000 (full: 20000) a relative bias of
-    Z_MAX * sd/mean * sqrt(2/N) is detected: about 4% of E[rho_01] (full: 1.6%)
-    and 3% of E[V_00] (full: 1.2%) here, and KS detects a shift of ~0.05 sd... per
-    the printed numbers."""
-    if not _explicit_available():
-        pytest.skip("explicit network not built yet")
+    Power (CI: N = 16000 per side; full: 64000): the standard error of a difference
+    of means of log tr V is sd sqrt(2/N) = 0.0045 at CI size, so a 2% bias in tr V
+    (0.02 in log tr V) gives z = 4.4 at CI size and 8.9 at full size; measured
+    with 4000 samples, the chain with the attention drift doubled (heads 4,
+    tau0 / sqrt(2)) gave z = 8 (log tr V), with no softmax z = 10.5, with gamma -5% a
+    variance z of 3.1 and with H = 1 instead of 2 a z of 2.8 (x2 at CI size)."""
     net = st.shaped_transformer(heads=2, tau0=0.8, gamma=0.6)
-    m, n, d = 4, 32, 6
-    N = 20000 if FULL else 3000
+    m, n, d = 4, 32, 32
+    N = 64000 if FULL else 16000
     V0 = _V0(m)
-    a = st.simulate(net, V0=V0, width=n, depth=d, samples=N, method="explicit", seed=1, save_at=np.array([d])).V[:, -1]
-    b = st.simulate(net, V0=V0, width=n, depth=d, samples=N, method="exact", seed=2, save_at=np.array([d])).V[:, -1]
+    kw = dict(V0=V0, width=n, depth=d, samples=N, save_at=np.array([d]), blowup=1e4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = st.simulate(net, method="explicit", seed=1, **kw).V[:, -1]
+        b = st.simulate(_model(net), method="exact", seed=2, **kw).V[:, -1]
+    fa = np.isfinite(a).all((1, 2))
+    fb = np.isfinite(b).all((1, 2))
+    # P(stopped) (none expected at n = 32, T = 1)
+    pa, pb = 1 - fa.mean(), 1 - fb.mean()
+    assert abs(pa - pb) <= 4.5 * np.sqrt(max(pa + pb, 2.0 / N) / N), (pa, pb)
+    a, b = a[fa], b[fb]
     _compare(a, b, "explicit vs exact")
-    from scipy.stats import ks_2samp
-
-    ra, rb = st.correlations(a)[:, 0, 1], st.correlations(b)[:, 0, 1]
-    assert ks_2samp(ra, rb).pvalue > 1e-4
-    assert ks_2samp(a[:, 0, 0], b[:, 0, 0]).pvalue > 1e-4
+    xa, xb = _features(a), _features(b)
+    for k in xa:
+        zm, zv = _z_mean_var(xa[k], xb[k])
+        print(f"{k}: z(mean) = {zm:.2f}, z(var) = {zv:.2f}")
+        assert abs(zm) < Z_MAX and abs(zv) < Z_MAX, (k, zm, zv)
 
 
 def test_singular_input_rank_one_stays_rank_one():
@@ -155,14 +178,12 @@ def test_seeding_and_threads():
 
 
 def test_width_independent_cost():
-    """n = 10^6 costs what n = 100 costs for attention (O((Hm)^3) per block)."""
-    import time
-
+    """n = 10^6 runs like n = 100 for attention (O((Hm)^3) per block, no n x n
+    matrix): 2000 blocks at n = 10^6 finish (no timing assert: a loaded machine
+    would make it flaky; a cost that grew with n would not finish here)."""
     net = st.Network([st.ShapedAttention(heads=2)])
     V0 = _V0(6)
-    t = time.perf_counter()
     r = st.simulate(net, V0=V0, width=10**6, depth=2000, samples=2, method="exact", seed=0, save_every=1000)
-    assert time.perf_counter() - t < 20.0
     assert np.all(np.isfinite(r.V))
     # at n = 10^6 a block moves V by O(n^{-1/2}) only
     assert np.abs(r.V[:, 1] - V0).max() < 0.3
@@ -210,8 +231,6 @@ def test_gamma_variates_via_wishart_mean():
 def test_norm_conventions_match_cpp_explicit(norm):
     """The chain's RMS-norm placements are those of the C++ explicit network
     (pre: branch on N(X), residual X; post: N(lambda X + gamma f(X)))."""
-    if not _explicit_available():
-        pytest.skip("explicit network not built yet")
     net = st.standard_transformer(heads=2, gamma=0.6, norm=norm)
     m, n, d, N = 3, 16, 2, (20000 if FULL else 1000)
     V0 = _V0(m)

@@ -1,4 +1,5 @@
 #include "bindings.hpp"
+#include "shaped_transformer/mutation.hpp"
 
 namespace shaped_transformer::python { void register_splitting(py::module_& m); }  // bind_splitting.cpp
 
@@ -10,4 +11,14 @@ PYBIND11_MODULE(_core, m) {
   register_exact(m);
   register_sde(m);
   register_splitting(m);
+#ifdef SHAPED_TRANSFORMER_MUTATIONS
+  // Test-only (CMake option SHAPED_TRANSFORMER_MUTATIONS): tests/test_mutations.py.
+  m.def(
+      "_set_mutation",
+      [](const std::string& name, double factor) {
+        if (!shaped_transformer::mutation::set(name.c_str(), factor))
+          throw std::invalid_argument("name: unknown mutation '" + name + "'");
+      },
+      py::arg("name"), py::arg("factor"));
+#endif
 }

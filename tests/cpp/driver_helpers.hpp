@@ -62,3 +62,28 @@ inline void mean_rho(const st::Trajectories& r, int k, double& mean, double& se)
 }
 
 }  // namespace st_test
+
+namespace st_test {
+
+/// Mean and standard error of entry (a, b) of V at saved index k over the samples.
+inline void mean_entry(const st::Trajectories& r, int k, int a, int b, double& mean, double& se) {
+  double s1 = 0, s2 = 0;
+  for (int s = 0; s < r.samples; ++s) {
+    const double v = r.V_at(s, k)[a * r.m + b];
+    s1 += v;
+    s2 += v * v;
+  }
+  mean = s1 / r.samples;
+  se = std::sqrt(std::max(0.0, s2 / r.samples - mean * mean) / (r.samples - 1));
+}
+
+/// A fixed SPD matrix with unequal diagonal and mixed-sign correlations.
+inline st::Cov spd(int m) {
+  st::Cov V = st::Cov::Identity(m, m) * 0.4;
+  for (int a = 0; a < m; ++a)
+    for (int b = 0; b < m; ++b) V(a, b) += 0.5 * std::cos(1.0 + a + 0.7 * b) * std::cos(1.0 + b + 0.7 * a);
+  V = (V * V.transpose()).eval() + 0.3 * st::Cov::Identity(m, m);
+  return V;
+}
+
+}  // namespace st_test

@@ -82,6 +82,56 @@ TEST_SUITE("exact") {
     CHECK_THROWS_AS(st::simulate_exact(shaped_net(), equicorrelated(4, 0.3), 64, 20000, 64, 0, {0, 20000}, opt),
                     st::Cancelled);
   }
+
+  TEST_CASE("numbers: E[V'] = V for A = I (tau0 = 1e9) and for the identity MLP; gamma = 0 keeps V") {
+    // With A = I: V' = lambda^2 V + lambda gamma (..Z..)/sqrt(n) + gamma^2 L (Z Z^T + R) L^T / n,
+    // whose mean is V exactly at any n and any H (within 5 standard errors).
+    const st::Cov V0 = spd(3);
+    st::RunOptions opt;
+    st::ShapedAttention a;
+    a.tau0 = 1e9;
+    a.heads = 3;
+    a.gamma = 0.8;
+    a.lambda = 0.6;
+    const auto r = st::simulate_exact(st::Network{{a}}, V0, 16, 1, 20000, 4, {1}, opt);
+    st::ShapedMLP id;  // c_+ = c_- = 0: phi = identity, c = 1
+    id.c_plus = 0.0;
+    id.c_minus = 0.0;
+    id.gamma = 0.8;
+    id.lambda = 0.6;
+    const auto q = st::simulate_exact(st::Network{{id}}, V0, 9, 1, 20000, 5, {1}, opt);
+    for (const auto* t : {&r, &q})
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) {
+          CAPTURE(i);
+          CAPTURE(j);
+          double mean, se;
+          mean_entry(*t, 0, i, j, mean, se);
+          CHECK(std::abs(mean - V0(i, j)) < 5 * se);
+          CHECK(se < 0.05 * V0.cwiseAbs().maxCoeff());
+        }
+    // Var(V'_00) at A = I, H = 1, exactly at any n: V'_00 = lambda^2 V_00
+    // + 2 lambda gamma V_00 Z_00 / sqrt(n) + gamma^2 V_00 chi^2_n / n, so
+    // Var = 2 V_00^2 (2 lambda^2 gamma^2 + gamma^4) / n.
+    a.heads = 1;
+    const long n = 16;
+    const auto v = st::simulate_exact(st::Network{{a}}, V0, n, 1, 40000, 6, {1}, opt);
+    double s1 = 0, s2 = 0;
+    for (int s = 0; s < v.samples; ++s) {
+      const double x = v.V_at(s, 0)[0];
+      s1 += x;
+      s2 += x * x;
+    }
+    const double var = s2 / v.samples - (s1 / v.samples) * (s1 / v.samples);
+    const double g2 = 0.64, l2 = 0.36;
+    const double expect = 2 * V0(0, 0) * V0(0, 0) * (2 * l2 * g2 + g2 * g2) / double(n);
+    CHECK(var == doctest::Approx(expect).epsilon(0.05));  // se of a variance ~ 1.5% here
+    st::ShapedAttention zero;
+    zero.gamma = 0.0;
+    zero.lambda = 1.0;
+    const auto z = st::simulate_exact(st::Network{{zero}}, V0, 16, 3, 2, 0, {3}, opt);
+    for (int i = 0; i < 9; ++i) CHECK(z.V_at(0, 0)[i] == doctest::Approx(V0.data()[i]).epsilon(1e-14));
+  }
 }
 
 TEST_SUITE("exact") {

@@ -62,4 +62,40 @@ void check_driver(Driver run, const char* name) {
 TEST_SUITE("explicit") {
   TEST_CASE("simulate_explicit") { check_driver(&st::simulate_explicit, "explicit"); }
   TEST_CASE("simulate_law") { check_driver(&st::simulate_law, "law"); }
+
+  TEST_CASE("numbers: E[V'] = V for A = I (tau0 = 1e9) and the identity MLP, both drivers; gamma = 0 keeps V") {
+    // identity MLP (c_+ = c_- = 0, c = 1): X' = lambda X + gamma X W1 W2 / n, E[V'] = V at any n;
+    // shaped attention at tau0 = 1e9: A = I up to 1e-9, E[V'] = V.
+    const st::Cov V0 = spd(3);
+    const st::MatD X0 = tokens(V0, 16);
+    st::ShapedMLP id;
+    id.c_plus = 0.0;
+    id.c_minus = 0.0;
+    id.gamma = 0.8;
+    id.lambda = 0.6;
+    st::ShapedAttention a;
+    a.tau0 = 1e9;
+    a.heads = 2;
+    a.gamma = 0.8;
+    a.lambda = 0.6;
+    st::RunOptions opt;
+    for (Driver run : {Driver(&st::simulate_explicit), Driver(&st::simulate_law)})
+      for (const st::Network& net : {st::Network{{id}}, st::Network{{a}}}) {
+        const auto r = run(net, X0, 1, 8000, 3, {1}, false, opt);
+        for (int i = 0; i < 3; ++i)
+          for (int j = 0; j < 3; ++j) {
+            CAPTURE(i);
+            CAPTURE(j);
+            double mean, se;
+            mean_entry(r, 0, i, j, mean, se);
+            CHECK(std::abs(mean - V0(i, j)) < 5 * se);
+            CHECK(se < 0.05 * V0.cwiseAbs().maxCoeff());
+          }
+      }
+    st::ShapedAttention zero;
+    zero.gamma = 0.0;
+    zero.lambda = 1.0;
+    const auto z = st::simulate_explicit(st::Network{{zero}}, X0, 3, 2, 0, {3}, false, opt);
+    for (int i = 0; i < 9; ++i) CHECK(z.V_at(0, 0)[i] == doctest::Approx(V0.data()[i]).epsilon(1e-12));
+  }
 }

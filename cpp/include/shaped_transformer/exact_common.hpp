@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "linalg.hpp"
+#include "mutation.hpp"
 #include "parallel.hpp"
 #include "rng.hpp"
 #include "types.hpp"
@@ -63,6 +64,23 @@ inline void draw_key_product(double n_k, Eigen::Index m, const ExactKey& key, in
   }
 }
 
+#ifdef SHAPED_TRANSFORMER_MUTATIONS
+/// Test-only: scales the cross-head terms (h != g) of quad = P P^T + C R C^T by the
+/// kCrossHeads factor (0 drops them: heads with independent value weights).
+inline void mutation_cross_heads(Cov& quad, const std::vector<Cov>& Ph, const Cov& C, const Cov& B, int H) {
+  const double f = mutation::factor(mutation::kCrossHeads);
+  if (f == 1.0) return;
+  const Eigen::Index m = quad.rows();
+  Cov diag = Cov::Zero(m, m);
+  const Cov Bl = B.triangularView<Eigen::Lower>();
+  for (int h = 0; h < H; ++h) {
+    const Cov CBh = C.middleCols(h * m, m) * Bl.middleRows(h * m, m);
+    diag += Ph[std::size_t(h)] * Ph[std::size_t(h)].transpose() + CBh * CBh.transpose();
+  }
+  quad = diag + f * (quad - diag);
+}
+#endif
+
 /// The value part shared by attention and MLP blocks (see the header comment):
 /// V <- lambda^2 V + lambda gamma / sqrt(H n) (L P^T + P L^T) + gamma^2/(H n)(P P^T + C R C^T).
 /// `C` is m x (H m): C_h = A_h L_in side by side; `L` is the root of the residual V.
@@ -71,9 +89,11 @@ inline void value_mix(Cov& V, const Cov& L, const Cov& C, int H, double n, doubl
                       const ExactKey& key, bool mlp) {
   const Eigen::Index m = V.rows();
   Cov P = Cov::Zero(m, m), Z;
+  ST_MUTATION_ONLY(std::vector<Cov> Ph;)
   for (int h = 0; h < H; ++h) {
     gaussian_matrix(mlp ? key.stream(ExactKey::kMlpZ) : key.head_stream(h, ExactKey::kValueZ), m, m, Z);
     P.noalias() += C.middleCols(h * m, m) * Z;
+    ST_MUTATION_ONLY(Ph.push_back(C.middleCols(h * m, m) * Z);)
   }
   MatrixRng r(key.stream(ExactKey::kR), key.stream(ExactKey::kRUniform));
   Cov B;
@@ -88,6 +108,7 @@ inline void value_mix(Cov& V, const Cov& L, const Cov& C, int H, double n, doubl
   Cov quad(m, m);
   quad.noalias() = P * P.transpose();
   quad.noalias() += CB * CB.transpose();
+  ST_MUTATION_ONLY(mutation_cross_heads(quad, Ph, C, B, H);)
   out += (gamma * gamma / HN) * quad;
   V = 0.5 * (out + out.transpose());
 }

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../mutation.hpp"
 #include "../types.hpp"
 
 namespace shaped_transformer {
@@ -109,7 +110,7 @@ inline void sde_drift(const ShapedAttention& b, const M& V, M& out) {
   std::decay_t<decltype(w)> wV;
   small_product(wV, V, w);
   M DV = V.diagonal() * wV.transpose();
-  out += (b.gamma * b.gamma / (b.tau0 * b.tau0)) * (DV + DV.transpose() + (trVPVP / (md * md)) * V);
+  out += (b.gamma * b.gamma / (b.tau0 * b.tau0)) ST_MUTATE(kAttDrift) * (DV + DV.transpose() + (trVPVP / (md * md)) * V);
 }
 
 /// Number of N(0, dt) normals one attention noise increment uses (dZ, dXi).
@@ -128,7 +129,7 @@ inline void sde_noise(const ShapedAttention& b, const M& V, const M& L, const do
   //   c1 L dZ L^T + c2 L dXi L^T P V = L (c1 dZ L^T + c2 dXi (L^T P V)),
   // then symmetrise once: four small products instead of five, one symmetrisation.
   const double c1 = b.gamma * std::sqrt(std::max(0.0, 2.0 - b.gamma * b.gamma)) / std::sqrt(2.0);
-  const double c2 = b.gamma * b.gamma / (b.tau0 * md * std::sqrt(double(b.heads)));
+  const double c2 = b.gamma * b.gamma / (b.tau0 * md * std::sqrt(double(b.heads))) ST_MUTATE(kSoftNoise);
   M PV = V, R, Q, S;
   PV.rowwise() -= (V.colwise().sum() / md).eval();  // P V
   small_product(R, L.transpose(), PV);               // L^T P V

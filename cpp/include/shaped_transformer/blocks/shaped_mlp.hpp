@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../mutation.hpp"
 #include "../types.hpp"
 
 namespace shaped_transformer {
@@ -58,7 +59,7 @@ inline void exact_step(const ShapedMLP& b, Cov& V, long n, const ExactKey& key) 
 template <class M>
 inline void sde_drift(const ShapedMLP& b, const M& V, M& out) {
   const Eigen::Index m = V.rows();
-  const double k = b.gamma * b.gamma * (b.c_plus - b.c_minus) * (b.c_plus - b.c_minus) / (2.0 * M_PI);
+  const double k = b.gamma * b.gamma * (b.c_plus - b.c_minus) * (b.c_plus - b.c_minus) / (2.0 * M_PI) ST_MUTATE(kMlpDrift);
   if (k == 0.0) return;
   for (Eigen::Index a = 0; a < m; ++a)
     for (Eigen::Index c = a + 1; c < m; ++c) {

@@ -11,6 +11,8 @@
 // rounding.
 #pragma once
 
+#include "../mutation.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -87,10 +89,13 @@ inline void batch_coefficients(const Network& net, int m, BatchParams& p) {
   p.c2.clear();
   for (const auto& blk : net.blocks) {
     const auto& b = std::get<ShapedAttention>(blk);
-    p.kdrift += b.gamma * b.gamma / (b.tau0 * b.tau0);
+    p.kdrift += b.gamma * b.gamma / (b.tau0 * b.tau0) ST_MUTATE(kAttDrift);
     p.c1.push_back(b.gamma * std::sqrt(std::max(0.0, 2.0 - b.gamma * b.gamma)) / std::sqrt(2.0));
-    p.c2.push_back(b.gamma * b.gamma / (b.tau0 * double(m) * std::sqrt(double(b.heads))));
+    p.c2.push_back(b.gamma * b.gamma / (b.tau0 * double(m) * std::sqrt(double(b.heads))) ST_MUTATE(kSoftNoise));
   }
+  // The batched step has no separate drift increment: the test-only "no integrator
+  // drift" mutation (factor 0) zeroes the drift coefficient instead.
+  ST_MUTATION_ONLY(p.kdrift *= ::shaped_transformer::mutation::factor(::shaped_transformer::mutation::kIntegratorDrift);)
 }
 
 }  // namespace shaped_transformer::sde

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "../linalg.hpp"
+#include "../mutation.hpp"
 #include "brownian.hpp"
 #include "terms.hpp"
 
@@ -35,7 +36,7 @@ template <class M>
 inline void euler_step(const Network& net, M& V, double dt, std::uint64_t seed, std::uint32_t path,
                        std::uint32_t step, Workspace<M>& ws) {
   drift(net, V, ws.drift);
-  ws.incr = dt * ws.drift;
+  ws.incr = dt ST_MUTATE(kIntegratorDrift) * ws.drift;
   add_all_noise(net, V, seed, path, step, dt, ws);
   V += ws.incr;
   V = (0.5 * (V + V.transpose())).eval();

@@ -11,7 +11,7 @@ template <class M>
 inline void tamed_euler_step(const Network& net, M& V, double dt, std::uint64_t seed, std::uint32_t path,
                              std::uint32_t step, Workspace<M>& ws) {
   drift(net, V, ws.drift);
-  ws.incr = (dt / (1.0 + dt * ws.drift.norm())) * ws.drift;
+  ws.incr = (dt / (1.0 + dt * ws.drift.norm())) ST_MUTATE(kIntegratorDrift) * ws.drift;
   add_all_noise(net, V, seed, path, step, dt, ws);
   V += ws.incr;
   V = (0.5 * (V + V.transpose())).eval();

@@ -1,0 +1,50 @@
+// Test-only fault injection (docs/validation.md, "Mutation matrix").
+//
+// With the CMake option SHAPED_TRANSFORMER_MUTATIONS=ON (never in a release), a few
+// formula sites multiply by a runtime factor (1 by default) that the tests set with
+// _core._set_mutation(name, factor), to check that the statistical suite fails when
+// a derived formula is wrong.  With the option OFF (the default) ST_MUTATE expands to
+// nothing and ST_MUTATION_ONLY drops its argument: the code is token for token what
+// it is without this header, so no number moves.
+#pragma once
+
+#ifdef SHAPED_TRANSFORMER_MUTATIONS
+#include <cstring>
+
+namespace shaped_transformer::mutation {
+
+enum Id {
+  kAttDrift,        ///< attention drift b_att (sde_drift of ShapedAttention)
+  kSoftNoise,       ///< amplitude of the softmax noise (Sigma_soft scales by its square)
+  kCrossHeads,      ///< cross-head terms (h != g) of the exact chain's value part
+  kMlpDrift,        ///< MLP drift b_mlp
+  kIntegratorDrift, ///< the drift increment of the Euler and tamed Euler steps
+  kCount
+};
+
+inline const char* const kNames[kCount] = {"att_drift", "soft_noise", "cross_heads", "mlp_drift", "integrator_drift"};
+
+/// The factor of mutation `id` (1: the true model).
+inline double& factor(Id id) {
+  static double f[kCount] = {1.0, 1.0, 1.0, 1.0, 1.0};
+  return f[id];
+}
+
+/// Sets a factor by name; false if the name is unknown.
+inline bool set(const char* name, double value) {
+  for (int i = 0; i < kCount; ++i)
+    if (std::strcmp(name, kNames[i]) == 0) {
+      factor(Id(i)) = value;
+      return true;
+    }
+  return false;
+}
+
+}  // namespace shaped_transformer::mutation
+
+#define ST_MUTATE(id) *::shaped_transformer::mutation::factor(::shaped_transformer::mutation::id)
+#define ST_MUTATION_ONLY(...) __VA_ARGS__
+#else
+#define ST_MUTATE(id)
+#define ST_MUTATION_ONLY(...)
+#endif
