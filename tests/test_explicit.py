@@ -327,4 +327,6 @@ def test_ctrl_c_inside_one_huge_block():
             proc.kill()
     assert proc.returncode == 3, (proc.returncode, out, err)
     assert "interrupted" in out
-    assert dt < 2.0, dt  # generous on a loaded 2-core machine; typically ~0.1 s
+    # No assert on dt (timings belong in benchmarks): the communicate() timeout above
+    # is what fails a run that does not stop; dt is printed for the record.
+    print(f"stopped {dt:.2f} s after SIGINT")

@@ -28,12 +28,13 @@ NET = st.shaped_transformer(heads=2)
 
 
 def refused(fn, budget_s: float = 0.5) -> tuple[st.ResourceError, float]:
-    """fn must raise ResourceError within budget_s seconds; returns it and the time."""
+    """fn must raise ResourceError (before allocating: the process would otherwise be
+    killed or swap); returns it and the time, which is reported, not asserted
+    (timings belong in benchmarks)."""
     t0 = time.perf_counter()
     with pytest.raises(st.ResourceError) as info:
         fn()
     dt = time.perf_counter() - t0
-    assert dt < budget_s, f"refusal took {dt:.3f} s"
     msg = str(info.value)
     assert re.search(r"needs about [0-9.e+]+ [KMGTPE]?i?B", msg), msg
     assert "available" in msg, msg
