@@ -27,7 +27,7 @@ V0 = st.inputs.equicorrelated(4, 0.3)
 NET = st.shaped_transformer(heads=2)
 
 
-def refused(fn, budget_s: float = 0.5) -> tuple[st.ResourceError, float]:
+def refused(fn) -> tuple[st.ResourceError, float]:
     """fn must raise ResourceError (before allocating: the process would otherwise be
     killed or swap); returns it and the time, which is reported, not asserted
     (timings belong in benchmarks)."""
