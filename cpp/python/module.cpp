@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m) {
   register_explicit(m);
   register_exact(m);
   register_sde(m);
+  register_cuda(m);
 }

@@ -14,6 +14,7 @@ import numpy as np
 
 from ._blocks import Block, Network, make_network
 from ._core_loader import core
+from ._device import check_device, sde_gpu
 from ._memory import check_sde
 from ._progress import progress_callback
 from ._result import Result
@@ -92,6 +93,7 @@ def solve_sde(
     threads: int | None = None,
     blowup: float = 1e30,
     progress: bool | None = None,
+    device: str = "cpu",
 ) -> Result:
     """Integrates the covariance SDE of ``network`` from ``V0`` up to time ``T``.
 
@@ -121,6 +123,9 @@ def solve_sde(
     blowup : a path whose largest diagonal entry exceeds this or turns non-finite is
         stopped and reported in ``Result.exploded_at`` (its later V are NaN).
     progress : show a tqdm bar (None: only on a terminal).
+    device : "cpu" or "cuda" (one GPU thread per path, m <= 16; the exact_chain
+        scheme on the GPU covers shaped attention blocks only).  Same Brownian
+        increments as the CPU, results equal to rounding; see docs/cuda.md.
 
     Returns
     -------
@@ -128,6 +133,7 @@ def solve_sde(
     "projections" (per path), "dt", "steps", "T", "psd", "scheme", "network".
     """
     net = _sde_network(network)
+    device = check_device(device)
     V0 = check_square_psd("V0", V0)
     T, dt, steps = _grid(T, dt, steps)
     paths = check_int("paths", paths, minimum=1)
@@ -148,9 +154,14 @@ def solve_sde(
     check_sde(V0, paths, save_steps, threads, net)
 
     with progress_callback(paths, f"SDE ({scheme})", progress) as cb:
-        V, exploded_step, projections = core.solve_sde(
-            net.to_core(), V0, dt, steps, save_steps, scheme, psd, paths, seed, threads, blowup, cb
-        )
+        if device == "cuda":
+            V, exploded_step, projections = sde_gpu(
+                net, V0, dt, steps, save_steps, scheme, psd, paths, seed, blowup, cb
+            )
+        else:
+            V, exploded_step, projections = core.solve_sde(
+                net.to_core(), V0, dt, steps, save_steps, scheme, psd, paths, seed, threads, blowup, cb
+            )
     exploded_step = np.asarray(exploded_step)
     exploded_at = np.where(exploded_step >= 0, exploded_step * dt, np.inf)
     n_exploded = int(np.sum(exploded_step >= 0))
@@ -177,6 +188,7 @@ def solve_sde(
             "seed": seed,
             "save_steps": save_steps,
             "network": net,
+            "device": device,
         },
     )
 
