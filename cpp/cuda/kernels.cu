@@ -340,6 +340,10 @@ bool available(std::string& reason) {
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess) {
     reason = std::string("no usable GPU: ") + cudaGetErrorString(e);
+    if (e == cudaErrorInsufficientDriver)
+      reason += " (no NVIDIA driver on this machine, or one older than the CUDA runtime " +
+                std::to_string(CUDART_VERSION / 1000) + "." + std::to_string(CUDART_VERSION % 1000 / 10) +
+                " this module was built with)";
     cudaGetLastError();
     return false;
   }

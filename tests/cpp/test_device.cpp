@@ -5,8 +5,10 @@
 // and memory code (cpp/cuda/).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include <shaped_transformer/device/from_network.hpp>
