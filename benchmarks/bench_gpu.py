@@ -112,6 +112,7 @@ def torch_euler(torch, paths, steps, T=1.0):
     P = torch.eye(m, device=dev, dtype=f64) - 1.0 / m
     V0 = torch.tensor(equicorrelated(m, RHO0), device=dev, dtype=f64)
     V = V0.expand(paths, m, m).clone()
+    lost = torch.zeros(paths, dtype=torch.bool, device=dev)
     g2 = GAMMA**2
     c1, c2 = GAMMA * math.sqrt(2 - g2) / math.sqrt(2), g2 / (TAU0 * m)
     gen = torch.Generator(device=dev).manual_seed(0)
@@ -136,8 +137,14 @@ def torch_euler(torch, paths, steps, T=1.0):
         Tm = L @ dX @ Lt @ P @ V
         V = V + b * dt + c1 * (S + S.transpose(1, 2)) + c2 * (Tm + Tm.transpose(1, 2))
         V = 0.5 * (V + V.transpose(1, 2))
+        # blow-up rule of solve_sde (max diag V > 1e4 or non-finite): count the path as
+        # lost and restart it from V0 so that no NaN reaches the factorisations
+        badp = ~torch.isfinite(V).all(dim=2).all(dim=1) | (V.diagonal(dim1=1, dim2=2).amax(-1) > 1e4)
+        if bool(badp.any()):
+            lost |= badp
+            V[badp] = V0
     torch.cuda.synchronize()
-    return V
+    return V, lost
 
 
 def main():
