@@ -23,6 +23,7 @@ void register_rng(py::module_& m);
 void register_explicit(py::module_& m);
 void register_exact(py::module_& m);
 void register_sde(py::module_& m);
+void register_cuda(py::module_& m);  // bind_cuda.cpp (stubs without CUDA)
 
 inline Norm norm_from_string(const std::string& s) {
   if (s == "none") return Norm::None;

@@ -10,6 +10,7 @@ PYBIND11_MODULE(_core, m) {
   register_explicit(m);
   register_exact(m);
   register_sde(m);
+  register_cuda(m);
   register_splitting(m);
 #ifdef SHAPED_TRANSFORMER_MUTATIONS
   // Test-only (CMake option SHAPED_TRANSFORMER_MUTATIONS): tests/test_mutations.py.

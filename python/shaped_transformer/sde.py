@@ -14,6 +14,7 @@ import numpy as np
 
 from ._blocks import Block, Network, make_network
 from ._core_loader import core
+from ._device import check_device, sde_gpu
 from ._memory import check_sde
 from ._progress import progress_callback
 from ._result import Result, SdeSummary
@@ -103,6 +104,7 @@ def solve_sde(
     threads: int | None = None,
     blowup: float = DEFAULT_BLOWUP,
     progress: bool | None = None,
+    device: str = "cpu",
 ) -> Result:
     """Integrates the covariance SDE of ``network`` from ``V0`` up to time ``T``.
 
@@ -145,6 +147,9 @@ def solve_sde(
         and is reported in ``Result.exploded_at`` (its later V are NaN). Compare
         networks and the SDE with the same threshold (docs/model.md, section 6).
     progress : show a tqdm bar (None: only on a terminal).
+    device : "cpu" or "cuda" (one GPU thread per path, m <= 16; the exact_chain
+        scheme on the GPU covers shaped attention blocks only).  Same Brownian
+        increments as the CPU, results equal to rounding; see docs/cuda.md.
 
     Returns
     -------
@@ -157,6 +162,7 @@ def solve_sde(
     same distribution, and the batched kernels the same numbers as each other).
     """
     net = _sde_network(network)
+    device = check_device(device)
     V0 = check_square_psd("V0", V0)
     T, dt, steps = _grid(T, dt, steps)
     paths = check_int("paths", paths, minimum=1)
@@ -172,6 +178,8 @@ def solve_sde(
             raise ValueError(f"dt: scheme='exact_chain' needs n_eff = 1/dt >= m = {V0.shape[0]}")
     if not isinstance(save, str) or save not in ("paths", "summary"):
         raise ValueError(f"save must be 'paths' or 'summary', got {save!r}")
+    if save == "summary" and device == "cuda":
+        raise ValueError("save: 'summary' runs on the CPU only for now; use save='paths' with device='cuda'")
     seed = check_seed(seed)
     threads = check_threads(threads)
     blowup = check_blowup(blowup, V0)
@@ -180,9 +188,14 @@ def solve_sde(
 
     m = V0.shape[0]
     with progress_callback(paths, f"SDE ({scheme})", progress) as cb:
-        V, exploded_step, projections = core.solve_sde(
-            net.to_core(), V0, dt, steps, save_steps, scheme, psd, paths, seed, threads, blowup, cb, save
-        )
+        if device == "cuda":
+            V, exploded_step, projections = sde_gpu(
+                net, V0, dt, steps, save_steps, scheme, psd, paths, seed, blowup, cb
+            )
+        else:
+            V, exploded_step, projections = core.solve_sde(
+                net.to_core(), V0, dt, steps, save_steps, scheme, psd, paths, seed, threads, blowup, cb, save
+            )
     summary = None
     if save == "summary":
         summary = SdeSummary.from_core(V, t=save_steps * dt, paths=paths, m=m)
@@ -213,8 +226,9 @@ def solve_sde(
             "seed": seed,
             "save_steps": save_steps,
             "network": net,
-            "kernel": core.sde_kernel(net.to_core(), m, scheme),
+            "kernel": "cuda" if device == "cuda" else core.sde_kernel(net.to_core(), m, scheme),
             "save": save,
+            "device": device,
         },
         summary=summary,
     )

@@ -10,6 +10,7 @@ import numpy as np
 
 from ._blocks import Block, Network, Norm, make_network
 from ._core_loader import core
+from ._device import check_device, exact_gpu, explicit_gpu
 from ._memory import check_simulate
 from ._progress import progress_callback
 from ._result import Result
@@ -77,6 +78,7 @@ def simulate(
     return_X: bool = False,
     blowup: float = DEFAULT_BLOWUP,
     progress: bool | None = None,
+    device: str = "cpu",
 ) -> Result:
     """Runs ``depth`` layers of ``network`` on ``samples`` independent initializations.
 
@@ -104,6 +106,9 @@ def simulate(
         out of their reach while SDE paths get there): see docs/model.md,
         section 6. V0 must start below it.
     progress : show a tqdm bar (None: only on a terminal).
+    device : "cpu" or "cuda" (methods "explicit" and "exact"; the exact chain on
+        the GPU covers shaped attention blocks only).  Same random streams as the
+        CPU, results equal to rounding; see docs/cuda.md.
 
     Returns
     -------
@@ -112,6 +117,9 @@ def simulate(
     net = make_network(network)
     if not isinstance(method, str) or method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    device = check_device(device)
+    if device == "cuda" and method == "law":
+        raise ValueError("device='cuda' supports method='explicit' and method='exact', not 'law'")
     X0, V0, width = _inputs(X0, V0, width)
     depth = check_int("depth", depth, minimum=0)
     samples = check_int("samples", samples, minimum=1)
@@ -153,7 +161,12 @@ def simulate(
         X0 = tokens_from_covariance(V0, width)
 
     with progress_callback(samples, f"{method} network", progress) as cb:
-        if method == "exact":
+        if device == "cuda" and method == "exact":
+            V, exploded_layer = exact_gpu(net, V0, width, depth, samples, seed, layers, blowup, cb)
+            X = None
+        elif device == "cuda":
+            V, X, exploded_layer = explicit_gpu(net, X0, depth, samples, seed, layers, dtype, bool(return_X), blowup, cb)
+        elif method == "exact":
             V, exploded_layer = core.simulate_exact(
                 net.to_core(), V0, width, depth, samples, seed, layers, threads, blowup, cb
             )
@@ -179,7 +192,8 @@ def simulate(
         exploded_at=exploded_at,
         method=method,
         X=X,
-        info={"width": width, "depth": depth, "layers": layers, "seed": seed, "dtype": dtype, "network": net},
+        info={"width": width, "depth": depth, "layers": layers, "seed": seed, "dtype": dtype, "network": net,
+              "device": device},
     )
 
 
