@@ -243,3 +243,16 @@ def test_tau0_only_rescales_the_input(method):
     close = np.all(np.isclose(a.V[:, -1], tau0 * b.V[:, -1], rtol=1e-7, atol=1e-9), axis=(1, 2))
     same = np.where(ok, close, a.exploded_at == b.exploded_at)
     assert same.mean() >= 0.98, same.mean()
+
+
+def test_atlas_studies_causal_heads(tmp_path):
+    """study.causal = true charts causal shaped attention (docs/causal.md) for the SDE
+    and the exact chain alike; the points record it."""
+    from shaped_transformer.atlas import run_atlas
+
+    data = run_atlas(tmp_path / "atlas", size="tiny", plots=False, progress=False,
+                     config={"study": {"causal": True}, "rare": {"repeats": 0}, "collapse": {"samples": 0},
+                             "grid": {"blocks": ["shaped_attention"], "tau0": [1.0], "gamma": [0.5], "heads": [1]}})
+    assert data["config"]["study"]["causal"] is True
+    assert data["points"] and all(p["causal"] for p in data["points"])
+    assert {p["method"] for p in data["points"]} == {"sde", "exact"}

@@ -301,10 +301,12 @@ class Network:
 
 
 def shaped_transformer(
-    *, heads: int = 1, tau0: float = 1.0, gamma: float = 0.5, c_plus: float = 0.0, c_minus: float = -1.0
+    *, heads: int = 1, tau0: float = 1.0, gamma: float = 0.5, c_plus: float = 0.0, c_minus: float = -1.0,
+    causal: bool = False,
 ) -> Network:
-    """The shaped Transformer layer: shaped attention followed by a shaped MLP."""
-    return Network([ShapedAttention(heads=heads, tau0=tau0, gamma=gamma), ShapedMLP(c_plus=c_plus, c_minus=c_minus, gamma=gamma)])
+    """The shaped Transformer layer: shaped attention (causal if asked) followed by a shaped MLP."""
+    return Network([ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal),
+                    ShapedMLP(c_plus=c_plus, c_minus=c_minus, gamma=gamma)])
 
 
 def standard_transformer(*, heads: int = 1, gamma: float = 0.5, norm: Norm | None = None) -> Network:
@@ -324,15 +326,17 @@ def make_network(
     c_plus: float = 0.0,
     c_minus: float = -1.0,
     norm: Norm | None = None,
+    causal: bool = False,
 ) -> Network:
-    """A Network from a block-kind name and the usual parameters (or pass one through)."""
+    """A Network from a block-kind name and the usual parameters (or pass one through).
+    ``causal`` applies to the shaped attention of "shaped_attention" and "shaped_transformer"."""
     if isinstance(block, Network):
         return block
     if isinstance(block, Block):
         return Network([block])
     if isinstance(block, str):
         if block == "shaped_attention":
-            return Network([ShapedAttention(heads=heads, tau0=tau0, gamma=gamma)])
+            return Network([ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal)])
         if block == "standard_attention":
             return Network([StandardAttention(heads=heads, gamma=gamma, norm=norm)])
         if block == "shaped_mlp":
@@ -340,7 +344,7 @@ def make_network(
         if block == "relu_mlp":
             return Network([ReluMLP(gamma=gamma, norm=norm)])
         if block == "shaped_transformer":
-            return shaped_transformer(heads=heads, tau0=tau0, gamma=gamma, c_plus=c_plus, c_minus=c_minus)
+            return shaped_transformer(heads=heads, tau0=tau0, gamma=gamma, c_plus=c_plus, c_minus=c_minus, causal=causal)
         if block == "standard_transformer":
             return standard_transformer(heads=heads, gamma=gamma, norm=norm)
         raise ValueError(f"block: unknown block kind {block!r}; expected one of {_NETWORK_KINDS}")

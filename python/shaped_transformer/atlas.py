@@ -54,6 +54,7 @@ DEFAULT_ATLAS: dict[str, dict[str, Any]] = {
         "level": 1e-3,  # the "safe" level of the heatmaps: P(blow-up by T) < level
         "times": 40,  # time grid of the curves (intervals from 0 to T)
         "confidence": 0.95,
+        "causal": False,  # causal shaped heads (docs/causal.md) instead of bidirectional ones
     },
     # The grid; the shaped MLP has no tau0 or heads (its points are run once).
     "grid": {
@@ -107,7 +108,7 @@ ATLAS_SIZES: dict[str, dict[str, dict[str, Any]]] = {
 
 _TYPES: dict[str, dict[str, type]] = {
     "study": {"m": int, "rho0": float, "T": float, "blowup": float, "seed": int, "level": float, "times": int,
-              "confidence": float},
+              "confidence": float, "causal": bool},
     "grid": {"blocks": list, "tau0": list, "gamma": list, "heads": list},
     "reference": {"block": str, "tau0": float, "gamma": float, "heads": int},
     "sde": {"samples": int, "dt": float, "scheme": str, "ams_particles": int, "ams_repeats": int, "ams_below": int},
@@ -133,7 +134,7 @@ def _merge(base: dict, over: Mapping, where: str) -> None:
             if want is list:
                 if not isinstance(v, list) or not v:
                     raise ValueError(f"{where}: {table}.{k} must be a non-empty list, got {v!r}")
-            elif isinstance(v, bool) or not isinstance(v, want):
+            elif (isinstance(v, bool) and want is not bool) or not isinstance(v, want):
                 raise ValueError(f"{where}: {table}.{k} must be of type {want.__name__}, got {v!r}")
             base[table][k] = copy.deepcopy(v)
 
@@ -268,6 +269,7 @@ def atlas_point(
     ams_below: int = 10,
     threads: int | None = 1,
     collapse: bool = False,
+    causal: bool = False,
 ) -> dict:
     """P(blow-up by T) of one configuration by plain Monte Carlo.
 
@@ -277,12 +279,13 @@ def atlas_point(
     their blow-up times (sorted; time = layer / width for networks).  For the SDE,
     when fewer than ``ams_below`` paths blew up and ``ams_particles`` > 0, it adds
     ``ams_repeats`` splitting runs (:func:`shaped_transformer.splitting.ams_blowup`)
-    as "ams_runs".  ``collapse`` only tags the points of the scaling test.
+    as "ams_runs".  ``collapse`` only tags the points of the scaling test;
+    ``causal`` makes the shaped heads causal (docs/causal.md).
     """
     from ._blocks import make_network
     from .inputs import equicorrelated
 
-    net = make_network(block, heads=heads, tau0=tau0, gamma=gamma)
+    net = make_network(block, heads=heads, tau0=tau0, gamma=gamma, causal=causal)
     V0 = equicorrelated(m, rho0)
     out: dict[str, Any] = {}
     with warnings.catch_warnings():
@@ -336,7 +339,8 @@ def _t_interval(values: Sequence[float], confidence: float) -> tuple[float, floa
 def _points(cfg: dict) -> list[dict]:
     """All sweep points: the grid for the SDE and each width, plus the reference widths."""
     s, g, sd, nw = cfg["study"], cfg["grid"], cfg["sde"], cfg["network"]
-    common = {"m": s["m"], "rho0": s["rho0"], "T": s["T"], "blowup": s["blowup"], "seed": s["seed"]}
+    common = {"m": s["m"], "rho0": s["rho0"], "T": s["T"], "blowup": s["blowup"], "seed": s["seed"],
+              "causal": s["causal"]}
     seen: set = set()
     pts: list[dict] = []
 
@@ -385,7 +389,7 @@ def _row(params: Mapping, result: Mapping, confidence: float) -> dict:
     lo, hi = binomial_ci(k, n, confidence)
     row = {
         "block": params["block"], "heads": params["heads"], "tau0": params["tau0"], "gamma": params["gamma"],
-        "method": params["method"], "width": params.get("width"), "dt": params.get("dt") if params["method"] == "sde" else None,
+        "causal": bool(params.get("causal", False)), "method": params["method"], "width": params.get("width"), "dt": params.get("dt") if params["method"] == "sde" else None,
         "samples": n, "blown": k, "p": k / n, "ci_low": lo, "ci_high": hi,
         "p_ams": None, "ams_ci_low": None, "ams_ci_high": None, "ams_runs": None,
     }
@@ -419,7 +423,7 @@ def _rare(cfg: dict, threads: int | None, log: Callable[[str], None]) -> dict | 
     from .inputs import equicorrelated
     from .splitting import ams_repeat
 
-    net = make_network(r["block"], heads=r["heads"], tau0=r["tau0"], gamma=r["gamma"])
+    net = make_network(r["block"], heads=r["heads"], tau0=r["tau0"], gamma=r["gamma"], causal=s["causal"])
     V0 = equicorrelated(s["m"], s["rho0"])
     log(f"rare point: {r['repeats']} splitting runs of {r['particles']} particles "
         f"({r['block']}, tau0={r['tau0']}, gamma={r['gamma']}, heads={r['heads']})")
