@@ -49,7 +49,7 @@ def report_dir(tmp_path_factory):
 
 
 def test_every_file_exists_and_pngs_decode(report_dir):
-    for name in FIGURES + FILES:
+    for name in FIGURES + FILES + [".shaped-transformer-report"]:
         assert (report_dir / name).is_file(), name
     for name in FIGURES:
         img = mpimg.imread(report_dir / name)
@@ -235,6 +235,25 @@ def test_unusable_out_is_one_clean_error_line(tmp_path, capsys, nothing_runs):
     afile.write_text("x")
     assert cli.main(["report", "--size", "tiny", "--out", str(afile), "--no-progress"]) == 2
     assert "not a folder" in capsys.readouterr().err
+    # a folder that merely holds a file named like a report's (docs/ has a report.md)
+    docs = tmp_path / "docs"
+    (docs / "img").mkdir(parents=True)
+    (docs / "report.md").write_text("# the user's own page")
+    assert cli.main(["report", "--size", "tiny", "--out", str(docs), "--no-progress"]) == 2
+    assert "holds no previous report" in capsys.readouterr().err
+    assert (docs / "report.md").read_text() == "# the user's own page" and (docs / "img").is_dir()
+    # the current folder and its parents are never replaced
+    import os
+
+    cwd = os.getcwd()
+    try:
+        os.chdir(keep)
+        for where in (".", ".."):
+            assert cli.main(["report", "--size", "tiny", "--out", where, "--no-progress"]) == 2
+            assert "current folder or one of its parents" in capsys.readouterr().err
+    finally:
+        os.chdir(cwd)
+    assert (keep / "notes.txt").read_text() == "precious"
 
 
 def test_interrupted_run_leaves_the_previous_report_untouched(tmp_path, monkeypatch, report_dir):

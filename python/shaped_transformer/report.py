@@ -387,19 +387,33 @@ def _verdict_phrase(cmp_: dict) -> str:
 # ---------------------------------------------------------------------------
 
 
+#: Written into every report folder: only a folder holding it (or nothing but the
+#: files a report writes) may be replaced by a new report.
+_MARKER = ".shaped-transformer-report"
+_REPORT_FILES = {"report.md", "results.json", "differences.csv", "distances.csv", "summaries.csv", "density_rhoT.png",
+                 "blowup.png", "distances.png", "rho_vs_depth.png", "effective_rank.png", "parameter_effects.png",
+                 _MARKER}
+
+
 def _prepare_out(out: Path) -> Path:
     """Checks ``out`` before anything runs and returns a fresh temporary folder
     beside it.  The report is written there and renamed to ``out`` at the end, so an
     interrupted run never leaves a mixed folder.  An existing ``out`` is replaced
-    only when it is a previous report (it holds report.md or results.json) or is
-    empty: anything else is refused, so that ``--out .`` cannot delete a folder."""
+    only when it is empty or a previous report (it holds the report's marker file,
+    or nothing but files a report writes); anything else is refused, and so are the
+    current folder and its parents, so that no user's folder can be deleted."""
     out = Path(out)
+    here = Path.cwd().resolve()
+    full = out.resolve()
+    if full == here or full in here.parents:
+        raise ValueError(f"--out {out}: is the current folder or one of its parents; choose a new folder")
     if out.exists():
         if not out.is_dir():
             raise ValueError(f"--out {out}: exists and is not a folder")
-        if any(out.iterdir()) and not ((out / "report.md").exists() or (out / "results.json").exists()):
+        names = {p.name for p in out.iterdir()}
+        if names and _MARKER not in names and not names <= _REPORT_FILES:
             raise ValueError(f"--out {out}: exists, is not empty and holds no previous report; choose another folder")
-    parent = out.absolute().parent
+    parent = full.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
@@ -412,9 +426,15 @@ def _publish(tmp: Path, out: Path) -> None:
     """Replaces ``out`` by ``tmp`` (two renames; the old report is removed last)."""
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.absolute().parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.resolve().parent))
         os.rename(out, old / "report")
-    os.rename(tmp, out)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None:  # put the previous report back
+            os.rename(old / "report", out)
+            shutil.rmtree(old, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -697,6 +717,8 @@ def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_tra
                     w_.writerow([name, obs, f"{s.t[j]:.6g}", _fmt(s.median[j])] + [_fmt(s.quantiles[i, j]) for i in range(len(levels))]
                                 + [_fmt(s.mean[j]), _fmt(s.sem[j]), int(s.count[j]), int(s.dropped[j])])
     (out / "report.md").write_text(_markdown(cfg, size, results, comparisons, slopes, summ, shaped_key, widths))
+    (out / _MARKER).write_text(f"shaped-transformer {__version__} report; `shaped-transformer report --out` may replace "
+                               "this folder\n")
     return results
 
 
@@ -799,7 +821,7 @@ def _markdown(cfg, size, results, comparisons, slopes, summ, shaped_key, widths)
             if label.startswith("P("):
                 cells.append(f"{iv.value * 100:+.2f} [{iv.low * 100:+.2f}, {iv.high * 100:+.2f}] pts{mark}")
             else:
-                cells.append(f"{iv.value:+.4f} [{iv.low:+.4f}, {iv.high:+.4f}]{mark}")
+                cells.append(f"{iv.value:+.4g} [{iv.low:+.4g}, {iv.high:+.4g}]{mark}")
         lines.append(f"| {cname} | " + " | ".join(cells) + " |")
     lines += ["", "**x**: the interval excludes 0. " + "; ".join(f"{label}: {how}" for label, how, _ in VERDICT_STATISTICS)
               + ".", ""]
