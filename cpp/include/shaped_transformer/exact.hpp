@@ -13,6 +13,7 @@
 #include <variant>
 #include <vector>
 
+#include "linalg.hpp"  // gamma_variate
 #include "network.hpp"
 #include "parallel.hpp"
 #include "result.hpp"
@@ -67,28 +68,6 @@ struct BulkRng {
   SeqUniform uniform;
   BulkRng(const Stream& normals, const Stream& uniforms) : normal(normals), uniform(uniforms) {}
 };
-
-/// gamma_variate of linalg.hpp (Marsaglia-Tsang) on a BulkRng: the same draws.
-inline double gamma_variate(double shape, BulkRng& r) {
-  double boost = 1.0;
-  if (shape < 1.0) {
-    boost = std::pow(r.uniform(), 1.0 / shape);
-    shape += 1.0;
-  }
-  const double d = shape - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
-  for (;;) {
-    double x, v;
-    do {
-      x = r.normal();
-      v = 1.0 + c * x;
-    } while (v <= 0.0);
-    v = v * v * v;
-    const double u = r.uniform();
-    const double x2 = x * x;
-    if (u < 1.0 - 0.0331 * x2 * x2) return boost * d * v;
-    if (std::log(u) < 0.5 * x2 + d * (1.0 - v + std::log(v))) return boost * d * v;
-  }
-}
 
 /// wishart_factor for df > p - 1 (same draws, same order).
 template <class M>

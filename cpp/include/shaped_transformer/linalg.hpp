@@ -171,8 +171,10 @@ struct MatrixRng {
 };
 
 /// Gamma(shape, 1) variate: Marsaglia and Tsang (2000), exact (rejection); for
-/// shape < 1 the boost Gamma(shape + 1) * U^(1/shape).
-inline double gamma_variate(double shape, MatrixRng& r) {
+/// shape < 1 the boost Gamma(shape + 1) * U^(1/shape).  `Rng` is any source with
+/// normal() and uniform() (MatrixRng here, exact.hpp's BulkRng): the same draws.
+template <class Rng>
+inline double gamma_variate(double shape, Rng& r) {
   if (!(shape > 0.0)) throw std::invalid_argument("gamma_variate: shape must be > 0");
   double boost = 1.0;
   if (shape < 1.0) {
