@@ -143,21 +143,10 @@ def atlas_config(size: str = "default", config: str | Path | Mapping | None = No
                  seed: int | None = None) -> dict:
     """The atlas: :data:`DEFAULT_ATLAS`, then the ``size`` preset, then ``config`` (a
     TOML path or a nested dict with the same tables), then ``seed``; validated."""
-    if size not in ATLAS_SIZES:
-        raise ValueError(f"size must be one of {list(ATLAS_SIZES)}, got {size!r}")
-    cfg = copy.deepcopy(DEFAULT_ATLAS)
-    _merge(cfg, ATLAS_SIZES[size], f"size {size!r}")
-    if config is not None:
-        if isinstance(config, Mapping):
-            _merge(cfg, config, "config")
-        else:
-            from ._toml import load_toml
+    from ._toml import layered_config
 
-            _merge(cfg, load_toml(config), str(config))
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        cfg["study"]["seed"] = seed
+    cfg = layered_config(DEFAULT_ATLAS, ATLAS_SIZES, size, config, seed, _merge,
+                         "--seed (study.seed) must be an integer in [0, 2^63)")
     _check(cfg)
     return cfg
 

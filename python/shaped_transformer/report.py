@@ -164,21 +164,10 @@ def study_config(size: str = "default", config: str | Path | Mapping | None = No
     (a TOML path or a nested dict), then ``seed``.  Validates every key, type and
     range, and builds every network of the study, so that a bad configuration is
     refused at once with an error naming its key."""
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
-    cfg = copy.deepcopy(DEFAULT_STUDY)
-    _merge(cfg, SIZES[size], f"size {size!r}")
-    if config is not None:
-        if isinstance(config, Mapping):
-            _merge(cfg, config, "config")
-        else:
-            from ._toml import load_toml
+    from ._toml import layered_config
 
-            _merge(cfg, load_toml(config), str(config))
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"--seed (study.seed) must be an integer in [0, 2^63), got {seed!r}")
-        cfg["study"]["seed"] = seed
+    cfg = layered_config(DEFAULT_STUDY, SIZES, size, config, seed, _merge,
+                         "--seed (study.seed) must be an integer in [0, 2^63)")
     _check(cfg)
     return cfg
 
