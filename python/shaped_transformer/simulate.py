@@ -143,7 +143,7 @@ def simulate(
     # tokens from V0, the list of saved layers and the core's output buffers.
     check_simulate(
         net, method, V0, width, samples, threads=threads, dtype=dtype, return_X=bool(return_X),
-        X0_given=X0 is not None, depth=depth, save_at=save_at, save_every=save_every,
+        depth=depth, save_at=save_at, save_every=save_every,
     )
     layers = check_save_at(save_at, save_every, depth)
     for i, b in enumerate(net):
