@@ -21,7 +21,7 @@ from ._core_loader import core as _core
 from ._result import Result, correlations
 from ._memory import ResourceError
 from .simulate import BlowUpWarning, simulate, simulate_network
-from .sde import solve_sde
+from .sde import StepSizeWarning, solve_sde
 
 #: The package's version, compiled into the extension from CMakeLists.txt's
 #: project(VERSION), the one source that pyproject.toml also reads.
@@ -37,6 +37,7 @@ __all__ = [
     "ShapedAttention",
     "ShapedMLP",
     "StandardAttention",
+    "StepSizeWarning",
     "correlations",
     "analysis",
     "inputs",

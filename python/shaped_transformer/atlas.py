@@ -40,6 +40,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ._validate import check_seed, derived_seed
+
 __all__ = ["DEFAULT_ATLAS", "ATLAS_SIZES", "atlas_config", "atlas_point", "binomial_ci", "run_atlas"]
 
 BLOCKS = ("shaped_attention", "shaped_mlp", "shaped_transformer")
@@ -146,7 +148,7 @@ def atlas_config(size: str = "default", config: str | Path | Mapping | None = No
     from ._toml import layered_config
 
     cfg = layered_config(DEFAULT_ATLAS, ATLAS_SIZES, size, config, seed, _merge,
-                         "--seed (study.seed) must be an integer in [0, 2^63)")
+                         "--seed (study.seed)")
     _check(cfg)
     return cfg
 
@@ -160,6 +162,7 @@ def _check(cfg: dict) -> None:
     for k in ("T", "blowup"):
         if not s[k] > 0:
             raise ValueError(f"study.{k} must be > 0, got {s[k]}")
+    check_seed(s["seed"], "study.seed")
     if not 0 < s["level"] < 1:
         raise ValueError(f"study.level must lie in (0, 1), got {s['level']}")
     if not 0 < s["confidence"] < 1:
@@ -302,7 +305,7 @@ def atlas_point(
         from .splitting import ams_blowup
 
         runs = [ams_blowup(net, V0, T=T, dt=dt, scheme=scheme, blowup=blowup, particles=ams_particles,
-                           seed=seed + 1000 + i, threads=threads) for i in range(ams_repeats)]
+                           seed=derived_seed(seed, 1000 + i), threads=threads) for i in range(ams_repeats)]
         out["ams_runs"] = [r.p for r in runs]
         out["ams_particles"] = int(ams_particles)
     return out
@@ -416,7 +419,7 @@ def _rare(cfg: dict, threads: int | None, log: Callable[[str], None]) -> dict | 
     V0 = equicorrelated(s["m"], s["rho0"])
     log(f"rare point: {r['repeats']} splitting runs of {r['particles']} particles "
         f"({r['block']}, tau0={r['tau0']}, gamma={r['gamma']}, heads={r['heads']})")
-    rep = ams_repeat(net, V0, repeats=r["repeats"], seed=s["seed"] + 7919, level=s["confidence"], T=s["T"],
+    rep = ams_repeat(net, V0, repeats=r["repeats"], seed=derived_seed(s["seed"], 7919), level=s["confidence"], T=s["T"],
                      dt=r["dt"], blowup=s["blowup"], particles=r["particles"], threads=threads)
     results = rep.pop("results")
     rep["config"] = dict(r)

@@ -38,6 +38,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from . import analysis as an
+from ._validate import check_seed, derived_seed
 
 __all__ = ["DEFAULT_STUDY", "SIZES", "study_config", "run_report", "compare_runs"]
 
@@ -167,7 +168,7 @@ def study_config(size: str = "default", config: str | Path | Mapping | None = No
     from ._toml import layered_config
 
     cfg = layered_config(DEFAULT_STUDY, SIZES, size, config, seed, _merge,
-                         "--seed (study.seed) must be an integer in [0, 2^63)")
+                         "--seed (study.seed)")
     _check(cfg)
     return cfg
 
@@ -185,8 +186,7 @@ def _check(cfg: dict) -> None:
         raise ValueError(f"study.rho0 must lie in [-1/(m-1), 1), got {s['rho0']}")
     if not (math.isfinite(s["T"]) and s["T"] > 0):
         raise ValueError(f"study.T must be a finite number > 0, got {s['T']}")
-    if not 0 <= s["seed"] < 2**63:
-        raise ValueError(f"study.seed must be an integer in [0, 2^63), got {s['seed']}")
+    check_seed(s["seed"], "study.seed")
     _positive_int(cfg, "study", "saves", 2)
     _positive_int(cfg, "study", "bootstrap", 0)
     if not 0 < s["level"] < 1:
@@ -477,7 +477,7 @@ def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_tra
     )
 
     S, N = cfg["study"], cfg["network"]
-    threads = None if S["threads"] == 0 else S["threads"]
+    threads = S["threads"]  # 0: all cores, as for simulate and solve_sde
     V0 = equicorrelated(S["m"], S["rho0"])
     net = _study_network(N)
     sde_net = _study_network(_network_params(cfg, "sde_network"))
@@ -509,40 +509,40 @@ def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_tra
         for k, w in enumerate(widths):
             depth, layers = _layers(w, T, S["saves"])
             runs[f"exact n={w}"] = stage(f"exact chain n={w}", lambda w=w, depth=depth, layers=layers, k=k: _run_network(
-                net, V0, width=w, depth=depth, samples=cfg["exact"]["samples"], method="exact", seed=seed0 + 101 * (k + 1),
+                net, V0, width=w, depth=depth, samples=cfg["exact"]["samples"], method="exact", seed=derived_seed(seed0, 101 * (k + 1)),
                 save_at=layers, **common))
         # 2. explicit weights: sanity check of the exact chain at the same width
         E = cfg["explicit"]
         depth, layers = _layers(E["width"], T, S["saves"])
         runs["explicit"] = stage(f"{E['method']} weights n={E['width']}", lambda: _run_network(
-            net, V0, width=E["width"], depth=depth, samples=E["samples"], method=E["method"], seed=seed0 + 7,
+            net, V0, width=E["width"], depth=depth, samples=E["samples"], method=E["method"], seed=derived_seed(seed0, 7),
             save_at=layers, **common))
         ref_key = f"exact n={E['width']}"
         if ref_key not in runs:
             runs["exact (explicit check)"] = _run_network(
                 net, V0, width=E["width"], depth=depth, samples=cfg["exact"]["samples"], method="exact",
-                seed=seed0 + 11, save_at=layers, **common)
+                seed=derived_seed(seed0, 11), save_at=layers, **common)
             ref_key = "exact (explicit check)"
         # 3. the SDE, and the same SDE at dt / refine (its discretization check)
         sde_times = np.linspace(0.0, T, S["saves"])
         runs["sde"] = stage("SDE", lambda: _run_sde(
-            sde_net, V0, T=T, dt=D["dt"], paths=D["paths"], scheme=D["scheme"], psd=D["psd"], seed=seed0 + 13,
+            sde_net, V0, T=T, dt=D["dt"], paths=D["paths"], scheme=D["scheme"], psd=D["psd"], seed=derived_seed(seed0, 13),
             save_at=sde_times, **common))
         if refine:
             runs["sde fine"] = stage(f"SDE at dt/{refine}", lambda: _run_sde(
                 sde_net, V0, T=T, dt=D["dt"] / refine, paths=D["paths"], scheme=D["scheme"], psd=D["psd"],
-                seed=seed0 + 14, save_at=sde_times, **common))
+                seed=derived_seed(seed0, 14), save_at=sde_times, **common))
         # 4. standard attention for contrast, and the shaped network at the same width
         St = cfg["standard"]
         depth, layers = _layers(St["width"], T, S["saves"])
         std_net = standard_transformer(heads=N["heads"], gamma=N["gamma"], norm=None if St["norm"] == "none" else St["norm"])
         runs["standard"] = stage(f"standard attention n={St['width']}", lambda: _run_network(
-            std_net, V0, width=St["width"], depth=depth, samples=St["samples"], method=St["method"], seed=seed0 + 17,
+            std_net, V0, width=St["width"], depth=depth, samples=St["samples"], method=St["method"], seed=derived_seed(seed0, 17),
             save_at=layers, **common))
         shaped_key = f"exact n={St['width']}"
         if shaped_key not in runs:
             runs["shaped (contrast)"] = _run_network(
-                net, V0, width=St["width"], depth=depth, samples=St["samples"], method="exact", seed=seed0 + 19,
+                net, V0, width=St["width"], depth=depth, samples=St["samples"], method="exact", seed=derived_seed(seed0, 19),
                 save_at=layers, **common)
             shaped_key = "shaped (contrast)"
         # 5. effects of tau0, gamma, heads (one at a time around [network])
@@ -559,7 +559,7 @@ def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_tra
                 continue
             effect_runs[name][label] = stage(f"effect {label}", lambda params=params, j=j: _run_network(
                 _study_network(params), V0, width=eff["width"], depth=depth, samples=eff["samples"],
-                method="exact", seed=seed0 + 1000 + 31 * j, save_at=layers, **common))
+                method="exact", seed=derived_seed(seed0, 1000 + 31 * j), save_at=layers, **common))
     except BaseException:
         bar.close()
         raise
@@ -572,12 +572,12 @@ def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_tra
     comparisons: dict[str, dict] = {}
     for k, w in enumerate(widths):
         comparisons[f"network n={w} vs SDE"] = compare_runs(runs[f"exact n={w}"], sde, level=level, bootstrap=B,
-                                                            seed=seed0 + 5 * k)
+                                                            seed=derived_seed(seed0, 5 * k))
     comparisons[f"{E['method']} vs exact n={E['width']}"] = compare_runs(runs["explicit"], runs[ref_key], level=level,
-                                                                        bootstrap=B, seed=seed0 + 99)
+                                                                        bootstrap=B, seed=derived_seed(seed0, 99))
     if refine:
         comparisons[f"SDE dt vs dt/{refine}"] = compare_runs(sde, runs["sde fine"], level=level, bootstrap=B,
-                                                             seed=seed0 + 97)
+                                                             seed=derived_seed(seed0, 97))
     slopes: dict[str, an.Interval | None] = {}
     for obs in ("rho_T", *an.OBSERVABLES):
         vals = [comparisons[f"network n={w} vs SDE"]["distances"][obs]["wasserstein1"].value for w in widths]

@@ -95,7 +95,8 @@ def simulate(
         width-independent m x m chain of docs/model.md section 4).
     seed : the Philox key; the same seed gives the same numbers for any thread count.
     dtype : "float64" or "float32" arithmetic for the explicit and law methods.
-    threads : worker threads (default: all cores); samples run in parallel.
+    threads : worker threads (None or 0, the default: all cores); samples run in
+        parallel.
     save_at, save_every : layers at which V is recorded (default: every layer).
     return_X : also return the final tokens (explicit and law methods).
     blowup : the stopping rule, the same for every method and for :func:`solve_sde`:
