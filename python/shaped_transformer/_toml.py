@@ -14,7 +14,7 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
         import tomllib  # type: ignore[import-not-found]
     except ModuleNotFoundError:  # pragma: no cover - Python 3.10
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ModuleNotFoundError:
             raise ImportError("reading TOML on Python 3.10 needs tomli: pip install 'shaped-transformer[report]'") from None
     try:

@@ -36,11 +36,14 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ._validate import check_seed, derived_seed
+
+if TYPE_CHECKING:
+    from .sde import Scheme
 
 __all__ = ["DEFAULT_ATLAS", "ATLAS_SIZES", "atlas_config", "atlas_point", "binomial_ci", "run_atlas"]
 
@@ -252,7 +255,7 @@ def atlas_point(
     method: str = "sde",
     width: int | None = None,
     dt: float = 1e-3,
-    scheme: str = "euler",
+    scheme: Scheme = "euler",
     samples: int = 1000,
     blowup: float = 1e4,
     seed: int = 0,
@@ -603,11 +606,11 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
 
     # 2. P(T) against width at the reference point, SDE as a band.
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    xs: dict = {}
+    best: dict = {}
     for r in _select(rows, **ref_kw, method="exact"):  # the reference runs (more samples) win
-        if r["width"] not in xs or r["samples"] > xs[r["width"]]["samples"]:
-            xs[r["width"]] = r
-    xs = sorted(xs.values(), key=lambda r: r["width"])
+        if r["width"] not in best or r["samples"] > best[r["width"]]["samples"]:
+            best[r["width"]] = r
+    xs = sorted(best.values(), key=lambda r: r["width"])
     if xs:
         w = np.array([r["width"] for r in xs])
         p = np.array([r["p"] for r in xs])
@@ -672,7 +675,7 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
 
     # 4. Distribution of the blow-up time at the reference point.
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    bins = np.linspace(0.0, s["T"], 21)
+    bins = np.linspace(0.0, s["T"], 21).tolist()
     xs = sorted(raw_for(**ref_kw, method="exact"), key=lambda x: x["params"]["width"])
     for x in xs + raw_for(**ref_kw, method="sde"):
         bt = np.asarray(x["result"]["blowup_times"], dtype=float)
@@ -734,7 +737,7 @@ def _fmt(v) -> str:
 
 
 def _markdown(cfg: dict, size: str, rows: list[dict], rare: dict | None, figures: list[str],
-              collapse: list[dict] = ()) -> str:
+              collapse: Sequence[dict] = ()) -> str:
     s = cfg["study"]
     lines = [
         "# Stability atlas",

@@ -32,13 +32,17 @@ import shutil
 import tempfile
 import time
 import warnings
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
 from . import analysis as an
 from ._validate import check_seed, derived_seed
+
+if TYPE_CHECKING:
+    from ._blocks import Block, Network
 
 __all__ = ["DEFAULT_STUDY", "SIZES", "study_config", "run_report", "compare_runs"]
 
@@ -109,7 +113,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
 
 _NETWORK_KEYS = {"blocks": str, "heads": int, "tau0": float, "gamma": float, "c_plus": float, "c_minus": float,
                  "causal": bool}
-_TYPES: dict[str, dict[str, type | tuple]] = {
+_TYPES: dict[str, dict[str, type]] = {
     "study": {"m": int, "rho0": float, "T": float, "seed": int, "saves": int, "bootstrap": int, "level": float,
               "threads": int, "blowup": float},
     "network": _NETWORK_KEYS,
@@ -244,13 +248,14 @@ def _network_params(cfg: dict, table: str) -> dict:
     return {**cfg["network"], **cfg.get(table, {})} if table == "sde_network" else dict(cfg["network"])
 
 
-def _study_network(p: Mapping[str, Any]):
+def _study_network(p: Mapping[str, Any]) -> Network:
     """The studied network from a [network] table."""
     from ._blocks import Network, ShapedAttention, ShapedMLP
 
     att = ShapedAttention(heads=p["heads"], tau0=p["tau0"], gamma=p["gamma"], causal=p["causal"])
     mlp = ShapedMLP(c_plus=p["c_plus"], c_minus=p["c_minus"], gamma=p["gamma"])
-    return Network({"transformer": [att, mlp], "attention": [att], "mlp": [mlp]}[p["blocks"]])
+    layouts: dict[str, list[Block]] = {"transformer": [att, mlp], "attention": [att], "mlp": [mlp]}
+    return Network(layouts[p["blocks"]])
 
 
 # ---------------------------------------------------------------------------
@@ -270,8 +275,11 @@ def _run_network(net, V0, *, width, depth, samples, method, seed, save_at, threa
 def _run_sde(net, V0, *, T, dt, paths, scheme, psd, seed, save_at, threads, blowup, progress):
     from .sde import solve_sde
 
+    from .simulate import BlowUpWarning
+
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # blow-ups are counted in the report; a StepSizeWarning (sde.dt does not divide study.T) is shown
+        warnings.simplefilter("ignore", BlowUpWarning)
         return solve_sde(net, V0, T=T, dt=dt, paths=paths, scheme=scheme, psd=psd, save_at=save_at, seed=seed,
                          threads=threads, blowup=blowup, progress=progress)
 
@@ -508,9 +516,9 @@ def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_tra
         # 1. the network at several widths: exact chain
         for k, w in enumerate(widths):
             depth, layers = _layers(w, T, S["saves"])
-            runs[f"exact n={w}"] = stage(f"exact chain n={w}", lambda w=w, depth=depth, layers=layers, k=k: _run_network(
-                net, V0, width=w, depth=depth, samples=cfg["exact"]["samples"], method="exact", seed=derived_seed(seed0, 101 * (k + 1)),
-                save_at=layers, **common))
+            runs[f"exact n={w}"] = stage(f"exact chain n={w}", partial(
+                _run_network, net, V0, width=w, depth=depth, samples=cfg["exact"]["samples"], method="exact",
+                seed=derived_seed(seed0, 101 * (k + 1)), save_at=layers, **common))
         # 2. explicit weights: sanity check of the exact chain at the same width
         E = cfg["explicit"]
         depth, layers = _layers(E["width"], T, S["saves"])
@@ -557,8 +565,8 @@ def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_tra
                 effect_runs[name][label] = runs[f"exact n={eff['width']}"]
                 bar.update(1)
                 continue
-            effect_runs[name][label] = stage(f"effect {label}", lambda params=params, j=j: _run_network(
-                _study_network(params), V0, width=eff["width"], depth=depth, samples=eff["samples"],
+            effect_runs[name][label] = stage(f"effect {label}", partial(
+                _run_network, _study_network(params), V0, width=eff["width"], depth=depth, samples=eff["samples"],
                 method="exact", seed=derived_seed(seed0, 1000 + 31 * j), save_at=layers, **common))
     except BaseException:
         bar.close()
@@ -698,12 +706,13 @@ def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_tra
             w_.writerow(r)
     with open(out / "summaries.csv", "w", newline="") as f:
         levels = summ["sde"]["rho"].levels
-        w_ = csv.writer(f)
-        w_.writerow(["run", "observable", "t", "median"] + [f"q{q:g}" for q in levels] + ["mean", "sem", "count", "dropped"])
+        rows_ = csv.writer(f)
+        rows_.writerow(["run", "observable", "t", "median"] + [f"q{q:g}" for q in levels] + ["mean", "sem", "count", "dropped"])
         for name, d_ in summ.items():
             for obs, s in d_.items():
+                assert s.t is not None  # summaries() passes every run's times
                 for j in range(len(s.t)):
-                    w_.writerow([name, obs, f"{s.t[j]:.6g}", _fmt(s.median[j])] + [_fmt(s.quantiles[i, j]) for i in range(len(levels))]
+                    rows_.writerow([name, obs, f"{s.t[j]:.6g}", _fmt(s.median[j])] + [_fmt(s.quantiles[i, j]) for i in range(len(levels))]
                                 + [_fmt(s.mean[j]), _fmt(s.sem[j]), int(s.count[j]), int(s.dropped[j])])
     (out / "report.md").write_text(_markdown(cfg, size, results, comparisons, slopes, summ, shaped_key, widths))
     (out / _MARKER).write_text(f"shaped-transformer {__version__} report; `shaped-transformer report --out` may replace "

@@ -228,7 +228,7 @@ def solve_sde(
             )
         else:
             V, exploded_step, projections = core.solve_sde(
-                net.to_core(), V0, dt, steps, save_steps, scheme, psd, paths, seed, threads, blowup, cb, save
+                net.to_core(), V0, dt, steps, save_steps.tolist(), scheme, psd, paths, seed, threads, blowup, cb, save
             )
     summary = None
     if save == "summary":

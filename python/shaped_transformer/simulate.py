@@ -166,13 +166,15 @@ def simulate(
             V, exploded_layer = exact_gpu(net, V0, width, depth, samples, seed, layers, blowup, cb)
             X = None
         elif device == "cuda":
+            assert X0 is not None  # made from V0 above for every method but "exact"
             V, X, exploded_layer = explicit_gpu(net, X0, depth, samples, seed, layers, dtype, bool(return_X), blowup, cb)
         elif method == "exact":
             V, exploded_layer = core.simulate_exact(
-                net.to_core(), V0, width, depth, samples, seed, layers, threads, blowup, cb
+                net.to_core(), V0, width, depth, samples, seed, layers.tolist(), threads, blowup, cb
             )
             X = None
         else:
+            assert X0 is not None
             fn = core.simulate_explicit if method == "explicit" else core.simulate_law
             V, X, exploded_layer = fn(
                 net.to_core(), X0, depth, samples, seed, layers, dtype, threads, bool(return_X), blowup, cb
