@@ -167,7 +167,8 @@ def _auditwheel() -> list[str] | None:
 def _show(cmd: list[str], wheel: Path, env: dict) -> dict:
     """`auditwheel show --json`: the tag the wheel is consistent with, the shared
     libraries outside the manylinux policies' lists and the versioned symbols."""
-    info = json.loads(_run([*cmd, "show", "--json", wheel], env=env).strip().splitlines()[-1])
+    out = _run([*cmd, "show", "--json", wheel], env=env)  # log lines (stderr) come first
+    info, _ = json.JSONDecoder().raw_decode(out[out.index("{"):])
     newest = {lib: max(v, key=lambda s: tuple(int(x) for x in re.findall(r"[0-9]+", s)))
               for lib, v in info.get("versioned_symbols", {}).items() if v}
     print(f"auditwheel show {wheel.name}: tag {info.get('overall_tag')}, external libraries "
