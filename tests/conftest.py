@@ -33,3 +33,15 @@ def pytest_configure(config) -> None:
         from _mutations import apply_core_mutation
 
         apply_core_mutation()
+
+
+#: Under CI (.ci/run sets CI=true and installs every optional tool), a check that
+#: would skip for want of a tool fails instead, so that it cannot go quiet.
+CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def skip_unless_ci(reason: str) -> None:
+    """Skips with ``reason`` locally; fails under CI, where the tool must be there."""
+    if CI:
+        pytest.fail(f"{reason}; .ci/run installs it, so CI must run this check")
+    pytest.skip(reason)

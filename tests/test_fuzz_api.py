@@ -442,7 +442,7 @@ def _bad_simulate_args() -> hs.SearchStrategy:
         hs.builds(lambda v: (base(method=v), ("method",)), hs.one_of(hs.text(max_size=8).filter(lambda s: s not in ("explicit", "law", "exact")), hs.integers(), hs.none())),
         hs.builds(lambda v: (base(seed=v), ("seed",)), hs.one_of(hs.integers(max_value=-1), hs.integers(min_value=2**64), NOT_AN_INT)),
         hs.builds(lambda v: (base(dtype=v), ("dtype",)), hs.one_of(hs.sampled_from(["float16", "int8", "complex128", "f8", ""]), hs.integers(), hs.none())),
-        hs.builds(lambda v: (base(threads=v), ("threads",)), hs.one_of(hs.integers(max_value=0), NOT_AN_INT.filter(lambda x: x is not None))),
+        hs.builds(lambda v: (base(threads=v), ("threads",)), hs.one_of(hs.integers(max_value=-1), NOT_AN_INT.filter(lambda x: x is not None))),
         hs.builds(lambda v: (base(blowup=v), ("blowup",)), bad_positive_real()),
         hs.builds(lambda v: (base(save_every=v), ("save_every",)), hs.one_of(hs.integers(max_value=0), NOT_AN_INT.filter(lambda x: x is not None))),
         hs.builds(
@@ -868,7 +868,7 @@ def test_solve_sde_rejects_bad_arguments(name, data):
         (dict(save_at=[[0.1]]), ("save_at",)),
         (dict(save_at=["a"]), ("save_at",)),
         (dict(blowup=0.0), ("blowup",)),
-        (dict(threads=0), ("threads",)),
+        (dict(threads=-1), ("threads",)),
     ],
 )
 def test_solve_sde_rejects_bad_options(kw, names):

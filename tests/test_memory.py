@@ -106,6 +106,36 @@ def test_estimates_of_ordinary_requests_are_modest():
     assert x["X"] == 3 * 8 * 1000 * 8
 
 
+def test_buffer_sizes_come_from_the_core(monkeypatch):
+    """The tile buffers in the estimates are the core's (workspace.hpp through
+    _core), not a Python copy: a core with other tiles changes the estimates by
+    exactly the difference."""
+    sizes = core.workspace_sizes()
+    assert sizes["exact_mlp_tile"] >= 1 and sizes["gemm_tile_cols"] >= 1
+    assert core.exact_mlp_workspace_bytes(8) == 2 * 8 * sizes["exact_mlp_tile"] * 8
+    assert core.gemm_workspace_bytes(8, 8) == (8 + sizes["gemm_tile_rows_float64"]) * sizes["gemm_tile_cols"] * 8 + \
+        sizes["gemm_tile_cols"] * 4
+    with pytest.raises(ValueError, match="itemsize"):
+        core.gemm_workspace_bytes(8, 2)
+    kw = dict(m=8, width=256, samples=4, saved=3, threads=2)
+    before = {m: _memory.estimate_simulate_bytes(NET, m, **kw)["workspace"] for m in ("exact", "explicit")}
+    sde_before = _memory.estimate_sde_bytes(m=8, paths=4, saved=3, threads=2)["workspace"]
+
+    class BigTiles:
+        @staticmethod
+        def exact_mlp_workspace_bytes(m):
+            return core.exact_mlp_workspace_bytes(m) + 1000
+
+        @staticmethod
+        def gemm_workspace_bytes(m, itemsize):
+            return core.gemm_workspace_bytes(m, itemsize) + 100
+
+    monkeypatch.setattr(_memory, "core", BigTiles)
+    assert _memory.estimate_simulate_bytes(NET, "exact", **kw)["workspace"] == before["exact"] + 2 * 1000
+    assert _memory.estimate_simulate_bytes(NET, "explicit", **kw)["workspace"] == before["explicit"] + 2 * 100
+    assert _memory.estimate_sde_bytes(m=8, paths=4, saved=3, threads=2)["workspace"] == sde_before + 2 * 1000
+
+
 @pytest.mark.parametrize("method", ["explicit", "law"])
 def test_impossible_width_refused_at_once(method):
     """width = 10^12 from V0: the tokens alone (m x n float64) are 32 TB."""

@@ -42,7 +42,7 @@ NET = st.shaped_transformer(heads=2, tau0=1.0, gamma=0.5)
         (dict(T=1.0, steps=2, scheme="exact_chain"), "dt"),
         (dict(T=1.0, blowup=-1.0), "blowup"),
         (dict(T=1.0, seed=-1), "seed"),
-        (dict(T=1.0, threads=0), "threads"),
+        (dict(T=1.0, threads=-1), "threads"),
     ],
 )
 def test_bad_arguments(kwargs, match):

@@ -44,7 +44,7 @@ def run(**kw):
         (dict(samples=0), "samples"),
         (dict(method="bogus"), "method"),
         (dict(dtype="float16"), "dtype"),
-        (dict(threads=0), "threads"),
+        (dict(threads=-1), "threads"),
         (dict(seed=-1), "seed"),
         (dict(seed=2**64), "seed"),
         (dict(seed=None), "seed"),

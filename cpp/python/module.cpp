@@ -2,6 +2,7 @@
 #include "shaped_transformer/mutation.hpp"
 
 namespace shaped_transformer::python { void register_splitting(py::module_& m); }  // bind_splitting.cpp
+namespace shaped_transformer::python { void register_info(py::module_& m); }  // bind_info.cpp
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "C++/Eigen core of shaped_transformer (use the Python package, not this module)";
@@ -12,6 +13,7 @@ PYBIND11_MODULE(_core, m) {
   register_sde(m);
   register_cuda(m);
   register_splitting(m);
+  register_info(m);
 #ifdef SHAPED_TRANSFORMER_MUTATIONS
   // Test-only (CMake option SHAPED_TRANSFORMER_MUTATIONS): tests/test_mutations.py.
   m.def(

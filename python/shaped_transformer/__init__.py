@@ -17,12 +17,15 @@ from ._blocks import (
     shaped_transformer,
     standard_transformer,
 )
+from ._core_loader import core as _core
 from ._result import Result, correlations
 from ._memory import ResourceError
 from .simulate import BlowUpWarning, simulate, simulate_network
-from .sde import solve_sde
+from .sde import StepSizeWarning, solve_sde
 
-__version__ = "0.1.0"
+#: The package's version, compiled into the extension from CMakeLists.txt's
+#: project(VERSION), the one source that pyproject.toml also reads.
+__version__: str = _core.__version__
 
 __all__ = [
     "Block",
@@ -34,6 +37,7 @@ __all__ = [
     "ShapedAttention",
     "ShapedMLP",
     "StandardAttention",
+    "StepSizeWarning",
     "correlations",
     "analysis",
     "inputs",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from . import __path__ as _pkg_path  # type: ignore[attr-defined]
+from . import __path__ as _pkg_path
 
 _build_dir = os.environ.get("SHAPED_TRANSFORMER_BUILD_DIR")
 if _build_dir and _build_dir not in _pkg_path:

@@ -16,6 +16,11 @@ import numpy as np
 from ._core_loader import core
 from ._memory import ResourceError, format_bytes
 
+# The cuda_* drivers exist only in a CUDA build (CMake option SHAPED_TRANSFORMER_CUDA);
+# the type stub describes the CPU build, so they are reached through an untyped
+# name, after check_device() has confirmed the backend.
+_cuda_core: Any = core
+
 __all__ = ["CudaUnavailableError", "cuda_available", "cuda_reason", "check_device", "check_gpu_memory"]
 
 DEVICES = ("cpu", "cuda")
@@ -47,7 +52,7 @@ def check_device(device: Any) -> str:
 
 def check_gpu_memory(needed: int, what: str, detail: str = "") -> None:
     """Raises :class:`ResourceError` when ``needed`` bytes exceed 90% of the GPU's free memory."""
-    info = core.cuda_device_info()
+    info = _cuda_core.cuda_device_info()
     free = int(info["free_bytes"] * 0.9)
     if needed > free:
         raise ResourceError(
@@ -62,9 +67,9 @@ def explicit_gpu(net, X0: np.ndarray, depth: int, samples: int, seed: int, layer
                  return_X: bool, blowup: float, cb: Callable | None):
     """The explicit network on the GPU; returns (V, X or None, exploded layer)."""
     m, n = X0.shape
-    need = int(core.cuda_explicit_bytes(net.to_core(), m, n, dtype))
+    need = int(_cuda_core.cuda_explicit_bytes(net.to_core(), m, n, dtype))
     check_gpu_memory(need, "simulate(method='explicit', device='cuda')", "tokens and product workspace, O(m n)")
-    return core.cuda_simulate_explicit(
+    return _cuda_core.cuda_simulate_explicit(
         net.to_core(), np.ascontiguousarray(X0, dtype=np.float64), depth, samples, seed,
         np.asarray(layers, dtype=np.int64), dtype, bool(return_X), blowup, cb,
     )
@@ -80,7 +85,7 @@ def exact_gpu(net, V0: np.ndarray, width: int, depth: int, samples: int, seed: i
             f"block {bad[0][0]} is {type(bad[0][1]).__name__} (use device='cpu')"
         )
     _check_m(V0)
-    return core.cuda_simulate_exact(
+    return _cuda_core.cuda_simulate_exact(
         net.to_core(), V0, width, depth, samples, seed, np.asarray(layers, dtype=np.int64), blowup, cb
     )
 
@@ -96,7 +101,7 @@ def sde_gpu(net, V0: np.ndarray, dt: float, steps: int, save_steps: np.ndarray, 
                 "scheme: 'exact_chain' with device='cuda' covers networks of shaped attention blocks only "
                 f"(block {bad[0][0]} is {type(bad[0][1]).__name__}); use scheme='euler' or device='cpu'"
             )
-    return core.cuda_solve_sde(
+    return _cuda_core.cuda_solve_sde(
         net.to_core(), V0, dt, steps, np.asarray(save_steps, dtype=np.int64), scheme, psd, paths, seed, blowup, cb
     )
 

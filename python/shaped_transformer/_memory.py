@@ -28,6 +28,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ._core_loader import core
+
 __all__ = [
     "ResourceError",
     "available_bytes",
@@ -210,7 +212,6 @@ def estimate_simulate_bytes(
     threads: int,
     dtype: str = "float64",
     return_X: bool = False,
-    X0_given: bool = False,
 ) -> dict[str, int]:
     """Peak memory of :func:`shaped_transformer.simulate`, by item, in bytes.
 
@@ -221,9 +222,12 @@ def estimate_simulate_bytes(
     - ``X``: the final tokens samples x m x n float64 when ``return_X``.
     - ``workspace``: per worker thread (at most ``min(threads, samples)``):
       explicit and law: the tokens, their float64 copy for V and the O(H m n)
-      per-head products (the explicit weights are generated tile by tile and
-      never stored); exact: O((H m)^2) for the Wishart draw and the per-head
-      factors, plus the MLP's m x 512 pre-activation tile.
+      per-head products, plus per thread the tiles of ``gaussian_gemm`` (the
+      explicit weights are generated tile by tile and never stored); exact:
+      O((H m)^2) for the Wishart draw and the per-head factors, plus the MLP's
+      m x tile pre-activation tiles.  The tile sizes come from the core
+      (``_core.gemm_workspace_bytes``, ``_core.exact_mlp_workspace_bytes``;
+      cpp/include/shaped_transformer/workspace.hpp).
     """
     S, k, m, n = int(samples), int(saved), int(m), int(width)
     workers = max(1, min(int(threads), S))
@@ -232,14 +236,16 @@ def estimate_simulate_bytes(
     out: dict[str, int] = {"V": S * k * m * m * 8}
     if method == "exact":
         hm = heads * m
-        out["workspace"] = workers * (8 * hm * hm + 4 * heads * m * m + 2 * 512 * m) * 8
+        out["workspace"] = workers * ((8 * hm * hm + 4 * heads * m * m) * 8 + int(core.exact_mlp_workspace_bytes(m)))
         return out
     out["X0"] = 2 * m * n * 8
     if return_X:
         out["X"] = S * m * n * 8
-    tiles = 1 << 20  # Gaussian tiles and small buffers, about 1 MiB per thread
-    acts = (8 + 4 * heads) * m * n * b + 2 * heads * m * kdim * b + m * n * 8 + tiles
-    out["workspace"] = workers * acts
+    acts = (8 + 4 * heads) * m * n * b + 2 * heads * m * kdim * b + m * n * 8
+    # gaussian_gemm's tiles: one set per thread (a sample's product may use the
+    # threads that have no sample of their own).
+    tiles = max(1, int(threads)) * int(core.gemm_workspace_bytes(m, b))
+    out["workspace"] = workers * acts + tiles
     return out
 
 
@@ -247,12 +253,14 @@ def estimate_sde_bytes(*, m: int, paths: int, saved: int, threads: int, heads: i
     """Peak memory of :func:`shaped_transformer.solve_sde`, by item, in bytes.
 
     The saved covariances paths x saved x m x m float64 (handed to NumPy
-    without a copy) and a per-thread O(m^2) workspace (O((H m)^2) when the exact-chain scheme is used).
+    without a copy) and a per-thread O(m^2) workspace (O((H m)^2) and the MLP's
+    tiles, sized by the core, when the exact-chain scheme is used).
     """
     P, k, m = int(paths), int(saved), int(m)
     workers = max(1, min(int(threads), P))
     hm = max(1, int(heads)) * m
-    return {"V": P * k * m * m * 8, "workspace": workers * (16 * m * m + 8 * hm * hm + 2 * 512 * m) * 8}
+    per_worker = (16 * m * m + 8 * hm * hm) * 8 + int(core.exact_mlp_workspace_bytes(m))
+    return {"V": P * k * m * m * 8, "workspace": workers * per_worker}
 
 
 def _detail(parts: dict[str, int]) -> str:
@@ -285,7 +293,6 @@ def check_simulate(
     threads: int = 1,
     dtype: str = "float64",
     return_X: bool = False,
-    X0_given: bool = False,
     *,
     depth: int | None = None,
     save_at: Any = None,
@@ -311,7 +318,6 @@ def check_simulate(
         threads=threads,
         dtype=dtype,
         return_X=return_X,
-        X0_given=X0_given,
     )
     check_memory(sum(parts.values()), f"simulate(method={method!r})", detail=_detail(parts))
 

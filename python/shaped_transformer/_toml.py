@@ -14,7 +14,7 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
         import tomllib  # type: ignore[import-not-found]
     except ModuleNotFoundError:  # pragma: no cover - Python 3.10
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ModuleNotFoundError:
             raise ImportError("reading TOML on Python 3.10 needs tomli: pip install 'shaped-transformer[report]'") from None
     try:
@@ -27,10 +27,12 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def layered_config(defaults: dict, sizes: Mapping[str, Mapping], size: str, config: Any, seed: Any,
-                   merge: Callable[[dict, Mapping, str], None], seed_error: str) -> dict:
+                   merge: Callable[[dict, Mapping, str], None], seed_name: str) -> dict:
     """A study's configuration (the report's and the atlas's): a deep copy of
     ``defaults``, then the ``size`` preset, then ``config`` (a TOML path or a nested
-    dict), then ``seed``, each layer applied by ``merge(cfg, layer, where)``."""
+    dict), then ``seed`` (checked by :func:`check_seed` under ``seed_name``: the
+    range of every other seed, [0, 2^64)), each layer applied by
+    ``merge(cfg, layer, where)``."""
     import copy
 
     if size not in sizes:
@@ -40,7 +42,7 @@ def layered_config(defaults: dict, sizes: Mapping[str, Mapping], size: str, conf
     if config is not None:
         merge(cfg, config, "config") if isinstance(config, Mapping) else merge(cfg, load_toml(config), str(config))
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise ValueError(f"{seed_error}, got {seed!r}")
-        cfg["study"]["seed"] = seed
+        from ._validate import check_seed
+
+        cfg["study"]["seed"] = check_seed(seed, seed_name)
     return cfg

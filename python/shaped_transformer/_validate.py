@@ -14,6 +14,9 @@ __all__ = [
     "check_int",
     "check_number",
     "check_seed",
+    "derived_seed",
+    "SEED_LIMIT",
+    "all_cores",
     "check_threads",
     "check_square_psd",
     "check_tokens",
@@ -31,26 +34,45 @@ check_int = _check_int
 check_number = _check_number
 
 
-def check_seed(seed: Any) -> int:
+#: Seeds are Philox keys: integers in [0, SEED_LIMIT), the same range for
+#: simulate, solve_sde, the splitting estimator, the report and the atlas.
+SEED_LIMIT = 2**64
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
     """Seeds are non-negative integers below 2^64 (the Philox key)."""
     if seed is None:
-        raise ValueError("seed must be given explicitly (an integer in [0, 2^64)) for reproducible results")
+        raise ValueError(f"{name} must be given explicitly (an integer in [0, 2^64)) for reproducible results")
     if isinstance(seed, bool) or not hasattr(seed, "__index__"):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+        raise TypeError(f"{name} must be an integer in [0, 2^64), got {type(seed).__name__}")
     s = int(seed)
-    if not 0 <= s < 2**64:
-        raise ValueError(f"seed must lie in [0, 2^64), got {s}")
+    if not 0 <= s < SEED_LIMIT:
+        raise ValueError(f"{name} must lie in [0, 2^64), got {s}")
     return s
 
 
+def derived_seed(seed: int, offset: int) -> int:
+    """The seed of one run of a study seeded by ``seed``: ``seed + offset``, wrapped
+    into [0, 2^64) so that every study seed in the accepted range gives valid run
+    seeds (the same numbers as plain addition below 2^64 - offset)."""
+    return (int(seed) + int(offset)) % SEED_LIMIT
+
+
+def all_cores() -> int:
+    """The number of cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def check_threads(threads: Any) -> int:
-    """None means all available cores."""
+    """Worker threads: a positive count, or None or 0 for all available cores (the
+    meaning 0 has in the C++ core and in the report's and atlas's TOML configs)."""
     if threads is None:
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # pragma: no cover - not Linux
-            return max(1, os.cpu_count() or 1)
-    return _check_int("threads", threads, minimum=1)
+        return all_cores()
+    t = _check_int("threads", threads, minimum=0)
+    return all_cores() if t == 0 else t
 
 
 def _as_float_array(name: str, a: Any, ndim: int) -> np.ndarray:

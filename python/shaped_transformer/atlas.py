@@ -36,9 +36,14 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from ._validate import check_seed, derived_seed
+
+if TYPE_CHECKING:
+    from .sde import Scheme
 
 __all__ = ["DEFAULT_ATLAS", "ATLAS_SIZES", "atlas_config", "atlas_point", "binomial_ci", "run_atlas"]
 
@@ -146,7 +151,7 @@ def atlas_config(size: str = "default", config: str | Path | Mapping | None = No
     from ._toml import layered_config
 
     cfg = layered_config(DEFAULT_ATLAS, ATLAS_SIZES, size, config, seed, _merge,
-                         "--seed (study.seed) must be an integer in [0, 2^63)")
+                         "--seed (study.seed)")
     _check(cfg)
     return cfg
 
@@ -160,6 +165,7 @@ def _check(cfg: dict) -> None:
     for k in ("T", "blowup"):
         if not s[k] > 0:
             raise ValueError(f"study.{k} must be > 0, got {s[k]}")
+    check_seed(s["seed"], "study.seed")
     if not 0 < s["level"] < 1:
         raise ValueError(f"study.level must lie in (0, 1), got {s['level']}")
     if not 0 < s["confidence"] < 1:
@@ -249,7 +255,7 @@ def atlas_point(
     method: str = "sde",
     width: int | None = None,
     dt: float = 1e-3,
-    scheme: str = "euler",
+    scheme: Scheme = "euler",
     samples: int = 1000,
     blowup: float = 1e4,
     seed: int = 0,
@@ -302,7 +308,7 @@ def atlas_point(
         from .splitting import ams_blowup
 
         runs = [ams_blowup(net, V0, T=T, dt=dt, scheme=scheme, blowup=blowup, particles=ams_particles,
-                           seed=seed + 1000 + i, threads=threads) for i in range(ams_repeats)]
+                           seed=derived_seed(seed, 1000 + i), threads=threads) for i in range(ams_repeats)]
         out["ams_runs"] = [r.p for r in runs]
         out["ams_particles"] = int(ams_particles)
     return out
@@ -416,7 +422,7 @@ def _rare(cfg: dict, threads: int | None, log: Callable[[str], None]) -> dict | 
     V0 = equicorrelated(s["m"], s["rho0"])
     log(f"rare point: {r['repeats']} splitting runs of {r['particles']} particles "
         f"({r['block']}, tau0={r['tau0']}, gamma={r['gamma']}, heads={r['heads']})")
-    rep = ams_repeat(net, V0, repeats=r["repeats"], seed=s["seed"] + 7919, level=s["confidence"], T=s["T"],
+    rep = ams_repeat(net, V0, repeats=r["repeats"], seed=derived_seed(s["seed"], 7919), level=s["confidence"], T=s["T"],
                      dt=r["dt"], blowup=s["blowup"], particles=r["particles"], threads=threads)
     results = rep.pop("results")
     rep["config"] = dict(r)
@@ -600,11 +606,11 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
 
     # 2. P(T) against width at the reference point, SDE as a band.
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    xs: dict = {}
+    best: dict = {}
     for r in _select(rows, **ref_kw, method="exact"):  # the reference runs (more samples) win
-        if r["width"] not in xs or r["samples"] > xs[r["width"]]["samples"]:
-            xs[r["width"]] = r
-    xs = sorted(xs.values(), key=lambda r: r["width"])
+        if r["width"] not in best or r["samples"] > best[r["width"]]["samples"]:
+            best[r["width"]] = r
+    xs = sorted(best.values(), key=lambda r: r["width"])
     if xs:
         w = np.array([r["width"] for r in xs])
         p = np.array([r["p"] for r in xs])
@@ -669,7 +675,7 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
 
     # 4. Distribution of the blow-up time at the reference point.
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    bins = np.linspace(0.0, s["T"], 21)
+    bins = np.linspace(0.0, s["T"], 21).tolist()
     xs = sorted(raw_for(**ref_kw, method="exact"), key=lambda x: x["params"]["width"])
     for x in xs + raw_for(**ref_kw, method="sde"):
         bt = np.asarray(x["result"]["blowup_times"], dtype=float)
@@ -731,7 +737,7 @@ def _fmt(v) -> str:
 
 
 def _markdown(cfg: dict, size: str, rows: list[dict], rare: dict | None, figures: list[str],
-              collapse: list[dict] = ()) -> str:
+              collapse: Sequence[dict] = ()) -> str:
     s = cfg["study"]
     lines = [
         "# Stability atlas",

@@ -32,12 +32,17 @@ import shutil
 import tempfile
 import time
 import warnings
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
 from . import analysis as an
+from ._validate import check_seed, derived_seed
+
+if TYPE_CHECKING:
+    from ._blocks import Block, Network
 
 __all__ = ["DEFAULT_STUDY", "SIZES", "study_config", "run_report", "compare_runs"]
 
@@ -108,7 +113,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
 
 _NETWORK_KEYS = {"blocks": str, "heads": int, "tau0": float, "gamma": float, "c_plus": float, "c_minus": float,
                  "causal": bool}
-_TYPES: dict[str, dict[str, type | tuple]] = {
+_TYPES: dict[str, dict[str, type]] = {
     "study": {"m": int, "rho0": float, "T": float, "seed": int, "saves": int, "bootstrap": int, "level": float,
               "threads": int, "blowup": float},
     "network": _NETWORK_KEYS,
@@ -167,7 +172,7 @@ def study_config(size: str = "default", config: str | Path | Mapping | None = No
     from ._toml import layered_config
 
     cfg = layered_config(DEFAULT_STUDY, SIZES, size, config, seed, _merge,
-                         "--seed (study.seed) must be an integer in [0, 2^63)")
+                         "--seed (study.seed)")
     _check(cfg)
     return cfg
 
@@ -185,8 +190,7 @@ def _check(cfg: dict) -> None:
         raise ValueError(f"study.rho0 must lie in [-1/(m-1), 1), got {s['rho0']}")
     if not (math.isfinite(s["T"]) and s["T"] > 0):
         raise ValueError(f"study.T must be a finite number > 0, got {s['T']}")
-    if not 0 <= s["seed"] < 2**63:
-        raise ValueError(f"study.seed must be an integer in [0, 2^63), got {s['seed']}")
+    check_seed(s["seed"], "study.seed")
     _positive_int(cfg, "study", "saves", 2)
     _positive_int(cfg, "study", "bootstrap", 0)
     if not 0 < s["level"] < 1:
@@ -244,13 +248,14 @@ def _network_params(cfg: dict, table: str) -> dict:
     return {**cfg["network"], **cfg.get(table, {})} if table == "sde_network" else dict(cfg["network"])
 
 
-def _study_network(p: Mapping[str, Any]):
+def _study_network(p: Mapping[str, Any]) -> Network:
     """The studied network from a [network] table."""
     from ._blocks import Network, ShapedAttention, ShapedMLP
 
     att = ShapedAttention(heads=p["heads"], tau0=p["tau0"], gamma=p["gamma"], causal=p["causal"])
     mlp = ShapedMLP(c_plus=p["c_plus"], c_minus=p["c_minus"], gamma=p["gamma"])
-    return Network({"transformer": [att, mlp], "attention": [att], "mlp": [mlp]}[p["blocks"]])
+    layouts: dict[str, list[Block]] = {"transformer": [att, mlp], "attention": [att], "mlp": [mlp]}
+    return Network(layouts[p["blocks"]])
 
 
 # ---------------------------------------------------------------------------
@@ -270,8 +275,11 @@ def _run_network(net, V0, *, width, depth, samples, method, seed, save_at, threa
 def _run_sde(net, V0, *, T, dt, paths, scheme, psd, seed, save_at, threads, blowup, progress):
     from .sde import solve_sde
 
+    from .simulate import BlowUpWarning
+
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # blow-ups are counted in the report; a StepSizeWarning (sde.dt does not divide study.T) is shown
+        warnings.simplefilter("ignore", BlowUpWarning)
         return solve_sde(net, V0, T=T, dt=dt, paths=paths, scheme=scheme, psd=psd, save_at=save_at, seed=seed,
                          threads=threads, blowup=blowup, progress=progress)
 
@@ -477,7 +485,7 @@ def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_tra
     )
 
     S, N = cfg["study"], cfg["network"]
-    threads = None if S["threads"] == 0 else S["threads"]
+    threads = S["threads"]  # 0: all cores, as for simulate and solve_sde
     V0 = equicorrelated(S["m"], S["rho0"])
     net = _study_network(N)
     sde_net = _study_network(_network_params(cfg, "sde_network"))
@@ -508,41 +516,41 @@ def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_tra
         # 1. the network at several widths: exact chain
         for k, w in enumerate(widths):
             depth, layers = _layers(w, T, S["saves"])
-            runs[f"exact n={w}"] = stage(f"exact chain n={w}", lambda w=w, depth=depth, layers=layers, k=k: _run_network(
-                net, V0, width=w, depth=depth, samples=cfg["exact"]["samples"], method="exact", seed=seed0 + 101 * (k + 1),
-                save_at=layers, **common))
+            runs[f"exact n={w}"] = stage(f"exact chain n={w}", partial(
+                _run_network, net, V0, width=w, depth=depth, samples=cfg["exact"]["samples"], method="exact",
+                seed=derived_seed(seed0, 101 * (k + 1)), save_at=layers, **common))
         # 2. explicit weights: sanity check of the exact chain at the same width
         E = cfg["explicit"]
         depth, layers = _layers(E["width"], T, S["saves"])
         runs["explicit"] = stage(f"{E['method']} weights n={E['width']}", lambda: _run_network(
-            net, V0, width=E["width"], depth=depth, samples=E["samples"], method=E["method"], seed=seed0 + 7,
+            net, V0, width=E["width"], depth=depth, samples=E["samples"], method=E["method"], seed=derived_seed(seed0, 7),
             save_at=layers, **common))
         ref_key = f"exact n={E['width']}"
         if ref_key not in runs:
             runs["exact (explicit check)"] = _run_network(
                 net, V0, width=E["width"], depth=depth, samples=cfg["exact"]["samples"], method="exact",
-                seed=seed0 + 11, save_at=layers, **common)
+                seed=derived_seed(seed0, 11), save_at=layers, **common)
             ref_key = "exact (explicit check)"
         # 3. the SDE, and the same SDE at dt / refine (its discretization check)
         sde_times = np.linspace(0.0, T, S["saves"])
         runs["sde"] = stage("SDE", lambda: _run_sde(
-            sde_net, V0, T=T, dt=D["dt"], paths=D["paths"], scheme=D["scheme"], psd=D["psd"], seed=seed0 + 13,
+            sde_net, V0, T=T, dt=D["dt"], paths=D["paths"], scheme=D["scheme"], psd=D["psd"], seed=derived_seed(seed0, 13),
             save_at=sde_times, **common))
         if refine:
             runs["sde fine"] = stage(f"SDE at dt/{refine}", lambda: _run_sde(
                 sde_net, V0, T=T, dt=D["dt"] / refine, paths=D["paths"], scheme=D["scheme"], psd=D["psd"],
-                seed=seed0 + 14, save_at=sde_times, **common))
+                seed=derived_seed(seed0, 14), save_at=sde_times, **common))
         # 4. standard attention for contrast, and the shaped network at the same width
         St = cfg["standard"]
         depth, layers = _layers(St["width"], T, S["saves"])
         std_net = standard_transformer(heads=N["heads"], gamma=N["gamma"], norm=None if St["norm"] == "none" else St["norm"])
         runs["standard"] = stage(f"standard attention n={St['width']}", lambda: _run_network(
-            std_net, V0, width=St["width"], depth=depth, samples=St["samples"], method=St["method"], seed=seed0 + 17,
+            std_net, V0, width=St["width"], depth=depth, samples=St["samples"], method=St["method"], seed=derived_seed(seed0, 17),
             save_at=layers, **common))
         shaped_key = f"exact n={St['width']}"
         if shaped_key not in runs:
             runs["shaped (contrast)"] = _run_network(
-                net, V0, width=St["width"], depth=depth, samples=St["samples"], method="exact", seed=seed0 + 19,
+                net, V0, width=St["width"], depth=depth, samples=St["samples"], method="exact", seed=derived_seed(seed0, 19),
                 save_at=layers, **common)
             shaped_key = "shaped (contrast)"
         # 5. effects of tau0, gamma, heads (one at a time around [network])
@@ -557,9 +565,9 @@ def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_tra
                 effect_runs[name][label] = runs[f"exact n={eff['width']}"]
                 bar.update(1)
                 continue
-            effect_runs[name][label] = stage(f"effect {label}", lambda params=params, j=j: _run_network(
-                _study_network(params), V0, width=eff["width"], depth=depth, samples=eff["samples"],
-                method="exact", seed=seed0 + 1000 + 31 * j, save_at=layers, **common))
+            effect_runs[name][label] = stage(f"effect {label}", partial(
+                _run_network, _study_network(params), V0, width=eff["width"], depth=depth, samples=eff["samples"],
+                method="exact", seed=derived_seed(seed0, 1000 + 31 * j), save_at=layers, **common))
     except BaseException:
         bar.close()
         raise
@@ -572,12 +580,12 @@ def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_tra
     comparisons: dict[str, dict] = {}
     for k, w in enumerate(widths):
         comparisons[f"network n={w} vs SDE"] = compare_runs(runs[f"exact n={w}"], sde, level=level, bootstrap=B,
-                                                            seed=seed0 + 5 * k)
+                                                            seed=derived_seed(seed0, 5 * k))
     comparisons[f"{E['method']} vs exact n={E['width']}"] = compare_runs(runs["explicit"], runs[ref_key], level=level,
-                                                                        bootstrap=B, seed=seed0 + 99)
+                                                                        bootstrap=B, seed=derived_seed(seed0, 99))
     if refine:
         comparisons[f"SDE dt vs dt/{refine}"] = compare_runs(sde, runs["sde fine"], level=level, bootstrap=B,
-                                                             seed=seed0 + 97)
+                                                             seed=derived_seed(seed0, 97))
     slopes: dict[str, an.Interval | None] = {}
     for obs in ("rho_T", *an.OBSERVABLES):
         vals = [comparisons[f"network n={w} vs SDE"]["distances"][obs]["wasserstein1"].value for w in widths]
@@ -698,12 +706,13 @@ def _run(cfg, size, out: Path, progress, say, tqdm, equicorrelated, standard_tra
             w_.writerow(r)
     with open(out / "summaries.csv", "w", newline="") as f:
         levels = summ["sde"]["rho"].levels
-        w_ = csv.writer(f)
-        w_.writerow(["run", "observable", "t", "median"] + [f"q{q:g}" for q in levels] + ["mean", "sem", "count", "dropped"])
+        rows_ = csv.writer(f)
+        rows_.writerow(["run", "observable", "t", "median"] + [f"q{q:g}" for q in levels] + ["mean", "sem", "count", "dropped"])
         for name, d_ in summ.items():
             for obs, s in d_.items():
+                assert s.t is not None  # summaries() passes every run's times
                 for j in range(len(s.t)):
-                    w_.writerow([name, obs, f"{s.t[j]:.6g}", _fmt(s.median[j])] + [_fmt(s.quantiles[i, j]) for i in range(len(levels))]
+                    rows_.writerow([name, obs, f"{s.t[j]:.6g}", _fmt(s.median[j])] + [_fmt(s.quantiles[i, j]) for i in range(len(levels))]
                                 + [_fmt(s.mean[j]), _fmt(s.sem[j]), int(s.count[j]), int(s.dropped[j])])
     (out / "report.md").write_text(_markdown(cfg, size, results, comparisons, slopes, summ, shaped_key, widths))
     (out / _MARKER).write_text(f"shaped-transformer {__version__} report; `shaped-transformer report --out` may replace "

@@ -21,7 +21,7 @@ from ._result import Result, SdeSummary
 from ._validate import DEFAULT_BLOWUP, check_blowup, check_int, check_number, check_seed, check_square_psd, check_threads
 from .simulate import BlowUpWarning
 
-__all__ = ["solve_sde", "sde_drift", "sde_noise"]
+__all__ = ["StepSizeWarning", "solve_sde", "sde_drift", "sde_noise"]
 
 Scheme = Literal["euler", "tamed_euler", "exact_chain"]
 _SCHEMES = ("euler", "tamed_euler", "exact_chain")
@@ -48,22 +48,58 @@ def _sde_network(network) -> Network:
     return net
 
 
-def _grid(T, dt, steps) -> tuple[float, float, int]:
+class StepSizeWarning(UserWarning):
+    """The SDE ran with a step other than the ``dt`` asked for: ``T / dt`` is not a
+    whole number, so the grid has ``ceil(T / dt)`` uniform steps of ``T / steps``
+    (the message names both values).  Pass ``steps`` instead of ``dt``, or a ``dt``
+    that divides ``T``, to run exactly the step you mean."""
+
+
+def _grid(T, dt, steps, scheme: str = "euler", what: str = "solve_sde") -> tuple[float, float, int]:
+    """(T, dt, steps) of the uniform grid that lands on T.  ``steps`` is taken as
+    given; a ``dt`` that does not divide T is shortened to T / ceil(T / dt) with a
+    :class:`StepSizeWarning`.  ``scheme="exact_chain"`` runs the exact chain at width
+    n_eff = 1/dt, so there a dt whose inverse is not an integer, or that does not
+    divide T, is refused instead (the run would be another width)."""
     T = check_number("T", T, positive=True)
     if dt is not None and steps is not None:
         raise ValueError("give dt or steps, not both")
     if steps is not None:
         steps = check_int("steps", steps, minimum=1)
         dt = T / steps
+        if scheme == "exact_chain":
+            _check_integer_width(dt, "steps")
     else:
-        dt = 1e-3 if dt is None else check_number("dt", dt, positive=True)
-        if dt > T:
-            raise ValueError(f"dt must be <= T={T}, got {dt}")
-        steps = int(math.ceil(T / dt - 1e-9))
+        asked = 1e-3 if dt is None else check_number("dt", dt, positive=True)
+        if asked > T:
+            raise ValueError(f"dt must be <= T={T}, got {asked}")
+        if scheme == "exact_chain":
+            _check_integer_width(asked, "dt")
+        steps = int(math.ceil(T / asked - 1e-9))
         dt = T / steps  # land exactly on T
+        if abs(dt - asked) > 1e-9 * asked:  # more than rounding
+            if scheme == "exact_chain":
+                raise ValueError(
+                    f"dt: scheme='exact_chain' needs T / dt to be an integer (T * n_eff whole layers), "
+                    f"got T = {T:g}, dt = {asked:g}; T / dt = {T / asked:.6g}"
+                )
+            warnings.warn(
+                f"dt = {asked:g} does not divide T = {T:g}: {what} uses dt = {dt:.10g} "
+                f"({steps} steps of T / {steps}); pass steps= or a dt that divides T",
+                StepSizeWarning,
+                stacklevel=3,
+            )
     if steps >= 2**32:
         raise ValueError(f"steps must be < 2^32, got {steps}")
     return T, dt, steps
+
+
+def _check_integer_width(dt: float, name: str) -> None:
+    w = 1.0 / dt
+    if abs(w - round(w)) > 1e-6 * w:
+        raise ValueError(
+            f"{name}: scheme='exact_chain' needs 1/dt to be an integer width n_eff, got dt = {dt:.6g} (1/dt = {w:.6g})"
+        )
 
 
 _DEFAULT_SAVES = 101
@@ -117,12 +153,14 @@ def solve_sde(
     V0 : (m, m) positive semi-definite initial covariance.
     T : final time (depth / width of the matched network).
     dt, steps : step size or number of steps (one of them; default dt = 1e-3).
-        The grid is uniform with dt = T / steps.
+        The grid is uniform with dt = T / steps: a dt that does not divide T is
+        shortened to T / ceil(T / dt), with a :class:`StepSizeWarning` naming the
+        dt used (``info["dt"]``).
     paths : independent paths, run in parallel.
     scheme : "euler" (Euler-Maruyama with the structured noise), "tamed_euler"
         (drift increment b dt / (1 + dt |b|_F), Hutzenthaler-Jentzen-Kloeden) or
         "exact_chain" (the exact finite-width chain at n_eff = 1/dt, PSD by
-        construction; 1/dt must be an integer).
+        construction; 1/dt and T/dt must be integers, else a ValueError naming dt).
     psd : Euler schemes: "clip" projects V onto the PSD cone (eigenvalue clipping)
         after a step that left it, counting projections per path in
         ``info["projections"]``; "none" leaves V as is (the noise then uses the root
@@ -141,7 +179,7 @@ def solve_sde(
         over chunks of 256 paths in path order, merged in chunk order: the same
         numbers for any thread count.
     seed : the Philox key.  Path p's noise depends only on (seed, p, step).
-    threads : worker threads (default: all cores).
+    threads : worker threads (None or 0, the default: all cores).
     blowup : the stopping rule shared with :func:`simulate`: a path stops the
         first time its largest diagonal entry exceeds this or turns non-finite,
         and is reported in ``Result.exploded_at`` (its later V are NaN). Compare
@@ -164,18 +202,14 @@ def solve_sde(
     net = _sde_network(network)
     device = check_device(device)
     V0 = check_square_psd("V0", V0)
-    T, dt, steps = _grid(T, dt, steps)
-    paths = check_int("paths", paths, minimum=1)
     if not isinstance(scheme, str) or scheme not in _SCHEMES:
         raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
+    T, dt, steps = _grid(T, dt, steps, scheme)
+    paths = check_int("paths", paths, minimum=1)
     if not isinstance(psd, str) or psd not in _PSD:
         raise ValueError(f"psd must be one of {_PSD}, got {psd!r}")
-    if scheme == "exact_chain":
-        w = 1.0 / dt
-        if abs(w - round(w)) > 1e-6 * w:
-            raise ValueError(f"dt: scheme='exact_chain' needs 1/dt to be an integer width n_eff, got 1/dt = {w:.6g}")
-        if round(w) < V0.shape[0]:
-            raise ValueError(f"dt: scheme='exact_chain' needs n_eff = 1/dt >= m = {V0.shape[0]}")
+    if scheme == "exact_chain" and round(1.0 / dt) < V0.shape[0]:
+        raise ValueError(f"dt: scheme='exact_chain' needs n_eff = 1/dt >= m = {V0.shape[0]}")
     if not isinstance(save, str) or save not in ("paths", "summary"):
         raise ValueError(f"save must be 'paths' or 'summary', got {save!r}")
     if save == "summary" and device == "cuda":
@@ -194,7 +228,7 @@ def solve_sde(
             )
         else:
             V, exploded_step, projections = core.solve_sde(
-                net.to_core(), V0, dt, steps, save_steps, scheme, psd, paths, seed, threads, blowup, cb, save
+                net.to_core(), V0, dt, steps, save_steps.tolist(), scheme, psd, paths, seed, threads, blowup, cb, save
             )
     summary = None
     if save == "summary":

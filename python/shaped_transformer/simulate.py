@@ -95,7 +95,8 @@ def simulate(
         width-independent m x m chain of docs/model.md section 4).
     seed : the Philox key; the same seed gives the same numbers for any thread count.
     dtype : "float64" or "float32" arithmetic for the explicit and law methods.
-    threads : worker threads (default: all cores); samples run in parallel.
+    threads : worker threads (None or 0, the default: all cores); samples run in
+        parallel.
     save_at, save_every : layers at which V is recorded (default: every layer).
     return_X : also return the final tokens (explicit and law methods).
     blowup : the stopping rule, the same for every method and for :func:`solve_sde`:
@@ -143,7 +144,7 @@ def simulate(
     # tokens from V0, the list of saved layers and the core's output buffers.
     check_simulate(
         net, method, V0, width, samples, threads=threads, dtype=dtype, return_X=bool(return_X),
-        X0_given=X0 is not None, depth=depth, save_at=save_at, save_every=save_every,
+        depth=depth, save_at=save_at, save_every=save_every,
     )
     layers = check_save_at(save_at, save_every, depth)
     for i, b in enumerate(net):
@@ -165,13 +166,15 @@ def simulate(
             V, exploded_layer = exact_gpu(net, V0, width, depth, samples, seed, layers, blowup, cb)
             X = None
         elif device == "cuda":
+            assert X0 is not None  # made from V0 above for every method but "exact"
             V, X, exploded_layer = explicit_gpu(net, X0, depth, samples, seed, layers, dtype, bool(return_X), blowup, cb)
         elif method == "exact":
             V, exploded_layer = core.simulate_exact(
-                net.to_core(), V0, width, depth, samples, seed, layers, threads, blowup, cb
+                net.to_core(), V0, width, depth, samples, seed, layers.tolist(), threads, blowup, cb
             )
             X = None
         else:
+            assert X0 is not None
             fn = core.simulate_explicit if method == "explicit" else core.simulate_law
             V, X, exploded_layer = fn(
                 net.to_core(), X0, depth, samples, seed, layers, dtype, threads, bool(return_X), blowup, cb

@@ -39,11 +39,12 @@ import numpy as np
 
 from ._blocks import Block, Network
 from ._core_loader import core
-from ._validate import DEFAULT_BLOWUP, check_blowup, check_int, check_number, check_seed, check_square_psd, check_threads
+from ._validate import (
+    DEFAULT_BLOWUP, check_blowup, check_int, check_number, check_seed, check_square_psd, check_threads, derived_seed,
+)
+from .sde import _SCHEMES, _grid
 
 __all__ = ["SplittingResult", "ams_blowup", "ams_repeat"]
-
-_SCHEMES = ("euler", "tamed_euler", "exact_chain")
 
 
 @dataclass
@@ -125,7 +126,9 @@ def ams_blowup(
     Parameters
     ----------
     network, V0 : as for :func:`shaped_transformer.solve_sde` (blocks with an SDE limit).
-    T, dt : final time and step; the grid has ``ceil(T / dt)`` steps landing on T.
+    T, dt : final time and step; the grid has ``ceil(T / dt)`` steps landing on T
+        (a dt that does not divide T is shortened, with a StepSizeWarning, as in
+        :func:`shaped_transformer.solve_sde`).
     scheme : "euler" (default; tamed Euler bounds the drift increment and so
         suppresses blow-ups), "tamed_euler", or "exact_chain" (the exact
         finite-width chain at width 1/dt: the network's own blow-up probability).
@@ -144,19 +147,16 @@ def ams_blowup(
         blows up after 1 / (2 c v^2)).  Any a gives an unbiased estimate; a only
         changes the variance.
     seed : Philox key of the noise; the resampling uses a NumPy generator seeded from it.
-    threads : worker threads of the core (default: all cores).
+    threads : worker threads of the core (None or 0, the default: all cores).
     max_iterations : safety bound; a RuntimeError is raised past it.
     """
     net = _network(network)
     V0 = check_square_psd("V0", V0)
-    T = check_number("T", T, positive=True)
-    dt = check_number("dt", dt, positive=True)
-    if dt > T:
-        raise ValueError(f"dt must be <= T={T}, got {dt}")
-    steps = int(math.ceil(T / dt - 1e-9))
-    dt = T / steps
     if not isinstance(scheme, str) or scheme not in _SCHEMES:
         raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
+    # solve_sde's grid: a dt that does not divide T gives a StepSizeWarning, and the
+    # exact_chain scheme refuses a dt that is not 1 / (an integer width).
+    T, dt, steps = _grid(T, dt, None, scheme, "ams_blowup")
     if psd not in ("clip", "none"):
         raise ValueError(f"psd must be 'clip' or 'none', got {psd!r}")
     blowup = check_blowup(blowup, V0=V0)
@@ -274,7 +274,7 @@ def ams_repeat(
 
     repeats = check_int("repeats", repeats, minimum=2)
     seed = check_seed(seed)
-    runs = [ams_blowup(network, V0, seed=seed + i, **kwargs) for i in range(repeats)]
+    runs = [ams_blowup(network, V0, seed=derived_seed(seed, i), **kwargs) for i in range(repeats)]
     ps = np.array([r.p for r in runs])
     mean = float(ps.mean())
     sd = float(ps.std(ddof=1))

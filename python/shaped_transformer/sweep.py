@@ -25,9 +25,12 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .sde import Scheme
 
 __all__ = ["sweep", "load", "grid_points", "point_key", "run_point", "SweepResults", "SweepError"]
 
@@ -319,7 +322,7 @@ def sweep(
         from tqdm.auto import tqdm
 
         own = executor is None
-        ex = cf.ProcessPoolExecutor(max_workers=max_workers) if own else executor
+        ex: cf.Executor = cf.ProcessPoolExecutor(max_workers=max_workers) if executor is None else executor
         bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep", unit="point",
                    disable=None if progress is None else not progress)
         futures: dict[Any, tuple[int, str, dict]] = {}
@@ -424,9 +427,9 @@ def run_point(
     width: int = 256,
     T: float = 1.0,
     samples: int = 500,
-    method: str = "exact",
+    method: Literal["exact", "explicit", "law", "sde"] = "exact",
     dt: float | None = None,
-    scheme: str = "euler",
+    scheme: Scheme = "euler",
     seed: int = 0,
     threads: int | None = 1,
     blowup: float = 1e4,
