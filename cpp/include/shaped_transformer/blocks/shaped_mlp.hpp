@@ -8,14 +8,32 @@
 
 #include "../mutation.hpp"
 #include "../types.hpp"
+#include "fields.hpp"
 
 namespace shaped_transformer {
 
 struct ShapedMLP {
+  static constexpr const char* kind = "shaped_mlp";
   double c_plus = 0.0;
   double c_minus = -1.0;
   double gamma = 0.5;
   double lambda = std::sqrt(1.0 - 0.25);
+
+  static constexpr auto fields() {
+    using B = ShapedMLP;
+    return std::make_tuple(field("c_plus", &B::c_plus, finite(), "slope shift c_+ of phi_s"),
+                           field("c_minus", &B::c_minus, finite(), "slope shift c_- of phi_s"),
+                           field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
+                           field("lam", &B::lambda, finite(), "residual weight, lambda^2 + gamma^2 = 1"));
+  }
+  void validate(long = 0) const {
+    check_fields(*this);
+    check_residual(gamma, lambda);
+  }
+
+  static constexpr bool has_explicit = true, has_exact = true, has_sde = true;
+  const char* exact_refusal() const { return nullptr; }
+  const char* sde_refusal() const { return nullptr; }
 };
 
 // ---- explicit forward on X ------------------------------------------------
