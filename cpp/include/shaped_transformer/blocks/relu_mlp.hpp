@@ -59,10 +59,11 @@ void forward_law(const ReluMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t 
 namespace shaped_transformer {
 
 /// One ReLU MLP block applied to V exactly in law, at width n.
-inline void exact_step(const ReluMLP& b, Cov& V, long n, const ExactKey& key) {
-  Cov L;
+template <class CovT = Cov>
+inline void exact_step(const ReluMLP& b, CovT& V, long n, const ExactKey& key) {
+  CovT L;
   psd_root(V, L);
-  const Cov L_in = b.norm == Norm::PreRMS ? rms_normalize_root(L) : L;
+  const CovT L_in = b.norm == Norm::PreRMS ? rms_normalize_root(L) : L;
   mlp_exact_step(V, L, L_in, n, 2.0, b.lambda, b.gamma, key, [](double x) { return x > 0 ? x : 0.0; });
   if (b.norm == Norm::PostRMS) rms_normalize(V);
 }

@@ -91,22 +91,24 @@ inline const char* ShapedAttention::exact_refusal() const {
 }
 
 /// The matrix C of the general shaped head: 1 1^T / m, or the uniform causal matrix.
-inline Cov shaped_centering(Eigen::Index m, bool causal) {
-  Cov C = Cov::Zero(m, m);
+template <class CovT = Cov>
+inline CovT shaped_centering(Eigen::Index m, bool causal) {
+  CovT C = CovT::Zero(m, m);
   for (Eigen::Index i = 0; i < m; ++i)
     for (Eigen::Index j = 0; j < (causal ? i + 1 : m); ++j) C(i, j) = 1.0 / double(causal ? i + 1 : m);
   return C;
 }
 
 /// One shaped attention block applied to V exactly in law, at width n.
-inline void exact_step(const ShapedAttention& b, Cov& V, long n, const ExactKey& key) {
+template <class CovT = Cov>
+inline void exact_step(const ShapedAttention& b, CovT& V, long n, const ExactKey& key) {
   const Eigen::Index m = V.rows();
-  Cov L;
+  CovT L;
   psd_root(V, L);
   const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
   const double tau = b.tau0 * std::sqrt(double(n) * nk);
-  const Cov Cm = shaped_centering(m, b.causal);
-  Cov C(m, b.heads * m), M, Y(m, m), A;
+  const CovT Cm = shaped_centering(m, b.causal);
+  CovT C(m, b.heads * m), M, Y(m, m), A;
   for (int h = 0; h < b.heads; ++h) {
     draw_key_product(nk, m, key, h, M);
     Y.noalias() = L * M * L.transpose();

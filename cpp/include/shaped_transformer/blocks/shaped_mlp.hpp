@@ -60,10 +60,11 @@ void forward_law(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_
 namespace shaped_transformer {
 
 /// One shaped MLP block applied to V exactly in law, at width n.
-inline void exact_step(const ShapedMLP& b, Cov& V, long n, const ExactKey& key) {
+template <class CovT = Cov>
+inline void exact_step(const ShapedMLP& b, CovT& V, long n, const ExactKey& key) {
   const double sp = 1.0 + b.c_plus / std::sqrt(double(n)), sm = 1.0 + b.c_minus / std::sqrt(double(n));
   const double c = 2.0 / (sp * sp + sm * sm);
-  Cov L;
+  CovT L;
   psd_root(V, L);
   mlp_exact_step(V, L, L, n, c, b.lambda, b.gamma, key, [sp, sm](double x) { return x > 0 ? sp * x : sm * x; });
 }

@@ -73,13 +73,14 @@ inline const char* StandardAttention::exact_refusal() const {
 }
 
 /// One standard attention block applied to V exactly in law, at width n.
-inline void exact_step(const StandardAttention& b, Cov& V, long n, const ExactKey& key) {
+template <class CovT = Cov>
+inline void exact_step(const StandardAttention& b, CovT& V, long n, const ExactKey& key) {
   const Eigen::Index m = V.rows();
-  Cov L;
+  CovT L;
   psd_root(V, L);
-  const Cov L_in = b.norm == Norm::PreRMS ? rms_normalize_root(L) : L;
+  const CovT L_in = b.norm == Norm::PreRMS ? rms_normalize_root(L) : L;
   const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
-  Cov C(m, b.heads * m), M, Y(m, m);
+  CovT C(m, b.heads * m), M, Y(m, m);
   for (int h = 0; h < b.heads; ++h) {
     draw_key_product(nk, m, key, h, M);
     Y.noalias() = L_in * M * L_in.transpose();
