@@ -13,9 +13,9 @@
 #include "numpy_util.hpp"
 #include "shaped_transformer/device/from_network.hpp"
 #include "shaped_transformer/device/philox.hpp"
-#include "shaped_transformer/exact.hpp"
+#include "shaped_transformer/detail/exact_impl.hpp"
 #include "shaped_transformer/result.hpp"
-#include "shaped_transformer/sde.hpp"
+#include "shaped_transformer/detail/sde_impl.hpp"
 
 #if defined(SHAPED_TRANSFORMER_HAVE_CUDA)
 #include "../cuda/cuda_api.hpp"
@@ -43,7 +43,7 @@ void check_sde_arguments(const Network& net, const Cov& V0, double dt, std::int6
   o.save_steps = save;
   o.scheme = scheme == "exact_chain" ? SdeScheme::ExactChain : SdeScheme::Euler;
   if (paths < 1) throw std::invalid_argument("paths: must be >= 1");
-  sde::check_arguments(net, V0, o, 1);
+  sde::check_arguments(net, V0, o, 1, RunOptions{});
 }
 
 device::SdeProblem sde_problem_from(const Network& net, const Cov& V0, double dt, std::int64_t steps,
@@ -155,7 +155,7 @@ void register_cuda(py::module_& m) {
         const Network net = network_from_python(blocks);
         const Cov V0 = cov_from_numpy(V0a, "V0");
         const auto save = steps_vector(save_at, "save_at");
-        check_exact_arguments(net, V0, long(width), int(depth), samples, save);
+        check_exact_arguments(net, V0, long(width), int(depth), samples, save, run_options(0, blowup));
         const device::ExactProblem p = device::exact_problem(net, V0, width, depth, blowup, seed);
         const int mm = int(V0.rows() * V0.rows());
         std::vector<double> V(std::size_t(samples) * save.size() * std::size_t(mm));
@@ -244,7 +244,7 @@ void register_cuda(py::module_& m) {
         const Cov V0 = cov_from_numpy(V0a, "V0");
         const auto save = steps_vector(save_at, "save_at");
         if (samples < 1) throw std::invalid_argument("samples: must be >= 1");
-        check_exact_arguments(net, V0, long(width), int(depth), 1, save);
+        check_exact_arguments(net, V0, long(width), int(depth), 1, save, run_options(0, blowup));
         const device::ExactProblem p = device::exact_problem(net, V0, width, depth, blowup, seed);
         const int mm = int(V0.rows() * V0.rows());
         std::vector<double> V(std::size_t(samples) * save.size() * std::size_t(mm));

@@ -8,20 +8,13 @@ namespace shaped_transformer::python {
 void register_exact(py::module_& m) {
   m.def(
       "simulate_exact",
-      [](const py::list& blocks, const CArray& V0a, long width,
-         int depth, int samples, std::uint64_t seed, const std::vector<std::int64_t>& save_at, int threads,
-         double blowup, const py::object& progress) {
+      [](const py::list& blocks, const CArray& V0a, long width, int depth, int samples, std::uint64_t seed,
+         const std::vector<std::int64_t>& save_at, int threads, double blowup, const py::object& progress) {
         const Network net = network_from_python(blocks);
         const Cov V0 = cov_from_numpy(V0a, "V0");
-        check_exact_arguments(net, V0, width, depth, samples, save_at);
-        Trajectories tr(samples, int(save_at.size()), int(V0.rows()));
-        run_samples(
-            std::size_t(samples), threads,
-            [&](std::size_t s, const CancelToken& cancel) {
-              tr.exploded[s] = exact_sample(net, V0, width, depth, seed, std::uint32_t(s), save_at, blowup,
-                                            tr.V_at(int(s), 0), &cancel);
-            },
-            progress);
+        Trajectories tr = run_driver(run_options(threads, blowup), progress, [&](const RunOptions& o) {
+          return simulate_exact(net, V0, width, depth, samples, seed, save_at, o);
+        });
         const py::ssize_t mm = V0.rows();
         return py::make_tuple(to_numpy(std::move(tr.V), {samples, py::ssize_t(save_at.size()), mm, mm}),
                               to_numpy(std::move(tr.exploded), {samples}));

@@ -24,7 +24,7 @@ py::array_t<T> vector_to_numpy(std::vector<T>&& v, std::vector<py::ssize_t> shap
 }
 
 MatD tokens_from_numpy(const F64Array& a) {
-  if (a.ndim() != 2) throw std::invalid_argument("X0 must be a 2-d array (m, n)");
+  if (a.ndim() != 2) throw std::invalid_argument("X0: must be a 2-d array (m, n)");
   const Eigen::Index m = a.shape(0), n = a.shape(1);
   MatD X(m, n);
   std::copy(a.data(), a.data() + m * n, X.data());
@@ -34,54 +34,18 @@ MatD tokens_from_numpy(const F64Array& a) {
 using Driver = Trajectories (*)(const Network&, const MatD&, int, int, std::uint64_t,
                                 const std::vector<std::int64_t>&, bool, const RunOptions&);
 
-py::tuple run_driver(Driver driver, const py::list& blocks, const F64Array& X0, int depth, int samples,
-                     std::uint64_t seed, const I64Array& save_at, const std::string& dtype, int threads,
-                     bool return_X, double blowup, const py::object& progress) {
+py::tuple call(Driver driver, const py::list& blocks, const F64Array& X0, int depth, int samples, std::uint64_t seed,
+               const I64Array& save_at, const std::string& dtype, int threads, bool return_X, double blowup,
+               const py::object& progress) {
   const Network net = network_from_python(blocks);
   const MatD X = tokens_from_numpy(X0);
   if (dtype != "float64" && dtype != "float32")
-    throw std::invalid_argument("dtype must be 'float64' or 'float32', got '" + dtype + "'");
-  if (threads < 0) throw std::invalid_argument("threads must be >= 0");
-  if (save_at.ndim() != 1) throw std::invalid_argument("save_at must be a 1-d array of layer indices");
-  std::vector<std::int64_t> layers(save_at.data(), save_at.data() + save_at.size());
-
-  RunOptions opts;
-  opts.threads = threads;
-  opts.blowup = blowup;
-  opts.return_X = return_X;
-  // A Python exception raised by the progress callback is put back as the pending
-  // Python error and the run is cancelled through poll (an exception must not
-  // cross parallel_for's waiting loop while its workers still run).
-  bool callback_failed = false;
-  opts.poll = [&callback_failed] {
-    if (callback_failed) return true;
-    py::gil_scoped_acquire gil;
-    return PyErr_CheckSignals() != 0;
-  };
-  if (!progress.is_none()) {
-    opts.progress = [&progress, &callback_failed](std::size_t done) {
-      if (callback_failed) return;
-      py::gil_scoped_acquire gil;
-      try {
-        progress(done);
-      } catch (py::error_already_set& e) {
-        e.restore();
-        callback_failed = true;
-      }
-    };
-  }
-  Trajectories tr;
-  bool interrupted = false;
-  {
-    py::gil_scoped_release release;
-    try {
-      tr = driver(net, X, depth, samples, seed, layers, dtype == "float32", opts);
-    } catch (const Cancelled&) {
-      interrupted = true;
-    }
-  }
-  // The KeyboardInterrupt set by PyErr_CheckSignals, or the callback's exception.
-  if (interrupted || callback_failed) throw py::error_already_set();
+    throw std::invalid_argument("dtype: must be 'float64' or 'float32', got '" + dtype + "'");
+  if (save_at.ndim() != 1) throw std::invalid_argument("save_at: must be a 1-d array of layer indices");
+  const std::vector<std::int64_t> layers(save_at.data(), save_at.data() + save_at.size());
+  Trajectories tr = run_driver(run_options(threads, blowup, return_X), progress, [&](const RunOptions& o) {
+    return driver(net, X, depth, samples, seed, layers, dtype == "float32", o);
+  });
   const py::ssize_t S = tr.samples, K = tr.saved, m = tr.m, n = X.cols();
   py::object Xout = py::none();
   if (return_X) Xout = vector_to_numpy(std::move(tr.X), {S, m, n});
@@ -103,7 +67,7 @@ void register_explicit(py::module_& m) {
       [](const py::list& blocks, const F64Array& X0, int depth, int samples, std::uint64_t seed,
          const I64Array& save_at, const std::string& dtype, int threads, bool return_X, double blowup,
          const py::object& progress) {
-        return run_driver(&simulate_explicit, blocks, X0, depth, samples, seed, save_at, dtype, threads,
+        return call(&simulate_explicit<Network>, blocks, X0, depth, samples, seed, save_at, dtype, threads,
                           return_X, blowup, progress);
       },
       py::arg("blocks"), py::arg("X0"), py::arg("depth"), py::arg("samples"), py::arg("seed"), py::arg("save_at"),
@@ -114,7 +78,7 @@ void register_explicit(py::module_& m) {
       [](const py::list& blocks, const F64Array& X0, int depth, int samples, std::uint64_t seed,
          const I64Array& save_at, const std::string& dtype, int threads, bool return_X, double blowup,
          const py::object& progress) {
-        return run_driver(&simulate_law, blocks, X0, depth, samples, seed, save_at, dtype, threads, return_X,
+        return call(&simulate_law<Network>, blocks, X0, depth, samples, seed, save_at, dtype, threads, return_X,
                           blowup, progress);
       },
       py::arg("blocks"), py::arg("X0"), py::arg("depth"), py::arg("samples"), py::arg("seed"), py::arg("save_at"),
@@ -126,7 +90,7 @@ void register_explicit(py::module_& m) {
          std::size_t b) {
         const Network net = network_from_python(blocks);
         if (b >= net.blocks.size()) throw std::invalid_argument("b: block index out of range");
-        if (width < 1) throw std::invalid_argument("width must be >= 1");
+        if (width < 1) throw std::invalid_argument("width: must be >= 1");
         validate_network(net, width);
         const std::uint32_t bi = net.block_index(layer, b);
         py::dict out;
@@ -147,6 +111,8 @@ void register_explicit(py::module_& m) {
               if constexpr (std::is_same_v<B, ShapedAttention> || std::is_same_v<B, StandardAttention>) {
                 attn(blk.heads, blk.key_dim, blk.concat);
               } else {
+                static_assert(std::is_same_v<B, ShapedMLP> || std::is_same_v<B, ReluMLP>,
+                              "block_weights: name the weights of every block kind");
                 out["W_pre"] = weight({seed, sample, bi, matrix_id::kPre}, width, width);
                 out["W_post"] = weight({seed, sample, bi, matrix_id::kPost}, width, width);
               }

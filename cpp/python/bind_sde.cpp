@@ -1,7 +1,7 @@
 // Python entry of the covariance SDE integrator: _core.solve_sde (see sde.py).
 #include "bindings.hpp"
 #include "numpy_util.hpp"
-#include "shaped_transformer/sde.hpp"
+#include "shaped_transformer/detail/sde_impl.hpp"  // sde::drift, add_noise, batch_covers (test entries)
 
 namespace shaped_transformer::python {
 
@@ -14,36 +14,17 @@ void register_sde(py::module_& m) {
          const std::string& kernel) -> py::tuple {
         const Network net = network_from_python(blocks);
         const Cov V0 = cov_from_numpy(V0a, "V0");
-        SdeOptions o;
-        o.dt = dt;
-        o.steps = steps;
+        SdeOptions o = sde_options(dt, steps, scheme, psd);
         o.save_steps = save_steps;
-        if (scheme == "euler") o.scheme = SdeScheme::Euler;
-        else if (scheme == "tamed_euler") o.scheme = SdeScheme::TamedEuler;
-        else if (scheme == "exact_chain") o.scheme = SdeScheme::ExactChain;
-        else throw std::invalid_argument("scheme: unknown scheme '" + scheme + "'");
-        if (psd == "clip") o.psd = PsdRemedy::Clip;
-        else if (psd == "none") o.psd = PsdRemedy::None;
-        else throw std::invalid_argument("psd: unknown remedy '" + psd + "'");
         if (save != "paths" && save != "summary")
           throw std::invalid_argument("save: must be 'paths' or 'summary', got '" + save + "'");
-        sde::check_arguments(net, V0, o, paths);
-        const sde::BatchKernel k = sde::choose_kernel(net, V0, o, kernel.c_str());
-        // The work items cover `per` paths each; the progress bar counts paths.
-        auto for_each = [&](std::size_t items, std::size_t per, auto&& fn) {
-          py::object prog = progress;
-          if (!progress.is_none() && per != 1)
-            prog = py::cpp_function([progress, per, paths](std::size_t done) {
-              progress(std::min(done * per, std::size_t(paths)));
-            });
-          run_samples(items, threads, fn, prog);
-        };
-        const py::ssize_t mm = V0.rows();
+        const RunOptions opts = run_options(threads, blowup);
+        const py::ssize_t mm = V0.rows(), ns = py::ssize_t(save_steps.size());
         if (save == "summary") {
-          sde::SdeSummary sum(int(V0.rows()), save_steps.size());
-          std::vector<std::int64_t> exploded, projections;
-          sde::solve_summary(net, V0, o, paths, seed, blowup, k, sum, exploded, projections, threads, for_each);
-          const py::ssize_t ns = py::ssize_t(save_steps.size());
+          SdeSummaryResult r = run_driver(opts, progress, [&](const RunOptions& op) {
+            return solve_sde_summary(net, V0, o, paths, seed, op, kernel.c_str());
+          });
+          sde::SdeSummary& sum = r.summary;
           py::dict d;
           d["alive"] = to_numpy(std::move(sum.alive), {ns});
           d["moments"] = to_numpy(std::move(sum.mom), {ns, sde::kSummaryObs, sde::kSummaryMom});
@@ -55,13 +36,13 @@ void register_sde(py::module_& m) {
           }
           d["lo"] = lo;
           d["hi"] = hi;
-          d["kernel"] = k.run ? k.name : "generic";
-          return py::make_tuple(d, to_numpy(std::move(exploded), {paths}), to_numpy(std::move(projections), {paths}));
+          d["kernel"] = r.kernel;
+          return py::make_tuple(d, to_numpy(std::move(r.exploded), {paths}), to_numpy(std::move(r.projections), {paths}));
         }
-        Trajectories tr(paths, int(save_steps.size()), int(V0.rows()));
-        sde::solve_store(net, V0, o, paths, seed, blowup, k, tr, for_each);
-        return py::make_tuple(to_numpy(std::move(tr.V), {paths, py::ssize_t(save_steps.size()), mm, mm}),
-                              to_numpy(std::move(tr.exploded), {paths}),
+        Trajectories tr = run_driver(opts, progress, [&](const RunOptions& op) {
+          return solve_sde(net, V0, o, paths, seed, op, kernel.c_str());
+        });
+        return py::make_tuple(to_numpy(std::move(tr.V), {paths, ns, mm, mm}), to_numpy(std::move(tr.exploded), {paths}),
                               to_numpy(std::move(tr.projections), {paths}));
       },
       py::arg("blocks"), py::arg("V0"), py::arg("dt"), py::arg("steps"), py::arg("save_steps"), py::arg("scheme"),

@@ -6,6 +6,7 @@
 
 #include "bindings.hpp"
 #include "numpy_util.hpp"
+#include "shaped_transformer/checks.hpp"
 #include "shaped_transformer/sde/continue.hpp"
 
 namespace shaped_transformer::python {
@@ -25,17 +26,9 @@ void register_splitting(py::module_& m) {
         if (start.ndim() != 1 || start.shape(0) != P) throw std::invalid_argument("start: must have shape (paths,)");
         if (stream.ndim() != 1 || stream.shape(0) != P) throw std::invalid_argument("stream: must have shape (paths,)");
         if (stop.ndim() != 1 || stop.shape(0) != P) throw std::invalid_argument("stop: must have shape (paths,)");
-        SdeOptions o;
-        o.dt = dt;
-        o.steps = steps;
-        if (scheme == "euler") o.scheme = SdeScheme::Euler;
-        else if (scheme == "tamed_euler") o.scheme = SdeScheme::TamedEuler;
-        else if (scheme == "exact_chain") o.scheme = SdeScheme::ExactChain;
-        else throw std::invalid_argument("scheme: unknown scheme '" + scheme + "'");
-        if (psd == "clip") o.psd = PsdRemedy::Clip;
-        else if (psd == "none") o.psd = PsdRemedy::None;
-        else throw std::invalid_argument("psd: unknown remedy '" + psd + "'");
-        sde::check_has_sde(net);
+        SdeOptions o = sde_options(dt, steps, scheme, psd);
+        check_sde_covers(net);
+        validate_network(net, 0);
         if (!(dt > 0.0) || !std::isfinite(dt)) throw std::invalid_argument("dt: must be > 0");
         if (steps < 0 || steps > std::int64_t(0xFFFFFFFFu)) throw std::invalid_argument("steps: out of range");
         if (!(time_exponent >= 0.0) || !std::isfinite(time_exponent))
@@ -53,7 +46,7 @@ void register_splitting(py::module_& m) {
         std::vector<double> peak(std::size_t(P), 0.0);
         std::vector<std::int32_t> status(std::size_t(P), 0);
         const double* stp = stop.data();
-        run_samples(std::size_t(P), threads, [&](std::size_t p, const CancelToken&) {
+        auto work = [&](std::size_t p, const CancelToken&) {
           sde::Segment seg;
           seg.step = st[p];
           sde::continue_path(net, V.data() + p * std::size_t(mm) * std::size_t(mm), mm, o, seed,
@@ -61,6 +54,10 @@ void register_splitting(py::module_& m) {
           step_out[p] = seg.step;
           peak[p] = seg.peak;
           status[p] = int(seg.status);
+        };
+        run_driver(run_options(threads, blowup), py::none(), [&](const RunOptions& op) {
+          parallel_for(std::size_t(P), op.threads, work, op.poll, op.progress);
+          return 0;
         });
         return py::make_tuple(to_numpy(std::move(V), {P, py::ssize_t(mm), py::ssize_t(mm)}),
                               to_numpy(std::move(step_out), {P}), to_numpy(std::move(peak), {P}),

@@ -1,6 +1,7 @@
-// Shared pieces of the pybind11 layer.  The Python package validates arguments and
-// builds the block dictionaries; this layer converts them, releases the GIL and runs
-// the C++ core, polling for Ctrl-C while it runs.
+// Shared pieces of the pybind11 layer: the block dictionaries made by
+// shaped_transformer._blocks parsed generically from the kinds' field tables, and the
+// one bridge between a C++ driver and Python (GIL released, Ctrl-C and the progress
+// callback).  The bindings call exactly the drivers a C++ user calls.
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -11,9 +12,13 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include "shaped_transformer/network.hpp"
 #include "shaped_transformer/parallel.hpp"
+#include "shaped_transformer/result.hpp"
+#include "shaped_transformer/sde.hpp"
 
 namespace shaped_transformer::python {
 
@@ -25,95 +30,113 @@ void register_exact(py::module_& m);
 void register_sde(py::module_& m);
 void register_cuda(py::module_& m);  // bind_cuda.cpp (stubs without CUDA)
 
-inline Norm norm_from_string(const std::string& s) {
-  if (s == "none") return Norm::None;
-  if (s == "pre_rms") return Norm::PreRMS;
-  if (s == "pre_layer") return Norm::PreLayer;
-  if (s == "post_rms") return Norm::PostRMS;
-  if (s == "post_layer") return Norm::PostLayer;
-  throw std::invalid_argument("norm: unknown normalisation '" + s + "'");
-}
-
+/// A field's value from Python (Norm from its string spelling).
 template <class T>
-T get(const py::dict& d, const char* key) {
-  if (!d.contains(key)) throw std::invalid_argument(std::string("blocks: missing field '") + key + "'");
-  return d[key].cast<T>();
+T field_from_python(const py::handle& h) {
+  if constexpr (std::is_same_v<T, Norm>) return norm_from_string(h.cast<std::string>());
+  else return h.cast<T>();
 }
 
-/// Converts the list of block dicts made by shaped_transformer._blocks into a Network.
-inline Network network_from_python(const py::list& blocks) {
-  Network net;
-  for (const auto& item : blocks) {
-    const py::dict d = item.cast<py::dict>();
-    const std::string kind = get<std::string>(d, "kind");
-    if (kind == "shaped_attention") {
-      ShapedAttention b;
-      b.heads = get<int>(d, "heads");
-      b.tau0 = get<double>(d, "tau0");
-      b.gamma = get<double>(d, "gamma");
-      b.lambda = get<double>(d, "lam");
-      b.alpha = get<double>(d, "alpha");
-      b.beta = get<double>(d, "beta");
-      b.causal = get<bool>(d, "causal");
-      b.key_dim = get<int>(d, "key_dim");
-      b.concat = get<bool>(d, "concat");
-      net.blocks.emplace_back(b);
-    } else if (kind == "standard_attention") {
-      StandardAttention b;
-      b.heads = get<int>(d, "heads");
-      b.gamma = get<double>(d, "gamma");
-      b.lambda = get<double>(d, "lam");
-      b.key_dim = get<int>(d, "key_dim");
-      b.norm = norm_from_string(get<std::string>(d, "norm"));
-      b.concat = get<bool>(d, "concat");
-      net.blocks.emplace_back(b);
-    } else if (kind == "shaped_mlp") {
-      ShapedMLP b;
-      b.c_plus = get<double>(d, "c_plus");
-      b.c_minus = get<double>(d, "c_minus");
-      b.gamma = get<double>(d, "gamma");
-      b.lambda = get<double>(d, "lam");
-      net.blocks.emplace_back(b);
-    } else if (kind == "relu_mlp") {
-      ReluMLP b;
-      b.gamma = get<double>(d, "gamma");
-      b.lambda = get<double>(d, "lam");
-      b.norm = norm_from_string(get<std::string>(d, "norm"));
-      net.blocks.emplace_back(b);
-    } else {
-      throw std::invalid_argument("blocks: unknown block kind '" + kind + "'");
+/// A block of kind B from its dict: every field of B's table must be present
+/// (other keys are ignored).
+template <class B>
+B block_from_dict(const py::dict& d) {
+  B b;
+  for_each_field<B>([&](const auto& f) {
+    using T = typename std::decay_t<decltype(f)>::value_type;
+    if (!d.contains(f.name)) throw std::invalid_argument(std::string("blocks: missing field '") + f.name + "'");
+    b.*(f.member) = field_from_python<T>(d[f.name]);
+  });
+  return b;
+}
+
+/// Converts a list of block dicts ({"kind": B::kind, field: value, ...}) into a network
+/// of the kinds K.
+template <class Net>
+struct NetworkParser;
+template <class... K>
+struct NetworkParser<BasicNetwork<K...>> {
+  static BasicNetwork<K...> parse(const py::list& blocks) {
+    BasicNetwork<K...> net;
+    for (const auto& item : blocks) {
+      const py::dict d = item.cast<py::dict>();
+      if (!d.contains("kind")) throw std::invalid_argument("blocks: missing field 'kind'");
+      const std::string kind = d["kind"].cast<std::string>();
+      const bool known = ((kind == K::kind ? (net.blocks.emplace_back(block_from_dict<K>(d)), true) : false) || ...);
+      if (!known) throw std::invalid_argument("blocks: unknown block kind '" + kind + "'");
     }
+    return net;
   }
-  return net;
-}
+};
 
-/// Runs fn(i, cancel) over `count` samples on `threads` threads with the GIL
-/// released; Ctrl-C (a pending Python signal) stops the workers within one block
-/// and raises KeyboardInterrupt.  `progress`, if not None, is called with the
-/// number of finished samples (with the GIL held).
+inline Network network_from_python(const py::list& blocks) { return NetworkParser<Network>::parse(blocks); }
+
+/// The one bridge from Python to a driver: runs fn(opts) with the GIL released,
+/// opts.threads = threads and opts.poll / opts.progress wired to Python.  Ctrl-C (a
+/// pending signal) cancels the run and raises KeyboardInterrupt; an exception raised
+/// by `progress` (called with the number of finished samples, GIL held) cancels the
+/// run and is re-raised.
 template <class Fn>
-void run_samples(std::size_t count, int threads, Fn&& fn, const py::object& progress = py::none()) {
-  std::function<bool()> poll = [] {
+auto run_driver(RunOptions opts, const py::object& progress, Fn&& fn) {
+  using R = std::decay_t<decltype(fn(std::declval<const RunOptions&>()))>;
+  // A Python exception raised by the progress callback is put back as the pending
+  // Python error and the run is cancelled through poll (an exception must not
+  // cross parallel_for's waiting loop while its workers still run).
+  bool callback_failed = false;
+  opts.poll = [&callback_failed] {
+    if (callback_failed) return true;
     py::gil_scoped_acquire gil;
     return PyErr_CheckSignals() != 0;
   };
-  std::function<void(std::size_t)> report;
   if (!progress.is_none()) {
-    report = [&progress](std::size_t done) {
+    opts.progress = [&progress, &callback_failed](std::size_t done) {
+      if (callback_failed) return;
       py::gil_scoped_acquire gil;
-      progress(done);
+      try {
+        progress(done);
+      } catch (py::error_already_set& e) {
+        e.restore();
+        callback_failed = true;
+      }
     };
   }
+  R result{};
   bool interrupted = false;
   {
     py::gil_scoped_release release;
     try {
-      parallel_for(count, threads, std::forward<Fn>(fn), poll, report);
+      result = fn(static_cast<const RunOptions&>(opts));
     } catch (const Cancelled&) {
       interrupted = true;
     }
   }
-  if (interrupted) throw py::error_already_set();  // the KeyboardInterrupt set by PyErr_CheckSignals
+  // The KeyboardInterrupt set by PyErr_CheckSignals, or the callback's exception.
+  if (interrupted || callback_failed) throw py::error_already_set();
+  return result;
+}
+
+/// RunOptions from the arguments every driver binding takes.
+inline RunOptions run_options(int threads, double blowup, bool return_X = false) {
+  RunOptions o;
+  o.threads = threads;
+  o.blowup = blowup;
+  o.return_X = return_X;
+  return o;
+}
+
+/// SdeOptions from the Python spelling of the scheme and the PSD remedy.
+inline SdeOptions sde_options(double dt, std::int64_t steps, const std::string& scheme, const std::string& psd) {
+  SdeOptions o;
+  o.dt = dt;
+  o.steps = steps;
+  if (scheme == "euler") o.scheme = SdeScheme::Euler;
+  else if (scheme == "tamed_euler") o.scheme = SdeScheme::TamedEuler;
+  else if (scheme == "exact_chain") o.scheme = SdeScheme::ExactChain;
+  else throw std::invalid_argument("scheme: unknown scheme '" + scheme + "'");
+  if (psd == "clip") o.psd = PsdRemedy::Clip;
+  else if (psd == "none") o.psd = PsdRemedy::None;
+  else throw std::invalid_argument("psd: unknown remedy '" + psd + "'");
+  return o;
 }
 
 }  // namespace shaped_transformer::python

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include <Eigen/Cholesky>
 #include <Eigen/Eigenvalues>
@@ -21,17 +22,6 @@ namespace shaped_transformer {
 namespace {
 
 using RowMatD = Mat<double>;
-
-/// What the two attention kinds have in common.
-struct AttnSpec {
-  bool shaped = true;
-  int heads = 1;
-  double tau0 = 1.0, gamma = 0.5, lambda = 0.0, alpha = 1.0, beta = 1.0;
-  bool causal = false;
-  int key_dim = 0;
-  bool concat = false;
-  Norm norm = Norm::None;
-};
 
 /// Where a block draws its numbers.
 struct Key {
@@ -109,56 +99,47 @@ void normalize_tokens(Mat<S>& X, bool layer) {
 
 bool is_pre(Norm k) { return k == Norm::PreRMS || k == Norm::PreLayer; }
 bool is_post(Norm k) { return k == Norm::PostRMS || k == Norm::PostLayer; }
-bool is_layer(Norm k) { return k == Norm::PreLayer || k == Norm::PostLayer; }
+bool is_layer(Norm k) { return is_layer_norm(k); }
 
-/// C of the general shaped head: 1 1^T / m, or the uniform causal matrix.
-Eigen::MatrixXd centering(Eigen::Index m, bool causal) {
-  Eigen::MatrixXd C = Eigen::MatrixXd::Zero(m, m);
-  for (Eigen::Index i = 0; i < m; ++i)
-    for (Eigen::Index j = 0; j < (causal ? i + 1 : m); ++j) C(i, j) = 1.0 / double(causal ? i + 1 : m);
-  return C;
-}
-
-void check_residual(double gamma, double lambda) {
-  if (!(gamma >= 0.0 && gamma <= 1.0)) throw std::invalid_argument("gamma must lie in [0, 1]");
-  if (!(std::abs(lambda * lambda + gamma * gamma - 1.0) <= 1e-9))
-    throw std::invalid_argument("lam: lambda^2 + gamma^2 must equal 1");
-}
-
-template <class S>
-void attention(const AttnSpec& a, Mat<S>& X, const Key& key) {
+/// Both attention kinds; Kind carries the shaped head's parameters (alpha, beta, tau0,
+/// causal) or none (standard: A_h = Softmax(Y_h / sqrt(n_k)), optional norms).
+template <class S, class Kind>
+void attention(const Kind& a, Mat<S>& X, const Key& key) {
+  constexpr bool shaped = std::is_same_v<Kind, ShapedAttention>;
   const std::int64_t n = X.cols();
   const Eigen::Index m = X.rows();
   const int H = a.heads;
-  if (H < 1) throw std::invalid_argument("heads must be >= 1");
-  if (a.key_dim < 0) throw std::invalid_argument("key_dim must be >= 0 (0 means the head width)");
-  if (a.shaped && !(a.tau0 > 0.0 && std::isfinite(a.tau0))) throw std::invalid_argument("tau0 must be > 0");
-  check_residual(a.gamma, a.lambda);
-  if (a.concat && n % H != 0)
-    throw std::invalid_argument("heads: with concat the width " + std::to_string(n) +
-                                " must be divisible by the number of heads " + std::to_string(H));
+  a.validate(long(n));
+  Norm norm = Norm::None;
+  if constexpr (!shaped) norm = a.norm;
   const std::int64_t hd = a.concat ? n / H : n;  // value width of one head
   const std::int64_t nk = a.key_dim > 0 ? a.key_dim : hd;
-  if (a.gamma == 0.0 && !is_post(a.norm)) return;  // X' = X exactly (lambda = 1)
+  if (a.gamma == 0.0 && !is_post(norm)) return;  // X' = X exactly (lambda = 1)
 
   Mat<S> Xn;
-  if (is_pre(a.norm)) {
+  if (is_pre(norm)) {
     Xn = X;
-    normalize_tokens(Xn, is_layer(a.norm));
+    normalize_tokens(Xn, is_layer(norm));
   }
-  const Mat<S>& Xin = is_pre(a.norm) ? Xn : X;
+  const Mat<S>& Xin = is_pre(norm) ? Xn : X;
   const Mat<S> L = root_of(key, Xin);
 
   Mat<S> B = Mat<S>::Zero(m, n);
-  const Eigen::MatrixXd C = a.shaped ? centering(m, a.causal) : Eigen::MatrixXd();
-  const double logit_scale = a.shaped ? 1.0 / (a.tau0 * std::sqrt(double(n) * double(nk))) : 1.0 / std::sqrt(double(nk));
+  Eigen::MatrixXd C;
+  double logit_scale = 1.0 / std::sqrt(double(nk));
+  bool causal = false;
+  if constexpr (shaped) {
+    C = shaped_centering(m, a.causal);
+    logit_scale = 1.0 / (a.tau0 * std::sqrt(double(n) * double(nk)));
+    causal = a.causal;
+  }
   for (int h = 0; h < H; ++h) {
     const Mat<S> Q = project(key, matrix_id::head(matrix_id::kQuery, h), Xin, nk, L);
     const Mat<S> K = project(key, matrix_id::head(matrix_id::kKey, h), Xin, nk, L);
     const Eigen::MatrixXd Y = (Q * K.transpose()).template cast<double>();
     Eigen::MatrixXd A = Y * logit_scale;
-    softmax_rows(A, a.shaped && a.causal);  // the exact chain's softmax (exact_common.hpp)
-    if (a.shaped) A = a.alpha * Eigen::MatrixXd::Identity(m, m) + a.beta * A - a.beta * C;
+    softmax_rows(A, causal);  // the exact chain's softmax (exact_common.hpp)
+    if constexpr (shaped) A = a.alpha * Eigen::MatrixXd::Identity(m, m) + a.beta * A - a.beta * C;
     const Mat<S> XV = project(key, matrix_id::head(matrix_id::kValue, h), Xin, hd, L);
     const Mat<S> As = A.cast<S>();
     if (a.concat)
@@ -173,14 +154,13 @@ void attention(const AttnSpec& a, Mat<S>& X, const Key& key) {
   } else {
     X = S(a.lambda) * X + S(a.gamma / std::sqrt(double(H))) * B;
   }
-  if (is_post(a.norm)) normalize_tokens(X, is_layer(a.norm));
+  if (is_post(norm)) normalize_tokens(X, is_layer(norm));
 }
 
 /// The MLP branch with phi_s (s_plus, s_minus) and constant c.
 template <class S>
 void mlp(double s_plus, double s_minus, double c, double gamma, double lambda, Norm norm, Mat<S>& X,
          const Key& key) {
-  check_residual(gamma, lambda);
   if (gamma == 0.0 && !is_post(norm)) return;
   const std::int64_t n = X.cols();
   Mat<S> Xn;
@@ -199,35 +179,9 @@ void mlp(double s_plus, double s_minus, double c, double gamma, double lambda, N
   if (is_post(norm)) normalize_tokens(X, is_layer(norm));
 }
 
-AttnSpec spec(const ShapedAttention& b) {
-  AttnSpec a;
-  a.shaped = true;
-  a.heads = b.heads;
-  a.tau0 = b.tau0;
-  a.gamma = b.gamma;
-  a.lambda = b.lambda;
-  a.alpha = b.alpha;
-  a.beta = b.beta;
-  a.causal = b.causal;
-  a.key_dim = b.key_dim;
-  a.concat = b.concat;
-  return a;
-}
-AttnSpec spec(const StandardAttention& b) {
-  AttnSpec a;
-  a.shaped = false;
-  a.heads = b.heads;
-  a.gamma = b.gamma;
-  a.lambda = b.lambda;
-  a.key_dim = b.key_dim;
-  a.concat = b.concat;
-  a.norm = b.norm;
-  return a;
-}
-
 template <class S>
 void shaped_mlp(const ShapedMLP& b, Mat<S>& X, const Key& key) {
-  if (!std::isfinite(b.c_plus) || !std::isfinite(b.c_minus)) throw std::invalid_argument("c_plus, c_minus must be finite");
+  b.validate();
   const double rn = std::sqrt(double(X.cols()));
   const double sp = 1.0 + b.c_plus / rn, sm = 1.0 + b.c_minus / rn;
   mlp(sp, sm, 2.0 / (sp * sp + sm * sm), b.gamma, b.lambda, Norm::None, X, key);
@@ -239,13 +193,13 @@ template <class S>
 void forward_explicit(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
                       std::uint32_t block, int threads,
                       const CancelToken* cancel) {
-  attention(spec(b), X, Key{seed, sample, block, false, threads, cancel});
+  attention<S>(b, X, Key{seed, sample, block, false, threads, cancel});
 }
 template <class S>
 void forward_explicit(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
                       std::uint32_t block, int threads,
                       const CancelToken* cancel) {
-  attention(spec(b), X, Key{seed, sample, block, false, threads, cancel});
+  attention<S>(b, X, Key{seed, sample, block, false, threads, cancel});
 }
 template <class S>
 void forward_explicit(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
@@ -257,17 +211,18 @@ template <class S>
 void forward_explicit(const ReluMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
                       std::uint32_t block, int threads,
                       const CancelToken* cancel) {
+  b.validate();
   mlp(1.0, 0.0, 2.0, b.gamma, b.lambda, b.norm, X, Key{seed, sample, block, false, threads, cancel});
 }
 
 template <class S>
 void forward_law(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block) {
-  attention(spec(b), X, Key{seed, sample, block, true, 1, nullptr});
+  attention<S>(b, X, Key{seed, sample, block, true, 1, nullptr});
 }
 template <class S>
 void forward_law(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
                  std::uint32_t block) {
-  attention(spec(b), X, Key{seed, sample, block, true, 1, nullptr});
+  attention<S>(b, X, Key{seed, sample, block, true, 1, nullptr});
 }
 template <class S>
 void forward_law(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block) {
@@ -275,6 +230,7 @@ void forward_law(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_
 }
 template <class S>
 void forward_law(const ReluMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block) {
+  b.validate();
   mlp(1.0, 0.0, 2.0, b.gamma, b.lambda, b.norm, X, Key{seed, sample, block, true, 1, nullptr});
 }
 

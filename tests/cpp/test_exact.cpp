@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include <shaped_transformer/detail/exact_impl.hpp>  // exact_small (white-box)
 #include <shaped_transformer/exact.hpp>
 
 #include "driver_helpers.hpp"

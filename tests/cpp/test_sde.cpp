@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include <shaped_transformer/detail/sde_impl.hpp>  // sde::drift, add_noise (white-box)
 #include <shaped_transformer/sde.hpp>
 
 #include "driver_helpers.hpp"

@@ -47,16 +47,17 @@ struct ExactKey {
 
 /// M = G_q G_k^T for G_q, G_k m x n_k standard Gaussian: chol(Wishart_m(n_k)) times
 /// an m x m Gaussian when n_k >= m (O(m^3)), the direct product otherwise.
-inline void draw_key_product(double n_k, Eigen::Index m, const ExactKey& key, int h, Cov& M) {
+template <class CovT = Cov>
+inline void draw_key_product(double n_k, Eigen::Index m, const ExactKey& key, int h, CovT& M) {
   MatrixRng r(key.head_stream(h, ExactKey::kKeyWishart), key.head_stream(h, ExactKey::kKeyUniform));
-  Cov B, Z;
+  CovT B, Z;
   if (n_k > double(m - 1)) {
     wishart_factor(n_k, m, r, B);  // lower triangular, B B^T ~ Wishart_m(n_k)
     gaussian_matrix(key.head_stream(h, ExactKey::kKeyGauss), m, m, Z);
-    M.noalias() = B.triangularView<Eigen::Lower>() * Z;
+    M.noalias() = B.template triangularView<Eigen::Lower>() * Z;
   } else {
     const Eigen::Index k = Eigen::Index(std::llround(n_k));
-    Cov Gq(m, k);
+    CovT Gq(m, k);
     for (Eigen::Index i = 0; i < m; ++i)
       for (Eigen::Index j = 0; j < k; ++j) Gq(i, j) = r.normal();
     gaussian_matrix(key.head_stream(h, ExactKey::kKeyGauss), m, k, Z);
@@ -67,14 +68,15 @@ inline void draw_key_product(double n_k, Eigen::Index m, const ExactKey& key, in
 #ifdef SHAPED_TRANSFORMER_MUTATIONS
 /// Test-only: scales the cross-head terms (h != g) of quad = P P^T + C R C^T by the
 /// kCrossHeads factor (0 drops them: heads with independent value weights).
-inline void mutation_cross_heads(Cov& quad, const std::vector<Cov>& Ph, const Cov& C, const Cov& B, int H) {
+template <class CovT = Cov>
+inline void mutation_cross_heads(CovT& quad, const std::vector<CovT>& Ph, const CovT& C, const CovT& B, int H) {
   const double f = mutation::factor(mutation::kCrossHeads);
   if (f == 1.0) return;
   const Eigen::Index m = quad.rows();
-  Cov diag = Cov::Zero(m, m);
-  const Cov Bl = B.triangularView<Eigen::Lower>();
+  CovT diag = CovT::Zero(m, m);
+  const CovT Bl = B.template triangularView<Eigen::Lower>();
   for (int h = 0; h < H; ++h) {
-    const Cov CBh = C.middleCols(h * m, m) * Bl.middleRows(h * m, m);
+    const CovT CBh = C.middleCols(h * m, m) * Bl.middleRows(h * m, m);
     diag += Ph[std::size_t(h)] * Ph[std::size_t(h)].transpose() + CBh * CBh.transpose();
   }
   quad = diag + f * (quad - diag);
@@ -85,27 +87,28 @@ inline void mutation_cross_heads(Cov& quad, const std::vector<Cov>& Ph, const Co
 /// V <- lambda^2 V + lambda gamma / sqrt(H n) (L P^T + P L^T) + gamma^2/(H n)(P P^T + C R C^T).
 /// `C` is m x (H m): C_h = A_h L_in side by side; `L` is the root of the residual V.
 /// `z_ids` are the stream ids of the Z_h matrices (one per head).
-inline void value_mix(Cov& V, const Cov& L, const Cov& C, int H, double n, double lambda, double gamma,
+template <class CovT = Cov>
+inline void value_mix(CovT& V, const CovT& L, const CovT& C, int H, double n, double lambda, double gamma,
                       const ExactKey& key, bool mlp) {
   const Eigen::Index m = V.rows();
-  Cov P = Cov::Zero(m, m), Z;
-  ST_MUTATION_ONLY(std::vector<Cov> Ph;)
+  CovT P = CovT::Zero(m, m), Z;
+  ST_MUTATION_ONLY(std::vector<CovT> Ph;)
   for (int h = 0; h < H; ++h) {
     gaussian_matrix(mlp ? key.stream(ExactKey::kMlpZ) : key.head_stream(h, ExactKey::kValueZ), m, m, Z);
     P.noalias() += C.middleCols(h * m, m) * Z;
     ST_MUTATION_ONLY(Ph.push_back(C.middleCols(h * m, m) * Z);)
   }
   MatrixRng r(key.stream(ExactKey::kR), key.stream(ExactKey::kRUniform));
-  Cov B;
+  CovT B;
   wishart_factor(n - double(m), H * m, r, B);  // R = B B^T ~ Wishart_{Hm}(n - m)
-  Cov CB(m, H * m);
-  CB.noalias() = C * B.triangularView<Eigen::Lower>();
+  CovT CB(m, H * m);
+  CB.noalias() = C * B.template triangularView<Eigen::Lower>();
   const double HN = double(H) * n;
-  Cov cross(m, m);
+  CovT cross(m, m);
   cross.noalias() = L * P.transpose();
-  Cov out = (lambda * lambda) * V;
+  CovT out = (lambda * lambda) * V;
   out += (lambda * gamma / std::sqrt(HN)) * (cross + cross.transpose());
-  Cov quad(m, m);
+  CovT quad(m, m);
   quad.noalias() = P * P.transpose();
   quad.noalias() += CB * CB.transpose();
   ST_MUTATION_ONLY(mutation_cross_heads(quad, Ph, C, B, H);)
@@ -114,7 +117,8 @@ inline void value_mix(Cov& V, const Cov& L, const Cov& C, int H, double n, doubl
 }
 
 /// Row-wise softmax of S (in place), optionally causal (row i over columns 0..i).
-inline void softmax_rows(Cov& S, bool causal) {
+template <class CovT = Cov>
+inline void softmax_rows(CovT& S, bool causal) {
   const Eigen::Index m = S.rows();
   for (Eigen::Index i = 0; i < m; ++i) {
     const Eigen::Index k = causal ? i + 1 : m;
@@ -129,12 +133,12 @@ inline void softmax_rows(Cov& S, bool causal) {
 /// Exact MLP step: Phi = c phi(K) phi(K)^T / n with K = L_in G' (G' m x n Gaussian),
 /// drawn in column tiles (O(m^2 n) work, O(m * tile) memory), then value_mix with
 /// C = chol(Phi).  `phi(x)` is the activation, `c` its normalising constant.
-template <class Phi>
-inline void mlp_exact_step(Cov& V, const Cov& L, const Cov& L_in, long n, double c, double lambda, double gamma,
+template <class Phi, class CovT>
+inline void mlp_exact_step(CovT& V, const CovT& L, const CovT& L_in, long n, double c, double lambda, double gamma,
                            const ExactKey& key, Phi&& phi) {
   const Eigen::Index m = V.rows();
   constexpr Eigen::Index kTile = 512;
-  Cov K(m, kTile), Gram = Cov::Zero(m, m);
+  CovT K(m, kTile), Gram = CovT::Zero(m, m);
   const Stream pre = key.stream(ExactKey::kPre);
   // Stream layout: normals of column j are m*j .. m*j + m - 1 (column-major G'),
   // so tiles can be generated independently.
@@ -149,7 +153,7 @@ inline void mlp_exact_step(Cov& V, const Cov& L, const Cov& L_in, long n, double
     Kt = Kt.unaryExpr(phi);
     Gram.noalias() += Kt * Kt.transpose();
   }
-  Cov PhiM = (c / double(n)) * Gram, LPhi;
+  CovT PhiM = (c / double(n)) * Gram, LPhi;
   psd_root(PhiM, LPhi);
   value_mix(V, L, LPhi, 1, double(n), lambda, gamma, key, true);
 }

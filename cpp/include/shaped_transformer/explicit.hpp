@@ -25,16 +25,20 @@ namespace shaped_transformer {
 /// A sample whose V turns non-finite or has max diag V > opts.blowup is stopped;
 /// Trajectories::exploded holds that layer and its saved V from then on are NaN.
 /// Throws std::invalid_argument (naming the parameter) on bad input, Cancelled
-/// when opts.poll asked to stop.
-Trajectories simulate_explicit(const Network& net, const MatD& X0, int depth, int samples, std::uint64_t seed,
+/// when opts.poll asked to stop.  Defined in detail/explicit_impl.hpp; the library
+/// holds the instantiation for Network.
+template <class Net>
+Trajectories simulate_explicit(const Net& net, const MatD& X0, int depth, int samples, std::uint64_t seed,
                                const std::vector<std::int64_t>& save_at, bool float32, const RunOptions& opts);
 
 /// Same contract; the law-exact activation sampler.
-Trajectories simulate_law(const Network& net, const MatD& X0, int depth, int samples, std::uint64_t seed,
+template <class Net>
+Trajectories simulate_law(const Net& net, const MatD& X0, int depth, int samples, std::uint64_t seed,
                           const std::vector<std::int64_t>& save_at, bool float32, const RunOptions& opts);
 
-/// Checks the parameters of every block (throws std::invalid_argument naming the
-/// offending parameter); `width` also checks that concatenated heads divide it.
-void validate_network(const Network& net, long width);
+extern template Trajectories simulate_explicit<Network>(const Network&, const MatD&, int, int, std::uint64_t,
+                                                        const std::vector<std::int64_t>&, bool, const RunOptions&);
+extern template Trajectories simulate_law<Network>(const Network&, const MatD&, int, int, std::uint64_t,
+                                                   const std::vector<std::int64_t>&, bool, const RunOptions&);
 
 }  // namespace shaped_transformer

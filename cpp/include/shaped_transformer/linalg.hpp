@@ -96,7 +96,8 @@ inline bool psd_clip_root(M& V, M& L) {
 
 /// D^{-1/2} V D^{-1/2} with D = diag(V): the covariance after RMS normalisation of
 /// every token (x_a -> x_a / sqrt(V_aa)).  Zero tokens stay zero.
-inline void rms_normalize(Cov& V) {
+template <class CovT = Cov>
+inline void rms_normalize(CovT& V) {
   const Eigen::Index m = V.rows();
   Eigen::VectorXd s(m);
   for (Eigen::Index a = 0; a < m; ++a) s[a] = V(a, a) > 0 ? 1.0 / std::sqrt(V(a, a)) : 0.0;
@@ -104,8 +105,9 @@ inline void rms_normalize(Cov& V) {
 }
 
 /// Scales the rows of L so that L L^T is RMS-normalised (the root of rms_normalize(L L^T)).
-inline Cov rms_normalize_root(const Cov& L) {
-  Cov out = L;
+template <class CovT = Cov>
+inline CovT rms_normalize_root(const CovT& L) {
+  CovT out = L;
   for (Eigen::Index a = 0; a < L.rows(); ++a) {
     const double v = L.row(a).squaredNorm();
     out.row(a) *= v > 0 ? 1.0 / std::sqrt(v) : 0.0;
@@ -203,7 +205,8 @@ inline double chi2_variate(double df, MatrixRng& r) { return 2.0 * gamma_variate
 /// decomposition (B_ii^2 ~ chi2(df - i), B_ij ~ N(0, 1) below the diagonal) when
 /// df > p - 1; for integer df <= p - 1 (singular Wishart) B = G, a p x df Gaussian
 /// matrix, padded with zero columns (B B^T = G G^T exactly).  df = 0 gives B = 0.
-inline void wishart_factor(double df, Eigen::Index p, MatrixRng& r, Cov& B) {
+template <class CovT = Cov>
+inline void wishart_factor(double df, Eigen::Index p, MatrixRng& r, CovT& B) {
   B.setZero(p, p);
   if (df <= 0.0) return;
   if (df > double(p - 1)) {
@@ -222,7 +225,8 @@ inline void wishart_factor(double df, Eigen::Index p, MatrixRng& r, Cov& B) {
 
 /// Fills an m x n matrix (column-major Eigen) with normals 0..m*n-1 of a stream,
 /// in row-major order.
-inline void gaussian_matrix(const Stream& s, Eigen::Index rows, Eigen::Index cols, Cov& out) {
+template <class CovT = Cov>
+inline void gaussian_matrix(const Stream& s, Eigen::Index rows, Eigen::Index cols, CovT& out) {
   out.resize(rows, cols);
   Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> tmp(rows, cols);
   fill_normal(s, 0, std::size_t(rows * cols), tmp.data());

@@ -1,8 +1,20 @@
 // A network is a sequence of blocks (as in neural-tangents' stax.serial) that is
 // repeated `depth` times.  One repetition is one "layer" and advances time by 1/n:
 // a shaped Transformer layer is {ShapedAttention, ShapedMLP}.
+//
+// BasicNetwork<Kinds...> works for any list of block kinds; each kind is one header
+// (blocks/*.hpp: field table, validate(), explicit forward, exact step, SDE terms and
+// the traits has_explicit / has_exact / has_sde).  Every dispatch over the kinds is a
+// std::visit with `if constexpr` on those traits, so a kind that lacks a face is
+// refused by name and a kind missing from a dispatch cannot compile.
+// The registry (the kinds the library is built for) is the one line `Network` below;
+// docs/architecture.md shows how to add a kind.
 #pragma once
 
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -13,9 +25,9 @@
 
 namespace shaped_transformer {
 
-using Block = std::variant<ShapedAttention, StandardAttention, ShapedMLP, ReluMLP>;
-
-struct Network {
+template <class... Kinds>
+struct BasicNetwork {
+  using Block = std::variant<Kinds...>;
   std::vector<Block> blocks;  ///< one layer
 
   /// Global block index of block b of layer l: the `block` word of the RNG counter.
@@ -23,5 +35,74 @@ struct Network {
     return std::uint32_t(layer * blocks.size() + b);
   }
 };
+
+/// The registry: the block kinds the library (and the Python module) is built for.
+using Network = BasicNetwork<ShapedAttention, StandardAttention, ShapedMLP, ReluMLP>;
+using Block = Network::Block;
+
+template <class B>
+using block_kind_t = std::decay_t<B>;
+
+/// " (block i, kind)": where an error about a network's block comes from.
+template <class B>
+std::string block_where(std::size_t i) {
+  return " (block " + std::to_string(i) + ", " + B::kind + ")";
+}
+
+/// Checks the parameters of every block (std::invalid_argument whose message starts
+/// with the parameter's name); `width` > 0 also checks that concatenated heads divide it.
+template <class Net>
+void validate_network(const Net& net, long width) {
+  if (net.blocks.empty()) throw std::invalid_argument("blocks: the network has no blocks");
+  for (std::size_t i = 0; i < net.blocks.size(); ++i)
+    std::visit(
+        [&](const auto& b) {
+          using B = block_kind_t<decltype(b)>;
+          try {
+            b.validate(width);
+          } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(e.what() + block_where<B>(i));
+          }
+        },
+        net.blocks[i]);
+}
+
+/// Throws std::invalid_argument (naming the parameter) when the exact chain cannot
+/// run a block of `net`.
+template <class Net>
+void check_exact_covers(const Net& net) {
+  for (std::size_t i = 0; i < net.blocks.size(); ++i)
+    std::visit(
+        [&](const auto& b) {
+          using B = block_kind_t<decltype(b)>;
+          if constexpr (!B::has_exact) {
+            throw std::invalid_argument(std::string("blocks: ") + B::kind + " has no exact chain" + block_where<B>(i));
+          } else if (const char* why = b.exact_refusal()) {
+            throw std::invalid_argument(why + block_where<B>(i));
+          }
+        },
+        net.blocks[i]);
+}
+
+/// Why block b has no covariance SDE limit (nullptr: it has one).
+template <class... K>
+const char* sde_refusal(const std::variant<K...>& block) {
+  return std::visit(
+      [](const auto& b) -> const char* {
+        using B = block_kind_t<decltype(b)>;
+        if constexpr (B::has_sde) return b.sde_refusal();
+        else return B::no_sde;
+      },
+      block);
+}
+
+/// Throws std::invalid_argument naming the first block without an SDE limit.
+template <class Net>
+void check_sde_covers(const Net& net) {
+  if (net.blocks.empty()) throw std::invalid_argument("network: no blocks");
+  for (std::size_t b = 0; b < net.blocks.size(); ++b)
+    if (const char* why = sde_refusal(net.blocks[b]))
+      throw std::invalid_argument("network: block " + std::to_string(b) + ": " + why);
+}
 
 }  // namespace shaped_transformer

@@ -1,31 +1,21 @@
 // The neural covariance SDE (docs/model.md sections 5-6), integrated over many
 // independent paths in parallel.  Layered like diffrax: terms (sde/terms.hpp and the
 // block headers), solvers (sde/euler.hpp, sde/tamed_euler.hpp, sde/exact_chain.hpp),
-// saving (sde/save_at.hpp, sde/summary.hpp).  Networks of shaped attention heads
+// saving (save_at.hpp, sde/summary.hpp).  Networks of shaped attention heads
 // run through the batched SIMD kernel (sde/batch.hpp, one path per lane); all
-// others through the generic per-path solver below.
+// others through the generic per-path solver (detail/sde_impl.hpp).
+//
+// Definitions in detail/sde_impl.hpp; the library holds the instantiations for
+// Network, so including this header costs a consumer no template instantiation.
 #pragma once
 
-#include <chrono>
-#include <cmath>
-#include <condition_variable>
 #include <cstdint>
-#include <cstring>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "exact.hpp"
-#include "sde/batch.hpp"
-#include "sde/euler.hpp"
-#include "sde/exact_chain.hpp"
-#include "sde/save_at.hpp"
+#include "network.hpp"
+#include "result.hpp"
 #include "sde/summary.hpp"
-#include "sde/tamed_euler.hpp"
-#include "sde/terms.hpp"
 
 namespace shaped_transformer {
 
@@ -33,243 +23,39 @@ enum class SdeScheme { Euler, TamedEuler, ExactChain };
 enum class PsdRemedy { None, Clip };
 
 struct SdeOptions {
-  double dt = 1e-3;                      ///< step size
+  double dt = 1e-3;                      ///< step size (never changed: exact_chain needs 1/dt to be an integer)
   std::int64_t steps = 1000;             ///< number of steps (T = steps * dt)
   std::vector<std::int64_t> save_steps;  ///< step indices at which V is recorded
   SdeScheme scheme = SdeScheme::Euler;
   PsdRemedy psd = PsdRemedy::Clip;       ///< Euler schemes: project onto the PSD cone after each step
 };
 
-namespace sde {
-
-/// Width of the exact chain that stands for step dt (1/dt, which must be an integer).
-inline long exact_width(double dt, int m) {
-  const double w = 1.0 / dt;
-  const long n = long(std::llround(w));
-  if (std::abs(w - double(n)) > 1e-6 * w)
-    throw std::invalid_argument("dt: scheme 'exact_chain' needs 1/dt to be an integer width, got 1/dt = " +
-                                std::to_string(w));
-  if (n < m) throw std::invalid_argument("dt: scheme 'exact_chain' needs 1/dt >= m (the width n_eff = 1/dt)");
-  return n;
-}
-
-/// One path with matrices of type M; returns the step at which it blew up (-1:
-/// never) and counts projections.
-template <class M>
-inline std::int64_t solve_path_t(const Network& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed,
-                                 std::uint32_t path, double blowup, double* out, std::int64_t& projections,
-                                 const CancelToken* cancel) {
-  const int m = int(V0.rows());
-  SaveAt save(o.save_steps, out, m);
-  Workspace<M> ws;
-  M V = V0;
-  projections = 0;
-  save(0, V);
-  const bool clip = o.psd == PsdRemedy::Clip;
-  for (std::int64_t k = 0; k < o.steps; ++k) {
-    if (cancel && cancel->stop_requested()) break;  // a relaxed atomic load: cheap every step
-    if (o.scheme == SdeScheme::TamedEuler)
-      tamed_euler_step(net, V, o.dt, seed, path, std::uint32_t(k), ws);
-    else
-      euler_step(net, V, o.dt, seed, path, std::uint32_t(k), ws);
-    if (!V.allFinite() || V.diagonal().maxCoeff() > blowup) {
-      save.fill_nan();
-      return k + 1;
-    }
-    if (clip) {
-      if (psd_clip_root(V, ws.L)) ++projections;
-      ws.have_root = true;
-    }
-    save(k + 1, V);
-  }
-  save.fill_nan();  // only reached with missing saves when cancelled
-  return -1;
-}
-
-/// The exact-chain scheme for one path (always Cov: it calls the exact block steps).
-inline std::int64_t solve_path_exact(const Network& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed,
-                                     std::uint32_t path, double blowup, double* out, const CancelToken* cancel) {
-  const int m = int(V0.rows());
-  SaveAt save(o.save_steps, out, m);
-  Cov V = V0;
-  const long n_eff = exact_width(o.dt, m);
-  save(0, V);
-  for (std::int64_t k = 0; k < o.steps; ++k) {
-    if (cancel && cancel->stop_requested()) break;
-    exact_chain_step(net, V, n_eff, seed, path, std::uint32_t(k));
-    if (!covariance_ok(V, blowup)) {
-      save.fill_nan();
-      return k + 1;
-    }
-    save(k + 1, V);
-  }
-  save.fill_nan();
-  return -1;
-}
-
-/// One path: dispatches to fixed-size matrices for common m (no heap allocation,
-/// unrolled 8 x 8 products) and to Cov otherwise.
-inline std::int64_t solve_path(const Network& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed,
-                               std::uint32_t path, double blowup, double* out, std::int64_t& projections,
-                               const CancelToken* cancel = nullptr) {
-  projections = 0;
-  if (o.scheme == SdeScheme::ExactChain) return solve_path_exact(net, V0, o, seed, path, blowup, out, cancel);
-  switch (V0.rows()) {
-    case 2: return solve_path_t<Eigen::Matrix<double, 2, 2>>(net, V0, o, seed, path, blowup, out, projections, cancel);
-    case 4: return solve_path_t<Eigen::Matrix<double, 4, 4>>(net, V0, o, seed, path, blowup, out, projections, cancel);
-    case 8: return solve_path_t<Eigen::Matrix<double, 8, 8>>(net, V0, o, seed, path, blowup, out, projections, cancel);
-    default:
-      if (V0.rows() <= 32)  // bounded size: stack storage, no heap allocation per step
-        return solve_path_t<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(
-            net, V0, o, seed, path, blowup, out, projections, cancel);
-      return solve_path_t<Cov>(net, V0, o, seed, path, blowup, out, projections, cancel);
-  }
-}
-
-inline void check_arguments(const Network& net, const Cov& V0, const SdeOptions& o, int paths) {
-  check_has_sde(net);
-  if (V0.rows() < 1 || V0.rows() != V0.cols() || !V0.allFinite())
-    throw std::invalid_argument("V0: must be a finite, non-empty square matrix");
-  if (!(o.dt > 0.0) || !std::isfinite(o.dt)) throw std::invalid_argument("dt: must be > 0");
-  if (o.steps < 0 || o.steps > std::int64_t(0xFFFFFFFFu)) throw std::invalid_argument("steps: out of range");
-  if (paths < 1) throw std::invalid_argument("paths: must be >= 1");
-  SaveAt::check(o.save_steps, o.steps);
-  if (o.scheme == SdeScheme::ExactChain) exact_width(o.dt, int(V0.rows()));
-}
-
-/// The integrator a run uses: a batch kernel (run != null) or the generic
-/// per-path solver (run == null).  kernel: null or "" picks the batch kernel when
-/// it covers the network, "generic" forces the per-path solver, "scalar", "avx2"
-/// or "avx512" a given batch kernel (for tests and benchmarks).
-inline BatchKernel choose_kernel(const Network& net, const Cov& V0, const SdeOptions& o, const char* kernel) {
-  if (kernel && std::strcmp(kernel, "generic") == 0) return {};
-  const bool covered = o.scheme != SdeScheme::ExactChain && batch_covers(net, int(V0.rows()));
-  if (!kernel || !*kernel) return covered ? batch_kernel() : BatchKernel{};
-  if (!covered)
-    throw std::invalid_argument(
-        "kernel: the batch kernels cover networks of the paper's shaped attention head with the euler and "
-        "tamed_euler schemes, m <= 32");
-  const BatchKernel k = batch_kernel(kernel);
-  if (!k.run) throw std::invalid_argument(std::string("kernel: '") + kernel + "' is not available on this CPU");
-  return k;
-}
-
-inline BatchParams batch_params(const Network& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed,
-                                double blowup) {
-  BatchParams p;
-  p.m = int(V0.rows());
-  p.dt = o.dt;
-  p.steps = o.steps;
-  p.tamed = o.scheme == SdeScheme::TamedEuler;
-  p.clip = o.psd == PsdRemedy::Clip;
-  p.blowup = blowup;
-  p.seed = seed;
-  p.save_steps = o.save_steps.data();
-  p.nsave = o.save_steps.size();
-  batch_coefficients(net, p.m, p);
-  return p;
-}
-
-inline std::vector<double> row_major(const Cov& V) {
-  const int m = int(V.rows());
-  std::vector<double> out(std::size_t(m) * std::size_t(m));
-  for (int a = 0; a < m; ++a)
-    for (int b = 0; b < m; ++b) out[std::size_t(a * m + b)] = V(a, b);
-  return out;
-}
-
-/// Stores every path's V at the saved steps in tr (sized paths x nsave x m x m).
-/// for_each(items, paths_per_item, fn(item, cancel)) runs the work items (e.g.
-/// parallel_for); results do not depend on how it schedules them.
-template <class ForEach>
-inline void solve_store(const Network& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
-                        double blowup, const BatchKernel& k, Trajectories& tr, ForEach&& for_each) {
-  tr.projections.assign(std::size_t(paths), 0);
-  if (!k.run) {
-    for_each(std::size_t(paths), 1, [&](std::size_t p, const CancelToken& cancel) {
-      tr.exploded[p] = solve_path(net, V0, o, seed, std::uint32_t(p), blowup, tr.V_at(int(p), 0), tr.projections[p],
-                                  &cancel);
-    });
-    return;
-  }
-  const BatchParams bp = batch_params(net, V0, o, seed, blowup);
-  const std::vector<double> v0 = row_major(V0);
-  const std::size_t W = std::size_t(k.width), items = (std::size_t(paths) + W - 1) / W;
-  for_each(items, W, [&](std::size_t i, const CancelToken& cancel) {
-    const std::size_t p0 = i * W;
-    const int count = int(std::min(W, std::size_t(paths) - p0));
-    StoreSink sink(tr.V.data(), p0, count, o.save_steps.size(), int(V0.rows()));
-    k.run(bp, v0.data(), std::uint32_t(p0), count, sink, &tr.exploded[p0], &tr.projections[p0], &cancel);
-  });
-}
-
-/// Accumulates the summary statistics (sde/summary.hpp) of all paths into `total`
-/// (constructed with m and the number of saves) without storing paths; exploded
-/// and projections are filled per path.
-template <class ForEach>
-inline void solve_summary(const Network& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
-                          double blowup, const BatchKernel& k, SdeSummary& total, std::vector<std::int64_t>& exploded,
-                          std::vector<std::int64_t>& projections, int threads, ForEach&& for_each) {
-  const int m = int(V0.rows());
-  const std::size_t nsave = o.save_steps.size(), mm = std::size_t(m) * std::size_t(m);
-  exploded.assign(std::size_t(paths), -1);
-  projections.assign(std::size_t(paths), 0);
-  const BatchParams bp = k.run ? batch_params(net, V0, o, seed, blowup) : BatchParams{};
-  const std::vector<double> v0 = row_major(V0);
-  const std::size_t C = std::size_t(kSummaryChunk), chunks = (std::size_t(paths) + C - 1) / C;
-  // Chunks finish in any order; they are merged in chunk order (same sums for any
-  // thread count), holding at most `window` finished chunks back.
-  std::mutex mu;
-  std::condition_variable cv;
-  std::map<std::size_t, std::unique_ptr<SdeSummary>> pending;
-  std::size_t next = 0;
-  const std::size_t window = 4 + 2 * std::size_t(threads > 0 ? threads : 1);
-  for_each(chunks, C, [&](std::size_t c, const CancelToken& cancel) {
-    auto part = std::make_unique<SdeSummary>(m, nsave);
-    const std::size_t first = c * C, last = std::min(std::size_t(paths), first + C);
-    if (k.run) {
-      SummarySink sink(*part);
-      const std::size_t W = std::size_t(k.width);
-      for (std::size_t p0 = first; p0 < last && !cancel.stop_requested(); p0 += W)
-        k.run(bp, v0.data(), std::uint32_t(p0), int(std::min(W, last - p0)), sink, &exploded[p0], &projections[p0],
-              &cancel);
-    } else {
-      std::vector<double> buf(nsave * mm);
-      for (std::size_t p = first; p < last && !cancel.stop_requested(); ++p) {
-        exploded[p] = solve_path(net, V0, o, seed, std::uint32_t(p), blowup, buf.data(), projections[p], &cancel);
-        for (std::size_t s = 0; s < nsave; ++s)
-          if (exploded[p] < 0 || o.save_steps[s] < exploded[p]) part->add_path(s, buf.data() + s * mm, 1);
-      }
-    }
-    std::unique_lock<std::mutex> lock(mu);
-    while (c >= next + window && !cancel.stop_requested()) cv.wait_for(lock, std::chrono::milliseconds(20));
-    pending[c] = std::move(part);
-    for (auto it = pending.find(next); it != pending.end(); it = pending.find(next)) {
-      total.merge(*it->second);
-      pending.erase(it);
-      ++next;
-    }
-    cv.notify_all();
-  });
-}
-
-}  // namespace sde
-
-/// Integrates the SDE of `net` from V0 for `paths` independent paths.
+/// Integrates the SDE of `net` from V0 (symmetric PSD) for `paths` independent paths.
 /// Trajectories.exploded holds the step of blow-up (-1: never); .projections the
-/// number of PSD projections of each path.  `kernel`: see sde::choose_kernel.
-inline Trajectories solve_sde(const Network& net, const Cov& V0, const SdeOptions& o, int paths,
-                              std::uint64_t seed, const RunOptions& opt, const char* kernel = nullptr) {
-  sde::check_arguments(net, V0, o, paths);
-  Trajectories tr(paths, int(o.save_steps.size()), int(V0.rows()));
-  const sde::BatchKernel k = sde::choose_kernel(net, V0, o, kernel);
-  sde::solve_store(net, V0, o, paths, seed, opt.blowup, k, tr, [&](std::size_t items, std::size_t per, auto&& fn) {
-    std::function<void(std::size_t)> progress;
-    if (opt.progress)
-      progress = [&](std::size_t done) { opt.progress(std::min(done * per, std::size_t(paths))); };
-    parallel_for(items, opt.threads, fn, opt.poll, progress);
-  });
-  return tr;
-}
+/// number of PSD projections of each path.  `kernel`: null or "" (the batch kernel
+/// when it covers the network), "generic", "scalar", "avx2" or "avx512".  Throws
+/// std::invalid_argument naming the parameter, Cancelled when opt.poll asked to stop.
+template <class Net>
+Trajectories solve_sde(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
+                       const RunOptions& opt, const char* kernel = nullptr);
+
+/// What solve_sde_summary returns: the statistics of all paths (sde/summary.hpp)
+/// without storing them, the step of blow-up and the PSD projections per path, and
+/// the integrator used ("avx512", "avx2", "scalar" or "generic").
+struct SdeSummaryResult {
+  sde::SdeSummary summary;
+  std::vector<std::int64_t> exploded, projections;
+  std::string kernel;
+};
+
+/// Same contract as solve_sde; per-time summary statistics instead of the paths.
+template <class Net>
+SdeSummaryResult solve_sde_summary(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
+                                   const RunOptions& opt, const char* kernel = nullptr);
+
+extern template Trajectories solve_sde<Network>(const Network&, const Cov&, const SdeOptions&, int, std::uint64_t,
+                                                const RunOptions&, const char*);
+extern template SdeSummaryResult solve_sde_summary<Network>(const Network&, const Cov&, const SdeOptions&, int,
+                                                            std::uint64_t, const RunOptions&, const char*);
 
 }  // namespace shaped_transformer

@@ -6,13 +6,33 @@
 #include <cstdint>
 
 #include "../types.hpp"
+#include "fields.hpp"
 
 namespace shaped_transformer {
 
 struct ReluMLP {
+  static constexpr const char* kind = "relu_mlp";
   double gamma = 0.5;
   double lambda = std::sqrt(1.0 - 0.25);
   Norm norm = Norm::None;
+
+  static constexpr auto fields() {
+    using B = ReluMLP;
+    return std::make_tuple(field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
+                           field("lam", &B::lambda, finite(), "residual weight, lambda^2 + gamma^2 = 1"),
+                           field("norm", &B::norm, any_value(), "per-token normalisation"));
+  }
+  void validate(long = 0) const {
+    check_fields(*this);
+    check_residual(gamma, lambda);
+  }
+
+  static constexpr bool has_explicit = true, has_exact = true, has_sde = false;
+  static constexpr const char* no_sde = "the unshaped ReLU MLP has no SDE limit";
+  const char* exact_refusal() const {
+    return is_layer_norm(norm) ? "norm: LayerNorm is not rotation invariant; the exact chain does not cover it"
+                               : nullptr;
+  }
 };
 
 // ---- explicit forward on X ------------------------------------------------
@@ -39,12 +59,11 @@ void forward_law(const ReluMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t 
 namespace shaped_transformer {
 
 /// One ReLU MLP block applied to V exactly in law, at width n.
-inline void exact_step(const ReluMLP& b, Cov& V, long n, const ExactKey& key) {
-  if (b.norm == Norm::PreLayer || b.norm == Norm::PostLayer)
-    throw std::invalid_argument("norm: LayerNorm is not rotation invariant; the exact chain does not cover it");
-  Cov L;
+template <class CovT = Cov>
+inline void exact_step(const ReluMLP& b, CovT& V, long n, const ExactKey& key) {
+  CovT L;
   psd_root(V, L);
-  const Cov L_in = b.norm == Norm::PreRMS ? rms_normalize_root(L) : L;
+  const CovT L_in = b.norm == Norm::PreRMS ? rms_normalize_root(L) : L;
   mlp_exact_step(V, L, L_in, n, 2.0, b.lambda, b.gamma, key, [](double x) { return x > 0 ? x : 0.0; });
   if (b.norm == Norm::PostRMS) rms_normalize(V);
 }

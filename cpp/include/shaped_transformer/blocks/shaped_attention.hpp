@@ -12,10 +12,12 @@
 
 #include "../mutation.hpp"
 #include "../types.hpp"
+#include "fields.hpp"
 
 namespace shaped_transformer {
 
 struct ShapedAttention {
+  static constexpr const char* kind = "shaped_attention";
   int heads = 1;
   double tau0 = 1.0;
   double gamma = 0.5;
@@ -25,6 +27,38 @@ struct ShapedAttention {
   bool causal = false;
   int key_dim = 0;      ///< n_k; 0 means n_k = width
   bool concat = false;  ///< H heads of width n/H and an output projection W^O (explicit only)
+
+  static constexpr auto fields() {
+    using B = ShapedAttention;
+    return std::make_tuple(field("heads", &B::heads, at_least(1), "number of heads H"),
+                           field("tau0", &B::tau0, above(0.0), "softmax temperature, tau = tau0 sqrt(n n_k)"),
+                           field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
+                           field("lam", &B::lambda, finite(), "residual weight, lambda^2 + gamma^2 = 1"),
+                           field("alpha", &B::alpha, finite(), "identity weight of A_h"),
+                           field("beta", &B::beta, finite(), "softmax weight of A_h"),
+                           field("causal", &B::causal, any_value(), "causal mask and causal centring"),
+                           field("key_dim", &B::key_dim, at_least(0), "n_k (0: the head width)"),
+                           field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"));
+  }
+  /// Throws std::invalid_argument naming the parameter; width > 0 also checks concat.
+  void validate(long width = 0) const {
+    check_fields(*this);
+    check_residual(gamma, lambda);
+    check_concat_width(concat, heads, width);
+  }
+
+  // What the block covers (docs/architecture.md).
+  static constexpr bool has_explicit = true, has_exact = true, has_sde = true;
+  /// Why the exact chain cannot run this block (nullptr: it can).
+  const char* exact_refusal() const;
+  /// Why this head has no covariance SDE limit (nullptr: it has one).
+  const char* sde_refusal() const {
+    if (concat) return "concat: concatenated heads with an output projection are not covered by the SDE";
+    if (alpha != 1.0)
+      return "alpha: only shaped heads with alpha = 1 (any beta, causal or not) have an SDE limit "
+             "(A -> alpha I, so V would change by lambda^2 + gamma^2 alpha^2 != 1 per block)";
+    return nullptr;
+  }
 };
 
 // ---- explicit forward on X ------------------------------------------------
@@ -50,25 +84,31 @@ void forward_law(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::u
 #include "../exact_common.hpp"
 namespace shaped_transformer {
 
+inline const char* ShapedAttention::exact_refusal() const {
+  if (concat) return "concat: concatenated heads are not covered by the exact chain";
+  if (heads > ExactKey::kMaxHeads) return "heads: too many heads for the exact chain";
+  return nullptr;
+}
+
 /// The matrix C of the general shaped head: 1 1^T / m, or the uniform causal matrix.
-inline Cov shaped_centering(Eigen::Index m, bool causal) {
-  Cov C = Cov::Zero(m, m);
+template <class CovT = Cov>
+inline CovT shaped_centering(Eigen::Index m, bool causal) {
+  CovT C = CovT::Zero(m, m);
   for (Eigen::Index i = 0; i < m; ++i)
     for (Eigen::Index j = 0; j < (causal ? i + 1 : m); ++j) C(i, j) = 1.0 / double(causal ? i + 1 : m);
   return C;
 }
 
 /// One shaped attention block applied to V exactly in law, at width n.
-inline void exact_step(const ShapedAttention& b, Cov& V, long n, const ExactKey& key) {
+template <class CovT = Cov>
+inline void exact_step(const ShapedAttention& b, CovT& V, long n, const ExactKey& key) {
   const Eigen::Index m = V.rows();
-  if (b.heads < 1 || b.heads > ExactKey::kMaxHeads) throw std::invalid_argument("heads: out of range for the exact chain");
-  if (b.concat) throw std::invalid_argument("concat: concatenated heads are not covered by the exact chain");
-  Cov L;
+  CovT L;
   psd_root(V, L);
   const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
   const double tau = b.tau0 * std::sqrt(double(n) * nk);
-  const Cov Cm = shaped_centering(m, b.causal);
-  Cov C(m, b.heads * m), M, Y(m, m), A;
+  const CovT Cm = shaped_centering(m, b.causal);
+  CovT C(m, b.heads * m), M, Y(m, m), A;
   for (int h = 0; h < b.heads; ++h) {
     draw_key_product(nk, m, key, h, M);
     Y.noalias() = L * M * L.transpose();
@@ -93,7 +133,7 @@ inline void exact_step(const ShapedAttention& b, Cov& V, long n, const ExactKey&
 /// Adds the attention drift b(V) to `out`.  `M` is Cov or a fixed-size Eigen matrix
 /// (the SDE solver instantiates small m at compile time).
 template <class M>
-inline void sde_drift(const ShapedAttention& b, const M& V, M& out) {
+inline void sde_drift_paper(const ShapedAttention& b, const M& V, M& out) {
   const Eigen::Index m = V.rows();
   const double md = double(m);
   // V P = V - (V 1) 1^T / m and P V P, without forming P.
@@ -119,7 +159,7 @@ inline int sde_noise_dim(const ShapedAttention&, int m) { return 2 * m * m; }
 /// Adds the attention noise increment to `out`; `dW` holds sde_noise_dim N(0, dt)
 /// numbers (row-major dZ then dXi), `L` is a root of V.
 template <class M>
-inline void sde_noise(const ShapedAttention& b, const M& V, const M& L, const double* dW, M& out) {
+inline void sde_noise_paper(const ShapedAttention& b, const M& V, const M& L, const double* dW, M& out) {
   const Eigen::Index m = V.rows();
   const double md = double(m);
   using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor,
@@ -159,9 +199,6 @@ inline void sde_noise(const ShapedAttention& b, const M& V, const M& L, const do
 inline bool is_paper_head(const ShapedAttention& b) {
   return b.alpha == 1.0 && b.beta == 1.0 && !b.causal && !b.concat;
 }
-
-/// Whether the head has a covariance SDE limit: alpha = 1 (any beta, causal or not), no concat.
-inline bool has_sde_limit(const ShapedAttention& b) { return b.alpha == 1.0 && !b.concat; }
 
 /// Number of tokens row i of the head attends to.
 inline Eigen::Index attended(const ShapedAttention& b, Eigen::Index i, Eigen::Index m) { return b.causal ? i + 1 : m; }
@@ -229,6 +266,22 @@ inline void sde_noise_general(const ShapedAttention& b, const M& V, const M& L, 
   small_product(T, Q, V);
   S = c1 * S + c2 * T;
   out += S + S.transpose();
+}
+
+// ---- the SDE face: the paper's head keeps its faster terms --------------------
+
+/// Adds the drift b(V) of this head (paper's or general) to `out`.
+template <class M>
+inline void sde_drift(const ShapedAttention& b, const M& V, M& out) {
+  if (is_paper_head(b)) sde_drift_paper(b, V, out);
+  else sde_drift_general(b, V, out);  // causal or beta != 1 (docs/causal.md)
+}
+
+/// Adds the noise increment of this head (paper's or general) to `out`.
+template <class M>
+inline void sde_noise(const ShapedAttention& b, const M& V, const M& L, const double* dW, M& out) {
+  if (is_paper_head(b)) sde_noise_paper(b, V, L, dW, out);
+  else sde_noise_general(b, V, L, dW, out);  // causal or beta != 1 (docs/causal.md)
 }
 
 }  // namespace shaped_transformer

@@ -8,14 +8,32 @@
 
 #include "../mutation.hpp"
 #include "../types.hpp"
+#include "fields.hpp"
 
 namespace shaped_transformer {
 
 struct ShapedMLP {
+  static constexpr const char* kind = "shaped_mlp";
   double c_plus = 0.0;
   double c_minus = -1.0;
   double gamma = 0.5;
   double lambda = std::sqrt(1.0 - 0.25);
+
+  static constexpr auto fields() {
+    using B = ShapedMLP;
+    return std::make_tuple(field("c_plus", &B::c_plus, finite(), "slope shift c_+ of phi_s"),
+                           field("c_minus", &B::c_minus, finite(), "slope shift c_- of phi_s"),
+                           field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
+                           field("lam", &B::lambda, finite(), "residual weight, lambda^2 + gamma^2 = 1"));
+  }
+  void validate(long = 0) const {
+    check_fields(*this);
+    check_residual(gamma, lambda);
+  }
+
+  static constexpr bool has_explicit = true, has_exact = true, has_sde = true;
+  const char* exact_refusal() const { return nullptr; }
+  const char* sde_refusal() const { return nullptr; }
 };
 
 // ---- explicit forward on X ------------------------------------------------
@@ -42,10 +60,11 @@ void forward_law(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_
 namespace shaped_transformer {
 
 /// One shaped MLP block applied to V exactly in law, at width n.
-inline void exact_step(const ShapedMLP& b, Cov& V, long n, const ExactKey& key) {
+template <class CovT = Cov>
+inline void exact_step(const ShapedMLP& b, CovT& V, long n, const ExactKey& key) {
   const double sp = 1.0 + b.c_plus / std::sqrt(double(n)), sm = 1.0 + b.c_minus / std::sqrt(double(n));
   const double c = 2.0 / (sp * sp + sm * sm);
-  Cov L;
+  CovT L;
   psd_root(V, L);
   mlp_exact_step(V, L, L, n, c, b.lambda, b.gamma, key, [sp, sm](double x) { return x > 0 ? sp * x : sm * x; });
 }

@@ -7,16 +7,37 @@
 #include <cstdint>
 
 #include "../types.hpp"
+#include "fields.hpp"
 
 namespace shaped_transformer {
 
 struct StandardAttention {
+  static constexpr const char* kind = "standard_attention";
   int heads = 1;
   double gamma = 0.5;
   double lambda = std::sqrt(1.0 - 0.25);
   int key_dim = 0;  ///< n_k; 0 means n_k = width
   Norm norm = Norm::None;
   bool concat = false;
+
+  static constexpr auto fields() {
+    using B = StandardAttention;
+    return std::make_tuple(field("heads", &B::heads, at_least(1), "number of heads H"),
+                           field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
+                           field("lam", &B::lambda, finite(), "residual weight, lambda^2 + gamma^2 = 1"),
+                           field("key_dim", &B::key_dim, at_least(0), "n_k (0: the head width)"),
+                           field("norm", &B::norm, any_value(), "per-token normalisation"),
+                           field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"));
+  }
+  void validate(long width = 0) const {
+    check_fields(*this);
+    check_residual(gamma, lambda);
+    check_concat_width(concat, heads, width);
+  }
+
+  static constexpr bool has_explicit = true, has_exact = true, has_sde = false;
+  static constexpr const char* no_sde = "standard attention has no SDE limit (its covariance collapses to rank one)";
+  const char* exact_refusal() const;
 };
 
 // ---- explicit forward on X ------------------------------------------------
@@ -44,18 +65,22 @@ void forward_law(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std:
 #include "../exact_common.hpp"
 namespace shaped_transformer {
 
+inline const char* StandardAttention::exact_refusal() const {
+  if (concat) return "concat: concatenated heads are not covered by the exact chain";
+  if (is_layer_norm(norm)) return "norm: LayerNorm is not rotation invariant; the exact chain does not cover it";
+  if (heads > ExactKey::kMaxHeads) return "heads: too many heads for the exact chain";
+  return nullptr;
+}
+
 /// One standard attention block applied to V exactly in law, at width n.
-inline void exact_step(const StandardAttention& b, Cov& V, long n, const ExactKey& key) {
+template <class CovT = Cov>
+inline void exact_step(const StandardAttention& b, CovT& V, long n, const ExactKey& key) {
   const Eigen::Index m = V.rows();
-  if (b.heads < 1 || b.heads > ExactKey::kMaxHeads) throw std::invalid_argument("heads: out of range for the exact chain");
-  if (b.concat) throw std::invalid_argument("concat: concatenated heads are not covered by the exact chain");
-  if (b.norm == Norm::PreLayer || b.norm == Norm::PostLayer)
-    throw std::invalid_argument("norm: LayerNorm is not rotation invariant; the exact chain does not cover it");
-  Cov L;
+  CovT L;
   psd_root(V, L);
-  const Cov L_in = b.norm == Norm::PreRMS ? rms_normalize_root(L) : L;
+  const CovT L_in = b.norm == Norm::PreRMS ? rms_normalize_root(L) : L;
   const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
-  Cov C(m, b.heads * m), M, Y(m, m);
+  CovT C(m, b.heads * m), M, Y(m, m);
   for (int h = 0; h < b.heads; ++h) {
     draw_key_product(nk, m, key, h, M);
     Y.noalias() = L_in * M * L_in.transpose();

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -72,18 +73,26 @@ BatchKernel batch_kernel(const char* name = nullptr);
 /// if V was projected); without, psd_root only.  Defined in cpp/src/sde_kernels.cpp.
 bool batch_lane_root(double* V, double* L, int m, bool clip);
 
-/// Whether the batch kernel covers this network, size and scheme.
-inline bool batch_covers(const Network& net, int m) {
+/// Whether the batch kernel covers this network, size and scheme: only the paper's
+/// shaped head (causal and general heads, other kinds: the generic solver).
+template <class Net>
+inline bool batch_covers(const Net& net, int m) {
   if (m < 1 || m > kBatchMaxM || net.blocks.empty()) return false;
   for (const auto& blk : net.blocks) {
-    const auto* a = std::get_if<ShapedAttention>(&blk);
-    if (!a || !is_paper_head(*a)) return false;  // causal and general heads: the generic solver
+    const bool paper = std::visit(
+        [](const auto& b) {
+          if constexpr (std::is_same_v<block_kind_t<decltype(b)>, ShapedAttention>) return is_paper_head(b);
+          else return false;
+        },
+        blk);
+    if (!paper) return false;
   }
   return true;
 }
 
 /// The attention noise and drift coefficients of `net` (which batch_covers).
-inline void batch_coefficients(const Network& net, int m, BatchParams& p) {
+template <class Net>
+inline void batch_coefficients(const Net& net, int m, BatchParams& p) {
   p.kdrift = 0.0;
   p.c1.clear();
   p.c2.clear();

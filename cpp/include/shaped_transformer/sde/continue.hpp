@@ -22,8 +22,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "../exact.hpp"
-#include "../sde.hpp"
+#include "../detail/sde_impl.hpp"
 
 namespace shaped_transformer::sde {
 
@@ -66,8 +65,8 @@ inline bool check_stop(const M& V, double stop, double blowup, double factor, Se
   return false;
 }
 
-template <class M>
-inline void continue_euler(const Network& net, M& V, const SdeOptions& o, std::uint64_t seed, std::uint32_t stream,
+template <class Net, class M>
+inline void continue_euler(const Net& net, M& V, const SdeOptions& o, std::uint64_t seed, std::uint32_t stream,
                            double stop, double blowup, double a, Segment& seg) {
   seg.peak = -std::numeric_limits<double>::infinity();
   seg.status = SegmentStatus::Reached;
@@ -94,7 +93,8 @@ inline void continue_euler(const Network& net, M& V, const SdeOptions& o, std::u
   }
 }
 
-inline void continue_exact(const Network& net, Cov& V, const SdeOptions& o, std::uint64_t seed,
+template <class Net>
+inline void continue_exact(const Net& net, Cov& V, const SdeOptions& o, std::uint64_t seed,
                            std::uint32_t stream, double stop, double blowup, double a, Segment& seg) {
   seg.peak = -std::numeric_limits<double>::infinity();
   seg.status = SegmentStatus::Reached;
@@ -107,8 +107,8 @@ inline void continue_exact(const Network& net, Cov& V, const SdeOptions& o, std:
   }
 }
 
-template <class M>
-inline void continue_fixed(const Network& net, double* Vio, int m, const SdeOptions& o, std::uint64_t seed,
+template <class M, class Net>
+inline void continue_fixed(const Net& net, double* Vio, int m, const SdeOptions& o, std::uint64_t seed,
                            std::uint32_t stream, double stop, double blowup, double a, Segment& seg) {
   M V(m, m);
   for (int a = 0; a < m; ++a)
@@ -123,7 +123,8 @@ inline void continue_fixed(const Network& net, double* Vio, int m, const SdeOpti
 /// Continues one path whose row-major m x m state is `Vio` (overwritten with the
 /// state where it stopped) from step seg.step.  Scheme, step size and the last step
 /// come from `o` (its save_steps are not used).
-inline void continue_path(const Network& net, double* Vio, int m, const SdeOptions& o, std::uint64_t seed,
+template <class Net>
+inline void continue_path(const Net& net, double* Vio, int m, const SdeOptions& o, std::uint64_t seed,
                           std::uint32_t stream, double stop, double blowup, double a, Segment& seg) {
   if (o.scheme == SdeScheme::ExactChain) {
     Cov V(m, m);

@@ -17,8 +17,8 @@ struct Workspace {
 };
 
 /// Adds the noise of all blocks at V to ws.incr.
-template <class M>
-inline void add_all_noise(const Network& net, const M& V, std::uint64_t seed, std::uint32_t path,
+template <class Net, class M>
+inline void add_all_noise(const Net& net, const M& V, std::uint64_t seed, std::uint32_t path,
                           std::uint32_t step, double dt, Workspace<M>& ws) {
   if (!ws.have_root) psd_root(V, ws.L);  // symmetric root of the clipped spectrum if V left the PSD cone
   ws.have_root = false;
@@ -32,8 +32,8 @@ inline void add_all_noise(const Network& net, const M& V, std::uint64_t seed, st
 }
 
 /// One Euler-Maruyama step.
-template <class M>
-inline void euler_step(const Network& net, M& V, double dt, std::uint64_t seed, std::uint32_t path,
+template <class Net, class M>
+inline void euler_step(const Net& net, M& V, double dt, std::uint64_t seed, std::uint32_t path,
                        std::uint32_t step, Workspace<M>& ws) {
   drift(net, V, ws.drift);
   ws.incr = dt ST_MUTATE(kIntegratorDrift) * ws.drift;

@@ -4,11 +4,12 @@
 // those of simulate_exact at width n_eff, so the two give identical paths.
 #pragma once
 
-#include "../exact.hpp"
+#include "../detail/exact_impl.hpp"
 
 namespace shaped_transformer::sde {
 
-inline void exact_chain_step(const Network& net, Cov& V, long n_eff, std::uint64_t seed, std::uint32_t path,
+template <class Net>
+inline void exact_chain_step(const Net& net, Cov& V, long n_eff, std::uint64_t seed, std::uint32_t path,
                              std::uint32_t step) {
   for (std::size_t b = 0; b < net.blocks.size(); ++b)
     exact_block(net.blocks[b], V, n_eff, ExactKey{seed, path, net.block_index(step, b)});

@@ -7,8 +7,8 @@
 
 namespace shaped_transformer::sde {
 
-template <class M>
-inline void tamed_euler_step(const Network& net, M& V, double dt, std::uint64_t seed, std::uint32_t path,
+template <class Net, class M>
+inline void tamed_euler_step(const Net& net, M& V, double dt, std::uint64_t seed, std::uint32_t path,
                              std::uint32_t step, Workspace<M>& ws) {
   drift(net, V, ws.drift);
   ws.incr = (dt / (1.0 + dt * ws.drift.norm())) ST_MUTATE(kIntegratorDrift) * ws.drift;

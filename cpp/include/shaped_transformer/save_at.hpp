@@ -1,17 +1,17 @@
-// Saving (like diffrax's SaveAt(ts=...)): the solver records V at a sorted list of
-// step indices; the Python layer maps the requested times onto the step grid.
+// Saving (like diffrax's SaveAt(ts=...)): every driver records V at a sorted list of
+// layer or step indices (checked by check_save_at, checks.hpp); the Python layer maps
+// requested times onto that grid.
 #pragma once
 
-#include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <stdexcept>
 #include <vector>
 
-#include "../types.hpp"
+namespace shaped_transformer {
 
-namespace shaped_transformer::sde {
-
+/// Writes V (m x m, row-major) into out[k] for every saved index k equal to the
+/// current step; after a blow-up the remaining saves are NaN.
 class SaveAt {
  public:
   SaveAt(const std::vector<std::int64_t>& steps, double* out, int m) : steps_(steps), out_(out), m_(m) {}
@@ -34,13 +34,6 @@ class SaveAt {
     }
   }
 
-  static void check(const std::vector<std::int64_t>& steps, std::int64_t total) {
-    if (steps.empty()) throw std::invalid_argument("save_at: must not be empty");
-    for (std::size_t k = 0; k < steps.size(); ++k)
-      if (steps[k] < 0 || steps[k] > total || (k > 0 && steps[k] <= steps[k - 1]))
-        throw std::invalid_argument("save_at: must be sorted, unique step indices in [0, steps]");
-  }
-
  private:
   const std::vector<std::int64_t>& steps_;
   double* out_;
@@ -48,4 +41,8 @@ class SaveAt {
   std::size_t k_ = 0;
 };
 
-}  // namespace shaped_transformer::sde
+namespace sde {
+using ::shaped_transformer::SaveAt;
+}
+
+}  // namespace shaped_transformer

@@ -1,0 +1,110 @@
+// The field table of a block kind: each parameter once, with its name (the Python
+// keyword, also the first word of every error message about it), its member and the
+// values it accepts.  validate(), the Python dict parser (cpp/python/bindings.hpp)
+// and the typed Python classes are all built from it, so a parameter is declared once.
+#pragma once
+
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "../types.hpp"
+
+namespace shaped_transformer {
+
+/// The values a numeric field accepts (bool and Norm fields: any).
+struct Rule {
+  enum Kind { Any, Finite, AtLeast, Above, Within } kind = Any;
+  double lo = 0.0, hi = 0.0;
+};
+constexpr Rule any_value() { return {Rule::Any, 0.0, 0.0}; }
+constexpr Rule finite() { return {Rule::Finite, 0.0, 0.0}; }
+constexpr Rule at_least(double lo) { return {Rule::AtLeast, lo, 0.0}; }
+constexpr Rule above(double lo) { return {Rule::Above, lo, 0.0}; }
+constexpr Rule within(double lo, double hi) { return {Rule::Within, lo, hi}; }
+
+/// One row of a field table: the parameter `name` is the member `member` of B.
+template <class B, class T>
+struct Field {
+  using block_type = B;
+  using value_type = T;
+  const char* name;
+  T B::*member;
+  Rule rule;
+  const char* doc;
+};
+
+template <class B, class T>
+constexpr Field<B, T> field(const char* name, T B::*member, Rule rule, const char* doc) {
+  return Field<B, T>{name, member, rule, doc};
+}
+
+namespace detail {
+inline std::string number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+}  // namespace detail
+
+/// Throws std::invalid_argument "name: must ..." when `value` breaks `rule`.
+template <class T>
+void check_rule(const char* name, T value, Rule rule) {
+  if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+    const double v = double(value);
+    const std::string got = ", got " + detail::number(v);
+    switch (rule.kind) {
+      case Rule::Any: return;
+      case Rule::Finite:
+        if (!std::isfinite(v)) throw std::invalid_argument(std::string(name) + ": must be finite" + got);
+        return;
+      case Rule::AtLeast:
+        if (!(v >= rule.lo) || !std::isfinite(v))
+          throw std::invalid_argument(std::string(name) + ": must be >= " + detail::number(rule.lo) + got);
+        return;
+      case Rule::Above:
+        if (!(v > rule.lo) || !std::isfinite(v))
+          throw std::invalid_argument(std::string(name) + ": must be > " + detail::number(rule.lo) + got);
+        return;
+      case Rule::Within:
+        if (!(v >= rule.lo && v <= rule.hi))
+          throw std::invalid_argument(std::string(name) + ": must lie in [" + detail::number(rule.lo) + ", " +
+                                      detail::number(rule.hi) + "]" + got);
+        return;
+    }
+  } else {
+    (void)name, (void)value, (void)rule;
+  }
+}
+
+/// Calls fn(field) for every row of B's field table, in order.
+template <class B, class Fn>
+void for_each_field(Fn&& fn) {
+  std::apply([&](const auto&... f) { (fn(f), ...); }, B::fields());
+}
+
+/// Checks every field of b against its rule (the first failure throws).
+template <class B>
+void check_fields(const B& b) {
+  for_each_field<B>([&](const auto& f) { check_rule(f.name, b.*(f.member), f.rule); });
+}
+
+/// The residual rule shared by every block: lambda^2 + gamma^2 = 1 (lambda's Python name is `lam`).
+inline void check_residual(double gamma, double lambda) {
+  if (!(std::abs(lambda * lambda + gamma * gamma - 1.0) <= 1e-9))
+    throw std::invalid_argument("lam: lambda^2 + gamma^2 must equal 1, got lambda = " + detail::number(lambda) +
+                                ", gamma = " + detail::number(gamma));
+}
+
+/// Heads with concat: the width must split into H heads.
+inline void check_concat_width(bool concat, int heads, long width) {
+  if (concat && width > 0 && width % heads != 0)
+    throw std::invalid_argument("heads: with concat the width " + std::to_string(width) +
+                                " must be divisible by the number of heads " + std::to_string(heads));
+}
+
+}  // namespace shaped_transformer

@@ -1,0 +1,12 @@
+// The SDE drivers, instantiated for the registry's Network (definitions in
+// detail/sde_impl.hpp).
+#include "shaped_transformer/detail/sde_impl.hpp"
+
+namespace shaped_transformer {
+
+template Trajectories solve_sde<Network>(const Network&, const Cov&, const SdeOptions&, int, std::uint64_t,
+                                         const RunOptions&, const char*);
+template SdeSummaryResult solve_sde_summary<Network>(const Network&, const Cov&, const SdeOptions&, int,
+                                                     std::uint64_t, const RunOptions&, const char*);
+
+}  // namespace shaped_transformer

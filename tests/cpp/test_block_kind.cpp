@@ -1,0 +1,87 @@
+// Must-show of issue #12: a block kind defined in one header (scaled_identity_block.hpp)
+// runs through the explicit network, the law sampler, the exact chain and the SDE with
+// one registry line and nothing else.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include <shaped_transformer/detail/exact_impl.hpp>
+#include <shaped_transformer/detail/explicit_impl.hpp>
+#include <shaped_transformer/detail/sde_impl.hpp>
+
+#include "driver_helpers.hpp"
+#include "scaled_identity_block.hpp"
+
+namespace st = shaped_transformer;
+using namespace st_test;
+
+// The one registry line.
+using TestNetwork = st::BasicNetwork<st::ShapedAttention, st::StandardAttention, st::ShapedMLP, st::ReluMLP, ScaledIdentity>;
+
+namespace {
+
+double max_rel(const double* got, const st::Cov& want) {
+  double e = 0.0;
+  const int m = int(want.rows());
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) e = std::max(e, std::abs(got[i * m + j] - want(i, j)) / want.cwiseAbs().maxCoeff());
+  return e;
+}
+
+}  // namespace
+
+TEST_SUITE("block_kind") {
+  TEST_CASE("a test-only kind runs through every driver with one registry line") {
+    const double a = 0.7;
+    const long n = 200;
+    const int depth = 200, m = 3;  // T = depth / n = 1
+    const st::Cov V0 = spd(m);
+    const st::Cov VT = std::pow(1.0 + a / double(n), depth) * V0;  // the chain's exact value
+    const st::Cov Vlim = std::exp(a) * V0;                            // the SDE limit e^{aT} V0
+    TestNetwork net{{ScaledIdentity{a}}};
+    st::RunOptions opt;
+    opt.threads = 2;
+
+    SUBCASE("exact chain: V(depth) = (1 + a/n)^depth V0") {
+      const auto r = st::simulate_exact(net, V0, n, depth, 2, 1, {0, depth}, opt);
+      CHECK(max_rel(r.V_at(0, 0), V0) == 0.0);
+      CHECK(max_rel(r.V_at(1, 1), VT) < 1e-12);
+      CHECK(max_rel(r.V_at(0, 1), Vlim) < a * a / double(n));  // (1 + a/n)^n vs e^a: O(a^2/n)
+    }
+    SUBCASE("explicit network and law sampler equal the exact chain (deterministic block)") {
+      const st::MatD X0 = tokens(V0, n);
+      const auto ex = st::simulate_exact(net, V0, n, depth, 1, 1, {0, depth}, opt);
+      for (bool law : {false, true}) {
+        CAPTURE(law);
+        const auto r = law ? st::simulate_law(net, X0, depth, 1, 1, {0, depth}, false, opt)
+                           : st::simulate_explicit(net, X0, depth, 1, 1, {0, depth}, false, opt);
+        st::Cov Vex(m, m);
+        for (int i = 0; i < m * m; ++i) Vex(i / m, i % m) = ex.V_at(0, 1)[i];
+        CHECK(max_rel(r.V_at(0, 1), Vex) < 1e-10);
+        CHECK(r.exploded[0] == -1);
+      }
+    }
+    SUBCASE("SDE: Euler gives (1 + a dt)^steps V0 -> e^{aT} V0; exact_chain equals the exact chain") {
+      st::SdeOptions o;
+      o.dt = 1.0 / double(n);
+      o.steps = depth;
+      o.save_steps = {0, depth};
+      const auto r = st::solve_sde(net, V0, o, 3, 5, opt);
+      CHECK(max_rel(r.V_at(2, 1), VT) < 1e-12);  // Euler on dV = a V dt: the same product
+      CHECK(r.projections[2] == 0);
+      CHECK(max_rel(r.V_at(0, 1), Vlim) < a * a / double(n));
+      o.scheme = st::SdeScheme::ExactChain;
+      const auto c = st::solve_sde(net, V0, o, 1, 5, opt);
+      CHECK(max_rel(c.V_at(0, 1), VT) < 1e-12);
+      // the summary driver runs it too
+      const auto s = st::solve_sde_summary(net, V0, o, 4, 5, opt);
+      CHECK(s.summary.alive[1] == 4);
+      CHECK(s.kernel == "generic");
+    }
+    SUBCASE("its parameter is validated from its field table") {
+      TestNetwork bad{{ScaledIdentity{std::nan("")}}};
+      CHECK_THROWS_WITH_AS(st::simulate_exact(bad, V0, n, 1, 1, 0, {0}, opt), doctest::Contains("a: must be finite"),
+                           std::invalid_argument);
+    }
+  }
+}
