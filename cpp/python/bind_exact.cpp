@@ -10,25 +10,36 @@ void register_exact(py::module_& m) {
       "simulate_exact",
       [](const py::list& blocks, const CArray& V0a, long width,
          int depth, int samples, std::uint64_t seed, const std::vector<std::int64_t>& save_at, int threads,
-         double blowup, const py::object& progress) {
+         double blowup, const py::object& progress, const std::string& kernel) {
         const Network net = network_from_python(blocks);
         const Cov V0 = cov_from_numpy(V0a, "V0");
         check_exact_arguments(net, V0, width, depth, samples, save_at);
         Trajectories tr(samples, int(save_at.size()), int(V0.rows()));
-        run_samples(
-            std::size_t(samples), threads,
-            [&](std::size_t s, const CancelToken& cancel) {
-              tr.exploded[s] = exact_sample(net, V0, width, depth, seed, std::uint32_t(s), save_at, blowup,
-                                            tr.V_at(int(s), 0), &cancel);
-            },
-            progress);
+        // The work items cover `per` samples each; the progress bar counts samples.
+        exact_store(net, V0, width, depth, samples, seed, save_at, blowup, kernel.c_str(), tr,
+                    [&](std::size_t items, std::size_t per, auto&& fn) {
+                      py::object prog = progress;
+                      if (!progress.is_none() && per != 1)
+                        prog = py::cpp_function([progress, per, samples](std::size_t done) {
+                          progress(std::min(done * per, std::size_t(samples)));
+                        });
+                      run_samples(items, threads, fn, prog);
+                    });
         const py::ssize_t mm = V0.rows();
         return py::make_tuple(to_numpy(std::move(tr.V), {samples, py::ssize_t(save_at.size()), mm, mm}),
                               to_numpy(std::move(tr.exploded), {samples}));
       },
       py::arg("blocks"), py::arg("V0"), py::arg("width"), py::arg("depth"), py::arg("samples"), py::arg("seed"),
       py::arg("save_at"), py::arg("threads"), py::arg("blowup"), py::arg("progress") = py::none(),
-      "Exact m x m covariance chain (docs/model.md section 4).");
+      py::arg("kernel") = "",
+      "Exact m x m covariance chain (docs/model.md section 4).  kernel: '' (the batched SIMD kernel when it "
+      "covers the network), 'generic' (per-sample path), 'scalar', 'avx2', 'avx512'.");
+  m.def("exact_kernel", [](const py::list& blocks, int m_tokens, long width) -> std::string {
+        const Network net = network_from_python(blocks);
+        const exact_batch::Kernel k = exact_batch::kernel();
+        return exact_batch::covers(net, m_tokens, width) && k.width > 1 ? k.name : "generic";
+      }, py::arg("blocks"), py::arg("m"), py::arg("width"),
+      "The kernel simulate_exact uses by default for this network, m and width.");
 }
 
 }  // namespace shaped_transformer::python

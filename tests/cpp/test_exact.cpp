@@ -159,3 +159,34 @@ TEST_SUITE("exact") {
     }
   }
 }
+
+TEST_SUITE("exact") {
+  TEST_CASE("the batched kernels (exact/batch.hpp) equal each other and the per-sample path to rounding") {
+    for (int m : {3, 8, 20}) {
+      st::ShapedAttention a;
+      a.gamma = 0.6;
+      a.lambda = std::sqrt(1.0 - 0.36);
+      a.causal = m == 3;
+      const st::Network net{{a}};
+      st::Cov V0 = st::Cov::Constant(m, m, 0.4);
+      V0.diagonal().setConstant(1.3);
+      REQUIRE(st::exact_batch::covers(net, m, 300));
+      st::RunOptions opt;
+      opt.threads = 2;
+      const auto g = st::simulate_exact(net, V0, 300, 15, 9, 4, all_layers(15), opt, "generic");
+      const auto s = st::simulate_exact(net, V0, 300, 15, 9, 4, all_layers(15), opt, "scalar");
+      double scale = 0.0, diff = 0.0;
+      for (std::size_t i = 0; i < g.V.size(); ++i) {
+        scale = std::max(scale, std::abs(g.V[i]));
+        diff = std::max(diff, std::abs(g.V[i] - s.V[i]));
+      }
+      CHECK(diff <= 1e-11 * scale);
+      CHECK(g.exploded == s.exploded);
+      for (const char* k : {"avx2", "avx512"}) {
+        if (!st::exact_batch::kernel(k).run) continue;
+        const auto v = st::simulate_exact(net, V0, 300, 15, 9, 4, all_layers(15), opt, k);
+        CHECK(v.V == s.V);
+      }
+    }
+  }
+}

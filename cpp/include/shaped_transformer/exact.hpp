@@ -7,12 +7,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <variant>
 #include <vector>
 
+#include "exact/batch.hpp"
 #include "linalg.hpp"  // gamma_variate
 #include "network.hpp"
 #include "parallel.hpp"
@@ -210,19 +212,59 @@ inline std::int64_t exact_sample(const Network& net, const Cov& V0, long width, 
   return exploded;
 }
 
+/// Fills tr (samples x save_at x m x m) with the exact chain.  for_each(items,
+/// samples_per_item, fn(item, cancel)) runs the work items (e.g. parallel_for);
+/// results do not depend on how it schedules them.  kernel: null or "" picks the
+/// batched SIMD kernel (exact/batch.hpp) when it covers the network, "generic" the
+/// per-sample path, "scalar", "avx2" or "avx512" a given batch kernel.
+template <class ForEach>
+inline void exact_store(const Network& net, const Cov& V0, long width, int depth, int samples, std::uint64_t seed,
+                        const std::vector<std::int64_t>& save_at, double blowup, const char* kernel, Trajectories& tr,
+                        ForEach&& for_each) {
+  const int m = int(V0.rows());
+  const bool covered = exact_batch::covers(net, m, width);
+  exact_batch::Kernel k;
+  if (!kernel || !*kernel) {
+    // The portable one-lane kernel is slower than the per-sample Eigen path.
+    if (covered && exact_batch::kernel().width > 1) k = exact_batch::kernel();
+  } else if (std::strcmp(kernel, "generic") != 0) {
+    if (!covered)
+      throw std::invalid_argument("kernel: the batch kernels cover networks of one-head shaped attention, m <= 32");
+    k = exact_batch::kernel(kernel);
+    if (!k.run) throw std::invalid_argument(std::string("kernel: '") + kernel + "' is not available on this CPU");
+  }
+  if (!k.run) {
+    for_each(std::size_t(samples), 1, [&](std::size_t s, const CancelToken& cancel) {
+      tr.exploded[s] = exact_sample(net, V0, width, depth, seed, std::uint32_t(s), save_at, blowup, tr.V_at(int(s), 0),
+                                    &cancel);
+    });
+    return;
+  }
+  const exact_batch::Params p = exact_batch::params(net, m, width, depth, seed, blowup, save_at);
+  std::vector<double> v0(std::size_t(m) * std::size_t(m));
+  for (int a = 0; a < m; ++a)
+    for (int b = 0; b < m; ++b) v0[std::size_t(a * m + b)] = V0(a, b);
+  const std::size_t W = std::size_t(k.width), items = (std::size_t(samples) + W - 1) / W;
+  for_each(items, W, [&](std::size_t i, const CancelToken& cancel) {
+    const std::size_t s0 = i * W;
+    k.run(p, v0.data(), std::uint32_t(s0), int(std::min(W, std::size_t(samples) - s0)), tr.V_at(int(s0), 0),
+          &tr.exploded[s0], &cancel);
+  });
+}
+
 /// The exact chain for `samples` independent samples (contract: preamble / README).
 inline Trajectories simulate_exact(const Network& net, const Cov& V0, long width, int depth, int samples,
                                    std::uint64_t seed, const std::vector<std::int64_t>& save_at,
-                                   const RunOptions& opt) {
+                                   const RunOptions& opt, const char* kernel = nullptr) {
   check_exact_arguments(net, V0, width, depth, samples, save_at);
   Trajectories tr(samples, int(save_at.size()), int(V0.rows()));
-  parallel_for(
-      std::size_t(samples), opt.threads,
-      [&](std::size_t s, const CancelToken& cancel) {
-        tr.exploded[s] = exact_sample(net, V0, width, depth, seed, std::uint32_t(s), save_at, opt.blowup,
-                                      tr.V_at(int(s), 0), &cancel);
-      },
-      opt.poll, opt.progress);
+  exact_store(net, V0, width, depth, samples, seed, save_at, opt.blowup, kernel, tr,
+              [&](std::size_t items, std::size_t per, auto&& fn) {
+                std::function<void(std::size_t)> progress;
+                if (opt.progress)
+                  progress = [&](std::size_t done) { opt.progress(std::min(done * per, std::size_t(samples))); };
+                parallel_for(items, opt.threads, fn, opt.poll, progress);
+              });
   return tr;
 }
 
