@@ -91,7 +91,7 @@ def test_blowups_at_the_same_layers_as_the_per_sample_path():
 
 def test_default_kernel_and_refusals():
     att = [st.ShapedAttention()]
-    assert core.exact_kernel(st.Network(att).to_core(), 8, 1000) in ("avx2", "avx512", "generic")
+    assert core.exact_kernel(st.Network(att).to_core(), 8, 1000) in KERNELS
     mixed = st.Network([st.ShapedAttention(), st.ShapedMLP()]).to_core()
     assert core.exact_kernel(mixed, 8, 1000) == "generic"
     assert core.exact_kernel(st.Network([st.ShapedAttention(heads=2)]).to_core(), 8, 1000) == "generic"
@@ -99,3 +99,27 @@ def test_default_kernel_and_refusals():
         _run(att, 4, kernel="avx1024")
     with pytest.raises(ValueError, match="kernel"):
         _run([st.ShapedAttention(), st.ShapedMLP()], 4, kernel="scalar")
+
+
+def test_every_instruction_set_gives_the_same_bits():
+    """SHAPED_TRANSFORMER_KERNEL=scalar|avx2 forces the narrower builds of the exact
+    attention kernel and of the fused MLP Gram (exact/mlp_gram.hpp) in a child process."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, shaped_transformer as st, sys\n"
+        "net = st.Network([st.ShapedAttention(gamma=0.6), st.ShapedMLP(gamma=0.6), st.ReluMLP(gamma=0.4)])\n"
+        "r = st.simulate(net, V0=st.inputs.equicorrelated(5, 0.3), width=300, depth=6, samples=9, method='exact',"
+        " seed=2, progress=False)\n"
+        "a = st.simulate(st.ShapedAttention(causal=True), V0=st.inputs.equicorrelated(5, 0.3), width=300, depth=6,"
+        " samples=9, method='exact', seed=2, progress=False)\n"
+        "sys.stdout.write(r.V.tobytes().hex() + a.V.tobytes().hex())\n"
+    )
+    outs = {}
+    for k in ("", "scalar", "avx2"):
+        env = dict(os.environ, SHAPED_TRANSFORMER_KERNEL=k)
+        outs[k] = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                 check=True).stdout
+    assert outs[""] == outs["scalar"] == outs["avx2"]

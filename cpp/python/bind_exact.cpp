@@ -36,8 +36,7 @@ void register_exact(py::module_& m) {
       "covers the network), 'generic' (per-sample path), 'scalar', 'avx2', 'avx512'.");
   m.def("exact_kernel", [](const py::list& blocks, int m_tokens, long width) -> std::string {
         const Network net = network_from_python(blocks);
-        const exact_batch::Kernel k = exact_batch::kernel();
-        return exact_batch::covers(net, m_tokens, width) && k.width > 1 ? k.name : "generic";
+        return exact_batch::covers(net, m_tokens, width) ? exact_batch::kernel().name : "generic";
       }, py::arg("blocks"), py::arg("m"), py::arg("width"),
       "The kernel simulate_exact uses by default for this network, m and width.");
 }

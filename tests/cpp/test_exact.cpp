@@ -190,3 +190,25 @@ TEST_SUITE("exact") {
     }
   }
 }
+
+TEST_SUITE("exact") {
+  TEST_CASE("the fused MLP Gram (exact/mlp_gram.hpp) equals Eigen's products to rounding (same draws)") {
+    for (int m : {1, 3, 8, 20}) {
+      for (long n : {1L, 200L, 1000L}) {
+        st::Cov V = st::Cov::Constant(m, m, 0.3);
+        V.diagonal().setConstant(1.2);
+        st::Cov L;
+        st::psd_root(V, L);
+        const st::Stream pre{5, 2, 9, st::matrix_id::kExactBase + st::ExactKey::kPre};
+        const st::exact_mlp::PiecewiseLinear phi{1.3, -0.4};
+        Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor> G(m, n);
+        st::fill_normal(pre, 0, std::size_t(m * n), G.data());
+        const st::Cov K = (L * G).unaryExpr(phi);
+        const st::Cov ref = K * K.transpose();
+        Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> Lr = L, out(m, m);
+        REQUIRE(st::exact_mlp::gram(pre, m, n, Lr.data(), phi.sp, phi.sm, out.data(), nullptr));
+        CHECK((out - ref).cwiseAbs().maxCoeff() <= 1e-12 * ref.cwiseAbs().maxCoeff());
+      }
+    }
+  }
+}
