@@ -12,10 +12,12 @@
    core and the fraction of the double-precision flop bound.
 2. Threads: 1 and 2 threads with the default saving (and with save="summary").
 3. save="summary" on `summary-paths` paths: peak resident memory of a child process.
-4. m = 8, 32, 128: the SDE per path-step, the exact chain per block, the explicit
-   network per block (n = 1024).
+4. m = 8, 32, 128: the SDE per path-step, the exact chain per block (batched kernel
+   and per-sample path), the explicit network and the law sampler per block (n = 1024).
 5. The exact chain for a shaped attention network at n = d = 10^5 (T = 1, m = 8),
-   per sample, and the cost of one exact MLP block at that width.
+   per sample: the batched SIMD kernel (exact/batch.hpp) and the per-sample path
+   (kernel="generic") in the same run, 1 and 2 threads; the cost of one exact MLP
+   block at that width.
 Timings on a shared machine: quote the ratios measured in one run.
 """
 
@@ -155,16 +157,18 @@ def summary_memory(paths: int, steps: int, threads: int | None) -> tuple[float, 
     import sys
 
     code = f"""
-import resource, time, numpy as np, shaped_transformer as st, warnings
+import time, numpy as np, shaped_transformer as st, warnings
 warnings.simplefilter("ignore")
 V0 = st.inputs.equicorrelated({M}, {RHO0})
 net = st.ShapedAttention(gamma={GAMMA}, tau0={TAU0})
 st.solve_sde(net, V0, T=1.0, steps=2, paths=8, save="summary", progress=False)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def hwm():  # this process's peak RSS in MB (ru_maxrss would include the parent's, kept across exec)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
+before = hwm()
 t = time.perf_counter()
 r = st.solve_sde(net, V0, T=1.0, steps={steps}, paths={paths}, save="summary", threads={threads}, progress=False)
 t = time.perf_counter() - t
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+after = hwm()
 print(before, after, t, r.summary.mean("rho")[-1], int(r.summary.exploded[-1]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -244,28 +248,47 @@ def main() -> None:
                 break
         n = 2000 if m <= 32 else 300
         d = 2000 if m <= 32 else 10
-        _, _, c = timed(lambda: st.simulate(net, V0=Vm, width=n, depth=d, samples=1, method="exact", seed=0,
-                                            save_at=np.array([d]), threads=1, progress=False))
-        print(f"m = {m}: exact chain {c / d * 1e6:.1f} us per block")
+        S = 8 if m <= 32 else 1  # the batched kernel advances 8 samples at once (AVX-512)
+        for kern in ("", "generic"):
+            _, _, c = timed(lambda: core.simulate_exact(net.to_core(), Vm, n, d, S, 0, [d], 1, 1e30, None, kern))
+            name = kern or core.exact_kernel(net.to_core(), m, n)
+            print(f"m = {m}: exact chain ({name}) {c / (S * d) * 1e6:.1f} us per block and sample")
+            if name == "generic":
+                break
         n, d = 1024, 4
         _, _, c = timed(lambda: st.simulate(net, V0=Vm, width=n, depth=d, samples=1, method="explicit", seed=0,
                                             save_at=np.array([d]), threads=1, progress=False))
         print(f"m = {m}: explicit network (n = {n}) {c / d * 1e3:.2f} ms per block")
+        _, _, c = timed(lambda: st.simulate(net, V0=Vm, width=n, depth=d, samples=1, method="law", seed=0,
+                                            save_at=np.array([d]), threads=1, progress=False))
+        print(f"m = {m}: law sampler (n = {n}) {c / d * 1e3:.2f} ms per block")
 
     if args.skip_exact:
         return
     n = args.exact_width
-    e, t_e, c_e = timed(lambda: st.simulate(net, V0=V0, width=n, depth=n, samples=2, method="exact", seed=0,
-                                            save_at=np.array([n]), threads=1, progress=False))
-    t_e, c_e = t_e / 2, c_e / 2
-    print(f"exact chain, shaped attention, n = d = {n}, m = {M}: {t_e:.3f} s wall, {c_e:.3f} CPU-s per sample (1 thread), "
-          f"{c_e / n * 1e6:.2f} us per block; exploded {int(e.exploded.sum())}")
+    S = 8  # one AVX-512 batch
+
+    def exact(kernel, threads=1, samples=S):
+        return core.simulate_exact(net.to_core(), V0, n, n, samples, 0, [n], threads, 1e30, None, kernel)
+
+    (Ve, e), t_e, c_e = timed(lambda: exact(""))
+    (Vg, _), t_g, c_g = timed(lambda: exact("generic"))
+    kname = core.exact_kernel(net.to_core(), M, n)
+    print(f"exact chain, shaped attention, n = d = {n}, m = {M}, kernel {kname}: {c_e / S:.3f} CPU-s per sample "
+          f"(1 thread, {S} samples), {c_e / S / n * 1e6:.2f} us per block; exploded {int((e >= 0).sum())}")
+    print(f"  per-sample path (kernel='generic'): {c_g / S:.3f} CPU-s per sample; batched {c_g / c_e:.2f}x faster; "
+          f"previous release 0.39 CPU-s: {0.39 / (c_e / S):.1f}x; max |V_batch - V_generic| / max |V| = "
+          f"{np.max(np.abs(Ve - Vg)) / np.max(np.abs(Vg)):.1e}")
+    _, w1, c1 = timed(lambda: exact("", 1, 2 * S))
+    _, w2, c2 = timed(lambda: exact("", 2, 2 * S))
+    print(f"  threads, {2 * S} samples: 1 thread {w1:.2f} s wall ({c1:.2f} CPU-s), 2 threads {w2:.2f} s wall "
+          f"({c2:.2f} CPU-s): speed-up {w1 / w2:.2f}x")
     mlp = st.Network([st.ShapedMLP(gamma=GAMMA)])
     _, _, c_m = timed(lambda: st.simulate(mlp, V0=V0, width=n, depth=20, samples=1, method="exact", seed=0,
                                           save_at=np.array([20]), threads=1, progress=False))
     c_m /= 20
     print(f"exact chain, one shaped MLP block at n = {n}: {c_m * 1e3:.2f} CPU-ms (O(m^2 n)); "
-          f"a full shaped Transformer to T = 1 would take ~{c_m * n + c_e:.0f} CPU-s per sample")
+          f"a full shaped Transformer to T = 1 would take ~{c_m * n + c_e / S:.0f} CPU-s per sample")
 
 
 if __name__ == "__main__":

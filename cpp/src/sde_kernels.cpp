@@ -35,11 +35,7 @@ bool batch_lane_root(double* V, double* L, int m, bool clip) {
 
 namespace {
 // ---- the portable kernel: one lane ----
-constexpr int W = 1;
-typedef double VD __attribute__((vector_size(8)));
-typedef long long VL __attribute__((vector_size(8)));
-inline VD vfma(VD a, VD b, VD c) { return VD{std::fma(a[0], b[0], c[0])}; }
-inline VD vsqrtd(VD a) { return VD{std::sqrt(a[0])}; }
+#include "lanes_scalar.hpp"
 inline void lane_normals(std::uint64_t seed, std::uint32_t matrix, std::uint32_t step, std::uint32_t path0,
                          int groups, double sd, VD* out) {
   const Stream s{seed, path0, step, matrix};

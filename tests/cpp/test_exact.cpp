@@ -160,3 +160,56 @@ TEST_SUITE("exact") {
     }
   }
 }
+
+TEST_SUITE("exact") {
+  TEST_CASE("the batched kernels (exact/batch.hpp) equal each other and the per-sample path to rounding") {
+    for (int m : {3, 8, 20}) {
+      st::ShapedAttention a;
+      a.gamma = 0.6;
+      a.lambda = std::sqrt(1.0 - 0.36);
+      a.causal = m == 3;
+      const st::Network net{{a}};
+      st::Cov V0 = st::Cov::Constant(m, m, 0.4);
+      V0.diagonal().setConstant(1.3);
+      REQUIRE(st::exact_batch::covers(net, m, 300));
+      st::RunOptions opt;
+      opt.threads = 2;
+      const auto g = st::simulate_exact(net, V0, 300, 15, 9, 4, all_layers(15), opt, "generic");
+      const auto s = st::simulate_exact(net, V0, 300, 15, 9, 4, all_layers(15), opt, "scalar");
+      double scale = 0.0, diff = 0.0;
+      for (std::size_t i = 0; i < g.V.size(); ++i) {
+        scale = std::max(scale, std::abs(g.V[i]));
+        diff = std::max(diff, std::abs(g.V[i] - s.V[i]));
+      }
+      CHECK(diff <= 1e-11 * scale);
+      CHECK(g.exploded == s.exploded);
+      for (const char* k : {"avx2", "avx512"}) {
+        if (!st::exact_batch::kernel(k).run) continue;
+        const auto v = st::simulate_exact(net, V0, 300, 15, 9, 4, all_layers(15), opt, k);
+        CHECK(v.V == s.V);
+      }
+    }
+  }
+}
+
+TEST_SUITE("exact") {
+  TEST_CASE("the fused MLP Gram (exact/mlp_gram.hpp) equals Eigen's products to rounding (same draws)") {
+    for (int m : {1, 3, 8, 20}) {
+      for (long n : {1L, 200L, 1000L}) {
+        st::Cov V = st::Cov::Constant(m, m, 0.3);
+        V.diagonal().setConstant(1.2);
+        st::Cov L;
+        st::psd_root(V, L);
+        const st::Stream pre{5, 2, 9, st::matrix_id::kExactBase + st::ExactKey::kPre};
+        const st::exact_mlp::PiecewiseLinear phi{1.3, -0.4};
+        Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor> G(m, n);
+        st::fill_normal(pre, 0, std::size_t(m * n), G.data());
+        const st::Cov K = (L * G).unaryExpr(phi);
+        const st::Cov ref = K * K.transpose();
+        Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> Lr = L, out(m, m);
+        REQUIRE(st::exact_mlp::gram(pre, m, n, Lr.data(), phi.sp, phi.sm, out.data(), nullptr));
+        CHECK((out - ref).cwiseAbs().maxCoeff() <= 1e-12 * ref.cwiseAbs().maxCoeff());
+      }
+    }
+  }
+}

@@ -20,12 +20,17 @@ namespace shaped_transformer {
 /// in [0, depth]).  A sample whose V turns non-finite or has max diag V > opt.blowup
 /// is stopped (Trajectories::exploded: that layer; later saves NaN).  Throws
 /// std::invalid_argument naming the parameter (blocks, V0, width, depth, samples,
-/// save_at, blowup, threads) and Cancelled when opt.poll asked to stop.
+/// save_at, blowup, threads, kernel) and Cancelled when opt.poll asked to stop.
+/// kernel: null or "" picks the batched SIMD kernel (exact/batch.hpp, one sample per
+/// lane) when it covers the network, "generic" the per-sample path, "scalar",
+/// "avx2" or "avx512" a given batch kernel (for tests and benchmarks).
 template <class Net>
 Trajectories simulate_exact(const Net& net, const Cov& V0, long width, int depth, int samples, std::uint64_t seed,
-                            const std::vector<std::int64_t>& save_at, const RunOptions& opt);
+                            const std::vector<std::int64_t>& save_at, const RunOptions& opt,
+                            const char* kernel = nullptr);
 
 extern template Trajectories simulate_exact<Network>(const Network&, const Cov&, long, int, int, std::uint64_t,
-                                                     const std::vector<std::int64_t>&, const RunOptions&);
+                                                     const std::vector<std::int64_t>&, const RunOptions&,
+                                                     const char*);
 
 }  // namespace shaped_transformer

@@ -15,7 +15,10 @@
 
 #include <cstdint>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
+
+#include "exact/mlp_gram.hpp"
 
 #include "linalg.hpp"
 #include "mutation.hpp"
@@ -140,9 +143,20 @@ inline void mlp_exact_step(CovT& V, const CovT& L, const CovT& L_in, long n, dou
   constexpr Eigen::Index kTile = 512;
   CovT K(m, kTile), Gram = CovT::Zero(m, m);
   const Stream pre = key.stream(ExactKey::kPre);
+  bool fused = false;
+  if constexpr (std::is_same_v<std::decay_t<Phi>, exact_mlp::PiecewiseLinear>) {
+    if (m <= exact_mlp::kMaxM) {  // fused kernel (exact/mlp_gram.hpp): same draws, sums in another order
+      using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+      const RM Lr = L_in;
+      RM G(m, m);
+      if (!exact_mlp::gram(pre, int(m), n, Lr.data(), phi.sp, phi.sm, G.data(), key.cancel)) return;  // discarded
+      Gram = G;
+      fused = true;
+    }
+  }
   // Stream layout: normals of column j are m*j .. m*j + m - 1 (column-major G'),
   // so tiles can be generated independently.
-  for (long j0 = 0; j0 < n; j0 += kTile) {
+  for (long j0 = 0; !fused && j0 < n; j0 += kTile) {
     // every 256 tiles (131072 columns: a few milliseconds at m = 8)
     if (key.cancel && (j0 / kTile) % 256 == 255 && key.cancel->stop_requested()) return;  // result discarded
     const Eigen::Index w = Eigen::Index(std::min<long>(kTile, n - j0));

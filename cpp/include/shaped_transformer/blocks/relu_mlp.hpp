@@ -64,7 +64,7 @@ inline void exact_step(const ReluMLP& b, CovT& V, long n, const ExactKey& key) {
   CovT L;
   psd_root(V, L);
   const CovT L_in = b.norm == Norm::PreRMS ? rms_normalize_root(L) : L;
-  mlp_exact_step(V, L, L_in, n, 2.0, b.lambda, b.gamma, key, [](double x) { return x > 0 ? x : 0.0; });
+  mlp_exact_step(V, L, L_in, n, 2.0, b.lambda, b.gamma, key, exact_mlp::PiecewiseLinear{1.0, 0.0});
   if (b.norm == Norm::PostRMS) rms_normalize(V);
 }
 

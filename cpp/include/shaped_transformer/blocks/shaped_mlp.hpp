@@ -66,7 +66,7 @@ inline void exact_step(const ShapedMLP& b, CovT& V, long n, const ExactKey& key)
   const double c = 2.0 / (sp * sp + sm * sm);
   CovT L;
   psd_root(V, L);
-  mlp_exact_step(V, L, L, n, c, b.lambda, b.gamma, key, [sp, sm](double x) { return x > 0 ? sp * x : sm * x; });
+  mlp_exact_step(V, L, L, n, c, b.lambda, b.gamma, key, exact_mlp::PiecewiseLinear{sp, sm});
 }
 
 // ---- SDE drift and noise --------------------------------------------------
