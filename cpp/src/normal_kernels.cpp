@@ -1,6 +1,7 @@
 // Run-time dispatch of the normal kernels and of the fused Gaussian product, plus
 // the portable fallback (same numbers as the SIMD kernels for the normals; the
 // product differs from the FMA kernels only by rounding).
+#include "shaped_transformer/workspace.hpp"
 #include "shaped_transformer/normal_kernels.hpp"
 
 #include <algorithm>

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "shaped_transformer/workspace.hpp"
 #include "shaped_transformer/rng.hpp"
 
 namespace shaped_transformer {

@@ -6,7 +6,8 @@
 //   void philox_batch(const Stream&, std::uint64_t g, float* out);  // 4*kGroups normals
 //   struct VecF / VecD                     // SIMD traits: T, L, reg, zero, loadu,
 //                                          // storeu, set1, fma (see the TUs)
-// No #include here on purpose.
+// No #include here on purpose (the TUs include shaped_transformer/workspace.hpp for
+// the tile sizes).
 
 /// Normals first .. first+count-1 of stream s (the layout of fill_normal_reference).
 inline void fill_generic(const Stream& s, std::uint64_t first, std::size_t count, float* out) {
@@ -90,8 +91,10 @@ void gemm_cols(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, co
                std::int64_t ldx, typename Vec::T* Out, std::int64_t ldo, typename Vec::T scale,
                std::int64_t jb, std::int64_t je) {
   using T = typename Vec::T;
-  constexpr int kCols = 128;                       // a multiple of every kernel's batch
-  constexpr int kRows = sizeof(T) == 4 ? 32 : 16;  // tile of W: 16 KB, fits L1
+  // The tile sizes live in workspace.hpp, where the Python memory check reads them.
+  constexpr int kCols = int(workspace::kGemmTileCols);  // a multiple of every kernel's batch
+  constexpr int kRows = int(sizeof(T) == 4 ? workspace::kGemmTileRowsFloat : workspace::kGemmTileRowsDouble);
+  static_assert(kCols % 16 == 0, "the column tile must be a multiple of every kernel's batch");
   alignas(64) T buf[kRows * kCols];
   alignas(64) float fbuf[kCols];
   T* acc = new T[std::size_t(m) * kCols];

@@ -9,7 +9,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['block_weights', 'continue_paths', 'cuda_available', 'cuda_built', 'cuda_reason', 'device_host_exact', 'device_host_normals', 'device_host_solve_sde', 'exact_mlp_workspace_bytes', 'gemm_workspace_bytes', 'normal_kernel_name', 'normals', 'normals_kernel', 'sde_kernel', 'sde_noise', 'sde_terms', 'simulate_exact', 'simulate_explicit', 'simulate_law', 'solve_sde', 'workspace_sizes']
+__all__: list[str] = ['block_weights', 'continue_paths', 'cuda_available', 'cuda_built', 'cuda_reason', 'device_host_exact', 'device_host_normals', 'device_host_solve_sde', 'exact_kernel', 'exact_mlp_workspace_bytes', 'gemm_workspace_bytes', 'normal_kernel_name', 'normals', 'normals_kernel', 'sde_kernel', 'sde_noise', 'sde_terms', 'simulate_exact', 'simulate_explicit', 'simulate_law', 'solve_sde', 'workspace_sizes']
 def block_weights(blocks: list, width: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, sample: typing.SupportsInt | typing.SupportsIndex, layer: typing.SupportsInt | typing.SupportsIndex, b: typing.SupportsInt | typing.SupportsIndex) -> dict:
     """
     Debug: the float64 weights (W_Q_h, W_K_h, W_V_h[, W_O] or W_pre, W_post) of block b of layer `layer` of one sample, as the explicit network draws them (use small widths).
@@ -42,6 +42,10 @@ def device_host_solve_sde(blocks: list, V0: typing.Annotated[numpy.typing.ArrayL
     """
     The GPU's per-path SDE code run on the CPU (tests).
     """
+def exact_kernel(blocks: list, m: typing.SupportsInt | typing.SupportsIndex, width: typing.SupportsInt | typing.SupportsIndex) -> str:
+    """
+    The kernel simulate_exact uses by default for this network, m and width.
+    """
 def exact_mlp_workspace_bytes(m: typing.SupportsInt | typing.SupportsIndex) -> int:
     """
     Bytes of the exact chain's MLP tiles (two m x tile float64 matrices) per worker.
@@ -72,9 +76,9 @@ def sde_terms(blocks: list, V: typing.Annotated[numpy.typing.ArrayLike, numpy.fl
     """
     Drift b(V) of one layer (for tests).
     """
-def simulate_exact(blocks: list, V0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], width: typing.SupportsInt | typing.SupportsIndex, depth: typing.SupportsInt | typing.SupportsIndex, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, save_at: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], threads: typing.SupportsInt | typing.SupportsIndex, blowup: typing.SupportsFloat | typing.SupportsIndex, progress: typing.Any = None) -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int64]]:
+def simulate_exact(blocks: list, V0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], width: typing.SupportsInt | typing.SupportsIndex, depth: typing.SupportsInt | typing.SupportsIndex, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, save_at: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], threads: typing.SupportsInt | typing.SupportsIndex, blowup: typing.SupportsFloat | typing.SupportsIndex, progress: typing.Any = None, kernel: str = '') -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int64]]:
     """
-    Exact m x m covariance chain (docs/model.md section 4).
+    Exact m x m covariance chain (docs/model.md section 4).  kernel: '' (the batched SIMD kernel when it covers the network), 'generic' (per-sample path), 'scalar', 'avx2', 'avx512'.
     """
 def simulate_explicit(blocks: list, X0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], depth: typing.SupportsInt | typing.SupportsIndex, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, save_at: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], dtype: str, threads: typing.SupportsInt | typing.SupportsIndex, return_X: bool, blowup: typing.SupportsFloat | typing.SupportsIndex, progress: typing.Any) -> tuple:
     """

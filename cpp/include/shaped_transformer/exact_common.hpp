@@ -21,6 +21,7 @@
 #include "exact/mlp_gram.hpp"
 
 #include "linalg.hpp"
+#include "workspace.hpp"
 #include "mutation.hpp"
 #include "parallel.hpp"
 #include "rng.hpp"
@@ -140,7 +141,7 @@ template <class Phi, class CovT>
 inline void mlp_exact_step(CovT& V, const CovT& L, const CovT& L_in, long n, double c, double lambda, double gamma,
                            const ExactKey& key, Phi&& phi) {
   const Eigen::Index m = V.rows();
-  constexpr Eigen::Index kTile = 512;
+  constexpr Eigen::Index kTile = Eigen::Index(workspace::kExactMlpTile);  // workspace.hpp: read by the memory check
   CovT K(m, kTile), Gram = CovT::Zero(m, m);
   const Stream pre = key.stream(ExactKey::kPre);
   bool fused = false;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "../checks.hpp"
+#include "../exact/batch.hpp"
 #include "../exact.hpp"
 #include "../linalg.hpp"  // gamma_variate
 #include "../network.hpp"
@@ -195,16 +197,50 @@ inline std::int64_t exact_sample(const Net& net, const Cov& V0, long width, int 
   return exploded;
 }
 
+/// The batch kernel simulate_exact uses (run == null: the per-sample path); see
+/// simulate_exact for `kernel`.  Only the registry's Network can hold the batch
+/// kernels' blocks in the layout they read.
+template <class Net>
+inline exact_batch::Kernel choose_exact_kernel(const Net& net, int m, long width, const char* kernel) {
+  bool covered = false;
+  if constexpr (std::is_same_v<Net, Network>) covered = exact_batch::covers(net, m, width);
+  if (!kernel || !*kernel) return covered ? exact_batch::kernel() : exact_batch::Kernel{};
+  if (std::strcmp(kernel, "generic") == 0) return {};
+  if (!covered)
+    throw std::invalid_argument("kernel: the batch kernels cover networks of one-head shaped attention, m <= 32");
+  const exact_batch::Kernel k = exact_batch::kernel(kernel);
+  if (!k.run) throw std::invalid_argument(std::string("kernel: '") + kernel + "' is not available on this CPU");
+  return k;
+}
+
 template <class Net>
 Trajectories simulate_exact(const Net& net, const Cov& V0, long width, int depth, int samples, std::uint64_t seed,
-                            const std::vector<std::int64_t>& save_at, const RunOptions& opt) {
+                            const std::vector<std::int64_t>& save_at, const RunOptions& opt, const char* kernel) {
   check_exact_arguments(net, V0, width, depth, samples, save_at, opt);
-  Trajectories tr(samples, int(save_at.size()), int(V0.rows()));
-  detail::for_each_item(std::size_t(samples), 1, std::size_t(samples), opt,
-                        [&](std::size_t s, const CancelToken& cancel) {
-                          tr.exploded[s] = exact_sample(net, V0, width, depth, seed, std::uint32_t(s), save_at,
-                                                        opt.blowup, tr.V_at(int(s), 0), &cancel);
-                        });
+  const int m = int(V0.rows());
+  Trajectories tr(samples, int(save_at.size()), m);
+  const exact_batch::Kernel k = choose_exact_kernel(net, m, width, kernel);
+  if (!k.run) {
+    detail::for_each_item(std::size_t(samples), 1, std::size_t(samples), opt,
+                          [&](std::size_t s, const CancelToken& cancel) {
+                            tr.exploded[s] = exact_sample(net, V0, width, depth, seed, std::uint32_t(s), save_at,
+                                                          opt.blowup, tr.V_at(int(s), 0), &cancel);
+                          });
+    return tr;
+  }
+  if constexpr (std::is_same_v<Net, Network>) {
+    // W samples per work item, one per SIMD lane (the same numbers for any W).
+    const exact_batch::Params p = exact_batch::params(net, m, width, depth, seed, opt.blowup, save_at);
+    std::vector<double> v0(std::size_t(m) * std::size_t(m));
+    for (int a = 0; a < m; ++a)
+      for (int b = 0; b < m; ++b) v0[std::size_t(a * m + b)] = V0(a, b);
+    const std::size_t W = std::size_t(k.width), items = (std::size_t(samples) + W - 1) / W;
+    detail::for_each_item(items, W, std::size_t(samples), opt, [&](std::size_t i, const CancelToken& cancel) {
+      const std::size_t s0 = i * W;
+      k.run(p, v0.data(), std::uint32_t(s0), int(std::min(W, std::size_t(samples) - s0)), tr.V_at(int(s0), 0),
+            &tr.exploded[s0], &cancel);
+    });
+  }
   return tr;
 }
 
