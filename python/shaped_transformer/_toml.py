@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any, Callable, Mapping
 
-__all__ = ["load_toml", "layered_config"]
+__all__ = ["load_toml", "layered_config", "merge_typed"]
 
 
 def load_toml(path: str | os.PathLike) -> dict[str, Any]:
@@ -46,3 +47,35 @@ def layered_config(defaults: dict, sizes: Mapping[str, Mapping], size: str, conf
 
         cfg["study"]["seed"] = check_seed(seed, seed_name)
     return cfg
+
+
+def merge_typed(base: dict, over: Mapping, where: str, *, types: Mapping[str, Mapping[str, type]],
+                list_items: Mapping[tuple[str, str], type] | None = None) -> None:
+    """Merges the tables of ``over`` into ``base`` in place, checking every table and
+    key against ``types`` (table -> key -> type) and the items of the lists named in
+    ``list_items`` ((table, key) -> int or float); errors name ``where`` and the key."""
+    for table, entries in over.items():
+        if table not in types:
+            raise ValueError(f"{where}: unknown table [{table}]; known tables: {sorted(types)}")
+        if not isinstance(entries, Mapping):
+            raise ValueError(f"{where}: [{table}] must be a table")
+        for k, v in entries.items():
+            if k not in types[table]:
+                raise ValueError(f"{where}: unknown key {table}.{k}; known keys: {sorted(types[table])}")
+            want = types[table][k]
+            if want is float and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            if want is list:
+                if not isinstance(v, list) or not v:
+                    raise ValueError(f"{where}: {table}.{k} must be a non-empty list, got {v!r}")
+                item = (list_items or {}).get((table, k))
+                for x in v if item is not None else ():
+                    ok = not isinstance(x, bool) and (isinstance(x, int) if item is int else isinstance(x, (int, float)))
+                    if not ok:
+                        raise ValueError(f"{where}: {table}.{k} must be a list of {'integers' if item is int else 'numbers'}, "
+                                         f"got {x!r} in {v!r}")
+                if item is float:
+                    v = [float(x) for x in v]
+            elif (isinstance(v, bool) and want is not bool) or not isinstance(v, want):
+                raise ValueError(f"{where}: {table}.{k} must be of type {want.__name__}, got {v!r}")
+            base[table][k] = copy.deepcopy(v)

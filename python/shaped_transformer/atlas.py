@@ -29,12 +29,12 @@ figures (``curves.png``, ``width.png``, ``heatmap_<block>.png``,
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -124,33 +124,13 @@ _TYPES: dict[str, dict[str, type]] = {
 }
 
 
-def _merge(base: dict, over: Mapping, where: str) -> None:
-    for table, entries in over.items():
-        if table not in _TYPES:
-            raise ValueError(f"{where}: unknown table [{table}]; known tables: {sorted(_TYPES)}")
-        if not isinstance(entries, Mapping):
-            raise ValueError(f"{where}: [{table}] must be a table")
-        for k, v in entries.items():
-            if k not in _TYPES[table]:
-                raise ValueError(f"{where}: unknown key {table}.{k}; known keys: {sorted(_TYPES[table])}")
-            want = _TYPES[table][k]
-            if want is float and isinstance(v, int) and not isinstance(v, bool):
-                v = float(v)
-            if want is list:
-                if not isinstance(v, list) or not v:
-                    raise ValueError(f"{where}: {table}.{k} must be a non-empty list, got {v!r}")
-            elif (isinstance(v, bool) and want is not bool) or not isinstance(v, want):
-                raise ValueError(f"{where}: {table}.{k} must be of type {want.__name__}, got {v!r}")
-            base[table][k] = copy.deepcopy(v)
-
-
 def atlas_config(size: str = "default", config: str | Path | Mapping | None = None, *,
                  seed: int | None = None) -> dict:
     """The atlas: :data:`DEFAULT_ATLAS`, then the ``size`` preset, then ``config`` (a
     TOML path or a nested dict with the same tables), then ``seed``; validated."""
-    from ._toml import layered_config
+    from ._toml import layered_config, merge_typed
 
-    cfg = layered_config(DEFAULT_ATLAS, ATLAS_SIZES, size, config, seed, _merge,
+    cfg = layered_config(DEFAULT_ATLAS, ATLAS_SIZES, size, config, seed, partial(merge_typed, types=_TYPES),
                          "--seed (study.seed)")
     _check(cfg)
     return cfg

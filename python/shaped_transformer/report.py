@@ -22,7 +22,6 @@ is written atomically (a temporary folder renamed at the end).
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
@@ -136,42 +135,15 @@ _CHOICES = {
 _LIST_ITEMS = {("exact", "widths"): int, ("effects", "tau0"): float, ("effects", "gamma"): float, ("effects", "heads"): int}
 
 
-def _merge(base: dict, over: Mapping, where: str) -> None:
-    for table, entries in over.items():
-        if table not in _TYPES:
-            raise ValueError(f"{where}: unknown table [{table}]; known tables: {sorted(_TYPES)}")
-        if not isinstance(entries, Mapping):
-            raise ValueError(f"{where}: [{table}] must be a table")
-        for k, v in entries.items():
-            if k not in _TYPES[table]:
-                raise ValueError(f"{where}: unknown key {table}.{k}; known keys: {sorted(_TYPES[table])}")
-            want = _TYPES[table][k]
-            if want is float and isinstance(v, int) and not isinstance(v, bool):
-                v = float(v)
-            if want is list:
-                if not isinstance(v, list) or not v:
-                    raise ValueError(f"{where}: {table}.{k} must be a non-empty list, got {v!r}")
-                item = _LIST_ITEMS[(table, k)]
-                for x in v:
-                    ok = not isinstance(x, bool) and (isinstance(x, int) if item is int else isinstance(x, (int, float)))
-                    if not ok:
-                        raise ValueError(f"{where}: {table}.{k} must be a list of {'integers' if item is int else 'numbers'}, "
-                                         f"got {x!r} in {v!r}")
-                if item is float:
-                    v = [float(x) for x in v]
-            elif (isinstance(v, bool) and want is not bool) or not isinstance(v, want):
-                raise ValueError(f"{where}: {table}.{k} must be of type {want.__name__}, got {v!r}")
-            base[table][k] = copy.deepcopy(v)
-
-
 def study_config(size: str = "default", config: str | Path | Mapping | None = None, *, seed: int | None = None) -> dict:
     """The study: :data:`DEFAULT_STUDY`, then the ``size`` preset, then ``config``
     (a TOML path or a nested dict), then ``seed``.  Validates every key, type and
     range, and builds every network of the study, so that a bad configuration is
     refused at once with an error naming its key."""
-    from ._toml import layered_config
+    from ._toml import layered_config, merge_typed
 
-    cfg = layered_config(DEFAULT_STUDY, SIZES, size, config, seed, _merge,
+    cfg = layered_config(DEFAULT_STUDY, SIZES, size, config, seed,
+                         partial(merge_typed, types=_TYPES, list_items=_LIST_ITEMS),
                          "--seed (study.seed)")
     _check(cfg)
     return cfg
