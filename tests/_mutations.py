@@ -17,7 +17,6 @@ Without the variable :func:`model` is the identity and nothing is set.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 
@@ -52,15 +51,15 @@ if ACTIVE and ACTIVE not in ALL:
 
 def _perturb_block(b, name: str):
     if name == "gamma_m5" and hasattr(b, "gamma"):
-        return dataclasses.replace(b, gamma=0.95 * b.gamma, lam=None)
+        return b.replace(gamma=0.95 * b.gamma, lam=None)
     if not isinstance(b, st.ShapedAttention):
         return b
     if name == "att_drift_x2":
-        return dataclasses.replace(b, heads=2 * b.heads, tau0=b.tau0 / math.sqrt(2.0))
+        return b.replace(heads=2 * b.heads, tau0=b.tau0 / math.sqrt(2.0))
     if name == "no_softmax":
-        return dataclasses.replace(b, tau0=1e9)
+        return b.replace(tau0=1e9)
     if name == "wrong_H":
-        return dataclasses.replace(b, heads=4 if b.heads == 1 else 1)
+        return b.replace(heads=4 if b.heads == 1 else 1)
     return b
 
 

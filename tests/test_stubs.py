@@ -56,12 +56,12 @@ def test_committed_stub_is_current() -> None:
 
 
 def test_stub_names_every_function_the_package_calls() -> None:
-    """Every public function of the CPU build is in the stub (and nothing else)."""
+    """Every public function and class of the CPU build is in the stub (and nothing else)."""
     gen = _gen_stubs()
     from shaped_transformer._core_loader import core
 
     text = gen.STUB.read_text()
     public = {n for n in dir(core) if not n.startswith("_") and callable(getattr(core, n))}
     public = {n for n in public if not (gen._BUILD_SPECIFIC.match(n) and n not in gen._CPU_NAMES)}
-    in_stub = set(re.findall(r"^def ([A-Za-z_][A-Za-z0-9_]*)\(", text, flags=re.M))
+    in_stub = set(re.findall(r"^(?:def|class) ([A-Za-z_][A-Za-z0-9_]*)\b", text, flags=re.M))
     assert public == in_stub

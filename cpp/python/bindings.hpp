@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "field_cast.hpp"
 #include "shaped_transformer/network.hpp"
 #include "shaped_transformer/parallel.hpp"
 #include "shaped_transformer/result.hpp"
@@ -29,25 +30,17 @@ void register_explicit(py::module_& m);
 void register_exact(py::module_& m);
 void register_sde(py::module_& m);
 void register_cuda(py::module_& m);  // bind_cuda.cpp (stubs without CUDA)
-
-/// A field's value from Python (Norm from its string spelling).
-template <class T>
-T field_from_python(const py::handle& h) {
-  if constexpr (std::is_same_v<T, Norm>) return norm_from_string(h.cast<std::string>());
-  else return h.cast<T>();
-}
+void register_blocks(py::module_& m);  // bind_blocks.cpp: the typed block classes
 
 /// A block of kind B from its dict: every field of B's table must be present
-/// (other keys are ignored).
+/// (other keys are ignored); values are converted as the typed classes convert them
+/// (field_cast.hpp), ranges are checked by the drivers.
 template <class B>
 B block_from_dict(const py::dict& d) {
-  B b;
-  for_each_field<B>([&](const auto& f) {
-    using T = typename std::decay_t<decltype(f)>::value_type;
-    if (!d.contains(f.name)) throw std::invalid_argument(std::string("blocks: missing field '") + f.name + "'");
-    b.*(f.member) = field_from_python<T>(d[f.name]);
+  return block_from_python<B>([&](const char* name) -> py::handle {
+    if (!d.contains(name)) throw std::invalid_argument(std::string("blocks: missing field '") + name + "'");
+    return d[name];
   });
-  return b;
 }
 
 /// Converts a list of block dicts ({"kind": B::kind, field: value, ...}) into a network

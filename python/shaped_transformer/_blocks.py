@@ -2,17 +2,23 @@
 
 A :class:`Network` is a sequence of blocks (like neural-tangents' ``stax.serial``)
 repeated ``depth`` times; one repetition is one *layer* and advances time by
-``1/width``.  Each block validates its own parameters on construction and turns
-itself into the plain dictionary the C++ core reads (:meth:`to_core`).
+``1/width``.
+
+The block classes are the C++ core's own (cpp/python/bind_blocks.cpp), bound from
+each kind's field table (cpp/include/shaped_transformer/blocks/): the parameters,
+their defaults, types and allowed ranges are declared there once and checked there
+once, on construction, with a ``ValueError`` or ``TypeError`` naming the parameter.
+The subclasses here only add the prose of their docstrings and the common base
+:class:`Block`.  Blocks are immutable and hashable; :meth:`replace` gives a changed
+copy and :meth:`to_core` the dictionary the drivers read.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
-from typing import Iterable, Literal, Sequence
+import inspect
+from typing import Any, ClassVar, Iterable, Literal, Sequence
 
-import numpy as np
+from ._core_loader import core as _core
 
 __all__ = [
     "Block",
@@ -24,236 +30,106 @@ __all__ = [
     "shaped_transformer",
     "standard_transformer",
     "make_network",
-    "BLOCK_KINDS",
 ]
 
 Norm = Literal["none", "pre_rms", "pre_layer", "post_rms", "post_layer"]
-_NORMS = ("none", "pre_rms", "pre_layer", "post_rms", "post_layer")
-_RESIDUAL_TOL = 1e-9
 
 
-def _reject_arrays_and_complex(name: str, value: object, what: str) -> None:
-    """Multi-element arrays and complex numbers (Python or NumPy) are not scalars."""
-    if isinstance(value, (complex, np.complexfloating)) or (isinstance(value, np.ndarray) and np.iscomplexobj(value)):
-        raise TypeError(f"{name} must be a real {what}, got the complex value {value!r}")
-    if isinstance(value, np.ndarray) and value.ndim > 0:
-        raise TypeError(f"{name} must be a single {what}, got an array of shape {value.shape}")
-
-
-def _check_number(name: str, value: object, *, positive: bool = False, nonneg: bool = False) -> float:
-    _reject_arrays_and_complex(name, value, "number")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a real number: {exc}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    if positive and v <= 0:
-        raise ValueError(f"{name} must be > 0, got {v}")
-    if nonneg and v < 0:
-        raise ValueError(f"{name} must be >= 0, got {v}")
-    return v
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> int:
-    _reject_arrays_and_complex(name, value, "integer")
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    try:
-        v = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be an integer: {exc}") from None
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
-
-
-def _residual(gamma: object, lam: object) -> tuple[float, float]:
-    """Validates gamma and lambda; lambda defaults to sqrt(1 - gamma^2)."""
-    g = _check_number("gamma", gamma)
-    if not 0.0 <= g <= 1.0:
-        raise ValueError(f"gamma must lie in [0, 1] (lambda^2 + gamma^2 = 1), got {g}")
-    if lam is None:
-        return g, math.sqrt(max(0.0, 1.0 - g * g))
-    lv = _check_number("lam", lam)
-    if abs(lv * lv + g * g - 1.0) > _RESIDUAL_TOL:
-        raise ValueError(f"lam: lambda^2 + gamma^2 must equal 1, got {lv}^2 + {g}^2 = {lv * lv + g * g}")
-    return g, lv
-
-
-def _check_norm(norm: object) -> str:
-    n = "none" if norm is None else norm
-    if n not in _NORMS:
-        raise ValueError(f"norm must be one of {_NORMS} or None, got {norm!r}")
-    return str(n)
-
-
-@dataclass(frozen=True)
 class Block:
-    """Base class of the block kinds."""
+    """Base class of the block kinds (each also derives from its class in the core).
 
-    kind: str = field(init=False, default="")
+    Every block has ``kind`` (its name in the core and in configuration files),
+    ``has_sde`` and ``exact_chain`` (what covers it), ``to_core()`` and
+    ``replace(**changes)``.
+    """
 
-    def to_core(self) -> dict:
-        """The dictionary that the C++ core reads."""
-        d = asdict(self)
-        return d
+    __slots__ = ()
+    kind: ClassVar[str]
 
     @property
     def has_sde(self) -> bool:
         """Whether the block has a covariance SDE limit (docs/model.md section 5)."""
-        return False
+        raise NotImplementedError
 
     @property
     def exact_chain(self) -> bool:
         """Whether the exact m x m chain of docs/model.md section 4 covers this block."""
-        return True
+        raise NotImplementedError
+
+    def to_core(self) -> dict[str, Any]:
+        """The dictionary the drivers of the C++ core read."""
+        raise NotImplementedError
 
 
-@dataclass(frozen=True)
-class ShapedAttention(Block):
-    """Shaped attention block (docs/model.md sections 1-2).
-
-    ``A_h = alpha I + beta Softmax(Y_h / tau) - beta C`` with ``tau = tau0 sqrt(n n_k)``,
-    and ``X' = lam X + gamma / sqrt(H) sum_h A_h X W^V_h / sqrt(n)``.
-
-    Parameters
-    ----------
-    heads : number of heads H (sum-of-heads convention).
-    tau0 : temperature scale, > 0.
-    gamma : residual branch weight in [0, 1]; ``lam`` defaults to sqrt(1 - gamma^2).
-    alpha, beta : He and Hofmann's general shaped head (alpha = beta = 1: the paper's).
-    causal : use the uniform causal matrix for C and mask the softmax.
-    key_dim : query/key dimension n_k; None means n_k = width.
-    concat : explicit network only: H heads of width n/H and an output projection.
-    """
-
-    heads: int = 1
-    tau0: float = 1.0
-    gamma: float = 0.5
-    lam: float | None = None
-    alpha: float = 1.0
-    beta: float = 1.0
-    causal: bool = False
-    key_dim: int | None = None
-    concat: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", "shaped_attention")
-        object.__setattr__(self, "heads", _check_int("heads", self.heads, minimum=1))
-        object.__setattr__(self, "tau0", _check_number("tau0", self.tau0, positive=True))
-        g, lam = _residual(self.gamma, self.lam)
-        object.__setattr__(self, "gamma", g)
-        object.__setattr__(self, "lam", lam)
-        object.__setattr__(self, "alpha", _check_number("alpha", self.alpha))
-        object.__setattr__(self, "beta", _check_number("beta", self.beta))
-        object.__setattr__(self, "causal", bool(self.causal))
-        if self.key_dim is not None:
-            object.__setattr__(self, "key_dim", _check_int("key_dim", self.key_dim, minimum=1))
-        object.__setattr__(self, "concat", bool(self.concat))
-
-    def to_core(self) -> dict:
-        d = super().to_core()
-        d["key_dim"] = 0 if self.key_dim is None else self.key_dim
-        return d
-
-    @property
-    def has_sde(self) -> bool:
-        # alpha = 1 (any beta, causal or not; docs/causal.md): A -> I as n grows.
-        return self.alpha == 1.0 and not self.concat
-
-    @property
-    def exact_chain(self) -> bool:
-        return not self.concat
+def _signature(core_class: Any) -> inspect.Signature:
+    """The constructor's signature, from the field table's names and defaults."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Signature([inspect.Parameter(name, kind, default=default) for name, default in core_class._parameters])
 
 
-@dataclass(frozen=True)
-class StandardAttention(Block):
-    """Standard softmax attention block, ``A = Softmax(Y / sqrt(n_k))``, for contrast.
-
-    ``norm`` is None, ``"pre_rms"``, ``"pre_layer"``, ``"post_rms"`` or ``"post_layer"``.
-    It has no SDE limit (its covariance collapses to rank one).
-    """
-
-    heads: int = 1
-    gamma: float = 0.5
-    lam: float | None = None
-    key_dim: int | None = None
-    norm: Norm | None = None
-    concat: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", "standard_attention")
-        object.__setattr__(self, "heads", _check_int("heads", self.heads, minimum=1))
-        g, lam = _residual(self.gamma, self.lam)
-        object.__setattr__(self, "gamma", g)
-        object.__setattr__(self, "lam", lam)
-        if self.key_dim is not None:
-            object.__setattr__(self, "key_dim", _check_int("key_dim", self.key_dim, minimum=1))
-        object.__setattr__(self, "norm", _check_norm(self.norm))
-        object.__setattr__(self, "concat", bool(self.concat))
-
-    def to_core(self) -> dict:
-        d = super().to_core()
-        d["key_dim"] = 0 if self.key_dim is None else self.key_dim
-        return d
-
-    @property
-    def exact_chain(self) -> bool:
-        # LayerNorm centres each token over the features: not rotation invariant.
-        return not self.concat and self.norm not in ("pre_layer", "post_layer")
+def _doc(prose: str, core_class: type) -> str:
+    """The class docstring: the prose, then the Parameters section the core writes
+    from the field table."""
+    return inspect.cleandoc(prose) + "\n\n" + (core_class.__doc__ or "")
 
 
-@dataclass(frozen=True)
-class ShapedMLP(Block):
-    """Shaped leaky-ReLU MLP block, ``s_+- = 1 + c_+- / sqrt(n)`` (docs/model.md section 2)."""
+class ShapedAttention(_core.ShapedAttention, Block):
+    __slots__ = ()
+    __signature__ = _signature(_core.ShapedAttention)
+    __doc__ = _doc(
+        """Shaped attention block (docs/model.md sections 1-2).
 
-    c_plus: float = 0.0
-    c_minus: float = -1.0
-    gamma: float = 0.5
-    lam: float | None = None
+        ``A_h = alpha I + beta Softmax(Y_h / tau) - beta C`` with ``tau = tau0 sqrt(n n_k)``,
+        and ``X' = lam X + gamma / sqrt(H) sum_h A_h X W^V_h / sqrt(n)`` (sum of heads).
+        ``alpha = beta = 1`` is the paper's shaped head, He and Hofmann's general head
+        otherwise; ``causal`` uses the uniform causal matrix for C and masks the softmax;
+        ``concat`` (explicit network only) runs H heads of width n/H with an output projection.
+        It has an SDE limit when ``alpha = 1`` and not ``concat``.
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", "shaped_mlp")
-        object.__setattr__(self, "c_plus", _check_number("c_plus", self.c_plus))
-        object.__setattr__(self, "c_minus", _check_number("c_minus", self.c_minus))
-        g, lam = _residual(self.gamma, self.lam)
-        object.__setattr__(self, "gamma", g)
-        object.__setattr__(self, "lam", lam)
-
-    @property
-    def has_sde(self) -> bool:
-        return True
+        >>> ShapedAttention(heads=4, tau0=1.0, gamma=0.5)  # doctest: +ELLIPSIS
+        ShapedAttention(heads=4, tau0=1.0, gamma=0.5, lam=0.866..., ...)
+        """,
+        _core.ShapedAttention,
+    )
 
 
-@dataclass(frozen=True)
-class ReluMLP(Block):
-    """Standard ReLU MLP block (phi = ReLU, c = 2), with optional per-token norm."""
+class StandardAttention(_core.StandardAttention, Block):
+    __slots__ = ()
+    __signature__ = _signature(_core.StandardAttention)
+    __doc__ = _doc(
+        """Standard softmax attention block, ``A = Softmax(Y / sqrt(n_k))``, for contrast.
 
-    gamma: float = 0.5
-    lam: float | None = None
-    norm: Norm | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", "relu_mlp")
-        g, lam = _residual(self.gamma, self.lam)
-        object.__setattr__(self, "gamma", g)
-        object.__setattr__(self, "lam", lam)
-        object.__setattr__(self, "norm", _check_norm(self.norm))
-
-    @property
-    def exact_chain(self) -> bool:
-        return self.norm not in ("pre_layer", "post_layer")
+        ``norm`` is None, ``"pre_rms"``, ``"pre_layer"``, ``"post_rms"`` or ``"post_layer"``.
+        It has no SDE limit (its covariance collapses to rank one); the exact chain covers
+        it except with LayerNorm, which is not rotation invariant.
+        """,
+        _core.StandardAttention,
+    )
 
 
-BLOCK_KINDS = {
-    "shaped_attention": ShapedAttention,
-    "standard_attention": StandardAttention,
-    "shaped_mlp": ShapedMLP,
-    "relu_mlp": ReluMLP,
-}
+class ShapedMLP(_core.ShapedMLP, Block):
+    __slots__ = ()
+    __signature__ = _signature(_core.ShapedMLP)
+    __doc__ = _doc(
+        """Shaped leaky-ReLU MLP block, ``s_+- = 1 + c_+- / sqrt(n)`` (docs/model.md section 2).
+
+        ``X' = lam X + gamma sqrt(c) phi_s(X W^pre / sqrt(n)) W^post / sqrt(n)`` with
+        ``phi_s(x) = s_+ max(x, 0) + s_- min(x, 0)`` and ``c = 2 / (s_+^2 + s_-^2)``.
+        """,
+        _core.ShapedMLP,
+    )
+
+
+class ReluMLP(_core.ReluMLP, Block):
+    __slots__ = ()
+    __signature__ = _signature(_core.ReluMLP)
+    __doc__ = _doc(
+        """Standard ReLU MLP block (phi = ReLU, c = 2), with an optional per-token norm.
+
+        It has no SDE limit; the exact chain covers it except with LayerNorm.
+        """,
+        _core.ReluMLP,
+    )
 
 
 class Network:

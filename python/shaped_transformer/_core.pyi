@@ -9,7 +9,309 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['block_weights', 'continue_paths', 'cuda_available', 'cuda_built', 'cuda_reason', 'device_host_exact', 'device_host_normals', 'device_host_solve_sde', 'exact_kernel', 'exact_mlp_workspace_bytes', 'gemm_workspace_bytes', 'normal_kernel_name', 'normals', 'normals_kernel', 'sde_kernel', 'sde_noise', 'sde_terms', 'simulate_exact', 'simulate_explicit', 'simulate_law', 'solve_sde', 'workspace_sizes']
+__all__: list[str] = ['ReluMLP', 'ShapedAttention', 'ShapedMLP', 'StandardAttention', 'block_weights', 'continue_paths', 'cuda_available', 'cuda_built', 'cuda_reason', 'device_host_exact', 'device_host_normals', 'device_host_solve_sde', 'exact_kernel', 'exact_mlp_workspace_bytes', 'gemm_workspace_bytes', 'normal_kernel_name', 'normals', 'normals_kernel', 'sde_kernel', 'sde_noise', 'sde_terms', 'simulate_exact', 'simulate_explicit', 'simulate_law', 'solve_sde', 'workspace_sizes']
+class ShapedAttention:
+    """
+    Parameters
+    ----------
+    heads : int, >= 1, default 1
+        number of heads H
+    tau0 : float, > 0, default 1.0
+        softmax temperature, tau = tau0 sqrt(n n_k)
+    gamma : float, in [0, 1], default 0.5
+        branch weight
+    lam : float or None, finite, default None
+        residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
+    alpha : float, finite, default 1.0
+        identity weight of A_h
+    beta : float, finite, default 1.0
+        softmax weight of A_h
+    causal : bool, default False
+        causal mask and causal centring
+    key_dim : int or None, >= 1, default None
+        n_k; None (0 in C++): the head width
+    concat : bool, default False
+        concatenated heads with W^O (explicit only)
+    """
+    _parameters: typing.ClassVar[tuple] = (('heads', 1), ('tau0', 1.0), ('gamma', 0.5), ('lam', None), ('alpha', 1.0), ('beta', 1.0), ('causal', False), ('key_dim', None), ('concat', False))
+    kind: typing.ClassVar[str] = 'shaped_attention'
+    def __eq__(self, arg0: typing.Any) -> bool | typing.Any:
+        ...
+    def __getstate__(self) -> dict[str, typing.Any]:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __init__(self, heads: int = 1, tau0: float = 1.0, gamma: float = 0.5, lam: float | None = None, alpha: float = 1.0, beta: float = 1.0, causal: bool = False, key_dim: int | None = None, concat: bool = False) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, arg0: dict[str, typing.Any]) -> None:
+        ...
+    def replace(self, **kwargs) -> typing.Any:
+        """
+        A copy with some parameters changed (a new gamma without lam re-derives lam).
+        """
+    def to_core(self) -> dict[str, typing.Any]:
+        """
+        The dictionary the drivers of the C++ core read.
+        """
+    @property
+    def alpha(self) -> float:
+        """
+        identity weight of A_h
+        """
+    @property
+    def beta(self) -> float:
+        """
+        softmax weight of A_h
+        """
+    @property
+    def causal(self) -> bool:
+        """
+        causal mask and causal centring
+        """
+    @property
+    def concat(self) -> bool:
+        """
+        concatenated heads with W^O (explicit only)
+        """
+    @property
+    def exact_chain(self) -> bool:
+        """
+        Whether the exact m x m chain of docs/model.md section 4 covers this block.
+        """
+    @property
+    def gamma(self) -> float:
+        """
+        branch weight
+        """
+    @property
+    def has_sde(self) -> bool:
+        """
+        Whether the block has a covariance SDE limit (docs/model.md section 5).
+        """
+    @property
+    def heads(self) -> int:
+        """
+        number of heads H
+        """
+    @property
+    def key_dim(self) -> int | None:
+        """
+        n_k; None (0 in C++): the head width
+        """
+    @property
+    def lam(self) -> float:
+        """
+        residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
+        """
+    @property
+    def tau0(self) -> float:
+        """
+        softmax temperature, tau = tau0 sqrt(n n_k)
+        """
+class StandardAttention:
+    """
+    Parameters
+    ----------
+    heads : int, >= 1, default 1
+        number of heads H
+    gamma : float, in [0, 1], default 0.5
+        branch weight
+    lam : float or None, finite, default None
+        residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
+    key_dim : int or None, >= 1, default None
+        n_k; None (0 in C++): the head width
+    norm : str or None, default 'none'
+        per-token normalisation
+    concat : bool, default False
+        concatenated heads with W^O (explicit only)
+    """
+    _parameters: typing.ClassVar[tuple] = (('heads', 1), ('gamma', 0.5), ('lam', None), ('key_dim', None), ('norm', 'none'), ('concat', False))
+    kind: typing.ClassVar[str] = 'standard_attention'
+    def __eq__(self, arg0: typing.Any) -> bool | typing.Any:
+        ...
+    def __getstate__(self) -> dict[str, typing.Any]:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __init__(self, heads: int = 1, gamma: float = 0.5, lam: float | None = None, key_dim: int | None = None, norm: typing.Literal['none', 'pre_rms', 'pre_layer', 'post_rms', 'post_layer'] | None = 'none', concat: bool = False) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, arg0: dict[str, typing.Any]) -> None:
+        ...
+    def replace(self, **kwargs) -> typing.Any:
+        """
+        A copy with some parameters changed (a new gamma without lam re-derives lam).
+        """
+    def to_core(self) -> dict[str, typing.Any]:
+        """
+        The dictionary the drivers of the C++ core read.
+        """
+    @property
+    def concat(self) -> bool:
+        """
+        concatenated heads with W^O (explicit only)
+        """
+    @property
+    def exact_chain(self) -> bool:
+        """
+        Whether the exact m x m chain of docs/model.md section 4 covers this block.
+        """
+    @property
+    def gamma(self) -> float:
+        """
+        branch weight
+        """
+    @property
+    def has_sde(self) -> bool:
+        """
+        Whether the block has a covariance SDE limit (docs/model.md section 5).
+        """
+    @property
+    def heads(self) -> int:
+        """
+        number of heads H
+        """
+    @property
+    def key_dim(self) -> int | None:
+        """
+        n_k; None (0 in C++): the head width
+        """
+    @property
+    def lam(self) -> float:
+        """
+        residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
+        """
+    @property
+    def norm(self) -> str:
+        """
+        per-token normalisation
+        """
+class ShapedMLP:
+    """
+    Parameters
+    ----------
+    c_plus : float, finite, default 0.0
+        slope shift c_+ of phi_s
+    c_minus : float, finite, default -1.0
+        slope shift c_- of phi_s
+    gamma : float, in [0, 1], default 0.5
+        branch weight
+    lam : float or None, finite, default None
+        residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
+    """
+    _parameters: typing.ClassVar[tuple] = (('c_plus', 0.0), ('c_minus', -1.0), ('gamma', 0.5), ('lam', None))
+    kind: typing.ClassVar[str] = 'shaped_mlp'
+    def __eq__(self, arg0: typing.Any) -> bool | typing.Any:
+        ...
+    def __getstate__(self) -> dict[str, typing.Any]:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __init__(self, c_plus: float = 0.0, c_minus: float = -1.0, gamma: float = 0.5, lam: float | None = None) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, arg0: dict[str, typing.Any]) -> None:
+        ...
+    def replace(self, **kwargs) -> typing.Any:
+        """
+        A copy with some parameters changed (a new gamma without lam re-derives lam).
+        """
+    def to_core(self) -> dict[str, typing.Any]:
+        """
+        The dictionary the drivers of the C++ core read.
+        """
+    @property
+    def c_minus(self) -> float:
+        """
+        slope shift c_- of phi_s
+        """
+    @property
+    def c_plus(self) -> float:
+        """
+        slope shift c_+ of phi_s
+        """
+    @property
+    def exact_chain(self) -> bool:
+        """
+        Whether the exact m x m chain of docs/model.md section 4 covers this block.
+        """
+    @property
+    def gamma(self) -> float:
+        """
+        branch weight
+        """
+    @property
+    def has_sde(self) -> bool:
+        """
+        Whether the block has a covariance SDE limit (docs/model.md section 5).
+        """
+    @property
+    def lam(self) -> float:
+        """
+        residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
+        """
+class ReluMLP:
+    """
+    Parameters
+    ----------
+    gamma : float, in [0, 1], default 0.5
+        branch weight
+    lam : float or None, finite, default None
+        residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
+    norm : str or None, default 'none'
+        per-token normalisation
+    """
+    _parameters: typing.ClassVar[tuple] = (('gamma', 0.5), ('lam', None), ('norm', 'none'))
+    kind: typing.ClassVar[str] = 'relu_mlp'
+    def __eq__(self, arg0: typing.Any) -> bool | typing.Any:
+        ...
+    def __getstate__(self) -> dict[str, typing.Any]:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __init__(self, gamma: float = 0.5, lam: float | None = None, norm: typing.Literal['none', 'pre_rms', 'pre_layer', 'post_rms', 'post_layer'] | None = 'none') -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, arg0: dict[str, typing.Any]) -> None:
+        ...
+    def replace(self, **kwargs) -> typing.Any:
+        """
+        A copy with some parameters changed (a new gamma without lam re-derives lam).
+        """
+    def to_core(self) -> dict[str, typing.Any]:
+        """
+        The dictionary the drivers of the C++ core read.
+        """
+    @property
+    def exact_chain(self) -> bool:
+        """
+        Whether the exact m x m chain of docs/model.md section 4 covers this block.
+        """
+    @property
+    def gamma(self) -> float:
+        """
+        branch weight
+        """
+    @property
+    def has_sde(self) -> bool:
+        """
+        Whether the block has a covariance SDE limit (docs/model.md section 5).
+        """
+    @property
+    def lam(self) -> float:
+        """
+        residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
+        """
+    @property
+    def norm(self) -> str:
+        """
+        per-token normalisation
+        """
 def block_weights(blocks: list, width: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, sample: typing.SupportsInt | typing.SupportsIndex, layer: typing.SupportsInt | typing.SupportsIndex, b: typing.SupportsInt | typing.SupportsIndex) -> dict:
     """
     Debug: the float64 weights (W_Q_h, W_K_h, W_V_h[, W_O] or W_pre, W_post) of block b of layer `layer` of one sample, as the explicit network draws them (use small widths).

@@ -3,12 +3,12 @@ ValueError or TypeError that names the parameter, before any C++ code runs."""
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 import numpy as np
 
-from ._blocks import _check_int, _check_number  # re-exported helpers
 
 __all__ = [
     "check_int",
@@ -30,8 +30,45 @@ __all__ = [
 #: the SDE are stopped by one rule (docs/model.md, section 6).
 DEFAULT_BLOWUP = 1e4
 
-check_int = _check_int
-check_number = _check_number
+
+def _reject_arrays_and_complex(name: str, value: object, what: str) -> None:
+    """Multi-element arrays and complex numbers (Python or NumPy) are not scalars."""
+    if isinstance(value, (complex, np.complexfloating)) or (isinstance(value, np.ndarray) and np.iscomplexobj(value)):
+        raise TypeError(f"{name} must be a real {what}, got the complex value {value!r}")
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        raise TypeError(f"{name} must be a single {what}, got an array of shape {value.shape}")
+
+
+def check_number(name: str, value: object, *, positive: bool = False, nonneg: bool = False) -> float:
+    """A finite real number (a Python or NumPy scalar), optionally > 0 or >= 0."""
+    _reject_arrays_and_complex(name, value, "number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a real number: {exc}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if positive and v <= 0:
+        raise ValueError(f"{name} must be > 0, got {v}")
+    if nonneg and v < 0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+    return v
+
+
+def check_int(name: str, value: object, *, minimum: int) -> int:
+    """An integer (not a bool, not a float) >= minimum."""
+    _reject_arrays_and_complex(name, value, "integer")
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    try:
+        v = int(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be an integer: {exc}") from None
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
 
 
 #: Seeds are Philox keys: integers in [0, SEED_LIMIT), the same range for
@@ -71,7 +108,7 @@ def check_threads(threads: Any) -> int:
     meaning 0 has in the C++ core and in the report's and atlas's TOML configs)."""
     if threads is None:
         return all_cores()
-    t = _check_int("threads", threads, minimum=0)
+    t = check_int("threads", threads, minimum=0)
     return all_cores() if t == 0 else t
 
 
@@ -126,7 +163,7 @@ def check_save_at(save_at: Any, save_every: Any, depth: int) -> np.ndarray:
     if save_at is not None and save_every is not None:
         raise ValueError("give save_at or save_every, not both")
     if save_at is None:
-        k = 1 if save_every is None else _check_int("save_every", save_every, minimum=1)
+        k = 1 if save_every is None else check_int("save_every", save_every, minimum=1)
         idx = np.arange(0, depth + 1, k, dtype=np.int64)
         if idx[-1] != depth:
             idx = np.append(idx, depth)
@@ -142,7 +179,7 @@ def check_save_at(save_at: Any, save_every: Any, depth: int) -> np.ndarray:
 def check_blowup(blowup: Any, V0: np.ndarray | None = None, X0: np.ndarray | None = None) -> float:
     """The blow-up threshold: positive, and above the largest diagonal entry of the
     input covariance (a sample that starts above it would be stopped at t = 0)."""
-    b = _check_number("blowup", blowup, positive=True)
+    b = check_number("blowup", blowup, positive=True)
     if V0 is not None:
         start = float(np.max(np.diag(V0)))
     elif X0 is not None:

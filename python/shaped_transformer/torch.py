@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_torch.p
         "pip install 'shaped-transformer[torch]' (or pip install torch)"
     ) from exc
 
-from . import _blocks
+from . import _blocks, _validate
 from ._result import Result
 
 __all__ = [
@@ -50,7 +50,7 @@ __all__ = [
 
 
 def _check_width(width: object) -> int:
-    return _blocks._check_int("width", width, minimum=1)
+    return _validate.check_int("width", width, minimum=1)
 
 
 def _check_input(x: torch.Tensor, width: int, who: str) -> None:
@@ -315,7 +315,7 @@ def from_network(
     """
     net = _blocks.make_network(network)
     width = _check_width(width)
-    depth = _blocks._check_int("depth", depth, minimum=1)
+    depth = _validate.check_int("depth", depth, minimum=1)
     layers = []
     for _ in range(depth):
         mods = [_module_for(b, width, device, dtype) for b in net]
@@ -355,7 +355,7 @@ def load_explicit_weights(model: nn.Module, *, seed: int, sample: int = 0) -> nn
     from ._validate import check_seed
 
     seed = check_seed(seed)
-    sample = _blocks._check_int("sample", sample, minimum=0)
+    sample = _validate.check_int("sample", sample, minimum=0)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     blocks = _blocks_in_order(model)
@@ -536,7 +536,7 @@ def probe(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     mods = _resolve_modules(model, modules)
     if samples is not None:
-        samples = _blocks._check_int("samples", samples, minimum=1)
+        samples = _validate.check_int("samples", samples, minimum=1)
     if not (isinstance(blowup, (int, float)) and not isinstance(blowup, bool) and blowup > 0):
         raise ValueError(f"blowup must be a number > 0, got {blowup!r}")
     if width is not None:

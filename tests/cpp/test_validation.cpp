@@ -26,7 +26,7 @@ const double kNaN = std::numeric_limits<double>::quiet_NaN();
 double bad_value(const st::Rule& r) {
   switch (r.kind) {
     case st::Rule::Finite: return kNaN;
-    case st::Rule::AtLeast: return r.lo - 1.0;
+    case st::Rule::AtLeast: return r.lo - 1.0 == r.unset && r.none == st::Rule::Unset ? r.lo - 2.0 : r.lo - 1.0;
     case st::Rule::Above: return r.lo;
     case st::Rule::Within: return r.hi + 0.5;
     default: return 0.0;

@@ -19,6 +19,13 @@ def public_calls() -> None:
     net: st.Network = st.shaped_transformer(heads=4, tau0=1.0, gamma=0.5)
     std: st.Network = st.standard_transformer(heads=2, gamma=0.5)
     one = st.Network([st.ShapedAttention(heads=2, tau0=1.0, gamma=0.5), st.ShapedMLP(gamma=0.5), st.ReluMLP(gamma=0.3)])
+    head = st.ShapedAttention(heads=2, tau0=1.0, gamma=0.5, lam=None, key_dim=None, causal=True)
+    key_dim: int | None = head.key_dim
+    lam: float = head.lam
+    norm: str = st.ReluMLP(norm="pre_rms").norm
+    wider = head.replace(heads=4)
+    covered: bool = head.has_sde and head.exact_chain and isinstance(wider, st.Block)
+    core_dict: dict[str, object] = head.to_core()
     V0: np.ndarray = st.inputs.equicorrelated(m=8, rho=0.3)
     X0: np.ndarray = st.inputs.tokens_from_covariance(V0, 64)
 

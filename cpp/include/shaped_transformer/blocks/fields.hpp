@@ -4,6 +4,7 @@
 // and the typed Python classes are all built from it, so a parameter is declared once.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
@@ -16,16 +17,37 @@
 
 namespace shaped_transformer {
 
-/// The values a numeric field accepts (bool and Norm fields: any).
+/// The values a numeric field accepts (bool and Norm fields: any), and what Python's
+/// None stands for in it.
 struct Rule {
   enum Kind { Any, Finite, AtLeast, Above, Within } kind = Any;
   double lo = 0.0, hi = 0.0;
+  /// None is refused; None is stored as `unset` (and `unset` passes every check: it
+  /// means "the default", e.g. key_dim = 0 is n_k = the width); or None derives the
+  /// residual weight from gamma, lambda = sqrt(1 - gamma^2).
+  enum NoneMeans { Refused, Unset, FromGamma } none = Refused;
+  double unset = 0.0;
 };
 constexpr Rule any_value() { return {Rule::Any, 0.0, 0.0}; }
 constexpr Rule finite() { return {Rule::Finite, 0.0, 0.0}; }
 constexpr Rule at_least(double lo) { return {Rule::AtLeast, lo, 0.0}; }
 constexpr Rule above(double lo) { return {Rule::Above, lo, 0.0}; }
 constexpr Rule within(double lo, double hi) { return {Rule::Within, lo, hi}; }
+/// `rule`, or the value `unset`, which Python spells None.
+constexpr Rule or_unset(Rule rule, double unset) {
+  rule.none = Rule::Unset;
+  rule.unset = unset;
+  return rule;
+}
+/// The residual weight lambda: finite; None in Python means sqrt(1 - gamma^2).
+constexpr Rule residual_weight() {
+  Rule r = finite();
+  r.none = Rule::FromGamma;
+  return r;
+}
+/// lambda = sqrt(1 - gamma^2), the residual weight that None stands for (0 when gamma > 1,
+/// which validate() refuses naming gamma).
+inline double lambda_from_gamma(double gamma) { return std::sqrt(std::max(0.0, 1.0 - gamma * gamma)); }
 
 /// One row of a field table: the parameter `name` is the member `member` of B.
 template <class B, class T>
@@ -56,6 +78,7 @@ template <class T>
 void check_rule(const char* name, T value, Rule rule) {
   if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
     const double v = double(value);
+    if (rule.none == Rule::Unset && v == rule.unset) return;
     const std::string got = ", got " + detail::number(v);
     switch (rule.kind) {
       case Rule::Any: return;

@@ -12,6 +12,7 @@ namespace shaped_transformer {
 
 struct ReluMLP {
   static constexpr const char* kind = "relu_mlp";
+  static constexpr const char* python_class = "ReluMLP";  ///< its class in shaped_transformer
   double gamma = 0.5;
   double lambda = std::sqrt(1.0 - 0.25);
   Norm norm = Norm::None;
@@ -19,7 +20,7 @@ struct ReluMLP {
   static constexpr auto fields() {
     using B = ReluMLP;
     return std::make_tuple(field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
-                           field("lam", &B::lambda, finite(), "residual weight, lambda^2 + gamma^2 = 1"),
+                           field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
                            field("norm", &B::norm, any_value(), "per-token normalisation"));
   }
   void validate(long = 0) const {

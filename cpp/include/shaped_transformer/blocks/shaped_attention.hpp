@@ -18,6 +18,7 @@ namespace shaped_transformer {
 
 struct ShapedAttention {
   static constexpr const char* kind = "shaped_attention";
+  static constexpr const char* python_class = "ShapedAttention";  ///< its class in shaped_transformer
   int heads = 1;
   double tau0 = 1.0;
   double gamma = 0.5;
@@ -33,11 +34,11 @@ struct ShapedAttention {
     return std::make_tuple(field("heads", &B::heads, at_least(1), "number of heads H"),
                            field("tau0", &B::tau0, above(0.0), "softmax temperature, tau = tau0 sqrt(n n_k)"),
                            field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
-                           field("lam", &B::lambda, finite(), "residual weight, lambda^2 + gamma^2 = 1"),
+                           field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
                            field("alpha", &B::alpha, finite(), "identity weight of A_h"),
                            field("beta", &B::beta, finite(), "softmax weight of A_h"),
                            field("causal", &B::causal, any_value(), "causal mask and causal centring"),
-                           field("key_dim", &B::key_dim, at_least(0), "n_k (0: the head width)"),
+                           field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
                            field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"));
   }
   /// Throws std::invalid_argument naming the parameter; width > 0 also checks concat.

@@ -14,6 +14,7 @@ namespace shaped_transformer {
 
 struct ShapedMLP {
   static constexpr const char* kind = "shaped_mlp";
+  static constexpr const char* python_class = "ShapedMLP";  ///< its class in shaped_transformer
   double c_plus = 0.0;
   double c_minus = -1.0;
   double gamma = 0.5;
@@ -24,7 +25,7 @@ struct ShapedMLP {
     return std::make_tuple(field("c_plus", &B::c_plus, finite(), "slope shift c_+ of phi_s"),
                            field("c_minus", &B::c_minus, finite(), "slope shift c_- of phi_s"),
                            field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
-                           field("lam", &B::lambda, finite(), "residual weight, lambda^2 + gamma^2 = 1"));
+                           field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"));
   }
   void validate(long = 0) const {
     check_fields(*this);

@@ -13,6 +13,7 @@ namespace shaped_transformer {
 
 struct StandardAttention {
   static constexpr const char* kind = "standard_attention";
+  static constexpr const char* python_class = "StandardAttention";  ///< its class in shaped_transformer
   int heads = 1;
   double gamma = 0.5;
   double lambda = std::sqrt(1.0 - 0.25);
@@ -24,8 +25,8 @@ struct StandardAttention {
     using B = StandardAttention;
     return std::make_tuple(field("heads", &B::heads, at_least(1), "number of heads H"),
                            field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
-                           field("lam", &B::lambda, finite(), "residual weight, lambda^2 + gamma^2 = 1"),
-                           field("key_dim", &B::key_dim, at_least(0), "n_k (0: the head width)"),
+                           field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
+                           field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
                            field("norm", &B::norm, any_value(), "per-token normalisation"),
                            field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"));
   }
