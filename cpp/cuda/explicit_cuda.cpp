@@ -47,12 +47,9 @@ template <class S>
 class Runner {
  public:
   Runner(const Network& net, int m, std::int64_t n, std::uint64_t seed) : net_(net), m_(m), n_(n), seed_(seed) {
-    std::int64_t nk_max = n;
-    std::size_t ws = gemm_workspace(m, n, n);
-    for (const auto& blk : net.blocks) {
-      if (const auto* a = std::get_if<ShapedAttention>(&blk)) grow(*a, nk_max, ws);
-      if (const auto* a = std::get_if<StandardAttention>(&blk)) grow(*a, nk_max, ws);
-    }
+    std::int64_t nk_max;
+    std::size_t ws;
+    widest(net, m, n, nk_max, ws);
     const std::size_t mn = std::size_t(m) * std::size_t(n);
     b_.X.resize(mn);
     b_.Xn.resize(mn);
@@ -67,12 +64,9 @@ class Runner {
 
   /// Bytes of device memory a run needs (the buffers above).
   static std::size_t bytes(const Network& net, int m, std::int64_t n) {
-    std::int64_t nk_max = n;
-    std::size_t ws = gemm_workspace(m, n, n);
-    for (const auto& blk : net.blocks) {
-      if (const auto* a = std::get_if<ShapedAttention>(&blk)) grow(*a, nk_max, ws, m, n);
-      if (const auto* a = std::get_if<StandardAttention>(&blk)) grow(*a, nk_max, ws, m, n);
-    }
+    std::int64_t nk_max;
+    std::size_t ws;
+    widest(net, m, n, nk_max, ws);
     return sizeof(S) * (6 * std::size_t(m) * std::size_t(n) + 2 * std::size_t(m) * std::size_t(nk_max) + ws);
   }
 
@@ -120,6 +114,7 @@ class Runner {
             const double sp = 1.0 + b.c_plus / rn, sm = 1.0 + b.c_minus / rn;
             mlp(sp, sm, 2.0 / (sp * sp + sm * sm), b.gamma, b.lambda, Norm::None, sample, bi);
           } else {
+            static_assert(std::is_same_v<B, ReluMLP>, "Runner::block: give every block kind its device forward");
             mlp(1.0, 0.0, 2.0, b.gamma, b.lambda, b.norm, sample, bi);
           }
         },
@@ -135,9 +130,22 @@ class Runner {
     ws = std::max(ws, gemm_workspace(m, n, nk));
     ws = std::max(ws, gemm_workspace(m, n, hd));
   }
-  template <class A>
-  void grow(const A& a, std::int64_t& nk_max, std::size_t& ws) {
-    grow(a, nk_max, ws, m_, n_);
+  /// The widest query/key width and GEMM workspace over the blocks of `net`.
+  static void widest(const Network& net, int m, std::int64_t n, std::int64_t& nk_max, std::size_t& ws) {
+    nk_max = n;
+    ws = gemm_workspace(m, n, n);
+    for (const auto& blk : net.blocks)
+      std::visit(
+          [&](const auto& b) {
+            using B = std::decay_t<decltype(b)>;
+            if constexpr (std::is_same_v<B, ShapedAttention> || std::is_same_v<B, StandardAttention>) {
+              grow(b, nk_max, ws, m, n);
+            } else {  // the MLPs' products are n x n: the initial workspace covers them
+              static_assert(std::is_same_v<B, ShapedMLP> || std::is_same_v<B, ReluMLP>,
+                            "Runner::widest: size the device buffers of every block kind");
+            }
+          },
+          blk);
   }
 
   device::Key key(std::uint32_t sample, std::uint32_t block, std::uint32_t id) const {

@@ -11,9 +11,7 @@
 #include <string>
 #include <type_traits>
 
-#include <Eigen/Cholesky>
-#include <Eigen/Eigenvalues>
-
+#include "shaped_transformer/linalg.hpp"
 #include "shaped_transformer/network.hpp"
 #include "shaped_transformer/normal_kernels.hpp"
 #include "shaped_transformer/rng.hpp"
@@ -35,22 +33,18 @@ struct Key {
   }
 };
 
-/// A matrix L with L L^T = V (Cholesky; the symmetric square root when V is singular).
-RowMatD covariance_root(const RowMatD& V) {
-  Eigen::LLT<Eigen::MatrixXd> llt(V);
-  if (llt.info() == Eigen::Success) {
-    Eigen::MatrixXd L = llt.matrixL();
-    if (L.allFinite()) return L;
-  }
-  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(V);
-  const Eigen::VectorXd w = es.eigenvalues().cwiseMax(0.0).cwiseSqrt();
-  return es.eigenvectors() * w.asDiagonal() * es.eigenvectors().transpose();
-}
-
 template <class S>
 RowMatD gram(const Mat<S>& X) {
   const Eigen::MatrixXd Xd = X.template cast<double>();
   return (Xd * Xd.transpose()) / double(X.cols());
+}
+
+/// A matrix L with L L^T = V: psd_root with the law sampler's rule (law_root_rule),
+/// factored in column-major storage and stored row-major, as the draws always were.
+RowMatD covariance_root(const RowMatD& V) {
+  RowMatD L;
+  psd_root(Eigen::MatrixXd(V), L, law_root_rule());
+  return L;
 }
 
 /// Y = X W / sqrt(n_in) with W (n_in x cols) from stream `id` (explicit), or, in

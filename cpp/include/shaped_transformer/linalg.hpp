@@ -33,12 +33,33 @@ inline void small_product(M& out, const A& a, const B& b) {
 }
 
 
+/// When psd_root trusts Cholesky and which eigenvalues it keeps.  The defaults are
+/// the solvers' rule (exact chain, SDE, exact_common); the law sampler keeps its
+/// own, law_root_rule(), so that its draws are what they always were.
+struct PsdRootRule {
+  /// Cholesky is kept when every pivot is > pivot_floor * sqrt(max_a |V_aa|): tiny
+  /// pivots mean V is (numerically) singular, and Cholesky then loses accuracy in the
+  /// null directions.  0 keeps every successful Cholesky.
+  double pivot_floor = 1e-6;
+  /// Eigenvalues <= eig_floor * eps * max |w| are zeros of a singular V: dropping them
+  /// keeps the rank exact (their square roots would be O(sqrt(eps)) noise).  0 drops
+  /// only the negative ones.
+  double eig_floor = 64.0;
+  /// Eigen-decompose (V + V^T) / 2; false: V's lower triangle as given.
+  bool symmetrize = true;
+};
+
+/// The law sampler's rule (explicit_blocks.cpp): any successful Cholesky, negative
+/// eigenvalues clipped to zero, the lower triangle of the Gram matrix as computed.
+inline constexpr PsdRootRule law_root_rule() { return PsdRootRule{0.0, 0.0, false}; }
+
 /// L with L L^T = V.  Cholesky when V is safely positive definite; otherwise (V
 /// singular or nearly so, or slightly indefinite from rounding) the symmetric
-/// square root Q sqrt(max(w, 0)) Q^T.  Returns false when V is not finite.
-/// M: Cov or a fixed-size Eigen matrix.
-template <class M>
-inline bool psd_root(const M& V, M& L) {
+/// square root Q sqrt(w) Q^T with the eigenvalues w of `rule` kept (the others
+/// zero).  Returns false when V is not finite (L is then all NaN).
+/// M: Cov or a fixed-size Eigen matrix; LM: M, or any matrix type L is to be stored in.
+template <class M, class LM = M>
+inline bool psd_root(const M& V, LM& L, const PsdRootRule& rule = {}) {
   const Eigen::Index m = V.rows();
   if (!V.allFinite()) {
     // Keep L a valid m x m matrix so that callers propagate NaN (and report a
@@ -54,14 +75,12 @@ inline bool psd_root(const M& V, M& L) {
   Eigen::LLT<M> llt(V);
   if (llt.info() == Eigen::Success) {
     L = llt.matrixL();
-    // Tiny pivots mean V is (numerically) singular: Cholesky then loses accuracy in
-    // the null directions, so use the eigen-decomposition instead.
-    if (L.diagonal().minCoeff() > 1e-6 * std::sqrt(scale)) return true;
+    if (L.diagonal().minCoeff() > rule.pivot_floor * std::sqrt(scale)) return true;
   }
-  Eigen::SelfAdjointEigenSolver<M> es(0.5 * (V + V.transpose()));
-  // Eigenvalues at rounding level are zeros of a singular V: dropping them keeps
-  // the rank exact (their square roots would be O(sqrt(eps)) noise).
-  const double cut = 64.0 * std::numeric_limits<double>::epsilon() * es.eigenvalues().cwiseAbs().maxCoeff();
+  Eigen::SelfAdjointEigenSolver<M> es;
+  if (rule.symmetrize) es.compute(0.5 * (V + V.transpose()));
+  else es.compute(V);
+  const double cut = rule.eig_floor * std::numeric_limits<double>::epsilon() * es.eigenvalues().cwiseAbs().maxCoeff();
   const auto w = es.eigenvalues().unaryExpr([cut](double x) { return x > cut ? std::sqrt(x) : 0.0; }).eval();
   L.noalias() = es.eigenvectors() * w.asDiagonal() * es.eigenvectors().transpose();
   return true;

@@ -44,10 +44,6 @@ inline constexpr std::uint32_t head(std::uint32_t base, int h) { return base + 4
 
 namespace detail {
 
-struct Philox4x32 {
-  std::uint32_t c[4];
-};
-
 static inline void philox_round(std::uint32_t c[4], const std::uint32_t k[2]) {
   constexpr std::uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
   const std::uint64_t p0 = std::uint64_t(M0) * c[0];

@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -67,14 +68,23 @@ Kernel kernel(const char* name = nullptr);
 
 /// Whether the batch kernels cover this network at this m and width: every block a
 /// one-head, non-concatenated shaped attention whose Bartlett factors exist
-/// (n_k > m - 1 and n - m > m - 1, as exact_small::covers), m <= kMaxM.
+/// (n_k > m - 1 and n - m > m - 1, as exact_small::covers), m <= kMaxM.  Any other
+/// kind runs on the per-sample chain (exact_step), so `false` here is a choice of
+/// path, not a refusal.
 inline bool covers(const Network& net, int m, long n) {
   if (m < 1 || m > kMaxM || net.blocks.empty()) return false;
   for (const auto& blk : net.blocks) {
-    const auto* b = std::get_if<ShapedAttention>(&blk);
-    if (!b || b->heads != 1 || b->concat) return false;
-    const double nk = b->key_dim > 0 ? double(b->key_dim) : double(n);
-    if (!(nk > double(m - 1) && double(n) - double(m) > double(m - 1))) return false;
+    const bool ok = std::visit(
+        [&](const auto& b) {
+          if constexpr (std::is_same_v<block_kind_t<decltype(b)>, ShapedAttention>) {
+            const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
+            return b.heads == 1 && !b.concat && nk > double(m - 1) && double(n) - double(m) > double(m - 1);
+          } else {
+            return false;
+          }
+        },
+        blk);
+    if (!ok) return false;
   }
   return true;
 }
