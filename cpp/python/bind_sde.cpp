@@ -39,11 +39,20 @@ void register_sde(py::module_& m) {
           d["kernel"] = r.kernel;
           return py::make_tuple(d, to_numpy(std::move(r.exploded), {paths}), to_numpy(std::move(r.projections), {paths}));
         }
-        Trajectories tr = run_driver(opts, progress, [&](const RunOptions& op) {
-          return solve_sde(net, V0, o, paths, seed, op, kernel.c_str());
+        // The output is np.empty (uninitialised; NumPy advises huge pages for it): the
+        // workers write, and so first touch, the pages of their own paths in parallel.
+        // A zero-filled std::vector faulted in and cleared all of it (1 GB for 20000
+        // paths x 101 saves at m = 8) on one thread before the run.
+        sde::check_arguments(net, V0, o, paths, opts);  // before sizing the output from them
+        py::array_t<double> V({py::ssize_t(paths), ns, mm, mm});
+        py::array_t<std::int64_t> exploded(paths), projections(paths);
+        double* Vp = V.mutable_data();
+        std::int64_t *ep = exploded.mutable_data(), *pp = projections.mutable_data();
+        run_driver(opts, progress, [&](const RunOptions& op) {
+          solve_sde_into(net, V0, o, paths, seed, op, kernel.c_str(), Vp, ep, pp);
+          return 0;
         });
-        return py::make_tuple(to_numpy(std::move(tr.V), {paths, ns, mm, mm}), to_numpy(std::move(tr.exploded), {paths}),
-                              to_numpy(std::move(tr.projections), {paths}));
+        return py::make_tuple(V, exploded, projections);
       },
       py::arg("blocks"), py::arg("V0"), py::arg("dt"), py::arg("steps"), py::arg("save_steps"), py::arg("scheme"),
       py::arg("psd"), py::arg("paths"), py::arg("seed"), py::arg("threads"), py::arg("blowup"),

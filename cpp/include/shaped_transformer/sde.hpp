@@ -39,6 +39,15 @@ template <class Net>
 Trajectories solve_sde(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
                        const RunOptions& opt, const char* kernel = nullptr);
 
+/// solve_sde into caller-owned storage: V (paths x save_steps x m x m, row-major),
+/// exploded and projections (paths each).  V need not be initialised: every entry is
+/// written by the worker thread that integrates its path, so a fresh buffer is
+/// first touched in parallel (the Python binding hands it an np.empty array).
+template <class Net>
+void solve_sde_into(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
+                    const RunOptions& opt, const char* kernel, double* V, std::int64_t* exploded,
+                    std::int64_t* projections);
+
 /// What solve_sde_summary returns: the statistics of all paths (sde/summary.hpp)
 /// without storing them, the step of blow-up and the PSD projections per path, and
 /// the integrator used ("avx512", "avx2", "scalar" or "generic").
@@ -55,6 +64,8 @@ SdeSummaryResult solve_sde_summary(const Net& net, const Cov& V0, const SdeOptio
 
 extern template Trajectories solve_sde<Network>(const Network&, const Cov&, const SdeOptions&, int, std::uint64_t,
                                                 const RunOptions&, const char*);
+extern template void solve_sde_into<Network>(const Network&, const Cov&, const SdeOptions&, int, std::uint64_t,
+                                            const RunOptions&, const char*, double*, std::int64_t*, std::int64_t*);
 extern template SdeSummaryResult solve_sde_summary<Network>(const Network&, const Cov&, const SdeOptions&, int,
                                                             std::uint64_t, const RunOptions&, const char*);
 

@@ -177,17 +177,21 @@ inline std::vector<double> row_major(const Cov& V) {
   return out;
 }
 
-/// Stores every path's V at the saved steps in tr (sized paths x nsave x m x m).
-/// for_each(items, paths_per_item, fn(item, cancel)) runs the work items (e.g.
-/// parallel_for); results do not depend on how it schedules them.
+/// Stores every path's V at the saved steps in V (paths x nsave x m x m, row-major),
+/// and its blow-up step and projections.  Every entry of V is written by the worker
+/// that integrates the path (NaN after a blow-up), so V may come uninitialised: its
+/// pages are then first touched by the workers, in parallel, not zeroed up front by
+/// one thread.  for_each(items, paths_per_item, fn(item, cancel)) runs the work
+/// items (e.g. parallel_for); results do not depend on how it schedules them.
 template <class Net, class ForEach>
 inline void solve_store(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
-                        double blowup, const BatchKernel& k, Trajectories& tr, ForEach&& for_each) {
-  tr.projections.assign(std::size_t(paths), 0);
+                        double blowup, const BatchKernel& k, double* V, std::int64_t* exploded,
+                        std::int64_t* projections, ForEach&& for_each) {
+  const std::size_t nsave = o.save_steps.size(), mm = std::size_t(V0.rows()) * std::size_t(V0.rows());
   if (!k.run) {
     for_each(std::size_t(paths), 1, [&](std::size_t p, const CancelToken& cancel) {
-      tr.exploded[p] = solve_path(net, V0, o, seed, std::uint32_t(p), blowup, tr.V_at(int(p), 0), tr.projections[p],
-                                  &cancel);
+      exploded[p] = solve_path(net, V0, o, seed, std::uint32_t(p), blowup, V + p * nsave * mm, projections[p],
+                               &cancel);
     });
     return;
   }
@@ -197,8 +201,8 @@ inline void solve_store(const Net& net, const Cov& V0, const SdeOptions& o, int 
   for_each(items, W, [&](std::size_t i, const CancelToken& cancel) {
     const std::size_t p0 = i * W;
     const int count = int(std::min(W, std::size_t(paths) - p0));
-    StoreSink sink(tr.V.data(), p0, count, o.save_steps.size(), int(V0.rows()));
-    k.run(bp, v0.data(), std::uint32_t(p0), count, sink, &tr.exploded[p0], &tr.projections[p0], &cancel);
+    StoreSink sink(V, p0, count, nsave, int(V0.rows()));
+    k.run(bp, v0.data(), std::uint32_t(p0), count, sink, &exploded[p0], &projections[p0], &cancel);
   });
 }
 
@@ -255,14 +259,26 @@ inline void solve_summary(const Net& net, const Cov& V0, const SdeOptions& o, in
 }  // namespace sde
 
 template <class Net>
+void solve_sde_into(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
+                    const RunOptions& opt, const char* kernel, double* V, std::int64_t* exploded,
+                    std::int64_t* projections) {
+  sde::check_arguments(net, V0, o, paths, opt);
+  std::fill(exploded, exploded + paths, std::int64_t(-1));
+  std::fill(projections, projections + paths, std::int64_t(0));
+  const sde::BatchKernel k = sde::choose_kernel(net, V0, o, kernel);
+  sde::solve_store(net, V0, o, paths, seed, opt.blowup, k, V, exploded, projections,
+                   [&](std::size_t items, std::size_t per, auto&& fn) {
+                     detail::for_each_item(items, per, std::size_t(paths), opt, fn);
+                   });
+}
+
+template <class Net>
 Trajectories solve_sde(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
                        const RunOptions& opt, const char* kernel) {
-  sde::check_arguments(net, V0, o, paths, opt);
+  sde::check_arguments(net, V0, o, paths, opt);  // before sizing tr from the arguments
   Trajectories tr(paths, int(o.save_steps.size()), int(V0.rows()));
-  const sde::BatchKernel k = sde::choose_kernel(net, V0, o, kernel);
-  sde::solve_store(net, V0, o, paths, seed, opt.blowup, k, tr, [&](std::size_t items, std::size_t per, auto&& fn) {
-    detail::for_each_item(items, per, std::size_t(paths), opt, fn);
-  });
+  tr.projections.assign(std::size_t(paths), 0);
+  solve_sde_into(net, V0, o, paths, seed, opt, kernel, tr.V.data(), tr.exploded.data(), tr.projections.data());
   return tr;
 }
 
