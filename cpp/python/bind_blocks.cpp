@@ -109,10 +109,17 @@ inline std::string rule_text(const Rule& r) {
   }
 }
 
+/// A field's default as Python sees it: None where None has a meaning (fields.hpp),
+/// else the value of a default-constructed B.
+template <class B, class F>
+py::object field_default(const F& f) {
+  if (f.rule.none != Rule::Refused) return py::none();
+  return field_to_python(B{}.*(f.member), f.rule);
+}
+
 template <class B>
 std::string parameters_doc() {
   std::string s = "Parameters\n----------\n";
-  const B defaults;
   for_each_field<B>([&](const auto& f) {
     using T = typename std::decay_t<decltype(f)>::value_type;
     std::string type = std::is_same_v<T, Norm> ? "str or None" : std::is_same_v<T, bool> ? "bool"
@@ -120,9 +127,7 @@ std::string parameters_doc() {
                                                  : "float";
     if (f.rule.none != Rule::Refused) type += " or None";
     const std::string rule = rule_text(f.rule);
-    std::string dflt;
-    if (f.rule.none != Rule::Refused) dflt = "None";
-    else dflt = std::string(py::repr(field_to_python(defaults.*(f.member), f.rule)));
+    const std::string dflt = py::repr(field_default<B>(f));
     s += std::string(f.name) + " : " + type + (rule.empty() ? "" : ", " + rule) + ", default " + dflt + "\n    " +
          f.doc + "\n";
   });
@@ -132,11 +137,6 @@ std::string parameters_doc() {
 template <class B, std::size_t... I>
 void bind_block(py::module_& m, std::index_sequence<I...>) {
   py::class_<B> cls(m, B::python_class, parameters_doc<B>().c_str());
-  const B defaults;
-  auto default_of = [&](const auto& f) -> py::object {
-    if (f.rule.none != Rule::Refused) return py::none();
-    return field_to_python(defaults.*(f.member), f.rule);
-  };
   constexpr auto fields = B::fields();
   cls.def(py::init([](const FieldArg<B, I>&... args) {
             const py::handle values[] = {args.value...};
@@ -145,12 +145,12 @@ void bind_block(py::module_& m, std::index_sequence<I...>) {
             b.validate();
             return b;
           }),
-          py::arg_v(std::get<I>(fields).name, default_of(std::get<I>(fields)))...);
+          py::arg_v(std::get<I>(fields).name, field_default<B>(std::get<I>(fields)))...);
   (cls.def_property_readonly(std::get<I>(fields).name, &field_property<B, I>, std::get<I>(fields).doc), ...);
   cls.attr("kind") = py::str(B::kind);
   // (name, default) per field, in table order: the Python classes' __signature__
   // (pybind11 gives builtin methods none that inspect can read).
-  cls.attr("_parameters") = py::make_tuple(py::make_tuple(std::get<I>(fields).name, default_of(std::get<I>(fields)))...);
+  cls.attr("_parameters") = py::make_tuple(py::make_tuple(std::get<I>(fields).name, field_default<B>(std::get<I>(fields)))...);
   cls.def_property_readonly(
       "has_sde",
       [](const B& b) {

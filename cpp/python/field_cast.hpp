@@ -94,14 +94,14 @@ inline bool bool_from_python(const char* name, py::handle h) {
 
 /// A per-token normalisation by its name ("none", "pre_rms", ...); None is "none".
 inline Norm norm_from_python(const char* name, py::handle h) {
-  std::string choices;
-  for (const char* n : kNormNames) choices += std::string(choices.empty() ? "" : ", ") + "'" + n + "'";
   if (h.is_none()) return Norm::None;
   if (py::isinstance<py::str>(h)) {
     const auto s = h.cast<std::string>();
     for (int i = 0; i < int(std::size(kNormNames)); ++i)
       if (s == kNormNames[i]) return Norm(i);
   }
+  std::string choices;
+  for (const char* n : kNormNames) choices += std::string(choices.empty() ? "" : ", ") + "'" + n + "'";
   throw std::invalid_argument(std::string(name) + ": must be one of " + choices + " or None, got " +
                               std::string(py::repr(h)));
 }
