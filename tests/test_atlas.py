@@ -41,7 +41,7 @@ def test_continue_paths_reproduces_the_solver(scheme, dt):
     P = 600
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BlowUpWarning)
-        r = solve_sde(net, V0, T=1.0, dt=dt, paths=P, scheme=scheme, seed=3, threads=2, blowup=BLOWUP,
+        r = solve_sde(net, V0=V0, T=1.0, dt=dt, paths=P, scheme=scheme, seed=3, threads=2, blowup=BLOWUP,
                       save_at=[0.0, 1.0], progress=False)
     steps = r.info["steps"]
     V, step, peak, status = _continue(net, np.repeat(V0[None], P, 0), np.zeros(P), np.arange(P), np.full(P, np.inf),
@@ -67,7 +67,7 @@ def test_continue_paths_stops_at_the_first_crossing_and_resumes():
     dt, steps, P = 1 / 64, 64, 50
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BlowUpWarning)
-        r = solve_sde(net, V0, T=1.0, dt=dt, paths=P, scheme="euler", seed=9, threads=2, blowup=BLOWUP,
+        r = solve_sde(net, V0=V0, T=1.0, dt=dt, paths=P, scheme="euler", seed=9, threads=2, blowup=BLOWUP,
                       save_at=np.arange(steps + 1) * dt, progress=False)
     diag = np.max(np.diagonal(r.V, axis1=2, axis2=3), axis=2)  # (P, steps+1), NaN after blow-up
     z = 1.5
@@ -114,11 +114,11 @@ def test_ams_agrees_with_plain_monte_carlo():
     n = 100_000
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BlowUpWarning)
-        r = solve_sde(net, V0, T=1.0, dt=1 / 64, paths=n, scheme="euler", seed=11, threads=2, blowup=BLOWUP,
+        r = solve_sde(net, V0=V0, T=1.0, dt=1 / 64, paths=n, scheme="euler", seed=11, threads=2, blowup=BLOWUP,
                       save_at=[0.0, 1.0], progress=False)
     p_mc = r.exploded.mean()
     se_mc = math.sqrt(p_mc * (1 - p_mc) / n)
-    rep = ams_repeat(net, V0, repeats=20, seed=500, T=1.0, dt=1 / 64, particles=300, blowup=BLOWUP, threads=2)
+    rep = ams_repeat(net, V0=V0, repeats=20, seed=500, T=1.0, dt=1 / 64, particles=300, blowup=BLOWUP, threads=2)
     assert 3e-3 < p_mc < 2e-2
     assert rep["ci_low"] <= rep["p"] <= rep["ci_high"]
     tol = 3.5 * math.hypot(se_mc, rep["se"])
@@ -131,22 +131,22 @@ def test_ams_agrees_with_plain_monte_carlo():
 def test_ams_blowup_times_and_validation():
     net = make_network("shaped_transformer", tau0=1.0, gamma=0.5)
     V0 = equicorrelated(4, 0.3)
-    res = ams_blowup(net, V0, T=1.0, dt=1 / 32, particles=50, seed=1, threads=2, blowup=BLOWUP)
+    res = ams_blowup(net, V0=V0, T=1.0, dt=1 / 32, particles=50, seed=1, threads=2, blowup=BLOWUP)
     assert 0 < res.p < 1 and res.blown > 0
     assert res.p == pytest.approx(res.weight * res.blown / res.particles)
     by = res.p_by([0.0, 0.5, 1.0])
     assert by[0] == 0 and by[1] <= by[2] and by[2] == pytest.approx(res.p)
     assert np.all(np.diff(res.levels) >= 0)
     json.dumps(res.to_dict())
-    again = ams_blowup(net, V0, T=1.0, dt=1 / 32, particles=50, seed=1, threads=1, blowup=BLOWUP)
+    again = ams_blowup(net, V0=V0, T=1.0, dt=1 / 32, particles=50, seed=1, threads=1, blowup=BLOWUP)
     assert again.p == res.p  # same seed, any thread count: same estimate
     for kw, name in [({"particles": 1}, "particles"), ({"time_exponent": -1.0}, "time_exponent"),
                      ({"kill_fraction": 1.0}, "kill_fraction"), ({"blowup": 0.5}, "blowup"),
                      ({"scheme": "rk4"}, "scheme"), ({"dt": 2.0}, "dt")]:
         with pytest.raises(ValueError, match=name):
-            ams_blowup(net, V0, **{"T": 1.0, "dt": 1 / 32, "particles": 10, **kw})
+            ams_blowup(net, V0=V0, **{"T": 1.0, "dt": 1 / 32, "particles": 10, **kw})
     with pytest.raises(ValueError, match="network"):
-        ams_blowup(make_network("standard_attention"), V0, T=1.0)
+        ams_blowup(make_network("standard_attention"), V0=V0, T=1.0)
 
 
 def test_binomial_ci_is_clopper_pearson():
@@ -227,7 +227,7 @@ def test_tau0_only_rescales_the_input(method):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BlowUpWarning)
             if method == "sde":
-                r = solve_sde(net, V, T=1.0, dt=1 / 64, paths=P, scheme="euler", seed=4, threads=2, blowup=K,
+                r = solve_sde(net, V0=V, T=1.0, dt=1 / 64, paths=P, scheme="euler", seed=4, threads=2, blowup=K,
                               save_at=[0.0, 1.0], progress=False)
             else:
                 from shaped_transformer.simulate import simulate

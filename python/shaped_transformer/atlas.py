@@ -268,7 +268,7 @@ def atlas_point(
         if method == "sde":
             from .sde import solve_sde
 
-            res = solve_sde(net, V0, T=T, dt=dt, paths=samples, scheme=scheme, seed=seed, threads=threads,
+            res = solve_sde(net, V0=V0, T=T, dt=dt, paths=samples, scheme=scheme, seed=seed, threads=threads,
                             save_at=[0.0, T], blowup=blowup, progress=False)
         elif method == "exact":
             from .simulate import simulate
@@ -287,7 +287,7 @@ def atlas_point(
     if method == "sde" and ams_particles > 0 and times.size < ams_below:
         from .splitting import ams_blowup
 
-        runs = [ams_blowup(net, V0, T=T, dt=dt, scheme=scheme, blowup=blowup, particles=ams_particles,
+        runs = [ams_blowup(net, V0=V0, T=T, dt=dt, scheme=scheme, blowup=blowup, particles=ams_particles,
                            seed=derived_seed(seed, 1000 + i), threads=threads) for i in range(ams_repeats)]
         out["ams_runs"] = [r.p for r in runs]
         out["ams_particles"] = int(ams_particles)
@@ -402,7 +402,7 @@ def _rare(cfg: dict, threads: int | None, log: Callable[[str], None]) -> dict | 
     V0 = equicorrelated(s["m"], s["rho0"])
     log(f"rare point: {r['repeats']} splitting runs of {r['particles']} particles "
         f"({r['block']}, tau0={r['tau0']}, gamma={r['gamma']}, heads={r['heads']})")
-    rep = ams_repeat(net, V0, repeats=r["repeats"], seed=derived_seed(s["seed"], 7919), level=s["confidence"], T=s["T"],
+    rep = ams_repeat(net, V0=V0, repeats=r["repeats"], seed=derived_seed(s["seed"], 7919), level=s["confidence"], T=s["T"],
                      dt=r["dt"], blowup=s["blowup"], particles=r["particles"], threads=threads)
     results = rep.pop("results")
     rep["config"] = dict(r)

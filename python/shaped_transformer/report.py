@@ -252,7 +252,7 @@ def _run_sde(net, V0, *, T, dt, paths, scheme, psd, seed, save_at, threads, blow
     with warnings.catch_warnings():
         # blow-ups are counted in the report; a StepSizeWarning (sde.dt does not divide study.T) is shown
         warnings.simplefilter("ignore", BlowUpWarning)
-        return solve_sde(net, V0, T=T, dt=dt, paths=paths, scheme=scheme, psd=psd, save_at=save_at, seed=seed,
+        return solve_sde(net, V0=V0, T=T, dt=dt, paths=paths, scheme=scheme, psd=psd, save_at=save_at, seed=seed,
                          threads=threads, blowup=blowup, progress=progress)
 
 

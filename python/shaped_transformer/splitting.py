@@ -40,7 +40,8 @@ import numpy as np
 from ._blocks import Block, Network
 from ._core_loader import core
 from ._validate import (
-    DEFAULT_BLOWUP, check_blowup, check_int, check_number, check_seed, check_square_psd, check_threads, derived_seed,
+    DEFAULT_BLOWUP, check_blowup, check_covariance, check_int, check_number, check_seed, check_threads, derived_seed,
+    network_first,
 )
 from .sde import _SCHEMES, _grid
 
@@ -105,10 +106,11 @@ def _mix(seed: int, salt: int) -> int:
     return (seed * 0x9E3779B97F4A7C15 + salt) % (2**64)
 
 
+@network_first("pass the initial covariance as V0= and the rest by name, e.g. ams_blowup(net, V0=V0, T=1.0)")
 def ams_blowup(
     network: Network | Block | Sequence[Block],
-    V0: np.ndarray,
     *,
+    V0: np.ndarray,
     T: float,
     dt: float = 1e-3,
     scheme: Literal["euler", "tamed_euler", "exact_chain"] = "euler",
@@ -151,7 +153,7 @@ def ams_blowup(
     max_iterations : safety bound; a RuntimeError is raised past it.
     """
     net = _network(network)
-    V0 = check_square_psd("V0", V0)
+    V0 = check_covariance("V0", V0)
     if not isinstance(scheme, str) or scheme not in _SCHEMES:
         raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
     # solve_sde's grid: a dt that does not divide T gives a StepSizeWarning, and the
@@ -256,10 +258,11 @@ def _network(network) -> Network:
     return _sde_network(network)
 
 
+@network_first("pass the initial covariance as V0= and the rest by name, e.g. ams_repeat(net, V0=V0, T=1.0)")
 def ams_repeat(
     network: Network | Block | Sequence[Block],
-    V0: np.ndarray,
     *,
+    V0: np.ndarray,
     repeats: int = 8,
     seed: int = 0,
     level: float = 0.95,
@@ -274,7 +277,7 @@ def ams_repeat(
 
     repeats = check_int("repeats", repeats, minimum=2)
     seed = check_seed(seed)
-    runs = [ams_blowup(network, V0, seed=derived_seed(seed, i), **kwargs) for i in range(repeats)]
+    runs = [ams_blowup(network, V0=V0, seed=derived_seed(seed, i), **kwargs) for i in range(repeats)]
     ps = np.array([r.p for r in runs])
     mean = float(ps.mean())
     sd = float(ps.std(ddof=1))

@@ -454,7 +454,7 @@ def run_point(
         from .sde import solve_sde
 
         step = (1.0 / width) if dt is None else float(dt)
-        res = solve_sde(net, V0, T=T, dt=step, paths=samples, scheme=scheme, seed=seed, threads=threads,
+        res = solve_sde(net, V0=V0, T=T, dt=step, paths=samples, scheme=scheme, seed=seed, threads=threads,
                         save_at=np.array([0.0, T]), blowup=blowup, progress=False)
     else:
         from .simulate import simulate
