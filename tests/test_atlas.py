@@ -180,6 +180,14 @@ def test_atlas_end_to_end(tmp_path):
         k, n = int(r["blown"]), int(r["samples"])
         assert float(r["ci_low"]) <= k / n <= float(r["ci_high"])
         assert r["verdict"] in ("safe", "unsafe", "undecided")
+    # Splitting runs at network points too (one rule for every method), and the
+    # points whose runs died out are shown as unresolved, in the table and the page.
+    few = [r for r in rows if int(r["blown"]) < 2]
+    assert {r["method"] for r in few} == {"sde", "exact"} and all(r["ams_runs"] for r in few)
+    unresolved = [r for r in rows if r["ams"].startswith("unresolved")]
+    assert unresolved and all(r["best_method"] == "mc" for r in unresolved)
+    md = (out / "atlas.md").read_text()
+    assert f"**{len(unresolved)} point(s) unresolved by splitting**" in md and "one rule for every point" in md
     # The MLP alone has no finite-time blow-up at these settings.
     assert all(int(r["blown"]) == 0 for r in rows if r["block"] == "shaped_mlp")
     curves = list(csv.DictReader(open(out / "atlas_curves.csv")))
@@ -256,3 +264,131 @@ def test_atlas_studies_causal_heads(tmp_path):
     assert data["config"]["study"]["causal"] is True
     assert data["points"] and all(p["causal"] for p in data["points"])
     assert {p["method"] for p in data["points"]} == {"sde", "exact"}
+
+
+# ---------------------------------------------------------------------------
+# Never silently wrong (issue 23): an unresolved splitting estimate says so, the
+# atlas shows it, one verdict rule holds for every method, and --out is guarded.
+# ---------------------------------------------------------------------------
+
+
+def _mlp_extinct_case():
+    """The shaped MLP alone (V grows at most exponentially) with 20 particles: the
+    levels climb until every particle is a copy of one first crossing, and the run
+    dies out (154 iterations, about 0.2 s)."""
+    return make_network("shaped_mlp", gamma=0.5), equicorrelated(4, 0.3), dict(T=1.0, dt=1 / 32, particles=20,
+                                                                                  threads=2, blowup=BLOWUP)
+
+
+def test_extinct_splitting_run_is_flagged_and_warns():
+    from shaped_transformer.splitting import UnresolvedWarning
+
+    net, V0, kw = _mlp_extinct_case()
+    with pytest.warns(UnresolvedWarning, match="extinction") as rec:
+        r = ams_blowup(net, V0=V0, seed=0, **kw)
+    assert rec[0].filename == __file__
+    assert r.status == "extinct" and not r.resolved and r.p == 0.0 and r.blown == 0
+    assert r.iterations > 10 and -300 < r.log10_weight < 0  # how far the levels got before it died
+    d = r.to_dict()
+    assert d["resolved"] is False and d["status"] == "extinct"
+    json.dumps(d)
+    # a resolved run says so, and does not warn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnresolvedWarning)
+        ok = ams_blowup(make_network("shaped_transformer", tau0=1.0, gamma=0.5), V0=V0, seed=1, **kw)
+    assert ok.resolved and ok.status == "resolved" and ok.p > 0 and ok.explain() == ""
+
+
+def test_iteration_bound_ends_unresolved_instead_of_raising():
+    from shaped_transformer.splitting import UnresolvedWarning
+
+    _, V0, kw = _mlp_extinct_case()
+    with pytest.warns(UnresolvedWarning, match="max_iterations=2"):
+        r = ams_blowup(make_network("shaped_transformer"), V0=V0, seed=0, max_iterations=2, **kw)
+    assert r.status == "max_iterations" and not r.resolved and r.iterations == 2
+
+
+def test_ams_repeat_interval_is_honest_when_runs_die_out():
+    """Runs that died out read p = 0 whatever the probability; their spread bounds
+    nothing.  (It used to report p = 0 with the interval [0, 0].)"""
+    from shaped_transformer.splitting import UnresolvedWarning
+
+    net, V0, kw = _mlp_extinct_case()
+    with pytest.warns(UnresolvedWarning, match=r"2 of 2 runs did not resolve P \(2 extinct") as rec:
+        rep = ams_repeat(net, V0=V0, repeats=2, seed=0, **kw)
+    assert len(rec) == 1  # one summary, not one warning per run
+    assert rep["resolved"] is False and rep["unresolved"] == 2 and rep["statuses"] == ["extinct", "extinct"]
+    assert (rep["ci_low"], rep["ci_high"]) == (0.0, 1.0) and rep["interval"].method.startswith("trivial")
+
+
+def test_one_verdict_rule_for_every_method():
+    """analysis.verdict is the rule; the atlas row of a network point with no
+    blow-up gets splitting runs (through the exact chain) like an SDE point, and
+    its verdict follows the interval it rests on."""
+    from shaped_transformer import analysis as an
+    from shaped_transformer.atlas import _row
+
+    iv = an.Interval
+    assert an.verdict(iv(1e-4, 0.0, 9e-4, 0.95), 1e-3) == "safe"
+    assert an.verdict(iv(5e-3, 2e-3, 9e-3, 0.95), 1e-3) == "unsafe"
+    assert an.verdict(iv(1e-3, 0.0, 2e-3, 0.95), 1e-3) == "undecided"
+    assert an.verdict(iv(0.0, float("nan"), float("nan"), 0.95), 1e-3) == "undecided"
+    # 0 of 2000 cannot be safe at 1e-3 (Clopper-Pearson upper end 1.8e-3), 0 of 4000 can:
+    # the same rule, different evidence.
+    assert an.verdict(an.binomial_interval(0, 2000), 1e-3) == "undecided"
+    assert an.verdict(an.binomial_interval(0, 4000), 1e-3) == "safe"
+    base = {"block": "shaped_transformer", "heads": 1, "tau0": 1.0, "gamma": 0.3}
+    for method, width in (("sde", None), ("exact", 128)):
+        p = dict(base, method=method, width=width, dt=1e-3)
+        runs = {"samples": 2000, "blown": 0, "ams_runs": [2e-4, 1.5e-4, 2.5e-4, 1.8e-4],
+                "ams_status": ["resolved"] * 4}
+        row = _row(p, runs, 0.95, 1e-3)
+        assert row["best_method"] == "ams" and row["interval"] == "t over runs" and row["verdict"] == "safe"
+        row = _row(p, dict(runs, ams_status=["resolved", "extinct", "resolved", "resolved"]), 0.95, 1e-3)
+        assert row["ams"] == "unresolved (1 of 4 runs: 1 extinct)" and row["p_ams"] is None
+        assert row["best_method"] == "mc" and row["verdict"] == "undecided"
+    from shaped_transformer.atlas import atlas_point
+
+    pt = atlas_point(block="shaped_transformer", tau0=1.0, gamma=0.5, m=4, T=1.0, method="exact", width=16,
+                     samples=20, seed=0, ams_particles=10, ams_repeats=2, ams_below=5, threads=2)
+    assert pt["blown"] < 5 and len(pt["ams_runs"]) == 2 and len(pt["ams_status"]) == 2
+
+
+def test_atlas_out_is_guarded_like_the_report(tmp_path, monkeypatch):
+    from shaped_transformer import sweep
+    from shaped_transformer.atlas import run_atlas
+
+    def boom(*a, **k):
+        raise AssertionError("the atlas ran before its --out was refused")
+
+    monkeypatch.setattr(sweep, "sweep", boom)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    monkeypatch.chdir(mine)
+    for where in (".", "..", str(mine)):
+        with pytest.raises(ValueError, match="current folder or one of its parents"):
+            run_atlas(where, size="tiny")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.csv").write_text("x")
+    with pytest.raises(ValueError, match="holds no previous atlas"):
+        run_atlas(other, size="tiny")
+    assert sorted(p.name for p in other.iterdir()) == ["data.csv"]
+    assert (mine / "notes.txt").read_text() == "precious" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_atlas_figures_raise_no_matplotlib_warning(tmp_path):
+    """A panel with no run at its point (the reference block is the MLP, so the
+    attention panel has none) used to call legend() on nothing: matplotlib's
+    UserWarning leaked out of `shaped-transformer atlas`."""
+    pytest.importorskip("matplotlib")
+    from shaped_transformer.atlas import run_atlas
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_atlas(tmp_path / "atlas", size="tiny", progress=False, workers=2,
+                  config={"reference": {"block": "shaped_mlp"}, "rare": {"repeats": 0}, "splitting": {"particles": 0},
+                          "collapse": {"samples": 0}, "network": {"widths": [16], "reference_widths": [16]},
+                          "grid": {"blocks": ["shaped_attention", "shaped_mlp"], "tau0": [1.0], "gamma": [0.8]}})
+    assert (tmp_path / "atlas" / "curves.png").is_file()
