@@ -897,7 +897,7 @@ def _markdown(cfg, size, results, comparisons, slopes, summ, shaped_key, widths)
         f"{st_['correlation_rank'].median[-1]:.2f} (standard). The effective rank of V itself, (tr V)^2 / tr V^2, is "
         f"{sh['effective_rank'].median[-1]:.2f} versus {st_['effective_rank'].median[-1]:.2f}: it also counts the "
         "tokens' scales, and is lower than the correlations' because the scales spread (the largest V_aa is "
-        f"{sh['scale_ratio'].median[-1]:.3g} times the smallest, shaped; {st_['scale_ratio'].median[-1]:.3g} "
+        f"{sh['scale_ratio'].median[-1]:.1f} times the smallest, shaped; {st_['scale_ratio'].median[-1]:.1f} "
         "standard), not because the directions collapse."
     )
     lines += ["", "![rho against depth](rho_vs_depth.png)", "", "![effective rank against depth](effective_rank.png)", ""]
