@@ -530,17 +530,10 @@ def _prepare_out(out: Path) -> Path:
     an existing folder is used only when it is empty or a previous atlas (it holds
     the marker, or nothing but files an atlas writes); the current folder and its
     parents are refused, so ``--out .`` cannot scatter files among a user's own."""
-    here = Path.cwd().resolve()
-    full = out.resolve()
-    if full == here or full in here.parents:
-        raise ValueError(f"--out {out}: is the current folder or one of its parents; choose a new folder")
-    if out.exists():
-        if not out.is_dir():
-            raise ValueError(f"--out {out}: exists and is not a folder")
-        names = {p.name for p in out.iterdir()}
-        ours = {n for n in names if n in _ATLAS_FILES or n.startswith("heatmap_") and n.endswith(".png")}
-        if names and _MARKER not in names and names != ours:
-            raise ValueError(f"--out {out}: exists, is not empty and holds no previous atlas; choose another folder")
+    from ._outdir import check_out
+
+    check_out(out, marker=_MARKER, what="atlas",
+              ours=lambda n: n in _ATLAS_FILES or (n.startswith("heatmap_") and n.endswith(".png")))
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / _MARKER).write_text("shaped-transformer atlas; `shaped-transformer atlas --out` writes into this folder\n")

@@ -373,18 +373,11 @@ def _prepare_out(out: Path) -> Path:
     current folder and its parents, so that no user's folder can be deleted.  In a
     previous report, only the files a report writes are replaced: anything else
     the user put there is carried over (:func:`_publish`)."""
+    from ._outdir import check_out
+
     out = Path(out)
-    here = Path.cwd().resolve()
-    full = out.resolve()
-    if full == here or full in here.parents:
-        raise ValueError(f"--out {out}: is the current folder or one of its parents; choose a new folder")
-    if out.exists():
-        if not out.is_dir():
-            raise ValueError(f"--out {out}: exists and is not a folder")
-        names = {p.name for p in out.iterdir()}
-        if names and _MARKER not in names and not names <= _REPORT_FILES:
-            raise ValueError(f"--out {out}: exists, is not empty and holds no previous report; choose another folder")
-    parent = full.parent
+    check_out(out, marker=_MARKER, ours=_REPORT_FILES.__contains__, what="report")
+    parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
