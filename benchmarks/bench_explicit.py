@@ -133,7 +133,7 @@ def main() -> None:
                 net = st.Network([block])
 
                 def ours(threads):
-                    return lambda: st.simulate(net, X0, depth=1, samples=1, seed=0, dtype=dtype, threads=threads, progress=False)
+                    return lambda: st.simulate(net, X0=X0, depth=1, samples=1, seed=0, dtype=dtype, threads=threads, progress=False)
 
                 torch.set_num_threads(args.threads)
                 t_torch = best_time(tfn, args.repeats)

@@ -183,8 +183,8 @@ def main():
     net = st.ShapedAttention(gamma=GAMMA, tau0=TAU0)
     kw = dict(T=1.0, dt=1e-3, save_at=[0.0, 1.0], seed=0, blowup=1e4, progress=False)
     cpu_paths = 2000 if a.quick else 10000
-    t_cpu, r_cpu = best_of(lambda: st.solve_sde(net, V0, paths=cpu_paths, device="cpu", **kw), 1)
-    r_gpu_small = st.solve_sde(net, V0, paths=cpu_paths, device="cuda", **kw)
+    t_cpu, r_cpu = best_of(lambda: st.solve_sde(net, V0=V0, paths=cpu_paths, device="cpu", **kw), 1)
+    r_gpu_small = st.solve_sde(net, V0=V0, paths=cpu_paths, device="cuda", **kw)
     fin = np.isfinite(r_cpu.V).all(axis=(1, 2, 3))
     agree = float(np.nanmax(np.abs(r_cpu.V - r_gpu_small.V)) / np.nanmax(np.abs(r_cpu.V)))
     row("SDE, CPU solver (all threads)", f"{cpu_paths:.0e} paths", "-", f"CPU {cpu_paths * 1000 / t_cpu:.2e} p-s/s",
@@ -192,7 +192,7 @@ def main():
     print(f"    CPU vs GPU on the same {cpu_paths} paths: max relative difference {agree:.1e}, "
           f"blow-ups {int((~fin).sum())} vs {int(np.sum(np.isfinite(r_gpu_small.exploded_at)))}")
     for paths in ([10**4, 10**5] if a.quick else [10**4, 10**5, 10**6]):
-        t, r = best_of(lambda: st.solve_sde(net, V0, paths=paths, device="cuda", **kw), 1)
+        t, r = best_of(lambda: st.solve_sde(net, V0=V0, paths=paths, device="cuda", **kw), 1)
         VT = r.V[:, -1]
         rho = VT[:, 0, 1] / np.sqrt(VT[:, 0, 0] * VT[:, 1, 1])
         ok = np.isfinite(rho)
@@ -211,7 +211,7 @@ def main():
         print(f"    mean rho_T {rho[ok].mean():.4f} +- {rho[ok].std() / math.sqrt(ok.sum()):.4f}, "
               f"blown up {100 * (1 - ok.mean()):.2f}%")
     big = 10**6 if a.quick else 10**7
-    t, r = best_of(lambda: st.solve_sde(net, V0, paths=big, device="cuda", **{**kw, "dt": 1e-2}), 1)
+    t, r = best_of(lambda: st.solve_sde(net, V0=V0, paths=big, device="cuda", **{**kw, "dt": 1e-2}), 1)
     row("SDE Euler, 100 steps", f"{big:.0e} paths", f"{big * 100 / t:.2e} p-s/s", "-",
         "ok" if r.V.shape[0] == big else "FAIL")
 

@@ -161,12 +161,12 @@ import time, numpy as np, shaped_transformer as st, warnings
 warnings.simplefilter("ignore")
 V0 = st.inputs.equicorrelated({M}, {RHO0})
 net = st.ShapedAttention(gamma={GAMMA}, tau0={TAU0})
-st.solve_sde(net, V0, T=1.0, steps=2, paths=8, save="summary", progress=False)
+st.solve_sde(net, V0=V0, T=1.0, steps=2, paths=8, save="summary", progress=False)
 def hwm():  # this process's peak RSS in MB (ru_maxrss would include the parent's, kept across exec)
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
 before = hwm()
 t = time.perf_counter()
-r = st.solve_sde(net, V0, T=1.0, steps={steps}, paths={paths}, save="summary", threads={threads}, progress=False)
+r = st.solve_sde(net, V0=V0, T=1.0, steps={steps}, paths={paths}, save="summary", threads={threads}, progress=False)
 t = time.perf_counter() - t
 after = hwm()
 print(before, after, t, r.summary.mean("rho")[-1], int(r.summary.exploded[-1]))
@@ -195,7 +195,7 @@ def main() -> None:
 
     # ---- 1. one thread, CPU time ----
     kw = dict(T=1.0, steps=args.steps, paths=args.paths, seed=0, save_at=[1.0], threads=1, progress=False)
-    r, _, c_core = timed(lambda: st.solve_sde(net, V0, **kw))
+    r, _, c_core = timed(lambda: st.solve_sde(net, V0=V0, **kw))
     from shaped_transformer._core_loader import core
 
     ss = np.array([args.steps])
@@ -223,8 +223,8 @@ def main() -> None:
     # ---- 2. threads, default saving (101 times) and summary ----
     for save in ("paths", "summary"):
         kw = dict(T=1.0, steps=args.steps, paths=4 * args.paths, seed=0, progress=False, save=save)
-        _, w1, c1 = timed(lambda: st.solve_sde(net, V0, threads=1, **kw))
-        _, w2, c2 = timed(lambda: st.solve_sde(net, V0, threads=2, **kw))
+        _, w1, c1 = timed(lambda: st.solve_sde(net, V0=V0, threads=1, **kw))
+        _, w2, c2 = timed(lambda: st.solve_sde(net, V0=V0, threads=2, **kw))
         print(f"threads, save={save!r}, {4 * args.paths} paths: 1 thread {w1:.3f} s wall ({c1:.3f} CPU-s), "
               f"2 threads {w2:.3f} s wall ({c2:.3f} CPU-s): speed-up {w1 / w2:.2f}x")
 

@@ -44,7 +44,7 @@ def run(causal: bool):
     V0 = st.inputs.equicorrelated(M, RHO0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sde = st.solve_sde(net, V0, T=T, steps=1024, paths=6000, seed=1, save_at=SAVES, scheme="euler", blowup=1e4)
+        sde = st.solve_sde(net, V0=V0, T=T, steps=1024, paths=6000, seed=1, save_at=SAVES, scheme="euler", blowup=1e4)
         nw = st.simulate(net, V0=V0, width=N, depth=N, samples=3000, method="exact", seed=2,
                          save_at=np.array([N]), blowup=1e4)
     return {

@@ -58,7 +58,7 @@ def main() -> None:
     models = {
         "torch post-LN": torch_encoder(n, depth, heads, norm_first=False),
         "torch pre-LN": torch_encoder(n, depth, heads, norm_first=True),
-        "shaped (torch)": stt.from_network(net, n, depth),
+        "shaped (torch)": stt.from_network(net, width=n, depth=depth),
     }
     for name, model in models.items():
         t0 = time.perf_counter()
@@ -71,7 +71,7 @@ def main() -> None:
     timing["exact chain"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     sde = st.solve_sde(
-        net, V0, T=1.0, dt=1.0 / (8 * n), paths=args.paths, scheme="tamed_euler",
+        net, V0=V0, T=1.0, dt=1.0 / (8 * n), paths=args.paths, scheme="tamed_euler",
         save_at=np.arange(depth + 1) / n, seed=args.seed, blowup=1e4,
     )
     timing["SDE"] = time.perf_counter() - t0

@@ -401,17 +401,17 @@ def test_solve_sde_accepts_causal(name):
     net = CAUSAL_NETS[name]()
     V0 = st.inputs.equicorrelated(5, 0.3)
     for scheme in ("euler", "tamed_euler", "exact_chain"):
-        r = st.solve_sde(net, V0, T=0.25, steps=64, paths=64, seed=2, scheme=scheme, blowup=1e4)
+        r = st.solve_sde(net, V0=V0, T=0.25, steps=64, paths=64, seed=2, scheme=scheme, blowup=1e4)
         assert r.V.shape == (64, 65, 5, 5)
         assert np.all(np.isfinite(r.V[:, -1]))
-        r1 = st.solve_sde(net, V0, T=0.25, steps=64, paths=64, seed=2, scheme=scheme, threads=1, blowup=1e4)
+        r1 = st.solve_sde(net, V0=V0, T=0.25, steps=64, paths=64, seed=2, scheme=scheme, threads=1, blowup=1e4)
         assert np.array_equal(r.V, r1.V)
 
 
 def test_alpha_and_concat_still_refused():
     for b in (st.ShapedAttention(alpha=0.5, causal=True), st.ShapedAttention(heads=2, concat=True, causal=True)):
         with pytest.raises(ValueError, match="network"):
-            st.solve_sde(st.Network([b]), np.eye(3), T=1.0, steps=4, paths=2)
+            st.solve_sde(st.Network([b]), V0=np.eye(3), T=1.0, steps=4, paths=2)
         with pytest.raises(ValueError, match="alpha|concat"):
             sde_drift(st.Network([b]), np.eye(3))
 
@@ -431,7 +431,7 @@ def sde_vs_network(n: int, N: int, P: int, steps: int, *, m=4, tau0=1.0, gamma=0
         warnings.simplefilter("ignore")
         r = st.simulate(net, V0=V0, width=n, depth=n, samples=N, method="exact", seed=seed,
                         save_at=np.array([n]), blowup=blowup)
-        s = st.solve_sde(net, V0, T=1.0, steps=steps, paths=P, seed=seed + 1, save_at=[1.0],
+        s = st.solve_sde(net, V0=V0, T=1.0, steps=steps, paths=P, seed=seed + 1, save_at=[1.0],
                          scheme="euler", blowup=blowup)
     iu = np.triu_indices(m, 1)
     rn, rs = r.finite().rho[:, -1][:, iu[0], iu[1]], s.finite().rho[:, -1][:, iu[0], iu[1]]
@@ -483,7 +483,7 @@ def test_first_pair_has_no_attention_drift():
             assert abs(bb[0, 0]) > 1e-6 and abs(bb[0, 1]) > 1e-6
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = st.solve_sde(_net(tau0=1.2, gamma=0.5), st.inputs.equicorrelated(5, 0.3), T=0.25, steps=64,
+        r = st.solve_sde(_net(tau0=1.2, gamma=0.5), V0=st.inputs.equicorrelated(5, 0.3), T=0.25, steps=64,
                          paths=500, seed=4, save_at=[0.25], blowup=1e4)
     ps = position_statistics(r)
     assert ps.samples + ps.dropped == 500 and ps.pair_mean.shape == (5, 5)

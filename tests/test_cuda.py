@@ -134,7 +134,7 @@ def test_unknown_device_is_a_value_error():
     with pytest.raises(ValueError, match="device must be one of"):
         st.simulate(st.ShapedAttention(), V0=_equicorrelated(2, 0.1), width=8, depth=1, device="gpu")
     with pytest.raises(ValueError, match="device must be one of"):
-        st.solve_sde(st.ShapedAttention(), _equicorrelated(2, 0.1), T=0.1, device=None)
+        st.solve_sde(st.ShapedAttention(), V0=_equicorrelated(2, 0.1), T=0.1, device=None)
 
 
 def test_cuda_availability_is_reported_with_a_reason():
@@ -148,7 +148,7 @@ def test_cuda_availability_is_reported_with_a_reason():
     with pytest.raises(CudaUnavailableError, match="device='cuda' is not available"):
         st.simulate(st.ShapedAttention(), V0=_equicorrelated(2, 0.1), width=8, depth=1, device="cuda")
     with pytest.raises(CudaUnavailableError):
-        st.solve_sde(st.ShapedAttention(), _equicorrelated(2, 0.1), T=0.1, device="cuda")
+        st.solve_sde(st.ShapedAttention(), V0=_equicorrelated(2, 0.1), T=0.1, device="cuda")
 
 
 # ---- nvcc compiles the CUDA sources (no GPU needed) ------------------------------------
@@ -263,8 +263,8 @@ def test_gpu_exact_equals_cpu():
 def test_gpu_sde_equals_cpu(scheme, psd, m):
     net = st.shaped_transformer(heads=2) if scheme != "exact_chain" else st.ShapedAttention(heads=2)
     kw = dict(T=0.5, dt=1 / 200, paths=300, seed=2, scheme=scheme, psd=psd, blowup=1e4, save_at=[0, 0.25, 0.5])
-    a = st.solve_sde(net, _equicorrelated(m, 0.3), device="cpu", **kw)
-    b = st.solve_sde(net, _equicorrelated(m, 0.3), device="cuda", **kw)
+    a = st.solve_sde(net, V0=_equicorrelated(m, 0.3), device="cpu", **kw)
+    b = st.solve_sde(net, V0=_equicorrelated(m, 0.3), device="cuda", **kw)
     assert np.array_equal(np.isinf(a.exploded_at), np.isinf(b.exploded_at))
     assert np.array_equal(a.info["projections"], b.info["projections"])
     assert _rel(a.V, b.V) < 1e-9

@@ -761,7 +761,7 @@ def test_float32_overflow_is_reported_not_returned():
 
 
 def _sde_call(net, V0, **kw):
-    return st.solve_sde(net, V0, **kw)
+    return st.solve_sde(net, V0=V0, **kw)
 
 
 @needs_sde
@@ -1066,6 +1066,6 @@ def test_blowup_below_the_input_is_refused():
         with pytest.raises(ValueError, match="blowup=2 must exceed"):
             st.simulate(net, X0=np.full((3, 8), 2.0), depth=2, method=method, seed=0, blowup=2.0)
     with pytest.raises(ValueError, match="blowup=10000 must exceed"):
-        st.solve_sde(net, V0, T=0.1, dt=0.01, paths=2, seed=0)
+        st.solve_sde(net, V0=V0, T=0.1, dt=0.01, paths=2, seed=0)
     # just above it is fine
     st.simulate(net, V0=V0, width=8, depth=1, method="exact", seed=0, blowup=2.1e4)

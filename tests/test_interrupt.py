@@ -39,7 +39,7 @@ CHILD = textwrap.dedent(
     print("started", flush=True)
     try:
         if kind == "sde":
-            st.solve_sde(net, V0, T=case["T"], dt=case["dt"], paths=case["samples"], threads=case["threads"],
+            st.solve_sde(net, V0=V0, T=case["T"], dt=case["dt"], paths=case["samples"], threads=case["threads"],
                          seed=1, blowup=1e300, save_at=np.array([0.0, case["T"]]), progress=False)
         else:
             st.simulate(net, V0=V0, width=case["width"], depth=case["depth"], samples=case["samples"],

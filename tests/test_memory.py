@@ -226,7 +226,7 @@ def test_catchable_as_memory_error_and_value_error():
 @pytest.mark.skipif(not HAVE_SDE, reason="solve_sde not there yet")
 def test_sde_impossible_paths_refused_at_once():
     """10^9 paths x 1001 saved steps x 16 entries x 8 bytes = 128 TB."""
-    err, dt = refused(lambda: st.solve_sde(NET, V0, T=1.0, dt=1e-3, paths=10**9, progress=False))
+    err, dt = refused(lambda: st.solve_sde(NET, V0=V0, T=1.0, dt=1e-3, paths=10**9, progress=False))
     print(f"\nsolve_sde: refused in {dt * 1e3:.2f} ms: {err}")
 
 
@@ -234,4 +234,4 @@ def test_sde_impossible_paths_refused_at_once():
 def test_sde_budget_override(monkeypatch):
     monkeypatch.setenv("SHAPED_TRANSFORMER_MAX_MEMORY", "1M")
     # 2000 paths x 101 saved x 16 x 8 B = 25.9 MB
-    refused(lambda: st.solve_sde(NET, V0, T=0.1, dt=1e-3, paths=2000, progress=False))
+    refused(lambda: st.solve_sde(NET, V0=V0, T=0.1, dt=1e-3, paths=2000, progress=False))

@@ -86,8 +86,10 @@ def test_results_json_numbers_are_finite_and_in_range(report_dir):
             if name == "rho":
                 assert np.all(np.abs(med[count > 0]) <= 1 + 1e-12)
                 assert med[0] == pytest.approx(0.3)  # rho0 at t = 0
-            elif name == "effective_rank":
+            elif name in ("effective_rank", "correlation_rank"):
                 assert np.all((med[count > 0] >= 1 - 1e-9) & (med[count > 0] <= m + 1e-9))
+            elif name == "scale_ratio":
+                assert np.all(med[count > 0] >= 1 - 1e-12)
             elif name == "min_eig":
                 assert np.all(med[count > 0] >= -1e-6) and np.all(med[count > 0] <= 1 + 1e-9)
     for run, info in res["runs"].items():
@@ -106,7 +108,7 @@ def test_csv_files_parse(report_dir):
     with open(report_dir / "summaries.csv") as f:
         rows = list(csv.DictReader(f))
     assert {"run", "observable", "t", "median", "q0.05", "q0.95", "mean", "sem", "count", "dropped"} <= set(rows[0])
-    assert {r["observable"] for r in rows} == {"rho", "effective_rank", "min_eig"}
+    assert {r["observable"] for r in rows} == {"rho", "effective_rank", "correlation_rank", "scale_ratio", "min_eig"}
     assert all(0.0 <= float(r["t"]) <= 1.0 + 1e-12 for r in rows)
 
 
@@ -133,6 +135,84 @@ def test_verdicts_follow_from_the_printed_intervals(report_dir):
         assert sorted(excl) == sorted(v["differs"]), cname
         assert f"- **{cname}**: {v['text']}." in md
         assert v["text"].startswith("differs") == bool(excl)
+
+
+def _section(md: str, start: str, end: str) -> str:
+    return md[md.index(start):md.index(end, md.index(start))]
+
+
+def test_markdown_explains_its_verdicts_from_the_printed_intervals(report_dir):
+    """Issue 23: the page says why a finite-width difference is expected, what must
+    shrink as n grows, and, per statistic, what the intervals say about it; every
+    claim of that list follows from the intervals in differences.csv."""
+    md = (report_dir / "report.md").read_text()
+    verdict = _section(md, "## Verdict", "## 1.")
+    assert "expected and is not a failure" in verdict and "shrinks towards 0 as n grows" in verdict
+    with open(report_dir / "differences.csv") as f:
+        rows = list(csv.DictReader(f))
+    widths = [16, 32]
+    for label in ("P(blow-up by T)", "mean rho_T", "mean log tr(V_T)/m", "mean effective rank",
+                  "q90 of log max diag V_T"):
+        line = next(x for x in verdict.splitlines() if x.startswith(f"- {label}: "))
+        excl = [w for w in widths for r in rows
+                if r["comparison"] == f"network n={w} vs SDE" and r["statistic"] == label and r["excludes_0"] == "True"]
+        if not excl:
+            assert "every interval includes 0" in line, line
+        else:
+            assert f"excludes 0 at n = {', '.join(map(str, excl))}" in line, line
+            assert ("has not closed" in line) == (widths[-1] in excl), line
+
+
+def test_markdown_reads_collapse_from_the_correlations_and_names_every_width(report_dir):
+    """Section 4 reports the correlation matrix's effective rank apart from V's (the
+    token scales spread, so V's effective rank is low without any collapse); every
+    table says which width it shows."""
+    md = (report_dir / "report.md").read_text()
+    res = json.loads((report_dir / "results.json").read_text())
+    cfg = res["config"]
+    sec4 = _section(md, "## 4.", "## 5.")
+    shaped = res["summaries"]["exact n=32"]  # standard.width = 32 at --size tiny: the shaped run of that width
+    corr, vrank = shaped["correlation_rank"]["median"][-1], shaped["effective_rank"]["median"][-1]
+    assert f"effective rank of the correlation matrix" in sec4 and f"{corr:.2f} (shaped)" in sec4
+    assert f"effective rank of V itself, (tr V)^2 / tr V^2, is {vrank:.2f}" in sec4
+    assert corr > vrank  # unequal token scales lower V's effective rank, not the correlations'
+    assert f"width n = {cfg['standard']['width']}" in sec4
+    sec1 = _section(md, "## 1.", "## 2.")
+    assert "| run | width n (depth = T n) or SDE step |" in sec1
+    for line in sec1.splitlines():
+        if line.startswith("| exact n=") or line.startswith("| explicit") or line.startswith("| effect"):
+            assert "| n = " in line, line
+        if line.startswith("| sde"):
+            assert "| SDE, dt = " in line, line
+    sec5 = _section(md, "## 5.", "![parameter effects]")
+    w = cfg["effects"]["width"]
+    assert f"width n = {w}" in sec5 and f"| variation (n = {w}) |" in sec5
+
+
+def test_print_config_is_a_template_for_config(tmp_path, capsys):
+    assert cli.main(["report", "--size", "tiny", "--seed", "5", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(text)
+    assert study_config("default", cfg) == study_config("tiny", seed=5)
+    assert cli.main(["atlas", "--size", "tiny", "--print-config"]) == 0
+    from shaped_transformer.atlas import atlas_config
+
+    (tmp_path / "atlas.toml").write_text(capsys.readouterr().out)
+    assert atlas_config("default", tmp_path / "atlas.toml") == atlas_config("tiny")
+
+
+def test_help_points_to_what_a_pip_user_has(capsys):
+    """The help names no file of the source tree (a pip user has no docs/), and
+    prints percent signs once (atlas --help printed "95%%")."""
+    for cmd in ("report", "atlas", "sweep"):
+        with pytest.raises(SystemExit):
+            cli.main([cmd, "--help"])
+        text = capsys.readouterr().out
+        assert "%%" not in text and "docs/" not in text, (cmd, text)
+    with pytest.raises(SystemExit):
+        cli.main(["atlas", "--help"])
+    assert "95% intervals" in " ".join(capsys.readouterr().out.split())
 
 
 def test_config_schema_and_example():
@@ -280,11 +360,16 @@ def test_interrupted_run_leaves_the_previous_report_untouched(tmp_path, monkeypa
     assert len(calls) == 3
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
-    # and an uninterrupted run replaces it as a whole
+    # and an uninterrupted run replaces its own files, and only those: what the
+    # user added to the folder survives (issue 23: it used to be deleted)
+    (out / "notes.txt").write_text("my notes")
+    (out / "mine").mkdir()
+    (out / "mine" / "a.csv").write_text("1,2")
     monkeypatch.setattr(plotting, "save_figure", real)
     assert cli.main(["report", "--size", "tiny", "--seed", "11", "--out", str(out), "--no-progress"]) == 0
     assert json.loads((out / "results.json").read_text())["config"]["study"]["seed"] == 11
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert (out / "notes.txt").read_text() == "my notes" and (out / "mine" / "a.csv").read_text() == "1,2"
 
 
 # ---------------------------------------------------------------------------

@@ -51,22 +51,22 @@ def test_bad_arguments(kwargs, match):
         if "dt" not in kw and "steps" not in kw:
             kw["steps"] = 10
         kw.setdefault("paths", 2)
-        st.solve_sde(NET, _V0(), **kw)
+        st.solve_sde(NET, V0=_V0(), **kw)
 
 
 def test_bad_network_and_V0():
     for net in (st.standard_transformer(), st.Network([st.StandardAttention()]), st.Network([st.ReluMLP()]),
                 st.Network([st.ShapedAttention(concat=True, heads=2)]), st.Network([st.ShapedAttention(alpha=0.5)])):
         with pytest.raises(ValueError, match="network"):
-            st.solve_sde(net, _V0(), T=1.0, steps=10, paths=2)
+            st.solve_sde(net, V0=_V0(), T=1.0, steps=10, paths=2)
     with pytest.raises(ValueError, match="V0"):
-        st.solve_sde(NET, -np.eye(3), T=1.0, steps=10, paths=2)
+        st.solve_sde(NET, V0=-np.eye(3), T=1.0, steps=10, paths=2)
     with pytest.raises(ValueError, match="V0"):
-        st.solve_sde(NET, np.ones((2, 3)), T=1.0, steps=10, paths=2)
+        st.solve_sde(NET, V0=np.ones((2, 3)), T=1.0, steps=10, paths=2)
 
 
 def test_result_shape_times_and_info():
-    r = st.solve_sde(NET, _V0(), T=0.5, steps=50, paths=7, save_at=[0.0, 0.25, 0.5], seed=1)
+    r = st.solve_sde(NET, V0=_V0(), T=0.5, steps=50, paths=7, save_at=[0.0, 0.25, 0.5], seed=1)
     assert r.V.shape == (7, 3, 4, 4)
     assert np.allclose(r.t, [0.0, 0.25, 0.5])
     assert np.array_equal(r.V[:, 0], np.broadcast_to(_V0(), (7, 4, 4)))
@@ -74,22 +74,22 @@ def test_result_shape_times_and_info():
     assert r.method == "euler"
     assert r.rho.shape == r.V.shape
     assert np.allclose(np.diagonal(r.rho, axis1=-2, axis2=-1), 1.0)
-    d = st.solve_sde(NET, _V0(), T=0.5, dt=0.01, paths=3)
+    d = st.solve_sde(NET, V0=_V0(), T=0.5, dt=0.01, paths=3)
     assert d.V.shape[1] == 51 and d.info["steps"] == 50
 
 
 def test_seed_threads_and_path_independence():
-    a = st.solve_sde(NET, _V0(), T=0.5, steps=100, paths=6, seed=3, threads=1).V
-    b = st.solve_sde(NET, _V0(), T=0.5, steps=100, paths=6, seed=3, threads=2).V
-    c = st.solve_sde(NET, _V0(), T=0.5, steps=100, paths=2, seed=3).V
-    d = st.solve_sde(NET, _V0(), T=0.5, steps=100, paths=6, seed=4).V
+    a = st.solve_sde(NET, V0=_V0(), T=0.5, steps=100, paths=6, seed=3, threads=1).V
+    b = st.solve_sde(NET, V0=_V0(), T=0.5, steps=100, paths=6, seed=3, threads=2).V
+    c = st.solve_sde(NET, V0=_V0(), T=0.5, steps=100, paths=2, seed=3).V
+    d = st.solve_sde(NET, V0=_V0(), T=0.5, steps=100, paths=6, seed=4).V
     assert np.array_equal(a, b) and np.array_equal(a[:2], c) and not np.allclose(a, d)
 
 
 def test_gamma_zero_keeps_V_constant():
     net = st.shaped_transformer(gamma=0.0)
     for scheme in ("euler", "tamed_euler", "exact_chain"):
-        r = st.solve_sde(net, _V0(), T=1.0, steps=50, paths=3, scheme=scheme)
+        r = st.solve_sde(net, V0=_V0(), T=1.0, steps=50, paths=3, scheme=scheme)
         assert np.allclose(r.V, _V0(), atol=1e-12)
 
 
@@ -101,7 +101,7 @@ def test_m1_is_geometric_brownian_motion():
     net = st.Network([st.ShapedAttention(gamma=ga), st.ShapedMLP(gamma=gm)])
     s2 = 2 * ga**2 * (2 - ga**2) + 4 * gm**2
     P = 200000 if FULL else 50000
-    r = st.solve_sde(model(net), np.array([[1.5]]), T=1.0, steps=64, paths=P, seed=0, save_at=[1.0], blowup=1e30)
+    r = st.solve_sde(model(net), V0=np.array([[1.5]]), T=1.0, steps=64, paths=P, seed=0, save_at=[1.0], blowup=1e30)
     v = r.V[:, -1, 0, 0]
     assert abs(v.mean() - 1.5) < 4.5 * v.std() / np.sqrt(P)
     exact = 1.5**2 * (1 + s2 / 64) ** 64
@@ -140,7 +140,7 @@ def test_euler_weak_order_is_one():
     P = 400000 if FULL else 100000
 
     def run(steps, seed):
-        r = st.solve_sde(net, V0, T=1.0, steps=steps, paths=P, seed=seed, save_at=[1.0], blowup=1e4)
+        r = st.solve_sde(net, V0=V0, T=1.0, steps=steps, paths=P, seed=seed, save_at=[1.0], blowup=1e4)
         x = r.rho[:, -1][:, iu[0], iu[1]].mean(1)
         return x.mean(), x.std() / np.sqrt(P)
 
@@ -160,8 +160,8 @@ def test_psd_clip_counts_projections_and_keeps_psd():
     V0 = st.inputs.equicorrelated(6, 0.95)  # near-singular: coarse steps leave the cone
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BlowUpWarning)
-        r = st.solve_sde(net, V0, T=1.0, steps=20, paths=200, psd="clip", seed=0)
-        n = st.solve_sde(net, V0, T=1.0, steps=20, paths=200, psd="none", seed=0)
+        r = st.solve_sde(net, V0=V0, T=1.0, steps=20, paths=200, psd="clip", seed=0)
+        n = st.solve_sde(net, V0=V0, T=1.0, steps=20, paths=200, psd="none", seed=0)
     assert r.info["projections"].sum() > 0
     V = r.finite().V
     assert np.linalg.eigvalsh(V.reshape(-1, 6, 6)).min() > -1e-9 * np.abs(V).max()
@@ -172,7 +172,7 @@ def test_psd_clip_counts_projections_and_keeps_psd():
 
 def test_exact_chain_scheme_is_the_exact_chain():
     """scheme='exact_chain' at dt = 1/n is simulate(method='exact') at width n."""
-    r = st.solve_sde(NET, _V0(), T=0.25, steps=16, paths=5, scheme="exact_chain", seed=2)
+    r = st.solve_sde(NET, V0=_V0(), T=0.25, steps=16, paths=5, scheme="exact_chain", seed=2)
     e = st.simulate(NET, V0=_V0(), width=64, depth=16, samples=5, method="exact", seed=2)
     assert np.array_equal(r.V, e.V)
     assert np.all(np.isfinite(r.V)) and r.info["projections"].sum() == 0
@@ -182,7 +182,7 @@ def test_blowup_is_reported_never_silent():
     net = st.Network([st.ShapedAttention(tau0=0.3, gamma=0.9)])
     for scheme in ("euler", "tamed_euler"):
         with pytest.warns(BlowUpWarning):
-            r = st.solve_sde(net, _V0(), T=1.0, steps=100, paths=100, scheme=scheme, blowup=5.0, seed=1)
+            r = st.solve_sde(net, V0=_V0(), T=1.0, steps=100, paths=100, scheme=scheme, blowup=5.0, seed=1)
         assert r.exploded.any()
         for p in range(r.samples):
             ok = r.t < r.exploded_at[p]
@@ -194,8 +194,8 @@ def test_blowup_is_reported_never_silent():
 def test_tamed_euler_close_to_euler_for_small_dt():
     """Both schemes converge to the same SDE: at dt = 1/512 their E[rho_T] agree."""
     net = st.shaped_transformer(tau0=1.0, gamma=0.3)
-    a = st.solve_sde(net, _V0(), T=0.5, steps=256, paths=4000, seed=1, save_at=[0.5])
-    b = st.solve_sde(net, _V0(), T=0.5, steps=256, paths=4000, seed=1, save_at=[0.5], scheme="tamed_euler")
+    a = st.solve_sde(net, V0=_V0(), T=0.5, steps=256, paths=4000, seed=1, save_at=[0.5])
+    b = st.solve_sde(net, V0=_V0(), T=0.5, steps=256, paths=4000, seed=1, save_at=[0.5], scheme="tamed_euler")
     ra, rb = a.rho[:, -1, 0, 1], b.rho[:, -1, 0, 1]
     # same noise, so the difference is the taming only: O(dt) per path
     assert np.abs(ra - rb).mean() < 0.01
@@ -241,7 +241,7 @@ def test_one_step_is_drift_plus_noise(m, scheme):
     net = st.shaped_transformer(heads=2, tau0=0.8, gamma=0.6, c_plus=0.5, c_minus=-1.0)
     V0 = _spd(m, m)
     dt, seed, paths = 0.3, 17, 3
-    r = st.solve_sde(net, V0, T=dt, steps=1, paths=paths, seed=seed, psd="none", scheme=scheme,
+    r = st.solve_sde(net, V0=V0, T=dt, steps=1, paths=paths, seed=seed, psd="none", scheme=scheme,
                      save_at=[dt], blowup=1e30)
     b = sde_drift(net, V0)
     assert np.abs(b).max() > 0.05  # the drift is visible at this V0
@@ -263,7 +263,7 @@ def test_one_step_moments_are_drift_and_sigma(m):
     net = st.shaped_transformer(heads=2, tau0=0.8, gamma=0.6, c_plus=0.5, c_minus=-1.0)
     V0 = _spd(m, m)
     dt, P = 0.05, 40000
-    r = st.solve_sde(net, V0, T=dt, steps=1, paths=P, seed=3, psd="none", save_at=[dt], blowup=1e30)
+    r = st.solve_sde(net, V0=V0, T=dt, steps=1, paths=P, seed=3, psd="none", save_at=[dt], blowup=1e30)
     D = r.V[:, -1] - V0
     mu, se = D.mean(0), D.std(0) / np.sqrt(P)
     b = sde_drift(net, V0)

@@ -80,10 +80,10 @@ def test_batch_agrees_with_the_generic_solver_to_rounding(blocks, m, scheme, psd
 
 def test_default_path_uses_a_batch_kernel_for_attention_only():
     V0 = _V0(8)
-    r = st.solve_sde(st.ShapedAttention(), V0, T=0.1, steps=10, paths=3, progress=False)
+    r = st.solve_sde(st.ShapedAttention(), V0=V0, T=0.1, steps=10, paths=3, progress=False)
     assert r.info["kernel"] in KERNELS
     mixed = [st.ShapedAttention(), st.ShapedMLP()]
-    assert st.solve_sde(mixed, V0, T=0.1, steps=10, paths=3, progress=False).info["kernel"] == "generic"
+    assert st.solve_sde(mixed, V0=V0, T=0.1, steps=10, paths=3, progress=False).info["kernel"] == "generic"
 
 
 def test_unknown_or_uncovered_kernel_is_refused():
@@ -162,7 +162,7 @@ def test_summary_equals_statistics_of_stored_paths(blocks):
 
 def test_summary_result_api():
     V0 = _V0(8)
-    r = st.solve_sde(st.ShapedAttention(gamma=0.9, tau0=0.5), V0, T=0.2, steps=100, paths=300, save="summary",
+    r = st.solve_sde(st.ShapedAttention(gamma=0.9, tau0=0.5), V0=V0, T=0.2, steps=100, paths=300, save="summary",
                      blowup=5.0, seed=3, progress=False)
     s = r.summary
     assert r.V.shape == (0, 101, 8, 8) and r.samples == 300 and len(s.t) == 101
@@ -175,15 +175,15 @@ def test_summary_result_api():
     with pytest.raises(ValueError, match="finite"):
         r.finite()
     with pytest.raises(ValueError, match="save"):
-        st.solve_sde(st.ShapedAttention(), V0, T=0.1, steps=10, paths=3, save="all", progress=False)
+        st.solve_sde(st.ShapedAttention(), V0=V0, T=0.1, steps=10, paths=3, save="all", progress=False)
 
 
 def test_summary_quantiles_match_stored_paths_to_a_bin():
     V0 = _V0(8)
     kw = dict(T=0.5, steps=200, paths=400, seed=5, blowup=1e4, progress=False)
     net = st.ShapedAttention(gamma=0.5)
-    s = st.solve_sde(net, V0, save="summary", **kw).summary
-    r = st.solve_sde(net, V0, **kw)
+    s = st.solve_sde(net, V0=V0, save="summary", **kw).summary
+    r = st.solve_sde(net, V0=V0, **kw)
     pairs = r.finite().rho_pairs(-1)
     q = np.array([0.1, 0.5, 0.9])
     assert np.max(np.abs(s.quantile("rho", q) - np.quantile(pairs, q))) < 2.0 / 120
@@ -201,9 +201,9 @@ def test_summary_memory_does_not_grow_with_paths():
 import resource, numpy as np, shaped_transformer as st
 V0 = (0.7 * np.eye(8) + 0.3)
 net = st.ShapedAttention()
-st.solve_sde(net, V0, T=0.1, steps=2, paths=16, save="summary", progress=False)
+st.solve_sde(net, V0=V0, T=0.1, steps=2, paths=16, save="summary", progress=False)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-r = st.solve_sde(net, V0, T=0.1, steps=4, paths=300000, save="summary", threads=2, progress=False, blowup=1e4)
+r = st.solve_sde(net, V0=V0, T=0.1, steps=4, paths=300000, save="summary", threads=2, progress=False, blowup=1e4)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print((after - before) / 1024, int(r.summary.alive[-1]))
 """

@@ -35,7 +35,7 @@ def test_rho_distribution_converges_to_the_sde():
     P = 16000 if FULL else 8000
     N = 16000 if FULL else 4000
     widths = (64, 256, 1024) if FULL else (16, 64, 256)
-    sde = st.solve_sde(model(net), V0, T=1.0, steps=2048 if FULL else 1024, paths=P, seed=1, save_at=[1.0],
+    sde = st.solve_sde(model(net), V0=V0, T=1.0, steps=2048 if FULL else 1024, paths=P, seed=1, save_at=[1.0],
                        scheme="euler", blowup=1e4)
     rs = sde.finite().rho_pairs(-1)
     dist = []
@@ -63,7 +63,7 @@ def test_rank_collapse_standard_vs_shaped():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s = st.simulate(shaped, V0=V0, width=n, depth=4 * n, samples=200, method="exact", seed=0, save_every=n).finite()
-        e = st.solve_sde(shaped, V0, T=1.0, steps=512, paths=1000, seed=0, scheme="tamed_euler", save_at=[1.0]).finite()
+        e = st.solve_sde(shaped, V0=V0, T=1.0, steps=512, paths=1000, seed=0, scheme="tamed_euler", save_at=[1.0]).finite()
     assert s.rho[:, 1, 0, 1].mean() < 0.6
     assert s.rho[:, -1, 0, 1].mean() < 0.8
     assert e.rho[:, -1, 0, 1].mean() < 0.6
@@ -121,7 +121,7 @@ def test_blowup_and_observables_match_the_network():
     widths = (256, 1024, 4096) if FULL else (256, 1024)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sde = st.solve_sde(model(net), V0, T=1.0, steps=2048 if FULL else 1024, paths=P, seed=1, save_at=[1.0],
+        sde = st.solve_sde(model(net), V0=V0, T=1.0, steps=2048 if FULL else 1024, paths=P, seed=1, save_at=[1.0],
                            scheme="euler", blowup=K_STOP)
         nets = [st.simulate(net, V0=V0, width=n, depth=n, samples=N, method="exact", seed=n,
                             save_at=np.array([n]), blowup=K_STOP) for n in widths]

@@ -88,6 +88,39 @@ def test_local_sweep_writes_one_file_per_point_and_resumes(tmp_path):
     assert len(csv) == 9 and "value" in csv[0]
 
 
+def test_points_of_another_version_or_configuration_are_not_reused(tmp_path):
+    """A saved point is reused only when the same version of the package made it and
+    its parameters still hash to its name: after a fix to the model, old numbers
+    must not come back silently (they used to)."""
+    out, log = tmp_path / "out", tmp_path / "log"
+    log.mkdir()
+    grid = {"a": [1.0, 2.0, 3.0], "b": [1], "log_dir": [str(log)]}
+    ex = cf.ThreadPoolExecutor(1)
+    sw.sweep(quadratic, grid, out, executor=ex, progress=False)
+    files = {json.loads(f.read_text())["params"]["a"]: f for f in out.glob("*.json")}
+    rec = json.loads(files[1.0].read_text())
+    assert rec["version"] == sw._version() and rec["format"] == 2
+    # an older version of the package; a file without a version (the old layout);
+    # a point whose saved parameters no longer hash to its file name
+    files[1.0].write_text(json.dumps(dict(rec, version="0.0.1", result={"value": -1.0})))
+    old = json.loads(files[2.0].read_text())
+    files[2.0].write_text(json.dumps({k: v for k, v in old.items() if k != "version"} | {"format": 1}))
+    edited = json.loads(files[3.0].read_text())
+    edited["params"]["b"] = 7
+    files[3.0].write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match="3 saved point.*cannot be reused.*0.0.1.*remove them"):
+        sw.sweep(quadratic, grid, out, executor=ex, progress=False, stale="refuse")
+    assert sum(_runs(log).values()) == 3  # refused before anything ran
+    with pytest.warns(sw.SweepWarning, match="3 saved point.*made by shaped-transformer 0.0.1.*recomputed"):
+        res = sw.sweep(quadratic, grid, out, executor=ex, progress=False)
+    assert sum(_runs(log).values()) == 6 and list(res.column("value")) == [2.0, 5.0, 10.0]
+    assert all(json.loads(f.read_text())["version"] == sw._version() for f in out.glob("*.json"))
+    # load() leaves such points out, and says so
+    files[1.0].write_text(json.dumps(dict(json.loads(files[1.0].read_text()), version="0.0.1")))
+    with pytest.warns(sw.SweepWarning, match="1 saved point.*left out"):
+        assert len(sw.load(out)) == 2
+
+
 def test_stale_temporary_files_are_removed(tmp_path):
     stale, fresh = tmp_path / ".tmp-old.json", tmp_path / ".tmp-new.json"
     stale.write_text("{")

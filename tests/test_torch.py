@@ -111,7 +111,7 @@ def test_same_weights_reproduce_the_explicit_network(name):
     X0 = st.inputs.tokens_from_covariance(_V0(m), n)
     ref = st.simulate(net, X0=X0, depth=d, samples=3, seed=seed, return_X=True, blowup=1e4)
     for s in range(3):
-        model = stt.from_network(net, n, d, seed=seed, sample=s, dtype=torch.float64)
+        model = stt.from_network(net, width=n, depth=d, seed=seed, sample=s, dtype=torch.float64)
         with torch.no_grad():
             X = model(torch.from_numpy(X0)).numpy()
         np.testing.assert_allclose(X, ref.X[s], rtol=0, atol=1e-12 * np.abs(ref.X[s]).max())
@@ -127,7 +127,7 @@ def test_same_weights_reproduce_the_explicit_network(name):
         with torch.no_grad():
             np.testing.assert_allclose(stack(torch.from_numpy(X0)).numpy(), ref.X[1], rtol=0, atol=1e-12 * np.abs(ref.X[1]).max())
     # another sample's weights give another network (the keying is used)
-    other = stt.from_network(net, n, d, seed=seed, sample=3, dtype=torch.float64)
+    other = stt.from_network(net, width=n, depth=d, seed=seed, sample=3, dtype=torch.float64)
     with torch.no_grad():
         assert np.abs(other(torch.from_numpy(X0)).numpy() - ref.X[0]).max() > 1e-3
 
@@ -159,8 +159,8 @@ def test_bad_arguments_name_the_parameter():
     with pytest.raises(ValueError, match="x must have shape"):
         stt.ShapedAttention(8)(torch.randn(2, 3, 7))
     with pytest.raises(ValueError, match="network"):
-        stt.from_network(st.standard_transformer(), 8, 2)
-    model = stt.from_network(st.ShapedMLP(), 8, 2)
+        stt.from_network(st.standard_transformer(), width=8, depth=2)
+    model = stt.from_network(st.ShapedMLP(), width=8, depth=2)
     with pytest.raises(ValueError, match="modules"):
         stt.probe(model, torch.randn(1, 3, 8), modules=["nope"])
     with pytest.raises(ValueError, match="t must have shape"):
@@ -324,7 +324,7 @@ def _probe_vs_chain(gamma_torch: float, inits: int):
     m, n, d = 4, 16, 8
     V0 = _V0(m)
     net = st.shaped_transformer(heads=2, tau0=0.8, gamma=0.5)
-    model = stt.from_network(st.shaped_transformer(heads=2, tau0=0.8, gamma=gamma_torch), n, d, dtype=torch.float64)
+    model = stt.from_network(st.shaped_transformer(heads=2, tau0=0.8, gamma=gamma_torch), width=n, depth=d, dtype=torch.float64)
     X0 = torch.from_numpy(st.inputs.tokens_from_covariance(V0, n))[None]
     res = stt.probe(model, X0, samples=inits, seed=1, blowup=1e4)
     ref = st.simulate(net, V0=V0, width=n, depth=d, samples=10000, method="exact", seed=2, blowup=1e4)

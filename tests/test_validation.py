@@ -4,6 +4,8 @@ core called directly; nothing crashes."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -162,3 +164,67 @@ def test_progress_callback_errors_propagate():
 
     with pytest.raises(RuntimeError, match="progress failed"):
         core.simulate_explicit(**_core_args(progress=boom, samples=4, depth=50, X0=np.random.default_rng(1).standard_normal((3, 256))))
+
+
+# ---------------------------------------------------------------------------
+# Arguments after the network are keyword-only (issue 23): simulate's second
+# positional argument used to be the tokens X0 and solve_sde's the covariance V0,
+# so simulate(net, V0, depth=2) ran on the 3 x 3 covariance taken as 3 tokens.
+# ---------------------------------------------------------------------------
+
+
+def _positional_calls():
+    from shaped_transformer.splitting import ams_blowup, ams_repeat
+
+    return [
+        ("simulate", lambda: st.simulate(NET, V0, depth=2, seed=0)),
+        ("simulate", lambda: st.simulate(NET, X0, None, depth=2)),
+        ("solve_sde", lambda: st.solve_sde(NET, V0, T=0.1, dt=0.05, paths=2)),
+        ("ams_blowup", lambda: ams_blowup(NET, V0, T=0.1, dt=0.05, particles=4)),
+        ("ams_repeat", lambda: ams_repeat(NET, V0, T=0.1, dt=0.05, particles=4)),
+        ("simulate_network", lambda: st.simulate_network(V0, width=16, depth=2)),
+    ]
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_arguments_after_the_network_are_keyword_only(i):
+    name, call = _positional_calls()[i]
+    with pytest.raises(TypeError, match=rf"{name}\(\) takes .* by name, got \d positional argument.*V0="):
+        call()
+
+
+def test_torch_from_network_takes_width_and_depth_by_name():
+    stt = pytest.importorskip("shaped_transformer.torch")
+    with pytest.raises(TypeError):
+        stt.from_network(st.ShapedMLP(), 16, 2)  # width and depth could be swapped silently
+
+
+def test_inputs_confused_errors_name_the_right_argument():
+    # The covariance passed as tokens: the message points to V0 (it spoke of X0.shape[1] only).
+    with pytest.raises(ValueError, match=r"width=16 does not match X0\.shape\[1\]=3.*pass it as V0="):
+        st.simulate(NET, X0=V0, width=16, depth=2)
+    # Tokens passed as the covariance: the message points to X0 or to their covariance.
+    with pytest.raises(ValueError, match=r"V0 must be the m x m covariance.*\(3, 16\).*X0="):
+        st.simulate(NET, V0=X0, width=16, depth=2)
+    with pytest.raises(ValueError, match=r"V0 must be the m x m covariance.*inputs\.covariance\(X0\)"):
+        st.solve_sde(NET, V0=X0, T=0.1, dt=0.05, paths=2)
+
+
+def test_step_size_warning_gives_a_remedy_the_function_accepts():
+    """ams_blowup takes no steps= argument: its StepSizeWarning must not tell the
+    user to pass one; both warnings point at the caller's line."""
+    from shaped_transformer.splitting import UnresolvedWarning, ams_blowup
+
+    with pytest.warns(st.StepSizeWarning) as rec, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnresolvedWarning)  # 4 particles over T = 0.1 die out: not the point here
+        ams_blowup(NET, V0=V0, T=0.1, dt=0.03, particles=4, seed=0)
+    rec = [w for w in rec if issubclass(w.category, st.StepSizeWarning)]
+    msg = str(rec[0].message)
+    assert "steps=" not in msg and "a dt that divides T" in msg
+    assert rec[0].filename == __file__
+    with pytest.warns(st.StepSizeWarning, match="pass steps= or a dt that divides T") as rec:
+        st.solve_sde(NET, V0=V0, T=0.1, dt=0.03, paths=2, seed=0)
+    assert rec[0].filename == __file__
+    with pytest.warns(st.BlowUpWarning) as rec:
+        st.simulate(NET, V0=V0, width=16, depth=2, seed=0, blowup=1.0001)
+    assert rec[0].filename == __file__

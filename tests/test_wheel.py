@@ -56,7 +56,7 @@ SMOKE = textwrap.dedent(
         r2 = st.simulate(net, V0=V0, width=16, depth=4, samples=3, method=method, seed=1, threads=1)
         assert np.array_equal(r.V, r2.V), method  # thread count does not change results
         out[method] = float(r.rho[:, -1].mean())
-    sde = st.solve_sde(net, V0, T=0.1, steps=8, paths=4, seed=1, threads=2)
+    sde = st.solve_sde(net, V0=V0, T=0.1, steps=8, paths=4, seed=1, threads=2)
     assert sde.V.shape == (4, 9, 3, 3) and np.isfinite(sde.V).all()
     out["sde"] = float(sde.rho[:, -1].mean())
     print(json.dumps(out))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from typing import Any, Callable, Mapping
 
-__all__ = ["load_toml", "layered_config", "merge_typed"]
+__all__ = ["dumps", "load_toml", "layered_config", "merge_typed"]
 
 
 def load_toml(path: str | os.PathLike) -> dict[str, Any]:
@@ -79,3 +80,27 @@ def merge_typed(base: dict, over: Mapping, where: str, *, types: Mapping[str, Ma
             elif (isinstance(v, bool) and want is not bool) or not isinstance(v, want):
                 raise ValueError(f"{where}: {table}.{k} must be of type {want.__name__}, got {v!r}")
             base[table][k] = copy.deepcopy(v)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a TOML basic string for these values
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML: {v!r}")
+
+
+def dumps(cfg: Mapping[str, Mapping[str, Any]], header: str = "") -> str:
+    """A study's configuration (tables of numbers, strings, booleans and lists) as
+    TOML text that :func:`load_toml` reads back to the same dictionary.  Written
+    by hand: the standard library reads TOML but does not write it, and these
+    flat tables need no more than this."""
+    lines = [f"# {h}" if h else "#" for h in header.splitlines()] if header else []
+    for table, entries in cfg.items():
+        lines += ["", f"[{table}]"] if lines else [f"[{table}]"]
+        lines += [f"{k} = {_value(v)}" for k, v in entries.items()]
+    return "\n".join(lines) + "\n"

@@ -3,9 +3,10 @@ ValueError or TypeError that names the parameter, before any C++ code runs."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from typing import Any
+from typing import Any, Callable, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -19,11 +20,40 @@ __all__ = [
     "all_cores",
     "check_threads",
     "check_square_psd",
+    "check_covariance",
     "check_tokens",
     "check_save_at",
     "check_blowup",
     "DEFAULT_BLOWUP",
+    "network_first",
 ]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def network_first(hint: str, positional: int = 1) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Makes a function whose arguments after the network are keyword-only say so
+    when called with more positional arguments than ``positional``.
+
+    Python's own message ("takes 1 positional argument but 2 were given") does not
+    say which argument was meant; ``simulate(net, V0)`` used to run with the
+    covariance taken as tokens.  ``hint`` names the arguments to pass by name.
+    """
+
+    def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            if len(args) > positional:
+                takes = "the network by position and everything else" if positional == 1 else "every argument"
+                got = f"{len(args)} positional argument{'s' if len(args) > 1 else ''}"
+                raise TypeError(f"{fn.__name__}() takes {takes} by name, got {got}: {hint}")
+            return fn(*args, **kwargs)
+
+        return call
+
+    return wrap
+
 
 #: The default blow-up threshold of every method (simulate and solve_sde): a level
 #: that finite networks of the studied widths reach in T = 1, so that networks and
@@ -145,6 +175,19 @@ def check_square_psd(name: str, V: Any, *, rtol: float = 1e-10) -> np.ndarray:
     if np.max(np.diag(arr)) <= 0:
         raise ValueError(f"{name} must have a positive diagonal (all tokens are zero)")
     return arr
+
+
+def check_covariance(name: str, V: Any, *, tokens_as: str | None = None) -> np.ndarray:
+    """:func:`check_square_psd` for an input covariance, saying when a non-square
+    array (tokens, m x n) was passed where the m x m covariance belongs: pass
+    them as ``tokens_as`` (simulate's X0) or, where no argument takes tokens,
+    take their covariance."""
+    arr = _as_float_array(name, V, 2)
+    if arr.shape[0] != arr.shape[1]:
+        fix = (f"to start from tokens (m x n) pass them as {tokens_as}=" if tokens_as else
+               "from tokens X0 (m x n) it is shaped_transformer.inputs.covariance(X0) = X0 X0^T / n")
+        raise ValueError(f"{name} must be the m x m covariance of the tokens, got shape {arr.shape}; {fix}")
+    return check_square_psd(name, arr)
 
 
 def check_tokens(name: str, X: Any) -> np.ndarray:

@@ -58,6 +58,10 @@ __all__ = [
     "OBSERVABLES",
     "blowup_probability",
     "Interval",
+    "binomial_interval",
+    "runs_interval",
+    "verdict",
+    "VERDICTS",
     "newcombe_interval",
     "mean_difference",
     "quantile_difference",
@@ -627,12 +631,17 @@ def sample_observables(result: Result, index: int = -1) -> dict[str, np.ndarray]
 
 @dataclass
 class Interval:
-    """An estimate with a confidence interval ``[low, high]`` at ``level``."""
+    """An estimate with a confidence interval ``[low, high]`` at ``level``: the one
+    interval type of the package (blow-up probabilities of the report and the
+    atlas, differences, slopes, splitting estimates).  ``method`` says how it was
+    made (e.g. "clopper-pearson", "wilson", "t over runs", "newcombe", "welch");
+    an interval that could not be determined is NaN and supports no claim."""
 
     value: float
     low: float
     high: float
     level: float
+    method: str = ""
 
     def excludes(self, x: float = 0.0) -> bool:
         """True when ``x`` lies outside the interval (False for an undetermined,
@@ -645,10 +654,59 @@ class Interval:
         def c(v):
             return None if not math.isfinite(v) else float(v)
 
-        return {"value": c(self.value), "low": c(self.low), "high": c(self.high), "level": self.level}
+        return {"value": c(self.value), "low": c(self.low), "high": c(self.high), "level": self.level,
+                "method": self.method}
 
     def __str__(self) -> str:
         return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
+
+
+def binomial_interval(k: int, n: int, *, level: float = 0.95, method: str = "exact") -> Interval:
+    """k of n with a binomial interval from ``scipy.stats.binomtest``: "exact"
+    (Clopper-Pearson, at least the nominal coverage for every p: what a verdict
+    "safe" needs) or "wilson" (closer to the nominal coverage on average)."""
+    if not 0 <= k <= n or n < 1:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    ci = _stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method=method)
+    name = {"exact": "clopper-pearson"}.get(method, method)
+    return Interval(k / n, float(ci.low), float(ci.high), level, name)
+
+
+def runs_interval(values: Sequence[float] | np.ndarray, *, level: float = 0.95) -> Interval:
+    """The mean of independent unbiased estimates (repeated splitting runs) with
+    its t interval at ``level`` (clipped at 0: the estimates are probabilities).
+    Fewer than two runs give an undetermined (NaN) interval."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("values must hold at least one estimate")
+    mean = float(v.mean())
+    if v.size < 2:
+        return Interval(mean, math.nan, math.nan, level, "t over runs")
+    se = float(v.std(ddof=1) / math.sqrt(v.size))
+    q = float(_stats.t.ppf(0.5 + level / 2, v.size - 1))
+    return Interval(mean, max(0.0, mean - q * se), mean + q * se, level, "t over runs")
+
+
+#: The verdicts of :func:`verdict`.
+VERDICTS = ("safe", "unsafe", "undecided")
+
+
+def verdict(interval: Interval, threshold: float) -> str:
+    """The one verdict rule for an estimated probability, whatever estimated it
+    (a network, the SDE, splitting runs): "safe" when the whole interval lies
+    below ``threshold``, "unsafe" when it lies above, "undecided" otherwise, and
+    "undecided" for an undetermined (NaN) interval, which supports no claim.
+
+    With k = 0 events in n samples the Clopper-Pearson upper end at 95% is about
+    3.7 / n, so plain Monte Carlo can call a point safe at 1e-3 only from about
+    3700 samples on; below that only a resolved splitting estimate can."""
+    if not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        return "undecided"
+    if interval.high < threshold:
+        return "safe"
+    if interval.low > threshold:
+        return "unsafe"
+    return "undecided"
 
 
 def blowup_probability(result: Result, t: float | None = None, *, level: float = 0.95) -> tuple[int, int, Interval]:
@@ -658,8 +716,7 @@ def blowup_probability(result: Result, t: float | None = None, *, level: float =
     t_end = float(result.t[-1]) if t is None else float(t)
     k = int(np.sum(np.asarray(result.exploded_at) <= t_end + 1e-12))
     n = int(result.samples)
-    ci = _stats.binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
-    return k, n, Interval(k / n, float(ci.low), float(ci.high), level)
+    return k, n, binomial_interval(k, n, level=level, method="wilson")
 
 
 def newcombe_interval(k1: int, n1: int, k2: int, n2: int, *, level: float = 0.95) -> Interval:
@@ -674,7 +731,7 @@ def newcombe_interval(k1: int, n1: int, k2: int, n2: int, *, level: float = 0.95
     d = p1 - p2
     low = d - math.sqrt((p1 - a.low) ** 2 + (b.high - p2) ** 2)
     high = d + math.sqrt((a.high - p1) ** 2 + (p2 - b.low) ** 2)
-    return Interval(d, low, high, level)
+    return Interval(d, low, high, level, "newcombe")
 
 
 def _finite(name: str, a: np.ndarray) -> np.ndarray:
@@ -693,8 +750,8 @@ def mean_difference(x: np.ndarray, y: np.ndarray, *, level: float = 0.95) -> Int
     ci = r.confidence_interval(confidence_level=level)
     d = float(x.mean() - y.mean())
     if not (math.isfinite(ci.low) and math.isfinite(ci.high)):  # both samples constant
-        return Interval(d, d, d, level)
-    return Interval(d, float(ci.low), float(ci.high), level)
+        return Interval(d, d, d, level, "welch")
+    return Interval(d, float(ci.low), float(ci.high), level, "welch")
 
 
 def quantile_difference(
@@ -709,10 +766,10 @@ def quantile_difference(
 
     d = float(stat(x, y))
     if resamples == 0:
-        return Interval(d, float("nan"), float("nan"), level)
+        return Interval(d, float("nan"), float("nan"), level, "bootstrap (basic)")
     r = _stats.bootstrap((x, y), stat, n_resamples=int(resamples), confidence_level=level, method="basic",
                          vectorized=True, random_state=np.random.default_rng(seed))
-    return Interval(d, float(r.confidence_interval.low), float(r.confidence_interval.high), level)
+    return Interval(d, float(r.confidence_interval.low), float(r.confidence_interval.high), level, "bootstrap (basic)")
 
 
 def loglog_slope(widths: Sequence[float], values: Sequence[float], *, level: float = 0.95) -> Interval | None:
@@ -725,7 +782,8 @@ def loglog_slope(widths: Sequence[float], values: Sequence[float], *, level: flo
         return None
     r = _stats.linregress(np.log(w[ok]), np.log(v[ok]))
     tq = float(_stats.t.ppf(0.5 + level / 2, ok.sum() - 2))
-    return Interval(float(r.slope), float(r.slope - tq * r.stderr), float(r.slope + tq * r.stderr), level)
+    return Interval(float(r.slope), float(r.slope - tq * r.stderr), float(r.slope + tq * r.stderr), level,
+                    "least squares (t)")
 
 # Statistics by token position (causal attention, docs/causal.md)
 # ---------------------------------------------------------------------------

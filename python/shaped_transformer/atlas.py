@@ -10,10 +10,17 @@ estimates P(blow-up by t) with 95% Clopper-Pearson intervals
 * for the SDE (Euler-Maruyama; tamed Euler bounds the drift increment and so
   suppresses blow-ups, see docs/atlas.md) and for networks of several widths (the
   exact chain, exact in law at any width, depth = T * width);
-* optionally, at the SDE points where plain Monte Carlo sees few blow-ups, by
-  adaptive multilevel splitting (:mod:`shaped_transformer.splitting`);
+* at the points where plain Monte Carlo sees few blow-ups, SDE and networks
+  alike, by adaptive multilevel splitting (:mod:`shaped_transformer.splitting`;
+  networks through the exact chain at dt = 1/width), marked "unresolved" where
+  the splitting runs did not resolve the probability;
 * and at one "rare" point by repeated splitting runs (the probability far below
   what plain Monte Carlo reaches, with its interval and relative error).
+
+One verdict rule for every point and method (:func:`shaped_transformer.analysis.verdict`):
+safe when the point's interval lies below ``study.level``, unsafe when above,
+undecided otherwise; the interval is that of the resolved splitting runs where
+they ran, else plain Monte Carlo's (``best_method`` says which).
 
 Each grid point is one call of :func:`atlas_point`, run through
 :func:`shaped_transformer.sweep.sweep` (one JSON file per point in
@@ -70,8 +77,11 @@ DEFAULT_ATLAS: dict[str, dict[str, Any]] = {
     },
     # The point of the curve, width and blow-up-time figures.
     "reference": {"block": "shaped_transformer", "tau0": 1.0, "gamma": 0.5, "heads": 1},
-    "sde": {"samples": 2000, "dt": 1e-3, "scheme": "euler", "ams_particles": 100, "ams_repeats": 4,
-            "ams_below": 10},
+    "sde": {"samples": 2000, "dt": 1e-3, "scheme": "euler"},
+    # Splitting runs (adaptive multilevel splitting) at every point, SDE or network,
+    # where plain Monte Carlo saw fewer than `below` blow-ups (particles = 0: off);
+    # networks run it on the exact chain at dt = 1 / width.
+    "splitting": {"particles": 100, "repeats": 4, "below": 10},
     "network": {"widths": [64, 128, 256], "samples": 1000, "reference_widths": [32, 64, 128, 256, 512],
                 "reference_samples": 2000},
     # The scaling test: SDE of the Transformer layer (H = 1) for each (tau0, gamma)
@@ -87,14 +97,16 @@ ATLAS_SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
         "study": {"m": 4, "times": 8},
         "grid": {"tau0": [1.0], "gamma": [0.5, 0.8], "heads": [1]},
-        "sde": {"samples": 100, "dt": 1.0 / 32, "ams_particles": 20, "ams_repeats": 2, "ams_below": 2},
+        "sde": {"samples": 100, "dt": 1.0 / 32},
+        "splitting": {"particles": 20, "repeats": 2, "below": 2},
         "network": {"widths": [16, 32], "samples": 60, "reference_widths": [16, 32], "reference_samples": 60},
         "rare": {"particles": 20, "repeats": 2, "gamma": 0.5, "dt": 1.0 / 32},
         "collapse": {"tau0": [1.0], "gamma": [0.5, 0.8], "samples": 100},
     },
     "small": {
         "grid": {"tau0": [0.5, 1.0, 2.0], "gamma": [0.3, 0.5, 0.7], "heads": [1]},
-        "sde": {"samples": 1000, "dt": 2e-3, "ams_particles": 50},
+        "sde": {"samples": 1000, "dt": 2e-3},
+        "splitting": {"particles": 50},
         "network": {"widths": [64, 128], "samples": 400, "reference_widths": [32, 64, 128, 256],
                     "reference_samples": 800},
         "rare": {"particles": 300, "repeats": 4, "gamma": 0.3},
@@ -103,7 +115,8 @@ ATLAS_SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},
     "large": {
         "grid": {"tau0": [0.5, 0.75, 1.0, 1.5, 2.0], "gamma": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7], "heads": [1, 2, 4]},
-        "sde": {"samples": 8000, "ams_particles": 200},
+        "sde": {"samples": 8000},
+        "splitting": {"particles": 200},
         "network": {"widths": [64, 128, 256, 512], "samples": 4000, "reference_widths": [32, 64, 128, 256, 512, 1024],
                     "reference_samples": 8000},
         "rare": {"particles": 2000, "repeats": 16},
@@ -116,7 +129,8 @@ _TYPES: dict[str, dict[str, type]] = {
               "confidence": float, "causal": bool},
     "grid": {"blocks": list, "tau0": list, "gamma": list, "heads": list},
     "reference": {"block": str, "tau0": float, "gamma": float, "heads": int},
-    "sde": {"samples": int, "dt": float, "scheme": str, "ams_particles": int, "ams_repeats": int, "ams_below": int},
+    "sde": {"samples": int, "dt": float, "scheme": str},
+    "splitting": {"particles": int, "repeats": int, "below": int},
     "network": {"widths": list, "samples": int, "reference_widths": list, "reference_samples": int},
     "rare": {"block": str, "tau0": float, "gamma": float, "heads": int, "particles": int, "repeats": int,
              "dt": float},
@@ -176,12 +190,12 @@ def _check(cfg: dict) -> None:
         raise ValueError(f"sde.dt must lie in (0, T], got {cfg['sde']['dt']}")
     if cfg["sde"]["scheme"] not in ("euler", "tamed_euler", "exact_chain"):
         raise ValueError(f"sde.scheme must be 'euler', 'tamed_euler' or 'exact_chain', got {cfg['sde']['scheme']!r}")
-    for t, k in (("sde", "ams_particles"), ("sde", "ams_repeats"), ("sde", "ams_below"), ("rare", "particles"),
+    for t, k in (("splitting", "particles"), ("splitting", "repeats"), ("splitting", "below"), ("rare", "particles"),
                  ("rare", "repeats")):
         if cfg[t][k] < 0:
             raise ValueError(f"{t}.{k} must be >= 0, got {cfg[t][k]}")
-    if cfg["sde"]["ams_particles"] and cfg["sde"]["ams_repeats"] < 2:
-        raise ValueError("sde.ams_repeats must be >= 2 when sde.ams_particles > 0")
+    if cfg["splitting"]["particles"] and (cfg["splitting"]["repeats"] < 2 or cfg["splitting"]["particles"] < 2):
+        raise ValueError("splitting.repeats and splitting.particles must be >= 2 (or splitting.particles = 0 to skip)")
     c = cfg["collapse"]
     if not c["s"] > 0 or c["samples"] < 0:
         raise ValueError(f"collapse.s must be > 0 and collapse.samples >= 0, got {c['s']}, {c['samples']}")
@@ -198,12 +212,15 @@ def _check(cfg: dict) -> None:
 # ---------------------------------------------------------------------------
 
 
-def binomial_ci(k, n, confidence: float = 0.95):
+def binomial_ci(k, n, *, confidence: float = 0.95):
     """Clopper-Pearson (exact) interval of a binomial proportion k / n.
 
     The quantiles of the beta distribution (scipy.stats.beta), the same numbers as
-    ``scipy.stats.binomtest(k, n).proportion_ci(method="exact")``, vectorized over
-    ``k`` (and ``n``).  Scalars in, a pair of floats out; arrays in, a pair of arrays.
+    ``scipy.stats.binomtest(k, n).proportion_ci(method="exact")`` (and as
+    :func:`shaped_transformer.analysis.binomial_interval`, which returns one
+    :class:`~shaped_transformer.analysis.Interval`), vectorized over ``k`` (and
+    ``n``) for the curves.  Scalars in, a pair of floats out; arrays in, a pair of
+    arrays.
     """
     from scipy.stats import beta
 
@@ -246,16 +263,20 @@ def atlas_point(
     collapse: bool = False,
     causal: bool = False,
 ) -> dict:
-    """P(blow-up by T) of one configuration by plain Monte Carlo.
+    """P(blow-up by T) of one configuration by plain Monte Carlo, and by splitting
+    where plain Monte Carlo saw few blow-ups.
 
     ``method`` "sde" integrates the covariance SDE (``scheme``, step ``dt``);
     "exact" runs the exact chain of a network of ``width`` and depth
     ``round(T * width)``.  Returns the sample count, the number that blew up, and
-    their blow-up times (sorted; time = layer / width for networks).  For the SDE,
-    when fewer than ``ams_below`` paths blew up and ``ams_particles`` > 0, it adds
-    ``ams_repeats`` splitting runs (:func:`shaped_transformer.splitting.ams_blowup`)
-    as "ams_runs".  ``collapse`` only tags the points of the scaling test;
-    ``causal`` makes the shaped heads causal (docs/causal.md).
+    their blow-up times (sorted; time = layer / width for networks).  When fewer
+    than ``ams_below`` samples blew up and ``ams_particles`` > 0, it adds
+    ``ams_repeats`` splitting runs (:func:`shaped_transformer.splitting.ams_blowup`;
+    for a network the exact-chain scheme at dt = 1 / width up to depth / width, the
+    same network and depth) as "ams_runs" (estimates), "ams_status" (each run's
+    status: only "resolved" runs estimate P) and "ams_log10_weight".  ``collapse``
+    only tags the points of the scaling test; ``causal`` makes the shaped heads
+    causal (docs/causal.md).
     """
     from ._blocks import make_network
     from .inputs import equicorrelated
@@ -268,8 +289,9 @@ def atlas_point(
         if method == "sde":
             from .sde import solve_sde
 
-            res = solve_sde(net, V0, T=T, dt=dt, paths=samples, scheme=scheme, seed=seed, threads=threads,
+            res = solve_sde(net, V0=V0, T=T, dt=dt, paths=samples, scheme=scheme, seed=seed, threads=threads,
                             save_at=[0.0, T], blowup=blowup, progress=False)
+            ams_T, ams_dt, ams_scheme = T, dt, scheme
         elif method == "exact":
             from .simulate import simulate
 
@@ -278,32 +300,26 @@ def atlas_point(
             depth = int(round(T * width))
             res = simulate(net, V0=V0, width=width, depth=depth, samples=samples, method="exact", seed=seed,
                            threads=threads, save_at=np.array([0, depth]), blowup=blowup, progress=False)
+            ams_T, ams_dt, ams_scheme = depth / width, 1.0 / width, "exact_chain"
         else:
             raise ValueError(f"method must be 'sde' or 'exact', got {method!r}")
     times = np.sort(res.exploded_at[np.isfinite(res.exploded_at)])
     out["samples"] = int(samples)
     out["blown"] = int(times.size)
     out["blowup_times"] = times.tolist()
-    if method == "sde" and ams_particles > 0 and times.size < ams_below:
-        from .splitting import ams_blowup
+    if ams_particles > 0 and times.size < ams_below and ams_T > 0:
+        from .splitting import UnresolvedWarning, ams_blowup
 
-        runs = [ams_blowup(net, V0, T=T, dt=dt, scheme=scheme, blowup=blowup, particles=ams_particles,
-                           seed=derived_seed(seed, 1000 + i), threads=threads) for i in range(ams_repeats)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnresolvedWarning)  # recorded in ams_status instead
+            runs = [ams_blowup(net, V0=V0, T=ams_T, dt=ams_dt, scheme=ams_scheme, blowup=blowup,
+                               particles=ams_particles, seed=derived_seed(seed, 1000 + i), threads=threads)
+                    for i in range(ams_repeats)]
         out["ams_runs"] = [r.p for r in runs]
+        out["ams_status"] = [r.status for r in runs]
+        out["ams_log10_weight"] = [r.log10_weight for r in runs]
         out["ams_particles"] = int(ams_particles)
     return out
-
-
-def _t_interval(values: Sequence[float], confidence: float) -> tuple[float, float, float]:
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    mean = float(v.mean())
-    if v.size < 2:
-        return mean, 0.0, math.inf
-    se = float(v.std(ddof=1) / math.sqrt(v.size))
-    q = float(stats.t.ppf(0.5 + confidence / 2, v.size - 1))
-    return mean, max(0.0, mean - q * se), mean + q * se
 
 
 # ---------------------------------------------------------------------------
@@ -313,7 +329,7 @@ def _t_interval(values: Sequence[float], confidence: float) -> tuple[float, floa
 
 def _points(cfg: dict) -> list[dict]:
     """All sweep points: the grid for the SDE and each width, plus the reference widths."""
-    s, g, sd, nw = cfg["study"], cfg["grid"], cfg["sde"], cfg["network"]
+    s, g, sd, nw, sp = cfg["study"], cfg["grid"], cfg["sde"], cfg["network"], cfg["splitting"]
     common = {"m": s["m"], "rho0": s["rho0"], "T": s["T"], "blowup": s["blowup"], "seed": s["seed"],
               "causal": s["causal"]}
     seen: set = set()
@@ -335,8 +351,8 @@ def _points(cfg: dict) -> list[dict]:
                         else:
                             yield {"block": block, "tau0": float(tau0), "gamma": float(gamma), "heads": int(heads)}
 
-    sde_kw = {"method": "sde", "dt": sd["dt"], "scheme": sd["scheme"], "samples": sd["samples"],
-              "ams_particles": sd["ams_particles"], "ams_repeats": sd["ams_repeats"], "ams_below": sd["ams_below"]}
+    ams_kw = {"ams_particles": sp["particles"], "ams_repeats": sp["repeats"], "ams_below": sp["below"]}
+    sde_kw = {"method": "sde", "dt": sd["dt"], "scheme": sd["scheme"], "samples": sd["samples"], **ams_kw}
     ref = dict(cfg["reference"])
     if ref["block"] == "shaped_mlp":
         ref.update(tau0=1.0, heads=1)
@@ -345,9 +361,9 @@ def _points(cfg: dict) -> list[dict]:
         add({**common, **c, **sde_kw})
     for c in configs():
         for w in nw["widths"]:
-            add({**common, **c, "method": "exact", "width": int(w), "samples": nw["samples"]})
+            add({**common, **c, "method": "exact", "width": int(w), "samples": nw["samples"], **ams_kw})
     for w in nw["reference_widths"]:
-        add({**common, **ref, "method": "exact", "width": int(w), "samples": nw["reference_samples"]})
+        add({**common, **ref, "method": "exact", "width": int(w), "samples": nw["reference_samples"], **ams_kw})
     c = cfg["collapse"]
     if c["samples"]:
         for tau0 in c["tau0"]:
@@ -359,35 +375,41 @@ def _points(cfg: dict) -> list[dict]:
     return pts
 
 
-def _row(params: Mapping, result: Mapping, confidence: float) -> dict:
+def _row(params: Mapping, result: Mapping, confidence: float, level: float) -> dict:
+    """One row of the points table: plain Monte Carlo with its Clopper-Pearson
+    interval, the splitting runs (if any) with their t interval or "unresolved",
+    and the verdict of :func:`shaped_transformer.analysis.verdict` on the point's
+    best interval (the resolved splitting runs, else plain Monte Carlo)."""
+    from . import analysis as an
+
     n, k = int(result["samples"]), int(result["blown"])
-    lo, hi = binomial_ci(k, n, confidence)
+    mc = an.binomial_interval(k, n, level=confidence, method="exact")
     row = {
         "block": params["block"], "heads": params["heads"], "tau0": params["tau0"], "gamma": params["gamma"],
-        "causal": bool(params.get("causal", False)), "method": params["method"], "width": params.get("width"), "dt": params.get("dt") if params["method"] == "sde" else None,
-        "samples": n, "blown": k, "p": k / n, "ci_low": lo, "ci_high": hi,
-        "p_ams": None, "ams_ci_low": None, "ams_ci_high": None, "ams_runs": None,
+        "causal": bool(params.get("causal", False)), "method": params["method"], "width": params.get("width"),
+        "dt": params.get("dt") if params["method"] == "sde" else None,
+        "samples": n, "blown": k, "p": k / n, "ci_low": mc.low, "ci_high": mc.high,
+        "p_ams": None, "ams_ci_low": None, "ams_ci_high": None, "ams_runs": None, "ams": "",
     }
-    # Splitting runs that all died out (estimate 0) say nothing an interval could
-    # use: the point then keeps its plain Monte Carlo interval.
-    if result.get("ams_runs") and max(result["ams_runs"]) > 0:
-        mean, alo, ahi = _t_interval(result["ams_runs"], confidence)
-        row.update(p_ams=mean, ams_ci_low=alo, ams_ci_high=ahi, ams_runs=len(result["ams_runs"]))
-    # The best estimate: splitting where it ran, else plain Monte Carlo.
-    if row["p_ams"] is not None:
-        row.update(p_best=row["p_ams"], best_low=row["ams_ci_low"], best_high=row["ams_ci_high"], best_method="ams")
-    else:
-        row.update(p_best=row["p"], best_low=lo, best_high=hi, best_method="mc")
+    best = mc
+    runs = result.get("ams_runs")
+    if runs:
+        status = result.get("ams_status") or ["resolved"] * len(runs)
+        bad = [x for x in status if x != "resolved"]
+        row["ams_runs"] = len(runs)
+        if bad:
+            # Runs that died out (or hit a bound) say nothing an interval could use: the
+            # point is shown as unresolved and keeps its plain Monte Carlo interval.
+            counts = ", ".join(f"{bad.count(x)} {x}" for x in dict.fromkeys(bad))
+            row["ams"] = f"unresolved ({len(bad)} of {len(runs)} runs: {counts})"
+        else:
+            iv = an.runs_interval(runs, level=confidence)
+            row.update(p_ams=iv.value, ams_ci_low=iv.low, ams_ci_high=iv.high, ams="resolved")
+            best = iv
+    row.update(p_best=best.value, best_low=best.low, best_high=best.high,
+               best_method="ams" if best is not mc else "mc", interval=best.method)
+    row["verdict"] = an.verdict(best, level)
     return row
-
-
-def _verdict(row: Mapping, level: float) -> str:
-    """The verdict at ``level``: safe (interval below it), unsafe (above) or undecided."""
-    if row["best_high"] < level:
-        return "safe"
-    if row["best_low"] > level:
-        return "unsafe"
-    return "undecided"
 
 
 def _rare(cfg: dict, threads: int | None, log: Callable[[str], None]) -> dict | None:
@@ -402,9 +424,14 @@ def _rare(cfg: dict, threads: int | None, log: Callable[[str], None]) -> dict | 
     V0 = equicorrelated(s["m"], s["rho0"])
     log(f"rare point: {r['repeats']} splitting runs of {r['particles']} particles "
         f"({r['block']}, tau0={r['tau0']}, gamma={r['gamma']}, heads={r['heads']})")
-    rep = ams_repeat(net, V0, repeats=r["repeats"], seed=derived_seed(s["seed"], 7919), level=s["confidence"], T=s["T"],
-                     dt=r["dt"], blowup=s["blowup"], particles=r["particles"], threads=threads)
+    from .splitting import UnresolvedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnresolvedWarning)  # the rare point's table says "unresolved" instead
+        rep = ams_repeat(net, V0=V0, repeats=r["repeats"], seed=derived_seed(s["seed"], 7919), level=s["confidence"],
+                         T=s["T"], dt=r["dt"], blowup=s["blowup"], particles=r["particles"], threads=threads)
     results = rep.pop("results")
+    rep["interval"] = rep["interval"].to_dict()
     rep["config"] = dict(r)
     rep["iterations"] = [x.iterations for x in results]
     rep["elapsed_per_run_s"] = [x.elapsed_s for x in results]
@@ -436,8 +463,7 @@ def run_atlas(
     from .sweep import sweep
 
     cfg = atlas_config(size, config, seed=seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _prepare_out(Path(out))
     s = cfg["study"]
     t_start = time.perf_counter()
     pts = _points(cfg)
@@ -451,13 +477,12 @@ def run_atlas(
         if p.get("collapse"):
             raw.append({"params": p, "result": r})
             continue
-        row = _row(p, r, s["confidence"])
-        row["verdict"] = _verdict(row, s["level"])
+        row = _row(p, r, s["confidence"], s["level"])
         row["elapsed_s"] = rec.get("elapsed_s")
         rows.append(row)
         bt = np.asarray(r["blowup_times"], dtype=float)
         ks = np.searchsorted(np.sort(bt), tgrid + 1e-12, side="right")
-        los, his = binomial_ci(ks, r["samples"], s["confidence"])
+        los, his = binomial_ci(ks, r["samples"], confidence=s["confidence"])
         for t, k, lo, hi in zip(tgrid, ks, los, his):
             curves.append({k2: row[k2] for k2 in ("block", "heads", "tau0", "gamma", "method", "width")}
                           | {"t": float(t), "blown": int(k), "samples": r["samples"], "p": int(k) / r["samples"],
@@ -467,7 +492,7 @@ def run_atlas(
     for x in raw:
         if x["params"].get("collapse"):
             pr, r = x["params"], x["result"]
-            lo, hi = binomial_ci(r["blown"], r["samples"], s["confidence"])
+            lo, hi = binomial_ci(r["blown"], r["samples"], confidence=s["confidence"])
             collapse.append({"tau0": pr["tau0"], "gamma": pr["gamma"], "T": pr["T"], "gamma2_T": pr["gamma"] ** 2 * pr["T"],
                              "drift_clock": pr["gamma"] ** 2 * pr["T"] / pr["tau0"] ** 2, "samples": r["samples"],
                              "blown": r["blown"], "p": r["blown"] / r["samples"], "ci_low": lo, "ci_high": hi})
@@ -489,6 +514,32 @@ def run_atlas(
     (out / "atlas.md").write_text(_markdown(cfg, size, rows, rare, figures, collapse))
     log(f"atlas: done in {time.perf_counter() - t_start:.0f} s")
     return data
+
+
+#: Written into every atlas folder: an existing --out is written into only when it
+#: holds this (or nothing but what an atlas writes), as the report guards its --out.
+_MARKER = ".shaped-transformer-atlas"
+_ATLAS_FILES = {"atlas.json", "atlas.md", "atlas_points.csv", "atlas_curves.csv", "atlas_collapse.csv", "rare.json",
+                "curves.png", "width.png", "blowup_times.png", "collapse.png", "points", _MARKER}
+
+
+def _prepare_out(out: Path) -> Path:
+    """Checks ``out`` before anything runs and creates it with the atlas's marker.
+
+    The atlas writes its files into ``out`` (and resumes from ``out/points``), so
+    an existing folder is used only when it is empty or a previous atlas (it holds
+    the marker, or nothing but files an atlas writes); the current folder and its
+    parents are refused, so ``--out .`` cannot scatter files among a user's own."""
+    from ._outdir import check_out
+
+    check_out(out, marker=_MARKER, what="atlas",
+              ours=lambda n: n in _ATLAS_FILES or (n.startswith("heatmap_") and n.endswith(".png")))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / _MARKER).write_text("shaped-transformer atlas; `shaped-transformer atlas --out` writes into this folder\n")
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot create the output folder ({exc.strerror or exc})") from None
+    return out
 
 
 def _json_default(o):
@@ -523,6 +574,16 @@ def _select(rows, **kw):
     return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
 
 
+def _legend(ax, **kw) -> None:
+    """A legend when the panel has labelled curves, else a note that it has no
+    data (matplotlib warns about an empty legend)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+    else:
+        ax.text(0.5, 0.5, "no run at this point", transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                color="grey")
+
+
 def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]:
     try:
         import matplotlib
@@ -553,7 +614,7 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
         bt = np.asarray(x["result"]["blowup_times"], dtype=float)
         n = x["result"]["samples"]
         k = np.searchsorted(np.sort(bt), tgrid + 1e-12, side="right")
-        lo, hi = binomial_ci(k, n, s["confidence"])
+        lo, hi = binomial_ci(k, n, confidence=s["confidence"])
         return k / n, lo, hi
 
     tgrid = np.linspace(0.0, s["T"], 201)
@@ -578,7 +639,7 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
         ax.set_title(f"{b}\ntau0={kw['tau0']:g}, gamma={kw['gamma']:g}, H={kw['heads']}", fontsize=9)
         ax.set_xlabel("t = depth / width")
         ax.set_ylabel(f"P(max diag V > {s['blowup']:g} by t)")
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=120)
     plt.close(fig)
@@ -604,7 +665,7 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
     ax.set_ylabel(f"P(blow-up by T={s['T']:g})")
     ax.set_title(f"{ref_kw['block']}, tau0={ref_kw['tau0']:g}, gamma={ref_kw['gamma']:g}, H={ref_kw['heads']}",
                  fontsize=9)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "width.png", dpi=120)
     plt.close(fig)
@@ -631,14 +692,15 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
                         continue
                     r = max(sel, key=lambda x: x["samples"])
                     Z[i, j] = math.log10(r["p_best"]) if r["p_best"] > 0 else np.nan
-                    mark = {"safe": "", "unsafe": "*", "undecided": "?"}[r["verdict"]]
+                    mark = {"safe": "", "unsafe": "*", "undecided": "?"}[r["verdict"]] + ("u" if r["ams"].startswith("unresolved") else "")
                     txt[i, j] = ("<%.0e" % r["best_high"] if r["p_best"] == 0 else "%.1e" % r["p_best"]) + mark
             cm = plt.get_cmap("magma_r").with_extremes(bad="lightgrey")  # grey: no blow-up seen
             im = ax.imshow(np.ma.masked_invalid(Z), origin="lower", cmap=cm, vmin=-7, vmax=0, aspect="auto")
             for (i, j), t in txt.items():
                 ax.text(j, i, t, ha="center", va="center", fontsize=6.5,
                         color="white" if np.isfinite(Z[i, j]) and Z[i, j] > -3.5 else "black")
-            if np.isfinite(Z).all() and len(tau0s) > 1 and len(gammas) > 1:
+            lvl = math.log10(s["level"])
+            if np.isfinite(Z).all() and len(tau0s) > 1 and len(gammas) > 1 and Z.min() < lvl < Z.max():
                 ax.contour(Z, levels=[math.log10(s["level"])], colors="cyan", linewidths=1.5)
             ax.set_xticks(range(len(tau0s)), [f"{v:g}" for v in tau0s])
             ax.set_yticks(range(len(gammas)), [f"{v:g}" for v in gammas])
@@ -648,7 +710,7 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
             ax.set_title(f"{'SDE' if meth == 'sde' else f'network n={w}'}, H={h}", fontsize=9)
         fig.colorbar(im, ax=list(axes[0]), label=f"log10 P(blow-up by T={s['T']:g})", shrink=0.9)
         fig.suptitle(f"{b}: cyan line P = {s['level']:g}; * interval above it, ? interval straddles it, "
-                     "grey: no blow-up seen (< upper bound)", fontsize=9)
+                     "u splitting unresolved; grey: no blow-up seen (< upper bound)", fontsize=9)
         fig.savefig(out / f"heatmap_{b}.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
         files.append(f"heatmap_{b}.png")
@@ -667,7 +729,7 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
     ax.set_xlabel("blow-up time t")
     ax.set_ylabel("density given a blow-up by T")
     ax.set_title("distribution of the blow-up time", fontsize=9)
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "blowup_times.png", dpi=120)
     plt.close(fig)
@@ -698,7 +760,7 @@ def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]
         for ax in axes:
             ax.set_yscale("log")
             ax.set_ylabel("P(blow-up by t), SDE")
-        axes[0].legend(fontsize=6, ncol=2)
+        _legend(axes[0], fontsize=6, ncol=2)
         fig.suptitle(f"shaped_transformer, H=1, SDE: colour = tau0, line style = gamma; each curve runs to "
                      f"gamma^2 T = {c['s']:g}", fontsize=9)
         fig.tight_layout()
@@ -719,29 +781,46 @@ def _fmt(v) -> str:
 def _markdown(cfg: dict, size: str, rows: list[dict], rare: dict | None, figures: list[str],
               collapse: Sequence[dict] = ()) -> str:
     s = cfg["study"]
+    conf = f"{100 * s['confidence']:g}%"
     lines = [
         "# Stability atlas",
         "",
         f"Size preset `{size}`; m = {s['m']} tokens, rho0 = {s['rho0']}, T = {s['T']}, "
         f"stop when max diag V > {s['blowup']:g} or non-finite (network and SDE alike). "
-        f"Intervals: {100 * s['confidence']:g}% Clopper-Pearson (plain Monte Carlo) or t-intervals over repeated "
-        f"splitting runs (ams). Verdict: safe when the interval lies below {s['level']:g}.",
+        f"Intervals: {conf} Clopper-Pearson (plain Monte Carlo) or t intervals over repeated "
+        "splitting runs (ams; networks through the exact chain at dt = 1/width).",
+        "",
+        f"**Verdict, one rule for every point and method**: *safe* when the point's interval lies below "
+        f"{s['level']:g}, *unsafe* when it lies above, *undecided* otherwise. The interval is that of the "
+        "splitting runs where they ran and resolved the probability, else plain Monte Carlo's (column "
+        "`interval`). With no blow-up in n samples the Clopper-Pearson upper end is about 3.7 / n, so plain "
+        f"Monte Carlo alone calls a point safe at {s['level']:g} only from about {_samples_to_certify(s):,} "
+        "samples on.",
         "",
     ]
+    unresolved = [r for r in rows if r["ams"].startswith("unresolved")]
+    if unresolved:
+        lines += [
+            f"**{len(unresolved)} point(s) unresolved by splitting** (column `ams`): their splitting runs died out "
+            "or hit a bound, which says nothing about the probability, so their verdict rests on plain Monte "
+            "Carlo alone. Raise `splitting.particles` to resolve them.",
+            "",
+        ]
     for f in figures:
         lines += [f"![{f}]({f})", ""]
     if rare:
         c = rare["config"]
-        lines += [
-            "## Rare point (adaptive multilevel splitting)",
-            "",
-            f"{c['block']}, tau0 = {c['tau0']}, gamma = {c['gamma']}, H = {c['heads']}, dt = {c['dt']}: "
-            f"P = {rare['p']:.3g} ({100 * s['confidence']:g}% interval {rare['ci_low']:.3g} .. {rare['ci_high']:.3g}) "
-            f"from {rare['repeats']} runs of {rare['particles']} particles; relative error of one run "
-            f"{rare['rel_error_single']:.2f}, of the mean {rare['rel_error_mean']:.2f}; "
-            f"{rare['elapsed_s']:.0f} s in all.",
-            "",
-        ]
+        head = (f"{c['block']}, tau0 = {c['tau0']}, gamma = {c['gamma']}, H = {c['heads']}, dt = {c['dt']}: ")
+        if rare.get("resolved", True):
+            body = (f"P = {rare['p']:.3g} ({conf} interval {rare['ci_low']:.3g} .. {rare['ci_high']:.3g}) "
+                    f"from {rare['repeats']} runs of {rare['particles']} particles; relative error of one run "
+                    f"{rare['rel_error_single']:.2f}, of the mean {rare['rel_error_mean']:.2f}; "
+                    f"{rare['elapsed_s']:.0f} s in all.")
+        else:
+            body = (f"**unresolved**: {rare['unresolved']} of {rare['repeats']} runs of {rare['particles']} particles "
+                    f"did not resolve P ({', '.join(rare['statuses'])}); their mean {rare['p']:.3g} is not an "
+                    f"estimate to trust and no interval is given; {rare['elapsed_s']:.0f} s in all.")
+        lines += ["## Rare point (adaptive multilevel splitting)", "", head + body, ""]
     if collapse:
         cc = ["tau0", "gamma", "T", "gamma2_T", "drift_clock", "samples", "blown", "p", "ci_low", "ci_high"]
         lines += ["## Scaling test (SDE, shaped Transformer, H = 1, P(blow-up by T) at T = s / gamma^2)", "",
@@ -749,9 +828,16 @@ def _markdown(cfg: dict, size: str, rows: list[dict], rare: dict | None, figures
         lines += ["| " + " | ".join(_fmt(r.get(k)) for k in cc) + " |" for r in collapse]
         lines.append("")
     cols = ["block", "heads", "tau0", "gamma", "method", "width", "samples", "blown", "p", "ci_low", "ci_high",
-            "p_ams", "ams_ci_low", "ams_ci_high", "verdict"]
+            "ams", "p_ams", "ams_ci_low", "ams_ci_high", "interval", "verdict"]
     lines += ["## All points", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _samples_to_certify(study: Mapping) -> int:
+    """The smallest n at which 0 blow-ups in n samples gives a Clopper-Pearson upper
+    end below study.level: (1 - n_upper)^n = (1 - confidence) / 2."""
+    a = (1.0 - study["confidence"]) / 2
+    return int(math.ceil(math.log(a) / math.log1p(-study["level"])))

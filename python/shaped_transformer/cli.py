@@ -1,8 +1,9 @@
 """The ``shaped-transformer`` console command.
 
-    shaped-transformer report [--out DIR] [--seed N] [--size tiny|small|default|large] [--config FILE.toml]
+    shaped-transformer report [--out DIR] [--seed N] [--size tiny|small|default|large] [--config FILE.toml] [--print-config]
     shaped-transformer sweep CONFIG.toml [--out DIR] [--workers N]
     shaped-transformer atlas [--out DIR] [--seed N] [--size tiny|small|default|large] [--config FILE.toml] [--workers N]
+                             [--print-config]
     shaped-transformer --version
 """
 
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "widths against the covariance SDE under one stopping rule (blow-up probabilities, distances and differences "
         "given survival with intervals, the SDE's discretization check), and writes PNG figures, results.json, "
         "differences.csv, distances.csv, summaries.csv and report.md into the output folder (replaced atomically at "
-        "the end). See docs/report.md for the TOML schema of --config.",
+        "the end). --print-config prints every key of the study with its value as TOML: the schema of --config.",
     )
     r.add_argument("--out", default="report", help="output folder (default: ./report)")
     r.add_argument("--seed", type=int, default=None, help="random seed of the study (default: 0, or the config's)")
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", metavar="FILE.toml", default=None,
                    help="TOML file overriding any entry of the study (applied after --size)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--print-config", action="store_true",
+                   help="print the study (after --size, --config and --seed) as TOML and exit: a template for --config")
     s = sub.add_parser(
         "sweep",
         help="run a resumable parameter sweep from a TOML file ([base] and [grid] tables)",
@@ -69,10 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser(
         "atlas",
         help="stability atlas: P(blow-up by T) over tau0, gamma, heads for the SDE and networks (resumable)",
-        description="Estimates the probability that max diag V exceeds the blow-up threshold by time T, with 95%% "
-        "intervals, over a grid of tau0, gamma and heads, for the SDE and the exact chain at several widths, plus "
-        "one rare point by adaptive multilevel splitting. Writes CSV/JSON tables, figures and atlas.md into --out; "
-        "rerunning resumes (see docs/atlas.md).",
+        description="Estimates the probability that max diag V exceeds the blow-up threshold by time T, with 95% "
+        "intervals, over a grid of tau0, gamma and heads, for the SDE and the exact chain at several widths (with "
+        "adaptive multilevel splitting where plain Monte Carlo sees few blow-ups), plus one rare point. Each point "
+        "is called safe, unsafe or undecided at study.level by one rule: its interval lies below, above, or across "
+        "it. Writes CSV/JSON tables, figures and atlas.md into --out; rerunning resumes from --out/points. "
+        "--print-config prints every key as TOML: the schema of --config.",
     )
     a.add_argument("--out", default="atlas", help="output folder (default: ./atlas)")
     a.add_argument("--seed", type=int, default=None, help="random seed (default: 0, or the config's)")
@@ -80,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--config", metavar="FILE.toml", default=None, help="TOML file overriding any entry of the atlas")
     a.add_argument("--workers", type=int, default=None, help="local worker processes (default: all cores)")
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a.add_argument("--print-config", action="store_true",
+                   help="print the atlas configuration (after --size, --config and --seed) as TOML and exit")
     return p
 
 
@@ -91,6 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if args.command in ("report", "atlas") and args.print_config:
+            from ._toml import dumps
+
+            if args.command == "report":
+                from .report import study_config as make_config
+            else:
+                from .atlas import atlas_config as make_config
+            cfg = make_config(args.size, args.config, seed=args.seed)
+            print(dumps(cfg, f"shaped-transformer {args.command} --size {args.size}: every key; any subset of these "
+                             "tables can be given to --config"), end="")
+            return 0
         if args.command == "report":
             from .report import run_report
 

@@ -18,7 +18,10 @@ from ._device import check_device, sde_gpu
 from ._memory import check_sde
 from ._progress import progress_callback
 from ._result import Result, SdeSummary
-from ._validate import DEFAULT_BLOWUP, check_blowup, check_int, check_number, check_seed, check_square_psd, check_threads
+from ._validate import (
+    DEFAULT_BLOWUP, check_blowup, check_covariance, check_int, check_number, check_seed, check_square_psd, check_threads,
+    network_first,
+)
 from .simulate import BlowUpWarning
 
 __all__ = ["StepSizeWarning", "solve_sde", "sde_drift", "sde_noise"]
@@ -51,8 +54,8 @@ def _sde_network(network) -> Network:
 class StepSizeWarning(UserWarning):
     """The SDE ran with a step other than the ``dt`` asked for: ``T / dt`` is not a
     whole number, so the grid has ``ceil(T / dt)`` uniform steps of ``T / steps``
-    (the message names both values).  Pass ``steps`` instead of ``dt``, or a ``dt``
-    that divides ``T``, to run exactly the step you mean."""
+    (the message names both values).  Pass a ``dt`` that divides ``T`` (or, to
+    :func:`solve_sde`, ``steps`` instead of ``dt``) to run exactly the step you mean."""
 
 
 def _grid(T, dt, steps, scheme: str = "euler", what: str = "solve_sde") -> tuple[float, float, int]:
@@ -83,11 +86,13 @@ def _grid(T, dt, steps, scheme: str = "euler", what: str = "solve_sde") -> tuple
                     f"dt: scheme='exact_chain' needs T / dt to be an integer (T * n_eff whole layers), "
                     f"got T = {T:g}, dt = {asked:g}; T / dt = {T / asked:.6g}"
                 )
+            # Only solve_sde takes steps=; ams_blowup takes dt alone.
+            remedy = "pass steps= or a dt that divides T" if what == "solve_sde" else "pass a dt that divides T"
             warnings.warn(
                 f"dt = {asked:g} does not divide T = {T:g}: {what} uses dt = {dt:.10g} "
-                f"({steps} steps of T / {steps}); pass steps= or a dt that divides T",
+                f"({steps} steps of T / {steps}); {remedy}",
                 StepSizeWarning,
-                stacklevel=3,
+                stacklevel=4,  # _grid < solve_sde or ams_blowup < network_first's wrapper < the caller
             )
     if steps >= 2**32:
         raise ValueError(f"steps must be < 2^32, got {steps}")
@@ -124,10 +129,12 @@ def _save_steps(save_at, T: float, dt: float, steps: int) -> np.ndarray:
     return np.unique(np.clip(np.round(t / dt), 0, steps).astype(np.int64))
 
 
+@network_first("pass the initial covariance as V0= (m x m) and the rest by name, e.g. "
+               "solve_sde(net, V0=V0, T=1.0, dt=1e-3)")
 def solve_sde(
     network: Network | Block | Sequence[Block],
-    V0: np.ndarray,
     *,
+    V0: np.ndarray,
     T: float,
     dt: float | None = None,
     steps: int | None = None,
@@ -149,8 +156,10 @@ def solve_sde(
     network : a Network (or Block, or list of Blocks) whose blocks all have an SDE
         limit (shaped attention heads with alpha = 1 -- the paper's head, the general
         head with any beta, causal heads (docs/causal.md) -- any number of heads, and
-        the shaped MLP).  Standard attention is refused with a ValueError.
-    V0 : (m, m) positive semi-definite initial covariance.
+        the shaped MLP).  Standard attention is refused with a ValueError.  The
+        only positional argument: every other one is passed by name.
+    V0 : (m, m) positive semi-definite initial covariance (from tokens X0 of
+        width n: ``st.inputs.covariance(X0)``, X0 X0^T / n).
     T : final time (depth / width of the matched network).
     dt, steps : step size or number of steps (one of them; default dt = 1e-3).
         The grid is uniform with dt = T / steps: a dt that does not divide T is
@@ -201,7 +210,7 @@ def solve_sde(
     """
     net = _sde_network(network)
     device = check_device(device)
-    V0 = check_square_psd("V0", V0)
+    V0 = check_covariance("V0", V0)
     if not isinstance(scheme, str) or scheme not in _SCHEMES:
         raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
     T, dt, steps = _grid(T, dt, steps, scheme)
@@ -242,7 +251,7 @@ def solve_sde(
             f"{n_exploded} of {paths} SDE paths blew up (max diag V > {blowup:g} or non-finite); "
             "their later covariances are NaN. Use Result.finite() to drop them.",
             BlowUpWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of solve_sde (network_first wraps it)
         )
     return Result(
         V=V,

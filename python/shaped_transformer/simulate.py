@@ -17,13 +17,14 @@ from ._result import Result
 from ._validate import (
     DEFAULT_BLOWUP,
     check_blowup,
+    check_covariance,
     check_int,
     check_number,
     check_save_at,
     check_seed,
-    check_square_psd,
     check_threads,
     check_tokens,
+    network_first,
 )
 from .inputs import tokens_from_covariance
 
@@ -38,34 +39,42 @@ class BlowUpWarning(RuntimeWarning):
 
 
 def _inputs(X0, V0, width) -> tuple[np.ndarray | None, np.ndarray, int]:
-    """Returns (X0 or None, V0, width) after validation."""
+    """Returns (X0 or None, V0, width) after validation.  The messages name the
+    argument that was given and, where the shape says the other one was meant
+    (a square X0 with a width that does not match it, a non-square V0), say so."""
     if (X0 is None) == (V0 is None):
         raise ValueError("give exactly one of X0 (tokens, m x n) or V0 (covariance, m x m)")
     if X0 is not None:
         X0 = check_tokens("X0", X0)
         m, n = X0.shape
         if width is not None and check_int("width", width, minimum=1) != n:
-            raise ValueError(f"width={width} does not match X0.shape[1]={n}")
+            hint = (
+                f"; X0 is {m} x {n}: if it is the covariance of the tokens, pass it as V0= with width={width}"
+                if m == n else ""
+            )
+            raise ValueError(f"width={width} does not match X0.shape[1]={n} (X0 holds the tokens, m x width){hint}")
         if n < m:
             raise ValueError(f"width (X0.shape[1]={n}) must be >= the number of tokens m={m}")
         V = X0 @ X0.T / n
         if np.max(np.diag(V)) <= 0:
             raise ValueError("X0 must not be all zeros")
         return X0, V, n
-    V0 = check_square_psd("V0", V0)
+    V0 = check_covariance("V0", V0, tokens_as="X0")
     if width is None:
-        raise ValueError("width must be given with V0")
+        raise ValueError("width must be given with V0 (the covariance does not say the width)")
     width = check_int("width", width, minimum=1)
     if width < V0.shape[0]:
         raise ValueError(f"width must be >= the number of tokens m={V0.shape[0]}, got {width}")
     return None, V0, width
 
 
+@network_first("pass the input as X0= (tokens, m x n) or V0= (their covariance, m x m), e.g. "
+               "simulate(net, V0=V0, width=256, depth=256)")
 def simulate(
     network: Network | Block | Sequence[Block],
+    *,
     X0: np.ndarray | None = None,
     V0: np.ndarray | None = None,
-    *,
     width: int | None = None,
     depth: int,
     samples: int = 1,
@@ -84,7 +93,8 @@ def simulate(
 
     Parameters
     ----------
-    network : a Network, a Block or a list of Blocks (one layer).
+    network : a Network, a Block or a list of Blocks (one layer); the only
+        positional argument (every other one is passed by name).
     X0, V0 : the input tokens (m x n) or their covariance (m x m); exactly one.
         From V0 the tokens are X0 = L0 sqrt(n) [I, 0], whose Gram matrix is V0.
     width : n; required with V0, taken from X0 otherwise.
@@ -187,7 +197,7 @@ def simulate(
             f"{n_exploded} of {samples} samples blew up (max diag V > {blowup:g} or non-finite); "
             "their later covariances are NaN. Use Result.finite() to drop them.",
             BlowUpWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of simulate (network_first wraps it)
         )
     return Result(
         V=V,
@@ -200,10 +210,11 @@ def simulate(
     )
 
 
+@network_first("pass the input as X0= (tokens) or V0= (covariance)", positional=0)
 def simulate_network(
+    *,
     X0: np.ndarray | None = None,
     V0: np.ndarray | None = None,
-    *,
     width: int | None = None,
     depth: int,
     block: str | Network | Block | Sequence[Block] = "shaped_transformer",
@@ -224,4 +235,4 @@ def simulate_network(
     "relu_mlp", "shaped_transformer" (default) or "standard_transformer".
     """
     net = make_network(block, heads=heads, tau0=tau0, gamma=gamma, c_plus=c_plus, c_minus=c_minus, norm=norm)
-    return simulate(net, X0, V0, width=width, depth=depth, samples=samples, method=method, seed=seed, **kwargs)
+    return simulate(net, X0=X0, V0=V0, width=width, depth=depth, samples=samples, method=method, seed=seed, **kwargs)

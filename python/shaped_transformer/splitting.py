@@ -17,6 +17,16 @@ path of the covariance SDE (or of the exact finite-width chain) blows up before 
    there with fresh noise.  If every path would be killed, the estimate is 0.
 3. The estimate is the weight times the fraction of paths that blew up.
 
+A run that ends without that many blow-ups has **not resolved** the probability,
+and says so (``SplittingResult.resolved`` False, ``status`` naming why, and an
+:class:`UnresolvedWarning`): "extinct" (every particle had the same score, so the
+estimate is 0 whatever the probability), "max_iterations" (the iteration bound
+was reached first) or "underflow" (the weight fell below the smallest double, so
+``p`` reads 0; ``log10_weight`` still holds it).  Such a run still counts in an
+average of runs (the estimator is unbiased with its zeros), but no interval
+built from a handful of such runs bounds the probability: :func:`ams_repeat`
+then reports the trivial interval [0, 1].
+
 The estimator is unbiased for any N and k (the theorem of Bréhier et al. covers the
 Markov chain of (step, V), which is what the solver simulates); its relative error
 shrinks like sqrt(log(1/p) / N).  The same final particles estimate P(blow-up by t)
@@ -32,6 +42,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
@@ -40,11 +51,22 @@ import numpy as np
 from ._blocks import Block, Network
 from ._core_loader import core
 from ._validate import (
-    DEFAULT_BLOWUP, check_blowup, check_int, check_number, check_seed, check_square_psd, check_threads, derived_seed,
+    DEFAULT_BLOWUP, check_blowup, check_covariance, check_int, check_number, check_seed, check_threads, derived_seed,
+    network_first,
 )
 from .sde import _SCHEMES, _grid
 
-__all__ = ["SplittingResult", "ams_blowup", "ams_repeat"]
+__all__ = ["STATUSES", "SplittingResult", "UnresolvedWarning", "ams_blowup", "ams_repeat"]
+
+
+class UnresolvedWarning(RuntimeWarning):
+    """The splitting estimator ended without resolving the probability (extinction,
+    the iteration bound, or a weight below the smallest double); see
+    ``SplittingResult.status``."""
+
+
+#: ``SplittingResult.status`` values; only "resolved" is an estimate to trust.
+STATUSES = ("resolved", "extinct", "max_iterations", "underflow")
 
 
 @dataclass
@@ -53,7 +75,7 @@ class SplittingResult:
 
     Attributes
     ----------
-    p : the estimate of P(blow-up by T).
+    p : the estimate of P(blow-up by T); read it together with ``resolved``.
     weight : prod over iterations of (1 - K_j / N); p = weight * blown / N.
     particles : N.
     blown : final particles that blew up.
@@ -64,6 +86,16 @@ class SplittingResult:
     path_steps : solver steps computed (replays included): the cost.
     elapsed_s : wall time.
     T, dt, steps, blowup, scheme, seed : the settings.
+    status : "resolved" (at least N - k + 1 particles blew up), "extinct" (every
+        particle had the same score: the estimate is 0 whatever the probability),
+        "max_iterations" (the iteration bound came first: p is the weight times
+        the share blown so far, not an estimate of P) or "underflow" (the weight
+        fell below the smallest double: p reads 0).
+    log10_weight : log10 of the product of (1 - K_j / N) over the iterations run
+        (before an extinction): the estimated probability that a path's score
+        exceeds the last level reached, finite even where ``weight`` underflows.
+        For an unresolved run it is an order of magnitude to go by (P is below
+        the probability of reaching that level), not a confidence bound.
     """
 
     p: float
@@ -82,6 +114,27 @@ class SplittingResult:
     scheme: str
     seed: int
     info: dict[str, Any] = field(default_factory=dict)
+    status: str = "resolved"
+    log10_weight: float = 0.0
+
+    @property
+    def resolved(self) -> bool:
+        """True when the run ended with enough blow-ups to estimate P (status "resolved")."""
+        return self.status == "resolved"
+
+    def explain(self) -> str:
+        """One sentence on why the run did not resolve P ("" when it did)."""
+        if self.resolved:
+            return ""
+        reached = f"the last level was reached with estimated probability 10^{self.log10_weight:.1f}"
+        why = {
+            "extinct": f"every particle had the same score after {self.iterations} iterations (extinction), so "
+                       "the estimate is 0 whatever the probability",
+            "max_iterations": f"max_iterations={self.iterations} was reached with {self.blown} of "
+                              f"{self.particles} particles blown",
+            "underflow": "the weight fell below the smallest double, so p reads 0",
+        }[self.status]
+        return f"{why}; {reached} (P is below that, but it is not a confidence bound)"
 
     def p_by(self, t: np.ndarray | Sequence[float] | float) -> np.ndarray:
         """P(blow-up by t) for times t <= T, from the same final particles."""
@@ -97,6 +150,7 @@ class SplittingResult:
             "T": self.T, "dt": self.dt, "steps": self.steps, "blowup": self.blowup, "scheme": self.scheme,
             "seed": self.seed, "time_exponent": self.info.get("time_exponent"), "blowup_times": self.blowup_times.tolist(),
             "log10_levels": np.log10(np.maximum(self.levels, 1e-300)).tolist(),
+            "status": self.status, "resolved": self.resolved, "log10_weight": self.log10_weight,
         }
 
 
@@ -105,10 +159,11 @@ def _mix(seed: int, salt: int) -> int:
     return (seed * 0x9E3779B97F4A7C15 + salt) % (2**64)
 
 
+@network_first("pass the initial covariance as V0= and the rest by name, e.g. ams_blowup(net, V0=V0, T=1.0)")
 def ams_blowup(
     network: Network | Block | Sequence[Block],
-    V0: np.ndarray,
     *,
+    V0: np.ndarray,
     T: float,
     dt: float = 1e-3,
     scheme: Literal["euler", "tamed_euler", "exact_chain"] = "euler",
@@ -148,10 +203,17 @@ def ams_blowup(
         changes the variance.
     seed : Philox key of the noise; the resampling uses a NumPy generator seeded from it.
     threads : worker threads of the core (None or 0, the default: all cores).
-    max_iterations : safety bound; a RuntimeError is raised past it.
+    max_iterations : bound on the iterations; a run that reaches it stops there
+        unresolved (status "max_iterations").
+
+    A run that does not resolve P (extinction, the iteration bound, a weight
+    below the smallest double) returns with ``resolved`` False and its ``status``
+    and issues an :class:`UnresolvedWarning` saying why.  Typical causes: a
+    probability far below 10^(-100 k / N) (raise ``particles``), or paths that
+    all end in the same state (a T so short that no path climbs).
     """
     net = _network(network)
-    V0 = check_square_psd("V0", V0)
+    V0 = check_covariance("V0", V0)
     if not isinstance(scheme, str) or scheme not in _SCHEMES:
         raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
     # solve_sde's grid: a dt that does not divide T gives a StepSizeWarning, and the
@@ -200,6 +262,7 @@ def ams_blowup(
     log_w = 0.0
     levels: list[float] = []
     it = 0
+    status = "resolved"
     while True:
         nb = int(blown.sum())
         if nb >= N - k + 1:
@@ -208,11 +271,12 @@ def ams_blowup(
         killed = np.flatnonzero(score <= z)
         K = killed.size
         if K >= N:  # extinction: every path had the same score
-            log_w = -math.inf
+            status = "extinct"
+            break
+        if it >= max_iterations:
+            status = "max_iterations"
             break
         it += 1
-        if it > max_iterations:
-            raise RuntimeError(f"ams_blowup: more than max_iterations={max_iterations} iterations")
         levels.append(float(z))
         log_w += math.log1p(-K / N)
         survivors = np.flatnonzero(score > z)
@@ -240,14 +304,22 @@ def ams_blowup(
         blown[killed] = new_end >= 0
 
     nb = int(blown.sum())
-    weight = math.exp(log_w) if log_w > -math.inf else 0.0
-    p = weight * nb / N
-    return SplittingResult(
-        p=p, weight=weight, particles=N, blown=nb, iterations=it, levels=np.asarray(levels),
+    # Extinction ends with weight 0 (the estimator's value, unbiased in an average
+    # of runs); log10_weight keeps how far the levels got before it.
+    weight = 0.0 if status == "extinct" else math.exp(log_w)
+    if status == "resolved" and weight == 0.0:
+        status = "underflow"
+    res = SplittingResult(
+        p=weight * nb / N, weight=weight, particles=N, blown=nb, iterations=it, levels=np.asarray(levels),
         blowup_times=np.sort(end_step[blown] * dt), path_steps=path_steps, elapsed_s=time.perf_counter() - t0,
         T=T, dt=dt, steps=steps, blowup=blowup, scheme=scheme, seed=seed,
         info={"kill": k, "psd": psd, "m": m, "time_exponent": a},
+        status=status, log10_weight=log_w / math.log(10.0),
     )
+    if not res.resolved:
+        warnings.warn(f"ams_blowup did not resolve P(blow-up by T={T:g}): {res.explain()}; p = {res.p:.3g} is not "
+                      "an estimate to trust (see SplittingResult.status)", UnresolvedWarning, stacklevel=3)
+    return res
 
 
 def _network(network) -> Network:
@@ -256,10 +328,11 @@ def _network(network) -> Network:
     return _sde_network(network)
 
 
+@network_first("pass the initial covariance as V0= and the rest by name, e.g. ams_repeat(net, V0=V0, T=1.0)")
 def ams_repeat(
     network: Network | Block | Sequence[Block],
-    V0: np.ndarray,
     *,
+    V0: np.ndarray,
     repeats: int = 8,
     seed: int = 0,
     level: float = 0.95,
@@ -268,23 +341,47 @@ def ams_repeat(
     """Runs :func:`ams_blowup` ``repeats`` times with seeds seed, seed+1, ... and
     combines them: the mean (unbiased), its standard error, a t-interval at
     ``level``, and the relative error of one run (std / mean).  Returns a dict with
-    "p", "se", "ci_low", "ci_high", "rel_error_single", "rel_error_mean", "runs"
-    (the per-run estimates), "elapsed_s" and "path_steps" (totals)."""
-    from scipy import stats
+    "p", "se", "ci_low", "ci_high", "interval" (the same as an
+    :class:`~shaped_transformer.analysis.Interval`), "resolved", "unresolved"
+    (runs that did not resolve P), "statuses", "rel_error_single",
+    "rel_error_mean", "runs" (the per-run estimates), "elapsed_s" and
+    "path_steps" (totals).
+
+    When any run did not resolve P (``SplittingResult.resolved``), the spread of
+    the runs says nothing about the error (a run that died out reads 0 whatever
+    the probability), so the interval is the trivial [0, 1], "resolved" is False
+    and one :class:`UnresolvedWarning` says how many runs failed and why."""
+    from .analysis import Interval, runs_interval
 
     repeats = check_int("repeats", repeats, minimum=2)
     seed = check_seed(seed)
-    runs = [ams_blowup(network, V0, seed=derived_seed(seed, i), **kwargs) for i in range(repeats)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnresolvedWarning)  # one summary below instead of one per run
+        runs = [ams_blowup(network, V0=V0, seed=derived_seed(seed, i), **kwargs) for i in range(repeats)]
     ps = np.array([r.p for r in runs])
     mean = float(ps.mean())
     sd = float(ps.std(ddof=1))
     se = sd / math.sqrt(repeats)
-    q = float(stats.t.ppf(0.5 + level / 2, repeats - 1))
+    bad = [r for r in runs if not r.resolved]
+    if bad:
+        interval = Interval(mean, 0.0, 1.0, level, "trivial: unresolved runs")
+        counts = {st_: sum(r.status == st_ for r in bad) for st_ in STATUSES if any(r.status == st_ for r in bad)}
+        warnings.warn(
+            f"ams_repeat: {len(bad)} of {repeats} runs did not resolve P ("
+            + ", ".join(f"{c} {st_}" for st_, c in counts.items())
+            + f"; e.g. {bad[0].explain()}); the interval is the trivial [0, 1]: raise particles or check that "
+            "paths can blow up by T", UnresolvedWarning, stacklevel=3)
+    else:
+        interval = runs_interval(ps, level=level)
     return {
         "p": mean,
         "se": se,
-        "ci_low": max(0.0, mean - q * se),
-        "ci_high": mean + q * se,
+        "ci_low": interval.low,
+        "ci_high": interval.high,
+        "interval": interval,
+        "resolved": not bad,
+        "unresolved": len(bad),
+        "statuses": [r.status for r in runs],
         "rel_error_single": sd / mean if mean > 0 else math.inf,
         "rel_error_mean": se / mean if mean > 0 else math.inf,
         "runs": ps.tolist(),

@@ -10,6 +10,11 @@ a stable hash of the function name and its parameters.  Running the same sweep
 again skips every point whose file exists, so an interrupted sweep (Ctrl-C, a
 killed job, a lost node) resumes without recomputing or losing finished points.
 
+A saved point is reused only when it was made by the same version of the package
+(a changed model must not bring back old numbers) and its parameters still hash
+to its file name; any other saved point is recomputed with a :class:`SweepWarning`
+saying why (or, with ``stale="refuse"``, the sweep stops with a ValueError).
+
 The worker only computes; the process that called :func:`sweep` writes the
 files, so the cluster needs no shared file system.
 """
@@ -32,9 +37,22 @@ import numpy as np
 if TYPE_CHECKING:
     from .sde import Scheme
 
-__all__ = ["sweep", "load", "grid_points", "point_key", "run_point", "SweepResults", "SweepError"]
+__all__ = ["sweep", "load", "grid_points", "point_key", "run_point", "SweepResults", "SweepError", "SweepWarning"]
 
-_FORMAT = 1
+#: Layout of a point's file; 2 added the package version.
+_FORMAT = 2
+
+
+class SweepWarning(UserWarning):
+    """Saved points were not reused: made by another version of the package, in an
+    older file layout, or with parameters that no longer hash to their file name."""
+
+
+def _version() -> str:
+    """The package version, from the extension (importing the package here would be circular)."""
+    from ._core_loader import core
+
+    return str(core.__version__)
 
 
 class SweepError(RuntimeError):
@@ -219,7 +237,11 @@ def load(out_dir: str | os.PathLike, *, keys: Sequence[str] | None = None) -> Sw
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise ValueError(f"out_dir {str(out_dir)!r} is not a directory")
-    records = _read_all(out_dir)
+    records, stale = _read_all(out_dir)
+    if stale:
+        import warnings
+
+        warnings.warn(_stale_message(stale, out_dir) + "; they are left out", SweepWarning, stacklevel=2)
     if keys is None:
         recs = sorted(records.values(), key=lambda r: (r.get("index", 0), r["key"]))
     else:
@@ -241,8 +263,11 @@ def _remove_stale_temporaries(out_dir: Path, age_s: float = 600.0) -> None:
             pass
 
 
-def _read_all(out_dir: Path) -> dict[str, dict]:
-    records = {}
+def _read_all(out_dir: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    """(records that may be reused, {key: why} for saved points that may not)."""
+    records: dict[str, dict] = {}
+    stale: dict[str, str] = {}
+    version = _version()
     for p in out_dir.glob("*.json"):
         if p.name.startswith(".tmp-"):
             continue
@@ -251,9 +276,23 @@ def _read_all(out_dir: Path) -> dict[str, dict]:
                 r = json.load(f)
         except (OSError, ValueError):
             continue  # not one of ours, or unreadable: that point is recomputed
-        if isinstance(r, dict) and r.get("format") == _FORMAT and "key" in r and p.stem == r["key"]:
-            records[r["key"]] = r
-    return records
+        if not (isinstance(r, dict) and r.get("key") == p.stem and "params" in r):
+            continue  # not one of ours
+        if r.get("format") != _FORMAT:
+            stale[p.stem] = f"saved in an older file layout (format {r.get('format')!r}, now {_FORMAT}), without a version"
+        elif r.get("version") != version:
+            stale[p.stem] = f"made by shaped-transformer {r.get('version')}, this is {version}"
+        elif point_key(r["params"], r.get("function", "")) != p.stem:
+            stale[p.stem] = "its parameters no longer hash to its file name (edited, or keyed differently)"
+        else:
+            records[p.stem] = r
+    return records, stale
+
+
+def _stale_message(stale: Mapping[str, str], out_dir: Path) -> str:
+    reasons = sorted(set(stale.values()))
+    return (f"{len(stale)} saved point(s) in {out_dir} cannot be reused: " + "; ".join(reasons[:3])
+            + ("; ..." if len(reasons) > 3 else ""))
 
 
 # ---------------------------------------------------------------------------
@@ -276,6 +315,7 @@ def sweep(
     max_workers: int | None = None,
     errors: str = "raise",
     progress: bool | None = None,
+    stale: Literal["recompute", "refuse"] = "recompute",
 ) -> SweepResults:
     """Evaluates ``function_or_config`` at every point of ``grid``; saves and resumes.
 
@@ -295,6 +335,10 @@ def sweep(
         or "skip" (leave the failed points out of the table; they are retried
         on the next run).
     progress : tqdm bar over points (None: only on a terminal).
+    stale : what to do with a saved point of this grid that may not be reused
+        (made by another version of the package, in an older file layout, or
+        whose parameters no longer hash to its name): "recompute" it (default,
+        with a :class:`SweepWarning`) or "refuse" (ValueError, nothing runs).
 
     Returns
     -------
@@ -304,6 +348,8 @@ def sweep(
     """
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+    if stale not in ("recompute", "refuse"):
+        raise ValueError(f"stale must be 'recompute' or 'refuse', got {stale!r}")
     if executor is not None and not isinstance(executor, cf.Executor) and not hasattr(executor, "submit"):
         raise ValueError("executor must be a concurrent.futures.Executor (or have a submit method)")
     fn, grid = _resolve(function_or_config, grid)
@@ -312,8 +358,16 @@ def sweep(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keys = [point_key(p, fname) for p in points]
+    version = _version()
     _remove_stale_temporaries(out)
-    done = _read_all(out)
+    done, old = _read_all(out)
+    old = {k: why for k, why in old.items() if k in set(keys)}
+    if old:
+        import warnings
+
+        if stale == "refuse":
+            raise ValueError(_stale_message(old, out) + "; remove them or pass stale='recompute'")
+        warnings.warn(_stale_message(old, out) + "; they are recomputed", SweepWarning, stacklevel=2)
     todo = [(i, k, p) for i, (k, p) in enumerate(zip(keys, points)) if k not in done]
     todo = list({k: (i, k, p) for i, k, p in todo}.values())  # duplicate points run once
 
@@ -336,6 +390,7 @@ def sweep(
                     res, elapsed = fut.result()
                     record = {
                         "format": _FORMAT,
+                        "version": version,
                         "key": k,
                         "index": i,
                         "function": fname,
@@ -363,7 +418,7 @@ def sweep(
     if failures and errors == "raise":
         lines = "; ".join(f"{p}: {e}" for p, e in list(failures.values())[:5])
         raise SweepError(f"{len(failures)} of {len(points)} points failed (finished points were saved): {lines}", failures)
-    records = _read_all(out)
+    records, _ = _read_all(out)
     seen = set()
     ordered = []
     for k in keys:
@@ -454,7 +509,7 @@ def run_point(
         from .sde import solve_sde
 
         step = (1.0 / width) if dt is None else float(dt)
-        res = solve_sde(net, V0, T=T, dt=step, paths=samples, scheme=scheme, seed=seed, threads=threads,
+        res = solve_sde(net, V0=V0, T=T, dt=step, paths=samples, scheme=scheme, seed=seed, threads=threads,
                         save_at=np.array([0.0, T]), blowup=blowup, progress=False)
     else:
         from .simulate import simulate

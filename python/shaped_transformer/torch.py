@@ -296,9 +296,9 @@ def _module_for(block: _blocks.Block, width: int, device: Any, dtype: torch.dtyp
 
 def from_network(
     network: Any,
+    *,
     width: int,
     depth: int,
-    *,
     seed: int | None = None,
     sample: int = 0,
     device: Any = None,

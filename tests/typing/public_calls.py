@@ -38,8 +38,8 @@ def public_calls() -> None:
     pairs: np.ndarray = res.finite().rho_pairs(-1)
     t: np.ndarray = res.t
 
-    sde: st.Result = st.solve_sde(net, V0, T=1.0, dt=1e-3, paths=2000, scheme="euler", seed=0)
-    sde = st.solve_sde(net, V0, T=1.0, steps=100, paths=10, scheme="exact_chain", psd="none", save_at=[0.0, 0.5, 1.0],
+    sde: st.Result = st.solve_sde(net, V0=V0, T=1.0, dt=1e-3, paths=2000, scheme="euler", seed=0)
+    sde = st.solve_sde(net, V0=V0, T=1.0, steps=100, paths=10, scheme="exact_chain", psd="none", save_at=[0.0, 0.5, 1.0],
                        save="summary", threads=0, progress=False)
     if sde.summary is not None:
         mean: np.ndarray = sde.summary.mean("rho")
@@ -48,8 +48,8 @@ def public_calls() -> None:
     summary: an.DepthSummary = an.summarize(an.mean_correlation(res.V), t=res.t)
     rank: np.ndarray = an.effective_rank(res.V[:, -1])
 
-    r: SplittingResult = ams_blowup(net, V0, T=1.0, dt=1e-3, blowup=1e4, particles=100, seed=0)
-    rs = ams_repeat(net, V0, repeats=2, seed=3, T=1.0, particles=100)
+    r: SplittingResult = ams_blowup(net, V0=V0, T=1.0, dt=1e-3, blowup=1e4, particles=100, seed=0)
+    rs = ams_repeat(net, V0=V0, repeats=2, seed=3, T=1.0, particles=100)
 
     cfg: dict = report.study_config("tiny", seed=1)
     acfg: dict = atlas.atlas_config("tiny", {"study": {"seed": 2}})
