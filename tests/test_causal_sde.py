@@ -421,9 +421,9 @@ def test_alpha_and_concat_still_refused():
 
 CAUSAL_TAU0, CAUSAL_GAMMA = 0.6, 0.6  # P(stopped by T = 1) ~ 9% under max diag V > 1e4
 CAUSAL_WIDTHS = (512, 1024, 2048) if FULL else (256, 512, 1024)
-CAUSAL_SAMPLES = 20000 if FULL else 10000
+CAUSAL_SAMPLES = 24000 if FULL else 12000
 CAUSAL_STEPS = (256, 1024) if FULL else (128, 512)
-CAUSAL_PATHS = 40000 if FULL else 20000
+CAUSAL_PATHS = 32000 if FULL else 16000  # the causal SDE runs on the generic solver: ~4x the chain's cost per step
 
 
 def causal_observables(r, m: int = 4) -> dict[str, tuple[float, float]]:
@@ -450,9 +450,9 @@ def test_causal_sde_matches_network():
     """The causal SDE is the limit of the causal network (exact chain, = the explicit
     network in law): tau0 = 0.6, gamma = 0.6, m = 4, rho0 = 0.3, T = 1, stopping rule
     max diag V > 1e4 on both sides.  As in tests/test_sde_vs_network.py, each side is
-    extrapolated to its limit (network c + a / n at n = 256, 512, 1024, 10000
-    samples each, CI, 512 .. 2048 with 20000, full; Euler c' + e dt at dt = 1/128,
-    1/512, 20000 paths, CI, 1/256, 1/1024 with 40000, full) and the limits of
+    extrapolated to its limit (network c + a / n at n = 256, 512, 1024, 12000
+    samples each, CI, 512 .. 2048 with 24000, full; Euler c' + e dt at dt = 1/128,
+    1/512, 16000 paths, CI, 1/256, 1/1024 with 32000, full) and the limits of
     P(stop), the capped log tr V and the mean rho_T of each pair given survival must
     agree within 4.5 standard errors, the network's gaps shrinking like 1/n.
 
@@ -462,12 +462,13 @@ def test_causal_sde_matches_network():
 
     Power for the blow-up probability (it rested on ~3 against ~6 events at n = 1024
     before): with p ~ 0.09 a sample's variance is p (1 - p) = 0.082; the network's
-    limit has a standard error of 0.0032 (weighted least squares of c + a / n over the
-    three widths, 10000 samples each, sqrt(0.082 / 10000) = 0.0029 per width), the SDE's 1.37 sqrt(0.082 / 20000) =
-    0.0028 (the extrapolation (4 E_{1/512} - E_{1/128}) / 3), so the difference of the
-    limits has a standard error of 0.0042.  A 30% relative difference, 0.027, is
-    6.4 standard errors: it fails the 4.5 bound with probability
-    P(N(6.4, 1) > 4.5) = 0.97."""
+    limit has a standard error of 0.0029 (weighted least squares of c + a / n over the
+    three widths, 12000 samples each, sqrt(0.082 / 12000) = 0.0026 per width), the
+    SDE's 1.37 sqrt(0.082 / 16000) = 0.0031 (the extrapolation
+    (4 E_{1/512} - E_{1/128}) / 3), so the difference of the limits has a standard
+    error of 0.0043.  A 30% relative difference, 0.027, is 6.4 standard errors: it
+    fails the 4.5 bound with probability P(N(6.4, 1) > 4.5) = 0.97.  Full size: 0.0031,
+    a 30% difference is 9 standard errors."""
     from _finite_width import compare_limits
 
     m = 4

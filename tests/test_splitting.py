@@ -1,20 +1,22 @@
 """The splitting estimator (shaped_transformer.splitting) against plain Monte Carlo
-where splitting is needed: P(blow-up by T) ~ 3e-4 at CI size, ~2e-6 at full size
+where splitting is needed: P(blow-up by T) ~ 3e-4 at CI size, ~4e-6 at full size
 (SHAPED_TRANSFORMER_FULL=1), on the batched SDE kernel's own ground (shaped
 attention only, m = 4, Euler, dt = 1/32: both sides run the same chain, so the test
 checks the estimator, not the discretization).  tests/test_atlas.py checks it at
 ~7e-3 and its inner loop (_core.continue_paths) bit for bit.
 
 Power (docs/validation.md): the test fails when the mean of the splitting runs and
-the plain estimate differ by 4.5 combined standard errors; the relative standard
-errors are ~6% (plain: ~270 blow-ups in 1e6 paths) and ~6% (splitting: 32 runs of
-400 particles, relative error of one run ~0.37) at CI size, so a relative bias of
-~55% is caught with probability 0.95.  A run makes ~80 kill-and-resample
-iterations, so an error in the weight compounds: measured by breaking the weight
-factor 1 - K / N into 1 - (K - s) / N, s = 3 gives 4.7e-4 against 2.6e-4, z = +6.4
-(caught); s = 1 gives a factor 1.17, z = +1.7 (not caught at this size).  Mutations
-of the model side (the splitting runs' network): gamma -5% z = -8.5, twice the
-attention drift z = +17.9, H 1 -> 4 z = -4.4 (not caught).
+the plain estimate differ by 4.5 combined standard errors.  CI size: relative
+standard errors ~6% (plain: ~264 blow-ups in 1e6 paths) and ~5% (splitting: 64 runs
+of 400 particles, relative error of one run ~0.37), so a relative bias of ~48% is
+caught with probability 0.95.  Full size: ~7.5% (~180 blow-ups in 5e7 paths) and
+~7% (96 runs of 1000, one run ~0.7), ~63%.  A run makes ~80 (CI) or ~120 (full)
+kill-and-resample iterations, so an error in the weight compounds: breaking the
+weight factor 1 - K / N into 1 - (K - s) / N (monkeypatched, not committed) gave,
+for s = 3, 4.7e-4 against 2.6e-4, z = +7.2 (caught), for s = 1 a factor 1.16,
+z = +1.8 (not caught at this size).  Mutations of the model side (the splitting
+runs' network): gamma -5% z = -8.9, twice the attention drift z = +18.9, H 1 -> 4
+z = -5.0.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
 
 BLOWUP = 1e4
 DT = 1 / 32
-# CI: P ~ 2.7e-4 (272 of 1e6 paths);  full: P ~ 2e-6 (the order of docs/atlas.md's rare point)
+# CI: P ~ 2.7e-4 (264 of 1e6 paths);  full: P ~ 3.6e-6 (splitting, 12 runs of 1000), the order of
+# docs/atlas.md's rare point (1.9e-6, m = 8 with the MLP: too slow for 1e8 plain paths)
 GAMMA = 0.34 if FULL else 0.41
 MC_PATHS = 50_000_000 if FULL else 1_000_000
 MC_CHUNK = 2_000_000  # paths per solve_sde call (16 bytes each with save="summary")
-AMS_RUNS, AMS_PARTICLES = (24, 1000) if FULL else (32, 400)
+AMS_RUNS, AMS_PARTICLES = (96, 1000) if FULL else (64, 400)
 
 
 def _plain_monte_carlo(net, V0) -> tuple[int, int]:
