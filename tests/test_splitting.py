@@ -1,5 +1,5 @@
 """The splitting estimator (shaped_transformer.splitting) against plain Monte Carlo
-where splitting is needed: P(blow-up by T) ~ 3e-4 at CI size, ~4e-6 at full size
+where splitting is needed: P(blow-up by T) ~ 3e-4 at CI size, ~3e-6 at full size
 (SHAPED_TRANSFORMER_FULL=1), on the batched SDE kernel's own ground (shaped
 attention only, m = 4, Euler, dt = 1/32: both sides run the same chain, so the test
 checks the estimator, not the discretization).  tests/test_atlas.py checks it at
@@ -9,8 +9,10 @@ Power (docs/validation.md): the test fails when the mean of the splitting runs a
 the plain estimate differ by 4.5 combined standard errors.  CI size: relative
 standard errors ~6% (plain: ~264 blow-ups in 1e6 paths) and ~5% (splitting: 64 runs
 of 400 particles, relative error of one run ~0.37), so a relative bias of ~48% is
-caught with probability 0.95.  Full size: ~7.5% (~180 blow-ups in 5e7 paths) and
-~7% (96 runs of 1000, one run ~0.7), ~63%.  A run makes ~80 (CI) or ~120 (full)
+caught with probability 0.95.  Full size (measured once: 145 of 5e7 paths,
+2.90e-6 +- 0.24e-6, against 2.87e-6 +- 0.18e-6 from 96 runs of 1000 particles, one
+run's relative error 0.60; z = -0.09; 5 min on 2 loaded cores): 8.3% and 6.3%, a
+relative bias of ~64%.  A run makes ~80 (CI) or ~120 (full)
 kill-and-resample iterations, so an error in the weight compounds: breaking the
 weight factor 1 - K / N into 1 - (K - s) / N (monkeypatched, not committed) gave,
 for s = 3, 4.7e-4 against 2.6e-4, z = +7.2 (caught), for s = 1 a factor 1.16,
@@ -36,7 +38,7 @@ FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
 
 BLOWUP = 1e4
 DT = 1 / 32
-# CI: P ~ 2.7e-4 (264 of 1e6 paths);  full: P ~ 3.6e-6 (splitting, 12 runs of 1000), the order of
+# CI: P ~ 2.6e-4 (264 of 1e6 paths);  full: P ~ 2.9e-6 (145 of 5e7), the order of
 # docs/atlas.md's rare point (1.9e-6, m = 8 with the MLP: too slow for 1e8 plain paths)
 GAMMA = 0.34 if FULL else 0.41
 MC_PATHS = 50_000_000 if FULL else 1_000_000
