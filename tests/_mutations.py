@@ -31,6 +31,9 @@ PARAMETER = {
     "gamma_m5": "gamma x 0.95 (every block) on the model side",
     # H = 1 -> 4, H > 1 -> 1: Sigma_soft off by the factor H
     "wrong_H": "heads 1 -> 4, H > 1 -> 1 on the model side",
+    # an integrator of weak order 1/2: its coefficients carry a relative error of
+    # order sqrt(dt) (only where the model side says its step, model(net, dt=...))
+    "order_half": "gamma x (1 + sqrt(dt) / 4) at step dt on the model side",
 }
 
 #: name -> (core mutation, factor) for _core._set_mutation.
@@ -49,9 +52,11 @@ if ACTIVE and ACTIVE not in ALL:
     raise ValueError(f"SHAPED_TRANSFORMER_MUTATION: unknown mutation {ACTIVE!r}; known: {ALL}")
 
 
-def _perturb_block(b, name: str):
+def _perturb_block(b, name: str, dt: float | None = None):
     if name == "gamma_m5" and hasattr(b, "gamma"):
         return b.replace(gamma=0.95 * b.gamma, lam=None)
+    if name == "order_half" and dt is not None and hasattr(b, "gamma"):
+        return b.replace(gamma=(1 + math.sqrt(dt) / 4) * b.gamma, lam=None)
     if not isinstance(b, st.ShapedAttention):
         return b
     if name == "att_drift_x2":
@@ -63,13 +68,14 @@ def _perturb_block(b, name: str):
     return b
 
 
-def model(network) -> st.Network:
+def model(network, dt: float | None = None) -> st.Network:
     """The network the model side of a comparison uses: ``network`` itself, or its
-    perturbation when a parameter mutation is active."""
+    perturbation when a parameter mutation is active.  ``dt``: the integrator's step,
+    for the mutations that depend on it (order_half; without dt it changes nothing)."""
     net = network if isinstance(network, st.Network) else st.Network(network)
     if ACTIVE not in PARAMETER:
         return net
-    return st.Network([_perturb_block(b, ACTIVE) for b in net])
+    return st.Network([_perturb_block(b, ACTIVE, dt) for b in net])
 
 
 def apply_core_mutation() -> None:

@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import stats
+from scipy.stats import binomtest
 
 from shaped_transformer._blocks import make_network
 from shaped_transformer._core_loader import core
@@ -120,7 +122,12 @@ def test_ams_agrees_with_plain_monte_carlo():
     se_mc = math.sqrt(p_mc * (1 - p_mc) / n)
     rep = ams_repeat(net, V0=V0, repeats=20, seed=500, T=1.0, dt=1 / 64, particles=300, blowup=BLOWUP, threads=2)
     assert 3e-3 < p_mc < 2e-2
-    assert rep["ci_low"] <= rep["p"] <= rep["ci_high"]
+    # The reported interval is the t-interval of the runs' mean (scipy, independently;
+    # "p inside its own interval" could not fail).
+    runs = np.asarray(rep["runs"])
+    lo, hi = stats.t.interval(0.95, runs.size - 1, loc=runs.mean(), scale=stats.sem(runs))
+    assert rep["p"] == pytest.approx(runs.mean(), rel=1e-12)
+    assert rep["ci_low"] == pytest.approx(max(lo, 0.0), rel=1e-9) and rep["ci_high"] == pytest.approx(hi, rel=1e-9)
     tol = 3.5 * math.hypot(se_mc, rep["se"])
     assert abs(rep["p"] - p_mc) < tol, (rep["p"], p_mc, tol)
     # The splitting's own spread is what the theory says (relative error of one run
@@ -150,8 +157,6 @@ def test_ams_blowup_times_and_validation():
 
 
 def test_binomial_ci_is_clopper_pearson():
-    from scipy.stats import binomtest
-
     from shaped_transformer.atlas import binomial_ci
 
     for k, n in [(0, 10), (3, 10), (10, 10), (7, 4000)]:
@@ -176,9 +181,16 @@ def test_atlas_end_to_end(tmp_path):
     blocks = {r["block"] for r in rows}
     assert blocks == {"shaped_attention", "shaped_mlp", "shaped_transformer"}
     assert {r["method"] for r in rows} == {"sde", "exact"}
+    data = json.load(open(out / "atlas.json"))
+    confidence = data["config"]["study"]["confidence"]
     for r in rows:
+        # The interval written is the Clopper-Pearson interval of this row's own
+        # counts at the configured confidence (scipy's, independently).  A check
+        # that k / n lies inside it could not fail: every such interval holds k / n.
         k, n = int(r["blown"]), int(r["samples"])
-        assert float(r["ci_low"]) <= k / n <= float(r["ci_high"])
+        ref = binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+        assert float(r["ci_low"]) == pytest.approx(ref.low, rel=1e-9, abs=1e-15), r
+        assert float(r["ci_high"]) == pytest.approx(ref.high, rel=1e-9, abs=1e-15), r
         assert r["verdict"] in ("safe", "unsafe", "undecided")
     # Splitting runs at network points too (one rule for every method), and the
     # points whose runs died out are shown as unresolved, in the table and the page.
@@ -192,7 +204,6 @@ def test_atlas_end_to_end(tmp_path):
     assert all(int(r["blown"]) == 0 for r in rows if r["block"] == "shaped_mlp")
     curves = list(csv.DictReader(open(out / "atlas_curves.csv")))
     assert len(curves) == 9 * len(rows)  # times = 8 intervals
-    data = json.load(open(out / "atlas.json"))
     assert data["config"]["study"]["blowup"] == 1e4 and data["rare"]["repeats"] == 2
     # Resume: every point is loaded, none recomputed.
     files = {p.name: p.stat().st_mtime_ns for p in (out / "points").glob("*.json")}

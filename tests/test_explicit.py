@@ -16,6 +16,8 @@ import pytest
 import shaped_transformer as st
 from shaped_transformer._core_loader import core
 
+from conftest import require_kernel
+
 # ---------------------------------------------------------------------------
 # NumPy reference of docs/model.md sections 1-2 on given weights
 
@@ -266,8 +268,7 @@ def test_fallback_kernels_match_numpy(kernel):
     import subprocess
     import sys
 
-    if core.normals_kernel(kernel, 0, 0, 0, 0, 0, 4) is None:
-        pytest.skip(f"this CPU has no {kernel} kernel")
+    require_kernel(kernel, core.normals_kernel(kernel, 0, 0, 0, 0, 0, 4) is not None)
     code = (
         "import numpy as np, shaped_transformer as st\n"
         "from shaped_transformer._core_loader import core\n"

@@ -20,8 +20,6 @@ import shaped_transformer as st
 from shaped_transformer import _memory
 from shaped_transformer._core_loader import core
 
-HAVE = {name: hasattr(core, f"simulate_{name}") for name in ("explicit", "law", "exact")}
-HAVE_SDE = hasattr(st, "solve_sde")
 
 V0 = st.inputs.equicorrelated(4, 0.3)
 NET = st.shaped_transformer(heads=2)
@@ -144,7 +142,6 @@ def test_impossible_width_refused_at_once(method):
     print(f"\n{method}: refused in {dt * 1e3:.2f} ms: {err}")
 
 
-@pytest.mark.skipif(not HAVE["exact"], reason="exact driver not compiled yet")
 def test_exact_chain_huge_width_is_not_refused():
     """The exact chain of attention blocks costs O((H m)^3) per block at any width: no refusal."""
     net = st.Network([st.ShapedAttention(heads=2, tau0=1.0, gamma=0.5)])
@@ -195,7 +192,6 @@ def test_return_X_counts(monkeypatch):
     assert "X " in str(err)
 
 
-@pytest.mark.skipif(not HAVE["exact"], reason="exact driver not compiled yet")
 def test_budget_override_refuses_and_allows(monkeypatch):
     """With a 1 MiB budget a 2.5 MB request is refused; with the check off it runs."""
     kw = dict(V0=V0, width=64, depth=200, samples=100, method="exact", progress=False)  # 100 x 201 x 16 x 8 B
@@ -223,14 +219,12 @@ def test_catchable_as_memory_error_and_value_error():
             st.simulate(NET, V0=V0, width=10**12, depth=1, method="explicit", progress=False)
 
 
-@pytest.mark.skipif(not HAVE_SDE, reason="solve_sde not there yet")
 def test_sde_impossible_paths_refused_at_once():
     """10^9 paths x 1001 saved steps x 16 entries x 8 bytes = 128 TB."""
     err, dt = refused(lambda: st.solve_sde(NET, V0=V0, T=1.0, dt=1e-3, paths=10**9, progress=False))
     print(f"\nsolve_sde: refused in {dt * 1e3:.2f} ms: {err}")
 
 
-@pytest.mark.skipif(not HAVE_SDE, reason="solve_sde not there yet")
 def test_sde_budget_override(monkeypatch):
     monkeypatch.setenv("SHAPED_TRANSFORMER_MAX_MEMORY", "1M")
     # 2000 paths x 101 saved x 16 x 8 B = 25.9 MB

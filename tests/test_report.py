@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 
 import matplotlib  # noqa: E402,F401  (a dependency: never skipped)
 import matplotlib.image as mpimg  # noqa: E402
@@ -75,7 +76,11 @@ def test_results_json_numbers_are_finite_and_in_range(report_dir):
     # every run reports its blow-up probability with an interval around it
     for name, info in res["runs"].items():
         p = info["p_blowup"]
-        assert p["low"] <= p["value"] <= p["high"] and p["value"] == pytest.approx(info["exploded"] / info["samples"])
+        # the Wilson interval of this run's own counts (scipy, independently); "value
+        # inside its interval" could not fail, every Wilson interval holds k / n
+        ref = binomtest(info["exploded"], info["samples"]).proportion_ci(confidence_level=p["level"], method="wilson")
+        assert p["value"] == pytest.approx(info["exploded"] / info["samples"])
+        assert p["low"] == pytest.approx(ref.low, rel=1e-9, abs=1e-15) and p["high"] == pytest.approx(ref.high, rel=1e-9)
     m = 5
     for run, obs in res["summaries"].items():
         for name, s in obs.items():

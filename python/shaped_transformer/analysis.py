@@ -361,7 +361,10 @@ def kde(
 
 def _as_groups(name: str, a: np.ndarray) -> np.ndarray:
     """(groups, k) float64 array of finite rows (1-d input: k = 1)."""
-    arr = np.asarray(a, dtype=np.float64)
+    try:
+        arr = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError) as exc:  # name the argument, not NumPy's conversion
+        raise ValueError(f"{name} must be an array of numbers: {exc}") from None
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
