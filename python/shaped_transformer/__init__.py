@@ -6,6 +6,7 @@ chain, and the neural covariance SDE, with analysis helpers.
 
 from . import inputs
 from . import analysis, sweep  # plotting and report are imported on use (matplotlib is optional)
+from .assess import Assessment, assess
 from ._blocks import (
     Block,
     Network,
@@ -28,6 +29,7 @@ from .sde import StepSizeWarning, solve_sde
 __version__: str = _core.__version__
 
 __all__ = [
+    "Assessment",
     "Block",
     "BlowUpWarning",
     "Network",
@@ -40,6 +42,7 @@ __all__ = [
     "StepSizeWarning",
     "correlations",
     "analysis",
+    "assess",
     "inputs",
     "sweep",
     "make_network",

@@ -4,6 +4,7 @@
     shaped-transformer sweep CONFIG.toml [--out DIR] [--workers N]
     shaped-transformer atlas [--out DIR] [--seed N] [--size tiny|small|default|large] [--config FILE.toml] [--workers N]
                              [--print-config]
+    shaped-transformer check --width N --depth D [--heads H] [--tokens M] [--tau0 X] [--gamma X] ... (see --help)
     shaped-transformer --version
 """
 
@@ -87,7 +88,92 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
     a.add_argument("--print-config", action="store_true",
                    help="print the atlas configuration (after --size, --config and --seed) as TOML and exit")
+    _add_check(sub)
     return p
+
+
+def _add_check(sub) -> None:
+    """The ``check`` subcommand: st.assess for a planned model (docs/assess.md)."""
+    from .assess import BLOCKS, COLLAPSE_EPS
+
+    c = sub.add_parser(
+        "check",
+        help="one-call verdict for a planned model: P(blow-up) and P(collapse) by the last layer, with intervals",
+        description="Runs shaped_transformer.assess: the exact chain of the network at the given width (plain Monte "
+        "Carlo), the covariance SDE at T = depth / width, adaptive multilevel splitting where too few blow-ups were "
+        "seen, and prints P(blow-up by the last layer) and P(collapse) with intervals, the network-SDE gap, a verdict "
+        "at --level (safe / unsafe / undecided) and the time it took. Bad arguments are refused before any compute.",
+    )
+    c.add_argument("--width", type=int, required=True, help="embedding dimension n")
+    c.add_argument("--depth", type=int, required=True, help="number of layers d (the SDE runs to T = d / n)")
+    c.add_argument("--heads", type=int, default=1, help="attention heads (default: 1)")
+    c.add_argument("--tokens", type=int, default=None, help="sequence length m (required with --rho0)")
+    c.add_argument("--tau0", type=float, default=None, help="shaped heads' temperature (default: 1)")
+    c.add_argument("--gamma", type=float, default=0.5, help="branch weight in (0, 1] (default: 0.5)")
+    c.add_argument("--block", choices=list(BLOCKS), default="shaped_transformer",
+                   help="layer kind (default: shaped_transformer = shaped attention + shaped MLP)")
+    c.add_argument("--causal", action="store_true", help="causal shaped heads")
+    c.add_argument("--norm", default=None, help="norm placement (only none for now)")
+    inp = c.add_mutually_exclusive_group()
+    inp.add_argument("--rho0", type=float, default=None, help="input: equicorrelated tokens (default: 0.3)")
+    inp.add_argument("--X0", metavar="FILE", default=None,
+                     help="input: token embeddings, tokens x width (.npy, or text/CSV)")
+    inp.add_argument("--V0", metavar="FILE", default=None, help="input: Gram matrix, tokens x tokens (.npy, or text/CSV)")
+    c.add_argument("--samples", type=int, default=2000, help="initializations of the exact chain (default: 2000)")
+    c.add_argument("--level", type=float, default=1e-3, help="the verdict's level (default: 1e-3)")
+    c.add_argument("--confidence", type=float, default=0.95, help="confidence of the intervals (default: 0.95)")
+    c.add_argument("--blowup", type=float, default=1e4, help="blow-up threshold on max diag V (default: 1e4)")
+    c.add_argument("--collapse-eps", type=float, default=COLLAPSE_EPS,
+                   help=f"collapse = mean token correlation > 1 - eps (default: {COLLAPSE_EPS:g})")
+    c.add_argument("--sde-paths", type=int, default=None, help="SDE paths (default: --samples)")
+    c.add_argument("--dt", type=float, default=None, help="SDE step (default: T / max(100, T / 1e-3))")
+    c.add_argument("--no-sde", action="store_true", help="skip the SDE")
+    c.add_argument("--no-splitting", action="store_true", help="skip adaptive multilevel splitting")
+    c.add_argument("--splitting-particles", type=int, default=100, help="particles per splitting run (default: 100)")
+    c.add_argument("--splitting-repeats", type=int, default=4, help="splitting runs (default: 4)")
+    c.add_argument("--splitting-budget", type=float, default=None, metavar="SECONDS",
+                   help="rough time budget per splitting estimate (default: the plain Monte Carlo time, >= 30 s)")
+    c.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    c.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    c.add_argument("--json", metavar="FILE", default=None, help="also write every number to this JSON file")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _load_matrix(name: str, path: str | None):
+    """A matrix from a .npy file or a text/CSV file (ValueError naming the option)."""
+    if path is None:
+        return None
+    import numpy as np
+
+    try:
+        if path.endswith(".npy"):
+            return np.load(path, allow_pickle=False)
+        with open(path) as f:
+            first = f.readline()
+        return np.loadtxt(path, delimiter="," if "," in first else None, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--{name}: cannot read {path}: {exc}") from None
+
+
+def _check(args) -> int:
+    import json
+
+    from .assess import assess
+
+    a = assess(
+        width=args.width, depth=args.depth, heads=args.heads, tokens=args.tokens, tau0=args.tau0, gamma=args.gamma,
+        block=args.block, causal=args.causal, norm=args.norm, rho0=args.rho0, X0=_load_matrix("X0", args.X0),
+        V0=_load_matrix("V0", args.V0), samples=args.samples, level=args.level, confidence=args.confidence,
+        blowup=args.blowup, collapse_eps=args.collapse_eps, sde=not args.no_sde, sde_paths=args.sde_paths, dt=args.dt,
+        splitting=not args.no_splitting, splitting_particles=args.splitting_particles,
+        splitting_repeats=args.splitting_repeats, splitting_budget_s=args.splitting_budget, seed=args.seed,
+        threads=args.threads, progress=False if args.no_progress else None,
+    )
+    print(a, flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(a.to_dict(), f, indent=1)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       progress=False if args.no_progress else None, log=lambda s: print(s, flush=True))
             print(f"done in {time.perf_counter() - t0:.0f} s: open {args.out}/atlas.md", flush=True)
             return 0
+        if args.command == "check":
+            return _check(args)
     except (ValueError, ImportError) as exc:
         print(f"shaped-transformer: error: {exc}", file=sys.stderr)
         return 2
