@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy import stats as _stats
@@ -60,6 +60,7 @@ __all__ = [
     "Interval",
     "binomial_interval",
     "runs_interval",
+    "proportion_curve",
     "verdict",
     "VERDICTS",
     "newcombe_interval",
@@ -685,6 +686,51 @@ def runs_interval(values: Sequence[float] | np.ndarray, *, level: float = 0.95) 
     se = float(v.std(ddof=1) / math.sqrt(v.size))
     q = float(_stats.t.ppf(0.5 + level / 2, v.size - 1))
     return Interval(mean, max(0.0, mean - q * se), mean + q * se, level, "t over runs")
+
+
+def proportion_curve(
+    event_times: Sequence[float] | np.ndarray, n: int, t: Sequence[float] | np.ndarray, *, level: float = 0.95,
+    method: str = "exact",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The share of ``n`` samples whose event (e.g. a blow-up) happened by each time
+    of ``t``, with its binomial interval.
+
+    The intervals are those of :func:`binomial_interval`, computed once per distinct
+    count, so that a curve and a table of the same counts give the same numbers.
+
+    Parameters
+    ----------
+    event_times : array_like
+        The times of the events that happened (one per sample that had one).
+    n : int
+        The number of samples, with or without an event.
+    t : array_like
+        The times at which to evaluate the curve.
+    level : float, default 0.95
+        The confidence level.
+    method : {"exact", "wilson"}, default "exact"
+        As in :func:`binomial_interval` (Clopper-Pearson or Wilson).
+
+    Returns
+    -------
+    p, low, high : ndarray
+        The share by each time and its interval, each shaped like ``t``.
+
+    Examples
+    --------
+    >>> p, lo, hi = proportion_curve([0.2, 0.5], 10, [0.0, 0.3, 1.0])
+    >>> p.tolist()
+    [0.0, 0.1, 0.2]
+    >>> bool(lo[0] == 0.0 and hi[0] < 0.31)
+    True
+    """
+    times = np.sort(np.asarray(event_times, dtype=np.float64))
+    grid = np.asarray(t, dtype=np.float64)
+    k = np.searchsorted(times, grid + 1e-12, side="right")
+    bounds = {int(c): binomial_interval(int(c), int(n), level=level, method=method) for c in np.unique(k)}
+    low = np.array([bounds[int(c)].low for c in k.ravel()]).reshape(k.shape)
+    high = np.array([bounds[int(c)].high for c in k.ravel()]).reshape(k.shape)
+    return k / n, low, high
 
 
 #: The verdicts of :func:`verdict`.
