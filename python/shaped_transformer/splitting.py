@@ -233,77 +233,12 @@ def ams_blowup(
     seed = check_seed(seed)
     threads = check_threads(threads)
     max_iterations = check_int("max_iterations", max_iterations, minimum=1)
-
-    blocks = net.to_core()
-    m = V0.shape[0]
-    rng = np.random.Generator(np.random.Philox(key=_mix(seed, 1)))
     t0 = time.perf_counter()
-    path_steps = 0
-
-    def run(V, start, stream, stop):
-        nonlocal path_steps
-        Vo, st, pk, status = core.continue_paths(blocks, np.ascontiguousarray(V), np.ascontiguousarray(start, np.int64),
-                                                 np.ascontiguousarray(stream, np.int64), np.ascontiguousarray(stop, np.float64),
-                                                 dt, steps, scheme, psd, seed, blowup, a, threads)
-        path_steps += int(np.sum(np.asarray(st) - start))
-        return np.asarray(Vo), np.asarray(st), np.asarray(pk), np.asarray(status)
-
-    # Each particle is its own segment: birth state, birth step, stream id; its
-    # score is the peak of max diag V over the segment (the part before the birth
-    # stayed below the level at which it was born, which is below the peak).
-    birth_V = np.repeat(V0[None], N, axis=0)
-    birth_step = np.zeros(N, dtype=np.int64)
-    stream = np.arange(N, dtype=np.int64)
-    next_stream = N
-    _, end_step, score, status = run(birth_V, birth_step, stream, np.full(N, np.inf))
-    blown = status == 2
-    end_step = np.where(blown, end_step, -1)
-
-    log_w = 0.0
-    levels: list[float] = []
-    it = 0
-    status = "resolved"
-    while True:
-        nb = int(blown.sum())
-        if nb >= N - k + 1:
-            break
-        z = np.partition(score, k - 1)[k - 1]
-        killed = np.flatnonzero(score <= z)
-        K = killed.size
-        if K >= N:  # extinction: every path had the same score
-            status = "extinct"
-            break
-        if it >= max_iterations:
-            status = "max_iterations"
-            break
-        it += 1
-        levels.append(float(z))
-        log_w += math.log1p(-K / N)
-        survivors = np.flatnonzero(score > z)
-        parents = survivors[rng.integers(0, survivors.size, size=K)]
-        # Replay each parent's segment up to its first state above z.
-        Vc, sc, pc, stc = run(birth_V[parents], birth_step[parents], stream[parents], np.full(K, z))
-        new_stream = np.arange(next_stream, next_stream + K, dtype=np.int64)
-        next_stream += K
-        if next_stream >= 2**32:
-            raise RuntimeError("ams_blowup: ran out of 32-bit stream ids (use fewer particles)")
-        birth_V[killed] = Vc
-        birth_step[killed] = sc
-        stream[killed] = new_stream
-        # A parent that jumped from below z straight to a blow-up hands on a blown state.
-        born_blown = stc == 2
-        live = ~born_blown
-        new_score = np.full(K, np.inf)
-        new_end = np.where(born_blown, sc, -1)
-        if live.any():
-            _, e, pk, s = run(Vc[live], sc[live], new_stream[live], np.full(int(live.sum()), np.inf))
-            new_score[live] = pk
-            new_end[live] = np.where(s == 2, e, -1)
-        score[killed] = new_score
-        end_step[killed] = new_end
-        blown[killed] = new_end >= 0
-
-    nb = int(blown.sum())
+    segments = _Segments(net.to_core(), dt, steps, scheme, psd, seed, blowup, a, threads)
+    particles_ = _Particles.start(segments, V0, N)
+    rng = np.random.Generator(np.random.Philox(key=_mix(seed, 1)))
+    it, log_w, levels, status = _split(segments, particles_, k, max_iterations, rng)
+    nb = int(particles_.blown.sum())
     # Extinction ends with weight 0 (the estimator's value, unbiased in an average
     # of runs); log10_weight keeps how far the levels got before it.
     weight = 0.0 if status == "extinct" else math.exp(log_w)
@@ -311,15 +246,120 @@ def ams_blowup(
         status = "underflow"
     res = SplittingResult(
         p=weight * nb / N, weight=weight, particles=N, blown=nb, iterations=it, levels=np.asarray(levels),
-        blowup_times=np.sort(end_step[blown] * dt), path_steps=path_steps, elapsed_s=time.perf_counter() - t0,
-        T=T, dt=dt, steps=steps, blowup=blowup, scheme=scheme, seed=seed,
-        info={"kill": k, "psd": psd, "m": m, "time_exponent": a},
+        blowup_times=np.sort(particles_.end_step[particles_.blown] * dt), path_steps=segments.path_steps,
+        elapsed_s=time.perf_counter() - t0, T=T, dt=dt, steps=steps, blowup=blowup, scheme=scheme, seed=seed,
+        info={"kill": k, "psd": psd, "m": V0.shape[0], "time_exponent": a},
         status=status, log10_weight=log_w / math.log(10.0),
     )
     if not res.resolved:
         warnings.warn(f"ams_blowup did not resolve P(blow-up by T={T:g}): {res.explain()}; p = {res.p:.3g} is not "
                       "an estimate to trust (see SplittingResult.status)", UnresolvedWarning, stacklevel=3)
     return res
+
+
+@dataclass
+class _Segments:
+    """Runs path segments in the core: each from its birth state and step with its
+    own noise stream, until T, a blow-up or a first state above its stop level
+    (``_core.continue_paths``); counts the steps taken."""
+
+    blocks: list
+    dt: float
+    steps: int
+    scheme: str
+    psd: str
+    seed: int
+    blowup: float
+    time_exponent: float
+    threads: int
+    path_steps: int = 0
+
+    def run(self, V, start, stream, stop):
+        """(end states, end steps, peak scores, statuses; 2 = blew up) of the segments."""
+        Vo, st, pk, status = core.continue_paths(
+            self.blocks, np.ascontiguousarray(V), np.ascontiguousarray(start, np.int64),
+            np.ascontiguousarray(stream, np.int64), np.ascontiguousarray(stop, np.float64), self.dt, self.steps,
+            self.scheme, self.psd, self.seed, self.blowup, self.time_exponent, self.threads)
+        self.path_steps += int(np.sum(np.asarray(st) - start))
+        return np.asarray(Vo), np.asarray(st), np.asarray(pk), np.asarray(status)
+
+
+@dataclass
+class _Particles:
+    """The N particles of one run.  Each particle is its own segment: birth state,
+    birth step, stream id; its score is the peak of max diag V over the segment
+    (the part before the birth stayed below the level at which it was born, which
+    is below the peak); ``end_step`` is its blow-up step (-1: none)."""
+
+    birth_V: np.ndarray
+    birth_step: np.ndarray
+    stream: np.ndarray
+    next_stream: int
+    score: np.ndarray
+    end_step: np.ndarray
+    blown: np.ndarray
+
+    @classmethod
+    def start(cls, segments: _Segments, V0: np.ndarray, N: int) -> _Particles:
+        """N independent paths from V0 to T (or their blow-up)."""
+        birth_V = np.repeat(V0[None], N, axis=0)
+        birth_step = np.zeros(N, dtype=np.int64)
+        stream = np.arange(N, dtype=np.int64)
+        _, end_step, score, status = segments.run(birth_V, birth_step, stream, np.full(N, np.inf))
+        blown = status == 2
+        return cls(birth_V, birth_step, stream, N, score, np.where(blown, end_step, -1), blown)
+
+    def branch(self, segments: _Segments, killed: np.ndarray, parents: np.ndarray, z: float) -> None:
+        """Replaces the ``killed`` particles by copies of ``parents`` up to their first
+        state above ``z`` (a replay of the parent's own segment), continued from
+        there with fresh noise streams."""
+        K = killed.size
+        Vc, sc, pc, stc = segments.run(self.birth_V[parents], self.birth_step[parents], self.stream[parents],
+                                       np.full(K, z))
+        new_stream = np.arange(self.next_stream, self.next_stream + K, dtype=np.int64)
+        self.next_stream += K
+        if self.next_stream >= 2**32:
+            raise RuntimeError("ams_blowup: ran out of 32-bit stream ids (use fewer particles)")
+        self.birth_V[killed] = Vc
+        self.birth_step[killed] = sc
+        self.stream[killed] = new_stream
+        # A parent that jumped from below z straight to a blow-up hands on a blown state.
+        born_blown = stc == 2
+        live = ~born_blown
+        new_score = np.full(K, np.inf)
+        new_end = np.where(born_blown, sc, -1)
+        if live.any():
+            _, e, pk, s = segments.run(Vc[live], sc[live], new_stream[live], np.full(int(live.sum()), np.inf))
+            new_score[live] = pk
+            new_end[live] = np.where(s == 2, e, -1)
+        self.score[killed] = new_score
+        self.end_step[killed] = new_end
+        self.blown[killed] = new_end >= 0
+
+
+def _split(segments: _Segments, particles: _Particles, k: int, max_iterations: int,
+           rng: np.random.Generator) -> tuple[int, float, list[float], str]:
+    """The iterations of AMS (step 2 of the module docstring) until N - k + 1 paths
+    blew up, extinction or ``max_iterations``; returns (iterations, log weight,
+    levels, status)."""
+    N = particles.score.size
+    log_w, levels, it = 0.0, [], 0
+    while int(particles.blown.sum()) < N - k + 1:
+        score = particles.score
+        z = np.partition(score, k - 1)[k - 1]
+        killed = np.flatnonzero(score <= z)
+        K = killed.size
+        if K >= N:  # extinction: every path had the same score
+            return it, log_w, levels, "extinct"
+        if it >= max_iterations:
+            return it, log_w, levels, "max_iterations"
+        it += 1
+        levels.append(float(z))
+        log_w += math.log1p(-K / N)
+        survivors = np.flatnonzero(score > z)
+        parents = survivors[rng.integers(0, survivors.size, size=K)]
+        particles.branch(segments, killed, parents, float(z))
+    return it, log_w, levels, "resolved"
 
 
 def _network(network) -> Network:

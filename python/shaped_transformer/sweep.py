@@ -358,74 +358,74 @@ def sweep(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keys = [point_key(p, fname) for p in points]
-    version = _version()
     _remove_stale_temporaries(out)
     done, old = _read_all(out)
-    old = {k: why for k, why in old.items() if k in set(keys)}
-    if old:
-        import warnings
-
-        if stale == "refuse":
-            raise ValueError(_stale_message(old, out) + "; remove them or pass stale='recompute'")
-        warnings.warn(_stale_message(old, out) + "; they are recomputed", SweepWarning, stacklevel=2)
+    _refuse_or_warn_stale({k: why for k, why in old.items() if k in set(keys)}, out, stale)
     todo = [(i, k, p) for i, (k, p) in enumerate(zip(keys, points)) if k not in done]
     todo = list({k: (i, k, p) for i, k, p in todo}.values())  # duplicate points run once
-
     failures: dict[str, tuple[dict, str]] = {}
     if todo:
-        from tqdm.auto import tqdm
-
-        own = executor is None
-        ex: cf.Executor = cf.ProcessPoolExecutor(max_workers=max_workers) if executor is None else executor
-        bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep", unit="point",
-                   disable=None if progress is None else not progress)
-        futures: dict[Any, tuple[int, str, dict]] = {}
-        interrupted = False
-        try:
-            for i, k, p in todo:
-                futures[ex.submit(_call, fn, p)] = (i, k, p)
-            for fut in cf.as_completed(futures):
-                i, k, p = futures[fut]
-                try:
-                    res, elapsed = fut.result()
-                    record = {
-                        "format": _FORMAT,
-                        "version": version,
-                        "key": k,
-                        "index": i,
-                        "function": fname,
-                        "params": _jsonable(p),
-                        "result": _jsonable(res),
-                        "elapsed_s": elapsed,
-                        "finished_at": time.time(),
-                    }
-                except Exception as exc:  # a failing point must not lose the others
-                    failures[k] = (p, f"{type(exc).__name__}: {exc}")
-                    bar.update(1)
-                    continue
-                _atomic_write_json(out / f"{k}.json", record)
-                bar.update(1)
-        except BaseException:
-            interrupted = True
-            for f in futures:
-                f.cancel()
-            raise
-        finally:
-            bar.close()
-            if own:
-                # after Ctrl-C do not wait for the points in flight (they are lost anyway)
-                ex.shutdown(wait=not interrupted, cancel_futures=True)
+        failures = _run_points(fn, todo, out, executor, max_workers, progress, total=len(points))
     if failures and errors == "raise":
         lines = "; ".join(f"{p}: {e}" for p, e in list(failures.values())[:5])
         raise SweepError(f"{len(failures)} of {len(points)} points failed (finished points were saved): {lines}", failures)
     records, _ = _read_all(out)
-    seen = set()
-    ordered = []
-    for k in keys:
-        if k in records and k not in seen:
-            seen.add(k)
-            ordered.append(records[k])
-    return SweepResults(ordered)
+    return SweepResults([records[k] for k in dict.fromkeys(keys) if k in records])
+
+
+def _refuse_or_warn_stale(old: dict[str, str], out: Path, stale: str) -> None:
+    """Saved points of this grid that may not be reused: refused, or recomputed with a warning."""
+    if not old:
+        return
+    if stale == "refuse":
+        raise ValueError(_stale_message(old, out) + "; remove them or pass stale='recompute'")
+    import warnings
+
+    warnings.warn(_stale_message(old, out) + "; they are recomputed", SweepWarning, stacklevel=3)
+
+
+def _run_points(fn: Callable, todo: list[tuple[int, str, dict]], out: Path, executor: cf.Executor | None,
+                max_workers: int | None, progress: bool | None, *, total: int) -> dict[str, tuple[dict, str]]:
+    """Runs the pending points on the executor, writing each finished point's record
+    as it arrives; returns the failed points (key -> (params, error)).  On any
+    exception (Ctrl-C) the pending points are cancelled and the finished ones stay."""
+    from tqdm.auto import tqdm
+
+    fname, version = _function_name(fn), _version()
+    own = executor is None
+    ex: cf.Executor = cf.ProcessPoolExecutor(max_workers=max_workers) if executor is None else executor
+    bar = tqdm(total=total, initial=total - len(todo), desc="sweep", unit="point",
+               disable=None if progress is None else not progress)
+    futures: dict[Any, tuple[int, str, dict]] = {}
+    failures: dict[str, tuple[dict, str]] = {}
+    interrupted = False
+    try:
+        for i, k, p in todo:
+            futures[ex.submit(_call, fn, p)] = (i, k, p)
+        for fut in cf.as_completed(futures):
+            i, k, p = futures[fut]
+            try:
+                res, elapsed = fut.result()
+                record = {"format": _FORMAT, "version": version, "key": k, "index": i, "function": fname,
+                          "params": _jsonable(p), "result": _jsonable(res), "elapsed_s": elapsed,
+                          "finished_at": time.time()}
+            except Exception as exc:  # a failing point must not lose the others
+                failures[k] = (p, f"{type(exc).__name__}: {exc}")
+                bar.update(1)
+                continue
+            _atomic_write_json(out / f"{k}.json", record)
+            bar.update(1)
+    except BaseException:
+        interrupted = True
+        for f in futures:
+            f.cancel()
+        raise
+    finally:
+        bar.close()
+        if own:
+            # after Ctrl-C do not wait for the points in flight (they are lost anyway)
+            ex.shutdown(wait=not interrupted, cancel_futures=True)
+    return failures
 
 
 def _resolve(function_or_config, grid):

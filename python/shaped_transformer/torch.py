@@ -22,6 +22,7 @@ Optional part of the package: it needs PyTorch (``pip install 'shaped-transforme
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -546,70 +547,9 @@ def probe(
     from ._validate import check_seed
 
     seed = check_seed(seed)
-    init_fn = init or reinitialize
     call = forward or (lambda mdl, x: mdl(x))
-
-    def run_once() -> list[tuple[np.ndarray, int]]:
-        records: list[tuple[np.ndarray, int]] = []
-        handles = []
-        if include_input:
-
-            def pre_hook(mod: nn.Module, args: tuple, kwargs: dict | None = None) -> None:
-                if not records:  # only the first call of the first module
-                    x = _first_tensor(args) if args else _first_tensor(kwargs or {})
-                    if x is None:
-                        raise ValueError(f"modules[0] ({mods[0][0]}): its input holds no tensor to record")
-                    records.append(_gram(x, batch_first, mods[0][0]))
-
-            handles.append(mods[0][1].register_forward_pre_hook(pre_hook, with_kwargs=True))
-        for name, mod in mods:
-
-            def hook(m_: nn.Module, args: tuple, out: Any, _name: str = name) -> None:
-                x = _first_tensor(out)
-                if x is None:
-                    raise ValueError(f"module {_name}: its output holds no tensor to record")
-                records.append(_gram(x, batch_first, _name))
-
-            handles.append(mod.register_forward_hook(hook))
-        try:
-            call(model, inputs)
-        finally:
-            for h in handles:
-                h.remove()
-        expected = len(mods) + int(include_input)
-        if len(records) != expected:
-            raise ValueError(
-                f"modules: expected {expected} recordings in one forward pass, got {len(records)} "
-                "(a probed module ran more or less than once; probe modules that run once per pass)"
-            )
-        return records
-
-    was_training = model.training
-    saved_state = None
-    runs: list[list[tuple[np.ndarray, int]]] = []
-    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
-    try:
-        model.eval()
-        with torch.no_grad():
-            if samples is None:
-                runs.append(run_once())
-            else:
-                saved_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                for i in range(samples):
-                    with torch.random.fork_rng(devices=devices):
-                        key = int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0])
-                        # (torch.manual_seed would also queue lazy seeding calls of
-                        # every accelerator backend, which costs more than a small forward)
-                        torch.default_generator.manual_seed(key)
-                        for dev in devices:
-                            torch.cuda.default_generators[dev].manual_seed(key)
-                        init_fn(model)
-                        runs.append(run_once())
-    finally:
-        if saved_state is not None:
-            model.load_state_dict(saved_state)
-        model.train(was_training)
-
+    runs = _record_runs(model, partial(_record_once, model, call, inputs, mods, include_input, batch_first),
+                        samples, seed, init or reinitialize)
     # (samples * batch, saved, m, m)
     V = np.concatenate([np.stack([rec[0] for rec in r], axis=1) for r in runs], axis=0)
     batch = runs[0][0][0].shape[0]
@@ -622,6 +562,78 @@ def probe(
         if times.shape != (saved,):
             raise ValueError(f"t must have shape ({saved},) (one time per saved point), got {times.shape}")
     return _result(V, times, blowup, mods, batch, samples)
+
+
+def _record_once(model: nn.Module, call: Callable[[nn.Module, Any], Any], inputs: Any, mods: list,
+                 include_input: bool, batch_first: bool) -> list[tuple[np.ndarray, int]]:
+    """One forward pass with hooks: (X X^T / n per sequence, n) after each module,
+    and of the first module's input when ``include_input``."""
+    records: list[tuple[np.ndarray, int]] = []
+    handles = []
+    if include_input:
+
+        def pre_hook(mod: nn.Module, args: tuple, kwargs: dict | None = None) -> None:
+            if not records:  # only the first call of the first module
+                x = _first_tensor(args) if args else _first_tensor(kwargs or {})
+                if x is None:
+                    raise ValueError(f"modules[0] ({mods[0][0]}): its input holds no tensor to record")
+                records.append(_gram(x, batch_first, mods[0][0]))
+
+        handles.append(mods[0][1].register_forward_pre_hook(pre_hook, with_kwargs=True))
+    for name, mod in mods:
+
+        def hook(m_: nn.Module, args: tuple, out: Any, _name: str = name) -> None:
+            x = _first_tensor(out)
+            if x is None:
+                raise ValueError(f"module {_name}: its output holds no tensor to record")
+            records.append(_gram(x, batch_first, _name))
+
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        call(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    expected = len(mods) + int(include_input)
+    if len(records) != expected:
+        raise ValueError(
+            f"modules: expected {expected} recordings in one forward pass, got {len(records)} "
+            "(a probed module ran more or less than once; probe modules that run once per pass)"
+        )
+    return records
+
+
+def _record_runs(model: nn.Module, record: Callable[[], list], samples: int | None, seed: int,
+                 init_fn: Callable[[nn.Module], None]) -> list[list[tuple[np.ndarray, int]]]:
+    """``record()`` in eval mode without gradients, once as the model is, or after
+    each of ``samples`` seeded re-initializations; restores the model's training
+    flag and, when re-initialized, its parameters."""
+    was_training = model.training
+    saved_state = None
+    runs: list[list[tuple[np.ndarray, int]]] = []
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    try:
+        model.eval()
+        with torch.no_grad():
+            if samples is None:
+                runs.append(record())
+            else:
+                saved_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                for i in range(samples):
+                    with torch.random.fork_rng(devices=devices):
+                        key = int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0])
+                        # (torch.manual_seed would also queue lazy seeding calls of
+                        # every accelerator backend, which costs more than a small forward)
+                        torch.default_generator.manual_seed(key)
+                        for dev in devices:
+                            torch.cuda.default_generators[dev].manual_seed(key)
+                        init_fn(model)
+                        runs.append(record())
+    finally:
+        if saved_state is not None:
+            model.load_state_dict(saved_state)
+        model.train(was_training)
+    return runs
 
 
 def _result(V: np.ndarray, t: np.ndarray, blowup: float, mods, batch: int, samples: int | None) -> Result:
