@@ -140,8 +140,31 @@ _TYPES: dict[str, dict[str, type]] = {
 
 def atlas_config(size: str = "default", config: str | Path | Mapping | None = None, *,
                  seed: int | None = None) -> dict:
-    """The atlas: :data:`DEFAULT_ATLAS`, then the ``size`` preset, then ``config`` (a
-    TOML path or a nested dict with the same tables), then ``seed``; validated."""
+    """The configuration of the atlas, validated.
+
+    :data:`DEFAULT_ATLAS`, then the ``size`` preset of :data:`ATLAS_SIZES`, then
+    ``config``, then ``seed`` (docs/atlas.md lists the keys).
+
+    Parameters
+    ----------
+    size : {"tiny", "small", "default", "large"}, default "default"
+        The size preset.
+    config : str, Path or mapping, optional
+        A TOML file or a nested dict with the tables of :data:`DEFAULT_ATLAS`.
+    seed : int, optional
+        ``study.seed``, applied last.
+
+    Returns
+    -------
+    dict
+        The nested configuration, every table and key present.
+
+    Raises
+    ------
+    ValueError
+        For an unknown table, key or size, a wrong type or a value out of range,
+        naming it.
+    """
     from ._toml import layered_config, merge_typed
 
     cfg = layered_config(DEFAULT_ATLAS, ATLAS_SIZES, size, config, seed, partial(merge_typed, types=_TYPES),
@@ -235,20 +258,63 @@ def atlas_point(
     collapse: bool = False,
     causal: bool = False,
 ) -> dict:
-    """P(blow-up by T) of one configuration by plain Monte Carlo, and by splitting
-    where plain Monte Carlo saw few blow-ups.
+    """P(blow-up by T) of one configuration by plain Monte Carlo, and by splitting where that saw few blow-ups.
 
-    ``method`` "sde" integrates the covariance SDE (``scheme``, step ``dt``);
-    "exact" runs the exact chain of a network of ``width`` and depth
-    ``round(T * width)``.  Returns the sample count, the number that blew up, and
-    their blow-up times (sorted; time = layer / width for networks).  When fewer
-    than ``ams_below`` samples blew up and ``ams_particles`` > 0, it adds
-    ``ams_repeats`` splitting runs (:func:`shaped_transformer.splitting.ams_blowup`;
-    for a network the exact-chain scheme at dt = 1 / width up to depth / width, the
-    same network and depth) as "ams_runs" (estimates), "ams_status" (each run's
-    status: only "resolved" runs estimate P) and "ams_log10_weight".  ``collapse``
-    only tags the points of the scaling test; ``causal`` makes the shaped heads
-    causal (docs/causal.md).
+    A module-level function of keywords only, so that any executor can run it
+    (:func:`shaped_transformer.sweep.sweep` calls it once per point).
+
+    Parameters
+    ----------
+    block : {"shaped_attention", "shaped_mlp", "shaped_transformer"}
+        The block kind (:func:`shaped_transformer.make_network`).
+    heads, tau0, gamma : number
+        The block parameters.
+    m : int, default 8
+        The number of tokens.
+    rho0 : float, default 0.3
+        The input correlation (equicorrelated V0, unit diagonal).
+    T : float, default 1.0
+        The final time (depth / width for a network).
+    method : {"sde", "exact"}, default "sde"
+        "sde" integrates the covariance SDE (``scheme``, step ``dt``); "exact" runs
+        the exact chain of a network of ``width`` and depth round(T * width).
+    width : int, optional
+        The network's width (required with method "exact").
+    dt : float, default 1e-3
+        The SDE step.
+    scheme : {"euler", "tamed_euler", "exact_chain"}, default "euler"
+        The SDE scheme.
+    samples : int, default 1000
+        Paths or networks of plain Monte Carlo.
+    blowup : float, default 1e4
+        The stopping threshold on max diag V.
+    seed : int, default 0
+        The seed.
+    ams_particles, ams_repeats, ams_below : int
+        When fewer than ``ams_below`` samples blew up and ``ams_particles`` > 0,
+        ``ams_repeats`` splitting runs of ``ams_particles`` particles
+        (:func:`shaped_transformer.splitting.ams_blowup`; for a network the
+        exact-chain scheme at dt = 1 / width up to depth / width: the same network
+        and depth).
+    threads : int, optional, default 1
+        Worker threads of the core.
+    collapse : bool, default False
+        Only tags the points of the scaling test.
+    causal : bool, default False
+        Causal shaped heads (docs/causal.md).
+
+    Returns
+    -------
+    dict
+        "samples", "blown" and "blowup_times" (sorted; time = layer / width for
+        networks); with splitting runs also "ams_runs" (their estimates),
+        "ams_status" (only "resolved" runs estimate P), "ams_log10_weight" and
+        "ams_particles".
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, or method "exact" without a width.
     """
     from ._blocks import make_network
     from .inputs import equicorrelated
@@ -424,13 +490,46 @@ def run_atlas(
     plots: bool = True,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict:
-    """Runs the atlas and writes its folder ``out`` (see the module docstring).
+    """Runs the atlas and writes its folder (the module docstring lists the files).
 
-    The grid runs through :func:`shaped_transformer.sweep.sweep` into ``out/points``
-    (resumable; ``executor`` any ``concurrent.futures.Executor``, default a local
-    process pool of ``workers``, each point on one thread).  ``threads`` is used by
-    the rare-point splitting runs (default: all cores).  Returns the dictionary
-    written to ``atlas.json``.
+    The grid runs through :func:`shaped_transformer.sweep.sweep` into
+    ``out/points``, one JSON file per point, so that an interrupted atlas resumes
+    where it stopped.
+
+    Parameters
+    ----------
+    out : str or Path
+        The output folder: empty, new, or a previous atlas (whose points are reused).
+    size : {"tiny", "small", "default", "large"}, default "default"
+        The size preset.
+    config : str, Path or mapping, optional
+        A TOML file or a nested dict overriding any entry (see :func:`atlas_config`).
+    seed : int, optional
+        ``study.seed``.
+    executor : concurrent.futures.Executor, optional
+        Runs the points (default: a local process pool of ``workers``, each point on
+        one thread).
+    workers : int, optional
+        The workers of the default pool (default: all cores).
+    threads : int, optional
+        The threads of the rare point's splitting runs (default: all cores).
+    progress : bool, optional
+        A tqdm bar over points (None: only on a terminal).
+    plots : bool, default True
+        Write the figures (:func:`shaped_transformer.plotting.atlas_figures`).
+    log : callable, optional
+        Called with one line per stage.
+
+    Returns
+    -------
+    dict
+        What ``atlas.json`` holds: the configuration, the points table, the
+        scaling test, the raw records, the rare point and the elapsed time.
+
+    Raises
+    ------
+    ValueError
+        For a bad configuration or an unusable ``out``, before anything runs.
     """
     from .sweep import sweep
 

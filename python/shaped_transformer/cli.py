@@ -29,7 +29,15 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the command (exposed for documentation and tests)."""
+    """The argument parser of the ``shaped-transformer`` command.
+
+    Exposed for the documentation and the tests, which parse the commands of the
+    docs without running them.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     from .report import SIZES
 
     p = argparse.ArgumentParser(
@@ -91,7 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``shaped-transformer`` command; returns the exit status."""
+    """Runs the ``shaped-transformer`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0, 2 for a bad configuration, argument or output folder
+        (the message names the key), 130 when interrupted.
+
+    Examples
+    --------
+    >>> main(["report", "--size", "tiny", "--out", "quick"])  # doctest: +SKIP
+    0
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -37,7 +37,18 @@ __all__ = [
 
 
 def require_matplotlib():
-    """Imports matplotlib (Agg canvas) or raises an ImportError that says how to get it."""
+    """Imports matplotlib's Figure and its Agg canvas.
+
+    Returns
+    -------
+    Figure, FigureCanvasAgg : type
+        The classes.
+
+    Raises
+    ------
+    ImportError
+        Saying how to install matplotlib, when it is missing.
+    """
     try:
         import matplotlib  # noqa: F401
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -68,11 +79,36 @@ def density_figure(
     grid: int = 256,
     ax: Any = None,
 ):
-    """Kernel density estimates of several samples on one axis.
+    r"""Kernel density estimates of several samples on one axis.
 
-    ``samples``: label -> 1-d values (e.g. pooled token correlations at time T);
-    ``bounds``: the support (the kernel is reflected there), None for unbounded;
-    ``reference``: the label drawn in black and dashed (e.g. the SDE).
+    Parameters
+    ----------
+    samples : mapping of str to array_like
+        Label -> 1-d values (e.g. pooled token correlations at time T);
+        non-finite values are dropped, and a sample with fewer than 2 values is
+        not drawn.
+    bounds : (float, float) or None, default (-1, 1)
+        The support: the kernel is reflected there (:func:`~shaped_transformer.analysis.kde`).
+        None for unbounded values.
+    title : str, optional
+        The title.
+    xlabel : str, default "$\rho_T$"
+        The x label.
+    reference : str, optional
+        The label drawn in black and dashed (e.g. the SDE).
+    grid : int, default 256
+        The number of points of each curve.
+    ax : matplotlib.axes.Axes, optional
+        Draw into this axis instead of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        If ``samples`` is empty.
     """
     fig, ax = _new(ax)
     if not samples:
@@ -107,10 +143,36 @@ def bands_figure(
     ylim: tuple[float, float] | None = None,
     ax: Any = None,
 ):
-    """Median (line) and quantile bands (shaded) against time, one colour per curve.
+    r"""Median (line) and quantile bands (shaded) against time, one colour per curve.
 
-    Each :class:`~shaped_transformer.analysis.DepthSummary` must have ``t`` and the
-    quantile levels of ``outer`` (and ``inner``).
+    Parameters
+    ----------
+    curves : mapping of str to DepthSummary
+        Label -> :class:`~shaped_transformer.analysis.DepthSummary` with ``t`` and
+        the quantile levels of ``outer`` (and ``inner``).
+    ylabel : str, default "$\rho$"
+        The y label.
+    xlabel : str, default "t = depth / width"
+        The x label.
+    title : str, optional
+        The title.
+    outer : (float, float), default (0.05, 0.95)
+        The quantile levels of the light band.
+    inner : (float, float) or None, default (0.25, 0.75)
+        The quantile levels of the dark band (None: none).
+    ylim : (float, float), optional
+        The y range.
+    ax : matplotlib.axes.Axes, optional
+        Draw into this axis instead of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        If ``curves`` is empty or a summary has no times.
     """
     fig, ax = _new(ax)
     if not curves:
@@ -142,9 +204,30 @@ def parameter_effects_figure(
     ylim: tuple[float, float] | None = None,
     band: tuple[float, float] = (0.25, 0.75),
 ):
-    """One panel per parameter (e.g. tau0, gamma, heads), each with one median-and-band
-    curve per parameter value: ``panels[name][value label] = DepthSummary``.
-    ``band``: the quantile levels of the shaded band (default: the quartiles)."""
+    r"""One panel per parameter (e.g. tau0, gamma, heads), each with one curve per value.
+
+    Parameters
+    ----------
+    panels : mapping of str to mapping of str to DepthSummary
+        ``panels[name][value label]`` is the summary of one run.
+    ylabel : str, default "$\rho$"
+        The y label.
+    title : str, optional
+        The figure's title.
+    ylim : (float, float), optional
+        The y range (shared).
+    band : (float, float), default (0.25, 0.75)
+        The quantile levels of the shaded band.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        If ``panels`` is empty.
+    """
     Figure, Canvas = require_matplotlib()
     if not panels:
         raise ValueError("panels must not be empty")
@@ -166,11 +249,25 @@ def distance_figure(
     title: str = "",
     ax: Any = None,
 ):
-    """Distances against width on a log axis: the bias-corrected estimate with its
-    bootstrap interval (error bars) and the plug-in value (crosses).
+    """Distances against width on a log axis, with their bootstrap intervals.
 
-    ``distances``: metric label -> a sequence of :class:`~shaped_transformer.analysis.Distance`
-    (one per width).
+    The bias-corrected estimate with its interval (error bars) and the plug-in
+    value (crosses); distances without an interval are drawn as plain points.
+
+    Parameters
+    ----------
+    widths : sequence of float
+        The widths.
+    distances : mapping of str to sequence of Distance
+        Metric label -> one :class:`~shaped_transformer.analysis.Distance` per width.
+    title : str, optional
+        The title.
+    ax : matplotlib.axes.Axes, optional
+        Draw into this axis instead of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     fig, ax = _new(ax)
     w = np.asarray(widths, dtype=float)
@@ -206,10 +303,30 @@ def loglog_distance_figure(
     title: str = "",
     ax: Any = None,
 ):
-    """Distances against width on log-log axes: the plug-in value (points) with its
-    bootstrap interval (error bars, zero lower ends not drawn on a log axis) and,
-    where ``slopes[label]`` is an :class:`~shaped_transformer.analysis.Interval`,
-    the fitted power law with the slope and its interval in the legend."""
+    """Distances against width on log-log axes, with fitted power laws.
+
+    The plug-in value (points) with its bootstrap interval (error bars; a lower
+    end at 0 is not drawn on a log axis) and, where ``slopes[label]`` is an
+    :class:`~shaped_transformer.analysis.Interval`, the fitted power law with the
+    slope and its interval in the legend.
+
+    Parameters
+    ----------
+    widths : sequence of float
+        The widths.
+    distances : mapping of str to sequence of Distance
+        Label -> one :class:`~shaped_transformer.analysis.Distance` per width.
+    slopes : mapping of str to Interval or None, optional
+        Label -> the fitted slope (:func:`~shaped_transformer.analysis.loglog_slope`).
+    title : str, optional
+        The title.
+    ax : matplotlib.axes.Axes, optional
+        Draw into this axis instead of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     fig, ax = _new(ax, figsize=(6.5, 4.5))
     w = np.asarray(widths, dtype=float)
     positive = False
@@ -254,9 +371,26 @@ def blowup_figure(
     level: float = 0.95,
     title: str = "",
 ):
-    """Two panels: P(blow-up by T) against width (networks, Wilson intervals) with
+    """Blow-up probabilities of networks of several widths and of SDE runs.
+
+    Two panels: P(blow-up by T) against width (networks, Wilson intervals) with
     the SDE runs as horizontal bands; and P(blow-up by t) against t for every run.
-    ``networks``: width -> Result; ``sdes``: label -> Result."""
+
+    Parameters
+    ----------
+    networks : mapping of int to Result
+        Width -> network run.
+    sdes : mapping of str to Result
+        Label -> SDE run (the first in black, the others grey).
+    level : float, default 0.95
+        The confidence level of the intervals.
+    title : str, optional
+        The figure's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     from .analysis import blowup_probability
 
     Figure, Canvas = require_matplotlib()
@@ -296,7 +430,22 @@ def blowup_figure(
 
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 100) -> Path:
-    """Writes ``fig`` (PNG by the file suffix) and returns the path."""
+    """Writes a figure (PNG by the file suffix), creating the folder.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure.
+    path : str or PathLike
+        The file.
+    dpi : int, default 100
+        The resolution.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)

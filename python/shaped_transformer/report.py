@@ -137,10 +137,40 @@ _LIST_ITEMS = {("exact", "widths"): int, ("effects", "tau0"): float, ("effects",
 
 
 def study_config(size: str = "default", config: str | Path | Mapping | None = None, *, seed: int | None = None) -> dict:
-    """The study: :data:`DEFAULT_STUDY`, then the ``size`` preset, then ``config``
-    (a TOML path or a nested dict), then ``seed``.  Validates every key, type and
-    range, and builds every network of the study, so that a bad configuration is
-    refused at once with an error naming its key."""
+    """The configuration of the study, validated.
+
+    :data:`DEFAULT_STUDY`, then the ``size`` preset of :data:`SIZES`, then
+    ``config``, then ``seed``.  Every key, type and range is checked and every
+    network of the study is built, so that a bad configuration is refused at once
+    with an error naming its key (docs/report.md lists the keys).
+
+    Parameters
+    ----------
+    size : {"tiny", "small", "default", "large"}, default "default"
+        The size preset.
+    config : str, Path or mapping, optional
+        A TOML file or a nested dict with the tables of :data:`DEFAULT_STUDY`; any
+        subset of keys overrides the preset.
+    seed : int, optional
+        ``study.seed``, applied last.
+
+    Returns
+    -------
+    dict
+        The nested configuration, every table and key present.
+
+    Raises
+    ------
+    ValueError
+        For an unknown table, key or size, a wrong type or a value out of range,
+        naming it.
+
+    Examples
+    --------
+    >>> cfg = study_config("tiny", {"network": {"tau0": 2.0}}, seed=3)
+    >>> cfg["network"]["tau0"], cfg["study"]["seed"], cfg["exact"]["widths"]
+    (2.0, 3, [16, 32])
+    """
     from ._toml import layered_config, merge_typed
 
     cfg = layered_config(DEFAULT_STUDY, SIZES, size, config, seed,
@@ -308,18 +338,36 @@ VERDICT_STATISTICS: tuple[tuple[str, str, str], ...] = (
 
 
 def compare_runs(a, b, *, level: float = 0.95, bootstrap: int = 400, seed: int = 0) -> dict:
-    """Compares two runs (Results) at their last saved time under the stopping rule
-    they were both run with.
+    """Compares two runs at their last saved time under the stopping rule they share.
 
-    Returns a dict with the blow-up counts and probabilities of each run (Wilson
-    intervals at ``level``), the distances between the laws given survival of
-    rho_T (pooled token pairs, cluster bootstrap) and of each per-sample
-    observable (KS and Wasserstein-1 with basic bootstrap intervals), and the
-    differences a - b of :data:`VERDICT_STATISTICS` with intervals that hold
-    *simultaneously* at ``level`` (Bonferroni over the five statistics).
-    ``differs`` lists the statistics whose interval excludes 0: the verdict
-    "differs" follows from those printed intervals, and "no measurable difference"
-    means that every one of them includes 0.
+    Parameters
+    ----------
+    a, b : Result
+        Two runs (networks or SDE) stopped by the same blow-up rule.
+    level : float, default 0.95
+        The confidence level.  The intervals of the differences hold
+        *simultaneously* at ``level`` (Bonferroni over the statistics of
+        :data:`VERDICT_STATISTICS`).
+    bootstrap : int, default 400
+        Bootstrap replicates of the distances.
+    seed : int, default 0
+        The seed of the bootstraps.
+
+    Returns
+    -------
+    dict
+        "blowup": the blow-up counts and probabilities of each run (Wilson
+        intervals at ``level``); "distances": given survival, the KS and
+        Wasserstein-1 distances between the laws of rho_T (pooled token pairs,
+        cluster bootstrap) and of each observable of
+        :func:`~shaped_transformer.analysis.sample_observables`, with basic
+        bootstrap intervals; "differences": a - b for each statistic of
+        :data:`VERDICT_STATISTICS` with its simultaneous interval; "survivors";
+        the levels; and "differs", the statistics whose interval excludes 0.  The
+        verdict "differs" follows from those printed intervals, and "no
+        measurable difference" means that every one of them includes 0.  With
+        fewer than 2 survivors on a side the statistics given survival are NaN
+        (undetermined) and support no claim.
     """
     k = len(VERDICT_STATISTICS)
     adj = 1.0 - (1.0 - level) / k

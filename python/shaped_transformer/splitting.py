@@ -71,31 +71,46 @@ STATUSES = ("resolved", "extinct", "max_iterations", "underflow")
 
 @dataclass
 class SplittingResult:
-    """One run of adaptive multilevel splitting.
+    """One run of adaptive multilevel splitting (:func:`ams_blowup`).
 
     Attributes
     ----------
-    p : the estimate of P(blow-up by T); read it together with ``resolved``.
-    weight : prod over iterations of (1 - K_j / N); p = weight * blown / N.
-    particles : N.
-    blown : final particles that blew up.
-    iterations : number of kill-and-resample iterations.
-    levels : (iterations,) the levels z_j (of the score, see ``time_exponent``) in order.
-    blowup_times : (blown,) blow-up times of the final particles that blew up;
-        each carries probability weight / N.
-    path_steps : solver steps computed (replays included): the cost.
-    elapsed_s : wall time.
-    T, dt, steps, blowup, scheme, seed : the settings.
-    status : "resolved" (at least N - k + 1 particles blew up), "extinct" (every
+    p : float
+        The estimate of P(blow-up by T); read it together with ``resolved``.
+    weight : float
+        The product over iterations of (1 - K_j / N); p = weight * blown / N.
+    particles : int
+        N.
+    blown : int
+        The final particles that blew up.
+    iterations : int
+        The number of kill-and-resample iterations.
+    levels : ndarray, shape (iterations,)
+        The levels z_j of the score (see ``time_exponent``), in order.
+    blowup_times : ndarray, shape (blown,)
+        The blow-up times of the final particles that blew up; each carries
+        probability weight / N.
+    path_steps : int
+        The solver steps computed (replays included): the cost.
+    elapsed_s : float
+        The wall time.
+    T, dt, steps, blowup, scheme, seed
+        The settings of the run.
+    info : dict
+        More settings: the number killed per iteration ("kill"), "psd", "m" and
+        "time_exponent".
+    status : str
+        "resolved" (at least N - k + 1 particles blew up), "extinct" (every
         particle had the same score: the estimate is 0 whatever the probability),
         "max_iterations" (the iteration bound came first: p is the weight times
         the share blown so far, not an estimate of P) or "underflow" (the weight
         fell below the smallest double: p reads 0).
-    log10_weight : log10 of the product of (1 - K_j / N) over the iterations run
-        (before an extinction): the estimated probability that a path's score
-        exceeds the last level reached, finite even where ``weight`` underflows.
-        For an unresolved run it is an order of magnitude to go by (P is below
-        the probability of reaching that level), not a confidence bound.
+    log10_weight : float
+        log10 of the product of (1 - K_j / N) over the iterations run (before an
+        extinction): the estimated probability that a path's score exceeds the
+        last level reached, finite even where ``weight`` underflows.  For an
+        unresolved run it is an order of magnitude to go by (P is below the
+        probability of reaching that level), not a confidence bound.
     """
 
     p: float
@@ -137,13 +152,28 @@ class SplittingResult:
         return f"{why}; {reached} (P is below that, but it is not a confidence bound)"
 
     def p_by(self, t: np.ndarray | Sequence[float] | float) -> np.ndarray:
-        """P(blow-up by t) for times t <= T, from the same final particles."""
+        """P(blow-up by t) for times t <= T, from the same final particles.
+
+        Parameters
+        ----------
+        t : float or array_like
+            The times.
+
+        Returns
+        -------
+        ndarray
+        """
         t = np.atleast_1d(np.asarray(t, dtype=np.float64))
         bt = np.sort(self.blowup_times)
         return self.weight * np.searchsorted(bt, t + 1e-12 * self.dt, side="right") / self.particles
 
     def to_dict(self) -> dict:
-        """Plain numbers for JSON."""
+        """Plain numbers for JSON.
+
+        Returns
+        -------
+        dict
+        """
         return {
             "p": self.p, "weight": self.weight, "particles": self.particles, "blown": self.blown,
             "iterations": self.iterations, "path_steps": self.path_steps, "elapsed_s": self.elapsed_s,
@@ -176,41 +206,74 @@ def ams_blowup(
     threads: int | None = None,
     max_iterations: int = 100_000,
 ) -> SplittingResult:
-    """P(max diag V exceeds ``blowup`` or turns non-finite by time ``T``) by AMS.
+    """P(max diag V exceeds ``blowup`` or turns non-finite by time ``T``) by adaptive multilevel splitting.
 
     Parameters
     ----------
-    network, V0 : as for :func:`shaped_transformer.solve_sde` (blocks with an SDE limit).
-    T, dt : final time and step; the grid has ``ceil(T / dt)`` steps landing on T
-        (a dt that does not divide T is shortened, with a StepSizeWarning, as in
+    network : Network, Block or sequence of Block
+        As for :func:`shaped_transformer.solve_sde` (blocks with an SDE limit).
+    V0 : array_like, shape (m, m)
+        The initial covariance.
+    T : float
+        The final time.
+    dt : float, default 1e-3
+        The step; the grid has ceil(T / dt) steps landing on T (a dt that does not
+        divide T is shortened, with a StepSizeWarning, as in
         :func:`shaped_transformer.solve_sde`).
-    scheme : "euler" (default; tamed Euler bounds the drift increment and so
-        suppresses blow-ups), "tamed_euler", or "exact_chain" (the exact
-        finite-width chain at width 1/dt: the network's own blow-up probability).
-    psd : PSD remedy of the Euler schemes ("clip" or "none").
-    blowup : the stopping threshold on max diag V (the same rule as simulate/solve_sde).
-    particles : N; the relative error is about sqrt(log(1/p) / N) (times a factor
-        that depends on how well max diag V ranks paths; measure it with
+    scheme : {"euler", "tamed_euler", "exact_chain"}, default "euler"
+        Euler (tamed Euler bounds the drift increment and so suppresses
+        blow-ups), or the exact finite-width chain at width 1/dt: the network's
+        own blow-up probability.
+    psd : {"clip", "none"}, default "clip"
+        The PSD remedy of the Euler schemes.
+    blowup : float, default 1e4
+        The stopping threshold on max diag V (the same rule as
+        :func:`shaped_transformer.simulate` and :func:`shaped_transformer.solve_sde`).
+    particles : int, default 1000
+        N; the relative error is about sqrt(log(1/p) / N), times a factor that
+        depends on how well max diag V ranks paths (measure it with
         :func:`ams_repeat`).
-    kill_fraction : k / N, the share of particles resampled per iteration (at least 1).
-    time_exponent : a >= 0 in the score  max diag V * ((steps - k + 1) / (steps + 1))^a
-        of the state at step k.  a = 0 ranks paths by max diag V alone; then paths
-        that climb late (with no time left to blow up) crowd out the ones that
-        climb early, and at small probabilities the particles can collapse onto
-        copies of one state at T (extinction, estimate 0).  a = 1/2 (default) is
-        the blow-up clock of the cubic drift (the ODE dv = c v^3 dt started at v
-        blows up after 1 / (2 c v^2)).  Any a gives an unbiased estimate; a only
-        changes the variance.
-    seed : Philox key of the noise; the resampling uses a NumPy generator seeded from it.
-    threads : worker threads of the core (None or 0, the default: all cores).
-    max_iterations : bound on the iterations; a run that reaches it stops there
-        unresolved (status "max_iterations").
+    kill_fraction : float, default 0.1
+        k / N, the share of particles resampled per iteration (at least 1).
+    time_exponent : float, default 0.5
+        a >= 0 in the score max diag V * ((steps - k + 1) / (steps + 1))^a of the
+        state at step k.  a = 0 ranks paths by max diag V alone; then paths that
+        climb late (with no time left to blow up) crowd out the ones that climb
+        early, and at small probabilities the particles can collapse onto copies
+        of one state at T (extinction, estimate 0).  a = 1/2 is the blow-up clock
+        of the cubic drift (the ODE dv = c v^3 dt started at v blows up after
+        1 / (2 c v^2)).  Any a gives an unbiased estimate; a only changes the
+        variance.
+    seed : int, default 0
+        The Philox key of the noise; the resampling uses a NumPy generator seeded
+        from it.
+    threads : int, optional
+        Worker threads of the core (None or 0: all cores).
+    max_iterations : int, default 100000
+        The bound on the iterations; a run that reaches it stops there unresolved
+        (status "max_iterations").
 
-    A run that does not resolve P (extinction, the iteration bound, a weight
-    below the smallest double) returns with ``resolved`` False and its ``status``
-    and issues an :class:`UnresolvedWarning` saying why.  Typical causes: a
-    probability far below 10^(-100 k / N) (raise ``particles``), or paths that
-    all end in the same state (a T so short that no path climbs).
+    Returns
+    -------
+    SplittingResult
+        A run that does not resolve P (extinction, the iteration bound, a weight
+        below the smallest double) has ``resolved`` False and its ``status``, and
+        issues an :class:`UnresolvedWarning` saying why.  Typical causes: a
+        probability far below 10^(-100 k / N) (raise ``particles``), or paths that
+        all end in the same state (a T so short that no path climbs).
+
+    Raises
+    ------
+    ValueError
+        For a network without an SDE limit or a bad argument (naming it).
+
+    Examples
+    --------
+    >>> import shaped_transformer as st
+    >>> r = ams_blowup(st.shaped_transformer(gamma=0.6), V0=st.inputs.equicorrelated(4, 0.3), T=1.0, dt=1 / 32,
+    ...                particles=30, seed=3)
+    >>> r.status, round(r.p, 4)
+    ('resolved', 0.0223)
     """
     net = _network(network)
     V0 = check_covariance("V0", V0)
@@ -378,19 +441,38 @@ def ams_repeat(
     level: float = 0.95,
     **kwargs,
 ) -> dict:
-    """Runs :func:`ams_blowup` ``repeats`` times with seeds seed, seed+1, ... and
-    combines them: the mean (unbiased), its standard error, a t-interval at
-    ``level``, and the relative error of one run (std / mean).  Returns a dict with
-    "p", "se", "ci_low", "ci_high", "interval" (the same as an
-    :class:`~shaped_transformer.analysis.Interval`), "resolved", "unresolved"
-    (runs that did not resolve P), "statuses", "rel_error_single",
-    "rel_error_mean", "runs" (the per-run estimates), "elapsed_s" and
-    "path_steps" (totals).
+    """Repeated runs of :func:`ams_blowup`, combined.
 
     When any run did not resolve P (``SplittingResult.resolved``), the spread of
     the runs says nothing about the error (a run that died out reads 0 whatever
     the probability), so the interval is the trivial [0, 1], "resolved" is False
-    and one :class:`UnresolvedWarning` says how many runs failed and why."""
+    and one :class:`UnresolvedWarning` says how many runs failed and why.
+
+    Parameters
+    ----------
+    network : Network, Block or sequence of Block
+        As for :func:`ams_blowup`.
+    V0 : array_like, shape (m, m)
+        The initial covariance.
+    repeats : int, default 8
+        The number of runs (>= 2).
+    seed : int, default 0
+        Run i uses the seed ``derived_seed(seed, i)``.
+    level : float, default 0.95
+        The confidence level of the t interval over runs.
+    **kwargs
+        Passed to :func:`ams_blowup` (T, dt, particles, ...).
+
+    Returns
+    -------
+    dict
+        "p" (the mean, unbiased), "se" (its standard error), "ci_low", "ci_high"
+        and "interval" (the same as an :class:`~shaped_transformer.analysis.Interval`),
+        "resolved", "unresolved" (runs that did not resolve P), "statuses",
+        "rel_error_single" (std / mean of one run), "rel_error_mean", "runs" (the
+        per-run estimates), "iterations", "path_steps" and "elapsed_s" (totals),
+        "repeats", "particles" and "results" (the SplittingResults).
+    """
     from .analysis import Interval, runs_interval
 
     repeats = check_int("repeats", repeats, minimum=2)

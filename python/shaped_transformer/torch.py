@@ -70,25 +70,26 @@ def _centering(m: int, causal: bool, *, device: torch.device, dtype: torch.dtype
 
 
 class ShapedAttention(nn.Module):
-    """Shaped attention block with H heads (sum-of-heads convention).
+    """Shaped attention block with H heads (sum-of-heads convention), as a torch module.
 
     ``X' = lam X + gamma / sqrt(H) sum_h A_h X W^V_h / sqrt(n)``, with
     ``A_h = alpha I + beta Softmax(Y_h / tau) - beta C``,
     ``Y_h = (X W^Q_h / sqrt(n)) (X W^K_h / sqrt(n))^T`` and ``tau = tau0 sqrt(n n_k)``;
     C is ``1 1^T / m`` or, with ``causal=True``, the uniform causal matrix (and the
-    softmax is masked).  alpha = beta = 1 is the paper's shaped head.
+    softmax is masked).  alpha = beta = 1 is the paper's shaped head.  The weights
+    ``W_q``, ``W_k`` (H, n, n_k) and ``W_v`` (H, n, n) are i.i.d. N(0, 1); the
+    1/sqrt(n) scalings are applied in :meth:`forward`.  Input and output: tokens of
+    shape (..., m, n).
 
     Parameters
     ----------
-    width : n, the embedding dimension.
-    heads, tau0, gamma, lam, alpha, beta, causal, key_dim : as in
-        :class:`shaped_transformer.ShapedAttention` (validated by it; ``lam``
-        defaults to sqrt(1 - gamma^2), ``key_dim`` None means n_k = n).
-    device, dtype : of the parameters.
-
-    Parameters (weights) ``W_q``, ``W_k`` (H, n, n_k) and ``W_v`` (H, n, n) are
-    i.i.d. N(0, 1); the 1/sqrt(n) scalings are applied in :meth:`forward`.
-    Input and output: tokens of shape (..., m, n).
+    width : int
+        n, the embedding dimension.
+    heads, tau0, gamma, lam, alpha, beta, causal, key_dim
+        As in :class:`shaped_transformer.ShapedAttention`, which validates them
+        (``lam`` defaults to sqrt(1 - gamma^2); ``key_dim`` None means n_k = n).
+    device, dtype
+        Of the parameters.
     """
 
     def __init__(
@@ -164,7 +165,7 @@ class ShapedAttention(nn.Module):
 
 
 class ShapedMLP(nn.Module):
-    """Shaped leaky-ReLU MLP block.
+    """Shaped leaky-ReLU MLP block, as a torch module.
 
     ``X' = lam X + gamma sqrt(c) phi_s(X W^pre / sqrt(n)) W^post / sqrt(n)`` with
     ``phi_s(x) = s_+ max(x, 0) + s_- min(x, 0)``, ``s_+- = 1 + c_+- / sqrt(n)`` and
@@ -172,9 +173,12 @@ class ShapedMLP(nn.Module):
 
     Parameters
     ----------
-    width : n.
-    c_plus, c_minus, gamma, lam : as in :class:`shaped_transformer.ShapedMLP`.
-    device, dtype : of the parameters.
+    width : int
+        n, the embedding dimension.
+    c_plus, c_minus, gamma, lam
+        As in :class:`shaped_transformer.ShapedMLP`.
+    device, dtype
+        Of the parameters.
     """
 
     def __init__(
@@ -222,16 +226,22 @@ class ShapedMLP(nn.Module):
 
 
 class ShapedTransformerBlock(nn.Module):
-    """A shaped attention block followed by a shaped MLP block, each with its own
-    weights; one such block advances the SDE time by 1/n.
+    """A shaped attention block followed by a shaped MLP block, each with its own weights.
+
+    One such block advances the SDE time by 1/n.
 
     Parameters
     ----------
-    width : n.
-    heads, tau0, causal, key_dim : of the attention block.
-    c_plus, c_minus : of the MLP block.
-    gamma, lam : of both blocks (as in :func:`shaped_transformer.shaped_transformer`).
-    device, dtype : of the parameters.
+    width : int
+        n, the embedding dimension.
+    heads, tau0, causal, key_dim
+        Of the attention block (:class:`ShapedAttention`).
+    c_plus, c_minus
+        Of the MLP block (:class:`ShapedMLP`).
+    gamma, lam
+        Of both blocks (as in :func:`shaped_transformer.shaped_transformer`).
+    device, dtype
+        Of the parameters.
     """
 
     def __init__(
@@ -305,14 +315,36 @@ def from_network(
     device: Any = None,
     dtype: torch.dtype | None = None,
 ) -> nn.Sequential:
-    """A torch model of ``depth`` layers of ``network`` (a library Network, Block or
-    list of Blocks made of ShapedAttention and ShapedMLP blocks) at width ``width``.
+    """A torch model of ``depth`` layers of a library network.
 
-    Returns an ``nn.Sequential`` of ``depth`` layers; each layer is the block
-    itself (one-block networks) or an ``nn.Sequential`` of the blocks.  With
-    ``seed`` given, the weights are those of sample ``sample`` of
-    ``simulate(network, ..., width=width, method="explicit", seed=seed)`` (see
-    :func:`load_explicit_weights`); otherwise torch's random generator draws them.
+    Parameters
+    ----------
+    network : Network, Block or sequence of Block
+        Made of :class:`shaped_transformer.ShapedAttention` and
+        :class:`shaped_transformer.ShapedMLP` blocks.
+    width : int
+        n, the embedding dimension.
+    depth : int
+        The number of layers (>= 1).
+    seed : int, optional
+        With a seed, the weights are those of sample ``sample`` of
+        ``simulate(network, ..., width=width, method="explicit", seed=seed)`` (see
+        :func:`load_explicit_weights`); without, torch's random generator draws them.
+    sample : int, default 0
+        The sample of the library's explicit network whose weights are loaded.
+    device, dtype
+        Of the parameters.
+
+    Returns
+    -------
+    torch.nn.Sequential
+        ``depth`` layers, each the block itself (one-block networks) or an
+        ``nn.Sequential`` of the blocks.
+
+    Examples
+    --------
+    >>> import shaped_transformer as st
+    >>> model = from_network(st.shaped_transformer(), width=64, depth=8, seed=0)  # doctest: +SKIP
     """
     net = _blocks.make_network(network)
     width = _check_width(width)
@@ -337,20 +369,37 @@ def _blocks_in_order(model: nn.Module) -> list[nn.Module]:
 
 
 def load_explicit_weights(model: nn.Module, *, seed: int, sample: int = 0) -> nn.Module:
-    """Overwrites the weights of ``model`` with the ones the library's explicit
-    network uses for sample ``sample`` under ``seed``.
-
-    ``model``: made by :func:`from_network`, or any nesting of ``nn.Sequential``
-    and :class:`ShapedTransformerBlock` whose blocks, in order, are
-    ShapedAttention / ShapedMLP modules: the k-th block gets the weights of the
-    library's block k (layer l, block b of a network of B blocks is k = l B + b).
+    """Overwrites a model's weights with those of the library's explicit network.
 
     The library draws the weight matrix ``matrix`` of block ``b`` of layer ``l``
-    from the counter-based stream (seed, sample, l * blocks + b, matrix), row-major
-    (entry (i, j) of an n_in x n_out matrix is normal number i n_out + j); the
-    normals are float32 numbers, widened here to the parameters' dtype.  Matrix
-    ids: query 4h, key 4h + 1, value 4h + 2 of head h; MLP pre 0, post 1.
-    Returns ``model``.
+    from the counter-based stream (seed, sample, l * blocks + b, matrix),
+    row-major (entry (i, j) of an n_in x n_out matrix is normal number
+    i n_out + j); the normals are float32 numbers, widened here to the parameters'
+    dtype.  Matrix ids: query 4h, key 4h + 1, value 4h + 2 of head h; MLP pre 0,
+    post 1.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Made by :func:`from_network`, or any nesting of ``nn.Sequential`` and
+        :class:`ShapedTransformerBlock` whose blocks, in order, are
+        :class:`ShapedAttention` / :class:`ShapedMLP` modules: the k-th block gets the
+        weights of the library's block k (layer l, block b of a network of B blocks
+        is k = l B + b).
+    seed : int
+        The seed of :func:`shaped_transformer.simulate`.
+    sample : int, default 0
+        The sample of that run.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model`` itself.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a module, or holds a block of another kind.
     """
     from ._core_loader import core
     from ._validate import check_seed
@@ -391,13 +440,18 @@ def load_explicit_weights(model: nn.Module, *, seed: int, sample: int = 0) -> nn
 
 
 def reinitialize(model: nn.Module) -> None:
-    """Draws the parameters of ``model`` afresh, the way torch's constructors do:
-    children first, then the module itself, calling ``reset_parameters()`` (or the
-    private ``_reset_parameters()`` of ``nn.MultiheadAttention`` and
-    ``nn.Transformer``) wherever a module has one.
+    """Draws the parameters of a model afresh, the way torch's constructors do.
 
-    Note that ``nn.TransformerEncoder`` deep-copies one layer, so its layers start
-    with identical weights; after this call each layer has its own draw.
+    Children first, then the module itself, calling ``reset_parameters()`` (or the
+    private ``_reset_parameters()`` of ``nn.MultiheadAttention`` and
+    ``nn.Transformer``) wherever a module has one.  Note that
+    ``nn.TransformerEncoder`` deep-copies one layer, so its layers start with
+    identical weights; after this call each layer has its own draw.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model, changed in place.
     """
 
     def visit(mod: nn.Module) -> None:
@@ -492,46 +546,76 @@ def probe(
     blowup: float = 1e4,
     forward: Callable[[nn.Module, Any], Any] | None = None,
 ) -> Result:
-    """Records the token covariance ``V = X X^T / n`` after chosen modules of a torch model.
+    """Records the token covariance V = X X^T / n after chosen modules of a torch model.
 
     Forward hooks on ``modules`` take the tokens X each one outputs (the first
     tensor of a tuple output), shape (batch, m, n) (or (m, batch, n) with
-    ``batch_first=False``, or (m, n)), and store ``X X^T / n`` in float64 for every
+    ``batch_first=False``, or (m, n)), and store X X^T / n in float64 for every
     sequence of the batch.  The model runs in eval mode (no dropout) without
     gradients; its training flag and, when re-initialized, its parameters are
     restored afterwards.
 
     Parameters
     ----------
-    model : any ``nn.Module``.
-    inputs : what the model is called with (``model(inputs)``, or
-        ``forward(model, inputs)``).
-    modules : the modules to record after, in order of depth (modules or names in
+    model : torch.nn.Module
+        Any model.
+    inputs : object
+        What the model is called with (``model(inputs)``, or ``forward(model, inputs)``).
+    modules : iterable of module or str, optional
+        The modules to record after, in order of depth (modules or names in
         ``model.named_modules()``).  Default: the children of an ``nn.Sequential``,
         else the entries of a ``layers`` / ``blocks`` ModuleList (e.g. the layers of
         ``nn.TransformerEncoder``).
-    samples : None: probe the model as it is (one initialization).  An integer k:
-        k independent initializations, each drawn by ``init(model)`` (default
-        :func:`reinitialize`) after seeding torch with (seed, i); the results are
-        stacked along the sample axis.
-    seed : seeds the re-initializations.
-    init : how to draw a fresh initialization (see ``samples``).
-    include_input : also record V of the input of the first module (time 0).
-    t : the times of the saved points; default ``k / n`` for the k-th module
-        (k = 0 for the input), n the width of the recorded tokens (``width`` to
-        override n): the convention of the library, where one Transformer layer
-        advances time by 1/n.
-    batch_first : layout of the recorded tensors.
-    blowup : a sample whose largest diagonal entry of V exceeds this (or is
+    samples : int, optional
+        None: probe the model as it is (one initialization).  An integer k: k
+        independent initializations, each drawn by ``init(model)`` after seeding
+        torch with (seed, i); the results are stacked along the sample axis.
+    seed : int, default 0
+        Seeds the re-initializations.
+    init : callable, optional
+        How to draw a fresh initialization (default :func:`reinitialize`).
+    include_input : bool, default True
+        Also record V of the input of the first module (time 0).
+    t : array_like, optional
+        The times of the saved points; default k / n for the k-th module (k = 0
+        for the input), n the width of the recorded tokens: the convention of the
+        library, where one Transformer layer advances time by 1/n.
+    width : int, optional
+        The n of the default times, when it differs from the recorded tokens' width.
+    batch_first : bool, default True
+        The layout of the recorded tensors.
+    blowup : float, default 1e4
+        A sample whose largest diagonal entry of V exceeds this (or is
         non-finite) is stopped there: ``exploded_at`` is that time and its later V
-        are NaN, as in ``simulate`` and ``solve_sde``.
-    forward : optional ``forward(model, inputs)`` for models not called as ``model(inputs)``.
+        are NaN, as in :func:`shaped_transformer.simulate`.
+    forward : callable, optional
+        ``forward(model, inputs)`` for models not called as ``model(inputs)``.
 
     Returns
     -------
-    Result with V of shape (samples x batch, saved, m, m), ``method="torch_probe"``
-    and ``info`` holding the module names, the batch size and the number of
-    initializations.  Sample ``i * batch + b`` is sequence b under initialization i.
+    Result
+        V of shape (samples x batch, saved, m, m), ``method="torch_probe"`` and
+        ``info`` holding the module names, the batch size and the number of
+        initializations.  Sample ``i * batch + b`` is sequence b under
+        initialization i.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a module or ``init`` not callable.
+    ValueError
+        For a module that cannot be found or that does not run exactly once per
+        forward pass, an output without a tensor, or ``t`` of the wrong length.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = torch.nn.TransformerEncoderLayer(64, 4, batch_first=True)
+    >>> enc = torch.nn.TransformerEncoder(layer, 6, enable_nested_tensor=False)
+    >>> X = torch.randn(2, 8, 64)
+    >>> res = probe(enc, X, samples=3)  # doctest: +SKIP
+    >>> res.V.shape  # doctest: +SKIP
+    (6, 7, 8, 8)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
