@@ -55,7 +55,8 @@ def require_matplotlib():
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError(
-            "plotting needs matplotlib (a dependency of shaped-transformer that is missing here): pip install matplotlib"
+            "plotting needs matplotlib (a dependency of shaped-transformer that is missing here): "
+            "pip install matplotlib"
         ) from exc
     return Figure, FigureCanvasAgg
 
@@ -660,7 +661,7 @@ def _heatmap_cells(rows, block, heads, method, width, tau0s, gammas):
             Z[i, j] = np.log10(r["p_best"]) if r["p_best"] > 0 else np.nan
             mark = {"safe": "", "unsafe": "*", "undecided": "?"}[r["verdict"]] + (
                 "u" if r["ams"].startswith("unresolved") else "")
-            txt[i, j] = ("<%.0e" % r["best_high"] if r["p_best"] == 0 else "%.1e" % r["p_best"]) + mark
+            txt[i, j] = (f"<{r['best_high']:.0e}" if r["p_best"] == 0 else f"{r['p_best']:.1e}") + mark
     return Z, txt
 
 
