@@ -2,7 +2,7 @@
 The stability atlas and a rare blow-up probability
 ==================================================
 
-Deep shaped networks can blow up: the attention drift grows like |V|^3, and some
+Deep shaped networks can blow up: the attention drift grows like the cube of V, and some
 networks (and SDE paths) run off to very large V before T.  The atlas
 (:func:`shaped_transformer.atlas.run_atlas`, ``shaped-transformer atlas``) estimates
 P(max diag V > 1e4 by T) over a grid of tau0 and gamma, for the SDE and for the

@@ -561,7 +561,7 @@ class _EcdfPair:
 
 
 def ks_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """The two-sample Kolmogorov-Smirnov statistic sup |F_x - F_y|.
+    """The two-sample Kolmogorov-Smirnov statistic, the largest gap between the two empirical CDFs.
 
     ``scipy.stats.ks_2samp``'s statistic; non-finite values are ignored.
 
@@ -579,7 +579,7 @@ def ks_distance(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def wasserstein_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """The Wasserstein-1 distance, the integral of |F_x - F_y|, between two 1-d samples.
+    """The Wasserstein-1 distance (the area between the two empirical CDFs) of two 1-d samples.
 
     ``scipy.stats.wasserstein_distance``; non-finite values are ignored.
 

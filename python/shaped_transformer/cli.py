@@ -1,5 +1,7 @@
 """The ``shaped-transformer`` console command.
 
+Usage::
+
     shaped-transformer report [--out DIR] [--seed N] [--size tiny|small|default|large] [--config FILE.toml] [--print-config]
     shaped-transformer sweep CONFIG.toml [--out DIR] [--workers N]
     shaped-transformer atlas [--out DIR] [--seed N] [--size tiny|small|default|large] [--config FILE.toml] [--workers N]

@@ -150,6 +150,7 @@ class ShapedAttention(nn.Module):
         return s.alpha * eye + s.beta * soft - s.beta * C
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block applied to tokens ``x`` of shape (..., m, n)."""
         s = self.spec
         A = self.attention_matrices(x)
         v = torch.matmul(x.unsqueeze(-3), self.W_v) * (1.0 / math.sqrt(self.width))  # (..., H, m, n)
@@ -157,6 +158,7 @@ class ShapedAttention(nn.Module):
         return s.lam * x + (s.gamma / math.sqrt(s.heads)) * out
 
     def extra_repr(self) -> str:
+        """The block's parameters, shown in the module's repr."""
         s = self.spec
         return (
             f"width={self.width}, heads={s.heads}, tau0={s.tau0}, gamma={s.gamma}, lam={s.lam:.6g}, "
@@ -210,6 +212,7 @@ class ShapedMLP(nn.Module):
                 p.normal_(generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block applied to tokens ``x`` of shape (..., m, n)."""
         _check_input(x, self.width, "ShapedMLP")
         r = 1.0 / math.sqrt(self.width)
         h = torch.matmul(x, self.W_pre) * r
@@ -218,6 +221,7 @@ class ShapedMLP(nn.Module):
         return self.spec.lam * x + (self.spec.gamma * math.sqrt(self.c)) * out
 
     def extra_repr(self) -> str:
+        """The block's parameters, shown in the module's repr."""
         s = self.spec
         return (
             f"width={self.width}, c_plus={s.c_plus}, c_minus={s.c_minus}, gamma={s.gamma}, lam={s.lam:.6g} "
@@ -270,6 +274,7 @@ class ShapedTransformerBlock(nn.Module):
         return self.attention.width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention block, then the MLP block, applied to tokens ``x`` of shape (..., m, n)."""
         return self.mlp(self.attention(x))
 
 
