@@ -261,7 +261,7 @@ def final_pairs(result: Result, index: int = -1) -> np.ndarray:
 class DepthSummary:
     """Statistics across samples at each saved time (see :func:`summarize`).
 
-    Attributes
+    Parameters
     ----------
     median : ndarray, shape (saved,)
         The median of the pooled values.
@@ -292,7 +292,22 @@ class DepthSummary:
     t: np.ndarray | None = None
 
     def quantile(self, level: float) -> np.ndarray:
-        """The row of ``quantiles`` for ``level`` (must be one of ``levels``)."""
+        """The row of ``quantiles`` for one level.
+
+        Parameters
+        ----------
+        level : float
+            One of ``levels``.
+
+        Returns
+        -------
+        ndarray, shape (saved,)
+
+        Raises
+        ------
+        ValueError
+            If ``level`` was not computed.
+        """
         for i, q in enumerate(self.levels):
             if abs(q - level) < 1e-12:
                 return self.quantiles[i]
@@ -603,7 +618,7 @@ class Distance:
     ``float(d)`` gives ``value``.  The interval fields are NaN when no bootstrap
     was asked for.
 
-    Attributes
+    Parameters
     ----------
     metric : str
         "ks" or "wasserstein1".
@@ -922,7 +937,7 @@ class Interval:
     splitting estimates are all Intervals.  An interval that could not be
     determined is NaN and supports no claim (:meth:`excludes` is False).
 
-    Attributes
+    Parameters
     ----------
     value : float
         The estimate.
@@ -1323,7 +1338,7 @@ def loglog_slope(widths: Sequence[float], values: Sequence[float], *, level: flo
 class PositionStats:
     """Per-pair and per-token statistics of covariances (see :func:`position_statistics`).
 
-    Attributes
+    Parameters
     ----------
     pair_mean, pair_se : ndarray, shape (m, m)
         The mean correlation rho_ab over the finite samples and its standard

@@ -73,7 +73,7 @@ STATUSES = ("resolved", "extinct", "max_iterations", "underflow")
 class SplittingResult:
     """One run of adaptive multilevel splitting (:func:`ams_blowup`).
 
-    Attributes
+    Parameters
     ----------
     p : float
         The estimate of P(blow-up by T); read it together with ``resolved``.

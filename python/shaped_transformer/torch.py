@@ -126,13 +126,29 @@ class ShapedAttention(nn.Module):
         return int(self.W_q.shape[-1])
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Draws every weight i.i.d. N(0, 1) again (from ``generator`` if given)."""
+        """Draws every weight i.i.d. N(0, 1) again.
+
+        Parameters
+        ----------
+        generator : torch.Generator, optional
+            The generator to draw from (default: torch's).
+        """
         with torch.no_grad():
             for p in (self.W_q, self.W_k, self.W_v):
                 p.normal_(generator=generator)
 
     def attention_matrices(self, x: torch.Tensor) -> torch.Tensor:
-        """The matrices A_h, shape (..., H, m, m)."""
+        """The attention matrices A_h of tokens.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (..., m, n)
+            The tokens.
+
+        Returns
+        -------
+        torch.Tensor, shape (..., H, m, m)
+        """
         _check_input(x, self.width, "ShapedAttention")
         s = self.spec
         n, nk, m = self.width, self.key_dim, x.shape[-2]
@@ -150,7 +166,17 @@ class ShapedAttention(nn.Module):
         return s.alpha * eye + s.beta * soft - s.beta * C
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The block applied to tokens ``x`` of shape (..., m, n)."""
+        """The block applied to tokens.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (..., m, n)
+            The tokens.
+
+        Returns
+        -------
+        torch.Tensor, shape (..., m, n)
+        """
         s = self.spec
         A = self.attention_matrices(x)
         v = torch.matmul(x.unsqueeze(-3), self.W_v) * (1.0 / math.sqrt(self.width))  # (..., H, m, n)
@@ -206,13 +232,29 @@ class ShapedMLP(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Draws every weight i.i.d. N(0, 1) again (from ``generator`` if given)."""
+        """Draws every weight i.i.d. N(0, 1) again.
+
+        Parameters
+        ----------
+        generator : torch.Generator, optional
+            The generator to draw from (default: torch's).
+        """
         with torch.no_grad():
             for p in (self.W_pre, self.W_post):
                 p.normal_(generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The block applied to tokens ``x`` of shape (..., m, n)."""
+        """The block applied to tokens.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (..., m, n)
+            The tokens.
+
+        Returns
+        -------
+        torch.Tensor, shape (..., m, n)
+        """
         _check_input(x, self.width, "ShapedMLP")
         r = 1.0 / math.sqrt(self.width)
         h = torch.matmul(x, self.W_pre) * r
@@ -274,7 +316,17 @@ class ShapedTransformerBlock(nn.Module):
         return self.attention.width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The attention block, then the MLP block, applied to tokens ``x`` of shape (..., m, n)."""
+        """The attention block, then the MLP block, applied to tokens.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (..., m, n)
+            The tokens.
+
+        Returns
+        -------
+        torch.Tensor, shape (..., m, n)
+        """
         return self.mlp(self.attention(x))
 
 
