@@ -80,7 +80,8 @@ for ax, method in zip(axes, ("sde", "exact")):
         if r["method"] == method:
             i, j = gammas.index(r["gamma"]), tau0s.index(r["tau0"])
             Z[i, j] = np.log10(r["p_best"]) if r["p_best"] > 0 else np.nan
-            ax.text(j, i, f"{r['p_best']:.1e}\n{r['verdict']}", ha="center", va="center", fontsize=8, color="grey")
+            value = f"{r['p_best']:.1e}" if r["p_best"] > 0 else f"none seen (< {r['best_high']:.0e})"
+            ax.text(j, i, f"{value}\n{r['verdict']}", ha="center", va="center", fontsize=8, color="grey")
     im = ax.imshow(Z, origin="lower", cmap="magma_r", vmin=-7, vmax=0, aspect="auto")
     ax.set_xticks(range(len(tau0s)), [f"{v:g}" for v in tau0s])
     ax.set_yticks(range(len(gammas)), [f"{v:g}" for v in gammas])
