@@ -3,7 +3,7 @@ Python files and clang-format (.clang-format) on the C++ and CUDA files.
 
 The formatters have not yet been applied to the whole tree (it is done in one
 commit, when no other branch is rewriting the files).  Until then these checks
-skip; the formatting commit sets TREE_FORMATTED = False below, and from then on CI
+skip; the formatting commit sets TREE_FORMATTED = True below, and from then on CI
 fails on any unformatted or unlinted file.  The tools are pinned in the test
 extras (ruff 0.17.6, clang-format 14.0.6), the versions .pre-commit-config.yaml uses.
 
@@ -48,7 +48,7 @@ def _tool(name: str) -> str:
 
 def _formatted():
     if not TREE_FORMATTED:
-        pytest.skip("the tree has not been formatted yet: the formatting commit sets TREE_FORMATTED = False")
+        pytest.skip("the tree has not been formatted yet: the formatting commit sets TREE_FORMATTED = True")
 
 
 def test_ruff_check():
