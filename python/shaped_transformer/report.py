@@ -18,6 +18,11 @@ The study is a nested dictionary (see :data:`DEFAULT_STUDY` and docs/report.md);
 ``--size`` picks a preset, ``--config FILE.toml`` overrides any of its entries.
 The whole configuration is validated before anything runs, and the output folder
 is written atomically (a temporary folder renamed at the end).
+
+The code follows the study's four stages, listed in ``_STAGES``: configuration
+(the validated study and the plan of every run with its seed), runs, comparisons
+(under the common stopping rule) and rendering (figures, tables, ``report.md``).
+Each stage reads what the ones before it left in a ``_Study`` and adds its part.
 """
 
 from __future__ import annotations
