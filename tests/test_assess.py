@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import pytest
 import shaped_transformer as st
-from shaped_transformer.atlas import binomial_ci
+from shaped_transformer.analysis import binomial_interval
 from shaped_transformer.cli import main
 
 # The module (st.assess is the function, which shadows the submodule's name).
@@ -155,7 +155,8 @@ def test_network_and_sde_counts_are_the_methods_own():
     assert blown > 5  # a case with blow-ups
     assert (a.blowup_mc.events, a.collapse.events) == (blown, coll)
     assert a.blowup.p == blown / 300
-    lo, hi = binomial_ci(blown, 300, confidence=0.95)
+    ci = binomial_interval(blown, 300, level=0.95)
+    lo, hi = ci.low, ci.high
     assert (a.blowup.low, a.blowup.high) == pytest.approx((lo, hi), rel=1e-12)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", st.BlowUpWarning)
@@ -237,7 +238,7 @@ def test_verdict_rule():
 def test_samples_to_certify():
     for level in (1e-2, 1e-3):
         n = A.samples_to_certify(level)
-        assert binomial_ci(0, n, confidence=0.95)[1] < level <= binomial_ci(0, n - 1, confidence=0.95)[1]
+        assert binomial_interval(0, n).high < level <= binomial_interval(0, n - 1).high
 
 
 def test_gap_is_newcombe_with_wilson_intervals():

@@ -156,15 +156,23 @@ def test_ams_blowup_times_and_validation():
         ams_blowup(make_network("standard_attention"), V0=V0, T=1.0)
 
 
-def test_binomial_ci_is_clopper_pearson():
-    from shaped_transformer.atlas import binomial_ci
+def test_curves_use_the_one_clopper_pearson_interval():
+    """The atlas's curves and tables take their intervals from analysis.binomial_interval
+    (scipy's binomtest): a curve at the times of its counts gives the table's numbers."""
+    from scipy.stats import binomtest
 
-    for k, n in [(0, 10), (3, 10), (10, 10), (7, 4000)]:
-        ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
-        lo, hi = binomial_ci(k, n)
-        assert lo == pytest.approx(ref.low, abs=1e-12) and hi == pytest.approx(ref.high, abs=1e-12)
-    lo, hi = binomial_ci(np.array([0, 5]), 10)
-    assert lo.shape == (2,) and lo[0] == 0
+    from shaped_transformer import atlas
+    from shaped_transformer.analysis import binomial_interval, proportion_curve
+
+    assert not hasattr(atlas, "binomial_ci")  # no second implementation beside analysis
+    times = [0.1, 0.4, 0.4, 0.9]
+    p, lo, hi = proportion_curve(times, 4000, [0.0, 0.1, 0.5, 1.0])
+    assert p.tolist() == [0.0, 1 / 4000, 3 / 4000, 4 / 4000]
+    for k, low, high in zip((0, 1, 3, 4), lo, hi):
+        ref = binomtest(k, 4000).proportion_ci(confidence_level=0.95, method="exact")
+        iv = binomial_interval(k, 4000)
+        assert (low, high) == (ref.low, ref.high) == (iv.low, iv.high) and iv.method == "clopper-pearson"
+    assert lo[0] == 0 and hi[-1] < 0.003
 
 
 def test_atlas_end_to_end(tmp_path):

@@ -9,7 +9,9 @@ How a block is run depends on its fence's language:
   value) must match;
 * ``bash``: each command (split at ``&&`` and ``;``) must be a
   ``shaped-transformer`` command, run in-process through ``cli.main``;
-* ``text`` (diagrams, quoted output), ``toml``: not run.
+* ``text`` (diagrams, quoted output), ``toml``: not run;
+* ``{directive}`` (MyST, for the documentation site: ``{include}``, ``{toctree}``):
+  not code, not run.
 
 HTML comments on the lines just above a fence adjust this (``<!-- doc-test: ... -->``):
 
@@ -44,7 +46,8 @@ import pytest
 from conftest import skip_unless_ci
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["README.md"] + sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))
+PAGES = ["README.md", "CONTRIBUTING.md", "CHANGELOG.md"] + sorted(
+    f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))
 LANGUAGES = {"python", "pycon", "bash", "text", "toml", "cmake", "cpp"}
 _DIRECTIVE = re.compile(r"^<!--\s*doc-test:\s*(.*?)\s*-->\s*$")
 
@@ -93,6 +96,9 @@ def blocks(page: str) -> list[Block]:
         while j < len(lines) and not lines[j].startswith("```"):
             j += 1
         assert j < len(lines), f"{page}:{i + 1}: unclosed code fence"
+        if lang.startswith("{"):  # a MyST directive of the site (docs/index.md), not code
+            i = j + 1
+            continue
         b = Block(page, i + 1, lang, "\n".join(lines[i + 1:j]) + "\n")
         k = i - 1
         while k >= 0 and _DIRECTIVE.match(lines[k]):

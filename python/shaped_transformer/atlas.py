@@ -52,7 +52,7 @@ from ._validate import check_seed, derived_seed
 if TYPE_CHECKING:
     from .sde import Scheme
 
-__all__ = ["DEFAULT_ATLAS", "ATLAS_SIZES", "atlas_config", "atlas_point", "binomial_ci", "run_atlas"]
+__all__ = ["DEFAULT_ATLAS", "ATLAS_SIZES", "BLOCKS", "atlas_config", "atlas_point", "run_atlas"]
 
 BLOCKS = ("shaped_attention", "shaped_mlp", "shaped_transformer")
 
@@ -140,8 +140,31 @@ _TYPES: dict[str, dict[str, type]] = {
 
 def atlas_config(size: str = "default", config: str | Path | Mapping | None = None, *,
                  seed: int | None = None) -> dict:
-    """The atlas: :data:`DEFAULT_ATLAS`, then the ``size`` preset, then ``config`` (a
-    TOML path or a nested dict with the same tables), then ``seed``; validated."""
+    """The configuration of the atlas, validated.
+
+    :data:`DEFAULT_ATLAS`, then the ``size`` preset of :data:`ATLAS_SIZES`, then
+    ``config``, then ``seed`` (docs/atlas.md lists the keys).
+
+    Parameters
+    ----------
+    size : {"tiny", "small", "default", "large"}, default "default"
+        The size preset.
+    config : str, Path or mapping, optional
+        A TOML file or a nested dict with the tables of :data:`DEFAULT_ATLAS`.
+    seed : int, optional
+        ``study.seed``, applied last.
+
+    Returns
+    -------
+    dict
+        The nested configuration, every table and key present.
+
+    Raises
+    ------
+    ValueError
+        For an unknown table, key or size, a wrong type or a value out of range,
+        naming it.
+    """
     from ._toml import layered_config, merge_typed
 
     cfg = layered_config(DEFAULT_ATLAS, ATLAS_SIZES, size, config, seed, partial(merge_typed, types=_TYPES),
@@ -208,34 +231,6 @@ def _check(cfg: dict) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Intervals
-# ---------------------------------------------------------------------------
-
-
-def binomial_ci(k, n, *, confidence: float = 0.95):
-    """Clopper-Pearson (exact) interval of a binomial proportion k / n.
-
-    The quantiles of the beta distribution (scipy.stats.beta), the same numbers as
-    ``scipy.stats.binomtest(k, n).proportion_ci(method="exact")`` (and as
-    :func:`shaped_transformer.analysis.binomial_interval`, which returns one
-    :class:`~shaped_transformer.analysis.Interval`), vectorized over ``k`` (and
-    ``n``) for the curves.  Scalars in, a pair of floats out; arrays in, a pair of
-    arrays.
-    """
-    from scipy.stats import beta
-
-    k_arr = np.asarray(k, dtype=float)
-    n_arr = np.asarray(n, dtype=float)
-    a = (1.0 - confidence) / 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        lo = np.where(k_arr > 0, beta.ppf(a, k_arr, n_arr - k_arr + 1), 0.0)
-        hi = np.where(k_arr < n_arr, beta.ppf(1 - a, k_arr + 1, n_arr - k_arr), 1.0)
-    if lo.ndim == 0:
-        return float(lo), float(hi)
-    return lo, hi
-
-
-# ---------------------------------------------------------------------------
 # One point (module level: picklable for any executor)
 # ---------------------------------------------------------------------------
 
@@ -263,20 +258,63 @@ def atlas_point(
     collapse: bool = False,
     causal: bool = False,
 ) -> dict:
-    """P(blow-up by T) of one configuration by plain Monte Carlo, and by splitting
-    where plain Monte Carlo saw few blow-ups.
+    """P(blow-up by T) of one configuration by plain Monte Carlo, and by splitting where that saw few blow-ups.
 
-    ``method`` "sde" integrates the covariance SDE (``scheme``, step ``dt``);
-    "exact" runs the exact chain of a network of ``width`` and depth
-    ``round(T * width)``.  Returns the sample count, the number that blew up, and
-    their blow-up times (sorted; time = layer / width for networks).  When fewer
-    than ``ams_below`` samples blew up and ``ams_particles`` > 0, it adds
-    ``ams_repeats`` splitting runs (:func:`shaped_transformer.splitting.ams_blowup`;
-    for a network the exact-chain scheme at dt = 1 / width up to depth / width, the
-    same network and depth) as "ams_runs" (estimates), "ams_status" (each run's
-    status: only "resolved" runs estimate P) and "ams_log10_weight".  ``collapse``
-    only tags the points of the scaling test; ``causal`` makes the shaped heads
-    causal (docs/causal.md).
+    A module-level function of keywords only, so that any executor can run it
+    (:func:`shaped_transformer.sweep.sweep` calls it once per point).
+
+    Parameters
+    ----------
+    block : {"shaped_attention", "shaped_mlp", "shaped_transformer"}
+        The block kind (:func:`shaped_transformer.make_network`).
+    heads, tau0, gamma : number
+        The block parameters.
+    m : int, default 8
+        The number of tokens.
+    rho0 : float, default 0.3
+        The input correlation (equicorrelated V0, unit diagonal).
+    T : float, default 1.0
+        The final time (depth / width for a network).
+    method : {"sde", "exact"}, default "sde"
+        "sde" integrates the covariance SDE (``scheme``, step ``dt``); "exact" runs
+        the exact chain of a network of ``width`` and depth round(T * width).
+    width : int, optional
+        The network's width (required with method "exact").
+    dt : float, default 1e-3
+        The SDE step.
+    scheme : {"euler", "tamed_euler", "exact_chain"}, default "euler"
+        The SDE scheme.
+    samples : int, default 1000
+        Paths or networks of plain Monte Carlo.
+    blowup : float, default 1e4
+        The stopping threshold on max diag V.
+    seed : int, default 0
+        The seed.
+    ams_particles, ams_repeats, ams_below : int
+        When fewer than ``ams_below`` samples blew up and ``ams_particles`` > 0,
+        ``ams_repeats`` splitting runs of ``ams_particles`` particles
+        (:func:`shaped_transformer.splitting.ams_blowup`; for a network the
+        exact-chain scheme at dt = 1 / width up to depth / width: the same network
+        and depth).
+    threads : int, optional, default 1
+        Worker threads of the core.
+    collapse : bool, default False
+        Only tags the points of the scaling test.
+    causal : bool, default False
+        Causal shaped heads (docs/causal.md).
+
+    Returns
+    -------
+    dict
+        "samples", "blown" and "blowup_times" (sorted; time = layer / width for
+        networks); with splitting runs also "ams_runs" (their estimates),
+        "ams_status" (only "resolved" runs estimate P), "ams_log10_weight" and
+        "ams_particles".
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, or method "exact" without a width.
     """
     from ._blocks import make_network
     from .inputs import equicorrelated
@@ -452,55 +490,67 @@ def run_atlas(
     plots: bool = True,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict:
-    """Runs the atlas and writes its folder ``out`` (see the module docstring).
+    """Runs the atlas and writes its folder (the module docstring lists the files).
 
-    The grid runs through :func:`shaped_transformer.sweep.sweep` into ``out/points``
-    (resumable; ``executor`` any ``concurrent.futures.Executor``, default a local
-    process pool of ``workers``, each point on one thread).  ``threads`` is used by
-    the rare-point splitting runs (default: all cores).  Returns the dictionary
-    written to ``atlas.json``.
+    The grid runs through :func:`shaped_transformer.sweep.sweep` into
+    ``out/points``, one JSON file per point, so that an interrupted atlas resumes
+    where it stopped.
+
+    Parameters
+    ----------
+    out : str or Path
+        The output folder: empty, new, or a previous atlas (whose points are reused).
+    size : {"tiny", "small", "default", "large"}, default "default"
+        The size preset.
+    config : str, Path or mapping, optional
+        A TOML file or a nested dict overriding any entry (see :func:`atlas_config`).
+    seed : int, optional
+        ``study.seed``.
+    executor : concurrent.futures.Executor, optional
+        Runs the points (default: a local process pool of ``workers``, each point on
+        one thread).
+    workers : int, optional
+        The workers of the default pool (default: all cores).
+    threads : int, optional
+        The threads of the rare point's splitting runs (default: all cores).
+    progress : bool, optional
+        A tqdm bar over points (None: only on a terminal).
+    plots : bool, default True
+        Write the figures (:func:`shaped_transformer.plotting.atlas_figures`).
+    log : callable, optional
+        Called with one line per stage.
+
+    Returns
+    -------
+    dict
+        What ``atlas.json`` holds: the configuration, the points table, the
+        scaling test, the raw records, the rare point and the elapsed time.
+
+    Raises
+    ------
+    ValueError
+        For a bad configuration or an unusable ``out``, before anything runs.
     """
     from .sweep import sweep
 
     cfg = atlas_config(size, config, seed=seed)
     out = _prepare_out(Path(out))
-    s = cfg["study"]
     t_start = time.perf_counter()
     pts = _points(cfg)
     log(f"atlas: {len(pts)} points into {out / 'points'} (resumable)")
     res = sweep(atlas_point, pts, out / "points", executor=executor, max_workers=workers, progress=progress)
-    rows, curves = [], []
-    tgrid = np.linspace(0.0, s["T"], s["times"] + 1)
-    raw = []
+    raw = [{"params": rec["params"], "result": rec["result"]} for rec in res.records]
+    rows = []
     for rec in res.records:
-        p, r = rec["params"], rec["result"]
-        if p.get("collapse"):
-            raw.append({"params": p, "result": r})
-            continue
-        row = _row(p, r, s["confidence"], s["level"])
-        row["elapsed_s"] = rec.get("elapsed_s")
-        rows.append(row)
-        bt = np.asarray(r["blowup_times"], dtype=float)
-        ks = np.searchsorted(np.sort(bt), tgrid + 1e-12, side="right")
-        los, his = binomial_ci(ks, r["samples"], confidence=s["confidence"])
-        for t, k, lo, hi in zip(tgrid, ks, los, his):
-            curves.append({k2: row[k2] for k2 in ("block", "heads", "tau0", "gamma", "method", "width")}
-                          | {"t": float(t), "blown": int(k), "samples": r["samples"], "p": int(k) / r["samples"],
-                             "ci_low": float(lo), "ci_high": float(hi)})
-        raw.append({"params": p, "result": r})
-    collapse = []
-    for x in raw:
-        if x["params"].get("collapse"):
-            pr, r = x["params"], x["result"]
-            lo, hi = binomial_ci(r["blown"], r["samples"], confidence=s["confidence"])
-            collapse.append({"tau0": pr["tau0"], "gamma": pr["gamma"], "T": pr["T"], "gamma2_T": pr["gamma"] ** 2 * pr["T"],
-                             "drift_clock": pr["gamma"] ** 2 * pr["T"] / pr["tau0"] ** 2, "samples": r["samples"],
-                             "blown": r["blown"], "p": r["blown"] / r["samples"], "ci_low": lo, "ci_high": hi})
+        if not rec["params"].get("collapse"):
+            rows.append(_row(rec["params"], rec["result"], cfg["study"]["confidence"], cfg["study"]["level"])
+                        | {"elapsed_s": rec.get("elapsed_s")})
+    collapse = _collapse_rows(raw, cfg["study"]["confidence"])
     if collapse:
         _write_csv(out / "atlas_collapse.csv", collapse)
     rare = _rare(cfg, threads, log)
     _write_csv(out / "atlas_points.csv", rows)
-    _write_csv(out / "atlas_curves.csv", curves)
+    _write_csv(out / "atlas_curves.csv", _curve_rows(cfg, rows, [x for x in raw if not x["params"].get("collapse")]))
     data = {"config": cfg, "size": size, "points": rows, "collapse": collapse, "raw": raw, "rare": rare,
             "elapsed_s": time.perf_counter() - t_start}
     with open(out / "atlas.json", "w") as f:
@@ -508,12 +558,56 @@ def run_atlas(
     if rare is not None:
         with open(out / "rare.json", "w") as f:
             json.dump(rare, f, indent=1, default=_json_default)
-    figures: list[str] = []
-    if plots:
-        figures = _plots(out, cfg, rows, raw)
+    figures = _figures(out, cfg, rows, raw) if plots else []
     (out / "atlas.md").write_text(_markdown(cfg, size, rows, rare, figures, collapse))
     log(f"atlas: done in {time.perf_counter() - t_start:.0f} s")
     return data
+
+
+def _curve_rows(cfg: dict, rows: list[dict], raw: list[dict]) -> list[dict]:
+    """atlas_curves.csv: P(blow-up by t) of every point on the time grid, with its
+    interval (:func:`shaped_transformer.analysis.proportion_curve`)."""
+    from .analysis import proportion_curve
+
+    s = cfg["study"]
+    tgrid = np.linspace(0.0, s["T"], s["times"] + 1)
+    curves = []
+    for row, x in zip(rows, raw):
+        n = x["result"]["samples"]
+        p, los, his = proportion_curve(x["result"]["blowup_times"], n, tgrid, level=s["confidence"])
+        for t, pk, lo, hi in zip(tgrid, p, los, his):
+            k = int(round(pk * n))
+            curves.append({k2: row[k2] for k2 in ("block", "heads", "tau0", "gamma", "method", "width")}
+                          | {"t": float(t), "blown": k, "samples": n, "p": k / n, "ci_low": float(lo),
+                             "ci_high": float(hi)})
+    return curves
+
+
+def _collapse_rows(raw: list[dict], confidence: float) -> list[dict]:
+    """atlas_collapse.csv: P(blow-up by T) of each point of the scaling test, with its
+    Clopper-Pearson interval and the two clocks gamma^2 T and gamma^2 T / tau0^2."""
+    from .analysis import binomial_interval
+
+    out = []
+    for x in raw:
+        if x["params"].get("collapse"):
+            pr, r = x["params"], x["result"]
+            iv = binomial_interval(r["blown"], r["samples"], level=confidence, method="exact")
+            out.append({"tau0": pr["tau0"], "gamma": pr["gamma"], "T": pr["T"], "gamma2_T": pr["gamma"] ** 2 * pr["T"],
+                        "drift_clock": pr["gamma"] ** 2 * pr["T"] / pr["tau0"] ** 2, "samples": r["samples"],
+                        "blown": r["blown"], "p": r["blown"] / r["samples"], "ci_low": iv.low, "ci_high": iv.high})
+    return out
+
+
+def _figures(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]:
+    """The atlas's figures (:func:`shaped_transformer.plotting.atlas_figures`)."""
+    try:
+        from .plotting import atlas_figures
+
+        return atlas_figures(out, cfg, rows, raw)
+    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
+        warnings.warn(f"the atlas figures are skipped: {exc}", RuntimeWarning, stacklevel=2)
+        return []
 
 
 #: Written into every atlas folder: an existing --out is written into only when it
@@ -563,211 +657,6 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w.writerow(cols)
         for r in rows:
             w.writerow(["" if r.get(c) is None else r[c] for c in cols])
-
-
-# ---------------------------------------------------------------------------
-# Figures (matplotlib is imported here only)
-# ---------------------------------------------------------------------------
-
-
-def _select(rows, **kw):
-    return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
-
-
-def _legend(ax, **kw) -> None:
-    """A legend when the panel has labelled curves, else a note that it has no
-    data (matplotlib warns about an empty legend)."""
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(**kw)
-    else:
-        ax.text(0.5, 0.5, "no run at this point", transform=ax.transAxes, ha="center", va="center", fontsize=8,
-                color="grey")
-
-
-def _plots(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover - optional dependency
-        warnings.warn("matplotlib is not installed: the atlas figures are skipped", RuntimeWarning, stacklevel=2)
-        return []
-    s = cfg["study"]
-    ref = cfg["reference"]
-    ref_kw = {"block": ref["block"], "tau0": float(ref["tau0"]) if ref["block"] != "shaped_mlp" else 1.0,
-              "gamma": float(ref["gamma"]), "heads": int(ref["heads"]) if ref["block"] != "shaped_mlp" else 1}
-    files = []
-
-    def raw_for(**kw):
-        xs = [x for x in raw if not x["params"].get("collapse")
-              and all(x["params"].get(k) == v for k, v in kw.items())]
-        # One record per (method, width): the reference runs (more samples) win.
-        best: dict = {}
-        for x in xs:
-            key = (x["params"]["method"], x["params"].get("width"))
-            if key not in best or x["result"]["samples"] > best[key]["result"]["samples"]:
-                best[key] = x
-        return list(best.values())
-
-    def curve(x, tgrid):
-        bt = np.asarray(x["result"]["blowup_times"], dtype=float)
-        n = x["result"]["samples"]
-        k = np.searchsorted(np.sort(bt), tgrid + 1e-12, side="right")
-        lo, hi = binomial_ci(k, n, confidence=s["confidence"])
-        return k / n, lo, hi
-
-    tgrid = np.linspace(0.0, s["T"], 201)
-    # 1. P(blow-up by t) at the reference point for each block: SDE and widths.
-    blocks = [b for b in cfg["grid"]["blocks"]]
-    fig, axes = plt.subplots(1, len(blocks), figsize=(4.6 * len(blocks), 3.8), squeeze=False)
-    for ax, b in zip(axes[0], blocks):
-        kw = dict(ref_kw, block=b)
-        if b == "shaped_mlp":
-            kw.update(tau0=1.0, heads=1)
-        xs = sorted(raw_for(**kw, method="exact"), key=lambda x: x["params"]["width"])
-        cmap = plt.get_cmap("viridis")
-        for i, x in enumerate(xs):
-            p, lo, hi = curve(x, tgrid)
-            c = cmap(i / max(1, len(xs) - 1) * 0.85)
-            ax.plot(tgrid, p, color=c, label=f"network n={x['params']['width']}")
-            ax.fill_between(tgrid, lo, hi, color=c, alpha=0.15, lw=0)
-        for x in raw_for(**kw, method="sde"):
-            p, lo, hi = curve(x, tgrid)
-            ax.plot(tgrid, p, color="crimson", lw=2, label=f"SDE ({x['params']['scheme']}, dt={x['params']['dt']:g})")
-            ax.fill_between(tgrid, lo, hi, color="crimson", alpha=0.15, lw=0)
-        ax.set_title(f"{b}\ntau0={kw['tau0']:g}, gamma={kw['gamma']:g}, H={kw['heads']}", fontsize=9)
-        ax.set_xlabel("t = depth / width")
-        ax.set_ylabel(f"P(max diag V > {s['blowup']:g} by t)")
-        _legend(ax, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
-    files.append("curves.png")
-
-    # 2. P(T) against width at the reference point, SDE as a band.
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    best: dict = {}
-    for r in _select(rows, **ref_kw, method="exact"):  # the reference runs (more samples) win
-        if r["width"] not in best or r["samples"] > best[r["width"]]["samples"]:
-            best[r["width"]] = r
-    xs = sorted(best.values(), key=lambda r: r["width"])
-    if xs:
-        w = np.array([r["width"] for r in xs])
-        p = np.array([r["p"] for r in xs])
-        ax.errorbar(w, p, yerr=[p - np.array([r["ci_low"] for r in xs]), np.array([r["ci_high"] for r in xs]) - p],
-                    fmt="o-", capsize=3, label="network (exact chain), 95% CI")
-        ax.set_xscale("log", base=2)
-    for r in _select(rows, **ref_kw, method="sde"):
-        ax.axhline(r["p"], color="crimson", label=f"SDE (Euler, dt={r['dt']:g})")
-        ax.axhspan(r["ci_low"], r["ci_high"], color="crimson", alpha=0.15)
-    ax.set_xlabel("width n (depth = T n)")
-    ax.set_ylabel(f"P(blow-up by T={s['T']:g})")
-    ax.set_title(f"{ref_kw['block']}, tau0={ref_kw['tau0']:g}, gamma={ref_kw['gamma']:g}, H={ref_kw['heads']}",
-                 fontsize=9)
-    _legend(ax, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "width.png", dpi=120)
-    plt.close(fig)
-    files.append("width.png")
-
-    # 3. Heatmaps of P(T) over (tau0, gamma), one panel per heads and method.
-    tau0s = sorted({float(v) for v in cfg["grid"]["tau0"]})
-    gammas = sorted({float(v) for v in cfg["grid"]["gamma"]})
-    widths = sorted(cfg["network"]["widths"])
-    for b in blocks:
-        if b == "shaped_mlp":
-            continue
-        panels = [(h, "sde", None) for h in cfg["grid"]["heads"]] + [(h, "exact", widths[-1]) for h in cfg["grid"]["heads"]]
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
-        for ax, (h, meth, w) in zip(axes[0], panels):
-            Z = np.full((len(gammas), len(tau0s)), np.nan)
-            txt = {}
-            for i, g in enumerate(gammas):
-                for j, t0 in enumerate(tau0s):
-                    sel = _select(rows, block=b, heads=int(h), tau0=t0, gamma=g, method=meth)
-                    if w is not None:
-                        sel = [r for r in sel if r["width"] == w]
-                    if not sel:
-                        continue
-                    r = max(sel, key=lambda x: x["samples"])
-                    Z[i, j] = math.log10(r["p_best"]) if r["p_best"] > 0 else np.nan
-                    mark = {"safe": "", "unsafe": "*", "undecided": "?"}[r["verdict"]] + ("u" if r["ams"].startswith("unresolved") else "")
-                    txt[i, j] = ("<%.0e" % r["best_high"] if r["p_best"] == 0 else "%.1e" % r["p_best"]) + mark
-            cm = plt.get_cmap("magma_r").with_extremes(bad="lightgrey")  # grey: no blow-up seen
-            im = ax.imshow(np.ma.masked_invalid(Z), origin="lower", cmap=cm, vmin=-7, vmax=0, aspect="auto")
-            for (i, j), t in txt.items():
-                ax.text(j, i, t, ha="center", va="center", fontsize=6.5,
-                        color="white" if np.isfinite(Z[i, j]) and Z[i, j] > -3.5 else "black")
-            lvl = math.log10(s["level"])
-            if np.isfinite(Z).all() and len(tau0s) > 1 and len(gammas) > 1 and Z.min() < lvl < Z.max():
-                ax.contour(Z, levels=[math.log10(s["level"])], colors="cyan", linewidths=1.5)
-            ax.set_xticks(range(len(tau0s)), [f"{v:g}" for v in tau0s])
-            ax.set_yticks(range(len(gammas)), [f"{v:g}" for v in gammas])
-            ax.set_xlabel("tau0")
-            if ax is axes[0][0]:
-                ax.set_ylabel("gamma")
-            ax.set_title(f"{'SDE' if meth == 'sde' else f'network n={w}'}, H={h}", fontsize=9)
-        fig.colorbar(im, ax=list(axes[0]), label=f"log10 P(blow-up by T={s['T']:g})", shrink=0.9)
-        fig.suptitle(f"{b}: cyan line P = {s['level']:g}; * interval above it, ? interval straddles it, "
-                     "u splitting unresolved; grey: no blow-up seen (< upper bound)", fontsize=9)
-        fig.savefig(out / f"heatmap_{b}.png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        files.append(f"heatmap_{b}.png")
-
-    # 4. Distribution of the blow-up time at the reference point.
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    bins = np.linspace(0.0, s["T"], 21).tolist()
-    xs = sorted(raw_for(**ref_kw, method="exact"), key=lambda x: x["params"]["width"])
-    for x in xs + raw_for(**ref_kw, method="sde"):
-        bt = np.asarray(x["result"]["blowup_times"], dtype=float)
-        if bt.size == 0:
-            continue
-        lab = "SDE" if x["params"]["method"] == "sde" else f"n={x['params']['width']}"
-        ax.hist(bt, bins=bins, histtype="step", density=True, lw=2 if lab == "SDE" else 1,
-                label=f"{lab} ({bt.size} blow-ups)", color="crimson" if lab == "SDE" else None)
-    ax.set_xlabel("blow-up time t")
-    ax.set_ylabel("density given a blow-up by T")
-    ax.set_title("distribution of the blow-up time", fontsize=9)
-    _legend(ax, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "blowup_times.png", dpi=120)
-    plt.close(fig)
-    files.append("blowup_times.png")
-
-    # 5. Collapse: the scaling test, P(blow-up by t) against gamma^2 t and gamma^2 t / tau0^2.
-    xs = [x for x in raw if x["params"].get("collapse")]
-    if xs:
-        c = cfg["collapse"]
-        ct = sorted({float(v) for v in c["tau0"]})
-        cg = sorted({float(v) for v in c["gamma"]})
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        cmap = plt.get_cmap("plasma")
-        for x in xs:
-            pr = x["params"]
-            tg = np.linspace(0.0, pr["T"], 301)
-            p, lo, hi = curve(x, tg)
-            col = cmap(ct.index(pr["tau0"]) / max(1, len(ct) - 1) * 0.85)
-            ls = ["-", "--", ":", "-."][cg.index(pr["gamma"]) % 4]
-            for ax, scale in zip(axes, (pr["gamma"] ** 2, pr["gamma"] ** 2 / pr["tau0"] ** 2)):
-                ax.plot(tg * scale, np.where(p > 0, p, np.nan), color=col, ls=ls,
-                        label=f"tau0={pr['tau0']:g}, gamma={pr['gamma']:g}")
-                ax.fill_between(tg * scale, np.where(p > 0, lo, np.nan), np.where(p > 0, hi, np.nan), color=col,
-                                alpha=0.08, lw=0)
-        axes[0].set_xlabel("gamma^2 t (the noise clock)")
-        axes[1].set_xlabel("gamma^2 t / tau0^2 (the drift clock)")
-        axes[1].set_xscale("log")
-        for ax in axes:
-            ax.set_yscale("log")
-            ax.set_ylabel("P(blow-up by t), SDE")
-        _legend(axes[0], fontsize=6, ncol=2)
-        fig.suptitle(f"shaped_transformer, H=1, SDE: colour = tau0, line style = gamma; each curve runs to "
-                     f"gamma^2 T = {c['s']:g}", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(out / "collapse.png", dpi=120)
-        plt.close(fig)
-        files.append("collapse.png")
-    return files
 
 
 def _fmt(v) -> str:

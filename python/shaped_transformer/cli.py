@@ -1,5 +1,7 @@
 """The ``shaped-transformer`` console command.
 
+Usage::
+
     shaped-transformer report [--out DIR] [--seed N] [--size tiny|small|default|large] [--config FILE.toml] [--print-config]
     shaped-transformer sweep CONFIG.toml [--out DIR] [--workers N]
     shaped-transformer atlas [--out DIR] [--seed N] [--size tiny|small|default|large] [--config FILE.toml] [--workers N]
@@ -30,7 +32,15 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the command (exposed for documentation and tests)."""
+    """The argument parser of the ``shaped-transformer`` command.
+
+    Exposed for the documentation and the tests, which parse the commands of the
+    docs without running them.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     from .report import SIZES
 
     p = argparse.ArgumentParser(
@@ -177,7 +187,24 @@ def _check(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``shaped-transformer`` command; returns the exit status."""
+    """Runs the ``shaped-transformer`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0, 2 for a bad configuration, argument or output folder
+        (the message names the key), 130 when interrupted.
+
+    Examples
+    --------
+    >>> main(["report", "--size", "tiny", "--out", "quick"])  # doctest: +SKIP
+    0
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -56,7 +56,16 @@ def _version() -> str:
 
 
 class SweepError(RuntimeError):
-    """Some points raised; the others were saved. ``failures`` maps key -> (params, error text)."""
+    """Some points raised; the others were saved.
+
+    Parameters
+    ----------
+    message : str
+        The error message.
+    failures : dict
+        Point key -> (parameters, error text) of every failed point; kept as the
+        attribute ``failures``.
+    """
 
     def __init__(self, message: str, failures: dict[str, tuple[dict, str]]):
         super().__init__(message)
@@ -87,8 +96,30 @@ def _jsonable(v: Any) -> Any:
 
 
 def grid_points(grid: Mapping[str, Sequence[Any]] | Iterable[Mapping[str, Any]]) -> list[dict]:
-    """The points of ``grid``: a mapping name -> values (Cartesian product, in the
-    order given) or an explicit sequence of parameter dictionaries."""
+    """The points of a grid.
+
+    Parameters
+    ----------
+    grid : mapping or iterable of mapping
+        A mapping name -> values (their Cartesian product, in the order given; a
+        single value counts as a list of one) or an explicit sequence of parameter
+        dictionaries.
+
+    Returns
+    -------
+    list of dict
+        One parameter dictionary per point.
+
+    Raises
+    ------
+    ValueError
+        For a parameter without values, or no points at all.
+
+    Examples
+    --------
+    >>> grid_points({"tau0": [0.5, 1.0], "gamma": 0.5})
+    [{'tau0': 0.5, 'gamma': 0.5}, {'tau0': 1.0, 'gamma': 0.5}]
+    """
     if isinstance(grid, Mapping):
         names = list(grid)
         values = []
@@ -118,10 +149,27 @@ def _function_name(fn: Callable) -> str:
 
 
 def point_key(params: Mapping[str, Any], function: str = "") -> str:
-    """Stable hash (20 hex digits of SHA-256) of a function name and its parameters.
+    """A stable key of one point: 20 hex digits of the SHA-256 of the function name and its parameters.
 
     The parameters are serialized as canonical JSON (sorted keys), so the key does
     not depend on the order of the grid or on the Python session.
+
+    Parameters
+    ----------
+    params : mapping
+        The point's parameters.
+    function : str, default ""
+        The name of the function evaluated at the point.
+
+    Returns
+    -------
+    str
+        The key, also the point's file name (``<key>.json``).
+
+    Examples
+    --------
+    >>> point_key({"a": 1, "b": 2}) == point_key({"b": 2, "a": 1})
+    True
     """
     blob = json.dumps({"function": function, "params": _jsonable(dict(params))}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -151,9 +199,18 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
 class SweepResults:
     """A table with one row per finished point: the parameters, then the results.
 
-    ``rows`` is a list of flat dictionaries (nested result dictionaries are
-    flattened with dots, ``a.b``); ``column(name)`` gives a NumPy array;
-    ``to_csv(path)`` writes the table; ``to_pandas()`` needs pandas.
+    Nested result dictionaries are flattened with dots (``a.b``).
+
+    Parameters
+    ----------
+    records : list of dict
+        The saved records (``params``, ``result``, ``key``, ...), one per point, in
+        the table's order; kept as the attribute ``records``.
+
+    Attributes
+    ----------
+    rows : list of dict
+        The flat rows.
     """
 
     def __init__(self, records: list[dict]):
@@ -170,6 +227,7 @@ class SweepResults:
 
     @property
     def columns(self) -> list[str]:
+        """The column names, in order of first appearance."""
         cols: list[str] = []
         for row in self.rows:
             for k in row:
@@ -179,6 +237,7 @@ class SweepResults:
 
     @property
     def keys(self) -> list[str]:
+        """The point keys of the rows."""
         return [r["key"] for r in self.records]
 
     def __len__(self) -> int:
@@ -191,7 +250,24 @@ class SweepResults:
         return self.rows[i]
 
     def column(self, name: str) -> np.ndarray:
-        """The values of one column (None where a row lacks it)."""
+        """The values of one column.
+
+        Parameters
+        ----------
+        name : str
+            The column.
+
+        Returns
+        -------
+        ndarray
+            Floats (NaN where a row lacks the column) when the values are numbers,
+            else an object array (None where missing).
+
+        Raises
+        ------
+        KeyError
+            For an unknown column.
+        """
         if name not in self.columns:
             raise KeyError(f"no column {name!r}; columns: {self.columns}")
         vals = [row.get(name) for row in self.rows]
@@ -201,6 +277,18 @@ class SweepResults:
             return np.array(vals, dtype=object)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
+        """Writes the table as CSV (lists and dicts as JSON, missing values empty).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The file.
+
+        Returns
+        -------
+        Path
+            The file written.
+        """
         import csv
 
         path = Path(path)
@@ -213,6 +301,12 @@ class SweepResults:
         return path
 
     def to_pandas(self):  # pragma: no cover - optional dependency
+        """The table as a ``pandas.DataFrame`` (needs pandas).
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         import pandas as pd
 
         return pd.DataFrame(self.rows, columns=self.columns)
@@ -233,7 +327,28 @@ def _flatten(d: Mapping, prefix: str = "") -> dict:
 
 
 def load(out_dir: str | os.PathLike, *, keys: Sequence[str] | None = None) -> SweepResults:
-    """The results saved in ``out_dir`` (all of them, or those with ``keys``, in that order)."""
+    """The results saved in a sweep folder.
+
+    Saved points that may not be reused (another version of the package, an older
+    file layout, parameters that no longer hash to the file name) are left out with
+    a :class:`SweepWarning`.
+
+    Parameters
+    ----------
+    out_dir : str or PathLike
+        The folder of a :func:`sweep`.
+    keys : sequence of str, optional
+        The points to load, in this order (default: all, in grid order).
+
+    Returns
+    -------
+    SweepResults
+
+    Raises
+    ------
+    ValueError
+        If ``out_dir`` is not a folder.
+    """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise ValueError(f"out_dir {str(out_dir)!r} is not a directory")
@@ -358,74 +473,74 @@ def sweep(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keys = [point_key(p, fname) for p in points]
-    version = _version()
     _remove_stale_temporaries(out)
     done, old = _read_all(out)
-    old = {k: why for k, why in old.items() if k in set(keys)}
-    if old:
-        import warnings
-
-        if stale == "refuse":
-            raise ValueError(_stale_message(old, out) + "; remove them or pass stale='recompute'")
-        warnings.warn(_stale_message(old, out) + "; they are recomputed", SweepWarning, stacklevel=2)
+    _refuse_or_warn_stale({k: why for k, why in old.items() if k in set(keys)}, out, stale)
     todo = [(i, k, p) for i, (k, p) in enumerate(zip(keys, points)) if k not in done]
     todo = list({k: (i, k, p) for i, k, p in todo}.values())  # duplicate points run once
-
     failures: dict[str, tuple[dict, str]] = {}
     if todo:
-        from tqdm.auto import tqdm
-
-        own = executor is None
-        ex: cf.Executor = cf.ProcessPoolExecutor(max_workers=max_workers) if executor is None else executor
-        bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep", unit="point",
-                   disable=None if progress is None else not progress)
-        futures: dict[Any, tuple[int, str, dict]] = {}
-        interrupted = False
-        try:
-            for i, k, p in todo:
-                futures[ex.submit(_call, fn, p)] = (i, k, p)
-            for fut in cf.as_completed(futures):
-                i, k, p = futures[fut]
-                try:
-                    res, elapsed = fut.result()
-                    record = {
-                        "format": _FORMAT,
-                        "version": version,
-                        "key": k,
-                        "index": i,
-                        "function": fname,
-                        "params": _jsonable(p),
-                        "result": _jsonable(res),
-                        "elapsed_s": elapsed,
-                        "finished_at": time.time(),
-                    }
-                except Exception as exc:  # a failing point must not lose the others
-                    failures[k] = (p, f"{type(exc).__name__}: {exc}")
-                    bar.update(1)
-                    continue
-                _atomic_write_json(out / f"{k}.json", record)
-                bar.update(1)
-        except BaseException:
-            interrupted = True
-            for f in futures:
-                f.cancel()
-            raise
-        finally:
-            bar.close()
-            if own:
-                # after Ctrl-C do not wait for the points in flight (they are lost anyway)
-                ex.shutdown(wait=not interrupted, cancel_futures=True)
+        failures = _run_points(fn, todo, out, executor, max_workers, progress, total=len(points))
     if failures and errors == "raise":
         lines = "; ".join(f"{p}: {e}" for p, e in list(failures.values())[:5])
         raise SweepError(f"{len(failures)} of {len(points)} points failed (finished points were saved): {lines}", failures)
     records, _ = _read_all(out)
-    seen = set()
-    ordered = []
-    for k in keys:
-        if k in records and k not in seen:
-            seen.add(k)
-            ordered.append(records[k])
-    return SweepResults(ordered)
+    return SweepResults([records[k] for k in dict.fromkeys(keys) if k in records])
+
+
+def _refuse_or_warn_stale(old: dict[str, str], out: Path, stale: str) -> None:
+    """Saved points of this grid that may not be reused: refused, or recomputed with a warning."""
+    if not old:
+        return
+    if stale == "refuse":
+        raise ValueError(_stale_message(old, out) + "; remove them or pass stale='recompute'")
+    import warnings
+
+    warnings.warn(_stale_message(old, out) + "; they are recomputed", SweepWarning, stacklevel=3)
+
+
+def _run_points(fn: Callable, todo: list[tuple[int, str, dict]], out: Path, executor: cf.Executor | None,
+                max_workers: int | None, progress: bool | None, *, total: int) -> dict[str, tuple[dict, str]]:
+    """Runs the pending points on the executor, writing each finished point's record
+    as it arrives; returns the failed points (key -> (params, error)).  On any
+    exception (Ctrl-C) the pending points are cancelled and the finished ones stay."""
+    from tqdm.auto import tqdm
+
+    fname, version = _function_name(fn), _version()
+    own = executor is None
+    ex: cf.Executor = cf.ProcessPoolExecutor(max_workers=max_workers) if executor is None else executor
+    bar = tqdm(total=total, initial=total - len(todo), desc="sweep", unit="point",
+               disable=None if progress is None else not progress)
+    futures: dict[Any, tuple[int, str, dict]] = {}
+    failures: dict[str, tuple[dict, str]] = {}
+    interrupted = False
+    try:
+        for i, k, p in todo:
+            futures[ex.submit(_call, fn, p)] = (i, k, p)
+        for fut in cf.as_completed(futures):
+            i, k, p = futures[fut]
+            try:
+                res, elapsed = fut.result()
+                record = {"format": _FORMAT, "version": version, "key": k, "index": i, "function": fname,
+                          "params": _jsonable(p), "result": _jsonable(res), "elapsed_s": elapsed,
+                          "finished_at": time.time()}
+            except Exception as exc:  # a failing point must not lose the others
+                failures[k] = (p, f"{type(exc).__name__}: {exc}")
+                bar.update(1)
+                continue
+            _atomic_write_json(out / f"{k}.json", record)
+            bar.update(1)
+    except BaseException:
+        interrupted = True
+        for f in futures:
+            f.cancel()
+        raise
+    finally:
+        bar.close()
+        if own:
+            # after Ctrl-C do not wait for the points in flight (they are lost anyway)
+            ex.shutdown(wait=not interrupted, cancel_futures=True)
+    return failures
 
 
 def _resolve(function_or_config, grid):
@@ -491,13 +606,49 @@ def run_point(
 ) -> dict:
     """Runs one configuration and returns summary numbers of the final covariance.
 
-    ``method`` is "exact", "explicit" or "law" (a network of ``width`` and depth
-    ``round(T * width)``) or "sde" (the covariance SDE to time T with step ``dt``,
-    default ``1/width``, and ``scheme``; Euler by default: tamed Euler suppresses
-    blow-ups at practical steps, docs/model.md section 6).  ``blowup``: the stopping
-    rule shared by networks and SDE.  Returns the mean, median and 5%/95%
-    quantiles of the final off-diagonal correlation, the mean effective rank,
-    the mean normalized smallest eigenvalue and the count of exploded samples.
+    The function that a TOML sweep (``shaped-transformer sweep``) evaluates at every
+    point: each parameter is a key of ``[base]`` or ``[grid]``.
+
+    Parameters
+    ----------
+    block : str, default "shaped_transformer"
+        A block-kind name of :func:`shaped_transformer.make_network`.
+    heads, tau0, gamma, c_plus, c_minus : number
+        The block parameters (as in :func:`shaped_transformer.make_network`).
+    m : int, default 8
+        The number of tokens.
+    rho0 : float, default 0.3
+        The input correlation (equicorrelated V0, unit diagonal).
+    width : int, default 256
+        The network's width n (its depth is round(T * width)); for the SDE, the
+        default step is 1 / width.
+    T : float, default 1.0
+        depth / width, or the SDE's final time.
+    samples : int, default 500
+        Networks or SDE paths.
+    method : {"exact", "explicit", "law", "sde"}, default "exact"
+        A network method of :func:`shaped_transformer.simulate`, or the covariance
+        SDE.
+    dt : float, optional
+        The SDE step (default 1 / width).
+    scheme : {"euler", "tamed_euler", "exact_chain"}, default "euler"
+        The SDE scheme (tamed Euler suppresses blow-ups at practical steps,
+        docs/model.md section 6).
+    seed : int, default 0
+        The seed.
+    threads : int, optional, default 1
+        Worker threads of the core (one per point: the sweep runs points in
+        parallel).
+    blowup : float, default 1e4
+        The stopping rule shared by networks and SDE.
+
+    Returns
+    -------
+    dict
+        ``rho_mean``, ``rho_sem``, ``rho_median``, ``rho_q05``, ``rho_q95`` (the final
+        off-diagonal correlations; None when every sample blew up),
+        ``effective_rank``, ``min_eig`` (means of the effective rank and of the
+        normalized smallest eigenvalue), ``exploded`` and ``samples``.
     """
     from . import analysis as an
     from ._blocks import make_network
