@@ -428,27 +428,9 @@ def structured_noise(rng, blocks, C: np.ndarray, dt: float) -> np.ndarray:
     return out
 
 
-def _repair(C: np.ndarray) -> tuple[np.ndarray, int]:
-    """Symmetrise and set the unit diagonal; where a step left the positive definite
-    correlation matrices (a Cholesky factorization fails), clip the negative
-    eigenvalues and renormalize.  Returns the count of repaired paths."""
-    C = (C + T(C)) / 2
-    m = C.shape[-1]
-    C[..., np.arange(m), np.arange(m)] = 1.0
-    try:
-        np.linalg.cholesky(C)
-        return C, 0
-    except np.linalg.LinAlgError:
-        pass
-    w, Q = np.linalg.eigh(C)
-    bad = w[..., 0] <= 1e-12
-    Cb = (Q[bad] * np.clip(w[bad], 1e-12, None)[..., None, :]) @ T(Q[bad])
-    C[bad] = corr(Cb)
-    return C, int(bad.sum())
-
-
 def _repair_psd(V: np.ndarray) -> tuple[np.ndarray, int]:
-    """Clip the spectrum of the samples that are not positive definite."""
+    """Clip the spectrum at 1e-12 for the samples that are not positive definite (a
+    Cholesky factorization of the batch fails); returns the count of repaired samples."""
     try:
         np.linalg.cholesky(V)
         return V, 0
@@ -459,6 +441,16 @@ def _repair_psd(V: np.ndarray) -> tuple[np.ndarray, int]:
     V = V.copy()
     V[bad] = (Q[bad] * np.clip(w[bad], 1e-12, None)[..., None, :]) @ T(Q[bad])
     return V, int(bad.sum())
+
+
+def _repair(C: np.ndarray) -> tuple[np.ndarray, int]:
+    """Symmetrise and set the unit diagonal; where a step left the positive definite
+    correlation matrices, clip the spectrum and renormalize."""
+    C = (C + T(C)) / 2
+    m = C.shape[-1]
+    C[..., np.arange(m), np.arange(m)] = 1.0
+    C, r = _repair_psd(C)
+    return (corr(C) if r else C), r
 
 
 def solve_corr_sde(rng, blocks, norm: str, C0, T_end: float, dt: float, paths: int, terms: dict | None = None,
