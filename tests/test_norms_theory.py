@@ -466,12 +466,15 @@ def test_pre_rms_trajectory_matches_sde():
 @pytest.mark.slow
 def test_layernorm_trajectory_matches_rms():
     """Pre-LN and pre-RMS networks with the same random numbers (setting above): their gap
-    in mean rho_T and mean rho_T^2 is 0 within Z_MAX standard errors (the centring leaves
-    no drift, section 4) and the pre-LN network matches the pre-norm SDE; at full size
-    post-LN against post-RMS likewise.  Power: the shift that the naive centring drift
-    (-gamma^2 C_ab per block, off the diagonal only) produces in the SDE is rejected as
-    the LN - RMS gap."""
+    in mean rho_T and mean rho_T^2 vanishes as n grows (the centring leaves no drift,
+    section 4), and the pre-LN network matches the pre-norm SDE; at full size post-LN
+    against post-RMS likewise.  The common random numbers resolve the O(1/n)
+    finite-width difference (n times the gap in mean rho_T was -1.1 and -0.9 at
+    n = 256 and 1024, m = 8), so the gap must lie within Z_MAX standard errors of 0 plus
+    an allowance of 2/n.  Power: the shift that the naive centring drift (-gamma^2 C_ab
+    per block, off the diagonal only) produces in the SDE is rejected as the gap."""
     blocks = _traj_setup()[1]
+    n = TRAJ["n"]
     pairs = [("pre_layer", "pre_rms")] + ([("post_layer", "post_rms")] if FULL else [])
     naive = _sde("pre_rms", {"extra_offdiag": -sum(b.gamma**2 for b in blocks)})
     for stat in ("mean rho", "mean rho^2"):
@@ -480,7 +483,7 @@ def test_layernorm_trajectory_matches_rms():
               *(_show(f"gap {ln} - {rms}", _network(ln)[stat] - _network(rms)[stat]) for ln, rms in pairs), sep="\n  ")
         for ln, rms in pairs:
             gap = _network(ln)[stat] - _network(rms)[stat]
-            assert abs(_z(gap, np.zeros(2))) < Z_MAX, (stat, ln)
+            assert abs(gap.mean()) < Z_MAX * gap.std() / np.sqrt(len(gap)) + 2 / n, (stat, ln)
         assert abs(_z(_network("pre_layer")[stat], _sde("pre_rms")[stat])) < Z_MAX, stat
         gap = _network("pre_layer")[stat] - _network("pre_rms")[stat]
         assert abs(_z(gap, naive[stat] - _sde("pre_rms")[stat])) > POWER, stat
