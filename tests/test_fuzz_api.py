@@ -261,15 +261,17 @@ def block_strategy(*, exact_only: bool = False, sde_only: bool = False, explicit
 def test_valid_blocks_and_networks(blocks):
     net = st.Network(blocks)
     assert len(net) == len(blocks)
-    core_dicts = net.to_core()
-    for b, d in zip(blocks, core_dicts):
-        assert d["kind"] == b.kind
-        if "gamma" in d:
-            assert 0.0 <= d["gamma"] <= 1.0
-            assert abs(d["lam"] ** 2 + d["gamma"] ** 2 - 1.0) <= 1e-9
-        for v in d.values():
+    assert all(a is b for a, b in zip(net.blocks, blocks))  # the objects themselves, no copy
+    for b in net:
+        assert b.kind in core.kinds()
+        assert 0.0 <= b.gamma <= 1.0
+        assert abs(b.lam ** 2 + b.gamma ** 2 - 1.0) <= 1e-9
+        for name, _ in b._parameters:
+            v = getattr(b, name)
             if isinstance(v, float):
                 assert math.isfinite(v)
+    assert net.has_sde == all(b.has_sde for b in blocks) == (net.sde_refusal is None)
+    assert net.exact_chain == all(b.exact_chain for b in blocks) == (net.exact_refusal is None)
     assert st.make_network(net) is net
     assert st.make_network(blocks[0]).blocks == (blocks[0],)
 

@@ -150,6 +150,11 @@ class Result:
     info : extra numbers (e.g. the count of PSD projections of the SDE).
     summary : SDE statistics accumulated without storing paths
         (``solve_sde(save="summary")``; V then has no samples), else None.
+    kernel : what ran, as the core's driver reports it: ``"generic"`` (the
+        per-sample or per-path Eigen code), the instruction set of a batched SIMD
+        kernel (``"avx512"``, ``"avx2"``, ``"scalar"``: the exact chain and the SDE,
+        one sample per lane) or of the normal generator inside the weight products
+        (the explicit network and the law sampler), or ``"cuda"``.
     """
 
     V: np.ndarray
@@ -159,6 +164,7 @@ class Result:
     X: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     summary: SdeSummary | None = None
+    kernel: str = ""
 
     @property
     def samples(self) -> int:
@@ -192,6 +198,7 @@ class Result:
             method=self.method,
             X=None if self.X is None else self.X[keep],
             info=dict(self.info),
+            kernel=self.kernel,
         )
 
     def rho_pairs(self, index: int = -1) -> np.ndarray:

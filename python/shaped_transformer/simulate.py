@@ -4,28 +4,18 @@ activations, or the exact m x m covariance chain."""
 from __future__ import annotations
 
 import warnings
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 from ._blocks import Block, Network, Norm, make_network
 from ._core_loader import core
 from ._device import check_device, exact_gpu, explicit_gpu
-from ._memory import check_simulate
-from ._progress import progress_callback
+from ._memory import admission
+from ._progress import progress_callback, total_of
 from ._result import Result
-from ._validate import (
-    DEFAULT_BLOWUP,
-    check_blowup,
-    check_int,
-    check_number,
-    check_save_at,
-    check_seed,
-    check_square_psd,
-    check_threads,
-    check_tokens,
-)
-from .inputs import tokens_from_covariance
+from ._validate import DEFAULT_BLOWUP
+from .inputs import _tokens_from_checked, covariance
 
 __all__ = ["simulate", "simulate_network", "BlowUpWarning"]
 
@@ -35,30 +25,6 @@ _METHODS = ("explicit", "law", "exact")
 
 class BlowUpWarning(RuntimeWarning):
     """Some samples crossed the blow-up threshold; see Result.exploded_at."""
-
-
-def _inputs(X0, V0, width) -> tuple[np.ndarray | None, np.ndarray, int]:
-    """Returns (X0 or None, V0, width) after validation."""
-    if (X0 is None) == (V0 is None):
-        raise ValueError("give exactly one of X0 (tokens, m x n) or V0 (covariance, m x m)")
-    if X0 is not None:
-        X0 = check_tokens("X0", X0)
-        m, n = X0.shape
-        if width is not None and check_int("width", width, minimum=1) != n:
-            raise ValueError(f"width={width} does not match X0.shape[1]={n}")
-        if n < m:
-            raise ValueError(f"width (X0.shape[1]={n}) must be >= the number of tokens m={m}")
-        V = X0 @ X0.T / n
-        if np.max(np.diag(V)) <= 0:
-            raise ValueError("X0 must not be all zeros")
-        return X0, V, n
-    V0 = check_square_psd("V0", V0)
-    if width is None:
-        raise ValueError("width must be given with V0")
-    width = check_int("width", width, minimum=1)
-    if width < V0.shape[0]:
-        raise ValueError(f"width must be >= the number of tokens m={V0.shape[0]}, got {width}")
-    return None, V0, width
 
 
 def simulate(
@@ -121,70 +87,43 @@ def simulate(
     device = check_device(device)
     if device == "cuda" and method == "law":
         raise ValueError("device='cuda' supports method='explicit' and method='exact', not 'law'")
-    X0, V0, width = _inputs(X0, V0, width)
-    depth = check_int("depth", depth, minimum=0)
-    samples = check_int("samples", samples, minimum=1)
-    # The core counts layers and samples in 32-bit words (the Philox counter holds
-    # block = layer * blocks + b and the sample index) and widths in 64-bit ones.
-    if depth * len(net) >= 2**32 or depth >= 2**31:
-        raise ValueError(f"depth must be < 2^31 and depth x blocks per layer < 2^32, got depth={depth} with {len(net)} blocks")
-    if samples >= 2**31:
-        raise ValueError(f"samples must be < 2^31, got {samples}")
-    if width >= 2**62:
-        raise ValueError(f"width must be < 2^62, got {width}")
-    seed = check_seed(seed)
-    threads = check_threads(threads)
-    if dtype not in ("float64", "float32", np.float64, np.float32):
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    dtype = np.dtype(dtype).name
-    blowup = check_blowup(blowup, V0, X0)
     if method == "exact" and return_X:
         raise ValueError("return_X is not available with method='exact' (it tracks V only)")
-    # Refuse impossible requests (ResourceError) before allocating anything: the
-    # tokens from V0, the list of saved layers and the core's output buffers.
-    check_simulate(
-        net, method, V0, width, samples, threads=threads, dtype=dtype, return_X=bool(return_X),
-        depth=depth, save_at=save_at, save_every=save_every,
-    )
-    layers = check_save_at(save_at, save_every, depth)
-    for i, b in enumerate(net):
-        if getattr(b, "concat", False) and width % b.heads != 0:
-            raise ValueError(
-                f"heads: block {i} concatenates {b.heads} heads of width n/H, so heads must divide width={width}"
-            )
-    if method == "exact":
-        if not net.exact_chain:
-            bad = [type(b).__name__ for b in net if not b.exact_chain]
-            raise ValueError(f"method='exact' does not cover {bad} (LayerNorm or concatenated heads); use 'explicit'")
-        if return_X:
-            raise ValueError("return_X is not available with method='exact' (it tracks V only)")
-    if X0 is None and method != "exact":
-        X0 = tokens_from_covariance(V0, width)
-
-    with progress_callback(samples, f"{method} network", progress) as cb:
+    # Every other argument is checked once, by the core, which also runs the memory
+    # check (admit) before anything large is built -- the list of saved layers, the
+    # tokens made from V0 (by _tokens_from_checked, once V0 passed its
+    # check) and the output -- and reports in `info` the kernel that ran.
+    info: dict[str, Any] = {}
+    admit = admission(f"simulate(method={method!r})")
+    with progress_callback(total_of(samples), f"{method} network", progress) as cb:
         if device == "cuda" and method == "exact":
-            V, exploded_layer = exact_gpu(net, V0, width, depth, samples, seed, layers, blowup, cb)
+            V, exploded_layer = exact_gpu(net, V0, width, depth, samples, seed, save_at, blowup, cb, X0=X0,
+                                          covariance=covariance, dtype=dtype, save_every=save_every, admit=admit,
+                                          info=info)
             X = None
         elif device == "cuda":
-            assert X0 is not None  # made from V0 above for every method but "exact"
-            V, X, exploded_layer = explicit_gpu(net, X0, depth, samples, seed, layers, dtype, bool(return_X), blowup, cb)
+            V, X, exploded_layer = explicit_gpu(net, X0, depth, samples, seed, save_at, dtype, return_X, blowup, cb,
+                                                V0=V0, width=width, tokens=_tokens_from_checked, save_every=save_every,
+                                                admit=admit, info=info)
         elif method == "exact":
             V, exploded_layer = core.simulate_exact(
-                net.to_core(), V0, width, depth, samples, seed, layers.tolist(), threads, blowup, cb
+                net, V0, width, depth, samples, seed, save_at, threads, blowup, cb, X0=X0, covariance=covariance,
+                dtype=dtype, save_every=save_every, admit=admit, info=info
             )
             X = None
         else:
-            assert X0 is not None
             fn = core.simulate_explicit if method == "explicit" else core.simulate_law
             V, X, exploded_layer = fn(
-                net.to_core(), X0, depth, samples, seed, layers, dtype, threads, bool(return_X), blowup, cb
+                net, X0, depth, samples, seed, save_at, dtype, threads, return_X, blowup, cb, V0=V0, width=width,
+                tokens=_tokens_from_checked, save_every=save_every, admit=admit, info=info
             )
+    width, layers, blowup = int(info["width"]), np.asarray(info["layers"]), float(info["blowup"])
     exploded_layer = np.asarray(exploded_layer)
     exploded_at = np.where(exploded_layer >= 0, exploded_layer / width, np.inf)
     n_exploded = int(np.sum(exploded_layer >= 0))
     if n_exploded:
         warnings.warn(
-            f"{n_exploded} of {samples} samples blew up (max diag V > {blowup:g} or non-finite); "
+            f"{n_exploded} of {len(exploded_layer)} samples blew up (max diag V > {blowup:g} or non-finite); "
             "their later covariances are NaN. Use Result.finite() to drop them.",
             BlowUpWarning,
             stacklevel=2,
@@ -195,8 +134,9 @@ def simulate(
         exploded_at=exploded_at,
         method=method,
         X=X,
-        info={"width": width, "depth": depth, "layers": layers, "seed": seed, "dtype": dtype, "network": net,
-              "device": device},
+        info={"width": width, "depth": int(depth), "layers": layers, "seed": info["seed"],
+              "dtype": info["dtype"], "network": net, "device": device, "kernel": info["kernel"]},
+        kernel=info["kernel"],
     )
 
 
