@@ -197,3 +197,18 @@ def test_solve_sde_reports_the_kernel_that_ran(net, kw, expect):
         assert r.kernel in KERNELS and r.kernel == core.sde_kernel(st.make_network(net), 4, "euler")
     else:
         assert r.kernel == "generic"
+
+
+def test_inputs_are_made_as_before():
+    """The core calls back into NumPy for what it does not compute itself, so the
+    numbers are those of the former Python path: the tokens from V0
+    (inputs.tokens_from_covariance) and V0 from tokens (inputs.covariance)."""
+    net = st.shaped_transformer()
+    X0 = np.random.default_rng(3).standard_normal((4, 12))
+    kw = dict(depth=2, samples=2, seed=1, progress=False)
+    a = st.simulate(net, X0=X0, method="exact", **kw)
+    b = st.simulate(net, V0=st.inputs.covariance(X0), width=12, method="exact", **kw)
+    assert np.array_equal(a.V, b.V)
+    c = st.simulate(net, V0=V0, width=12, method="explicit", **kw)
+    d = st.simulate(net, X0=st.inputs.tokens_from_covariance(V0, 12), method="explicit", **kw)
+    assert np.array_equal(c.V, d.V)
