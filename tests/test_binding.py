@@ -212,3 +212,16 @@ def test_inputs_are_made_as_before():
     c = st.simulate(net, V0=V0, width=12, method="explicit", **kw)
     d = st.simulate(net, X0=st.inputs.tokens_from_covariance(V0, 12), method="explicit", **kw)
     assert np.array_equal(c.V, d.V)
+
+
+def test_confused_inputs_say_where_they_go():
+    """Checked in the core's binding, with the hints the package's messages had."""
+    X0 = np.random.default_rng(0).standard_normal((3, 16))
+    with pytest.raises(ValueError, match=r"width=16 does not match X0\.shape\[1\]=3.*pass it as V0="):
+        st.simulate(st.shaped_transformer(), X0=V0[:3, :3], width=16, depth=2)
+    with pytest.raises(ValueError, match=r"V0 must be the m x m covariance.*\(3, 16\).*X0="):
+        st.simulate(st.shaped_transformer(), V0=X0, width=16, depth=2)
+    with pytest.raises(ValueError, match=r"V0 must be the m x m covariance.*inputs\.covariance\(X0\)"):
+        st.solve_sde(st.shaped_transformer(), X0, T=0.1, dt=0.05, paths=2)
+    with pytest.raises(ValueError, match=r"width: must be given with V0 \(the covariance does not say the width\)"):
+        st.simulate(st.shaped_transformer(), V0=V0, depth=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._roots import root, tokens
 from ._validate import check_int, check_number, check_square_psd
 
 __all__ = ["equicorrelated", "covariance_root", "tokens_from_covariance", "covariance"]
@@ -28,7 +29,8 @@ def equicorrelated(m: int, rho: float, *, scale: float = 1.0) -> np.ndarray:
 def covariance_root(V: np.ndarray) -> np.ndarray:
     """A matrix L with L L^T = V: Cholesky when V is positive definite, else the
     symmetric square root (V may be singular)."""
-    return _root(check_square_psd("V0", V))
+    V = check_square_psd("V0", V)
+    return root(V)
 
 
 def tokens_from_covariance(V0: np.ndarray, width: int) -> np.ndarray:
@@ -42,24 +44,7 @@ def tokens_from_covariance(V0: np.ndarray, width: int) -> np.ndarray:
     width = check_int("width", width, minimum=1)
     if width < m:
         raise ValueError(f"width must be >= the number of tokens m={m}, got {width}")
-    return _tokens_from_checked(V0, width)
-
-
-def _root(V: np.ndarray) -> np.ndarray:
-    """covariance_root of a checked (symmetric PSD float64) V."""
-    try:
-        return np.linalg.cholesky(V)
-    except np.linalg.LinAlgError:
-        w, Q = np.linalg.eigh(V)
-        return (Q * np.sqrt(np.clip(w, 0.0, None))) @ Q.T
-
-
-def _tokens_from_checked(V0: np.ndarray, width: int) -> np.ndarray:
-    """tokens_from_covariance of a V0 and width already checked (by the core, for
-    simulate(): V0 is checked once)."""
-    X = np.zeros((V0.shape[0], width))
-    X[:, : V0.shape[0]] = _root(V0) * np.sqrt(width)
-    return X
+    return tokens(V0, width)
 
 
 def covariance(X: np.ndarray) -> np.ndarray:

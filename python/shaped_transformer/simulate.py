@@ -14,8 +14,9 @@ from ._device import check_device, exact_gpu, explicit_gpu
 from ._memory import admission
 from ._progress import progress_callback, total_of
 from ._result import Result
+from ._roots import tokens as _tokens_from_checked
 from ._validate import DEFAULT_BLOWUP
-from .inputs import _tokens_from_checked, covariance
+from .inputs import covariance
 
 __all__ = ["simulate", "simulate_network", "BlowUpWarning"]
 
