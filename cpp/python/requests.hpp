@@ -155,6 +155,16 @@ struct Layers {
 
 // ---- the inputs of simulate(): tokens X0 or their covariance V0 ---------------------
 
+/// The input covariance V0 as float64; tokens (m x n) passed in its place are
+/// refused saying where they go (`fix`).  Its values are the core's to check.
+inline F64Array covariance_array(const py::object& V0, const char* fix) {
+  F64Array a = real_array("V0", V0, 2);
+  if (a.shape(0) != a.shape(1))
+    throw std::invalid_argument("V0 must be the m x m covariance of the tokens, got shape " +
+                                std::string(py::str(py::make_tuple(a.shape(0), a.shape(1)))) + "; " + fix);
+  return a;
+}
+
 /// X0 (m x n tokens) or V0 (m x m) and the width, converted but not yet checked.
 struct Inputs {
   bool from_tokens = false;
@@ -173,14 +183,21 @@ struct Inputs {
       in.width = long(in.array.shape(1));
       if (!width.is_none()) {
         const long w = int_arg<long>("width", width);
-        if (w != in.width)
-          throw std::invalid_argument("width: width=" + std::to_string(w) + " does not match X0.shape[1]=" +
-                                      std::to_string(in.width));
+        if (w != in.width) {
+          const std::string ms = std::to_string(in.m), ns = std::to_string(in.width), ws = std::to_string(w);
+          // A square X0 with another width is likely the covariance, passed as the tokens.
+          const std::string hint = in.m == in.width ? "; X0 is " + ms + " x " + ns +
+                                                          ": if it is the covariance of the tokens, pass it as "
+                                                          "V0= with width=" + ws
+                                                    : "";
+          throw std::invalid_argument("width: width=" + ws + " does not match X0.shape[1]=" + ns +
+                                      " (X0 holds the tokens, m x width)" + hint);
+        }
       }
     } else {
-      in.array = real_array("V0", V0, 2);
+      in.array = covariance_array(V0, "to start from tokens (m x n) pass them as X0=");
       in.m = in.array.shape(0);
-      if (width.is_none()) throw std::invalid_argument("width: must be given with V0");
+      if (width.is_none()) throw std::invalid_argument("width: must be given with V0 (the covariance does not say the width)");
       in.width = int_arg<long>("width", width);
     }
     // The core counts widths in 64-bit words and multiplies them by small factors.
@@ -329,7 +346,8 @@ inline SdeRequest sde_request(const NetworkObject& network, const py::object& V0
                               const py::object& threads, const py::object& blowup, const py::object& save,
                               const py::object& admit_fn) {
   SdeRequest r;
-  const F64Array a = real_array("V0", V0, 2);
+  const F64Array a =
+      covariance_array(V0, "from tokens X0 (m x n) it is shaped_transformer.inputs.covariance(X0) = X0 X0^T / n");
   r.o.dt = real_arg("dt", dt);
   r.o.steps = int_arg<std::int64_t>("steps", steps);
   r.o.save_steps = index_array("save_at", save_steps, "step indices");

@@ -173,8 +173,15 @@ class Network(_core.Network):
     """A sequence of blocks forming one layer; ``depth`` layers are run.
 
     It is the core's network object: the blocks are converted to the C++ network once,
-    here, and every run hands it to the core as is.  ``blocks`` is one Block or a
-    non-empty sequence of Blocks (``TypeError`` / ``ValueError`` naming blocks).
+    here, and every run hands it to the core as is.
+
+    Parameters
+    ----------
+    blocks : Block or sequence of Blocks
+        One layer (not empty); a ``TypeError`` or ``ValueError`` naming blocks otherwise.
+
+    Examples
+    --------
 
     >>> net = Network([ShapedAttention(heads=4, tau0=1.0, gamma=0.5), ShapedMLP(gamma=0.5)])
     >>> net.has_sde, net.sde_noise_dim(3)
@@ -212,13 +219,37 @@ def shaped_transformer(
     *, heads: int = 1, tau0: float = 1.0, gamma: float = 0.5, c_plus: float = 0.0, c_minus: float = -1.0,
     causal: bool = False,
 ) -> Network:
-    """The shaped Transformer layer: shaped attention (causal if asked) followed by a shaped MLP."""
+    """The shaped Transformer layer: shaped attention (causal if asked) followed by a shaped MLP.
+
+    Parameters
+    ----------
+    heads, tau0, gamma, causal
+        Of the :class:`ShapedAttention` block (gamma also of the MLP).
+    c_plus, c_minus
+        Of the :class:`ShapedMLP` block.
+
+    Returns
+    -------
+    Network
+    """
     return Network([ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal),
                     ShapedMLP(c_plus=c_plus, c_minus=c_minus, gamma=gamma)])
 
 
 def standard_transformer(*, heads: int = 1, gamma: float = 0.5, norm: Norm | None = None) -> Network:
-    """The standard Transformer layer: softmax attention and a ReLU MLP."""
+    """The standard Transformer layer: softmax attention and a ReLU MLP.
+
+    Parameters
+    ----------
+    heads
+        Of the :class:`StandardAttention` block.
+    gamma, norm
+        Of both blocks.
+
+    Returns
+    -------
+    Network
+    """
     return Network([StandardAttention(heads=heads, gamma=gamma, norm=norm), ReluMLP(gamma=gamma, norm=norm)])
 
 
@@ -248,10 +279,21 @@ def make_network(
 ) -> Network:
     """A Network from a block-kind name and the usual parameters (or pass one through).
 
-    ``block`` is a kind of the registry ("shaped_attention", "standard_attention",
-    "shaped_mlp", "relu_mlp", ...) or a layer "shaped_transformer" / "standard_transformer";
-    each block takes the usual parameters it has (``causal`` applies to the shaped
-    attention, ``norm`` to the standard blocks)."""
+    Parameters
+    ----------
+    block : str, Network, Block or sequence of Blocks
+        A kind of the core's registry (``_core.kinds()``: "shaped_attention",
+        "standard_attention", "shaped_mlp", "relu_mlp", ...) or a layer
+        "shaped_transformer" / "standard_transformer"; a network or blocks are passed
+        through.  An unknown name is a ValueError naming block.
+    heads, tau0, gamma, c_plus, c_minus, norm, causal
+        The usual parameters: each block of a named kind takes those it has
+        (``causal`` applies to the shaped attention, ``norm`` to the standard blocks).
+
+    Returns
+    -------
+    Network
+    """
     if isinstance(block, Network):
         return block
     if isinstance(block, str):

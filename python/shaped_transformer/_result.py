@@ -15,6 +15,15 @@ def correlations(V: np.ndarray) -> np.ndarray:
 
     Tokens with zero variance get correlation 0 with the others (and 1 with
     themselves) instead of NaN.
+
+    Parameters
+    ----------
+    V : array_like, shape (..., m, m)
+        Covariances; a NaN one (a blown-up sample) keeps NaN correlations.
+
+    Returns
+    -------
+    ndarray, shape (..., m, m)
     """
     V = np.asarray(V, dtype=np.float64)
     d = np.sqrt(np.clip(np.diagonal(V, axis1=-2, axis2=-1), 0.0, None))
@@ -52,6 +61,8 @@ class SdeSummary:
         sum x^4, min, max.
     hist : (saved, 4, 120) counts on fixed bins (``edges(name)``); values outside
         the range land in the end bins (min and max are exact).
+    lo, hi : (4,) the histogram's range of each observable.
+    names : the observables, in the order of the second axis of moments and hist.
     """
 
     t: np.ndarray
@@ -108,9 +119,11 @@ class SdeSummary:
         return np.sqrt(self.var(name))
 
     def min(self, name: str) -> np.ndarray:
+        """(saved,) smallest value of ``name``."""
         return self.moments[:, self._index(name), 5]
 
     def max(self, name: str) -> np.ndarray:
+        """(saved,) largest value of ``name``."""
         return self.moments[:, self._index(name), 6]
 
     def edges(self, name: str) -> np.ndarray:

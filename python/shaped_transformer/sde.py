@@ -245,14 +245,40 @@ def solve_sde(
 
 
 def sde_drift(network: Network | Block | Sequence[Block], V: np.ndarray) -> np.ndarray:
-    """The drift b(V) of one layer of the SDE (sum over the blocks), an (m, m) array."""
+    """The drift b(V) of one layer of the SDE, summed over the blocks.
+
+    Parameters
+    ----------
+    network : Network, Block or sequence of Blocks
+        One layer; every block must have an SDE limit (else ValueError with the
+        core's reason, naming the block).
+    V : array_like, shape (m, m)
+        A covariance (symmetric positive semi-definite, positive diagonal).
+
+    Returns
+    -------
+    ndarray, shape (m, m)
+    """
     return np.asarray(core.sde_terms(make_network(network), V))
 
 
 def sde_noise(network: Network | Block | Sequence[Block], V: np.ndarray, dW: np.ndarray) -> np.ndarray:
-    """The structured noise increment of one layer at V from the given N(0, dt)
-    numbers ``dW``: ``Network.sde_noise_dim(m)`` of them, block by block in order (the
-    core's noise dimensions: a shaped attention head 2 m^2, dZ then dXi, row-major;
-    the shaped MLP m^2)."""
+    """The structured noise increment of one layer at V from given N(0, dt) numbers.
+
+    Parameters
+    ----------
+    network : Network, Block or sequence of Blocks
+        One layer; every block must have an SDE limit.
+    V : array_like, shape (m, m)
+        A covariance (symmetric positive semi-definite, positive diagonal).
+    dW : array_like
+        ``Network.sde_noise_dim(m)`` numbers, block by block in order (the core's
+        noise dimensions: a shaped attention head 2 m^2, dZ then dXi, row-major;
+        the shaped MLP m^2); a ValueError naming dW otherwise.
+
+    Returns
+    -------
+    ndarray, shape (m, m)
+    """
     dW = np.ascontiguousarray(np.asarray(dW, dtype=np.float64).ravel())
     return np.asarray(core.sde_noise(make_network(network), V, dW))

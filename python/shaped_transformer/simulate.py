@@ -161,8 +161,26 @@ def simulate_network(
 ) -> Result:
     """:func:`simulate` with the network given by a block-kind name and parameters.
 
-    ``block`` is one of "shaped_attention", "standard_attention", "shaped_mlp",
-    "relu_mlp", "shaped_transformer" (default) or "standard_transformer".
+    Parameters
+    ----------
+    X0, V0 : ndarray or None
+        The input tokens (m x n) or their covariance (m x m), as for :func:`simulate`.
+    width, depth : int
+        As for :func:`simulate`.
+    block : str, Network, Block or sequence of Blocks, default "shaped_transformer"
+        A kind of the core's registry ("shaped_attention", "standard_attention",
+        "shaped_mlp", "relu_mlp"), a layer "shaped_transformer" or
+        "standard_transformer", or a network (see :func:`make_network`).
+    heads, tau0, gamma, c_plus, c_minus, norm
+        The usual parameters, each given to the blocks that have it.
+    samples, method, seed
+        As for :func:`simulate`.
+    **kwargs
+        Any other argument of :func:`simulate`.
+
+    Returns
+    -------
+    Result
     """
     net = make_network(block, heads=heads, tau0=tau0, gamma=gamma, c_plus=c_plus, c_minus=c_minus, norm=norm)
     return simulate(net, X0, V0, width=width, depth=depth, samples=samples, method=method, seed=seed, **kwargs)
