@@ -787,7 +787,10 @@ def test_solve_sde_valid_extremes(blocks, V0, T, steps, paths, seed, scheme, psd
         T = steps * dt
     else:
         dt = T / steps
-    kw = dict(T=T, dt=dt, paths=paths, seed=seed, scheme=scheme, psd=psd, progress=False)
+    # V0 reaches 3.6e4 on the diagonal (scale 1e3): a threshold at or below it is refused
+    # (test_blowup_below_the_input_is_refused), so stay above the input.
+    blowup = max(1e4, 10.0 * float(np.max(np.diag(V0))))
+    kw = dict(T=T, dt=dt, paths=paths, seed=seed, scheme=scheme, psd=psd, blowup=blowup, progress=False)
     note(f"solve_sde({net!r}, {V0.tolist()!r}, **{kw!r})")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
