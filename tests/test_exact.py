@@ -178,7 +178,7 @@ def test_seeding_and_threads():
 
 
 def test_width_independent_cost():
-    """n = 10^6 runs like n = 100 for attention (O((Hm)^3) per block, no n x n
+    """n = 10^6 runs like n = 100 for attention (O(H m^3) per block, no n x n
     matrix): 2000 blocks at n = 10^6 finish (no timing assert: a loaded machine
     would make it flaky; a cost that grew with n would not finish here)."""
     net = st.Network([st.ShapedAttention(heads=2)])

@@ -10,7 +10,8 @@
 //   V' = lambda^2 V + lambda gamma / sqrt(H n) (L P^T + P L^T)
 //        + gamma^2 / (H n) (P P^T + C R C^T),
 // C = [C_1 .. C_H] (m x Hm), R ~ Wishart_{Hm}(n - m, I) the Gram matrix of the
-// stacked remaining columns (cross-head blocks included).
+// stacked remaining columns (cross-head blocks included).  C R C^T is drawn as an
+// m x m Wishart_m(n - m, C C^T) (wishart_quad.hpp).
 #pragma once
 
 #include <cstdint>
@@ -21,6 +22,7 @@
 #include "exact/mlp_gram.hpp"
 
 #include "linalg.hpp"
+#include "wishart_quad.hpp"
 #include "workspace.hpp"
 #include "mutation.hpp"
 #include "parallel.hpp"
@@ -71,17 +73,21 @@ inline void draw_key_product(double n_k, Eigen::Index m, const ExactKey& key, in
 
 #ifdef SHAPED_TRANSFORMER_MUTATIONS
 /// Test-only: scales the cross-head terms (h != g) of quad = P P^T + C R C^T by the
-/// kCrossHeads factor (0 drops them: heads with independent value weights).
+/// kCrossHeads factor (0 drops them: heads with independent value weights).  The
+/// diagonal terms C_h R_hh C_h^T are drawn afresh (R_hh ~ Wishart_m(k) independent,
+/// from head streams 4 and 5, unused by the model), since the m x m draw of
+/// C R C^T has no per-head parts.
 template <class CovT = Cov>
-inline void mutation_cross_heads(CovT& quad, const std::vector<CovT>& Ph, const CovT& C, const CovT& B, int H) {
+inline void mutation_cross_heads(CovT& quad, const std::vector<CovT>& Ph, const CovT& C, double k, int H,
+                                 const ExactKey& key) {
   const double f = mutation::factor(mutation::kCrossHeads);
   if (f == 1.0) return;
   const Eigen::Index m = quad.rows();
-  CovT diag = CovT::Zero(m, m);
-  const CovT Bl = B.template triangularView<Eigen::Lower>();
+  CovT diag = CovT::Zero(m, m), F;
   for (int h = 0; h < H; ++h) {
-    const CovT CBh = C.middleCols(h * m, m) * Bl.middleRows(h * m, m);
-    diag += Ph[std::size_t(h)] * Ph[std::size_t(h)].transpose() + CBh * CBh.transpose();
+    MatrixRng r(key.head_stream(h, 4), key.head_stream(h, 5));
+    wishart_quad_factor(CovT(C.middleCols(h * m, m)), 1, k, r, F);
+    diag += Ph[std::size_t(h)] * Ph[std::size_t(h)].transpose() + F * F.transpose();
   }
   quad = diag + f * (quad - diag);
 }
@@ -103,10 +109,8 @@ inline void value_mix(CovT& V, const CovT& L, const CovT& C, int H, double n, do
     ST_MUTATION_ONLY(Ph.push_back(C.middleCols(h * m, m) * Z);)
   }
   MatrixRng r(key.stream(ExactKey::kR), key.stream(ExactKey::kRUniform));
-  CovT B;
-  wishart_factor(n - double(m), H * m, r, B);  // R = B B^T ~ Wishart_{Hm}(n - m)
-  CovT CB(m, H * m);
-  CB.noalias() = C * B.template triangularView<Eigen::Lower>();
+  CovT CB;
+  wishart_quad_factor(C, H, n - double(m), r, CB);  // CB CB^T ~ C R C^T, R ~ Wishart_{Hm}(n - m)
   const double HN = double(H) * n;
   CovT cross(m, m);
   cross.noalias() = L * P.transpose();
@@ -115,7 +119,7 @@ inline void value_mix(CovT& V, const CovT& L, const CovT& C, int H, double n, do
   CovT quad(m, m);
   quad.noalias() = P * P.transpose();
   quad.noalias() += CB * CB.transpose();
-  ST_MUTATION_ONLY(mutation_cross_heads(quad, Ph, C, B, H);)
+  ST_MUTATION_ONLY(mutation_cross_heads(quad, Ph, C, n - double(m), H, key);)
   out += (gamma * gamma / HN) * quad;
   V = 0.5 * (out + out.transpose());
 }

@@ -147,20 +147,36 @@ ST_HD inline void exact_attention_step(const AttnBlock& b, double* V, int m, std
       quad[i * MM + j] = s;
     }
   {
-    // CB = C B with R = B B^T ~ Wishart_{Hm}(n - m); quad += CB CB^T.
-    double B[HM * HM], CB[MM * HM];
+    // quad += F F^T, F F^T ~ C R C^T with R ~ Wishart_{Hm}(n - m): wishart_quad.hpp's
+    // wishart_quad_factor (F = K B, K = C for one head, else the root of C C^T; B
+    // the Bartlett factor of Wishart_m(n - m), or an m x (n - m) Gaussian below m).
+    const double k = double(n) - double(m);
+    const bool bartlett = k > double(m - 1);
+    double B[MM * MM], F[MM * MM];
     MatrixRng r(exact_stream(seed, sample, block, 0), exact_stream(seed, sample, block, 1));
-    wishart_factor(double(n) - double(m), Hm, r, B, HM);
+    wishart_factor(k, m, r, B, MM);
+    if (H > 1) {
+      for (int i = 0; i < m; ++i)  // Sigma = C C^T (in Y), its root in T
+        for (int j = 0; j < m; ++j) {
+          double s = 0.0;
+          for (int q = 0; q < Hm; ++q) s += C[i * HM + q] * C[j * HM + q];
+          Y[i * MM + j] = s;
+        }
+      psd_root<MM>(Y, T, m);
+    } else {
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) T[i * MM + j] = C[i * HM + j];
+    }
     for (int i = 0; i < m; ++i)
-      for (int j = 0; j < Hm; ++j) {
+      for (int j = 0; j < m; ++j) {
         double s = 0.0;
-        for (int k = j; k < Hm; ++k) s += C[i * HM + k] * B[k * HM + j];
-        CB[i * HM + j] = s;
+        for (int q = bartlett ? j : 0; q < m; ++q) s += T[i * MM + q] * B[q * MM + j];
+        F[i * MM + j] = s;
       }
     for (int i = 0; i < m; ++i)
       for (int j = 0; j < m; ++j) {
         double s = 0.0;
-        for (int k = 0; k < Hm; ++k) s += CB[i * HM + k] * CB[j * HM + k];
+        for (int q = 0; q < m; ++q) s += F[i * MM + q] * F[j * MM + q];
         quad[i * MM + j] += s;
       }
   }
