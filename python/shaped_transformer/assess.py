@@ -521,15 +521,6 @@ def assess(
     m, V0_, input_what = _check_input(tokens, rho0, X0, V0, width)
     if width < m:
         raise ValueError(f"width={width} must be >= tokens={m} (the token Gram matrix has rank at most width)")
-    # The core's Hm x Hm Wishart is wrong when n - m < H m (it keeps the lower
-    # triangle of a singular Wishart's Gaussian factor; tests/test_multihead_identity.py).
-    # The m x m step (docs/model.md section 4) will lift this.
-    if width < (heads + 1) * m:
-        raise ValueError(
-            f"width={width} must be >= (heads + 1) x tokens = {(heads + 1) * m} in this version: below that the "
-            "exact chain's cross-head Wishart is singular and this version's core draws it wrongly "
-            "(fewer tokens or heads, or a larger width, fit)"
-        )
     samples = check_int("samples", samples, minimum=1)
     level = check_number("level", level)
     if not 0.0 < level < 1.0:
