@@ -68,9 +68,7 @@ numpydoc_class_members_toctree = False
 # must name its parameters (PR01, PR02).  tests/test_code_shape.py checks the same
 # for the modules that follow numpydoc throughout.
 numpydoc_validation_checks = {"GL08", "PR01", "PR02"}
-# shaped_transformer.assess gets its numpydoc sections in the second phase of issue 25.
-numpydoc_validation_exclude = {r"\.__init__$", r"\._[a-z]\w*$", r"^shaped_transformer\._core\b",
-                               r"^shaped_transformer\.(assess|Assessment)\b"}
+numpydoc_validation_exclude = {r"\.__init__$", r"\._[a-z]\w*$", r"^shaped_transformer\._core\b"}
 
 # torch is an optional extra: without it, the reference of shaped_transformer.torch
 # is built from mocked torch classes and the torch example is left out.
