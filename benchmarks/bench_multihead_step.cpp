@@ -20,8 +20,8 @@ namespace st = shaped_transformer;
 
 // The earlier value part: R ~ Wishart_{Hm}(n - m) as an Hm x Hm Bartlett factor
 // (right only for n - m >= Hm, which the sizes here keep only for m <= n / (H + 1)).
-static void value_mix_hm(st::Cov& V, const st::Cov& L, const st::Cov& C, int H, double n, double lambda,
-                         double gamma, const st::ExactKey& key) {
+static void value_mix_hm(st::Cov& V, const st::Cov& L, const st::Cov& C, int H, double n, double lambda, double gamma,
+                         const st::ExactKey& key) {
   const Eigen::Index m = V.rows();
   st::Cov P = st::Cov::Zero(m, m), Z;
   for (int h = 0; h < H; ++h) {
@@ -76,17 +76,31 @@ int main(int argc, char** argv) {
     // C = [A_1 L .. A_H L] from one step's heads: the value part's input.
     st::Cov L, C(m, H * m);
     st::psd_root(V0, L);
-    for (int h = 0; h < H; ++h) C.middleCols(h * m, m) = (0.8 * st::Cov::Identity(m, m) + 0.2 / m * st::Cov::Ones(m, m)) * L;
+    for (int h = 0; h < H; ++h)
+      C.middleCols(h * m, m) = (0.8 * st::Cov::Identity(m, m) + 0.2 / m * st::Cov::Ones(m, m)) * L;
     auto key = [](int i) { return st::ExactKey{1, std::uint32_t(i), 0, nullptr}; };
-    const double t_step = seconds_per_call([&](int i) { st::Cov V = V0; st::exact_step(b, V, n, key(i)); }, min_s);
+    const double t_step = seconds_per_call(
+        [&](int i) {
+          st::Cov V = V0;
+          st::exact_step(b, V, n, key(i));
+        },
+        min_s);
     const double t_new = seconds_per_call(
-        [&](int i) { st::Cov V = V0; st::value_mix(V, L, C, H, double(n), b.lambda, b.gamma, key(i), false); }, min_s);
+        [&](int i) {
+          st::Cov V = V0;
+          st::value_mix(V, L, C, H, double(n), b.lambda, b.gamma, key(i), false);
+        },
+        min_s);
     const double t_old = seconds_per_call(
-        [&](int i) { st::Cov V = V0; value_mix_hm(V, L, C, H, double(n), b.lambda, b.gamma, key(i)); }, min_s);
+        [&](int i) {
+          st::Cov V = V0;
+          value_mix_hm(V, L, C, H, double(n), b.lambda, b.gamma, key(i));
+        },
+        min_s);
     st::Cov X = st::Cov::Random(m, m), Y(m, m);
     const double t_gemm = seconds_per_call([&](int) { Y.noalias() = X * X; }, min_s / 4);
-    std::printf("m=%d H=%d n=%ld step_new=%.6e value_new=%.6e value_old=%.6e eigen_gemm=%.6e\n", m, H, n, t_step,
-                t_new, t_old, t_gemm);
+    std::printf("m=%d H=%d n=%ld step_new=%.6e value_new=%.6e value_old=%.6e eigen_gemm=%.6e\n", m, H, n, t_step, t_new,
+                t_old, t_gemm);
     std::fflush(stdout);
   }
   return 0;

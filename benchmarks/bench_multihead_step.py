@@ -51,8 +51,19 @@ def compile_bench(build: Path) -> Path:
     exe = build / "bench_multihead_step"
     src = HERE / "bench_multihead_step.cpp"
     if not exe.is_file() or exe.stat().st_mtime < max(src.stat().st_mtime, lib.stat().st_mtime):
-        cmd = ["c++", "-std=c++17", "-O3", "-DNDEBUG", f"-I{ROOT / 'cpp' / 'include'}", f"-I{eigen_include()}",
-               str(src), str(lib), "-lpthread", "-o", str(exe)]
+        cmd = [
+            "c++",
+            "-std=c++17",
+            "-O3",
+            "-DNDEBUG",
+            f"-I{ROOT / 'cpp' / 'include'}",
+            f"-I{eigen_include()}",
+            str(src),
+            str(lib),
+            "-lpthread",
+            "-o",
+            str(exe),
+        ]
         subprocess.run(cmd, check=True)
     return exe
 
@@ -81,8 +92,12 @@ def main() -> None:
     rows = []
     for m in [int(x) for x in args.sizes.split(",")]:
         g = numpy_gemm_seconds(m, args.min_seconds / 4)
-        out = subprocess.run([str(exe), str(args.heads), str(args.width), str(args.min_seconds), str(m)], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [str(exe), str(args.heads), str(args.width), str(args.min_seconds), str(m)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         f = dict(kv.split("=") for kv in out.split())
         step, new, old = float(f["step_new"]), float(f["value_new"]), float(f["value_old"])
         g2 = numpy_gemm_seconds(m, args.min_seconds / 4)  # before and after: the machine's load moves
@@ -92,13 +107,17 @@ def main() -> None:
     print(f"load averages at end: {os.getloadavg()}")
     H, n = args.heads, args.width
     print(f"\nH = {H}, n = {n}, one thread; ms per call, and (in brackets) per NumPy m x m dgemm\n")
-    print("| m | NumPy dgemm | step, m x m value part | step, Hm x Hm value part | speed-up | value part new | "
-          "value part old |")
+    print(
+        "| m | NumPy dgemm | step, m x m value part | step, Hm x Hm value part | speed-up | value part new | "
+        "value part old |"
+    )
     print("|---|---|---|---|---|---|---|")
     for m, step, old_step, new, old, gemm in rows:
-        print(f"| {m} | {gemm * 1e3:.3g} | {step * 1e3:.3g} ({step / gemm:.0f}) | {old_step * 1e3:.3g} "
-              f"({old_step / gemm:.0f}) | {old_step / step:.2f} | {new * 1e3:.3g} ({new / gemm:.1f}) | "
-              f"{old * 1e3:.3g} ({old / gemm:.0f}) |")
+        print(
+            f"| {m} | {gemm * 1e3:.3g} | {step * 1e3:.3g} ({step / gemm:.0f}) | {old_step * 1e3:.3g} "
+            f"({old_step / gemm:.0f}) | {old_step / step:.2f} | {new * 1e3:.3g} ({new / gemm:.1f}) | "
+            f"{old * 1e3:.3g} ({old / gemm:.0f}) |"
+        )
 
 
 if __name__ == "__main__":
