@@ -53,8 +53,19 @@ def psd_root(V: np.ndarray) -> np.ndarray:
         return (Q * np.sqrt(np.clip(w, 0.0, None))[..., None, :]) @ np.swapaxes(Q, -1, -2)
 
 
-def attention_matrices(rng, L, *, n: int, heads: int, tau0: float, size: int, n_k: int | None = None,
-                       alpha: float = 1.0, beta: float = 1.0, causal: bool = False):
+def attention_matrices(
+    rng,
+    L,
+    *,
+    n: int,
+    heads: int,
+    tau0: float,
+    size: int,
+    n_k: int | None = None,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    causal: bool = False,
+):
     """The heads' logits Y_h = L M_h L^T / tau and attention matrices
     A_h = alpha I + beta (Softmax(Y_h) - C), each (size, heads, m, m); L is one root
     (m, m) or one per sample (size, m, m).  Heads are drawn in order, one
@@ -104,8 +115,9 @@ def value_mix(rng, V, L, A, *, n: int, gamma: float, reduced: bool) -> np.ndarra
     return lam**2 * V + lam * gamma / np.sqrt(n) * (cross + VT(cross, 1, 2)) + gamma**2 / n * noise
 
 
-def attention_step(rng, V, *, n: int, heads: int, tau0: float, gamma: float, size: int, n_k: int | None = None,
-                   reduced: bool = False):
+def attention_step(
+    rng, V, *, n: int, heads: int, tau0: float, gamma: float, size: int, n_k: int | None = None, reduced: bool = False
+):
     """One shaped attention block from V for `size` samples.
 
     Returns (V', cond_mean, first_order): V' the sampled covariances,
@@ -126,15 +138,28 @@ def attention_step(rng, V, *, n: int, heads: int, tau0: float, gamma: float, siz
     return value_mix(rng, V, L, A, n=n, gamma=gamma, reduced=reduced), cond, first
 
 
-def attention_block(rng, V, *, n: int, heads: int, tau0: float, gamma: float, n_k: int | None = None,
-                    alpha: float = 1.0, beta: float = 1.0, causal: bool = False, reduced: bool = True) -> np.ndarray:
+def attention_block(
+    rng,
+    V,
+    *,
+    n: int,
+    heads: int,
+    tau0: float,
+    gamma: float,
+    n_k: int | None = None,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    causal: bool = False,
+    reduced: bool = True,
+) -> np.ndarray:
     """One shaped attention block applied to a batch of covariances V (size, m, m):
     the exact chain's step (docs/model.md section 4), by default with the m x m
     value part (O(H m^3) per sample).  The reference for the core's multi-head step."""
     V = np.asarray(V, dtype=np.float64)
     L = psd_root(V)
-    _, A = attention_matrices(rng, L, n=n, heads=heads, tau0=tau0, size=V.shape[0], n_k=n_k, alpha=alpha,
-                              beta=beta, causal=causal)
+    _, A = attention_matrices(
+        rng, L, n=n, heads=heads, tau0=tau0, size=V.shape[0], n_k=n_k, alpha=alpha, beta=beta, causal=causal
+    )
     out = value_mix(rng, V, L, A, n=n, gamma=gamma, reduced=reduced)
     return 0.5 * (out + np.swapaxes(out, 1, 2))
 

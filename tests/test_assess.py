@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 import shaped_transformer as st
 from shaped_transformer.analysis import binomial_interval
 from shaped_transformer.cli import main
@@ -95,8 +96,16 @@ def test_bad_arguments_refused_before_compute(bad, name, no_compute):
         st.assess(**kw)
 
 
-@pytest.mark.parametrize("bad, name", [({"width": 64.5}, "width"), ({"causal": 1}, "causal"), ({"sde": "yes"}, "sde"), ({"heads": "2"}, "heads"),
-                                       ({"progress": "no"}, "progress")])
+@pytest.mark.parametrize(
+    "bad, name",
+    [
+        ({"width": 64.5}, "width"),
+        ({"causal": 1}, "causal"),
+        ({"sde": "yes"}, "sde"),
+        ({"heads": "2"}, "heads"),
+        ({"progress": "no"}, "progress"),
+    ],
+)
 def test_wrong_types_refused(bad, name, no_compute):
     with pytest.raises(TypeError, match=name):
         st.assess(**dict(SMALL, **bad))
@@ -117,9 +126,11 @@ CLI_BAD = [
 
 @pytest.mark.parametrize("extra, name", CLI_BAD, ids=[a[0] for a, _ in CLI_BAD])
 def test_check_refuses_bad_arguments(extra, name, capsys, no_compute):
-    rc = main(["check", "--width", "64", "--depth", "16", "--tokens", "4", "--no-progress", *extra]
-              if "--tokens" not in extra and "--V0" not in extra
-              else ["check", "--width", "64", "--depth", "16", "--no-progress", *extra])
+    rc = main(
+        ["check", "--width", "64", "--depth", "16", "--tokens", "4", "--no-progress", *extra]
+        if "--tokens" not in extra and "--V0" not in extra
+        else ["check", "--width", "64", "--depth", "16", "--no-progress", *extra]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "error" in err and name in err, err
@@ -138,16 +149,18 @@ def test_check_argparse_errors(capsys):
 def _counts_direct(net, V0, width, depth, samples, seed, eps=A.COLLAPSE_EPS):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", st.BlowUpWarning)
-        r = st.simulate(net, V0=V0, width=width, depth=depth, samples=samples, method="exact", seed=seed,
-                        progress=False)
+        r = st.simulate(
+            net, V0=V0, width=width, depth=depth, samples=samples, method="exact", seed=seed, progress=False
+        )
     return int(r.exploded.sum()), int(A.collapsed(r.V[:, -1], eps).sum())
 
 
 def test_network_and_sde_counts_are_the_methods_own():
     """P(blow-up) and P(collapse) of the network are simulate's counts at the same
     seed, the SDE's are solve_sde's, and the intervals are Clopper-Pearson's."""
-    kw = dict(width=32, depth=64, heads=1, tokens=4, tau0=0.5, gamma=0.7, samples=300, seed=5, splitting=False,
-              progress=False)
+    kw = dict(
+        width=32, depth=64, heads=1, tokens=4, tau0=0.5, gamma=0.7, samples=300, seed=5, splitting=False, progress=False
+    )
     a = st.assess(**kw)
     net = st.shaped_transformer(heads=1, tau0=0.5, gamma=0.7)
     V0 = st.inputs.equicorrelated(4, 0.3)
@@ -160,8 +173,15 @@ def test_network_and_sde_counts_are_the_methods_own():
     assert (a.blowup.low, a.blowup.high) == pytest.approx((lo, hi), rel=1e-12)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", st.BlowUpWarning)
-        r = st.solve_sde(net, V0=V0, T=2.0, steps=a.settings["sde_dt"] and round(2.0 / a.settings["sde_dt"]), paths=300,
-                         seed=st._validate.derived_seed(5, 1 << 20), progress=False)
+        r = st.solve_sde(
+            net,
+            V0=V0,
+            T=2.0,
+            steps=a.settings["sde_dt"] and round(2.0 / a.settings["sde_dt"]),
+            paths=300,
+            seed=st._validate.derived_seed(5, 1 << 20),
+            progress=False,
+        )
     assert a.sde_blowup.events == int(r.exploded.sum()) > 5
     assert a.sde_collapse.events == int(A.collapsed(r.V[:, -1]).sum())
     # disjoint events: P(either) counts both
@@ -203,8 +223,17 @@ def test_inputs_X0_and_V0():
 def test_collapse_separates_standard_from_shaped_attention():
     """Standard attention's tokens collapse within 32 layers (mean correlation above
     0.99 in every sample: unsafe); shaped attention at tau0 = 1 does not at T = 1."""
-    std = st.assess(width=64, depth=32, heads=1, tokens=8, block="standard_transformer", samples=100, sde=False,
-                    progress=False, seed=0)
+    std = st.assess(
+        width=64,
+        depth=32,
+        heads=1,
+        tokens=8,
+        block="standard_transformer",
+        samples=100,
+        sde=False,
+        progress=False,
+        seed=0,
+    )
     assert std.collapse.events == 100 and std.verdicts["collapse"] == "unsafe" and std.verdict == "unsafe"
     assert std.sde_blowup is None and "no SDE limit" in str(std)
     shaped = st.assess(width=64, depth=64, heads=1, tokens=8, samples=200, splitting=False, progress=False, seed=0)
@@ -245,6 +274,7 @@ def test_gap_is_newcombe_with_wilson_intervals():
     """The gap's interval is the MOVER construction; with Wilson intervals on both
     sides it is Newcombe's hybrid score interval (analysis.newcombe_interval)."""
     from scipy.stats import binomtest
+
     from shaped_transformer.analysis import newcombe_interval
 
     k1, n1, k2, n2 = 7, 400, 30, 500
@@ -261,8 +291,9 @@ def test_gap_is_newcombe_with_wilson_intervals():
 def test_printed_verdict_follows_from_printed_intervals():
     """Unsafe (a shaped network that blows up often), and the verdict line, the
     probabilities and the time are printed; to_dict is JSON."""
-    a = st.assess(width=32, depth=96, heads=1, tokens=4, tau0=0.5, gamma=0.7, samples=200, splitting=False,
-                  progress=False, seed=2)
+    a = st.assess(
+        width=32, depth=96, heads=1, tokens=4, tau0=0.5, gamma=0.7, samples=200, splitting=False, progress=False, seed=2
+    )
     assert a.blowup.low > 1e-3 and a.verdicts["blow-up"] == "unsafe" and a.verdict == "unsafe"
     text = str(a)
     assert "P(blow-up)" in text and "P(collapse)" in text and "verdict at level 0.001: UNSAFE" in text
@@ -292,8 +323,16 @@ def _fake_repeat(runs, statuses=None):
         bad = sum(not r.resolved for r in res)
         mean, se = float(ps.mean()), float(ps.std(ddof=1) / math.sqrt(repeats))
         lo, hi = (0.0, 1.0) if bad else (max(0.0, mean - 3 * se), mean + 3 * se)
-        return {"p": mean, "se": se, "ci_low": lo, "ci_high": hi, "runs": ps.tolist(), "results": res,
-                "resolved": not bad, "unresolved": bad}
+        return {
+            "p": mean,
+            "se": se,
+            "ci_low": lo,
+            "ci_high": hi,
+            "runs": ps.tolist(),
+            "results": res,
+            "resolved": not bad,
+            "unresolved": bad,
+        }
 
     return fake
 
@@ -314,11 +353,14 @@ def test_splitting_used_only_when_resolved(case, monkeypatch):
     elif case == "flagged":
         fake = _fake_repeat([1e-5, 2e-5, 1.5e-5, 1.2e-5], statuses=["resolved", "extinct", "resolved", "resolved"])
     elif case == "cap":
-        fake = _fake_repeat([1e-5, 2e-5, 1.5e-5, 1.2e-5],
-                            statuses=["resolved", "max_iterations", "resolved", "max_iterations"])
+        fake = _fake_repeat(
+            [1e-5, 2e-5, 1.5e-5, 1.2e-5], statuses=["resolved", "max_iterations", "resolved", "max_iterations"]
+        )
     else:  # a budget too small to reach the level: skipped, never called
+
         def fake(*a, **k):
             raise AssertionError("splitting ran although its budget cannot reach the level")
+
     monkeypatch.setattr(S, "ams_repeat", fake)
     budget = 1e-3 if case == "budget" else 1e3
     a = st.assess(**dict(SMALL, splitting=True, splitting_budget_s=budget, samples=40, sde=False, level=1e-3))
@@ -336,8 +378,19 @@ def test_splitting_used_only_when_resolved(case, monkeypatch):
 def test_splitting_runs_on_the_network_itself():
     """A real splitting run on the exact chain (scheme exact_chain at dt = 1/width):
     a point where plain Monte Carlo of 100 samples sees no blow-up."""
-    a = st.assess(width=64, depth=64, heads=1, tokens=4, samples=100, sde=False, splitting_particles=30,
-                  splitting_repeats=2, splitting_budget_s=20, progress=False, seed=0)
+    a = st.assess(
+        width=64,
+        depth=64,
+        heads=1,
+        tokens=4,
+        samples=100,
+        sde=False,
+        splitting_particles=30,
+        splitting_repeats=2,
+        splitting_budget_s=20,
+        progress=False,
+        seed=0,
+    )
     assert a.blowup_mc.events == 0
     s = a.blowup_splitting
     assert s is not None and s.method == "splitting (exact chain)"

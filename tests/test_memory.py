@@ -20,7 +20,6 @@ import shaped_transformer as st
 from shaped_transformer import _memory
 from shaped_transformer._core_loader import core
 
-
 V0 = st.inputs.equicorrelated(4, 0.3)
 NET = st.shaped_transformer(heads=2)
 
@@ -86,7 +85,6 @@ def test_format_bytes():
 
 def test_estimates_of_ordinary_requests_are_modest():
     """The sizes the README uses must never be refused on a laptop (< 1 GiB)."""
-    V8 = st.inputs.equicorrelated(8, 0.3)
     for method, kw in [
         ("explicit", dict(width=4096, samples=200, saved=4097)),
         ("law", dict(width=4096, samples=2000, saved=65)),
@@ -111,8 +109,10 @@ def test_buffer_sizes_come_from_the_core():
     sizes = core.workspace_sizes()
     assert sizes["exact_mlp_tile"] >= 1 and sizes["gemm_tile_cols"] >= 1
     assert core.exact_mlp_workspace_bytes(8) == 2 * 8 * sizes["exact_mlp_tile"] * 8
-    assert core.gemm_workspace_bytes(8, 8) == (8 + sizes["gemm_tile_rows_float64"]) * sizes["gemm_tile_cols"] * 8 + \
-        sizes["gemm_tile_cols"] * 4
+    assert (
+        core.gemm_workspace_bytes(8, 8)
+        == (8 + sizes["gemm_tile_rows_float64"]) * sizes["gemm_tile_cols"] * 8 + sizes["gemm_tile_cols"] * 4
+    )
     with pytest.raises(ValueError, match="itemsize"):
         core.gemm_workspace_bytes(8, 2)
     kw = dict(m=8, width=256, samples=4, saved=3, threads=2)
@@ -166,7 +166,9 @@ def test_exact_chain_huge_width_is_not_refused():
 def test_huge_samples_times_depth_refused_at_once(method):
     """samples x saved layers: 10^5 samples x (10^6 + 1) saved layers x 16 entries x 8 bytes = 12.8 TB."""
     err, dt = refused(
-        lambda: st.simulate(NET, V0=V0, width=64, depth=10**6, samples=10**5, save_every=1, method=method, progress=False)
+        lambda: st.simulate(
+            NET, V0=V0, width=64, depth=10**6, samples=10**5, save_every=1, method=method, progress=False
+        )
     )
     assert err.needed >= 10**5 * (10**6 + 1) * 16 * 8
     print(f"\n{method}: refused in {dt * 1e3:.2f} ms: {err}")
@@ -183,7 +185,9 @@ def test_huge_depth_saved_every_layer_refused_at_once(method):
 def test_many_heads_refused_for_exact():
     """The exact chain draws an (H m) x (H m) Wishart matrix: 10^6 heads x 8 tokens is 0.5 PB per thread."""
     net = st.Network([st.ShapedAttention(heads=10**6)])
-    refused(lambda: st.simulate(net, V0=st.inputs.equicorrelated(8, 0.3), width=64, depth=1, method="exact", progress=False))
+    refused(
+        lambda: st.simulate(net, V0=st.inputs.equicorrelated(8, 0.3), width=64, depth=1, method="exact", progress=False)
+    )
 
 
 def test_return_X_counts(monkeypatch):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from _reduced_numpy import _bartlett, attention_matrices, psd_root, value_mix
 
 Z_MAX = 4.5
@@ -144,10 +145,7 @@ def test_wishart_sandwich_identity():
     assert z < Z_MAX, f"largest |z| = {z:.2f}"
 
 
-@pytest.mark.parametrize(
-    "broken",
-    ["df_plus_m", "df_minus_m", "no_cross_heads"],
-)
+@pytest.mark.parametrize("broken", ["df_plus_m", "df_minus_m", "no_cross_heads"])
 def test_wishart_check_catches_broken_draws(broken):
     """The same comparison fails with the degrees of freedom off by m (either way)
     in the m x m draw, or with the cross-head Wishart blocks dropped."""
@@ -281,12 +279,22 @@ def test_reduced_chain_matches_core_in_law():
     m, H, tau0, gamma, depth = 4, 8, 0.5, 0.7, 2 * n
     V0 = _V0(m)
     rng = np.random.default_rng(17)
-    a, ka = numpy_chain(lambda V: attention_block(rng, V, n=n, heads=H, tau0=tau0, gamma=gamma), V0,
-                        depth=depth, samples=samples)
+    a, ka = numpy_chain(
+        lambda V: attention_block(rng, V, n=n, heads=H, tau0=tau0, gamma=gamma), V0, depth=depth, samples=samples
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", st.BlowUpWarning)
-        r = st.simulate(st.ShapedAttention(heads=H, tau0=tau0, gamma=gamma), V0=V0, width=n, depth=depth,
-                        samples=samples, method="exact", seed=17, save_at=np.array([0, depth]), progress=False)
+        r = st.simulate(
+            st.ShapedAttention(heads=H, tau0=tau0, gamma=gamma),
+            V0=V0,
+            width=n,
+            depth=depth,
+            samples=samples,
+            method="exact",
+            seed=17,
+            save_at=np.array([0, depth]),
+            progress=False,
+        )
     b = r.V[:, -1]
     b = b[np.all(np.isfinite(b), axis=(1, 2))]
     kb = samples - b.shape[0]
@@ -295,10 +303,14 @@ def test_reduced_chain_matches_core_in_law():
     assert max(abs(v) for v in z.values()) < 4.0, z
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: for n - m < H m the core's wishart_factor fills a full Hm x (n - m) Gaussian, "
-    "but value_mix multiplies by its lower triangle only (C * B.triangularView<Lower>()), "
-    "dropping the entries above the diagonal: E[R] is too small.  Remove this mark when the core is fixed."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "core bug: for n - m < H m the core's wishart_factor fills a full Hm x (n - m) Gaussian, "
+        "but value_mix multiplies by its lower triangle only (C * B.triangularView<Lower>()), "
+        "dropping the entries above the diagonal: E[R] is too small.  Remove this mark when the core is fixed."
+    ),
+)
 def test_core_singular_wishart_below_h_plus_one_m():
     """One block at n = 32, m = 4, H = 8 (n - m = 28 < Hm = 32, a singular Wishart):
     the core's exact chain against the m x m NumPy step, whose law matches an

@@ -51,8 +51,10 @@ SUITE = [
 
 
 def _has_mutations(build_dir: str) -> bool:
-    code = ("from shaped_transformer._core_loader import core; import sys; "
-            "sys.exit(0 if hasattr(core, '_set_mutation') else 1)")
+    code = (
+        "from shaped_transformer._core_loader import core; import sys; "
+        "sys.exit(0 if hasattr(core, '_set_mutation') else 1)"
+    )
     env = dict(os.environ, SHAPED_TRANSFORMER_BUILD_DIR=build_dir, PYTHONPATH=_pythonpath())
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True).returncode == 0
 
@@ -78,27 +80,43 @@ def mutation_build(workdir: str | None = None) -> str:
     import pybind11
 
     build = workdir or tempfile.mkdtemp(prefix="st-mutations-")
-    cfg = [cmake, "-S", str(ROOT), "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DSHAPED_TRANSFORMER_PYTHON=ON",
-           "-DSHAPED_TRANSFORMER_MUTATIONS=ON", "-DSHAPED_TRANSFORMER_INSTALL=OFF",
-           f"-Dpybind11_DIR={pybind11.get_cmake_dir()}"]
+    cfg = [
+        cmake,
+        "-S",
+        str(ROOT),
+        "-B",
+        build,
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DSHAPED_TRANSFORMER_PYTHON=ON",
+        "-DSHAPED_TRANSFORMER_MUTATIONS=ON",
+        "-DSHAPED_TRANSFORMER_INSTALL=OFF",
+        f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+    ]
     if shutil.which("ninja"):
         cfg += ["-G", "Ninja"]
     if shutil.which("ccache"):
         cfg.append("-DCMAKE_CXX_COMPILER_LAUNCHER=ccache")
     subprocess.run(cfg, check=True, capture_output=True, text=True)
     jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", "2")
-    subprocess.run([cmake, "--build", build, "--target", "_core", "-j", jobs],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [cmake, "--build", build, "--target", "_core", "-j", jobs], check=True, capture_output=True, text=True
+    )
     if not glob.glob(os.path.join(build, "_core*")):
         raise RuntimeError(f"no _core module in {build}")
     return build
 
 
-def run_suite(name: str, build_dir: str, *, first_failure: bool, junit: str | None = None,
-              targets: list[str] | None = None) -> subprocess.CompletedProcess:
+def run_suite(
+    name: str, build_dir: str, *, first_failure: bool, junit: str | None = None, targets: list[str] | None = None
+) -> subprocess.CompletedProcess:
     """Runs the statistical suite at CI size with mutation `name` ('' for none)."""
-    env = dict(os.environ, SHAPED_TRANSFORMER_BUILD_DIR=build_dir, SHAPED_TRANSFORMER_FULL="0",
-               PYTHONPATH=_pythonpath(), SHAPED_TRANSFORMER_MUTATIONS="0")
+    env = dict(
+        os.environ,
+        SHAPED_TRANSFORMER_BUILD_DIR=build_dir,
+        SHAPED_TRANSFORMER_FULL="0",
+        PYTHONPATH=_pythonpath(),
+        SHAPED_TRANSFORMER_MUTATIONS="0",
+    )
     env.pop("SHAPED_TRANSFORMER_MUTATION", None)
     if name:
         env["SHAPED_TRANSFORMER_MUTATION"] = name

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._blocks import ShapedAttention, make_network
 from ._core_loader import core
@@ -234,8 +235,9 @@ def estimate_simulate_bytes(
     return dict(core.simulate_bytes(make_network(network), method, m, width, samples, saved, threads, dtype, return_X))
 
 
-def estimate_sde_bytes(*, m: int, paths: int, saved: int, threads: int, network: Any = None,
-                       scheme: str = "euler") -> dict[str, int]:
+def estimate_sde_bytes(
+    *, m: int, paths: int, saved: int, threads: int, network: Any = None, scheme: str = "euler"
+) -> dict[str, int]:
     """Peak memory of :func:`shaped_transformer.solve_sde`, by item, in bytes: the saved
     covariances paths x saved x m x m float64 (handed to NumPy without a copy), 16
     bytes per path and a per-thread O(m^2) state (with the exact-chain scheme, the

@@ -51,15 +51,7 @@ from ._validate import (
     derived_seed,
 )
 
-__all__ = [
-    "BLOCKS",
-    "COLLAPSE_EPS",
-    "Assessment",
-    "Estimate",
-    "assess",
-    "collapsed",
-    "verdict",
-]
+__all__ = ["BLOCKS", "COLLAPSE_EPS", "Assessment", "Estimate", "assess", "collapsed", "verdict"]
 
 #: The default collapse threshold: a sample has collapsed when its mean token
 #: correlation exceeds 1 - COLLAPSE_EPS (docs/assess.md, "Collapse").
@@ -215,9 +207,17 @@ class Estimate:
 
     def to_dict(self) -> dict:
         """The fields as a JSON-ready dict."""
-        return {"p": self.p, "low": self.low, "high": self.high, "method": self.method, "events": self.events,
-                "samples": self.samples, "runs": None if self.runs is None else list(self.runs),
-                "unresolved": self.unresolved, "note": self.note}
+        return {
+            "p": self.p,
+            "low": self.low,
+            "high": self.high,
+            "method": self.method,
+            "events": self.events,
+            "samples": self.samples,
+            "runs": None if self.runs is None else list(self.runs),
+            "unresolved": self.unresolved,
+            "note": self.note,
+        }
 
 
 @dataclass(frozen=True)
@@ -325,32 +325,58 @@ class Assessment:
         return {
             "settings": {k: v for k, v in self.settings.items() if k != "V0"},
             "V0": np.asarray(self.settings["V0"]).tolist(),
-            "level": self.level, "confidence": self.confidence,
-            "blowup": est(self.blowup), "collapse": est(self.collapse), "blowup_mc": est(self.blowup_mc),
-            "blowup_splitting": est(self.blowup_splitting), "sde_blowup": est(self.sde_blowup),
-            "sde_collapse": est(self.sde_collapse), "sde_blowup_splitting": est(self.sde_blowup_splitting),
-            "failure": est(self.failure), "gap_blowup": gap(self.gap_blowup), "gap_collapse": gap(self.gap_collapse),
-            "verdicts": dict(self.verdicts), "final": self.final, "elapsed_s": self.elapsed_s,
-            "timings": dict(self.timings), "notes": list(self.notes),
+            "level": self.level,
+            "confidence": self.confidence,
+            "blowup": est(self.blowup),
+            "collapse": est(self.collapse),
+            "blowup_mc": est(self.blowup_mc),
+            "blowup_splitting": est(self.blowup_splitting),
+            "sde_blowup": est(self.sde_blowup),
+            "sde_collapse": est(self.sde_collapse),
+            "sde_blowup_splitting": est(self.sde_blowup_splitting),
+            "failure": est(self.failure),
+            "gap_blowup": gap(self.gap_blowup),
+            "gap_collapse": gap(self.gap_collapse),
+            "verdicts": dict(self.verdicts),
+            "final": self.final,
+            "elapsed_s": self.elapsed_s,
+            "timings": dict(self.timings),
+            "notes": list(self.notes),
         }
 
     def __str__(self) -> str:
+        stages = ", ".join(f"{k} {_secs(t)}" for k, t in self.timings.items())
+        time_line = f"  time: {_secs(self.elapsed_s)} ({stages})"
+        return "\n".join([*self._header_lines(), "", *self._table_lines(), "", *self._verdict_lines(), time_line])
+
+    def _header_lines(self) -> list[str]:
+        """The configuration, the events and the intervals' kind."""
         s = self.settings
         conf = f"{100 * self.confidence:g}%"
-        head = (f"{s['block']} ({BLOCKS[s['block']]}), width {s['width']}, depth {s['depth']} "
-                f"(T = depth / width = {s['T']:.4g}), {s['heads']} head{'s' if s['heads'] > 1 else ''}, "
-                f"{s['tokens']} tokens")
+        head = (
+            f"{s['block']} ({BLOCKS[s['block']]}), width {s['width']}, depth {s['depth']} "
+            f"(T = depth / width = {s['T']:.4g}), {s['heads']} head{'s' if s['heads'] > 1 else ''}, "
+            f"{s['tokens']} tokens"
+        )
         shaped = s["block"].startswith("shaped")
-        params = (f"tau0 {s['tau0']:g}, " if shaped else "") + f"gamma {s['gamma']:g}, " + \
-            ("causal" if s["causal"] else "bidirectional") + ", no norm"
+        params = (
+            (f"tau0 {s['tau0']:g}, " if shaped else "")
+            + f"gamma {s['gamma']:g}, "
+            + ("causal" if s["causal"] else "bidirectional")
+            + ", no norm"
+        )
         lines = [
             head,
             f"  {params}; input: {s['input']}",
             f"  blow-up: max diag V > {s['blowup']:g} (or non-finite) by layer {s['depth']}; collapse: mean token "
             f"correlation > {1 - s['collapse_eps']:g} at layer {s['depth']}",
             f"  {conf} intervals (Clopper-Pearson; splitting: t-interval over its runs); level {self.level:g}",
-            "",
         ]
+        return lines
+
+    def _table_lines(self) -> list[str]:
+        """Network, SDE and their gap, event by event."""
+        s = self.settings
         net = f"network (exact chain, n = {s['width']})"
         sde = f"SDE (Euler, dt = {s['sde_dt']:.3g})" if self.sde_blowup is not None else "SDE"
         rows: list[tuple[str, str, str, str]] = [("", net, sde, "gap (network - SDE)")]
@@ -359,37 +385,63 @@ class Assessment:
             return absent if e is None else str(e)
 
         no_sde = s.get("sde_absent", "-")
-        rows.append(("P(blow-up)", cell(self.blowup_mc), cell(self.sde_blowup, no_sde),
-                     "" if self.blowup_splitting or self.sde_blowup_splitting else _gs(_gap(self.blowup_mc,
-                                                                                          self.sde_blowup))))
+        rows.append(
+            (
+                "P(blow-up)",
+                cell(self.blowup_mc),
+                cell(self.sde_blowup, no_sde),
+                ""
+                if self.blowup_splitting or self.sde_blowup_splitting
+                else _gs(_gap(self.blowup_mc, self.sde_blowup)),
+            )
+        )
         if self.blowup_splitting is not None or self.sde_blowup_splitting is not None:
-            rows.append(("  by splitting", cell(self.blowup_splitting, "not run"),
-                         cell(self.sde_blowup_splitting, "not run" if self.sde_blowup is not None else no_sde), ""))
-            rows.append(("  best estimate", str(self.blowup), cell(_best(self.sde_blowup, self.sde_blowup_splitting),
-                                                                   no_sde), _gs(self.gap_blowup)))
+            rows.append(
+                (
+                    "  by splitting",
+                    cell(self.blowup_splitting, "not run"),
+                    cell(self.sde_blowup_splitting, "not run" if self.sde_blowup is not None else no_sde),
+                    "",
+                )
+            )
+            rows.append(
+                (
+                    "  best estimate",
+                    str(self.blowup),
+                    cell(_best(self.sde_blowup, self.sde_blowup_splitting), no_sde),
+                    _gs(self.gap_blowup),
+                )
+            )
         rows.append(("P(collapse)", cell(self.collapse), cell(self.sde_collapse, no_sde), _gs(self.gap_collapse)))
         rows.append(("P(either)", str(self.failure), "", ""))
         w = [max(len(r[i]) for r in rows) for i in range(4)]
-        for r in rows:
-            lines.append("  " + "  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
-        lines.append("")
+        return ["  " + "  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+
+    def _verdict_lines(self) -> list[str]:
+        """The verdict and what it rests on, the last layer, the notes."""
+        conf = f"{100 * self.confidence:g}%"
         v = self.verdicts
-        lines.append(f"  verdict at level {self.level:g}: {v['overall'].upper()} "
-                     f"(blow-up {v['blow-up']}, collapse {v['collapse']}; safe = the whole interval below the level, "
-                     "unsafe = above it)")
+        lines = []
+        lines.append(
+            f"  verdict at level {self.level:g}: {v['overall'].upper()} "
+            f"(blow-up {v['blow-up']}, collapse {v['collapse']}; safe = the whole interval below the level, "
+            "unsafe = above it)"
+        )
         if v["overall"] == "undecided" and self.blowup.events == 0 and self.collapse.events == 0:
-            lines.append(f"    with no event seen, plain Monte Carlo needs {samples_to_certify(self.level, self.confidence)}"
-                         f" samples to certify P < {self.level:g} at {conf}; this run had {self.blowup_mc.samples}")
+            lines.append(
+                f"    with no event seen, plain Monte Carlo needs {samples_to_certify(self.level, self.confidence)}"
+                f" samples to certify P < {self.level:g} at {conf}; this run had {self.blowup_mc.samples}"
+            )
         f = self.final
         if f:
-            lines.append(f"  last layer (network, samples that did not blow up): mean correlation {f['mean_rho'][1]:.3g} "
-                         f"(5%..95%: {f['mean_rho'][0]:.3g}..{f['mean_rho'][2]:.3g}), tr V / m {f['scale'][1]:.3g} "
-                         f"({f['scale'][0]:.3g}..{f['scale'][2]:.3g})")
+            lines.append(
+                f"  last layer (network, samples that did not blow up): mean correlation {f['mean_rho'][1]:.3g} "
+                f"(5%..95%: {f['mean_rho'][0]:.3g}..{f['mean_rho'][2]:.3g}), tr V / m {f['scale'][1]:.3g} "
+                f"({f['scale'][0]:.3g}..{f['scale'][2]:.3g})"
+            )
         for note in self.notes:
             lines.append(f"  note: {note}")
-        stages = ", ".join(f"{k} {_secs(t)}" for k, t in self.timings.items())
-        lines.append(f"  time: {_secs(self.elapsed_s)} ({stages})")
-        return "\n".join(lines)
+        return lines
 
 
 def _best(mc: Estimate | None, spl: Estimate | None) -> Estimate | None:
@@ -452,7 +504,9 @@ def _check_input(tokens, rho0, X0, V0, width: int) -> tuple[int, np.ndarray, str
     if m < 2:
         raise ValueError(f"tokens: collapse needs at least 2 tokens, the input has {m}")
     if np.any(np.diag(V) <= 0):
-        raise ValueError(f"{given[0] if given else 'V0'}: every token needs a positive mean square (a zero token has no correlation)")
+        raise ValueError(
+            f"{given[0] if given else 'V0'}: every token needs a positive mean square (a zero token has no correlation)"
+        )
     return m, V, what
 
 
@@ -539,11 +593,25 @@ class _Plan:
     def settings(self) -> dict[str, Any]:
         """The configuration as :class:`Assessment` keeps and prints it."""
         s: dict[str, Any] = {
-            "width": self.width, "depth": self.depth, "T": self.T, "heads": self.heads, "tokens": self.m,
-            "tau0": self.tau0, "gamma": self.gamma, "block": self.block, "causal": self.causal, "norm": None,
-            "input": self.input_what, "V0": self.V0, "blowup": self.blowup, "collapse_eps": self.collapse_eps,
-            "samples": self.samples, "sde_paths": self.sde_paths if self.runs_sde else 0, "sde_dt": self.dt,
-            "seed": self.seed, "threads": self.threads,
+            "width": self.width,
+            "depth": self.depth,
+            "T": self.T,
+            "heads": self.heads,
+            "tokens": self.m,
+            "tau0": self.tau0,
+            "gamma": self.gamma,
+            "block": self.block,
+            "causal": self.causal,
+            "norm": None,
+            "input": self.input_what,
+            "V0": self.V0,
+            "blowup": self.blowup,
+            "collapse_eps": self.collapse_eps,
+            "samples": self.samples,
+            "sde_paths": self.sde_paths if self.runs_sde else 0,
+            "sde_dt": self.dt,
+            "seed": self.seed,
+            "threads": self.threads,
         }
         if not self.has_sde:
             s["sde_absent"] = "no SDE limit"
@@ -606,13 +674,40 @@ def _check_model(width, depth, heads, tokens, tau0, gamma, block, causal, norm, 
             "exact chain's cross-head Wishart is singular and this version's core draws it wrongly "
             "(fewer tokens or heads, or a larger width, fit)"
         )
-    return dict(width=width, depth=depth, heads=heads, m=m, V0=V, input_what=input_what, block=block, tau0=tau0,
-                gamma=gamma, causal=bool(causal))
+    return dict(
+        width=width,
+        depth=depth,
+        heads=heads,
+        m=m,
+        V0=V,
+        input_what=input_what,
+        block=block,
+        tau0=tau0,
+        gamma=gamma,
+        causal=bool(causal),
+    )
 
 
-def _check_run(T, V0, samples, level, confidence, blowup, collapse_eps, sde, sde_paths, dt, splitting,
-               splitting_below, splitting_particles, splitting_repeats, splitting_budget_s, seed, threads,
-               progress) -> dict[str, Any]:
+def _check_run(
+    T,
+    V0,
+    samples,
+    level,
+    confidence,
+    blowup,
+    collapse_eps,
+    sde,
+    sde_paths,
+    dt,
+    splitting,
+    splitting_below,
+    splitting_particles,
+    splitting_repeats,
+    splitting_budget_s,
+    seed,
+    threads,
+    progress,
+) -> dict[str, Any]:
     """The run's arguments, checked (the SDE's step against T = depth / width):
     the fields of :class:`_Plan` that say how to estimate."""
     from ._validate import check_blowup
@@ -628,22 +723,35 @@ def _check_run(T, V0, samples, level, confidence, blowup, collapse_eps, sde, sde
     _check_flag("splitting", splitting)
     _check_flag("progress", progress, none=True)
     return dict(
-        samples=samples, level=_check_fraction("level", level), confidence=_check_fraction("confidence", confidence),
-        blowup=check_blowup(blowup, V0), collapse_eps=_check_fraction("collapse_eps", collapse_eps), sde=bool(sde),
-        sde_paths=samples if sde_paths is None else check_int("sde_paths", sde_paths, minimum=1), dt=dt,
-        splitting=bool(splitting), splitting_below=check_int("splitting_below", splitting_below, minimum=0),
+        samples=samples,
+        level=_check_fraction("level", level),
+        confidence=_check_fraction("confidence", confidence),
+        blowup=check_blowup(blowup, V0),
+        collapse_eps=_check_fraction("collapse_eps", collapse_eps),
+        sde=bool(sde),
+        sde_paths=samples if sde_paths is None else check_int("sde_paths", sde_paths, minimum=1),
+        dt=dt,
+        splitting=bool(splitting),
+        splitting_below=check_int("splitting_below", splitting_below, minimum=0),
         particles=check_int("splitting_particles", splitting_particles, minimum=10),
         repeats=check_int("splitting_repeats", splitting_repeats, minimum=2),
-        budget_s=None if splitting_budget_s is None else check_number("splitting_budget_s", splitting_budget_s,
-                                                                       positive=True),
-        seed=check_seed(seed), threads=check_threads(threads), progress=progress,
+        budget_s=None
+        if splitting_budget_s is None
+        else check_number("splitting_budget_s", splitting_budget_s, positive=True),
+        seed=check_seed(seed),
+        threads=check_threads(threads),
+        progress=progress,
     )
 
 
-def _plan(model: dict[str, Any], run: dict[str, Any]) -> _Plan:
-    """The plan from the model's and the run's arguments (in the signature's order:
-    the model is checked first)."""
-    model = _check_model(**model)
+#: The arguments of assess that describe the model (the others say how to estimate).
+_MODEL_ARGUMENTS = ("width", "depth", "heads", "tokens", "tau0", "gamma", "block", "causal", "norm", "rho0", "X0", "V0")
+
+
+def _plan(arguments: dict[str, Any]) -> _Plan:
+    """The plan from assess's arguments, by name: the model's checked first, then the run's."""
+    run = dict(arguments)
+    model = _check_model(**{k: run.pop(k) for k in _MODEL_ARGUMENTS})
     run = _check_run(model["depth"] / model["width"], model["V0"], **run)
     net = _network(model["block"], model["heads"], model["tau0"], model["gamma"], model["causal"])
     return _Plan(**model, **run, net=net)
@@ -766,13 +874,9 @@ def assess(
         The estimates, intervals, gaps, verdicts and notes; ``str()`` of it is
         what ``shaped-transformer check`` prints.
     """
+    arguments = dict(locals())  # every argument by name, all checked by _plan before any compute
     t_start = time.perf_counter()
-    plan = _plan(dict(width=width, depth=depth, heads=heads, tokens=tokens, tau0=tau0, gamma=gamma, block=block,
-                      causal=causal, norm=norm, rho0=rho0, X0=X0, V0=V0),
-                 dict(samples=samples, level=level, confidence=confidence, blowup=blowup, collapse_eps=collapse_eps,
-                      sde=sde, sde_paths=sde_paths, dt=dt, splitting=splitting, splitting_below=splitting_below,
-                      splitting_particles=splitting_particles, splitting_repeats=splitting_repeats,
-                      splitting_budget_s=splitting_budget_s, seed=seed, threads=threads, progress=progress))
+    plan = _plan(arguments)
     timings: dict[str, float] = {}
     with _bar(plan.stages, progress) as bar, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -781,8 +885,9 @@ def assess(
         blow_spl = sde_spl = None
         if plan.splitting and plan.has_sde:
             if _too_few(network, plan):
-                blow_spl = _timed(bar, timings, "splitting (exact chain)",
-                                  lambda: _network_splitting(plan, timings["exact chain"]))
+                blow_spl = _timed(
+                    bar, timings, "splitting (exact chain)", lambda: _network_splitting(plan, timings["exact chain"])
+                )
             else:
                 bar.update()
             if _too_few(sde_run, plan):
@@ -808,8 +913,9 @@ def _too_few(events: _Events | None, plan: _Plan) -> bool:
     return events is not None and events.blowup.events is not None and events.blowup.events < plan.splitting_below
 
 
-def _notes(plan: _Plan, caught: list[warnings.WarningMessage], blow_spl: Estimate | None,
-           sde_spl: Estimate | None) -> list[str]:
+def _notes(
+    plan: _Plan, caught: list[warnings.WarningMessage], blow_spl: Estimate | None, sde_spl: Estimate | None
+) -> list[str]:
     """What the reader should know: an input already collapsed, the warnings of
     the stages (blow-ups are counted, not warned about; deprecations go on as
     warnings), splitting that did not resolve."""
@@ -831,8 +937,16 @@ def _notes(plan: _Plan, caught: list[warnings.WarningMessage], blow_spl: Estimat
     return notes
 
 
-def _conclude(plan: _Plan, network: _Events, sde_run: _Events | None, blow_spl: Estimate | None,
-              sde_spl: Estimate | None, notes: list[str], timings: dict[str, float], elapsed: float) -> Assessment:
+def _conclude(
+    plan: _Plan,
+    network: _Events,
+    sde_run: _Events | None,
+    blow_spl: Estimate | None,
+    sde_spl: Estimate | None,
+    notes: list[str],
+    timings: dict[str, float],
+    elapsed: float,
+) -> Assessment:
     """The best estimates, P(either), the gaps and the verdicts, by one rule."""
     blow_mc, coll = network.blowup, network.collapse
     blow = _best(blow_mc, blow_spl)
@@ -842,19 +956,33 @@ def _conclude(plan: _Plan, network: _Events, sde_run: _Events | None, blow_spl: 
     if blow is blow_mc:
         failure = _mc("exact chain", int(blow_mc.events or 0) + int(coll.events or 0), plan.samples, plan.confidence)
     else:  # the events are disjoint: P(either) = P(blow-up) + P(collapse); the union of the intervals
-        failure = Estimate(blow.p + coll.p, max(blow.low, coll.low), min(1.0, blow.high + coll.high),
-                           "splitting + exact chain")
+        failure = Estimate(
+            blow.p + coll.p, max(blow.low, coll.low), min(1.0, blow.high + coll.high), "splitting + exact chain"
+        )
     verdicts: dict[str, Verdict] = {
         "blow-up": blow.verdict(plan.level),
         "collapse": coll.verdict(plan.level),
         "overall": failure.verdict(plan.level),
     }
     return Assessment(
-        settings=plan.settings(), level=plan.level, confidence=plan.confidence, blowup=blow, collapse=coll,
-        blowup_mc=blow_mc, blowup_splitting=blow_spl, sde_blowup=sde_blow, sde_collapse=sde_coll,
-        sde_blowup_splitting=sde_spl, failure=failure, gap_blowup=_gap(blow, _best(sde_blow, sde_spl)),
-        gap_collapse=_gap(coll, sde_coll), verdicts=verdicts, final=network.final, elapsed_s=elapsed,
-        timings=timings, notes=notes,
+        settings=plan.settings(),
+        level=plan.level,
+        confidence=plan.confidence,
+        blowup=blow,
+        collapse=coll,
+        blowup_mc=blow_mc,
+        blowup_splitting=blow_spl,
+        sde_blowup=sde_blow,
+        sde_collapse=sde_coll,
+        sde_blowup_splitting=sde_spl,
+        failure=failure,
+        gap_blowup=_gap(blow, _best(sde_blow, sde_spl)),
+        gap_collapse=_gap(coll, sde_coll),
+        verdicts=verdicts,
+        final=network.final,
+        elapsed_s=elapsed,
+        timings=timings,
+        notes=notes,
     )
 
 
@@ -875,39 +1003,80 @@ class _Events:
 def _network_stage(plan: _Plan) -> _Events:
     """Plain Monte Carlo of the exact chain at the given width."""
     final, blown = _run_chunks(
-        lambda n_s, s: _simulate(plan.net, plan.V0, plan.width, plan.depth, n_s, s, plan.threads, plan.blowup,
-                                 plan.progress), plan.samples, plan.m, plan.seed, 0)
+        lambda n_s, s: _simulate(
+            plan.net, plan.V0, plan.width, plan.depth, n_s, s, plan.threads, plan.blowup, plan.progress
+        ),
+        plan.samples,
+        plan.m,
+        plan.seed,
+        0,
+    )
     n_coll = int(np.sum(collapsed(final, plan.collapse_eps)))
-    return _Events(_mc("exact chain", int(blown), plan.samples, plan.confidence),
-                   _mc("exact chain", n_coll, plan.samples, plan.confidence), _final_quantiles(final))
+    return _Events(
+        _mc("exact chain", int(blown), plan.samples, plan.confidence),
+        _mc("exact chain", n_coll, plan.samples, plan.confidence),
+        _final_quantiles(final),
+    )
 
 
 def _sde_stage(plan: _Plan) -> _Events:
     """Plain Monte Carlo of the SDE at T = depth / width, same rules."""
     final, blown = _run_chunks(
-        lambda n_s, s: _solve_sde(plan.net, plan.V0, plan.T, plan.dt, n_s, s, plan.threads, plan.blowup,
-                                  plan.progress), plan.sde_paths, plan.m, plan.seed, 1 << 20)
+        lambda n_s, s: _solve_sde(plan.net, plan.V0, plan.T, plan.dt, n_s, s, plan.threads, plan.blowup, plan.progress),
+        plan.sde_paths,
+        plan.m,
+        plan.seed,
+        1 << 20,
+    )
     n_coll = int(np.sum(collapsed(final, plan.collapse_eps)))
-    return _Events(_mc("SDE", int(blown), plan.sde_paths, plan.confidence),
-                   _mc("SDE", n_coll, plan.sde_paths, plan.confidence), {})
+    return _Events(
+        _mc("SDE", int(blown), plan.sde_paths, plan.confidence), _mc("SDE", n_coll, plan.sde_paths, plan.confidence), {}
+    )
 
 
 def _network_splitting(plan: _Plan, mc_seconds: float) -> Estimate:
     """Splitting on the exact chain (scheme "exact_chain" at dt = 1 / width)."""
     per_step = mc_seconds / (plan.samples * plan.depth)
-    return _splitting(plan.net, plan.V0, plan.T, 1.0 / plan.width, "exact_chain", plan.depth, per_step, plan.blowup,
-                      plan.particles, plan.repeats, plan.budget_s or max(30.0, 2 * mc_seconds), plan.level,
-                      plan.confidence, derived_seed(plan.seed, 2 << 20), plan.threads)
+    return _splitting(
+        plan.net,
+        plan.V0,
+        plan.T,
+        1.0 / plan.width,
+        "exact_chain",
+        plan.depth,
+        per_step,
+        plan.blowup,
+        plan.particles,
+        plan.repeats,
+        plan.budget_s or max(30.0, 2 * mc_seconds),
+        plan.level,
+        plan.confidence,
+        derived_seed(plan.seed, 2 << 20),
+        plan.threads,
+    )
 
 
 def _sde_splitting(plan: _Plan, mc_seconds: float) -> Estimate:
     """Splitting on the SDE (Euler at the plan's dt)."""
     steps = int(round(plan.T / plan.dt))
     per_step = mc_seconds / (plan.sde_paths * steps)
-    return _splitting(plan.net, plan.V0, plan.T, plan.dt, "euler", steps, per_step, plan.blowup, plan.particles,
-                      plan.repeats, plan.budget_s or max(30.0, 2 * mc_seconds), plan.level, plan.confidence,
-                      derived_seed(plan.seed, 3 << 20), plan.threads)
-
+    return _splitting(
+        plan.net,
+        plan.V0,
+        plan.T,
+        plan.dt,
+        "euler",
+        steps,
+        per_step,
+        plan.blowup,
+        plan.particles,
+        plan.repeats,
+        plan.budget_s or max(30.0, 2 * mc_seconds),
+        plan.level,
+        plan.confidence,
+        derived_seed(plan.seed, 3 << 20),
+        plan.threads,
+    )
 
 
 def _mc(method: str, k: int, n: int, confidence: float) -> Estimate:
@@ -915,8 +1084,9 @@ def _mc(method: str, k: int, n: int, confidence: float) -> Estimate:
     return Estimate(k / n, lo, hi, method, events=k, samples=n)
 
 
-def _run_chunks(run: Callable[[int, int], tuple[np.ndarray, int]], total: int, m: int, seed: int,
-                offset: int) -> tuple[np.ndarray, int]:
+def _run_chunks(
+    run: Callable[[int, int], tuple[np.ndarray, int]], total: int, m: int, seed: int, offset: int
+) -> tuple[np.ndarray, int]:
     """Runs ``run(count, seed)`` over the chunks of ``total`` samples; returns the
     final covariances (NaN where blown up) and the number blown up."""
     finals, blown = [], 0
@@ -930,16 +1100,37 @@ def _run_chunks(run: Callable[[int, int], tuple[np.ndarray, int]], total: int, m
 def _simulate(net, V0, width, depth, samples, seed, threads, blowup, progress) -> tuple[np.ndarray, int]:
     from .simulate import simulate
 
-    r = simulate(net, V0=V0, width=width, depth=depth, samples=samples, method="exact", seed=seed, threads=threads,
-                 save_at=np.array([depth]), blowup=blowup, progress=progress)
+    r = simulate(
+        net,
+        V0=V0,
+        width=width,
+        depth=depth,
+        samples=samples,
+        method="exact",
+        seed=seed,
+        threads=threads,
+        save_at=np.array([depth]),
+        blowup=blowup,
+        progress=progress,
+    )
     return r.V[:, -1], int(np.sum(r.exploded))
 
 
 def _solve_sde(net, V0, T, dt, paths, seed, threads, blowup, progress) -> tuple[np.ndarray, int]:
     from .sde import solve_sde
 
-    r = solve_sde(net, V0=V0, T=T, steps=int(round(T / dt)), paths=paths, seed=seed, threads=threads, save_at=[T],
-                  blowup=blowup, progress=progress)
+    r = solve_sde(
+        net,
+        V0=V0,
+        T=T,
+        steps=int(round(T / dt)),
+        paths=paths,
+        seed=seed,
+        threads=threads,
+        save_at=[T],
+        blowup=blowup,
+        progress=progress,
+    )
     return r.V[:, -1], int(np.sum(r.exploded))
 
 
@@ -955,8 +1146,9 @@ def _final_quantiles(V: np.ndarray) -> dict[str, list[float]]:
     return {"mean_rho": np.quantile(mean_correlation(Vf), q).tolist(), "scale": np.quantile(scale, q).tolist()}
 
 
-def _splitting(net, V0, T, dt, scheme, steps, per_step_s, blowup, particles, repeats, budget_s, level, confidence,
-               seed, threads) -> Estimate:
+def _splitting(
+    net, V0, T, dt, scheme, steps, per_step_s, blowup, particles, repeats, budget_s, level, confidence, seed, threads
+) -> Estimate:
     """Repeated splitting runs (:func:`shaped_transformer.splitting.ams_repeat`)
     within about ``budget_s``, skipped when that cannot reach ``level``: the iteration cap follows from the measured cost
     of one step (a run of N particles with I iterations costs at most about
@@ -973,18 +1165,39 @@ def _splitting(net, V0, T, dt, scheme, steps, per_step_s, blowup, particles, rep
     # take it below the verdict's level cannot resolve anything the verdict needs.
     reach = (1.0 - k / particles) ** max(cap, 0)
     if reach > level:
-        return Estimate(math.nan, math.nan, math.nan, method, unresolved=True,
-                        note=f"skipped: the budget of {budget_s:.0f} s (splitting_budget_s) allows about "
-                             f"{max(cap, 0)} iterations of {repeats} runs of {particles} particles, which reach "
-                             f"probabilities near {reach:.1g} only, above the level {level:g}")
-    rep = ams_repeat(net, V0=V0, repeats=repeats, seed=seed, level=confidence, T=T, dt=dt, scheme=scheme,
-                     blowup=blowup, particles=particles, threads=threads, max_iterations=cap)
+        return Estimate(
+            math.nan,
+            math.nan,
+            math.nan,
+            method,
+            unresolved=True,
+            note=f"skipped: the budget of {budget_s:.0f} s (splitting_budget_s) allows about "
+            f"{max(cap, 0)} iterations of {repeats} runs of {particles} particles, which reach "
+            f"probabilities near {reach:.1g} only, above the level {level:g}",
+        )
+    rep = ams_repeat(
+        net,
+        V0=V0,
+        repeats=repeats,
+        seed=seed,
+        level=confidence,
+        T=T,
+        dt=dt,
+        scheme=scheme,
+        blowup=blowup,
+        particles=particles,
+        threads=threads,
+        max_iterations=cap,
+    )
     runs = tuple(float(p) for p in rep["runs"])
     results: Sequence[Any] = rep.get("results", ())
     flagged = not rep["resolved"] or any(not getattr(r, "resolved", True) for r in results)
     if flagged or min(runs) <= 0.0:
-        why = (f"{sum(p <= 0 for p in runs)} of {len(runs)} runs died out (estimate 0)" if min(runs) <= 0.0
-               else f"{rep['unresolved']} of {len(runs)} runs did not resolve P (extinction, zero weight or the "
-                    f"iteration cap of {cap}, which fits the budget of {budget_s:.0f} s)")
+        why = (
+            f"{sum(p <= 0 for p in runs)} of {len(runs)} runs died out (estimate 0)"
+            if min(runs) <= 0.0
+            else f"{rep['unresolved']} of {len(runs)} runs did not resolve P (extinction, zero weight or the "
+            f"iteration cap of {cap}, which fits the budget of {budget_s:.0f} s)"
+        )
         return Estimate(float(rep["p"]), math.nan, math.nan, method, runs=runs, unresolved=True, note=why)
     return Estimate(float(rep["p"]), float(rep["ci_low"]), float(rep["ci_high"]), method, runs=runs)

@@ -36,10 +36,11 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -68,8 +69,15 @@ DEFAULT_STUDY: dict[str, dict[str, Any]] = {
         "blowup": 1e4,
     },
     # blocks: "transformer" (attention then MLP), "attention" or "mlp".
-    "network": {"blocks": "transformer", "heads": 1, "tau0": 1.0, "gamma": 0.5, "c_plus": 0.0, "c_minus": -1.0,
-                "causal": False},
+    "network": {
+        "blocks": "transformer",
+        "heads": 1,
+        "tau0": 1.0,
+        "gamma": 0.5,
+        "c_plus": 0.0,
+        "c_minus": -1.0,
+        "causal": False,
+    },
     # The network side: the exact covariance chain (exact in law at any width).
     # Its attention step costs O((H m)^3), but the MLP step draws the m x n
     # pre-activations (O(m^2 n)), so a network of depth T n costs O(n^2) per
@@ -112,15 +120,37 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "explicit": {"width": 128, "samples": 400},
         "sde": {"paths": 16000, "dt": 5e-4},
         "standard": {"width": 512, "samples": 2000},
-        "effects": {"width": 256, "samples": 2000, "tau0": [0.5, 1.0, 2.0, 4.0], "gamma": [0.2, 0.4, 0.6, 0.8], "heads": [1, 2, 4, 8]},
+        "effects": {
+            "width": 256,
+            "samples": 2000,
+            "tau0": [0.5, 1.0, 2.0, 4.0],
+            "gamma": [0.2, 0.4, 0.6, 0.8],
+            "heads": [1, 2, 4, 8],
+        },
     },
 }
 
-_NETWORK_KEYS = {"blocks": str, "heads": int, "tau0": float, "gamma": float, "c_plus": float, "c_minus": float,
-                 "causal": bool}
+_NETWORK_KEYS = {
+    "blocks": str,
+    "heads": int,
+    "tau0": float,
+    "gamma": float,
+    "c_plus": float,
+    "c_minus": float,
+    "causal": bool,
+}
 _TYPES: dict[str, dict[str, type]] = {
-    "study": {"m": int, "rho0": float, "T": float, "seed": int, "saves": int, "bootstrap": int, "level": float,
-              "threads": int, "blowup": float},
+    "study": {
+        "m": int,
+        "rho0": float,
+        "T": float,
+        "seed": int,
+        "saves": int,
+        "bootstrap": int,
+        "level": float,
+        "threads": int,
+        "blowup": float,
+    },
     "network": _NETWORK_KEYS,
     "exact": {"widths": list, "samples": int},
     "explicit": {"width": int, "samples": int, "method": str},
@@ -138,7 +168,12 @@ _CHOICES = {
     ("standard", "method"): ("explicit", "law", "exact"),
     ("standard", "norm"): ("none", "pre_rms", "post_rms", "pre_layer", "post_layer"),
 }
-_LIST_ITEMS = {("exact", "widths"): int, ("effects", "tau0"): float, ("effects", "gamma"): float, ("effects", "heads"): int}
+_LIST_ITEMS = {
+    ("exact", "widths"): int,
+    ("effects", "tau0"): float,
+    ("effects", "gamma"): float,
+    ("effects", "heads"): int,
+}
 
 
 def study_config(size: str = "default", config: str | Path | Mapping | None = None, *, seed: int | None = None) -> dict:
@@ -178,9 +213,15 @@ def study_config(size: str = "default", config: str | Path | Mapping | None = No
     """
     from ._toml import layered_config, merge_typed
 
-    cfg = layered_config(DEFAULT_STUDY, SIZES, size, config, seed,
-                         partial(merge_typed, types=_TYPES, list_items=_LIST_ITEMS),
-                         "--seed (study.seed)")
+    cfg = layered_config(
+        DEFAULT_STUDY,
+        SIZES,
+        size,
+        config,
+        seed,
+        partial(merge_typed, types=_TYPES, list_items=_LIST_ITEMS),
+        "--seed (study.seed)",
+    )
     _check(cfg)
     return cfg
 
@@ -212,8 +253,9 @@ def _check_study(cfg: dict) -> None:
         raise ValueError(f"study.level must lie in (0, 1), got {study['level']}")
     _positive_int(cfg, "study", "threads", 0)
     if not (math.isfinite(study["blowup"]) and study["blowup"] > 1.0):
-        raise ValueError(f"study.blowup must be a finite number > 1 (the inputs have unit diagonal), "
-                         f"got {study['blowup']}")
+        raise ValueError(
+            f"study.blowup must be a finite number > 1 (the inputs have unit diagonal), got {study['blowup']}"
+        )
     for (table, key), allowed in _CHOICES.items():
         if key in cfg[table] and cfg[table][key] not in allowed:
             raise ValueError(f"{table}.{key} must be one of {list(allowed)}, got {cfg[table][key]!r}")
@@ -224,8 +266,13 @@ def _check_runs(cfg: dict) -> None:
     for w in cfg["exact"]["widths"]:
         if w < m:
             raise ValueError(f"exact.widths must be integers >= m={m}, got {w!r}")
-    for table, key in (("exact", "samples"), ("explicit", "samples"), ("sde", "paths"), ("standard", "samples"),
-                       ("effects", "samples")):
+    for table, key in (
+        ("exact", "samples"),
+        ("explicit", "samples"),
+        ("sde", "paths"),
+        ("standard", "samples"),
+        ("effects", "samples"),
+    ):
         _positive_int(cfg, table, key, 2)
     for table in ("explicit", "standard", "effects"):
         if cfg[table]["width"] < m:
@@ -236,8 +283,9 @@ def _check_runs(cfg: dict) -> None:
     if cfg["sde"]["refine"] == 1:
         raise ValueError("sde.refine must be 0 (no discretization check) or >= 2, got 1")
     if cfg["standard"]["norm"] in ("pre_layer", "post_layer") and cfg["standard"]["method"] == "exact":
-        raise ValueError("standard.norm: LayerNorm is not rotation invariant, so standard.method must be "
-                         "'explicit' or 'law' with it")
+        raise ValueError(
+            "standard.norm: LayerNorm is not rotation invariant, so standard.method must be 'explicit' or 'law' with it"
+        )
 
 
 def _check_networks(cfg: dict) -> None:
@@ -282,8 +330,9 @@ def _standard_network(cfg: dict) -> Network:
     from ._blocks import standard_transformer
 
     norm = cfg["standard"]["norm"]
-    return standard_transformer(heads=cfg["network"]["heads"], gamma=cfg["network"]["gamma"],
-                                norm=None if norm == "none" else norm)
+    return standard_transformer(
+        heads=cfg["network"]["heads"], gamma=cfg["network"]["gamma"], norm=None if norm == "none" else norm
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -296,20 +345,42 @@ def _run_network(net, V0, *, width, depth, samples, method, seed, save_at, threa
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # blow-ups are counted in the report instead
-        return simulate(net, V0=V0, width=width, depth=depth, samples=samples, method=method, seed=seed,
-                        save_at=save_at, threads=threads, blowup=blowup, progress=progress)
+        return simulate(
+            net,
+            V0=V0,
+            width=width,
+            depth=depth,
+            samples=samples,
+            method=method,
+            seed=seed,
+            save_at=save_at,
+            threads=threads,
+            blowup=blowup,
+            progress=progress,
+        )
 
 
 def _run_sde(net, V0, *, T, dt, paths, scheme, psd, seed, save_at, threads, blowup, progress):
     from .sde import solve_sde
-
     from .simulate import BlowUpWarning
 
     with warnings.catch_warnings():
         # blow-ups are counted in the report; a StepSizeWarning (sde.dt does not divide study.T) is shown
         warnings.simplefilter("ignore", BlowUpWarning)
-        return solve_sde(net, V0=V0, T=T, dt=dt, paths=paths, scheme=scheme, psd=psd, save_at=save_at, seed=seed,
-                         threads=threads, blowup=blowup, progress=progress)
+        return solve_sde(
+            net,
+            V0=V0,
+            T=T,
+            dt=dt,
+            paths=paths,
+            scheme=scheme,
+            psd=psd,
+            save_at=save_at,
+            seed=seed,
+            threads=threads,
+            blowup=blowup,
+            progress=progress,
+        )
 
 
 def _layers(width: int, T: float, saves: int) -> tuple[int, np.ndarray]:
@@ -388,7 +459,9 @@ def compare_runs(a, b, *, level: float = 0.95, bootstrap: int = 400, seed: int =
         if survivors < 2:
             distances[name] = {mt: an.Distance(metric=mt, value=nan, level=level) for mt in ("ks", "wasserstein1")}
         elif name == "rho_T":
-            distances[name] = an.compare(_pairs_at_end(a), _pairs_at_end(b), bootstrap=bootstrap, level=level, seed=seed)
+            distances[name] = an.compare(
+                _pairs_at_end(a), _pairs_at_end(b), bootstrap=bootstrap, level=level, seed=seed
+            )
         else:
             distances[name] = an.compare(oa[name], ob[name], bootstrap=bootstrap, level=level, seed=seed + j)
     diffs: dict[str, an.Interval] = {}
@@ -399,19 +472,29 @@ def compare_runs(a, b, *, level: float = 0.95, bootstrap: int = 400, seed: int =
         elif how.startswith("difference of means"):
             diffs[label] = an.mean_difference(oa[obs], ob[obs], level=adj)
         else:
-            diffs[label] = an.quantile_difference(oa[obs], ob[obs], 0.9, level=adj, resamples=max(bootstrap, 199),
-                                                  seed=seed + 17)
+            diffs[label] = an.quantile_difference(
+                oa[obs], ob[obs], 0.9, level=adj, resamples=max(bootstrap, 199), seed=seed + 17
+            )
     # A NaN interval (too few survivors) excludes nothing: it cannot support "differs".
     differs = [label for label, iv in diffs.items() if iv.excludes(0.0)]
-    return {"blowup": {"a": (ka, na, pa), "b": (kb, nb, pb)}, "distances": distances, "differences": diffs,
-            "survivors": survivors,
-            "level": level, "simultaneous_level": level, "per_interval_level": adj, "differs": differs}
+    return {
+        "blowup": {"a": (ka, na, pa), "b": (kb, nb, pb)},
+        "distances": distances,
+        "differences": diffs,
+        "survivors": survivors,
+        "level": level,
+        "simultaneous_level": level,
+        "per_interval_level": adj,
+        "differs": differs,
+    }
 
 
 def _verdict_phrase(cmp_: dict) -> str:
     if not cmp_["differs"] and cmp_["survivors"] < 2:
-        return ("no measurable difference in P(blow-up by T); fewer than 2 samples survived on one side, "
-                "so nothing is said given survival")
+        return (
+            "no measurable difference in P(blow-up by T); fewer than 2 samples survived on one side, "
+            "so nothing is said given survival"
+        )
     if not cmp_["differs"]:
         return "no measurable difference (every interval of a difference includes 0)"
     parts = []
@@ -419,7 +502,9 @@ def _verdict_phrase(cmp_: dict) -> str:
         iv = cmp_["differences"][label]
         word = "higher" if iv.value > 0 else "lower"
         if label.startswith("P("):
-            parts.append(f"{label} {word} by {abs(iv.value) * 100:.2f} points [{iv.low * 100:.2f}, {iv.high * 100:.2f}]")
+            parts.append(
+                f"{label} {word} by {abs(iv.value) * 100:.2f} points [{iv.low * 100:.2f}, {iv.high * 100:.2f}]"
+            )
         else:
             parts.append(f"{label} {word} by {abs(iv.value):.3g} [{iv.low:.3g}, {iv.high:.3g}]")
     return "differs: " + "; ".join(parts)
@@ -433,9 +518,20 @@ def _verdict_phrase(cmp_: dict) -> str:
 #: Written into every report folder: only a folder holding it (or nothing but the
 #: files a report writes) may be replaced by a new report.
 _MARKER = ".shaped-transformer-report"
-_REPORT_FILES = {"report.md", "results.json", "differences.csv", "distances.csv", "summaries.csv", "density_rhoT.png",
-                 "blowup.png", "distances.png", "rho_vs_depth.png", "effective_rank.png", "parameter_effects.png",
-                 _MARKER}
+_REPORT_FILES = {
+    "report.md",
+    "results.json",
+    "differences.csv",
+    "distances.csv",
+    "summaries.csv",
+    "density_rhoT.png",
+    "blowup.png",
+    "distances.png",
+    "rho_vs_depth.png",
+    "effective_rank.png",
+    "parameter_effects.png",
+    _MARKER,
+}
 
 
 def _prepare_out(out: Path) -> Path:
@@ -702,17 +798,62 @@ def _network_plan(cfg: dict, V0: np.ndarray, widths: list[int], common: dict) ->
     plan = []
     for k, w in enumerate(widths):
         depth, layers = _layers(w, T, saves)
-        plan.append(_PlannedRun(f"exact n={w}", f"exact chain n={w}", partial(
-            _run_network, net, V0, width=w, depth=depth, samples=exact["samples"], method="exact",
-            seed=derived_seed(seed0, 101 * (k + 1)), save_at=layers, **common)))
+        plan.append(
+            _PlannedRun(
+                f"exact n={w}",
+                f"exact chain n={w}",
+                partial(
+                    _run_network,
+                    net,
+                    V0,
+                    width=w,
+                    depth=depth,
+                    samples=exact["samples"],
+                    method="exact",
+                    seed=derived_seed(seed0, 101 * (k + 1)),
+                    save_at=layers,
+                    **common,
+                ),
+            )
+        )
     depth, layers = _layers(explicit["width"], T, saves)
-    plan.append(_PlannedRun("explicit", f"{explicit['method']} weights n={explicit['width']}", partial(
-        _run_network, net, V0, width=explicit["width"], depth=depth, samples=explicit["samples"],
-        method=explicit["method"], seed=derived_seed(seed0, 7), save_at=layers, **common)))
+    plan.append(
+        _PlannedRun(
+            "explicit",
+            f"{explicit['method']} weights n={explicit['width']}",
+            partial(
+                _run_network,
+                net,
+                V0,
+                width=explicit["width"],
+                depth=depth,
+                samples=explicit["samples"],
+                method=explicit["method"],
+                seed=derived_seed(seed0, 7),
+                save_at=layers,
+                **common,
+            ),
+        )
+    )
     if f"exact n={explicit['width']}" not in {r.key for r in plan}:
-        plan.append(_PlannedRun("exact (explicit check)", None, partial(
-            _run_network, net, V0, width=explicit["width"], depth=depth, samples=exact["samples"], method="exact",
-            seed=derived_seed(seed0, 11), save_at=layers, **common)))
+        plan.append(
+            _PlannedRun(
+                "exact (explicit check)",
+                None,
+                partial(
+                    _run_network,
+                    net,
+                    V0,
+                    width=explicit["width"],
+                    depth=depth,
+                    samples=exact["samples"],
+                    method="exact",
+                    seed=derived_seed(seed0, 11),
+                    save_at=layers,
+                    **common,
+                ),
+            )
+        )
     plan += _sde_plan(cfg, V0, common)
     plan += _standard_plan(cfg, V0, net, {r.key for r in plan}, common)
     plan += _effects_plan(cfg, V0, {r.key for r in plan}, common)
@@ -724,13 +865,27 @@ def _sde_plan(cfg: dict, V0: np.ndarray, common: dict) -> list[_PlannedRun]:
     study, sde = cfg["study"], cfg["sde"]
     sde_net = _study_network(_network_params(cfg, "sde_network"))
     refine = int(sde["refine"])
-    kw = dict(T=study["T"], paths=sde["paths"], scheme=sde["scheme"], psd=sde["psd"],
-              save_at=np.linspace(0.0, study["T"], study["saves"]), **common)
-    plan = [_PlannedRun("sde", "SDE", partial(_run_sde, sde_net, V0, dt=sde["dt"],
-                                               seed=derived_seed(study["seed"], 13), **kw))]
+    kw = dict(
+        T=study["T"],
+        paths=sde["paths"],
+        scheme=sde["scheme"],
+        psd=sde["psd"],
+        save_at=np.linspace(0.0, study["T"], study["saves"]),
+        **common,
+    )
+    plan = [
+        _PlannedRun(
+            "sde", "SDE", partial(_run_sde, sde_net, V0, dt=sde["dt"], seed=derived_seed(study["seed"], 13), **kw)
+        )
+    ]
     if refine:
-        plan.append(_PlannedRun("sde fine", f"SDE at dt/{refine}", partial(
-            _run_sde, sde_net, V0, dt=sde["dt"] / refine, seed=derived_seed(study["seed"], 14), **kw)))
+        plan.append(
+            _PlannedRun(
+                "sde fine",
+                f"SDE at dt/{refine}",
+                partial(_run_sde, sde_net, V0, dt=sde["dt"] / refine, seed=derived_seed(study["seed"], 14), **kw),
+            )
+        )
     return plan
 
 
@@ -739,13 +894,43 @@ def _standard_plan(cfg: dict, V0: np.ndarray, net: Network, keys: set[str], comm
     study, standard = cfg["study"], cfg["standard"]
     width, seed0 = standard["width"], study["seed"]
     depth, layers = _layers(width, study["T"], study["saves"])
-    plan = [_PlannedRun("standard", f"standard attention n={width}", partial(
-        _run_network, _standard_network(cfg), V0, width=width, depth=depth, samples=standard["samples"],
-        method=standard["method"], seed=derived_seed(seed0, 17), save_at=layers, **common))]
+    plan = [
+        _PlannedRun(
+            "standard",
+            f"standard attention n={width}",
+            partial(
+                _run_network,
+                _standard_network(cfg),
+                V0,
+                width=width,
+                depth=depth,
+                samples=standard["samples"],
+                method=standard["method"],
+                seed=derived_seed(seed0, 17),
+                save_at=layers,
+                **common,
+            ),
+        )
+    ]
     if f"exact n={width}" not in keys:
-        plan.append(_PlannedRun("shaped (contrast)", None, partial(
-            _run_network, net, V0, width=width, depth=depth, samples=standard["samples"], method="exact",
-            seed=derived_seed(seed0, 19), save_at=layers, **common)))
+        plan.append(
+            _PlannedRun(
+                "shaped (contrast)",
+                None,
+                partial(
+                    _run_network,
+                    net,
+                    V0,
+                    width=width,
+                    depth=depth,
+                    samples=standard["samples"],
+                    method="exact",
+                    seed=derived_seed(seed0, 19),
+                    save_at=layers,
+                    **common,
+                ),
+            )
+        )
     return plan
 
 
@@ -754,8 +939,11 @@ def _effects_plan(cfg: dict, V0: np.ndarray, keys: set[str], common: dict) -> li
     network itself reuses its run at that width when there is one."""
     study, network, effects = cfg["study"], cfg["network"], cfg["effects"]
     depth, layers = _layers(effects["width"], study["T"], study["saves"])
-    points = ([("tau0", v) for v in effects["tau0"]] + [("gamma", v) for v in effects["gamma"]]
-              + [("heads", int(v)) for v in effects["heads"]])
+    points = (
+        [("tau0", v) for v in effects["tau0"]]
+        + [("gamma", v) for v in effects["gamma"]]
+        + [("heads", int(v)) for v in effects["heads"]]
+    )
     plan = []
     for j, (name, v) in enumerate(points):
         params = {**network, name: v}
@@ -764,10 +952,25 @@ def _effects_plan(cfg: dict, V0: np.ndarray, keys: set[str], common: dict) -> li
         if params == network and own in keys:
             plan.append(_PlannedRun(label, f"effect {label}", None, group=name, reuse=own))
             continue
-        plan.append(_PlannedRun(label, f"effect {label}", partial(
-            _run_network, _study_network(params), V0, width=effects["width"], depth=depth,
-            samples=effects["samples"], method="exact", seed=derived_seed(study["seed"], 1000 + 31 * j),
-            save_at=layers, **common), group=name))
+        plan.append(
+            _PlannedRun(
+                label,
+                f"effect {label}",
+                partial(
+                    _run_network,
+                    _study_network(params),
+                    V0,
+                    width=effects["width"],
+                    depth=depth,
+                    samples=effects["samples"],
+                    method="exact",
+                    seed=derived_seed(study["seed"], 1000 + 31 * j),
+                    save_at=layers,
+                    **common,
+                ),
+                group=name,
+            )
+        )
     return plan
 
 
@@ -790,8 +993,9 @@ def _simulate(study: _Study) -> None:
 
 def _compare(study: _Study) -> None:
     """Stage "comparisons": one timed step of the progress bar."""
-    study.findings = study.clock.stage("comparisons and summaries", partial(_findings, study),
-                                       note="comparisons (bootstrap)")
+    study.findings = study.clock.stage(
+        "comparisons and summaries", partial(_findings, study), note="comparisons (bootstrap)"
+    )
 
 
 def _findings(study: _Study) -> _Findings:
@@ -804,9 +1008,12 @@ def _findings(study: _Study) -> _Findings:
     compare = partial(compare_runs, level=level, bootstrap=bootstrap)
     comparisons: dict[str, dict] = {}
     for k, w in enumerate(study.widths):
-        comparisons[f"network n={w} vs SDE"] = compare(runs[f"exact n={w}"], runs["sde"], seed=derived_seed(seed0, 5 * k))
+        comparisons[f"network n={w} vs SDE"] = compare(
+            runs[f"exact n={w}"], runs["sde"], seed=derived_seed(seed0, 5 * k)
+        )
     comparisons[f"{explicit['method']} vs exact n={explicit['width']}"] = compare(
-        runs["explicit"], runs[study.ref_key], seed=derived_seed(seed0, 99))
+        runs["explicit"], runs[study.ref_key], seed=derived_seed(seed0, 99)
+    )
     if refine:
         comparisons[f"SDE dt vs dt/{refine}"] = compare(runs["sde"], runs["sde fine"], seed=derived_seed(seed0, 97))
     slopes: dict[str, an.Interval | None] = {}
@@ -883,46 +1090,76 @@ def _figures(study: _Study, findings: _Findings, out: Path) -> dict[str, Path]:
     dens = {f"network n={w} (exact)": _pairs_at_end(runs[f"exact n={w}"]) for w in widths}
     dens[f"network n={explicit['width']} ({explicit['method']} weights)"] = _pairs_at_end(runs["explicit"])
     dens["SDE"] = _pairs_at_end(runs["sde"])
-    figs = {"density_rhoT": plotting.density_figure(
-        dens, reference="SDE",
-        title=f"token correlations at T = {T:g} given survival (m = {study_['m']}, rho0 = {study_['rho0']:g})")}
+    figs = {
+        "density_rhoT": plotting.density_figure(
+            dens,
+            reference="SDE",
+            title=f"token correlations at T = {T:g} given survival (m = {study_['m']}, rho0 = {study_['rho0']:g})",
+        )
+    }
     sde_curves = {"SDE": runs["sde"]} | ({f"SDE dt/{refine}": runs["sde fine"]} if refine else {})
     figs["blowup"] = plotting.blowup_figure(
-        {w: runs[f"exact n={w}"] for w in widths}, sde_curves, level=level,
-        title=f"stopped by the blow-up rule (max diag V > {study_['blowup']:g})")
-    w1 = {obs: [findings.comparisons[f"network n={w} vs SDE"]["distances"][obs]["wasserstein1"] for w in widths]
-          for obs in ("rho_T", *an.OBSERVABLES)}
+        {w: runs[f"exact n={w}"] for w in widths},
+        sde_curves,
+        level=level,
+        title=f"stopped by the blow-up rule (max diag V > {study_['blowup']:g})",
+    )
+    w1 = {
+        obs: [findings.comparisons[f"network n={w} vs SDE"]["distances"][obs]["wasserstein1"] for w in widths]
+        for obs in ("rho_T", *an.OBSERVABLES)
+    }
     figs["distances"] = plotting.loglog_distance_figure(
-        widths, w1, findings.slopes, title=f"Wasserstein-1 network vs SDE given survival ({level:.0%} bootstrap CI)")
+        widths, w1, findings.slopes, title=f"Wasserstein-1 network vs SDE given survival ({level:.0%} bootstrap CI)"
+    )
     width = cfg["standard"]["width"]
 
     def contrast(obs: str) -> dict[str, an.DepthSummary]:
-        return {f"shaped n={width}": summ[study.shaped_key][obs], f"standard n={width}": summ["standard"][obs],
-                "SDE (shaped)": summ["sde"][obs]}
+        return {
+            f"shaped n={width}": summ[study.shaped_key][obs],
+            f"standard n={width}": summ["standard"][obs],
+            "SDE (shaped)": summ["sde"][obs],
+        }
 
     figs["rho_vs_depth"] = plotting.bands_figure(
-        contrast("rho"), ylabel=r"token correlation $\rho$", ylim=(-1.05, 1.05),
-        title="shaped vs standard attention (median, 25-75%, 5-95%)")
+        contrast("rho"),
+        ylabel=r"token correlation $\rho$",
+        ylim=(-1.05, 1.05),
+        title="shaped vs standard attention (median, 25-75%, 5-95%)",
+    )
     figs["effective_rank"] = plotting.bands_figure(
-        contrast("correlation_rank"), ylabel=r"effective rank of the correlations $m^2/\sum_{ab}\rho_{ab}^2$",
-        ylim=(0, study_["m"] + 0.2), title="effective rank of the correlation matrix (median, 25-75%, 5-95%)")
+        contrast("correlation_rank"),
+        ylabel=r"effective rank of the correlations $m^2/\sum_{ab}\rho_{ab}^2$",
+        ylim=(0, study_["m"] + 0.2),
+        title="effective rank of the correlation matrix (median, 25-75%, 5-95%)",
+    )
     panels = {pname: {label: summ[f"effect {label}"]["rho"] for label in d} for pname, d in study.effects.items()}
     figs["parameter_effects"] = plotting.parameter_effects_figure(
-        panels, ylabel=r"token correlation $\rho$", ylim=(-1.05, 1.05),
-        title=f"effect of tau0, gamma and heads (exact chain, n = {cfg['effects']['width']}; median and 25-75% band)")
+        panels,
+        ylabel=r"token correlation $\rho$",
+        ylim=(-1.05, 1.05),
+        title=f"effect of tau0, gamma and heads (exact chain, n = {cfg['effects']['width']}; median and 25-75% band)",
+    )
     return {name: plotting.save_figure(fig, out / f"{name}.png") for name, fig in figs.items()}
 
 
-def _write_outputs(study: _Study, findings: _Findings, figs: dict[str, Path], timings: dict[str, float],
-                   compute_s: float, out: Path) -> dict:
+def _write_outputs(
+    study: _Study, findings: _Findings, figs: dict[str, Path], timings: dict[str, float], compute_s: float, out: Path
+) -> dict:
     """Stage 4, files: results.json, the three CSV tables, report.md and the marker."""
     from . import __version__
 
     comparisons = findings.comparisons
-    dist_rows = [{"comparison": cname, "observable": obs, **dd.to_dict()}
-                 for cname, c in comparisons.items() for obs, d in c["distances"].items() for dd in d.values()]
-    diff_rows = [{"comparison": cname, "statistic": label, **iv.to_dict(), "excludes_0": bool(iv.excludes(0.0))}
-                 for cname, c in comparisons.items() for label, iv in c["differences"].items()]
+    dist_rows = [
+        {"comparison": cname, "observable": obs, **dd.to_dict()}
+        for cname, c in comparisons.items()
+        for obs, d in c["distances"].items()
+        for dd in d.values()
+    ]
+    diff_rows = [
+        {"comparison": cname, "statistic": label, **iv.to_dict(), "excludes_0": bool(iv.excludes(0.0))}
+        for cname, c in comparisons.items()
+        for label, iv in c["differences"].items()
+    ]
     results = {
         "version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -941,14 +1178,34 @@ def _write_outputs(study: _Study, findings: _Findings, figs: dict[str, Path], ti
     }
     with open(out / "results.json", "w") as f:
         json.dump(results, f, indent=1, allow_nan=False)
-    _write_rows(out / "distances.csv", dist_rows, ["comparison", "observable", "metric", "value", "corrected", "low",
-                                                    "high", "level", "bootstrap", "interval", "n_x", "n_y"])
-    _write_rows(out / "differences.csv", diff_rows, ["comparison", "statistic", "value", "low", "high", "level",
-                                                      "method", "excludes_0"])
+    _write_rows(
+        out / "distances.csv",
+        dist_rows,
+        [
+            "comparison",
+            "observable",
+            "metric",
+            "value",
+            "corrected",
+            "low",
+            "high",
+            "level",
+            "bootstrap",
+            "interval",
+            "n_x",
+            "n_y",
+        ],
+    )
+    _write_rows(
+        out / "differences.csv",
+        diff_rows,
+        ["comparison", "statistic", "value", "low", "high", "level", "method", "excludes_0"],
+    )
     _write_summaries(out / "summaries.csv", findings.summaries)
     (out / "report.md").write_text(_markdown(study, findings, results))
-    (out / _MARKER).write_text(f"shaped-transformer {__version__} report; `shaped-transformer report --out` may "
-                               "replace this folder\n")
+    (out / _MARKER).write_text(
+        f"shaped-transformer {__version__} report; `shaped-transformer report --out` may replace this folder\n"
+    )
     return results
 
 
@@ -965,15 +1222,18 @@ def _write_summaries(path: Path, summaries: dict[str, dict[str, an.DepthSummary]
     levels = summaries["sde"]["rho"].levels
     with open(path, "w", newline="") as f:
         rows = csv.writer(f)
-        rows.writerow(["run", "observable", "t", "median"] + [f"q{q:g}" for q in levels]
-                      + ["mean", "sem", "count", "dropped"])
+        rows.writerow(
+            ["run", "observable", "t", "median"] + [f"q{q:g}" for q in levels] + ["mean", "sem", "count", "dropped"]
+        )
         for name, d in summaries.items():
             for obs, s in d.items():
                 assert s.t is not None  # _summaries passes every run's times
                 for j in range(len(s.t)):
-                    rows.writerow([name, obs, f"{s.t[j]:.6g}", _fmt(s.median[j])]
-                                  + [_fmt(s.quantiles[i, j]) for i in range(len(levels))]
-                                  + [_fmt(s.mean[j]), _fmt(s.sem[j]), int(s.count[j]), int(s.dropped[j])])
+                    rows.writerow(
+                        [name, obs, f"{s.t[j]:.6g}", _fmt(s.median[j])]
+                        + [_fmt(s.quantiles[i, j]) for i in range(len(levels))]
+                        + [_fmt(s.mean[j]), _fmt(s.sem[j]), int(s.count[j]), int(s.dropped[j])]
+                    )
 
 
 # ---- report.md, section by section ----
@@ -1002,9 +1262,12 @@ def _md_header(study: _Study, findings: _Findings, results: dict) -> list[str]:
         + (f", and again at dt/{refine} as its discretization check." if refine else "."),
     ]
     if cfg["sde_network"]:
-        lines += ["", f"**Ablation**: the SDE side is the SDE of a different network, "
-                  f"{_describe_network(_network_params(cfg, 'sde_network'))} "
-                  f"(`[sde_network]` = {dict(cfg['sde_network'])}), so a difference is expected."]
+        lines += [
+            "",
+            f"**Ablation**: the SDE side is the SDE of a different network, "
+            f"{_describe_network(_network_params(cfg, 'sde_network'))} "
+            f"(`[sde_network]` = {dict(cfg['sde_network'])}), so a difference is expected.",
+        ]
     return lines + [
         "",
         f"**Stopping rule, the same for every run**: a network or an SDE path stops the first time the largest "
@@ -1033,9 +1296,12 @@ def _md_verdict(study: _Study, findings: _Findings, results: dict) -> list[str]:
     num = {k: float("nan") if d[k] is None else float(d[k]) for k in ("value", "low", "high", "level")}
     p_sde = an.Interval(num["value"], num["low"], num["high"], num["level"], str(d.get("method", "")))
     p_net = [runs[f"exact n={w}"]["p_blowup"] for w in widths]
-    lines += ["", f"Blow-up by T = {study_['T']:g}: network "
-              + ", ".join(f"{p['value'] * 100:.2f}% (n = {w})" for w, p in zip(widths, p_net))
-              + f"; SDE {_pct(p_sde)}."]
+    lines += [
+        "",
+        f"Blow-up by T = {study_['T']:g}: network "
+        + ", ".join(f"{p['value'] * 100:.2f}% (n = {w})" for w, p in zip(widths, p_net))
+        + f"; SDE {_pct(p_sde)}.",
+    ]
     trend = [_trend(obs, s) for obs, s in findings.slopes.items() if s is not None]
     if trend:
         lines += ["", "Wasserstein-1 distance to the SDE against width (section 3): " + "; ".join(trend) + "."]
@@ -1052,23 +1318,34 @@ def _trend(obs: str, s: an.Interval) -> str:
 
 
 def _md_blowup(study: _Study, findings: _Findings, results: dict) -> list[str]:
-    lines = [f"## 1. Probability of blow-up by T ({study.cfg['study']['level']:.0%} Wilson intervals)", "",
-             "| run | width n (depth = T n) or SDE step | samples | stopped | P(blow-up by T) | first stop at t |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"## 1. Probability of blow-up by T ({study.cfg['study']['level']:.0%} Wilson intervals)",
+        "",
+        "| run | width n (depth = T n) or SDE step | samples | stopped | P(blow-up by T) | first stop at t |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, info in results["runs"].items():
         p = info["p_blowup"]
         first = "" if info["first_blowup_t"] is None else f"{info['first_blowup_t']:.3g}"
-        where = (f"n = {info['width']}" if info.get("width") is not None
-                 else f"SDE, dt = {info['info'].get('dt', float('nan')):.3g}")
-        lines.append(f"| {name} | {where} | {info['samples']} | {info['exploded']} | {p['value'] * 100:.2f}% "
-                     f"[{p['low'] * 100:.2f}, {p['high'] * 100:.2f}] | {first} |")
+        where = (
+            f"n = {info['width']}"
+            if info.get("width") is not None
+            else f"SDE, dt = {info['info'].get('dt', float('nan')):.3g}"
+        )
+        lines.append(
+            f"| {name} | {where} | {info['samples']} | {info['exploded']} | {p['value'] * 100:.2f}% "
+            f"[{p['low'] * 100:.2f}, {p['high'] * 100:.2f}] | {first} |"
+        )
     return lines + ["", "![blow-up probability](blowup.png)", ""]
 
 
 def _md_differences(study: _Study, findings: _Findings, results: dict) -> list[str]:
-    lines = ["## 2. Differences given survival (a - b), simultaneous intervals", "",
-             "| comparison (a vs b) | " + " | ".join(label for label, _, _ in VERDICT_STATISTICS) + " |",
-             "|---|" + "---|" * len(VERDICT_STATISTICS)]
+    lines = [
+        "## 2. Differences given survival (a - b), simultaneous intervals",
+        "",
+        "| comparison (a vs b) | " + " | ".join(label for label, _, _ in VERDICT_STATISTICS) + " |",
+        "|---|" + "---|" * len(VERDICT_STATISTICS),
+    ]
     for cname, c in findings.comparisons.items():
         cells = []
         for label, _, _ in VERDICT_STATISTICS:
@@ -1079,64 +1356,98 @@ def _md_differences(study: _Study, findings: _Findings, results: dict) -> list[s
             else:
                 cells.append(f"{iv.value:+.4g} [{iv.low:+.4g}, {iv.high:+.4g}]{mark}")
         lines.append(f"| {cname} | " + " | ".join(cells) + " |")
-    return lines + ["", "**x**: the interval excludes 0. "
-                    + "; ".join(f"{label}: {how}" for label, how, _ in VERDICT_STATISTICS) + ".", ""]
+    return lines + [
+        "",
+        "**x**: the interval excludes 0. " + "; ".join(f"{label}: {how}" for label, how, _ in VERDICT_STATISTICS) + ".",
+        "",
+    ]
 
 
 def _md_distances(study: _Study, findings: _Findings, results: dict) -> list[str]:
     study_, comparisons = study.cfg["study"], findings.comparisons
     observables = ("rho_T", *an.OBSERVABLES)
-    lines = [f"## 3. Distances between the laws given survival ({study_['level']:.0%} basic bootstrap CI, "
-             f"{study_['bootstrap']} replicates)", "",
-             "Wasserstein-1 per observable: the plug-in distance, in parentheses the bootstrap bias-corrected "
-             "estimate, then the interval (clipped at 0). rho_T pools the m(m-1)/2 token pairs and resamples whole "
-             "networks; the others are one value per sample. Two samples of one law are at a positive plug-in "
-             f"distance (the noise floor: see the row `{study.cfg['explicit']['method']} vs exact`).", "",
-             "| comparison | " + " | ".join(observables) + " |", "|---|" + "---|" * len(observables)]
+    lines = [
+        f"## 3. Distances between the laws given survival ({study_['level']:.0%} basic bootstrap CI, "
+        f"{study_['bootstrap']} replicates)",
+        "",
+        "Wasserstein-1 per observable: the plug-in distance, in parentheses the bootstrap bias-corrected "
+        "estimate, then the interval (clipped at 0). rho_T pools the m(m-1)/2 token pairs and resamples whole "
+        "networks; the others are one value per sample. Two samples of one law are at a positive plug-in "
+        f"distance (the noise floor: see the row `{study.cfg['explicit']['method']} vs exact`).",
+        "",
+        "| comparison | " + " | ".join(observables) + " |",
+        "|---|" + "---|" * len(observables),
+    ]
     for cname, c in comparisons.items():
         lines.append(f"| {cname} | " + " | ".join(_dist(c["distances"][o]["wasserstein1"]) for o in observables) + " |")
-    return lines + ["", "KS distance of rho_T: " + "; ".join(f"{cname} {_dist(c['distances']['rho_T']['ks'])}"
-                                                             for cname, c in comparisons.items()) + ".", "",
-                    "![distances against width](distances.png)", "", "![density of rho_T](density_rhoT.png)", ""]
+    return lines + [
+        "",
+        "KS distance of rho_T: "
+        + "; ".join(f"{cname} {_dist(c['distances']['rho_T']['ks'])}" for cname, c in comparisons.items())
+        + ".",
+        "",
+        "![distances against width](distances.png)",
+        "",
+        "![density of rho_T](density_rhoT.png)",
+        "",
+    ]
 
 
 def _md_rank_collapse(study: _Study, findings: _Findings, results: dict) -> list[str]:
     study_, standard = study.cfg["study"], study.cfg["standard"]
     sh, st_ = findings.summaries[study.shaped_key], findings.summaries["standard"]
-    return ["## 4. Rank collapse: shaped versus standard attention", "",
-            f"Both networks at width n = {standard['width']} ({standard['method']} method, {standard['samples']} "
-            f"samples for standard attention), T = {study_['T']:g}, medians over samples. The token correlation is "
-            f"{sh['rho'].median[-1]:.3f} with shaped attention and {st_['rho'].median[-1]:.3f} with standard "
-            "attention. **Rank collapse** is read from the effective rank of the correlation matrix, "
-            f"m^2 / sum_ab rho_ab^2 (m = {study_['m']} for orthogonal tokens, 1 when all tokens point the same way): "
-            f"{sh['correlation_rank'].median[-1]:.2f} (shaped) versus {st_['correlation_rank'].median[-1]:.2f} "
-            "(standard). The effective rank of V itself, (tr V)^2 / tr V^2, is "
-            f"{sh['effective_rank'].median[-1]:.2f} versus {st_['effective_rank'].median[-1]:.2f}: it also counts "
-            "the tokens' scales, and is lower than the correlations' because the scales spread (the largest V_aa "
-            f"is {sh['scale_ratio'].median[-1]:.1f} times the smallest, shaped; {st_['scale_ratio'].median[-1]:.1f} "
-            "standard), not because the directions collapse.",
-            "", "![rho against depth](rho_vs_depth.png)", "", "![effective rank against depth](effective_rank.png)",
-            ""]
+    return [
+        "## 4. Rank collapse: shaped versus standard attention",
+        "",
+        f"Both networks at width n = {standard['width']} ({standard['method']} method, {standard['samples']} "
+        f"samples for standard attention), T = {study_['T']:g}, medians over samples. The token correlation is "
+        f"{sh['rho'].median[-1]:.3f} with shaped attention and {st_['rho'].median[-1]:.3f} with standard "
+        "attention. **Rank collapse** is read from the effective rank of the correlation matrix, "
+        f"m^2 / sum_ab rho_ab^2 (m = {study_['m']} for orthogonal tokens, 1 when all tokens point the same way): "
+        f"{sh['correlation_rank'].median[-1]:.2f} (shaped) versus {st_['correlation_rank'].median[-1]:.2f} "
+        "(standard). The effective rank of V itself, (tr V)^2 / tr V^2, is "
+        f"{sh['effective_rank'].median[-1]:.2f} versus {st_['effective_rank'].median[-1]:.2f}: it also counts "
+        "the tokens' scales, and is lower than the correlations' because the scales spread (the largest V_aa "
+        f"is {sh['scale_ratio'].median[-1]:.1f} times the smallest, shaped; {st_['scale_ratio'].median[-1]:.1f} "
+        "standard), not because the directions collapse.",
+        "",
+        "![rho against depth](rho_vs_depth.png)",
+        "",
+        "![effective rank against depth](effective_rank.png)",
+        "",
+    ]
 
 
 def _md_effects(study: _Study, findings: _Findings, results: dict) -> list[str]:
     study_, effects = study.cfg["study"], study.cfg["effects"]
-    lines = ["## 5. Effect of tau0, gamma and the number of heads", "",
-             f"One parameter at a time around the studied network; the exact chain at width n = {effects['width']} "
-             f"(depth {max(1, int(round(study_['T'] * effects['width'])))}), {effects['samples']} samples (the "
-             "studied network itself: its run at that width when there is one).", "",
-             f"| variation (n = {effects['width']}) | median rho_T | mean rho_T (+- s.e.) | P(blow-up by T) "
-             f"({study_['level']:.0%}) |",
-             "|---|---|---|---|"]
+    lines = [
+        "## 5. Effect of tau0, gamma and the number of heads",
+        "",
+        f"One parameter at a time around the studied network; the exact chain at width n = {effects['width']} "
+        f"(depth {max(1, int(round(study_['T'] * effects['width'])))}), {effects['samples']} samples (the "
+        "studied network itself: its run at that width when there is one).",
+        "",
+        f"| variation (n = {effects['width']}) | median rho_T | mean rho_T (+- s.e.) | P(blow-up by T) "
+        f"({study_['level']:.0%}) |",
+        "|---|---|---|---|",
+    ]
     for name, d in findings.summaries.items():
         if name.startswith("effect "):
             r = d["rho"]
             p = results["runs"][name]["p_blowup"]
-            lines.append(f"| {name[7:]} | {r.median[-1]:.3f} | {r.mean[-1]:.3f} +- {r.sem[-1]:.3f} | "
-                         f"{p['value'] * 100:.2f}% [{p['low'] * 100:.2f}, {p['high'] * 100:.2f}] |")
-    return lines + ["", "![parameter effects](parameter_effects.png)", "",
-                    "Numbers: `results.json`, `differences.csv`, `distances.csv`, `summaries.csv`. Timings (s): "
-                    + ", ".join(f"{k} {v:.1f}" for k, v in results["timings_s"].items()) + ".", ""]
+            lines.append(
+                f"| {name[7:]} | {r.median[-1]:.3f} | {r.mean[-1]:.3f} +- {r.sem[-1]:.3f} | "
+                f"{p['value'] * 100:.2f}% [{p['low'] * 100:.2f}, {p['high'] * 100:.2f}] |"
+            )
+    return lines + [
+        "",
+        "![parameter effects](parameter_effects.png)",
+        "",
+        "Numbers: `results.json`, `differences.csv`, `distances.csv`, `summaries.csv`. Timings (s): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in results["timings_s"].items())
+        + ".",
+        "",
+    ]
 
 
 def _reading(cfg: dict, comparisons: dict, widths: list[int]) -> list[str]:
@@ -1153,7 +1464,8 @@ def _reading(cfg: dict, comparisons: dict, widths: list[int]) -> list[str]:
         "way: explicit weights against the exact chain at the same width compare two simulations of one law, so "
         "*no measurable difference* is what correct code gives; the SDE at dt against dt/refine differs only "
         "when dt is too coarse for the statistic that differs. Per statistic, network minus SDE at "
-        + ", ".join(f"n = {w}" for w in widths) + ":",
+        + ", ".join(f"n = {w}" for w in widths)
+        + ":",
         "",
     ]
     for label, _, _ in VERDICT_STATISTICS:
@@ -1167,11 +1479,15 @@ def _reading(cfg: dict, comparisons: dict, widths: list[int]) -> list[str]:
             say = "every interval includes 0: no finite-width gap resolved at these sample sizes"
         elif not excl[-1] and known[-1]:
             last = max(i for i, e in enumerate(excl) if e)
-            say = (f"the interval excludes 0 at n = {at} and includes it from n = {widths[last + 1]} on: consistent "
-                   "with a gap that closes as n grows")
+            say = (
+                f"the interval excludes 0 at n = {at} and includes it from n = {widths[last + 1]} on: consistent "
+                "with a gap that closes as n grows"
+            )
         else:
-            say = (f"the interval excludes 0 at n = {at}, the largest width included: the gap has not closed at "
-                   "these widths (it needs a larger width, or a difference between the models remains)")
+            say = (
+                f"the interval excludes 0 at n = {at}, the largest width included: the gap has not closed at "
+                "these widths (it needs a larger width, or a difference between the models remains)"
+            )
         lines.append(f"- {label}: {vals}{unit}; {say}.")
     return lines
 
@@ -1191,7 +1507,9 @@ def _dist(d: an.Distance) -> str:
 
 
 def _describe_network(p: Mapping[str, Any]) -> str:
-    att = (f"{'causal ' if p['causal'] else ''}shaped attention (heads = {p['heads']}, tau0 = {p['tau0']:g}, "
-           f"gamma = {p['gamma']:g})")
+    att = (
+        f"{'causal ' if p['causal'] else ''}shaped attention (heads = {p['heads']}, tau0 = {p['tau0']:g}, "
+        f"gamma = {p['gamma']:g})"
+    )
     mlp = f"shaped MLP (c+ = {p['c_plus']:g}, c- = {p['c_minus']:g}, gamma = {p['gamma']:g})"
     return {"transformer": f"{att} followed by a {mlp}", "attention": att, "mlp": mlp}[p["blocks"]]

@@ -14,11 +14,11 @@
 namespace shaped_transformer::mutation {
 
 enum Id {
-  kAttDrift,        ///< attention drift b_att (sde_drift of ShapedAttention)
-  kSoftNoise,       ///< amplitude of the softmax noise (Sigma_soft scales by its square)
-  kCrossHeads,      ///< cross-head terms (h != g) of the exact chain's value part
-  kMlpDrift,        ///< MLP drift b_mlp
-  kIntegratorDrift, ///< the drift increment of the Euler and tamed Euler steps
+  kAttDrift,         ///< attention drift b_att (sde_drift of ShapedAttention)
+  kSoftNoise,        ///< amplitude of the softmax noise (Sigma_soft scales by its square)
+  kCrossHeads,       ///< cross-head terms (h != g) of the exact chain's value part
+  kMlpDrift,         ///< MLP drift b_mlp
+  kIntegratorDrift,  ///< the drift increment of the Euler and tamed Euler steps
   kCount
 };
 
