@@ -208,7 +208,7 @@ def test_refused_blocks():
             st.simulate(b, V0=np.eye(3), width=8, depth=1, method="exact")
     # the core refuses on its own as well
     with pytest.raises(ValueError, match="norm"):
-        core.simulate_exact([st.StandardAttention(norm="pre_layer").to_core()], np.eye(2), 8, 1, 1, 0, [1], 1, 1e30, None)
+        core.simulate_exact([st.StandardAttention(norm="pre_layer")], np.eye(2), 8, 1, 1, 0, [1], 1, 1e30, None)
 
 
 def test_gamma_variates_via_wishart_mean():

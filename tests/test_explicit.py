@@ -47,7 +47,7 @@ def _centering(m, causal):
 def ref_block(block, X, W):
     """One block of the network in NumPy, with the weights dict W."""
     m, n = X.shape
-    d = block.to_core()
+    d = {name: getattr(block, name) for name, _ in block._parameters} | {"kind": block.kind}
     kind = d["kind"]
     norm = d.get("norm", "none")
     Xin = _normalize(X, "layer" in norm) if norm.startswith("pre") else X

@@ -3,7 +3,9 @@
 // table's default and doc; construction converts (field_cast.hpp) and calls
 // B::validate(), so a parameter is declared once and checked once, here in C++.
 // shaped_transformer._blocks subclasses these classes only to add the prose of their
-// docstrings.  Every kind of the registry (network.hpp) is bound.
+// docstrings (and makes a plain subclass for a kind without prose).  Every kind of the
+// registry (network.hpp) is bound; the drivers take the objects themselves, inside a
+// _core.Network (bind_network.cpp).
 #include <cstddef>
 #include <iterator>
 #include <optional>
@@ -88,15 +90,6 @@ py::dict python_kwargs(const B& b) {
   return d;
 }
 
-/// The dictionary the drivers' bindings read (network_from_python): "kind" and the
-/// keywords.
-template <class B>
-py::typing::Dict<py::str, py::object> core_dict(const B& b) {
-  py::dict d = python_kwargs(b);
-  d["kind"] = B::kind;
-  return d;
-}
-
 /// "name : type, rule" lines of the numpydoc Parameters section, from the table.
 inline std::string rule_text(const Rule& r) {
   auto num = [](double v) { return shaped_transformer::detail::number(v); };
@@ -165,7 +158,24 @@ void bind_block(py::module_& m, std::index_sequence<I...>) {
         else return (void)b, false;
       },
       "Whether the exact m x m chain of docs/model.md section 4 covers this block.");
-  cls.def("to_core", &core_dict<B>, "The dictionary the drivers of the C++ core read.");
+  cls.def_property_readonly(
+      "sde_refusal",
+      [](const B& b) -> py::typing::Optional<py::str> {
+        const char* why;
+        if constexpr (B::has_sde) why = b.sde_refusal();
+        else why = ((void)b, B::no_sde);
+        return why ? py::object(py::str(why)) : py::object(py::none());
+      },
+      "Why the block has no covariance SDE limit (the core's reason); None when it has one.");
+  cls.def_property_readonly(
+      "exact_refusal",
+      [](const B& b) -> py::typing::Optional<py::str> {
+        const char* why;
+        if constexpr (B::has_exact) why = b.exact_refusal();
+        else why = ((void)b, "this kind has no exact chain");
+        return why ? py::object(py::str(why)) : py::object(py::none());
+      },
+      "Why the exact chain cannot run the block (the core's reason); None when it can.");
   cls.def(
       "replace",
       [](const py::object& self, const py::kwargs& changes) {

@@ -9,6 +9,7 @@ PYBIND11_MODULE(_core, m) {
   using namespace shaped_transformer::python;
   register_rng(m);
   register_blocks(m);
+  register_network(m);  // before the drivers, whose signatures name _core.Network
   register_explicit(m);
   register_exact(m);
   register_sde(m);

@@ -19,6 +19,7 @@ from ._blocks import (
     standard_transformer,
 )
 from ._core_loader import core as _core
+from . import _blocks
 from ._result import Result, correlations
 from ._memory import ResourceError
 from .simulate import BlowUpWarning, simulate, simulate_network
@@ -52,3 +53,8 @@ __all__ = [
     "simulate_network",
     "standard_transformer",
 ]
+
+# A block kind added to the core's registry without prose in _blocks.py is exported
+# under its core class name as well.
+globals().update(_blocks.EXTRA_KINDS)
+__all__ += list(_blocks.EXTRA_KINDS)

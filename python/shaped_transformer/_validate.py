@@ -1,5 +1,11 @@
-"""Argument checking shared by the public functions: every bad input becomes a
-ValueError or TypeError that names the parameter, before any C++ code runs."""
+"""Argument checking of the Python-side parameters: every bad input becomes a
+ValueError or TypeError that names the parameter.
+
+The arguments that simulate() and solve_sde() hand to the core (V0, X0, width,
+depth, samples, seed, threads, blowup, save_at, ...) are checked there, once
+(cpp/python/requests.hpp); these checks serve what Python computes itself (the
+SDE's time grid, the inputs helpers, the splitting estimator, the report and the
+atlas)."""
 
 from __future__ import annotations
 
@@ -22,7 +28,6 @@ __all__ = [
     "check_square_psd",
     "check_covariance",
     "check_tokens",
-    "check_save_at",
     "check_blowup",
     "DEFAULT_BLOWUP",
     "network_first",
@@ -196,27 +201,6 @@ def check_tokens(name: str, X: Any) -> np.ndarray:
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} must have at least one token and one feature, got shape {arr.shape}")
     return arr
-
-
-def check_save_at(save_at: Any, save_every: Any, depth: int) -> np.ndarray:
-    """The layer indices (0..depth) at which V is recorded, sorted and unique.
-
-    Exactly one of save_at / save_every may be given; neither means every layer.
-    """
-    if save_at is not None and save_every is not None:
-        raise ValueError("give save_at or save_every, not both")
-    if save_at is None:
-        k = 1 if save_every is None else check_int("save_every", save_every, minimum=1)
-        idx = np.arange(0, depth + 1, k, dtype=np.int64)
-        if idx[-1] != depth:
-            idx = np.append(idx, depth)
-        return idx
-    arr = np.asarray(save_at)
-    if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError("save_at must be a non-empty 1-d array of layer indices (integers)")
-    if arr.min() < 0 or arr.max() > depth:
-        raise ValueError(f"save_at must lie in [0, depth={depth}], got values in [{arr.min()}, {arr.max()}]")
-    return np.unique(arr.astype(np.int64))
 
 
 def check_blowup(blowup: Any, V0: np.ndarray | None = None, X0: np.ndarray | None = None) -> float:

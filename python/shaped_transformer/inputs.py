@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._roots import root, tokens
 from ._validate import check_int, check_number, check_square_psd
 
 __all__ = ["equicorrelated", "covariance_root", "tokens_from_covariance", "covariance"]
@@ -69,11 +70,7 @@ def covariance_root(V: np.ndarray) -> np.ndarray:
         If V is not square, symmetric and positive semi-definite.
     """
     V = check_square_psd("V0", V)
-    try:
-        return np.linalg.cholesky(V)
-    except np.linalg.LinAlgError:
-        w, Q = np.linalg.eigh(V)
-        return (Q * np.sqrt(np.clip(w, 0.0, None))) @ Q.T
+    return root(V)
 
 
 def tokens_from_covariance(V0: np.ndarray, width: int) -> np.ndarray:
@@ -110,9 +107,7 @@ def tokens_from_covariance(V0: np.ndarray, width: int) -> np.ndarray:
     width = check_int("width", width, minimum=1)
     if width < m:
         raise ValueError(f"width must be >= the number of tokens m={m}, got {width}")
-    X = np.zeros((m, width))
-    X[:, :m] = covariance_root(V0) * np.sqrt(width)
-    return X
+    return tokens(V0, width)
 
 
 def covariance(X: np.ndarray) -> np.ndarray:

@@ -8,46 +8,31 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 from ._blocks import Block, Network, make_network
 from ._core_loader import core
 from ._device import check_device, sde_gpu
-from ._memory import check_sde
-from ._progress import progress_callback
+from ._memory import admission
+from ._progress import progress_callback, total_of
 from ._result import Result, SdeSummary
-from ._validate import (
-    DEFAULT_BLOWUP, check_blowup, check_covariance, check_int, check_number, check_seed, check_square_psd, check_threads,
-    network_first,
-)
+from ._validate import DEFAULT_BLOWUP, check_int, check_number, network_first
 from .simulate import BlowUpWarning
 
 __all__ = ["StepSizeWarning", "solve_sde", "sde_drift", "sde_noise"]
 
 Scheme = Literal["euler", "tamed_euler", "exact_chain"]
 _SCHEMES = ("euler", "tamed_euler", "exact_chain")
-_PSD = ("clip", "none")
 
 
 def _sde_network(network) -> Network:
+    """The network, refused (ValueError naming ``network`` and the block) when it has
+    no covariance SDE limit; the reason is the core's (Network.sde_refusal)."""
     net = make_network(network)
-    for i, b in enumerate(net):
-        if not b.has_sde:
-            kind = type(b).__name__
-            if kind == "StandardAttention":
-                why = "standard attention has no SDE limit (its covariance collapses to rank one); use simulate()"
-            elif kind == "ReluMLP":
-                why = "the unshaped ReLU MLP has no SDE limit; use ShapedMLP or simulate()"
-            elif getattr(b, "concat", False):
-                why = "concat: concatenated heads with an output projection are not covered by the SDE; use simulate()"
-            else:
-                why = (
-                    "alpha: only shaped heads with alpha = 1 (any beta, causal or not) have an SDE limit "
-                    "(A -> alpha I, so V would change by lam^2 + gamma^2 alpha^2 != 1 per block); use simulate()"
-                )
-            raise ValueError(f"network: block {i} ({kind}): {why}")
+    if net.sde_refusal is not None:
+        raise ValueError(net.sde_refusal)
     return net
 
 
@@ -94,8 +79,6 @@ def _grid(T, dt, steps, scheme: str = "euler", what: str = "solve_sde") -> tuple
                 StepSizeWarning,
                 stacklevel=4,  # _grid < solve_sde or ams_blowup < network_first's wrapper < the caller
             )
-    if steps >= 2**32:
-        raise ValueError(f"steps must be < 2^32, got {steps}")
     return T, dt, steps
 
 
@@ -208,37 +191,26 @@ def solve_sde(
     schemes at m <= 32, "generic" for the per-path solver otherwise; all give the
     same distribution, and the batched kernels the same numbers as each other).
     """
-    net = _sde_network(network)
+    net = make_network(network)
     device = check_device(device)
-    V0 = check_covariance("V0", V0)
-    if not isinstance(scheme, str) or scheme not in _SCHEMES:
-        raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
     T, dt, steps = _grid(T, dt, steps, scheme)
-    paths = check_int("paths", paths, minimum=1)
-    if not isinstance(psd, str) or psd not in _PSD:
-        raise ValueError(f"psd must be one of {_PSD}, got {psd!r}")
-    if scheme == "exact_chain" and round(1.0 / dt) < V0.shape[0]:
-        raise ValueError(f"dt: scheme='exact_chain' needs n_eff = 1/dt >= m = {V0.shape[0]}")
-    if not isinstance(save, str) or save not in ("paths", "summary"):
-        raise ValueError(f"save must be 'paths' or 'summary', got {save!r}")
     if save == "summary" and device == "cuda":
         raise ValueError("save: 'summary' runs on the CPU only for now; use save='paths' with device='cuda'")
-    seed = check_seed(seed)
-    threads = check_threads(threads)
-    blowup = check_blowup(blowup, V0)
     save_steps = _save_steps(save_at, T, dt, steps)
-    check_sde(V0, paths, save_steps if save == "paths" else 0, threads, net)
-
-    m = V0.shape[0]
-    with progress_callback(paths, f"SDE ({scheme})", progress) as cb:
+    # Everything else is checked once, by the core, which also runs the memory check
+    # (admit) before it allocates and reports in `info` the kernel that ran.
+    info: dict[str, Any] = {}
+    admit = admission("solve_sde", hint="reduce paths, the number of saved times (save_at) or threads")
+    with progress_callback(total_of(paths), f"SDE ({scheme})", progress) as cb:
         if device == "cuda":
             V, exploded_step, projections = sde_gpu(
-                net, V0, dt, steps, save_steps, scheme, psd, paths, seed, blowup, cb
+                net, V0, dt, steps, save_steps, scheme, psd, paths, seed, blowup, cb, admit, info
             )
         else:
             V, exploded_step, projections = core.solve_sde(
-                net.to_core(), V0, dt, steps, save_steps.tolist(), scheme, psd, paths, seed, threads, blowup, cb, save
+                net, V0, dt, steps, save_steps, scheme, psd, paths, seed, threads, blowup, cb, save, admit=admit, info=info
             )
+    m, paths, blowup = int(info["m"]), int(paths), float(info["blowup"])
     summary = None
     if save == "summary":
         summary = SdeSummary.from_core(V, t=save_steps * dt, paths=paths, m=m)
@@ -266,33 +238,53 @@ def solve_sde(
             "T": T,
             "psd": psd,
             "scheme": scheme,
-            "seed": seed,
+            "seed": info["seed"],
             "save_steps": save_steps,
             "network": net,
-            "kernel": "cuda" if device == "cuda" else core.sde_kernel(net.to_core(), m, scheme),
+            "kernel": info["kernel"],
             "save": save,
             "device": device,
         },
         summary=summary,
+        kernel=info["kernel"],
     )
 
 
 def sde_drift(network: Network | Block | Sequence[Block], V: np.ndarray) -> np.ndarray:
-    """The drift b(V) of one layer of the SDE (sum over the blocks), an (m, m) array."""
-    net = _sde_network(network)
-    V = check_square_psd("V", V)
-    return np.asarray(core.sde_terms(net.to_core(), V))
+    """The drift b(V) of one layer of the SDE, summed over the blocks.
+
+    Parameters
+    ----------
+    network : Network, Block or sequence of Blocks
+        One layer; every block must have an SDE limit (else ValueError with the
+        core's reason, naming the block).
+    V : array_like, shape (m, m)
+        A covariance (symmetric positive semi-definite, positive diagonal).
+
+    Returns
+    -------
+    ndarray, shape (m, m)
+    """
+    return np.asarray(core.sde_terms(make_network(network), V))
 
 
 def sde_noise(network: Network | Block | Sequence[Block], V: np.ndarray, dW: np.ndarray) -> np.ndarray:
-    """The structured noise increment of one layer at V from the given N(0, dt)
-    numbers ``dW`` (per block, in order: attention 2 m^2 (dZ then dXi, row-major),
-    MLP m^2)."""
-    net = _sde_network(network)
-    V = check_square_psd("V", V)
+    """The structured noise increment of one layer at V from given N(0, dt) numbers.
+
+    Parameters
+    ----------
+    network : Network, Block or sequence of Blocks
+        One layer; every block must have an SDE limit.
+    V : array_like, shape (m, m)
+        A covariance (symmetric positive semi-definite, positive diagonal).
+    dW : array_like
+        ``Network.sde_noise_dim(m)`` numbers, block by block in order (the core's
+        noise dimensions: a shaped attention head 2 m^2, dZ then dXi, row-major;
+        the shaped MLP m^2); a ValueError naming dW otherwise.
+
+    Returns
+    -------
+    ndarray, shape (m, m)
+    """
     dW = np.ascontiguousarray(np.asarray(dW, dtype=np.float64).ravel())
-    m = V.shape[0]
-    need = sum(2 * m * m if b.kind == "shaped_attention" else m * m for b in net)
-    if dW.size != need:
-        raise ValueError(f"dW must hold {need} numbers for this network and m={m}, got {dW.size}")
-    return np.asarray(core.sde_noise(net.to_core(), V, dW))
+    return np.asarray(core.sde_noise(make_network(network), V, dW))

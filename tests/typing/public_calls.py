@@ -25,7 +25,9 @@ def public_calls() -> None:
     norm: str = st.ReluMLP(norm="pre_rms").norm
     wider = head.replace(heads=4)
     covered: bool = head.has_sde and head.exact_chain and isinstance(wider, st.Block)
-    core_dict: dict[str, object] = head.to_core()
+    why: str | None = head.sde_refusal or head.exact_refusal or one.sde_refusal or one.exact_refusal
+    noise: int = net.sde_noise_dim(8)
+    blocks: tuple[st.Block, ...] = one.blocks
     V0: np.ndarray = st.inputs.equicorrelated(m=8, rho=0.3)
     X0: np.ndarray = st.inputs.tokens_from_covariance(V0, 64)
 
@@ -37,6 +39,7 @@ def public_calls() -> None:
     rho: np.ndarray = res.rho
     pairs: np.ndarray = res.finite().rho_pairs(-1)
     t: np.ndarray = res.t
+    kernel: str = res.kernel
 
     sde: st.Result = st.solve_sde(net, V0=V0, T=1.0, dt=1e-3, paths=2000, scheme="euler", seed=0)
     sde = st.solve_sde(net, V0=V0, T=1.0, steps=100, paths=10, scheme="exact_chain", psd="none", save_at=[0.0, 0.5, 1.0],

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace shaped_transformer {
@@ -19,6 +20,11 @@ struct RunOptions {
   /// Polled from the calling thread every 50 ms; returning true cancels the run
   /// (the driver then throws shaped_transformer::Cancelled).
   std::function<bool()> poll;
+  /// The caller already ran this driver's argument checks (check_explicit_arguments,
+  /// check_exact_arguments, sde::check_arguments) on these very arguments, so the
+  /// driver skips them: the Python binding checks once, then runs its memory check,
+  /// then allocates and calls the driver.
+  bool checked = false;
 };
 
 /// Covariances of `samples` independent runs at `saved` saved times.
@@ -28,6 +34,7 @@ struct Trajectories {
   std::vector<std::int64_t> exploded;    ///< per sample: layer (or step) of blow-up, -1 = never
   std::vector<double> X;                 ///< samples x m x n when return_X, else empty
   std::vector<std::int64_t> projections; ///< SDE only: PSD projections per path
+  std::string kernel;                    ///< what ran: "generic", or the SIMD set of a batch / normal kernel
 
   Trajectories() = default;
   Trajectories(int samples_, int saved_, int m_)

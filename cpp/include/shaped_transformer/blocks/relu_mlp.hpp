@@ -7,6 +7,7 @@
 
 #include "../types.hpp"
 #include "fields.hpp"
+#include "resources.hpp"
 
 namespace shaped_transformer {
 
@@ -34,6 +35,11 @@ struct ReluMLP {
     return is_layer_norm(norm) ? "norm: LayerNorm is not rotation invariant; the exact chain does not cover it"
                                : nullptr;
   }
+
+  /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
+  template <class F>
+  void weights(long width, F&& f) const { mlp_weights(width, f); }
+  Workspace workspace(double m, double n, double itemsize) const { return mlp_workspace(m, n, itemsize); }
 };
 
 // ---- explicit forward on X ------------------------------------------------

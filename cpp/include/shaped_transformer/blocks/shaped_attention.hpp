@@ -13,6 +13,7 @@
 #include "../mutation.hpp"
 #include "../types.hpp"
 #include "fields.hpp"
+#include "resources.hpp"
 
 namespace shaped_transformer {
 
@@ -59,6 +60,13 @@ struct ShapedAttention {
       return "alpha: only shaped heads with alpha = 1 (any beta, causal or not) have an SDE limit "
              "(A -> alpha I, so V would change by lambda^2 + gamma^2 alpha^2 != 1 per block)";
     return nullptr;
+  }
+
+  /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
+  template <class F>
+  void weights(long width, F&& f) const { attention_weights(heads, key_dim, concat, width, f); }
+  Workspace workspace(double m, double n, double itemsize) const {
+    return attention_workspace(heads, key_dim, m, n, itemsize);
   }
 };
 

@@ -9,6 +9,7 @@
 #include "../mutation.hpp"
 #include "../types.hpp"
 #include "fields.hpp"
+#include "resources.hpp"
 
 namespace shaped_transformer {
 
@@ -35,6 +36,11 @@ struct ShapedMLP {
   static constexpr bool has_explicit = true, has_exact = true, has_sde = true;
   const char* exact_refusal() const { return nullptr; }
   const char* sde_refusal() const { return nullptr; }
+
+  /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
+  template <class F>
+  void weights(long width, F&& f) const { mlp_weights(width, f); }
+  Workspace workspace(double m, double n, double itemsize) const { return mlp_workspace(m, n, itemsize); }
 };
 
 // ---- explicit forward on X ------------------------------------------------

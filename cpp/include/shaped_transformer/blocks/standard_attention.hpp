@@ -8,6 +8,7 @@
 
 #include "../types.hpp"
 #include "fields.hpp"
+#include "resources.hpp"
 
 namespace shaped_transformer {
 
@@ -39,6 +40,13 @@ struct StandardAttention {
   static constexpr bool has_explicit = true, has_exact = true, has_sde = false;
   static constexpr const char* no_sde = "standard attention has no SDE limit (its covariance collapses to rank one)";
   const char* exact_refusal() const;
+
+  /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
+  template <class F>
+  void weights(long width, F&& f) const { attention_weights(heads, key_dim, concat, width, f); }
+  Workspace workspace(double m, double n, double itemsize) const {
+    return attention_workspace(heads, key_dim, m, n, itemsize);
+  }
 };
 
 // ---- explicit forward on X ------------------------------------------------

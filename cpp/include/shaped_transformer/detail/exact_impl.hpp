@@ -166,6 +166,8 @@ inline void check_exact_arguments(const Net& net, const Cov& V0, long width, int
   check_run_options(opt);
   validate_network(net, width);
   check_exact_covers(net);
+  if (std::uint64_t(depth) * net.blocks.size() > std::uint64_t(std::numeric_limits<std::uint32_t>::max()))
+    throw std::invalid_argument("depth: depth * blocks must stay below 2^32 (the block counter word)");
 }
 
 /// Runs one sample of the exact chain; writes the saved covariances of sample s.
@@ -216,10 +218,11 @@ inline exact_batch::Kernel choose_exact_kernel(const Net& net, int m, long width
 template <class Net>
 Trajectories simulate_exact(const Net& net, const Cov& V0, long width, int depth, int samples, std::uint64_t seed,
                             const std::vector<std::int64_t>& save_at, const RunOptions& opt, const char* kernel) {
-  check_exact_arguments(net, V0, width, depth, samples, save_at, opt);
+  if (!opt.checked) check_exact_arguments(net, V0, width, depth, samples, save_at, opt);
   const int m = int(V0.rows());
   Trajectories tr(samples, int(save_at.size()), m);
   const exact_batch::Kernel k = choose_exact_kernel(net, m, width, kernel);
+  tr.kernel = k.run ? k.name : "generic";
   if (!k.run) {
     detail::for_each_item(std::size_t(samples), 1, std::size_t(samples), opt,
                           [&](std::size_t s, const CancelToken& cancel) {

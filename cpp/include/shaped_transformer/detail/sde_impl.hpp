@@ -259,10 +259,10 @@ inline void solve_summary(const Net& net, const Cov& V0, const SdeOptions& o, in
 }  // namespace sde
 
 template <class Net>
-void solve_sde_into(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
-                    const RunOptions& opt, const char* kernel, double* V, std::int64_t* exploded,
-                    std::int64_t* projections) {
-  sde::check_arguments(net, V0, o, paths, opt);
+const char* solve_sde_into(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
+                           const RunOptions& opt, const char* kernel, double* V, std::int64_t* exploded,
+                           std::int64_t* projections) {
+  if (!opt.checked) sde::check_arguments(net, V0, o, paths, opt);
   std::fill(exploded, exploded + paths, std::int64_t(-1));
   std::fill(projections, projections + paths, std::int64_t(0));
   const sde::BatchKernel k = sde::choose_kernel(net, V0, o, kernel);
@@ -270,22 +270,26 @@ void solve_sde_into(const Net& net, const Cov& V0, const SdeOptions& o, int path
                    [&](std::size_t items, std::size_t per, auto&& fn) {
                      detail::for_each_item(items, per, std::size_t(paths), opt, fn);
                    });
+  return k.run ? k.name : "generic";
 }
 
 template <class Net>
 Trajectories solve_sde(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
                        const RunOptions& opt, const char* kernel) {
-  sde::check_arguments(net, V0, o, paths, opt);  // before sizing tr from the arguments
+  if (!opt.checked) sde::check_arguments(net, V0, o, paths, opt);  // before sizing tr from the arguments
   Trajectories tr(paths, int(o.save_steps.size()), int(V0.rows()));
   tr.projections.assign(std::size_t(paths), 0);
-  solve_sde_into(net, V0, o, paths, seed, opt, kernel, tr.V.data(), tr.exploded.data(), tr.projections.data());
+  RunOptions checked = opt;
+  checked.checked = true;
+  tr.kernel = solve_sde_into(net, V0, o, paths, seed, checked, kernel, tr.V.data(), tr.exploded.data(),
+                             tr.projections.data());
   return tr;
 }
 
 template <class Net>
 SdeSummaryResult solve_sde_summary(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
                                    const RunOptions& opt, const char* kernel) {
-  sde::check_arguments(net, V0, o, paths, opt);
+  if (!opt.checked) sde::check_arguments(net, V0, o, paths, opt);
   const sde::BatchKernel k = sde::choose_kernel(net, V0, o, kernel);
   SdeSummaryResult r{sde::SdeSummary(int(V0.rows()), o.save_steps.size()), {}, {}, k.run ? k.name : "generic"};
   sde::solve_summary(net, V0, o, paths, seed, opt.blowup, k, r.summary, r.exploded, r.projections, opt.threads,
