@@ -66,17 +66,9 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 # Every public function and class must have a docstring (GL08); its Parameters
 # must name its parameters (PR01, PR02).  tests/test_code_shape.py checks the same
-# for the modules that follow numpydoc throughout; the names excluded here belong
-# to modules rewritten by issue 22 and join when that branch has landed.
+# for the modules that follow numpydoc throughout.
 numpydoc_validation_checks = {"GL08", "PR01", "PR02"}
-_REWRITTEN_BY_ISSUE_22 = ("simulate", "simulate_network", "solve_sde", "Result", "correlations", "make_network",
-                          "shaped_transformer", "standard_transformer", "Network", "Block", "ShapedAttention",
-                          "StandardAttention", "ShapedMLP", "ReluMLP", "BlowUpWarning", "StepSizeWarning",
-                          "ResourceError", "sde")
-# shaped_transformer.assess gets its numpydoc sections in the second phase of issue 25.
-numpydoc_validation_exclude = {r"\.__init__$", r"\._[a-z]\w*$", r"^shaped_transformer\._core\b",
-                               r"^shaped_transformer\.(%s)\b" % "|".join(_REWRITTEN_BY_ISSUE_22),
-                               r"^shaped_transformer\.(assess|Assessment)\b"}
+numpydoc_validation_exclude = {r"\.__init__$", r"\._[a-z]\w*$", r"^shaped_transformer\._core\b"}
 
 # torch is an optional extra: without it, the reference of shaped_transformer.torch
 # is built from mocked torch classes and the torch example is left out.

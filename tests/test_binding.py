@@ -48,7 +48,7 @@ def test_the_network_object_itself_goes_to_the_core(monkeypatch, run):
     monkeypatch.setattr(module, "core", spy)
     net = st.shaped_transformer(heads=2)
     if run == "sde":
-        st.solve_sde(net, V0, T=0.1, steps=5, paths=3, seed=0, progress=False)
+        st.solve_sde(net, V0=V0, T=0.1, steps=5, paths=3, seed=0, progress=False)
     else:
         st.simulate(net, V0=V0, width=8, depth=2, samples=2, method=run, seed=0, progress=False)
     drivers = [c for c in spy.calls if c[0] in ("simulate_explicit", "simulate_law", "simulate_exact", "solve_sde")]
@@ -92,10 +92,10 @@ def test_V0_is_not_checked_in_python(monkeypatch):
     monkeypatch.setattr(_validate, "check_seed", forbidden)
     for method in ("explicit", "law", "exact"):
         st.simulate(st.shaped_transformer(), V0=V0, width=8, depth=1, samples=2, method=method, seed=0, progress=False)
-    st.solve_sde(st.shaped_transformer(), V0, T=0.1, steps=4, paths=2, seed=0, progress=False)
+    st.solve_sde(st.shaped_transformer(), V0=V0, T=0.1, steps=4, paths=2, seed=0, progress=False)
     # and a bad one is still refused, by the core, naming it
     with pytest.raises(ValueError, match="V0: must be positive semi-definite; its smallest eigenvalue is -1"):
-        st.solve_sde(st.shaped_transformer(), -np.eye(3), T=0.1, steps=4, paths=2, seed=0, progress=False)
+        st.solve_sde(st.shaped_transformer(), V0=-np.eye(3), T=0.1, steps=4, paths=2, seed=0, progress=False)
     with pytest.raises(ValueError, match="V0: must have a positive diagonal"):
         st.simulate(st.shaped_transformer(), V0=np.zeros((3, 3)), width=8, depth=1, method="exact", seed=0)
 
@@ -107,7 +107,7 @@ def test_what_a_network_covers_comes_from_the_core():
     assert relu.sde_refusal == "the unshaped ReLU MLP has no SDE limit"
     assert net.sde_refusal == "network: block 2 (relu_mlp): " + relu.sde_refusal and not net.has_sde
     with pytest.raises(ValueError) as info:
-        st.solve_sde(net, V0, T=0.1, steps=4, paths=2, seed=0)
+        st.solve_sde(net, V0=V0, T=0.1, steps=4, paths=2, seed=0)
     assert str(info.value) == net.sde_refusal
     alpha = st.ShapedAttention(alpha=0.5)
     assert alpha.sde_refusal.startswith("alpha: only shaped heads with alpha = 1")
@@ -191,7 +191,7 @@ def test_simulate_reports_the_kernel_that_ran(method, net, expect):
 )
 def test_solve_sde_reports_the_kernel_that_ran(net, kw, expect):
     args = {**dict(T=0.1, steps=5, paths=3, seed=0, progress=False), **kw}
-    r = st.solve_sde(net, V0, **args)
+    r = st.solve_sde(net, V0=V0, **args)
     assert r.kernel == r.info["kernel"]
     if expect == "batch":
         assert r.kernel in KERNELS and r.kernel == core.sde_kernel(st.make_network(net), 4, "euler")
@@ -222,6 +222,6 @@ def test_confused_inputs_say_where_they_go():
     with pytest.raises(ValueError, match=r"V0 must be the m x m covariance.*\(3, 16\).*X0="):
         st.simulate(st.shaped_transformer(), V0=X0, width=16, depth=2)
     with pytest.raises(ValueError, match=r"V0 must be the m x m covariance.*inputs\.covariance\(X0\)"):
-        st.solve_sde(st.shaped_transformer(), X0, T=0.1, dt=0.05, paths=2)
+        st.solve_sde(st.shaped_transformer(), V0=X0, T=0.1, dt=0.05, paths=2)
     with pytest.raises(ValueError, match=r"width: must be given with V0 \(the covariance does not say the width\)"):
         st.simulate(st.shaped_transformer(), V0=V0, depth=2)

@@ -35,6 +35,7 @@ from hypothesis import strategies as hs
 from hypothesis.extra import numpy as hnp
 
 import shaped_transformer as st
+from shaped_transformer._core_loader import core
 from shaped_transformer import analysis as sta
 
 FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")

@@ -142,7 +142,7 @@ def test_estimates_are_what_the_runs_check(monkeypatch):
     st.simulate(NET, V0=V0, width=16, depth=3, samples=2, threads=1, method="explicit", seed=0, progress=False)
     parts = _memory.estimate_simulate_bytes(NET, "explicit", m=4, width=16, samples=2, saved=4, threads=1)
     assert seen[-1]["needed"] == sum(parts.values()) and seen[-1]["what"] == "simulate(method='explicit')"
-    st.solve_sde(NET, V0, T=0.1, steps=10, paths=3, threads=1, seed=0, progress=False)
+    st.solve_sde(NET, V0=V0, T=0.1, steps=10, paths=3, threads=1, seed=0, progress=False)
     parts = _memory.estimate_sde_bytes(m=4, paths=3, saved=11, threads=1, network=NET)
     assert seen[-1]["needed"] == sum(parts.values()) and seen[-1]["what"] == "solve_sde"
 

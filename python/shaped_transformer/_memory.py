@@ -51,8 +51,14 @@ class ResourceError(MemoryError, ValueError):
     """A request needs more memory than the machine has; raised before it starts.
 
     It is a ``MemoryError`` (so ``except MemoryError`` catches it) and a
-    ``ValueError`` (the arguments ask for too much).  ``needed`` and ``available``
-    hold the two byte counts of the message.
+    ``ValueError`` (the arguments ask for too much).
+
+    Parameters
+    ----------
+    message : str
+        What was asked, what it needs and what is available, in words.
+    needed, available : int
+        The two byte counts of the message, kept as attributes of the same names.
     """
 
     def __init__(self, message: str, needed: int = 0, available: int = 0):

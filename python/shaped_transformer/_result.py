@@ -151,7 +151,10 @@ class SdeSummary:
 class Result:
     """Covariances of many independent samples (or SDE paths) at saved times.
 
-    Attributes
+    Built by :func:`simulate` and :func:`solve_sde`; each parameter is kept as the
+    attribute of the same name.
+
+    Parameters
     ----------
     V : (samples, saved, m, m) float64 token covariances. Entries after a sample
         blew up (see ``exploded_at``) are NaN; ``finite()`` drops those samples.
@@ -215,8 +218,19 @@ class Result:
         )
 
     def rho_pairs(self, index: int = -1) -> np.ndarray:
-        """Off-diagonal correlations (a < b) at saved time ``index``, pooled over
-        the samples that are finite there: a 1-d array for distribution plots."""
+        """Off-diagonal correlations (a < b) at one saved time, pooled over the
+        samples that are finite there.
+
+        Parameters
+        ----------
+        index : int, default -1
+            The saved time (an index into ``t``; the last by default).
+
+        Returns
+        -------
+        numpy.ndarray
+            A 1-d array of the correlations, for distribution plots.
+        """
         # Correlations of the one saved time asked for, not of every saved time.
         rho = correlations(self.V[:, index])
         a, b = np.triu_indices(self.m, k=1)

@@ -88,8 +88,21 @@ _CHUNK_BYTES = 2**28
 
 
 def collapsed(V: np.ndarray, eps: float = COLLAPSE_EPS) -> np.ndarray:
-    """Whether covariances ``(..., m, m)`` are collapsed: mean off-diagonal token
-    correlation > 1 - eps.  NaN covariances (samples that blew up) give False."""
+    """Whether covariances are collapsed: mean off-diagonal token correlation
+    above 1 - eps.
+
+    Parameters
+    ----------
+    V : numpy.ndarray
+        Covariances, shape ``(..., m, m)``.
+    eps : float, default COLLAPSE_EPS
+        The threshold's distance from 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        Booleans of shape ``(...)``; NaN covariances (samples that blew up) give False.
+    """
     from .analysis import mean_correlation
 
     with np.errstate(invalid="ignore"):
@@ -99,9 +112,23 @@ def collapsed(V: np.ndarray, eps: float = COLLAPSE_EPS) -> np.ndarray:
 
 def verdict(low: float, high: float, level: float, *, unresolved: bool = False) -> Verdict:
     """The package's one verdict rule (:func:`shaped_transformer.analysis.verdict`)
-    for an interval [low, high] against ``level``: "safe" when the whole interval
-    lies below ``level``, "unsafe" when it lies above, "undecided" otherwise, and
-    always "undecided" for an estimate that did not resolve (``unresolved``)."""
+    for an interval against a level.
+
+    Parameters
+    ----------
+    low, high : float
+        The interval.
+    level : float
+        The level the probability is judged against.
+    unresolved : bool, default False
+        The estimate did not resolve: its interval is not used.
+
+    Returns
+    -------
+    str
+        "safe" when the whole interval lies below ``level``, "unsafe" when it lies
+        above, "undecided" otherwise, and always "undecided" when ``unresolved``.
+    """
     from .analysis import Interval
     from .analysis import verdict as _verdict
 
@@ -120,7 +147,20 @@ def _clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
 
 def samples_to_certify(level: float, confidence: float = 0.95) -> int:
     """The number of samples with no event at which the Clopper-Pearson interval
-    lies below ``level``: the smallest n with 1 - ((1 - confidence) / 2)^(1/n) < level."""
+    lies below ``level``.
+
+    Parameters
+    ----------
+    level : float
+        The verdict's level.
+    confidence : float, default 0.95
+        The interval's confidence.
+
+    Returns
+    -------
+    int
+        The smallest n with 1 - ((1 - confidence) / 2)^(1/n) < level.
+    """
     return int(math.floor(math.log((1.0 - confidence) / 2.0) / math.log1p(-level))) + 1
 
 
@@ -133,16 +173,22 @@ def samples_to_certify(level: float, confidence: float = 0.95) -> int:
 class Estimate:
     """A probability with its interval.
 
-    Attributes
+    Parameters
     ----------
-    p, low, high : the estimate and its interval at the assessment's confidence.
-    method : what produced it ("exact chain", "SDE", "splitting (exact chain)",
+    p, low, high : float
+        The estimate and its interval at the assessment's confidence.
+    method : str
+        What produced it ("exact chain", "SDE", "splitting (exact chain)",
         "splitting (SDE)").
-    events, samples : plain Monte Carlo counts (None for splitting).
-    runs : the splitting runs' estimates (None for plain Monte Carlo).
-    unresolved : the estimate did not resolve the probability (splitting runs
-        that died out or hit their iteration cap); its interval is then not used.
-    note : why, when unresolved or skipped.
+    events, samples : int, optional
+        Plain Monte Carlo counts (None for splitting).
+    runs : tuple of float, optional
+        The splitting runs' estimates (None for plain Monte Carlo).
+    unresolved : bool, default False
+        The estimate did not resolve the probability (splitting runs that died
+        out or hit their iteration cap); its interval is then not used.
+    note : str, default ""
+        Why, when unresolved or skipped.
     """
 
     p: float
@@ -156,6 +202,7 @@ class Estimate:
     note: str = ""
 
     def verdict(self, level: float) -> Verdict:
+        """The verdict (:func:`verdict`) of this estimate at ``level``."""
         return verdict(self.low, self.high, level, unresolved=self.unresolved)
 
     def __str__(self) -> str:
@@ -167,6 +214,7 @@ class Estimate:
         return f"{_g(self.p)} [{_g(self.low)}, {_g(self.high)}]  ({runs})"
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict."""
         return {"p": self.p, "low": self.low, "high": self.high, "method": self.method, "events": self.events,
                 "samples": self.samples, "runs": None if self.runs is None else list(self.runs),
                 "unresolved": self.unresolved, "note": self.note}
@@ -176,7 +224,13 @@ class Estimate:
 class Gap:
     """network - SDE, with an interval from the two printed intervals (the
     MOVER construction: Newcombe's method 10 when both are Wilson intervals,
-    Zou and Donner 2008 in general)."""
+    Zou and Donner 2008 in general).
+
+    Parameters
+    ----------
+    value, low, high : float
+        The difference of the two estimates and its interval.
+    """
 
     value: float
     low: float
@@ -200,25 +254,39 @@ class Assessment:
     """What :func:`assess` found.  ``str(a)`` is what ``shaped-transformer check``
     prints; ``a.to_dict()`` the same numbers for JSON.
 
-    Attributes
+    Parameters
     ----------
-    settings : the configuration (width, depth, T, heads, tokens, tau0, gamma,
-        block, causal, norm, input, blowup, collapse_eps, samples, seed, ...).
-    level, confidence : the verdict's level and the intervals' confidence.
-    blowup, collapse : the network's answers (the splitting estimate where it ran
-        and resolved, else plain Monte Carlo of the exact chain).
-    blowup_mc : plain Monte Carlo of the exact chain; blowup_splitting its
-        splitting estimate (None when not run).
-    sde_blowup, sde_collapse, sde_blowup_splitting : the same for the SDE (None
-        when the block kind has no SDE limit or ``sde=False``).
-    failure : P(blow-up or collapse), the events being disjoint.
-    gap_blowup, gap_collapse : network - SDE.
-    verdicts : {"blow-up": .., "collapse": .., "overall": ..}; ``verdict`` is the
-        overall one (from ``failure``).
-    final : the network's last layer over the samples that did not blow up:
-        quantiles (5%, 50%, 95%) of the mean token correlation and of tr V / m.
-    elapsed_s, timings : wall time in all and per stage.
-    notes : what the reader should know (skipped stages, warnings).
+    settings : dict
+        The configuration (width, depth, T, heads, tokens, tau0, gamma, block,
+        causal, norm, input, blowup, collapse_eps, samples, seed, ...).
+    level, confidence : float
+        The verdict's level and the intervals' confidence.
+    blowup, collapse : Estimate
+        The network's answers (the splitting estimate where it ran and resolved,
+        else plain Monte Carlo of the exact chain).
+    blowup_mc : Estimate
+        Plain Monte Carlo of the exact chain.
+    blowup_splitting : Estimate or None
+        Its splitting estimate (None when not run).
+    sde_blowup, sde_collapse, sde_blowup_splitting : Estimate or None
+        The same for the SDE (None when the block kind has no SDE limit or
+        ``sde=False``).
+    failure : Estimate
+        P(blow-up or collapse), the events being disjoint.
+    gap_blowup, gap_collapse : Gap or None
+        network - SDE.
+    verdicts : dict
+        {"blow-up": .., "collapse": .., "overall": ..}; ``verdict`` is the overall
+        one (from ``failure``).
+    final : dict
+        The network's last layer over the samples that did not blow up: quantiles
+        (5%, 50%, 95%) of the mean token correlation and of tr V / m.
+    elapsed_s : float
+        Wall time in all, in seconds.
+    timings : dict
+        Seconds per stage.
+    notes : list of str
+        What the reader should know (skipped stages, warnings).
     """
 
     settings: dict[str, Any]
@@ -242,9 +310,12 @@ class Assessment:
 
     @property
     def verdict(self) -> Verdict:
+        """The overall verdict (from ``failure``)."""
         return self.verdicts["overall"]
 
     def to_dict(self) -> dict:
+        """The same numbers as ``str()`` shows, as a JSON-ready dict."""
+
         def est(e):
             return None if e is None else e.to_dict()
 
@@ -411,6 +482,174 @@ def _bar(total: int, enabled: bool | None):
 
 
 # ---------------------------------------------------------------------------
+# The plan: every argument checked before any compute
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The checked arguments of one assessment, the network they describe and
+    the SDE's grid.  Built by :func:`_plan`; read by the stages."""
+
+    width: int
+    depth: int
+    heads: int
+    m: int
+    V0: np.ndarray
+    input_what: str
+    block: str
+    tau0: float
+    gamma: float
+    causal: bool
+    samples: int
+    level: float
+    confidence: float
+    blowup: float
+    collapse_eps: float
+    sde: bool
+    sde_paths: int
+    dt: float
+    splitting: bool
+    splitting_below: int
+    particles: int
+    repeats: int
+    budget_s: float | None
+    seed: int
+    threads: int
+    progress: bool | None
+    net: Any
+
+    @property
+    def T(self) -> float:
+        return self.depth / self.width
+
+    @property
+    def has_sde(self) -> bool:
+        """Shaped heads with alpha = 1 and the shaped MLP have an SDE limit."""
+        return self.block.startswith("shaped")
+
+    @property
+    def runs_sde(self) -> bool:
+        return self.sde and self.has_sde
+
+    @property
+    def stages(self) -> int:
+        return 1 + int(self.runs_sde) + 2 * int(self.splitting and self.has_sde)
+
+    def settings(self) -> dict[str, Any]:
+        """The configuration as :class:`Assessment` keeps and prints it."""
+        s: dict[str, Any] = {
+            "width": self.width, "depth": self.depth, "T": self.T, "heads": self.heads, "tokens": self.m,
+            "tau0": self.tau0, "gamma": self.gamma, "block": self.block, "causal": self.causal, "norm": None,
+            "input": self.input_what, "V0": self.V0, "blowup": self.blowup, "collapse_eps": self.collapse_eps,
+            "samples": self.samples, "sde_paths": self.sde_paths if self.runs_sde else 0, "sde_dt": self.dt,
+            "seed": self.seed, "threads": self.threads,
+        }
+        if not self.has_sde:
+            s["sde_absent"] = "no SDE limit"
+        elif not self.sde:
+            s["sde_absent"] = "not run"
+        return s
+
+
+def _check_flag(name: str, value: Any, *, none: bool = False) -> None:
+    if none and value is None:
+        return
+    if not isinstance(value, (bool, np.bool_)):
+        allowed = "True, False or None" if none else "True or False"
+        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__}")
+
+
+def _check_fraction(name: str, value: Any) -> float:
+    """A number strictly inside (0, 1)."""
+    x = check_number(name, value)
+    if not 0.0 < x < 1.0:
+        raise ValueError(f"{name} must lie in (0, 1), got {x}")
+    return x
+
+
+def _check_model(width, depth, heads, tokens, tau0, gamma, block, causal, norm, rho0, X0, V0) -> dict[str, Any]:
+    """The model's arguments, checked: the fields of :class:`_Plan` that describe
+    the network and its input."""
+    width = check_int("width", width, minimum=1)
+    depth = check_int("depth", depth, minimum=1)
+    heads = check_int("heads", heads, minimum=1)
+    if not isinstance(block, str) or block not in BLOCKS:
+        raise ValueError(f"block must be one of {tuple(BLOCKS)}, got {block!r}")
+    shaped = block.startswith("shaped")
+    if tau0 is None:
+        tau0 = 1.0
+    elif not shaped:
+        raise ValueError(f"tau0: standard attention has no temperature parameter (block={block!r}); leave tau0 unset")
+    else:
+        tau0 = check_number("tau0", tau0, positive=True)
+    gamma = check_number("gamma", gamma)
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma must lie in (0, 1], got {gamma}")
+    _check_flag("causal", causal)
+    if causal and not shaped:
+        raise ValueError(f"causal: only shaped heads can be causal (block={block!r})")
+    if norm is not None and norm != "none":
+        raise ValueError(
+            f"norm={norm!r}: norm placement is not supported by assess yet (the exact chain and the SDE with "
+            "pre/post norms are planned); use norm=None"
+        )
+    m, V, input_what = _check_input(tokens, rho0, X0, V0, width)
+    if width < m:
+        raise ValueError(f"width={width} must be >= tokens={m} (the token Gram matrix has rank at most width)")
+    # The core's Hm x Hm Wishart is wrong when n - m < H m (it keeps the lower
+    # triangle of a singular Wishart's Gaussian factor; tests/test_multihead_identity.py).
+    # The m x m step (docs/model.md section 4) will lift this.
+    if width < (heads + 1) * m:
+        raise ValueError(
+            f"width={width} must be >= (heads + 1) x tokens = {(heads + 1) * m} in this version: below that the "
+            "exact chain's cross-head Wishart is singular and this version's core draws it wrongly "
+            "(fewer tokens or heads, or a larger width, fit)"
+        )
+    return dict(width=width, depth=depth, heads=heads, m=m, V0=V, input_what=input_what, block=block, tau0=tau0,
+                gamma=gamma, causal=bool(causal))
+
+
+def _check_run(T, V0, samples, level, confidence, blowup, collapse_eps, sde, sde_paths, dt, splitting,
+               splitting_below, splitting_particles, splitting_repeats, splitting_budget_s, seed, threads,
+               progress) -> dict[str, Any]:
+    """The run's arguments, checked (the SDE's step against T = depth / width):
+    the fields of :class:`_Plan` that say how to estimate."""
+    from ._validate import check_blowup
+
+    samples = check_int("samples", samples, minimum=1)
+    _check_flag("sde", sde)
+    if dt is None:
+        dt = T / max(100, math.ceil(T / 1e-3 - 1e-9))
+    else:
+        dt = check_number("dt", dt, positive=True)
+        if dt > T:
+            raise ValueError(f"dt must be <= T = depth / width = {T:g}, got {dt}")
+    _check_flag("splitting", splitting)
+    _check_flag("progress", progress, none=True)
+    return dict(
+        samples=samples, level=_check_fraction("level", level), confidence=_check_fraction("confidence", confidence),
+        blowup=check_blowup(blowup, V0), collapse_eps=_check_fraction("collapse_eps", collapse_eps), sde=bool(sde),
+        sde_paths=samples if sde_paths is None else check_int("sde_paths", sde_paths, minimum=1), dt=dt,
+        splitting=bool(splitting), splitting_below=check_int("splitting_below", splitting_below, minimum=0),
+        particles=check_int("splitting_particles", splitting_particles, minimum=10),
+        repeats=check_int("splitting_repeats", splitting_repeats, minimum=2),
+        budget_s=None if splitting_budget_s is None else check_number("splitting_budget_s", splitting_budget_s,
+                                                                       positive=True),
+        seed=check_seed(seed), threads=check_threads(threads), progress=progress,
+    )
+
+
+def _plan(model: dict[str, Any], run: dict[str, Any]) -> _Plan:
+    """The plan from the model's and the run's arguments (in the signature's order:
+    the model is checked first)."""
+    model = _check_model(**model)
+    run = _check_run(model["depth"] / model["width"], model["V0"], **run)
+    net = _network(model["block"], model["heads"], model["tau0"], model["gamma"], model["causal"])
+    return _Plan(**model, **run, net=net)
+
+
+# ---------------------------------------------------------------------------
 # assess
 # ---------------------------------------------------------------------------
 
@@ -450,195 +689,137 @@ def assess(
     initialization, with intervals, the SDE's prediction beside them and a
     verdict (docs/assess.md).
 
+    Every argument is checked before any compute: a bad one raises ValueError
+    (or TypeError) naming it.  Then four stages run, each timed: plain Monte
+    Carlo of the exact chain, the SDE, and splitting for the network and the SDE
+    where plain Monte Carlo saw too few blow-ups.
+
     Parameters
     ----------
-    width, depth : the embedding dimension n and the number of layers d; the
-        SDE runs to T = d / n.
-    heads : attention heads H (summed heads, docs/model.md section 2).
-    tokens : the sequence length m; required with ``rho0``, implied by X0 / V0.
-    tau0 : the shaped heads' temperature (tau = tau0 sqrt(n n_k)); default 1.
-        Not a parameter of standard attention (refused there).
-    gamma : the branch weight (lambda^2 + gamma^2 = 1), in (0, 1].
-    block : "shaped_transformer" (shaped attention + shaped MLP, default),
-        "shaped_attention", or for contrast "standard_transformer" /
-        "standard_attention" (softmax heads; no SDE, no splitting).
-    causal : causal shaped heads (docs/causal.md).
-    norm : None only, for now; norm placement (pre/post RMS norm) is planned.
-    rho0, X0, V0 : the input, at most one: an equicorrelated Gram matrix with
-        unit diagonal and correlation rho0 (default 0.3), the user's token
-        embeddings X0 (tokens x width; V0 = X0 X0^T / width), or a Gram matrix
-        V0.  The scale counts: the network sees V0 as given (docs/assess.md).
-    samples : initializations of the exact chain (plain Monte Carlo).
-    level : the verdict's level for each probability.
-    confidence : of every interval (default 95%).
-    blowup : the stopping rule's threshold on max diag V (docs/model.md section 6).
-    collapse_eps : collapse = mean token correlation > 1 - collapse_eps at the
-        last layer.
-    sde : also run the SDE (shaped blocks only).
-    sde_paths : SDE paths (default: ``samples``, like with like).
-    dt : the SDE's step (default T / max(100, ceil(T / 1e-3))).
-    splitting : run adaptive multilevel splitting where plain Monte Carlo saw
-        fewer than ``splitting_below`` blow-ups (network and SDE separately).
-    splitting_particles, splitting_repeats : per splitting run, and runs (>= 2).
-    splitting_budget_s : a rough time budget per splitting estimate (network or
-        SDE); it bounds the iterations from the measured cost of a step, and a
-        run that needs more is reported unresolved, and the stage is skipped
-        (unresolved) when the budget cannot reach ``level``.  Default: twice the
-        time of the plain Monte Carlo stage it follows, at least 30 s.
-    seed : the Philox key of every stage (same seed, same numbers, any thread count).
-    threads : worker threads (None or 0: all cores).
-    progress : tqdm bars (None: only on a terminal).
+    width, depth : int
+        The embedding dimension n and the number of layers d; the SDE runs to
+        T = d / n.
+    heads : int, default 1
+        Attention heads H (summed heads, docs/model.md section 2).
+    tokens : int, optional
+        The sequence length m; required with ``rho0``, implied by X0 / V0.
+    tau0 : float, optional
+        The shaped heads' temperature (tau = tau0 sqrt(n n_k)); default 1.  Not a
+        parameter of standard attention (refused there).
+    gamma : float, default 0.5
+        The branch weight (lambda^2 + gamma^2 = 1), in (0, 1].
+    block : str, default "shaped_transformer"
+        "shaped_transformer" (shaped attention + shaped MLP), "shaped_attention",
+        or for contrast "standard_transformer" / "standard_attention" (softmax
+        heads; no SDE, no splitting).
+    causal : bool, default False
+        Causal shaped heads (docs/causal.md).
+    norm : None
+        None only, for now; norm placement (pre/post RMS norm) is planned.
+    rho0 : float, optional
+        An equicorrelated input Gram matrix with unit diagonal and correlation
+        rho0 (default 0.3 when neither X0 nor V0 is given).
+    X0 : numpy.ndarray, optional
+        The user's token embeddings (tokens x width; V0 = X0 X0^T / width).
+    V0 : numpy.ndarray, optional
+        A Gram matrix.  At most one of rho0, X0, V0; the scale counts: the network
+        sees V0 as given (docs/assess.md).
+    samples : int, default 2000
+        Initializations of the exact chain (plain Monte Carlo).
+    level : float, default 1e-3
+        The verdict's level for each probability.
+    confidence : float, default 0.95
+        Of every interval.
+    blowup : float, default 1e4
+        The stopping rule's threshold on max diag V (docs/model.md section 6).
+    collapse_eps : float, default 0.01
+        Collapse = mean token correlation > 1 - collapse_eps at the last layer.
+    sde : bool, default True
+        Also run the SDE (shaped blocks only).
+    sde_paths : int, optional
+        SDE paths (default: ``samples``, like with like).
+    dt : float, optional
+        The SDE's step (default T / max(100, ceil(T / 1e-3))).
+    splitting : bool, default True
+        Run adaptive multilevel splitting where plain Monte Carlo saw fewer than
+        ``splitting_below`` blow-ups (network and SDE separately).
+    splitting_below : int, default 10
+        The blow-up count below which splitting runs.
+    splitting_particles, splitting_repeats : int, default 100 and 4
+        Particles per splitting run, and runs (>= 2).
+    splitting_budget_s : float, optional
+        A rough time budget per splitting estimate (network or SDE); it bounds the
+        iterations from the measured cost of a step, and a run that needs more is
+        reported unresolved, and the stage is skipped (unresolved) when the budget
+        cannot reach ``level``.  Default: twice the time of the plain Monte Carlo
+        stage it follows, at least 30 s.
+    seed : int, default 0
+        The Philox key of every stage (same seed, same numbers, any thread count).
+    threads : int, optional
+        Worker threads (None or 0: all cores).
+    progress : bool, optional
+        tqdm bars (None: only on a terminal).
 
-    Every argument is checked before any compute: a bad one raises ValueError
-    (or TypeError) naming it.
+    Returns
+    -------
+    Assessment
+        The estimates, intervals, gaps, verdicts and notes; ``str()`` of it is
+        what ``shaped-transformer check`` prints.
     """
     t_start = time.perf_counter()
-    # ---- validation ------------------------------------------------------
-    width = check_int("width", width, minimum=1)
-    depth = check_int("depth", depth, minimum=1)
-    heads = check_int("heads", heads, minimum=1)
-    if not isinstance(block, str) or block not in BLOCKS:
-        raise ValueError(f"block must be one of {tuple(BLOCKS)}, got {block!r}")
-    shaped = block.startswith("shaped")
-    if tau0 is None:
-        tau0 = 1.0
-    elif not shaped:
-        raise ValueError(f"tau0: standard attention has no temperature parameter (block={block!r}); leave tau0 unset")
-    else:
-        tau0 = check_number("tau0", tau0, positive=True)
-    gamma = check_number("gamma", gamma)
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma must lie in (0, 1], got {gamma}")
-    if not isinstance(causal, (bool, np.bool_)):
-        raise TypeError(f"causal must be True or False, got {type(causal).__name__}")
-    if causal and not shaped:
-        raise ValueError(f"causal: only shaped heads can be causal (block={block!r})")
-    if norm is not None and norm != "none":
-        raise ValueError(
-            f"norm={norm!r}: norm placement is not supported by assess yet (the exact chain and the SDE with "
-            "pre/post norms are planned); use norm=None"
-        )
-    m, V0_, input_what = _check_input(tokens, rho0, X0, V0, width)
-    if width < m:
-        raise ValueError(f"width={width} must be >= tokens={m} (the token Gram matrix has rank at most width)")
-    # The core's Hm x Hm Wishart is wrong when n - m < H m (it keeps the lower
-    # triangle of a singular Wishart's Gaussian factor; tests/test_multihead_identity.py).
-    # The m x m step (docs/model.md section 4) will lift this.
-    if width < (heads + 1) * m:
-        raise ValueError(
-            f"width={width} must be >= (heads + 1) x tokens = {(heads + 1) * m} in this version: below that the "
-            "exact chain's cross-head Wishart is singular and this version's core draws it wrongly "
-            "(fewer tokens or heads, or a larger width, fit)"
-        )
-    samples = check_int("samples", samples, minimum=1)
-    level = check_number("level", level)
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    confidence = check_number("confidence", confidence)
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    from ._validate import check_blowup
-
-    blowup = check_blowup(blowup, V0_)
-    collapse_eps = check_number("collapse_eps", collapse_eps)
-    if not 0.0 < collapse_eps < 1.0:
-        raise ValueError(f"collapse_eps must lie in (0, 1), got {collapse_eps}")
-    if not isinstance(sde, (bool, np.bool_)):
-        raise TypeError(f"sde must be True or False, got {type(sde).__name__}")
-    sde_paths = samples if sde_paths is None else check_int("sde_paths", sde_paths, minimum=1)
-    T = depth / width
-    if dt is None:
-        steps = max(100, math.ceil(T / 1e-3 - 1e-9))
-        dt = T / steps
-    else:
-        dt = check_number("dt", dt, positive=True)
-        if dt > T:
-            raise ValueError(f"dt must be <= T = depth / width = {T:g}, got {dt}")
-    if not isinstance(splitting, (bool, np.bool_)):
-        raise TypeError(f"splitting must be True or False, got {type(splitting).__name__}")
-    splitting_below = check_int("splitting_below", splitting_below, minimum=0)
-    splitting_particles = check_int("splitting_particles", splitting_particles, minimum=10)
-    splitting_repeats = check_int("splitting_repeats", splitting_repeats, minimum=2)
-    if splitting_budget_s is not None:
-        splitting_budget_s = check_number("splitting_budget_s", splitting_budget_s, positive=True)
-    seed = check_seed(seed)
-    threads = check_threads(threads)
-    if progress is not None and not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be True, False or None, got {type(progress).__name__}")
-    net = _network(block, heads, tau0, gamma, bool(causal))
-    has_sde = shaped  # shaped heads with alpha = 1 and the shaped MLP have an SDE limit
-
-    settings: dict[str, Any] = {
-        "width": width, "depth": depth, "T": T, "heads": heads, "tokens": m, "tau0": tau0, "gamma": gamma,
-        "block": block, "causal": bool(causal), "norm": None, "input": input_what, "V0": V0_, "blowup": blowup,
-        "collapse_eps": collapse_eps, "samples": samples, "sde_paths": sde_paths if (sde and has_sde) else 0,
-        "sde_dt": dt, "seed": seed, "threads": threads,
-    }
-    if not has_sde:
-        settings["sde_absent"] = "no SDE limit"
-    elif not sde:
-        settings["sde_absent"] = "not run"
-    notes: list[str] = []
+    plan = _plan(dict(width=width, depth=depth, heads=heads, tokens=tokens, tau0=tau0, gamma=gamma, block=block,
+                      causal=causal, norm=norm, rho0=rho0, X0=X0, V0=V0),
+                 dict(samples=samples, level=level, confidence=confidence, blowup=blowup, collapse_eps=collapse_eps,
+                      sde=sde, sde_paths=sde_paths, dt=dt, splitting=splitting, splitting_below=splitting_below,
+                      splitting_particles=splitting_particles, splitting_repeats=splitting_repeats,
+                      splitting_budget_s=splitting_budget_s, seed=seed, threads=threads, progress=progress))
     timings: dict[str, float] = {}
-    if collapsed(V0_, collapse_eps):
-        notes.append(f"the input is already collapsed (mean correlation > {1 - collapse_eps:g})")
-
-    stages = 1 + int(bool(sde and has_sde)) + 2 * int(bool(splitting and has_sde))
-    with _bar(stages, progress) as bar, warnings.catch_warnings(record=True) as caught:
+    with _bar(plan.stages, progress) as bar, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # ---- the network: plain Monte Carlo of the exact chain --------------
-        bar.set_description("assess: exact chain")
-        t0 = time.perf_counter()
-        net_final, net_blown = _run_chunks(
-            lambda n_s, s: _simulate(net, V0_, width, depth, n_s, s, threads, blowup, progress), samples, m, seed, 0)
-        timings["exact chain"] = time.perf_counter() - t0
-        bar.update()
-        blow_mc = _mc("exact chain", int(net_blown), samples, confidence)
-        n_coll = int(np.sum(collapsed(net_final, collapse_eps)))
-        coll = _mc("exact chain", n_coll, samples, confidence)
-        final = _final_quantiles(net_final)
-
-        # ---- the SDE --------------------------------------------------------
-        sde_blow = sde_coll = None
-        if sde and has_sde:
-            bar.set_description("assess: SDE")
-            t0 = time.perf_counter()
-            sde_final, sde_blown = _run_chunks(
-                lambda n_s, s: _solve_sde(net, V0_, T, dt, n_s, s, threads, blowup, progress), sde_paths, m, seed,
-                1 << 20)
-            timings["SDE"] = time.perf_counter() - t0
-            bar.update()
-            sde_blow = _mc("SDE", int(sde_blown), sde_paths, confidence)
-            sde_coll = _mc("SDE", int(np.sum(collapsed(sde_final, collapse_eps))), sde_paths, confidence)
-
-        # ---- splitting where plain Monte Carlo saw too few blow-ups -------------
+        network = _timed(bar, timings, "exact chain", lambda: _network_stage(plan))
+        sde_run = _timed(bar, timings, "SDE", lambda: _sde_stage(plan)) if plan.runs_sde else None
         blow_spl = sde_spl = None
-        if splitting and has_sde:
-            if blow_mc.events is not None and blow_mc.events < splitting_below:
-                bar.set_description("assess: splitting (exact chain)")
-                t0 = time.perf_counter()
-                per_step = timings["exact chain"] / (samples * depth)
-                blow_spl = _splitting(net, V0_, T, 1.0 / width, "exact_chain", depth, per_step, blowup,
-                                      splitting_particles, splitting_repeats,
-                                      splitting_budget_s or max(30.0, 2 * timings["exact chain"]), level, confidence,
-                                      derived_seed(seed, 2 << 20), threads)
-                timings["splitting (exact chain)"] = time.perf_counter() - t0
-            bar.update()
-            if sde_blow is not None and sde_blow.events is not None and sde_blow.events < splitting_below:
-                bar.set_description("assess: splitting (SDE)")
-                t0 = time.perf_counter()
-                steps = int(round(T / dt))
-                per_step = timings["SDE"] / (sde_paths * steps)
-                sde_spl = _splitting(net, V0_, T, dt, "euler", steps, per_step, blowup, splitting_particles,
-                                     splitting_repeats, splitting_budget_s or max(30.0, 2 * timings["SDE"]), level,
-                                     confidence,
-                                     derived_seed(seed, 3 << 20), threads)
-                timings["splitting (SDE)"] = time.perf_counter() - t0
-            bar.update()
+        if plan.splitting and plan.has_sde:
+            if _too_few(network, plan):
+                blow_spl = _timed(bar, timings, "splitting (exact chain)",
+                                  lambda: _network_splitting(plan, timings["exact chain"]))
+            else:
+                bar.update()
+            if _too_few(sde_run, plan):
+                sde_spl = _timed(bar, timings, "splitting (SDE)", lambda: _sde_splitting(plan, timings["SDE"]))
+            else:
+                bar.update()
+    notes = _notes(plan, caught, blow_spl, sde_spl)
+    return _conclude(plan, network, sde_run, blow_spl, sde_spl, notes, timings, time.perf_counter() - t_start)
+
+
+def _timed(bar, timings: dict[str, float], stage: str, run: Callable[[], Any]) -> Any:
+    """Runs one stage under its name in the progress bar and records its seconds."""
+    bar.set_description(f"assess: {stage}")
+    t0 = time.perf_counter()
+    out = run()
+    timings[stage] = time.perf_counter() - t0
+    bar.update()
+    return out
+
+
+def _too_few(events: _Events | None, plan: _Plan) -> bool:
+    """Plain Monte Carlo ran and saw fewer blow-ups than ``splitting_below``."""
+    return events is not None and events.blowup.events is not None and events.blowup.events < plan.splitting_below
+
+
+def _notes(plan: _Plan, caught: list[warnings.WarningMessage], blow_spl: Estimate | None,
+           sde_spl: Estimate | None) -> list[str]:
+    """What the reader should know: an input already collapsed, the warnings of
+    the stages (blow-ups are counted, not warned about; deprecations go on as
+    warnings), splitting that did not resolve."""
     from .simulate import BlowUpWarning
 
+    notes = []
+    if collapsed(plan.V0, plan.collapse_eps):
+        notes.append(f"the input is already collapsed (mean correlation > {1 - plan.collapse_eps:g})")
     for w in caught:
-        if issubclass(w.category, BlowUpWarning):  # blow-ups are counted, not warned about
+        if issubclass(w.category, BlowUpWarning):
             continue
         if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -647,30 +828,86 @@ def assess(
     for e in (blow_spl, sde_spl):
         if e is not None and e.unresolved:
             notes.append(f"{e.method}: {e.note}; the plain Monte Carlo interval is used")
+    return notes
 
-    blow = blow_spl if blow_spl is not None and not blow_spl.unresolved else blow_mc
-    sde_best = _best(sde_blow, sde_spl)
+
+def _conclude(plan: _Plan, network: _Events, sde_run: _Events | None, blow_spl: Estimate | None,
+              sde_spl: Estimate | None, notes: list[str], timings: dict[str, float], elapsed: float) -> Assessment:
+    """The best estimates, P(either), the gaps and the verdicts, by one rule."""
+    blow_mc, coll = network.blowup, network.collapse
+    blow = _best(blow_mc, blow_spl)
+    assert blow is not None
+    sde_blow = None if sde_run is None else sde_run.blowup
+    sde_coll = None if sde_run is None else sde_run.collapse
     if blow is blow_mc:
-        failure = _mc("exact chain", int(blow_mc.events or 0) + n_coll, samples, confidence)
+        failure = _mc("exact chain", int(blow_mc.events or 0) + int(coll.events or 0), plan.samples, plan.confidence)
     else:  # the events are disjoint: P(either) = P(blow-up) + P(collapse); the union of the intervals
         failure = Estimate(blow.p + coll.p, max(blow.low, coll.low), min(1.0, blow.high + coll.high),
                            "splitting + exact chain")
     verdicts: dict[str, Verdict] = {
-        "blow-up": blow.verdict(level),
-        "collapse": coll.verdict(level),
-        "overall": failure.verdict(level),
+        "blow-up": blow.verdict(plan.level),
+        "collapse": coll.verdict(plan.level),
+        "overall": failure.verdict(plan.level),
     }
     return Assessment(
-        settings=settings, level=level, confidence=confidence, blowup=blow, collapse=coll, blowup_mc=blow_mc,
-        blowup_splitting=blow_spl, sde_blowup=sde_blow, sde_collapse=sde_coll, sde_blowup_splitting=sde_spl,
-        failure=failure, gap_blowup=_gap(blow, sde_best), gap_collapse=_gap(coll, sde_coll), verdicts=verdicts,
-        final=final, elapsed_s=time.perf_counter() - t_start, timings=timings, notes=notes,
+        settings=plan.settings(), level=plan.level, confidence=plan.confidence, blowup=blow, collapse=coll,
+        blowup_mc=blow_mc, blowup_splitting=blow_spl, sde_blowup=sde_blow, sde_collapse=sde_coll,
+        sde_blowup_splitting=sde_spl, failure=failure, gap_blowup=_gap(blow, _best(sde_blow, sde_spl)),
+        gap_collapse=_gap(coll, sde_coll), verdicts=verdicts, final=network.final, elapsed_s=elapsed,
+        timings=timings, notes=notes,
     )
 
 
 # ---------------------------------------------------------------------------
 # Stages
 # ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Events:
+    """What plain Monte Carlo of one model (exact chain or SDE) saw."""
+
+    blowup: Estimate
+    collapse: Estimate
+    final: dict[str, list[float]]
+
+
+def _network_stage(plan: _Plan) -> _Events:
+    """Plain Monte Carlo of the exact chain at the given width."""
+    final, blown = _run_chunks(
+        lambda n_s, s: _simulate(plan.net, plan.V0, plan.width, plan.depth, n_s, s, plan.threads, plan.blowup,
+                                 plan.progress), plan.samples, plan.m, plan.seed, 0)
+    n_coll = int(np.sum(collapsed(final, plan.collapse_eps)))
+    return _Events(_mc("exact chain", int(blown), plan.samples, plan.confidence),
+                   _mc("exact chain", n_coll, plan.samples, plan.confidence), _final_quantiles(final))
+
+
+def _sde_stage(plan: _Plan) -> _Events:
+    """Plain Monte Carlo of the SDE at T = depth / width, same rules."""
+    final, blown = _run_chunks(
+        lambda n_s, s: _solve_sde(plan.net, plan.V0, plan.T, plan.dt, n_s, s, plan.threads, plan.blowup,
+                                  plan.progress), plan.sde_paths, plan.m, plan.seed, 1 << 20)
+    n_coll = int(np.sum(collapsed(final, plan.collapse_eps)))
+    return _Events(_mc("SDE", int(blown), plan.sde_paths, plan.confidence),
+                   _mc("SDE", n_coll, plan.sde_paths, plan.confidence), {})
+
+
+def _network_splitting(plan: _Plan, mc_seconds: float) -> Estimate:
+    """Splitting on the exact chain (scheme "exact_chain" at dt = 1 / width)."""
+    per_step = mc_seconds / (plan.samples * plan.depth)
+    return _splitting(plan.net, plan.V0, plan.T, 1.0 / plan.width, "exact_chain", plan.depth, per_step, plan.blowup,
+                      plan.particles, plan.repeats, plan.budget_s or max(30.0, 2 * mc_seconds), plan.level,
+                      plan.confidence, derived_seed(plan.seed, 2 << 20), plan.threads)
+
+
+def _sde_splitting(plan: _Plan, mc_seconds: float) -> Estimate:
+    """Splitting on the SDE (Euler at the plan's dt)."""
+    steps = int(round(plan.T / plan.dt))
+    per_step = mc_seconds / (plan.sde_paths * steps)
+    return _splitting(plan.net, plan.V0, plan.T, plan.dt, "euler", steps, per_step, plan.blowup, plan.particles,
+                      plan.repeats, plan.budget_s or max(30.0, 2 * mc_seconds), plan.level, plan.confidence,
+                      derived_seed(plan.seed, 3 << 20), plan.threads)
+
 
 
 def _mc(method: str, k: int, n: int, confidence: float) -> Estimate:

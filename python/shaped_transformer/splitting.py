@@ -54,7 +54,7 @@ from ._validate import (
     DEFAULT_BLOWUP, check_blowup, check_covariance, check_int, check_number, check_seed, check_threads, derived_seed,
     network_first,
 )
-from .sde import _SCHEMES, _grid
+from ._time_grid import SCHEMES, sde_network, time_grid
 
 __all__ = ["STATUSES", "SplittingResult", "UnresolvedWarning", "ams_blowup", "ams_repeat"]
 
@@ -275,13 +275,13 @@ def ams_blowup(
     >>> r.status, round(r.p, 4)
     ('resolved', 0.0223)
     """
-    net = _network(network)
+    net = sde_network(network)
     V0 = check_covariance("V0", V0)
-    if not isinstance(scheme, str) or scheme not in _SCHEMES:
-        raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     # solve_sde's grid: a dt that does not divide T gives a StepSizeWarning, and the
     # exact_chain scheme refuses a dt that is not 1 / (an integer width).
-    T, dt, steps = _grid(T, dt, None, scheme, "ams_blowup")
+    T, dt, steps = time_grid(T, dt, None, scheme, "ams_blowup")
     if psd not in ("clip", "none"):
         raise ValueError(f"psd must be 'clip' or 'none', got {psd!r}")
     blowup = check_blowup(blowup, V0=V0)
@@ -326,7 +326,7 @@ class _Segments:
     own noise stream, until T, a blow-up or a first state above its stop level
     (``_core.continue_paths``); counts the steps taken."""
 
-    blocks: list
+    blocks: Network
     dt: float
     steps: int
     scheme: str
@@ -413,7 +413,8 @@ def _split(segments: _Segments, particles: _Particles, k: int, max_iterations: i
     blew up, extinction or ``max_iterations``; returns (iterations, log weight,
     levels, status)."""
     N = particles.score.size
-    log_w, levels, it = 0.0, [], 0
+    log_w, it = 0.0, 0
+    levels: list[float] = []
     while int(particles.blown.sum()) < N - k + 1:
         score = particles.score
         z = np.partition(score, k - 1)[k - 1]
@@ -430,12 +431,6 @@ def _split(segments: _Segments, particles: _Particles, k: int, max_iterations: i
         parents = survivors[rng.integers(0, survivors.size, size=K)]
         particles.branch(segments, killed, parents, float(z))
     return it, log_w, levels, "resolved"
-
-
-def _network(network) -> Network:
-    from .sde import _sde_network
-
-    return _sde_network(network)
 
 
 @network_first("pass the initial covariance as V0= and the rest by name, e.g. ams_repeat(net, V0=V0, T=1.0)")
