@@ -64,8 +64,10 @@ DETECTION_SUITE = [
 
 
 def _has_mutations(build_dir: str) -> bool:
-    code = ("from shaped_transformer._core_loader import core; import sys; "
-            "sys.exit(0 if hasattr(core, '_set_mutation') else 1)")
+    code = (
+        "from shaped_transformer._core_loader import core; import sys; "
+        "sys.exit(0 if hasattr(core, '_set_mutation') else 1)"
+    )
     env = dict(os.environ, SHAPED_TRANSFORMER_BUILD_DIR=build_dir, PYTHONPATH=_pythonpath())
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True).returncode == 0
 
@@ -94,9 +96,20 @@ def mutation_build(workdir: str | None = None) -> str:
     import pybind11
 
     build = workdir or tempfile.mkdtemp(prefix="st-mutations-")
-    cfg = [cmake, "-S", str(ROOT), "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DSHAPED_TRANSFORMER_PYTHON=ON",
-           "-DSHAPED_TRANSFORMER_MUTATIONS=ON", "-DSHAPED_TRANSFORMER_INSTALL=OFF", "-DSHAPED_TRANSFORMER_TESTS=OFF",
-           f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}"]
+    cfg = [
+        cmake,
+        "-S",
+        str(ROOT),
+        "-B",
+        build,
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DSHAPED_TRANSFORMER_PYTHON=ON",
+        "-DSHAPED_TRANSFORMER_MUTATIONS=ON",
+        "-DSHAPED_TRANSFORMER_INSTALL=OFF",
+        "-DSHAPED_TRANSFORMER_TESTS=OFF",
+        f"-DPython_EXECUTABLE={sys.executable}",
+        f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+    ]
     if shutil.which("ninja"):
         cfg += ["-G", "Ninja"]
     if shutil.which("ccache"):
@@ -105,19 +118,32 @@ def mutation_build(workdir: str | None = None) -> str:
     for cmd in (cfg, [cmake, "--build", build, "--target", "_core", "-j", jobs]):
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"the mutation build failed: {' '.join(cmd)}\n"
-                               f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+            raise RuntimeError(
+                f"the mutation build failed: {' '.join(cmd)}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+            )
     if not glob.glob(os.path.join(build, "_core*")):
         raise RuntimeError(f"no _core module in {build}")
     return build
 
 
-def run_pytest(targets: list[str], build_dir: str, *, mutation: str = "", report: str | None = None,
-               junit: str | None = None, first_failure: bool = False) -> subprocess.CompletedProcess:
+def run_pytest(
+    targets: list[str],
+    build_dir: str,
+    *,
+    mutation: str = "",
+    report: str | None = None,
+    junit: str | None = None,
+    first_failure: bool = False,
+) -> subprocess.CompletedProcess:
     """A child pytest at CI size on the mutation core, with mutation ``mutation``
     ('' for none) and, with ``report``, the outcome report written there."""
-    env = dict(os.environ, SHAPED_TRANSFORMER_BUILD_DIR=build_dir, SHAPED_TRANSFORMER_FULL="0",
-               PYTHONPATH=_pythonpath(), SHAPED_TRANSFORMER_MUTATIONS="0")
+    env = dict(
+        os.environ,
+        SHAPED_TRANSFORMER_BUILD_DIR=build_dir,
+        SHAPED_TRANSFORMER_FULL="0",
+        PYTHONPATH=_pythonpath(),
+        SHAPED_TRANSFORMER_MUTATIONS="0",
+    )
     env.pop("SHAPED_TRANSFORMER_MUTATION", None)
     if mutation:
         env["SHAPED_TRANSFORMER_MUTATION"] = mutation
@@ -169,8 +195,9 @@ def run_mutation(m: Mutation, build_dir: str) -> tuple[str, float, subprocess.Co
     return verdict(m, records, proc.returncode), dt, proc, message
 
 
-def run_matrix(build_dir: str, names: list[str] | None = None, log=print,
-               jobs: int = 1) -> dict[str, tuple[str, float]]:
+def run_matrix(
+    build_dir: str, names: list[str] | None = None, log=print, jobs: int = 1
+) -> dict[str, tuple[str, float]]:
     """The control, then every row of the table (or those named), ``jobs`` child
     runs at a time (the results do not depend on it: fixed seeds, the same numbers
     for any thread count): {name: (verdict, seconds)}; the control's verdict is
@@ -179,10 +206,15 @@ def run_matrix(build_dir: str, names: list[str] | None = None, log=print,
 
     t0 = time.perf_counter()
     control = run_pytest([CONTROL], build_dir)
-    log(f"control ({CONTROL}, every switch at 1): pytest exit {control.returncode}, "
-        f"{time.perf_counter() - t0:.1f} s")
-    out = {"control": ("caught" if control.returncode == 0 else
-                       f"the control failed: {control.stdout[-2000:]}{control.stderr[-1000:]}", 0.0)}
+    log(f"control ({CONTROL}, every switch at 1): pytest exit {control.returncode}, {time.perf_counter() - t0:.1f} s")
+    out = {
+        "control": (
+            "caught"
+            if control.returncode == 0
+            else f"the control failed: {control.stdout[-2000:]}{control.stderr[-1000:]}",
+            0.0,
+        )
+    }
     rows = [m for m in TABLE if not names or m.name in names]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for m, (v, dt, proc, message) in zip(rows, pool.map(lambda m: run_mutation(m, build_dir), rows)):
@@ -218,8 +250,9 @@ def test_docs_show_the_table_of_the_code():
 def test_every_row_names_a_test_and_an_assertion_that_exist():
     """Each row's test function is defined in its file and each fragment is the
     text of an assertion there; core switches are the names mutation.hpp knows."""
-    names = re.search(r"kNames\[kCount\] = \{(.*?)\};",
-                      (ROOT / "cpp/include/shaped_transformer/mutation.hpp").read_text(), re.S)
+    names = re.search(
+        r"kNames\[kCount\] = \{(.*?)\};", (ROOT / "cpp/include/shaped_transformer/mutation.hpp").read_text(), re.S
+    )
     known = set(re.findall(r'"([a-z_]+)"', names.group(1)))
     for m in TABLE:
         path, _, func = m.test.partition("::")
@@ -233,7 +266,7 @@ def test_every_row_names_a_test_and_an_assertion_that_exist():
     assert len(ALL) == len(set(ALL)) and set(CORE) <= set(BY_NAME)
 
 
-_SYNTHETIC = '''
+_SYNTHETIC = """
 import numpy as np
 import pytest
 
@@ -276,7 +309,7 @@ def test_setup_fails(broken):
 def test_crash():
     import os
     os.abort()
-'''
+"""
 
 
 def test_only_the_expected_assertion_counts(tmp_path):
@@ -291,9 +324,26 @@ def test_only_the_expected_assertion_counts(tmp_path):
     f.write_text(_SYNTHETIC)
     report = tmp_path / "out.jsonl"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([_pythonpath(), str(tmp_path / "lib")]))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "_outcome_report",
-                           f"--outcome-report={report}", "--rootdir", str(tmp_path / "tests"), str(f)],
-                          cwd=tmp_path / "tests", env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "_outcome_report",
+            f"--outcome-report={report}",
+            "--rootdir",
+            str(tmp_path / "tests"),
+            str(f),
+        ],
+        cwd=tmp_path / "tests",
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     records = [json.loads(line) for line in report.read_text().splitlines()]
 
     def v(test, assertion):
@@ -373,8 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="the mutation matrix (docs/validation.md)")
     ap.add_argument("--build-dir", help="where to build the mutation core (default: a temporary folder)")
     ap.add_argument("--build-only", action="store_true", help="only build the mutation core (into --build-dir)")
-    ap.add_argument("--jobs", type=int, default=int(os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", "2")),
-                    help="child test runs at a time (default: CMAKE_BUILD_PARALLEL_LEVEL or 2)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=int(os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", "2")),
+        help="child test runs at a time (default: CMAKE_BUILD_PARALLEL_LEVEL or 2)",
+    )
     ap.add_argument("--detection", action="store_true", help="the detection matrix: every statistical test")
     ap.add_argument("--out", default="mutation-matrix.json", help="--detection: the JSON file of outcomes")
     ap.add_argument("--table", action="store_true", help="--detection: only print the table of --out")
@@ -396,8 +450,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = run_matrix(build, a.names, log=lambda s: print(s, flush=True), jobs=a.jobs)
     bad = {k: v for k, (v, _) in results.items() if v != "caught"}
-    print(f"{len(results) - 1 - len(bad)} of {len(results) - 1} mutations caught by their tests; "
-          f"{time.perf_counter() - t0:.1f} s in all")
+    print(
+        f"{len(results) - 1 - len(bad)} of {len(results) - 1} mutations caught by their tests; "
+        f"{time.perf_counter() - t0:.1f} s in all"
+    )
     return 1 if bad else 0
 
 

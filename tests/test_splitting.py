@@ -32,9 +32,8 @@ import numpy as np
 import pytest
 
 import shaped_transformer as st
-from shaped_transformer.splitting import ams_repeat
-
 from _mutations import model
+from shaped_transformer.splitting import ams_repeat
 
 FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
 
@@ -59,8 +58,17 @@ def _plain_monte_carlo(net, V0) -> tuple[int, int]:
         warnings.simplefilter("ignore")
         for i in range(0, MC_PATHS, MC_CHUNK):
             paths = min(MC_CHUNK, MC_PATHS - i)
-            r = st.solve_sde(net, V0=V0, T=1.0, dt=DT, paths=paths, seed=20_000 + i // MC_CHUNK, save="summary",
-                             save_at=[1.0], blowup=BLOWUP)
+            r = st.solve_sde(
+                net,
+                V0=V0,
+                T=1.0,
+                dt=DT,
+                paths=paths,
+                seed=20_000 + i // MC_CHUNK,
+                save="summary",
+                save_at=[1.0],
+                blowup=BLOWUP,
+            )
             k += int(np.isfinite(r.exploded_at).sum())
             n += paths
     return k, n
@@ -76,13 +84,24 @@ def test_splitting_matches_plain_monte_carlo_at_small_p():
     k, n = _plain_monte_carlo(net, V0)
     p_mc = k / n
     se_mc = np.sqrt(max(k, 1) * (1 - p_mc)) / n  # binomial (Poisson-like at this p)
-    rep = ams_repeat(model(net), V0=V0, repeats=AMS_RUNS, seed=900, T=1.0, dt=DT, particles=AMS_PARTICLES,
-                     blowup=BLOWUP, kill_fraction=AMS_KILLED / AMS_PARTICLES)
+    rep = ams_repeat(
+        model(net),
+        V0=V0,
+        repeats=AMS_RUNS,
+        seed=900,
+        T=1.0,
+        dt=DT,
+        particles=AMS_PARTICLES,
+        blowup=BLOWUP,
+        kill_fraction=AMS_KILLED / AMS_PARTICLES,
+    )
     runs = np.asarray(rep["runs"])
     z = (rep["p"] - p_mc) / np.hypot(se_mc, rep["se"])
-    print(f"plain Monte Carlo {k} of {n}: P = {p_mc:.3e} +- {se_mc:.1e}; splitting ({AMS_RUNS} runs of "
-          f"{AMS_PARTICLES}): {rep['p']:.3e} +- {rep['se']:.1e} (one run: relative error {rep['rel_error_single']:.2f},"
-          f" {np.mean(rep['iterations']):.0f} iterations); z = {z:+.2f}")
+    print(
+        f"plain Monte Carlo {k} of {n}: P = {p_mc:.3e} +- {se_mc:.1e}; splitting ({AMS_RUNS} runs of "
+        f"{AMS_PARTICLES}): {rep['p']:.3e} +- {rep['se']:.1e} (one run: relative error {rep['rel_error_single']:.2f},"
+        f" {np.mean(rep['iterations']):.0f} iterations); z = {z:+.2f}"
+    )
     assert k >= 50, k  # the plain estimate is resolved
     assert np.all(runs > 0), runs
     assert abs(z) < 4.5, (rep["p"], p_mc, z)

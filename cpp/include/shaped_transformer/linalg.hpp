@@ -29,10 +29,8 @@ template <class M, class A, class B>
 inline void small_product(M& out, const A& a, const B& b) {
   if constexpr (M::MaxRowsAtCompileTime != Eigen::Dynamic && M::MaxColsAtCompileTime != Eigen::Dynamic)
     out.noalias() = a.lazyProduct(b);
-  else
-    out.noalias() = a * b;
+  else out.noalias() = a * b;
 }
-
 
 /// When psd_root trusts Cholesky and which eigenvalues it keeps.  The defaults are
 /// the solvers' rule (exact chain, SDE, exact_common); the law sampler keeps its

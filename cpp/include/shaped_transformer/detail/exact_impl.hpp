@@ -145,7 +145,7 @@ inline void exact_block(const std::variant<K...>& block, Cov& V, long n, const E
           if (exact_small::covers(b, V.rows(), n)) {
             if (V.rows() == 8) return exact_small::attention<Eigen::Matrix<double, 8, 8>>(b, V, n, key);
             return exact_small::attention<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(b, V, n,
-                                                                                                           key);
+                                                                                                            key);
           }
         }
         if constexpr (B::has_exact) exact_step(b, V, n, key);
@@ -186,7 +186,7 @@ inline std::int64_t exact_sample(const Net& net, const Cov& V0, long width, int 
     for (std::size_t b = 0; b < net.blocks.size() && finite; ++b) {
       const ExactKey key{seed, sample, net.block_index(std::size_t(l), b), cancel};
       exact_block(net.blocks[b], V, width, key);
-      finite = V.allFinite();  // stop inside the layer once V overflowed
+      finite = V.allFinite();                                   // stop inside the layer once V overflowed
       if (cancel && cancel->stop_requested()) return exploded;  // the run is discarded
     }
     if (!finite || !covariance_ok(V, blowup)) {
