@@ -166,8 +166,8 @@ inline void attention_lanes(const Params& p, const shaped_transformer::exact_bat
   const double tau = b.tau0 * std::sqrt(n * b.nk);
   const std::uint32_t head0 = mid::kExactBase + 8u;  // ExactKey::head_stream(0, .)
   // key product M = chol(Wishart_m(n_k)) Z
-  wishart_lanes<MC>(m, b.nk, p.seed, head0 + ExactKey::kKeyWishart, head0 + ExactKey::kKeyUniform, block, sample0,
-                    alive, w.N, w.U, B);
+  wishart_lanes<MC>(m, b.nk ST_MUTATE(kKeyDf), p.seed, head0 + ExactKey::kKeyWishart, head0 + ExactKey::kKeyUniform,
+                    block, sample0, alive, w.N, w.U, B);
   lane_normals(p.seed, head0 + ExactKey::kKeyGauss, block, sample0, (mm + 3) / 4, Z);
   lower_mul<MC>(m, B, Z, w.Mk);
   if (tri) lower_mul<MC>(m, L, w.Mk, T);
@@ -192,8 +192,8 @@ inline void attention_lanes(const Params& p, const shaped_transformer::exact_bat
   // value mix with H = 1
   lane_normals(p.seed, mid::kExactBase + 8u + ExactKey::kValueZ, block, sample0, (mm + 3) / 4, Z);
   mul<MC>(m, C, Z, P);
-  wishart_lanes<MC>(m, n - double(m), p.seed, mid::kExactBase + ExactKey::kR, mid::kExactBase + ExactKey::kRUniform,
-                    block, sample0, alive, w.N, w.U, B);
+  wishart_lanes<MC>(m, n - double(m) ST_MUTATE(kValueDf), p.seed, mid::kExactBase + ExactKey::kR,
+                    mid::kExactBase + ExactKey::kRUniform, block, sample0, alive, w.N, w.U, B);
   mul_lower<MC>(m, C, B, w.CB);
   mul_t<MC>(m, L, P, T);
   mul_t<MC>(m, P, P, Q);

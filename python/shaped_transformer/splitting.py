@@ -450,6 +450,13 @@ class _Particles:
         self.blown[killed] = new_end >= 0
 
 
+def _log_weight_factor(killed: int, particles: int) -> float:
+    """log(1 - K / N): one iteration that kills K of N particles multiplies the
+    weight by 1 - K / N.  A function of its own so that the tests' mutation matrix
+    (tests/_mutations.py) can replace it for a session."""
+    return math.log1p(-killed / particles)
+
+
 def _split(
     segments: _Segments, particles: _Particles, k: int, max_iterations: int, rng: np.random.Generator
 ) -> tuple[int, float, list[float], str]:
@@ -470,7 +477,7 @@ def _split(
             return it, log_w, levels, "max_iterations"
         it += 1
         levels.append(float(z))
-        log_w += math.log1p(-K / N)
+        log_w += _log_weight_factor(K, N)
         survivors = np.flatnonzero(score > z)
         parents = survivors[rng.integers(0, survivors.size, size=K)]
         particles.branch(segments, killed, parents, float(z))

@@ -253,7 +253,8 @@ inline void sde_drift_general(const ShapedAttention& b, const M& V, M& out) {
   }
   M DV;
   small_product(DV, D, V);
-  out += (b.gamma * b.gamma / (b.tau0 * b.tau0)) * (b.beta * (DV + DV.transpose()) + (b.beta * b.beta) * VT);
+  out += (b.gamma * b.gamma / (b.tau0 * b.tau0)) ST_MUTATE(kGeneralDrift) *
+         (b.beta * (DV + DV.transpose()) + (b.beta * b.beta) * VT);
 }
 
 /// Adds the noise increment of a causal or general head (see above) to `out`; `dW`
@@ -265,7 +266,7 @@ inline void sde_noise_general(const ShapedAttention& b, const M& V, const M& L, 
                            M::MaxColsAtCompileTime>;
   const Eigen::Map<const RM> dZ(dW, m, m), dXi(dW + m * m, m, m);
   const double c1 = b.gamma * std::sqrt(std::max(0.0, 2.0 - b.gamma * b.gamma)) / std::sqrt(2.0);
-  const double c2 = b.gamma * b.gamma * b.beta / (b.tau0 * std::sqrt(double(b.heads)));
+  const double c2 = b.gamma * b.gamma * b.beta / (b.tau0 * std::sqrt(double(b.heads))) ST_MUTATE(kGeneralSoftNoise);
   M T, Yh, S, Q = M::Zero(m, m);
   small_product(T, dXi, L.transpose());
   small_product(Yh, L, T);  // L dXi L^T: the first-order logits per unit of dt^(1/2)

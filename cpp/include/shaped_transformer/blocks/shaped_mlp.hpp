@@ -115,7 +115,7 @@ inline void sde_noise(const ShapedMLP& b, const M& V, const M& L, const double* 
   M LZ, S;
   small_product(LZ, L, dZ);
   small_product(S, LZ, L.transpose());
-  out += b.gamma * (S + S.transpose());
+  out += b.gamma ST_MUTATE(kMlpNoise) * (S + S.transpose());
 }
 
 }  // namespace shaped_transformer

@@ -88,7 +88,7 @@ inline void attention(const ShapedAttention& b, Cov& Vio, long n, const ExactKey
   const double tau = b.tau0 * std::sqrt(double(n) * nk);
   {  // key product M = chol(Wishart_m(n_k)) Z
     BulkRng r(key.head_stream(0, ExactKey::kKeyWishart), key.head_stream(0, ExactKey::kKeyUniform));
-    wishart(nk, r, B);
+    wishart(nk ST_MUTATE(kKeyDf), r, B);
     gaussian(key.head_stream(0, ExactKey::kKeyGauss), Z);
     small_product(Mk, B, Z);
   }
@@ -112,7 +112,7 @@ inline void attention(const ShapedAttention& b, Cov& Vio, long n, const ExactKey
   small_product(P, C, Z);
   {
     BulkRng r(key.stream(ExactKey::kR), key.stream(ExactKey::kRUniform));
-    wishart(double(n) - double(m), r, B);
+    wishart(double(n) - double(m) ST_MUTATE(kValueDf), r, B);
   }
   small_product(CB, C, B);
   const double HN = double(n);

@@ -34,7 +34,7 @@ namespace sde {
 
 /// Width of the exact chain that stands for step dt (1/dt, which must be an integer).
 inline long exact_width(double dt, int m) {
-  const double w = 1.0 / dt;
+  const double w = 1.0 / dt ST_MUTATE(kExactChainWidth);
   const long n = long(std::llround(w));
   if (std::abs(w - double(n)) > 1e-6 * w)
     throw std::invalid_argument("dt: scheme 'exact_chain' needs 1/dt to be an integer width, got 1/dt = " +
