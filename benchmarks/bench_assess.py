@@ -37,6 +37,7 @@ import time
 import warnings
 
 import numpy as np
+
 import shaped_transformer as st
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
@@ -78,23 +79,44 @@ def main() -> None:
             samples = max(thr, 2)
 
             def exact(net=net, V0=V0, samples=samples):
-                st.simulate(net, V0=V0, width=n, depth=1, samples=samples, method="exact", seed=0, threads=thr,
-                            save_at=np.array([1]), progress=False)
+                st.simulate(
+                    net,
+                    V0=V0,
+                    width=n,
+                    depth=1,
+                    samples=samples,
+                    method="exact",
+                    seed=0,
+                    threads=thr,
+                    save_at=np.array([1]),
+                    progress=False,
+                )
 
             t_exact, _ = timed(exact, cell)
             t_exact /= samples
 
             def exact_att(att=att, V0=V0, samples=samples):
-                st.simulate(att, V0=V0, width=n, depth=1, samples=samples, method="exact", seed=0, threads=thr,
-                            save_at=np.array([1]), progress=False)
+                st.simulate(
+                    att,
+                    V0=V0,
+                    width=n,
+                    depth=1,
+                    samples=samples,
+                    method="exact",
+                    seed=0,
+                    threads=thr,
+                    save_at=np.array([1]),
+                    progress=False,
+                )
 
             t_att, _ = timed(exact_att, cell)
             t_att /= samples
             paths, steps = max(thr, 4), 10
 
             def sde(net=net, V0=V0, steps=steps, paths=paths):
-                st.solve_sde(net, V0=V0, T=0.01, steps=steps, paths=paths, seed=0, threads=thr, save_at=[0.01],
-                             progress=False)
+                st.solve_sde(
+                    net, V0=V0, T=0.01, steps=steps, paths=paths, seed=0, threads=thr, save_at=[0.01], progress=False
+                )
 
             t_sde, _ = timed(sde, cell)
             t_sde /= paths * steps
@@ -105,8 +127,9 @@ def main() -> None:
                 rng = np.random.default_rng(0)
                 batch = max(2, min(256, int(2e7 / (H * m**3))))
                 Vb = np.repeat(V0[None], batch, axis=0)
-                t_np, _ = timed(lambda rng=rng, Vb=Vb, H=H: attention_block(rng, Vb, n=n, heads=H, tau0=1.0, gamma=0.5),
-                                cell)
+                t_np, _ = timed(
+                    lambda rng=rng, Vb=Vb, H=H: attention_block(rng, Vb, n=n, heads=H, tau0=1.0, gamma=0.5), cell
+                )
                 t_np /= batch
             A = np.random.default_rng(0).standard_normal((m, m))
             t_mm, _ = timed(lambda A=A: A @ A, 0.05)
@@ -115,18 +138,23 @@ def main() -> None:
             gf = 2 * m**3 / t_mm / 1e9
             gfb = 64 * 2 * m**3 / t_bmm / 1e9
             rows.append((H, m, t_exact, t_att, t_np, t_sde, gf, gfb))
-            print(f"H={H:2d} m={m:4d}: exact chain {t_exact * 1e3:10.3f} ms/layer-sample (attention block alone "
-                  f"{t_att * 1e3:9.3f} ms; NumPy m x m attention step {t_np * 1e3:9.3f} ms, ratio core/NumPy "
-                  f"{t_att / t_np:6.2f}); SDE {t_sde * 1e3:8.4f} ms/path-step; NumPy dgemm {gf:6.1f} GF/s "
-                  f"(batch of 64: {gfb:6.1f})", flush=True)
+            print(
+                f"H={H:2d} m={m:4d}: exact chain {t_exact * 1e3:10.3f} ms/layer-sample (attention block alone "
+                f"{t_att * 1e3:9.3f} ms; NumPy m x m attention step {t_np * 1e3:9.3f} ms, ratio core/NumPy "
+                f"{t_att / t_np:6.2f}); SDE {t_sde * 1e3:8.4f} ms/path-step; NumPy dgemm {gf:6.1f} GF/s "
+                f"(batch of 64: {gfb:6.1f})",
+                flush=True,
+            )
     print(f"load averages at end: {os.getloadavg()}")
     # The issue's question: 48 layers, width 1024, 8 heads, 128 tokens, 2000 samples, T = 48/1024, SDE 100 steps.
-    for H, m, t_exact, t_att, t_np, t_sde, *_ in rows:
+    for H, m, t_exact, _t_att, _t_np, t_sde, *_ in rows:
         if H == 8 and m == 128:
             ex = t_exact * 48 * 2000
             sd = t_sde * 100 * 2000
-            print(f"issue question (H=8, m=128, n=1024, d=48, 2000 samples): exact chain {ex / 60:.1f} min, "
-                  f"SDE (100 steps) {sd / 60:.1f} min, on {thr} threads")
+            print(
+                f"issue question (H=8, m=128, n=1024, d=48, 2000 samples): exact chain {ex / 60:.1f} min, "
+                f"SDE (100 steps) {sd / 60:.1f} min, on {thr} threads"
+            )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import time
 import warnings
 
 import numpy as np
+
 import shaped_transformer as st
 from shaped_transformer.analysis import mean_correlation
 
@@ -38,15 +39,29 @@ def run(net, m: int, width: int, depth: int, every: int, samples: int, seed: int
     V0 = st.inputs.equicorrelated(m, 0.3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", st.BlowUpWarning)
-        r = st.simulate(net, V0=V0, width=width, depth=depth, samples=samples, method="exact", seed=seed,
-                        save_every=every, progress=False)
+        r = st.simulate(
+            net,
+            V0=V0,
+            width=width,
+            depth=depth,
+            samples=samples,
+            method="exact",
+            seed=seed,
+            save_every=every,
+            progress=False,
+        )
     with np.errstate(invalid="ignore"):
         gap = 1.0 - mean_correlation(r.V)  # (samples, saved); NaN after a blow-up
     layers = np.asarray(r.info["layers"])
-    q = np.array([np.nanquantile(gap[:, j], [0.01, 0.5, 0.99]) if np.isfinite(gap[:, j]).any() else [np.nan] * 3
-                  for j in range(len(layers))])
-    p = {eps: np.array([np.mean(np.nan_to_num(gap[:, j], nan=np.inf) < eps) for j in range(len(layers))])
-         for eps in EPS}
+    q = np.array(
+        [
+            np.nanquantile(gap[:, j], [0.01, 0.5, 0.99]) if np.isfinite(gap[:, j]).any() else [np.nan] * 3
+            for j in range(len(layers))
+        ]
+    )
+    p = {
+        eps: np.array([np.mean(np.nan_to_num(gap[:, j], nan=np.inf) < eps) for j in range(len(layers))]) for eps in EPS
+    }
     blown = np.array([np.mean(~np.isfinite(gap[:, j])) for j in range(len(layers))])
     return layers, q, p, blown
 
@@ -64,9 +79,19 @@ def compute(samples: int, sizes: list[int]) -> list[dict]:
     for i, (label, net, m, n, d, every) in enumerate(cases):
         t0 = time.perf_counter()
         layers, q, p, blown = run(net, m, n, d, every, samples, seed=100 + i)
-        results.append({"label": label, "m": m, "width": n, "samples": samples, "layers": layers.tolist(),
-                        "quantiles_1_50_99": q.tolist(), "p_collapse": {f"{e:g}": p[e].tolist() for e in EPS},
-                        "blown": blown.tolist(), "seconds": time.perf_counter() - t0})
+        results.append(
+            {
+                "label": label,
+                "m": m,
+                "width": n,
+                "samples": samples,
+                "layers": layers.tolist(),
+                "quantiles_1_50_99": q.tolist(),
+                "p_collapse": {f"{e:g}": p[e].tolist() for e in EPS},
+                "blown": blown.tolist(),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     return results
 
 
@@ -76,9 +101,11 @@ def report(results: list[dict]) -> None:
         q, p = np.array(r["quantiles_1_50_99"]), r["p_collapse"]
         for j, layer in enumerate(r["layers"]):
             if layer in (8, 16, 24, 32, 48, 64, 128, 256, 384, 512):
-                print(f"   layer {layer:4d}: 1 - mean rho quantiles (1%, 50%, 99%) {q[j, 0]:.2e} {q[j, 1]:.2e} "
-                      f"{q[j, 2]:.2e};  P(collapse) at eps 0.1 / 0.01 / 0.001: {p['0.1'][j]:.4f} / "
-                      f"{p['0.01'][j]:.4f} / {p['0.001'][j]:.4f};  blown up {r['blown'][j]:.4f}")
+                print(
+                    f"   layer {layer:4d}: 1 - mean rho quantiles (1%, 50%, 99%) {q[j, 0]:.2e} {q[j, 1]:.2e} "
+                    f"{q[j, 2]:.2e};  P(collapse) at eps 0.1 / 0.01 / 0.001: {p['0.1'][j]:.4f} / "
+                    f"{p['0.01'][j]:.4f} / {p['0.001'][j]:.4f};  blown up {r['blown'][j]:.4f}"
+                )
 
 
 def plot(results: list[dict], out: str) -> None:
@@ -88,8 +115,12 @@ def plot(results: list[dict], out: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    colors = {"standard, n=256": "tab:red", "standard, n=1024": "tab:orange", "shaped tau0=1, n=256": "tab:blue",
-              "shaped tau0=0.5, n=256": "tab:green"}
+    colors = {
+        "standard, n=256": "tab:red",
+        "standard, n=1024": "tab:orange",
+        "shaped tau0=1, n=256": "tab:blue",
+        "shaped tau0=0.5, n=256": "tab:green",
+    }
     m_min = min(r["m"] for r in results)
     for r in results:
         c = colors.get(r["label"], "k")
@@ -110,8 +141,9 @@ def plot(results: list[dict], out: str) -> None:
     axes[0].set_ylabel("1 - mean token correlation (median, 1%..99%)")
     axes[1].set_ylabel("P(mean correlation > 0.99)")
     axes[1].legend(fontsize=7)
-    fig.suptitle("exact chains, rho0 = 0.3, gamma = 0.5, H = 1: solid m = 8, dashed m = 32; shaped: T = layer / 256",
-                 fontsize=9)
+    fig.suptitle(
+        "exact chains, rho0 = 0.3, gamma = 0.5, H = 1: solid m = 8, dashed m = 32; shaped: T = layer / 256", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"figure: {out}")

@@ -145,29 +145,61 @@ def _api_pages() -> None:
                 continue
             groups[_kind(obj)].append(name)
         slug = modname.replace("shaped_transformer.", "") if modname != "shaped_transformer" else "top"
-        lines = [f"{title}", "=" * len(title), "", f".. automodule:: {modname}", "   :no-members:", "",
-                 f".. currentmodule:: {modname}", ""]
+        lines = [
+            f"{title}",
+            "=" * len(title),
+            "",
+            f".. automodule:: {modname}",
+            "   :no-members:",
+            "",
+            f".. currentmodule:: {modname}",
+            "",
+        ]
         for kind, names in groups.items():
             if not names:
                 continue
-            lines += [kind.capitalize(), "-" * len(kind), "", ".. autosummary::", "   :toctree: generated",
-                      f"   :template: {'class.rst' if kind in ('classes', 'exceptions') else 'base.rst'}",
-                      "   :nosignatures:", ""] + [f"   {n}" for n in names] + [""]
+            lines += (
+                [
+                    kind.capitalize(),
+                    "-" * len(kind),
+                    "",
+                    ".. autosummary::",
+                    "   :toctree: generated",
+                    f"   :template: {'class.rst' if kind in ('classes', 'exceptions') else 'base.rst'}",
+                    "   :nosignatures:",
+                    "",
+                ]
+                + [f"   {n}" for n in names]
+                + [""]
+            )
         (api / f"{slug}.rst").write_text("\n".join(lines))
         toc.append(slug)
-    index = ["API reference", "=============", "",
-             "Every public name of the package, generated from its docstring. ``import shaped_transformer as st``",
-             "gives the names of the first page; the others live in their modules (``st.analysis``, ...).", "",
-             ".. toctree::", "   :maxdepth: 1", ""] + [f"   {s}" for s in toc] + [""]
+    index = (
+        [
+            "API reference",
+            "=============",
+            "",
+            "Every public name of the package, generated from its docstring. ``import shaped_transformer as st``",
+            "gives the names of the first page; the others live in their modules (``st.analysis``, ...).",
+            "",
+            ".. toctree::",
+            "   :maxdepth: 1",
+            "",
+        ]
+        + [f"   {s}" for s in toc]
+        + [""]
+    )
     (api / "index.rst").write_text("\n".join(index))
     templates = api / "_templates" / "autosummary"
     templates.mkdir(parents=True, exist_ok=True)
     (templates / "class.rst").write_text(
         "{{ fullname | escape | underline }}\n\n.. currentmodule:: {{ module }}\n\n"
-        ".. autoclass:: {{ objname }}\n   :members:\n   :show-inheritance:\n")
+        ".. autoclass:: {{ objname }}\n   :members:\n   :show-inheritance:\n"
+    )
     (templates / "base.rst").write_text(
         "{{ fullname | escape | underline }}\n\n.. currentmodule:: {{ module }}\n\n"
-        ".. auto{{ objtype }}:: {{ objname }}\n")
+        ".. auto{{ objtype }}:: {{ objname }}\n"
+    )
 
 
 _api_pages()

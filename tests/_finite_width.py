@@ -56,8 +56,9 @@ def extrapolate(widths, est, se) -> Extrapolation:
     cov = np.linalg.inv(X.T @ X)
     coef = cov @ X.T @ (y / s)
     chi2 = float(np.sum((X @ coef - y / s) ** 2))
-    return Extrapolation(float(coef[0]), float(np.sqrt(cov[0, 0])), float(coef[1]), float(np.sqrt(cov[1, 1])),
-                         chi2, len(x) - 2)
+    return Extrapolation(
+        float(coef[0]), float(np.sqrt(cov[0, 0])), float(coef[1]), float(np.sqrt(cov[1, 1])), chi2, len(x) - 2
+    )
 
 
 def mean_se(x: np.ndarray) -> tuple[float, float]:
@@ -82,9 +83,11 @@ def compare_limits(widths, networks, steps, sdes, *, z_max: float = 4.5, approac
         s = extrapolate(steps, *zip(*(o[key] for o in sdes)))
         e = extrapolate(widths, *zip(*(o[key] for o in networks)))
         z = e.z(s.limit, s.limit_se)
-        print(f"{key:18s} network {' '.join(f'{o[key][0]:.4f}' for o in networks)} -> {e.limit:.4f} +- {e.limit_se:.4f}"
-              f" (a = {e.slope:+.2f} +- {e.slope_se:.2f}, chi2 {e.chi2:.2f}); SDE "
-              f"{' '.join(f'{o[key][0]:.4f}' for o in sdes)} -> {s.limit:.4f} +- {s.limit_se:.4f}; z = {z:+.2f}")
+        print(
+            f"{key:18s} network {' '.join(f'{o[key][0]:.4f}' for o in networks)} -> {e.limit:.4f} +- {e.limit_se:.4f}"
+            f" (a = {e.slope:+.2f} +- {e.slope_se:.2f}, chi2 {e.chi2:.2f}); SDE "
+            f"{' '.join(f'{o[key][0]:.4f}' for o in sdes)} -> {s.limit:.4f} +- {s.limit_se:.4f}; z = {z:+.2f}"
+        )
         if not abs(z) < z_max:  # (a NaN fails too)
             failures.append(f"{key}: network limit {e.limit:.4f} against the SDE's {s.limit:.4f} (z = {z:+.2f})")
         if not e.fits():

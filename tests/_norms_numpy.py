@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from _reduced_numpy import K_n, _bartlett, key_products, softmax
 
 NORMS = ("none", "pre_rms", "post_rms", "pre_layer", "post_layer")
@@ -122,7 +123,9 @@ def exact_step(rng, V, s, blk, norm: str, n: int, parts: bool = False):
     """
     N, m, _ = V.shape
     if n < m + 1:
-        raise ValueError(f"the exact step needs n >= m + 1 (the all-ones direction outside the tokens' span), got n={n}, m={m}")
+        raise ValueError(
+            f"the exact step needs n >= m + 1 (the all-ones direction outside the tokens' span), got n={n}, m={m}"
+        )
     g, lam = blk.gamma, blk.lam
     Vin = _branch_input(V, s, n, norm)
     Lin = psd_root(Vin)
@@ -200,7 +203,10 @@ def exact_chain(rng, blocks, norm: str, V0, s0, n: int, layers: int, samples: in
 def sigma_mix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """S_{ab,cd} = A_ac B_bd + A_ad B_bc + A_bc B_ad + A_bd B_ac, shape (..., m, m, m, m):
     the covariance of G + G^T when Cov(G_ab, G_cd) = A_ac B_bd."""
-    e = lambda s, X, Y: np.einsum(s, X, Y)
+
+    def e(s, X, Y):
+        return np.einsum(s, X, Y)
+
     return (
         e("...ac,...bd->...abcd", A, B)
         + e("...ad,...bc->...abcd", A, B)
@@ -328,7 +334,7 @@ def mixing_term(blk, C: np.ndarray, u: np.ndarray) -> np.ndarray:
     """-lam^2 gamma^2 C_ab (u_a - u_b)^2 / 8: n times the correlation lost in one pre-norm
     block from scales d = 1 + u / sqrt(n), by mixing the residual (which keeps the scales)
     with the normalized branch (section 3.3)."""
-    return -blk.lam**2 * blk.gamma**2 * C * np.subtract.outer(u, u) ** 2 / 8
+    return -(blk.lam**2) * blk.gamma**2 * C * np.subtract.outer(u, u) ** 2 / 8
 
 
 def diag_gap_variance(blk, C: np.ndarray) -> np.ndarray:
@@ -453,8 +459,9 @@ def _repair(C: np.ndarray) -> tuple[np.ndarray, int]:
     return (corr(C) if r else C), r
 
 
-def solve_corr_sde(rng, blocks, norm: str, C0, T_end: float, dt: float, paths: int, terms: dict | None = None,
-                   scheme: str = "drift"):
+def solve_corr_sde(
+    rng, blocks, norm: str, C0, T_end: float, dt: float, paths: int, terms: dict | None = None, scheme: str = "drift"
+):
     """Euler-Maruyama for the correlation SDE of ``norm`` ("post_*" or "pre_*").
 
     scheme "drift": C += beta(C) dt + J(C, dM) with the explicit drift of sections 2-3.

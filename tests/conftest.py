@@ -30,9 +30,9 @@ def pytest_configure(config) -> None:
         import sys
 
         sys.path.insert(0, os.path.dirname(__file__))
-        from _mutations import apply_core_mutation
+        from _mutations import apply_mutation
 
-        apply_core_mutation()
+        apply_mutation()
 
 
 #: Under CI (.ci/run sets CI=true and installs every optional tool), a check that

@@ -31,9 +31,21 @@ BLOWUP = 1e4
 
 
 def _continue(net, V, start, stream, stop, *, dt, steps, scheme="euler", seed=0, a=0.0):
-    P = V.shape[0]
-    return core.continue_paths(net.to_core(), V, np.asarray(start, np.int64), np.asarray(stream, np.int64),
-                               np.asarray(stop, float), dt, steps, scheme, "clip", seed, BLOWUP, a, 2)
+    return core.continue_paths(
+        net.to_core(),
+        V,
+        np.asarray(start, np.int64),
+        np.asarray(stream, np.int64),
+        np.asarray(stop, float),
+        dt,
+        steps,
+        scheme,
+        "clip",
+        seed,
+        BLOWUP,
+        a,
+        2,
+    )
 
 
 @pytest.mark.parametrize("scheme,dt", [("euler", 1 / 64), ("exact_chain", 1 / 32)])
@@ -43,11 +55,31 @@ def test_continue_paths_reproduces_the_solver(scheme, dt):
     P = 600
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BlowUpWarning)
-        r = solve_sde(net, V0=V0, T=1.0, dt=dt, paths=P, scheme=scheme, seed=3, threads=2, blowup=BLOWUP,
-                      save_at=[0.0, 1.0], progress=False)
+        r = solve_sde(
+            net,
+            V0=V0,
+            T=1.0,
+            dt=dt,
+            paths=P,
+            scheme=scheme,
+            seed=3,
+            threads=2,
+            blowup=BLOWUP,
+            save_at=[0.0, 1.0],
+            progress=False,
+        )
     steps = r.info["steps"]
-    V, step, peak, status = _continue(net, np.repeat(V0[None], P, 0), np.zeros(P), np.arange(P), np.full(P, np.inf),
-                                      dt=dt, steps=steps, scheme=scheme, seed=3)
+    V, step, peak, status = _continue(
+        net,
+        np.repeat(V0[None], P, 0),
+        np.zeros(P),
+        np.arange(P),
+        np.full(P, np.inf),
+        dt=dt,
+        steps=steps,
+        scheme=scheme,
+        seed=3,
+    )
     assert r.exploded.sum() >= 3  # the comparison covers blow-ups
     # Today the two run the same step functions and agree bit for bit.  A solver
     # with another operation order (a batched SIMD kernel) may differ by rounding,
@@ -69,14 +101,26 @@ def test_continue_paths_stops_at_the_first_crossing_and_resumes():
     dt, steps, P = 1 / 64, 64, 50
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BlowUpWarning)
-        r = solve_sde(net, V0=V0, T=1.0, dt=dt, paths=P, scheme="euler", seed=9, threads=2, blowup=BLOWUP,
-                      save_at=np.arange(steps + 1) * dt, progress=False)
+        r = solve_sde(
+            net,
+            V0=V0,
+            T=1.0,
+            dt=dt,
+            paths=P,
+            scheme="euler",
+            seed=9,
+            threads=2,
+            blowup=BLOWUP,
+            save_at=np.arange(steps + 1) * dt,
+            progress=False,
+        )
     diag = np.max(np.diagonal(r.V, axis1=2, axis2=3), axis=2)  # (P, steps+1), NaN after blow-up
     z = 1.5
     hit = np.nan_to_num(diag, nan=np.inf) > z
     assert hit.any(axis=1).sum() > 10 and (~hit.any(axis=1)).sum() > 5
-    V, step, peak, status = _continue(net, np.repeat(V0[None], P, 0), np.zeros(P), np.arange(P), np.full(P, z),
-                                      dt=dt, steps=steps, seed=9)
+    V, step, peak, status = _continue(
+        net, np.repeat(V0[None], P, 0), np.zeros(P), np.arange(P), np.full(P, z), dt=dt, steps=steps, seed=9
+    )
     for p in range(P):
         if hit[p].any():
             k = int(np.argmax(hit[p]))
@@ -116,8 +160,19 @@ def test_ams_agrees_with_plain_monte_carlo():
     n = 100_000
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BlowUpWarning)
-        r = solve_sde(net, V0=V0, T=1.0, dt=1 / 64, paths=n, scheme="euler", seed=11, threads=2, blowup=BLOWUP,
-                      save_at=[0.0, 1.0], progress=False)
+        r = solve_sde(
+            net,
+            V0=V0,
+            T=1.0,
+            dt=1 / 64,
+            paths=n,
+            scheme="euler",
+            seed=11,
+            threads=2,
+            blowup=BLOWUP,
+            save_at=[0.0, 1.0],
+            progress=False,
+        )
     p_mc = r.exploded.mean()
     se_mc = math.sqrt(p_mc * (1 - p_mc) / n)
     rep = ams_repeat(net, V0=V0, repeats=20, seed=500, T=1.0, dt=1 / 64, particles=300, blowup=BLOWUP, threads=2)
@@ -147,9 +202,14 @@ def test_ams_blowup_times_and_validation():
     json.dumps(res.to_dict())
     again = ams_blowup(net, V0=V0, T=1.0, dt=1 / 32, particles=50, seed=1, threads=1, blowup=BLOWUP)
     assert again.p == res.p  # same seed, any thread count: same estimate
-    for kw, name in [({"particles": 1}, "particles"), ({"time_exponent": -1.0}, "time_exponent"),
-                     ({"kill_fraction": 1.0}, "kill_fraction"), ({"blowup": 0.5}, "blowup"),
-                     ({"scheme": "rk4"}, "scheme"), ({"dt": 2.0}, "dt")]:
+    for kw, name in [
+        ({"particles": 1}, "particles"),
+        ({"time_exponent": -1.0}, "time_exponent"),
+        ({"kill_fraction": 1.0}, "kill_fraction"),
+        ({"blowup": 0.5}, "blowup"),
+        ({"scheme": "rk4"}, "scheme"),
+        ({"dt": 2.0}, "dt"),
+    ]:
         with pytest.raises(ValueError, match=name):
             ams_blowup(net, V0=V0, **{"T": 1.0, "dt": 1 / 32, "particles": 10, **kw})
     with pytest.raises(ValueError, match="network"):
@@ -182,8 +242,18 @@ def test_atlas_end_to_end(tmp_path):
 
     out = tmp_path / "atlas"
     assert main(["atlas", "--size", "tiny", "--out", str(out), "--workers", "2", "--no-progress"]) == 0
-    for f in ("atlas.json", "atlas.md", "atlas_points.csv", "atlas_curves.csv", "rare.json", "curves.png",
-              "width.png", "heatmap_shaped_transformer.png", "blowup_times.png", "collapse.png"):
+    for f in (
+        "atlas.json",
+        "atlas.md",
+        "atlas_points.csv",
+        "atlas_curves.csv",
+        "rare.json",
+        "curves.png",
+        "width.png",
+        "heatmap_shaped_transformer.png",
+        "blowup_times.png",
+        "collapse.png",
+    ):
         assert (out / f).is_file(), f
     rows = list(csv.DictReader(open(out / "atlas_points.csv")))
     blocks = {r["block"] for r in rows}
@@ -254,13 +324,35 @@ def test_tau0_only_rescales_the_input(method):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BlowUpWarning)
             if method == "sde":
-                r = solve_sde(net, V0=V, T=1.0, dt=1 / 64, paths=P, scheme="euler", seed=4, threads=2, blowup=K,
-                              save_at=[0.0, 1.0], progress=False)
+                r = solve_sde(
+                    net,
+                    V0=V,
+                    T=1.0,
+                    dt=1 / 64,
+                    paths=P,
+                    scheme="euler",
+                    seed=4,
+                    threads=2,
+                    blowup=K,
+                    save_at=[0.0, 1.0],
+                    progress=False,
+                )
             else:
                 from shaped_transformer.simulate import simulate
 
-                r = simulate(net, V0=V, width=64, depth=64, samples=P, method="exact", seed=4, threads=2, blowup=K,
-                             save_at=np.array([0, 64]), progress=False)
+                r = simulate(
+                    net,
+                    V0=V,
+                    width=64,
+                    depth=64,
+                    samples=P,
+                    method="exact",
+                    seed=4,
+                    threads=2,
+                    blowup=K,
+                    save_at=np.array([0, 64]),
+                    progress=False,
+                )
         runs.append(r)
     a, b = runs
     assert a.exploded.sum() >= 2
@@ -277,9 +369,18 @@ def test_atlas_studies_causal_heads(tmp_path):
     and the exact chain alike; the points record it."""
     from shaped_transformer.atlas import run_atlas
 
-    data = run_atlas(tmp_path / "atlas", size="tiny", plots=False, progress=False,
-                     config={"study": {"causal": True}, "rare": {"repeats": 0}, "collapse": {"samples": 0},
-                             "grid": {"blocks": ["shaped_attention"], "tau0": [1.0], "gamma": [0.5], "heads": [1]}})
+    data = run_atlas(
+        tmp_path / "atlas",
+        size="tiny",
+        plots=False,
+        progress=False,
+        config={
+            "study": {"causal": True},
+            "rare": {"repeats": 0},
+            "collapse": {"samples": 0},
+            "grid": {"blocks": ["shaped_attention"], "tau0": [1.0], "gamma": [0.5], "heads": [1]},
+        },
+    )
     assert data["config"]["study"]["causal"] is True
     assert data["points"] and all(p["causal"] for p in data["points"])
     assert {p["method"] for p in data["points"]} == {"sde", "exact"}
@@ -295,8 +396,11 @@ def _mlp_extinct_case():
     """The shaped MLP alone (V grows at most exponentially) with 20 particles: the
     levels climb until every particle is a copy of one first crossing, and the run
     dies out (154 iterations, about 0.2 s)."""
-    return make_network("shaped_mlp", gamma=0.5), equicorrelated(4, 0.3), dict(T=1.0, dt=1 / 32, particles=20,
-                                                                                  threads=2, blowup=BLOWUP)
+    return (
+        make_network("shaped_mlp", gamma=0.5),
+        equicorrelated(4, 0.3),
+        dict(T=1.0, dt=1 / 32, particles=20, threads=2, blowup=BLOWUP),
+    )
 
 
 def test_extinct_splitting_run_is_flagged_and_warns():
@@ -359,8 +463,7 @@ def test_one_verdict_rule_for_every_method():
     base = {"block": "shaped_transformer", "heads": 1, "tau0": 1.0, "gamma": 0.3}
     for method, width in (("sde", None), ("exact", 128)):
         p = dict(base, method=method, width=width, dt=1e-3)
-        runs = {"samples": 2000, "blown": 0, "ams_runs": [2e-4, 1.5e-4, 2.5e-4, 1.8e-4],
-                "ams_status": ["resolved"] * 4}
+        runs = {"samples": 2000, "blown": 0, "ams_runs": [2e-4, 1.5e-4, 2.5e-4, 1.8e-4], "ams_status": ["resolved"] * 4}
         row = _row(p, runs, 0.95, 1e-3)
         assert row["best_method"] == "ams" and row["interval"] == "t over runs" and row["verdict"] == "safe"
         row = _row(p, dict(runs, ams_status=["resolved", "extinct", "resolved", "resolved"]), 0.95, 1e-3)
@@ -368,8 +471,21 @@ def test_one_verdict_rule_for_every_method():
         assert row["best_method"] == "mc" and row["verdict"] == "undecided"
     from shaped_transformer.atlas import atlas_point
 
-    pt = atlas_point(block="shaped_transformer", tau0=1.0, gamma=0.5, m=4, T=1.0, method="exact", width=16,
-                     samples=20, seed=0, ams_particles=10, ams_repeats=2, ams_below=5, threads=2)
+    pt = atlas_point(
+        block="shaped_transformer",
+        tau0=1.0,
+        gamma=0.5,
+        m=4,
+        T=1.0,
+        method="exact",
+        width=16,
+        samples=20,
+        seed=0,
+        ams_particles=10,
+        ams_repeats=2,
+        ams_below=5,
+        threads=2,
+    )
     assert pt["blown"] < 5 and len(pt["ams_runs"]) == 2 and len(pt["ams_status"]) == 2
 
 
@@ -406,8 +522,18 @@ def test_atlas_figures_raise_no_matplotlib_warning(tmp_path):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        run_atlas(tmp_path / "atlas", size="tiny", progress=False, workers=2,
-                  config={"reference": {"block": "shaped_mlp"}, "rare": {"repeats": 0}, "splitting": {"particles": 0},
-                          "collapse": {"samples": 0}, "network": {"widths": [16], "reference_widths": [16]},
-                          "grid": {"blocks": ["shaped_attention", "shaped_mlp"], "tau0": [1.0], "gamma": [0.8]}})
+        run_atlas(
+            tmp_path / "atlas",
+            size="tiny",
+            progress=False,
+            workers=2,
+            config={
+                "reference": {"block": "shaped_mlp"},
+                "rare": {"repeats": 0},
+                "splitting": {"particles": 0},
+                "collapse": {"samples": 0},
+                "network": {"widths": [16], "reference_widths": [16]},
+                "grid": {"blocks": ["shaped_attention", "shaped_mlp"], "tau0": [1.0], "gamma": [0.8]},
+            },
+        )
     assert (tmp_path / "atlas" / "curves.png").is_file()

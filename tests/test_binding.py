@@ -155,8 +155,11 @@ def test_memory_figures_come_from_the_blocks():
     est = st._memory.estimate_simulate_bytes  # type: ignore[attr-defined]
     mlp = est(st.ShapedMLP(), "exact", **kw)["workspace"]
     assert mlp == core.exact_mlp_workspace_bytes(8)
-    assert est([st.ShapedMLP(), st.ShapedAttention(heads=8)], "exact", **kw)["workspace"] == \
-        est(st.ShapedAttention(heads=8), "exact", **kw)["workspace"] > mlp
+    assert (
+        est([st.ShapedMLP(), st.ShapedAttention(heads=8)], "exact", **kw)["workspace"]
+        == est(st.ShapedAttention(heads=8), "exact", **kw)["workspace"]
+        > mlp
+    )
 
 
 @pytest.mark.parametrize(

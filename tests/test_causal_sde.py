@@ -38,10 +38,9 @@ import pytest
 from scipy import stats
 
 import shaped_transformer as st
-from shaped_transformer.sde import sde_drift, sde_noise
-
 from _mutations import model
 from _reduced_numpy import _bartlett, key_products
+from shaped_transformer.sde import sde_drift, sde_noise
 
 FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
 Z_MAX = 4.5
@@ -84,7 +83,7 @@ def drift_terms(V, *, tau0=TAU0, gamma=GAMMA, beta=1.0, causal=True) -> tuple[np
     for i in range(m):
         PVP = P[i] @ V @ P[i]
         w = np.diag(PVP) - np.trace(PVP) / k[i]
-        w[int(k[i]):] = 0.0
+        w[int(k[i]) :] = 0.0
         D[i] = V[i, i] * w / (2 * k[i])
     T = np.array([[np.trace(P[a] @ V @ P[b] @ V) for b in range(m)] for a in range(m)]) / np.outer(k, k)
     c = gamma**2 / tau0**2
@@ -227,7 +226,9 @@ def test_cpp_drift_is_the_formula():
         near1 = 1.0 + 2.0**-52  # not the paper's head, so the general code runs
         assert np.allclose(sde_drift(_net(causal=False, beta=near1), V), sde_drift(_net(causal=False), V), atol=1e-13)
         z = rng.standard_normal(2 * m * m)
-        assert np.allclose(sde_noise(_net(causal=False, beta=near1), V, z), sde_noise(_net(causal=False), V, z), atol=1e-13)
+        assert np.allclose(
+            sde_noise(_net(causal=False, beta=near1), V, z), sde_noise(_net(causal=False), V, z), atol=1e-13
+        )
 
 
 def test_first_token_is_fixed_by_construction():
@@ -288,7 +289,10 @@ def test_sampler_matches_the_cpp_chain():
 # ---- one-step Monte Carlo: drift --------------------------------------------------
 
 WIDTHS = (256, 4096)  # drift
-DIFF_WIDTHS = (1024, 4096)  # diffusion: at n = 256 the value noise's O(n^{-1/2}) bias shows (max |z| ~ 3.9 at H = 3, beta = 1.5)
+DIFF_WIDTHS = (
+    1024,
+    4096,
+)  # diffusion: at n = 256 the value noise's O(n^{-1/2}) bias shows (max |z| ~ 3.9 at H = 3, beta = 1.5)
 DRIFT_CASES = [(1, 1.0), (3, 1.0), (1, 1.5)]
 
 
@@ -390,7 +394,10 @@ CAUSAL_NETS = {
     "attention": lambda: _net(),
     "heads4_beta": lambda: _net(heads=4, beta=0.8),
     "transformer": lambda: st.Network(
-        [st.ShapedAttention(heads=2, tau0=1.0, gamma=0.5, causal=True), st.ShapedMLP(c_plus=0.5, c_minus=-1.0, gamma=0.5)]
+        [
+            st.ShapedAttention(heads=2, tau0=1.0, gamma=0.5, causal=True),
+            st.ShapedMLP(c_plus=0.5, c_minus=-1.0, gamma=0.5),
+        ]
     ),
 }
 
@@ -476,12 +483,40 @@ def test_causal_sde_matches_network():
     V0 = st.inputs.equicorrelated(m, 0.3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sde = [causal_observables(st.solve_sde(model(net), V0=V0, T=1.0, steps=k, paths=CAUSAL_PATHS, seed=k + 1,
-                                               save_at=[1.0], scheme="euler", blowup=1e4), m)
-               for k in CAUSAL_STEPS]
-        nets = [causal_observables(st.simulate(net, V0=V0, width=n, depth=n, samples=CAUSAL_SAMPLES, method="exact",
-                                               seed=3 * n + 1, save_at=np.array([n]), blowup=1e4), m)
-                for n in CAUSAL_WIDTHS]
+        sde = [
+            causal_observables(
+                st.solve_sde(
+                    model(net),
+                    V0=V0,
+                    T=1.0,
+                    steps=k,
+                    paths=CAUSAL_PATHS,
+                    seed=k + 1,
+                    save_at=[1.0],
+                    scheme="euler",
+                    blowup=1e4,
+                ),
+                m,
+            )
+            for k in CAUSAL_STEPS
+        ]
+        nets = [
+            causal_observables(
+                st.simulate(
+                    net,
+                    V0=V0,
+                    width=n,
+                    depth=n,
+                    samples=CAUSAL_SAMPLES,
+                    method="exact",
+                    seed=3 * n + 1,
+                    save_at=np.array([n]),
+                    blowup=1e4,
+                ),
+                m,
+            )
+            for n in CAUSAL_WIDTHS
+        ]
     failures = compare_limits(CAUSAL_WIDTHS, nets, CAUSAL_STEPS, sde, approach_from_below=("P(stop)",))
     assert not failures, failures
 
@@ -505,8 +540,16 @@ def test_first_pair_has_no_attention_drift():
             assert abs(bb[0, 0]) > 1e-6 and abs(bb[0, 1]) > 1e-6
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = st.solve_sde(_net(tau0=1.2, gamma=0.5), V0=st.inputs.equicorrelated(5, 0.3), T=0.25, steps=64,
-                         paths=500, seed=4, save_at=[0.25], blowup=1e4)
+        r = st.solve_sde(
+            _net(tau0=1.2, gamma=0.5),
+            V0=st.inputs.equicorrelated(5, 0.3),
+            T=0.25,
+            steps=64,
+            paths=500,
+            seed=4,
+            save_at=[0.25],
+            blowup=1e4,
+        )
     ps = position_statistics(r)
     assert ps.samples + ps.dropped == 500 and ps.pair_mean.shape == (5, 5)
     assert np.isnan(ps.token_mean[0]) and np.all(np.isfinite(ps.token_mean[1:]))

@@ -54,7 +54,9 @@ def test_no_function_is_longer_than_80_lines():
         if path.name in LENGTH_ALLOWANCE:
             continue
         bad += [f"{path.name}:{line} {name}: {n} lines" for name, line, n in long_functions(path.read_text())]
-    assert not bad, f"functions longer than {MAX_FUNCTION_LINES} lines (docstring excluded): split them\n" + "\n".join(bad)
+    assert not bad, f"functions longer than {MAX_FUNCTION_LINES} lines (docstring excluded): split them\n" + "\n".join(
+        bad
+    )
 
 
 def private_imports(source: str, own: str, modules: set[str]) -> list[tuple[str, str]]:
@@ -70,7 +72,9 @@ def private_imports(source: str, own: str, modules: set[str]) -> list[tuple[str,
         return name.startswith("_") and not (name.startswith("__") and name.endswith("__")) and name not in modules
 
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("shaped_transformer")):
+        if isinstance(node, ast.ImportFrom) and (
+            node.level > 0 or (node.module or "").startswith("shaped_transformer")
+        ):
             mod = (node.module or "").removeprefix("shaped_transformer").strip(".")
             for alias in node.names:
                 if not mod and alias.name in modules:
@@ -78,8 +82,13 @@ def private_imports(source: str, own: str, modules: set[str]) -> list[tuple[str,
                 elif mod and mod != own and private(alias.name):
                     found.append((mod, alias.name))
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in module_names
-                and module_names[node.value.id] != own and private(node.attr)):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in module_names
+            and module_names[node.value.id] != own
+            and private(node.attr)
+        ):
             found.append((module_names[node.value.id], node.attr))
     return found
 
@@ -91,8 +100,10 @@ def test_no_private_names_are_imported_across_modules():
         for mod, name in private_imports(path.read_text(), path.stem, modules):
             if (path.name, mod, name) not in PRIVATE_IMPORT_ALLOWANCE:
                 bad.append(f"{path.name} takes {mod}.{name}")
-    assert not bad, ("private names of another module (make them public, or move them into a package-level "
-                     "helper module such as _validate.py):\n" + "\n".join(bad))
+    assert not bad, (
+        "private names of another module (make them public, or move them into a package-level "
+        "helper module such as _validate.py):\n" + "\n".join(bad)
+    )
 
 
 def test_the_shape_checks_can_fail():
@@ -101,8 +112,10 @@ def test_the_shape_checks_can_fail():
     assert long_functions(long) == [("f", 1, 81)]
     assert long_functions(long.replace("    x = 1\n", "", 1)) == []  # the docstring does not count
     mods = {"sde", "report", "_blocks", "analysis"}
-    src = ("from .sde import _sde_network, solve_sde\nfrom . import _blocks, analysis as an\n"
-           "from ._blocks import Network\nx = an._finite\ny = _blocks.Network\n")
+    src = (
+        "from .sde import _sde_network, solve_sde\nfrom . import _blocks, analysis as an\n"
+        "from ._blocks import Network\nx = an._finite\ny = _blocks.Network\n"
+    )
     assert private_imports(src, "report", mods) == [("sde", "_sde_network"), ("analysis", "_finite")]
     assert private_imports("from ._result import _x\n", "_result", mods) == []  # its own names
 
@@ -113,8 +126,22 @@ def test_the_shape_checks_can_fail():
 
 #: The modules whose docstrings follow numpydoc throughout.  The rest (sde,
 #: simulate, _blocks, _result: issue 22 rewrites them) join when their branch lands.
-NUMPYDOC_MODULES = ["analysis", "atlas", "report", "sweep", "plotting", "inputs", "splitting", "torch", "cli",
-                    "sde", "simulate", "_blocks", "_result", "assess"]
+NUMPYDOC_MODULES = [
+    "analysis",
+    "atlas",
+    "report",
+    "sweep",
+    "plotting",
+    "inputs",
+    "splitting",
+    "torch",
+    "cli",
+    "sde",
+    "simulate",
+    "_blocks",
+    "_result",
+    "assess",
+]
 
 _SECTION = re.compile(r"^(\w[\w ]*)\n-{3,}\s*$", re.M)
 
@@ -123,8 +150,10 @@ def sections(doc: str) -> dict[str, str]:
     """The numpydoc sections of a docstring, by title."""
     doc = inspect.cleandoc(doc)
     heads = list(_SECTION.finditer(doc))
-    return {h.group(1): doc[h.end():(heads[i + 1].start() if i + 1 < len(heads) else len(doc))]
-            for i, h in enumerate(heads)}
+    return {
+        h.group(1): doc[h.end() : (heads[i + 1].start() if i + 1 < len(heads) else len(doc))]
+        for i, h in enumerate(heads)
+    }
 
 
 def documented_parameters(section: str) -> set[str]:

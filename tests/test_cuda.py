@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +122,9 @@ def test_device_code_refuses_what_it_does_not_cover():
     with pytest.raises(ValueError, match="shaped attention"):
         core.device_host_exact(mixed.to_core(), _equicorrelated(3, 0.1), 16, 1, 1, 0, np.array([0, 1]), 1e4)
     with pytest.raises(ValueError, match="m <= 16"):
-        core.device_host_solve_sde(mixed.to_core(), _equicorrelated(17, 0.1), 0.1, 1, np.array([0, 1]),
-                                   "euler", "clip", 1, 0, 1e4)
+        core.device_host_solve_sde(
+            mixed.to_core(), _equicorrelated(17, 0.1), 0.1, 1, np.array([0, 1]), "euler", "clip", 1, 0, 1e4
+        )
 
 
 # ---- the device argument -------------------------------------------------------------
@@ -173,10 +173,20 @@ def test_nvcc_compiles_the_cuda_backend(tmp_path):
 
     build = tmp_path / "build"
     cmd = [
-        "cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja" if shutil.which("ninja") else "Unix Makefiles",
-        "-DCMAKE_BUILD_TYPE=Release", "-DSHAPED_TRANSFORMER_PYTHON=ON", "-DSHAPED_TRANSFORMER_CUDA=ON",
-        "-DSHAPED_TRANSFORMER_INSTALL=OFF", "-DCMAKE_CUDA_ARCHITECTURES=90",
-        f"-DCMAKE_CUDA_COMPILER={_nvcc()}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+        "cmake",
+        "-S",
+        str(ROOT),
+        "-B",
+        str(build),
+        "-G",
+        "Ninja" if shutil.which("ninja") else "Unix Makefiles",
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DSHAPED_TRANSFORMER_PYTHON=ON",
+        "-DSHAPED_TRANSFORMER_CUDA=ON",
+        "-DSHAPED_TRANSFORMER_INSTALL=OFF",
+        "-DCMAKE_CUDA_ARCHITECTURES=90",
+        f"-DCMAKE_CUDA_COMPILER={_nvcc()}",
+        f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
         f"-DPython_EXECUTABLE={sys.executable}",
     ]
     if shutil.which("ccache"):
@@ -225,8 +235,7 @@ _EXPLICIT_NETS = {
 @pytest.mark.parametrize("name", sorted(_EXPLICIT_NETS))
 def test_gpu_explicit_equals_cpu(name, dtype, tol):
     net = _EXPLICIT_NETS[name]()
-    kw = dict(V0=_equicorrelated(4, 0.3), width=96, depth=4, samples=3, seed=7, dtype=dtype, blowup=1e4,
-              return_X=True)
+    kw = dict(V0=_equicorrelated(4, 0.3), width=96, depth=4, samples=3, seed=7, dtype=dtype, blowup=1e4, return_X=True)
     a = st.simulate(net, method="explicit", device="cpu", **kw)
     b = st.simulate(net, method="explicit", device="cuda", **kw)
     assert np.array_equal(np.isinf(a.exploded_at), np.isinf(b.exploded_at))
@@ -257,8 +266,9 @@ def test_gpu_exact_equals_cpu():
 
 
 @gpu
-@pytest.mark.parametrize("scheme, psd", [("euler", "clip"), ("euler", "none"), ("tamed_euler", "clip"),
-                                         ("exact_chain", "clip")])
+@pytest.mark.parametrize(
+    "scheme, psd", [("euler", "clip"), ("euler", "none"), ("tamed_euler", "clip"), ("exact_chain", "clip")]
+)
 @pytest.mark.parametrize("m", [3, 4, 8, 12])
 def test_gpu_sde_equals_cpu(scheme, psd, m):
     net = st.shaped_transformer(heads=2) if scheme != "exact_chain" else st.ShapedAttention(heads=2)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import doctest
 import io
-import os
 import re
 import shlex
 import warnings
@@ -47,7 +46,8 @@ from conftest import skip_unless_ci
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["README.md", "CONTRIBUTING.md", "CHANGELOG.md"] + sorted(
-    f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))
+    f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")
+)
 LANGUAGES = {"python", "pycon", "bash", "text", "toml", "cmake", "cpp"}
 _DIRECTIVE = re.compile(r"^<!--\s*doc-test:\s*(.*?)\s*-->\s*$")
 
@@ -77,7 +77,7 @@ class Block:
 
 def _parse_reduce(spec: str, where: str) -> list[tuple[str, str]]:
     pairs = re.findall(r'"((?:[^"\\]|\\.)*)"\s*->\s*"((?:[^"\\]|\\.)*)"', spec)
-    assert pairs, f"{where}: reduce needs '\"OLD\" -> \"NEW\"' pairs, got {spec!r}"
+    assert pairs, f'{where}: reduce needs \'"OLD" -> "NEW"\' pairs, got {spec!r}'
     return [(a.replace('\\"', '"'), b.replace('\\"', '"')) for a, b in pairs]
 
 
@@ -99,7 +99,7 @@ def blocks(page: str) -> list[Block]:
         if lang.startswith("{"):  # a MyST directive of the site (docs/index.md), not code
             i = j + 1
             continue
-        b = Block(page, i + 1, lang, "\n".join(lines[i + 1:j]) + "\n")
+        b = Block(page, i + 1, lang, "\n".join(lines[i + 1 : j]) + "\n")
         k = i - 1
         while k >= 0 and _DIRECTIVE.match(lines[k]):
             d = _DIRECTIVE.match(lines[k]).group(1)
@@ -250,7 +250,8 @@ def _run_bash(b: Block) -> None:
     for cmd in _commands(b.source()):
         assert cmd[0] == "shaped-transformer", (
             f"{b.name}: {' '.join(cmd)!r} cannot run in a test: run only shaped-transformer commands, or mark "
-            "the block `<!-- doc-test: skip: REASON -->`")
+            "the block `<!-- doc-test: skip: REASON -->`"
+        )
         _shaped_transformer(cmd[1:], b.check, b.name)
 
 
@@ -270,7 +271,7 @@ def _prose_after(b: Block) -> str:
     j = i + 1
     while j < len(lines) and not lines[j].startswith(("#", "```")):
         j += 1
-    return b.code + "\n".join(lines[i + 1:j])
+    return b.code + "\n".join(lines[i + 1 : j])
 
 
 def _run_pycon(b: Block, ns: dict) -> None:
@@ -281,8 +282,9 @@ def _run_pycon(b: Block, ns: dict) -> None:
     assert runner.failures == 0, f"{b.name}: the quoted output differs:\n{report.getvalue()}"
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if any(not b.skip and b.lang in ("python", "pycon", "bash")
-                                                       for b in blocks(p))])
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if any(not b.skip and b.lang in ("python", "pycon", "bash") for b in blocks(p))]
+)
 def test_page_code_runs(page, tmp_path, monkeypatch):
     bs = [b for b in blocks(page) if not b.skip and b.lang in ("python", "pycon", "bash")]
     for mod in sorted({m for b in bs for m in b.needs}):
@@ -301,7 +303,8 @@ def test_page_code_runs(page, tmp_path, monkeypatch):
             # A warning the user will see must be explained where they see it.
             for name in _run_python(b, ns):
                 assert name in _prose_after(b), (
-                    f"{b.name} issues a {name}: say so (and why) in the block or the text right after it")
+                    f"{b.name} issues a {name}: say so (and why) in the block or the text right after it"
+                )
         elif b.lang == "pycon":
             _run_pycon(b, ns)
         else:
@@ -315,5 +318,9 @@ def test_directives_are_read(tmp_path):
         b.source()
     with pytest.raises(AssertionError, match="cannot run in a test"):
         _run_bash(Block("x.md", 1, "bash", "cmake -S . -B build\n"))
-    assert _commands("a b && c # d\nshaped-transformer x \\\n  --y ; z\n") == [["a", "b"], ["c"],
-                                                                              ["shaped-transformer", "x", "--y"], ["z"]]
+    assert _commands("a b && c # d\nshaped-transformer x \\\n  --y ; z\n") == [
+        ["a", "b"],
+        ["c"],
+        ["shaped-transformer", "x", "--y"],
+        ["z"],
+    ]

@@ -153,7 +153,7 @@ def test_singular_input_rank_one_stays_rank_one():
 
 
 def test_singular_input_rank_two_matches_numpy():
-    _m, n, N = 3, 12, 3000
+    n, N = 12, 3000  # m = 3 tokens (V0 below)
     u = np.array([1.0, 0.5, -0.2])
     v = np.array([0.0, 1.0, 1.0])
     V0 = np.outer(u, u) + np.outer(v, v)  # rank 2
@@ -177,7 +177,7 @@ def test_seeding_and_threads():
 
 
 def test_width_independent_cost():
-    """n = 10^6 runs like n = 100 for attention (O(H m^3) per block, no n x n
+    """n = 10^6 runs like n = 100 for attention (O((Hm)^3) per block, no n x n
     matrix): 2000 blocks at n = 10^6 finish (no timing assert: a loaded machine
     would make it flaky; a cost that grew with n would not finish here)."""
     net = st.Network([st.ShapedAttention(heads=2)])

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 import shaped_transformer as st
-from shaped_transformer._core_loader import core
-
 from conftest import require_kernel
+from shaped_transformer._core_loader import core
 
 KERNELS = ("scalar", "avx2", "avx512")
 REL = 1e-9  # relative to max |V|; measured: < 1e-12 over 40 layers
@@ -30,8 +29,9 @@ def _V0(m, rho=0.3):
 
 def _run(blocks, m, *, kernel, width=64, depth=40, samples=11, seed=3, threads=1, blowup=1e30, rho=0.3):
     net = st.Network(blocks).to_core()
-    return core.simulate_exact(net, _V0(m, rho), width, depth, samples, seed, list(range(depth + 1)), threads, blowup,
-                               None, kernel)
+    return core.simulate_exact(
+        net, _V0(m, rho), width, depth, samples, seed, list(range(depth + 1)), threads, blowup, None, kernel
+    )
 
 
 def _available(kernel):
@@ -127,6 +127,7 @@ def test_every_instruction_set_gives_the_same_bits():
     outs = {}
     for k in ("", "scalar", "avx2"):
         env = dict(os.environ, SHAPED_TRANSFORMER_KERNEL=k)
-        outs[k] = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                 check=True).stdout
+        outs[k] = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout
     assert outs[""] == outs["scalar"] == outs["avx2"]

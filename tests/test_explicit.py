@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 import shaped_transformer as st
-from shaped_transformer._core_loader import core
-
 from conftest import require_kernel
+from shaped_transformer._core_loader import core
 
 # ---------------------------------------------------------------------------
 # NumPy reference of docs/model.md sections 1-2 on given weights
@@ -102,21 +101,23 @@ def tokens(m, n, seed=1):
     return rng.standard_normal((m, n))
 
 
-BLOCKS = [
-    st.ShapedAttention(),
-    st.ShapedAttention(heads=3, tau0=0.7, gamma=0.6),
-    st.ShapedAttention(heads=2, key_dim=5, concat=True),
-    st.ShapedAttention(heads=2, alpha=0.8, beta=1.5, causal=True),
-    st.ShapedAttention(causal=True, key_dim=7),
-    st.StandardAttention(),
-    st.StandardAttention(heads=2, concat=True),
-    st.StandardAttention(heads=3, key_dim=6),
-    st.ShapedMLP(),
-    st.ShapedMLP(c_plus=0.5, c_minus=-2.0, gamma=0.3),
-    st.ReluMLP(),
-] + [st.StandardAttention(norm=k) for k in ("pre_rms", "pre_layer", "post_rms", "post_layer")] + [
-    st.ReluMLP(norm=k) for k in ("pre_rms", "pre_layer", "post_rms", "post_layer")
-]
+BLOCKS = (
+    [
+        st.ShapedAttention(),
+        st.ShapedAttention(heads=3, tau0=0.7, gamma=0.6),
+        st.ShapedAttention(heads=2, key_dim=5, concat=True),
+        st.ShapedAttention(heads=2, alpha=0.8, beta=1.5, causal=True),
+        st.ShapedAttention(causal=True, key_dim=7),
+        st.StandardAttention(),
+        st.StandardAttention(heads=2, concat=True),
+        st.StandardAttention(heads=3, key_dim=6),
+        st.ShapedMLP(),
+        st.ShapedMLP(c_plus=0.5, c_minus=-2.0, gamma=0.3),
+        st.ReluMLP(),
+    ]
+    + [st.StandardAttention(norm=k) for k in ("pre_rms", "pre_layer", "post_rms", "post_layer")]
+    + [st.ReluMLP(norm=k) for k in ("pre_rms", "pre_layer", "post_rms", "post_layer")]
+)
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: repr(b)[:90])
@@ -207,8 +208,12 @@ def test_rank_collapse_standard_vs_shaped():
     m, n, samples = 4, 64, 8
     V0 = st.inputs.equicorrelated(m, 0.3)
     a, b = np.triu_indices(m, 1)
-    std = st.simulate(st.standard_transformer(gamma=0.5), V0=V0, width=n, depth=n, samples=samples, seed=0, save_every=16)
-    shp = st.simulate(st.shaped_transformer(tau0=1.0, gamma=0.5), V0=V0, width=n, depth=n, samples=samples, seed=0, save_every=16)
+    std = st.simulate(
+        st.standard_transformer(gamma=0.5), V0=V0, width=n, depth=n, samples=samples, seed=0, save_every=16
+    )
+    shp = st.simulate(
+        st.shaped_transformer(tau0=1.0, gamma=0.5), V0=V0, width=n, depth=n, samples=samples, seed=0, save_every=16
+    )
     rho_std = std.rho[:, :, a, b].mean(axis=(0, 2))
     rho_shp = shp.finite().rho[:, :, a, b].mean(axis=(0, 2))
     assert rho_std[-1] > 0.99, rho_std
@@ -284,7 +289,9 @@ def test_fallback_kernels_match_numpy(kernel):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "x")
         env = dict(os.environ, SHAPED_TRANSFORMER_KERNEL=kernel)
-        res = subprocess.run([sys.executable, "-c", code.replace("{OUT}", out)], env=env, capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, "-c", code.replace("{OUT}", out)], env=env, capture_output=True, text=True
+        )
         assert res.returncode == 0, res.stderr
         assert res.stdout.strip() == kernel
         net = st.Network([st.ShapedAttention(heads=2, key_dim=33), st.ShapedMLP()])

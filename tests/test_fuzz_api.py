@@ -26,7 +26,8 @@ import math
 import os
 import re
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,8 +36,8 @@ from hypothesis import strategies as hs
 from hypothesis.extra import numpy as hnp
 
 import shaped_transformer as st
-from shaped_transformer._core_loader import core
 from shaped_transformer import analysis as sta
+from shaped_transformer._core_loader import core
 
 FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
 
@@ -116,7 +117,9 @@ def bad_real() -> hs.SearchStrategy:
 
 
 def bad_positive_real() -> hs.SearchStrategy:
-    return hs.one_of(bad_real(), hs.floats(max_value=0.0, allow_nan=False, allow_infinity=False), hs.integers(max_value=0))
+    return hs.one_of(
+        bad_real(), hs.floats(max_value=0.0, allow_nan=False, allow_infinity=False), hs.integers(max_value=0)
+    )
 
 
 def bad_positive_int(allow_none: bool = False) -> hs.SearchStrategy:
@@ -224,7 +227,9 @@ def block_strategy(*, exact_only: bool = False, sde_only: bool = False, explicit
     """
     heads = hs.integers(1, 3)
     key_dim = hs.one_of(hs.none(), hs.integers(1, 4))
-    safe_norms = ["none", "pre_rms", "post_rms"] if exact_only else ["none", "pre_rms", "post_rms", "pre_layer", "post_layer"]
+    safe_norms = (
+        ["none", "pre_rms", "post_rms"] if exact_only else ["none", "pre_rms", "post_rms", "pre_layer", "post_layer"]
+    )
     concat = hs.just(False) if (exact_only or sde_only or not explicit) else hs.booleans()
     shaped_att = hs.builds(
         st.ShapedAttention,
@@ -240,7 +245,14 @@ def block_strategy(*, exact_only: bool = False, sde_only: bool = False, explicit
     shaped_mlp = hs.builds(st.ShapedMLP, c_plus=C_VALUES, c_minus=C_VALUES, gamma=GAMMAS)
     if sde_only:
         return hs.one_of(shaped_att, shaped_mlp)
-    std_att = hs.builds(st.StandardAttention, heads=heads, gamma=GAMMAS, key_dim=key_dim, norm=hs.sampled_from(safe_norms), concat=concat)
+    std_att = hs.builds(
+        st.StandardAttention,
+        heads=heads,
+        gamma=GAMMAS,
+        key_dim=key_dim,
+        norm=hs.sampled_from(safe_norms),
+        concat=concat,
+    )
     relu = hs.builds(st.ReluMLP, gamma=GAMMAS, norm=hs.sampled_from(safe_norms))
     return hs.one_of(shaped_att, std_att, shaped_mlp, relu)
 
@@ -254,7 +266,7 @@ def test_valid_blocks_and_networks(blocks):
     for b in net:
         assert b.kind in core.kinds()
         assert 0.0 <= b.gamma <= 1.0
-        assert abs(b.lam ** 2 + b.gamma ** 2 - 1.0) <= 1e-9
+        assert abs(b.lam**2 + b.gamma**2 - 1.0) <= 1e-9
         for name, _ in b._parameters:
             v = getattr(b, name)
             if isinstance(v, float):
@@ -268,7 +280,14 @@ def test_valid_blocks_and_networks(blocks):
 @fuzz(ci=40, full=500)
 @given(kind=hs.text(max_size=20), heads=hs.integers(1, 4), gamma=hs.floats(0, 1), tau0=hs.floats(0.1, 10))
 def test_make_network_kinds(kind, heads, gamma, tau0):
-    kinds = ("shaped_attention", "standard_attention", "shaped_mlp", "relu_mlp", "shaped_transformer", "standard_transformer")
+    kinds = (
+        "shaped_attention",
+        "standard_attention",
+        "shaped_mlp",
+        "relu_mlp",
+        "shaped_transformer",
+        "standard_transformer",
+    )
     if kind in kinds:
         net = st.make_network(kind, heads=heads, gamma=gamma, tau0=tau0)
         assert isinstance(net, st.Network)
@@ -278,7 +297,16 @@ def test_make_network_kinds(kind, heads, gamma, tau0):
 
 @fuzz(ci=40, full=500)
 @given(
-    kind=hs.sampled_from(["shaped_attention", "standard_attention", "shaped_mlp", "relu_mlp", "shaped_transformer", "standard_transformer"]),
+    kind=hs.sampled_from(
+        [
+            "shaped_attention",
+            "standard_attention",
+            "shaped_mlp",
+            "relu_mlp",
+            "shaped_transformer",
+            "standard_transformer",
+        ]
+    ),
     name=hs.sampled_from(["heads", "tau0", "gamma", "c_plus", "c_minus", "norm"]),
     data=hs.data(),
 )
@@ -426,16 +454,36 @@ def _bad_simulate_args() -> hs.SearchStrategy:
     """(kwargs overriding a valid call, names the message may use)."""
     base = lambda **kw: {**dict(network=_NET, V0=_V0, width=8, depth=2, samples=1, method="exact"), **kw}  # noqa: E731
     cases = [
-        hs.builds(lambda v: (base(network=v), ("network", "block", "blocks")), hs.one_of(hs.integers(), hs.just([]), hs.just([1]), hs.text(max_size=5), hs.none())),
+        hs.builds(
+            lambda v: (base(network=v), ("network", "block", "blocks")),
+            hs.one_of(hs.integers(), hs.just([]), hs.just([1]), hs.text(max_size=5), hs.none()),
+        ),
         hs.builds(lambda v: (base(depth=v), ("depth",)), hs.one_of(hs.integers(max_value=-1), NOT_AN_INT)),
         hs.builds(lambda v: (base(samples=v), ("samples",)), hs.one_of(hs.integers(max_value=0), NOT_AN_INT)),
         hs.builds(lambda v: (base(width=v), ("width",)), hs.one_of(hs.integers(max_value=2), NOT_AN_INT)),
-        hs.builds(lambda v: (base(method=v), ("method",)), hs.one_of(hs.text(max_size=8).filter(lambda s: s not in ("explicit", "law", "exact")), hs.integers(), hs.none())),
-        hs.builds(lambda v: (base(seed=v), ("seed",)), hs.one_of(hs.integers(max_value=-1), hs.integers(min_value=2**64), NOT_AN_INT)),
-        hs.builds(lambda v: (base(dtype=v), ("dtype",)), hs.one_of(hs.sampled_from(["float16", "int8", "complex128", "f8", ""]), hs.integers(), hs.none())),
-        hs.builds(lambda v: (base(threads=v), ("threads",)), hs.one_of(hs.integers(max_value=-1), NOT_AN_INT.filter(lambda x: x is not None))),
+        hs.builds(
+            lambda v: (base(method=v), ("method",)),
+            hs.one_of(
+                hs.text(max_size=8).filter(lambda s: s not in ("explicit", "law", "exact")), hs.integers(), hs.none()
+            ),
+        ),
+        hs.builds(
+            lambda v: (base(seed=v), ("seed",)),
+            hs.one_of(hs.integers(max_value=-1), hs.integers(min_value=2**64), NOT_AN_INT),
+        ),
+        hs.builds(
+            lambda v: (base(dtype=v), ("dtype",)),
+            hs.one_of(hs.sampled_from(["float16", "int8", "complex128", "f8", ""]), hs.integers(), hs.none()),
+        ),
+        hs.builds(
+            lambda v: (base(threads=v), ("threads",)),
+            hs.one_of(hs.integers(max_value=-1), NOT_AN_INT.filter(lambda x: x is not None)),
+        ),
         hs.builds(lambda v: (base(blowup=v), ("blowup",)), bad_positive_real()),
-        hs.builds(lambda v: (base(save_every=v), ("save_every",)), hs.one_of(hs.integers(max_value=0), NOT_AN_INT.filter(lambda x: x is not None))),
+        hs.builds(
+            lambda v: (base(save_every=v), ("save_every",)),
+            hs.one_of(hs.integers(max_value=0), NOT_AN_INT.filter(lambda x: x is not None)),
+        ),
         hs.builds(
             lambda v: (base(save_at=v), ("save_at",)),
             hs.one_of(
@@ -479,7 +527,9 @@ def test_simulate_rejects_bad_arguments(case):
 # ---------------------------------------------------------------------------
 
 
-def check_result(res: st.Result, *, samples: int, m: int, width: int, layers: np.ndarray, caught: list, method: str) -> None:
+def check_result(
+    res: st.Result, *, samples: int, m: int, width: int, layers: np.ndarray, caught: list, method: str
+) -> None:
     """The properties every Result must have, blow-ups or not."""
     V = res.V
     assert isinstance(res, st.Result)
@@ -523,7 +573,9 @@ def valid_runs(draw, *, methods=None, tame: bool = False):
         blocks = draw(
             hs.lists(
                 hs.one_of(
-                    hs.builds(st.ShapedAttention, heads=hs.integers(1, 2), tau0=hs.floats(0.5, 10), gamma=hs.floats(0, 0.9)),
+                    hs.builds(
+                        st.ShapedAttention, heads=hs.integers(1, 2), tau0=hs.floats(0.5, 10), gamma=hs.floats(0, 0.9)
+                    ),
                     hs.builds(st.ShapedMLP, c_plus=hs.floats(-1, 1), c_minus=hs.floats(-1, 1), gamma=hs.floats(0, 0.9)),
                     hs.builds(st.StandardAttention, heads=hs.integers(1, 2), gamma=hs.floats(0, 0.9)),
                     hs.builds(st.ReluMLP, gamma=hs.floats(0, 0.9)),
@@ -544,7 +596,9 @@ def valid_runs(draw, *, methods=None, tame: bool = False):
         # thresholds far above the input and just above it (a threshold at or below
         # the input is refused: test_blowup_below_the_input_is_refused)
         start = float(np.max(np.diag(V0)))
-        blowup = draw(hs.one_of(hs.just(1e30), hs.just(1e300), hs.sampled_from([1.001, 1.5, 10.0]).map(lambda f: f * start)))
+        blowup = draw(
+            hs.one_of(hs.just(1e30), hs.just(1e300), hs.sampled_from([1.001, 1.5, 10.0]).map(lambda f: f * start))
+        )
     if explicit:
         width = draw(hs.integers(max(m, 1), 12))
         if any(getattr(b, "concat", False) for b in blocks):
@@ -623,7 +677,9 @@ def _check_valid_run(kwargs, *, expect_no_blowup: bool = False):
         assert np.allclose(res.V[ok0, 0], V0, rtol=0, atol=tol), "V at layer 0 differs from V0"
     net = kwargs["network"]
     # gamma = 0 everywhere (lambda = 1) and no post-normalisation: V never changes.
-    if all(b.gamma == 0.0 for b in net) and all(getattr(b, "norm", "none") in ("none", "pre_rms", "pre_layer") for b in net):
+    if all(b.gamma == 0.0 for b in net) and all(
+        getattr(b, "norm", "none") in ("none", "pre_rms", "pre_layer") for b in net
+    ):
         fin = ~res.exploded
         assert np.allclose(res.V[fin], V0, rtol=0, atol=tol * 10), "gamma = 0 changed V"
     # All tokens equal (rank one, rho = 1): they stay equal through every block.
@@ -631,12 +687,19 @@ def _check_valid_run(kwargs, *, expect_no_blowup: bool = False):
     # Skipped: LayerNorm at width == m, where each equal token is also constant over
     # its features (X0 = L0 sqrt(n) [I, 0]): the core normalises the rounding residue
     # (no epsilon) and the tokens come out different -- reported, not a contract.
-    layer_norm_const = width == V0.shape[0] and any(getattr(b, "norm", "none") in ("pre_layer", "post_layer") for b in kwargs["network"])
+    layer_norm_const = width == V0.shape[0] and any(
+        getattr(b, "norm", "none") in ("pre_layer", "post_layer") for b in kwargs["network"]
+    )
     # Also skipped: a general shaped head with alpha near 0 maps equal tokens to
     # alpha x (tokens) by cancellation (A 1 = alpha 1), leaving rounding residue
     # comparable to the result.
     layer_norm_const |= any(b.kind == "shaped_attention" and abs(b.alpha) < 0.1 for b in kwargs["network"])
-    if V0.shape[0] > 1 and not layer_norm_const and np.allclose(V0, np.outer(d, d), rtol=0, atol=1e-12 * scale) and np.allclose(d, d[0]):
+    if (
+        V0.shape[0] > 1
+        and not layer_norm_const
+        and np.allclose(V0, np.outer(d, d), rtol=0, atol=1e-12 * scale)
+        and np.allclose(d, d[0])
+    ):
         # (a block can also kill the tokens: alpha = 0 attention or a ReLU at tiny
         # width can map equal tokens to zero, where rho is undefined: skip V = 0)
         live = np.all(np.isfinite(res.V), axis=(-1, -2)) & (np.min(np.diagonal(res.V, axis1=-2, axis2=-1), axis=-1) > 0)
@@ -733,7 +796,18 @@ def test_float32_overflow_is_reported_not_returned():
     V0 = st.inputs.equicorrelated(4, 0.1, scale=1e70)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = st.simulate(net, V0=V0, width=16, depth=50, samples=2, method="explicit", dtype="float32", blowup=1e300, seed=1, progress=False)
+        res = st.simulate(
+            net,
+            V0=V0,
+            width=16,
+            depth=50,
+            samples=2,
+            method="explicit",
+            dtype="float32",
+            blowup=1e300,
+            seed=1,
+            progress=False,
+        )
     check_result(res, samples=2, m=4, width=16, layers=np.arange(51), caught=caught, method="explicit")
     assert np.all(res.exploded)
 
@@ -799,10 +873,7 @@ def test_solve_sde_valid_extremes(blocks, V0, T, steps, paths, seed, scheme, psd
 
 
 @fuzz(ci=60, full=1500)
-@given(
-    name=hs.sampled_from(["T", "dt", "paths", "seed", "V0", "network"]),
-    data=hs.data(),
-)
+@given(name=hs.sampled_from(["T", "dt", "paths", "seed", "V0", "network"]), data=hs.data())
 def test_solve_sde_rejects_bad_arguments(name, data):
     kw: dict[str, Any] = dict(T=0.1, dt=0.01, paths=2, seed=0)
     net: Any = st.shaped_transformer()
@@ -811,7 +882,11 @@ def test_solve_sde_rejects_bad_arguments(name, data):
     if name == "T":
         kw["T"] = data.draw(hs.one_of(hs.floats(max_value=0.0, allow_nan=False), NON_FINITE, NOT_A_NUMBER))
     elif name == "dt":
-        kw["dt"] = data.draw(hs.one_of(hs.floats(max_value=0.0, allow_nan=False), NON_FINITE, NOT_A_NUMBER.filter(lambda v: v is not None)))
+        kw["dt"] = data.draw(
+            hs.one_of(
+                hs.floats(max_value=0.0, allow_nan=False), NON_FINITE, NOT_A_NUMBER.filter(lambda v: v is not None)
+            )
+        )
     elif name == "paths":
         kw["paths"] = data.draw(hs.one_of(hs.integers(max_value=0), NOT_AN_INT))
     elif name == "seed":
@@ -877,10 +952,13 @@ def test_sde_huge_V0_blowup_is_reported():
 # ---------------------------------------------------------------------------
 
 
-
 @fuzz(ci=60, full=1000)
 @given(
-    V=hnp.arrays(np.float64, hs.tuples(hs.integers(1, 5), hs.integers(1, 4)).map(lambda s: (s[0], s[1], s[1])), elements=hs.floats(-10, 10)),
+    V=hnp.arrays(
+        np.float64,
+        hs.tuples(hs.integers(1, 5), hs.integers(1, 4)).map(lambda s: (s[0], s[1], s[1])),
+        elements=hs.floats(-10, 10),
+    ),
     nan_rows=hs.integers(0, 2),
 )
 def test_analysis_observables_on_covariances(V, nan_rows):
@@ -978,7 +1056,6 @@ def test_simulate_integers_beyond_the_core_types(kw, name):
     raises_naming(lambda: st.simulate(st.Network([st.ShapedAttention()]), **args), name)
 
 
-
 # Inputs that crashed the process (segmentation fault) when the fuzzer found them;
 # run in a child process so that a crash fails this test instead of killing pytest.
 CRASH_CHILD = r"""
@@ -1002,16 +1079,41 @@ else:
     "net, kw",
     [
         # s_+ = s_- = 1 + c / sqrt(n) = 0: c = inf, Phi = NaN, psd_root fails
-        ("st.Network([st.ShapedMLP(c_plus=-2.0, c_minus=-2.0, gamma=0.5)])", "dict(V0=np.eye(2), width=4, depth=1, method='exact')"),
-        ("st.Network([st.ShapedMLP(c_plus=-1.0, c_minus=-1.0, gamma=0.5)])", "dict(V0=np.eye(1), width=1, depth=1, method='exact')"),
+        (
+            "st.Network([st.ShapedMLP(c_plus=-2.0, c_minus=-2.0, gamma=0.5)])",
+            "dict(V0=np.eye(2), width=4, depth=1, method='exact')",
+        ),
+        (
+            "st.Network([st.ShapedMLP(c_plus=-1.0, c_minus=-1.0, gamma=0.5)])",
+            "dict(V0=np.eye(1), width=1, depth=1, method='exact')",
+        ),
         # V overflows to Inf inside a layer (threshold near the double range)
-        ("st.Network([st.ShapedMLP(gamma=0.5), st.ShapedMLP(gamma=0.5)])", "dict(V0=1e307 * np.eye(2), width=64, depth=2, method='exact', blowup=1e308)"),
-        ("st.Network([st.ShapedAttention(gamma=0.9), st.ShapedAttention(gamma=0.9)])", "dict(V0=1e307 * np.eye(2), width=64, depth=2, method='exact', blowup=1e308)"),
+        (
+            "st.Network([st.ShapedMLP(gamma=0.5), st.ShapedMLP(gamma=0.5)])",
+            "dict(V0=1e307 * np.eye(2), width=64, depth=2, method='exact', blowup=1e308)",
+        ),
+        (
+            "st.Network([st.ShapedAttention(gamma=0.9), st.ShapedAttention(gamma=0.9)])",
+            "dict(V0=1e307 * np.eye(2), width=64, depth=2, method='exact', blowup=1e308)",
+        ),
         # the same inputs for the other methods (these refuse or report)
-        ("st.Network([st.ShapedMLP(c_plus=-2.0, c_minus=-2.0, gamma=0.5)])", "dict(V0=np.eye(2), width=4, depth=1, method='explicit')"),
-        ("st.Network([st.ShapedMLP(gamma=0.5), st.ShapedMLP(gamma=0.5)])", "dict(V0=1e307 * np.eye(2), width=64, depth=2, method='law', blowup=1e308)"),
+        (
+            "st.Network([st.ShapedMLP(c_plus=-2.0, c_minus=-2.0, gamma=0.5)])",
+            "dict(V0=np.eye(2), width=4, depth=1, method='explicit')",
+        ),
+        (
+            "st.Network([st.ShapedMLP(gamma=0.5), st.ShapedMLP(gamma=0.5)])",
+            "dict(V0=1e307 * np.eye(2), width=64, depth=2, method='law', blowup=1e308)",
+        ),
     ],
-    ids=["exact-mlp-c-inf", "exact-mlp-c-inf-m1", "exact-mlp-overflow", "exact-attention-overflow", "explicit-mlp-c-inf", "law-overflow"],
+    ids=[
+        "exact-mlp-c-inf",
+        "exact-mlp-c-inf-m1",
+        "exact-mlp-overflow",
+        "exact-attention-overflow",
+        "explicit-mlp-c-inf",
+        "law-overflow",
+    ],
 )
 def test_degenerate_inputs_do_not_crash(net, kw):
     """Refused with a ValueError or run with the blow-up reported; never a crash."""

@@ -44,8 +44,14 @@ def run_example(path: Path, monkeypatch, tmp_path) -> str:
 
 def test_the_gallery_has_its_examples():
     names = {p.stem for p in EXAMPLES}
-    assert {"plot_fig1_left_rank_collapse", "plot_fig1_right_density", "plot_width_convergence",
-            "plot_stability_atlas", "plot_causal_attention", "plot_torch_probe"} <= names
+    assert {
+        "plot_fig1_left_rank_collapse",
+        "plot_fig1_right_density",
+        "plot_width_convergence",
+        "plot_stability_atlas",
+        "plot_causal_attention",
+        "plot_torch_probe",
+    } <= names
     assert (GALLERY / "README.rst").is_file()  # sphinx-gallery's index of the folder
 
 
@@ -78,8 +84,11 @@ def test_figure_1_right_reports_the_distance_and_its_interval(monkeypatch, tmp_p
     """The page states W1 between network and SDE with its interval, and at the
     paper's setting they agree: the interval's upper end is small."""
     text = run_example(GALLERY / "plot_fig1_right_density.py", monkeypatch, tmp_path)
-    m = re.search(r"W1\(network, SDE\) = ([\d.]+), bias-corrected ([\d.]+), 95% basic bootstrap interval "
-                  r"\[([\d.]+), ([\d.]+)\]", text)
+    m = re.search(
+        r"W1\(network, SDE\) = ([\d.]+), bias-corrected ([\d.]+), 95% basic bootstrap interval "
+        r"\[([\d.]+), ([\d.]+)\]",
+        text,
+    )
     assert m, text
     value, corrected, low, high = map(float, m.groups())
     assert 0 <= low <= high < 0.05 and corrected <= value, text

@@ -85,7 +85,6 @@ def test_format_bytes():
 
 def test_estimates_of_ordinary_requests_are_modest():
     """The sizes the README uses must never be refused on a laptop (< 1 GiB)."""
-    st.inputs.equicorrelated(8, 0.3)
     for method, kw in [
         ("explicit", dict(width=4096, samples=200, saved=4097)),
         ("law", dict(width=4096, samples=2000, saved=65)),

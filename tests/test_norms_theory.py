@@ -94,8 +94,9 @@ def one_step(blk, norm: str, n: int, V=None, s=None, seed: int = 0):
     if key not in _CACHE:
         rng = np.random.default_rng(seed + n)
         N = N_STEP if blk.kind == "shaped_attention" else N_STEP_MLP
-        _CACHE[key] = exact_step(rng, np.broadcast_to(V, (N, M, M)).copy(), np.broadcast_to(s, (N, M)).copy(),
-                                 blk, norm, n, parts=True)
+        _CACHE[key] = exact_step(
+            rng, np.broadcast_to(V, (N, M, M)).copy(), np.broadcast_to(s, (N, M)).copy(), blk, norm, n, parts=True
+        )
     return _CACHE[key]
 
 
@@ -113,14 +114,18 @@ def test_reference_matches_core_and_closed_forms():
     for m in (1, 2, 4, 7):
         G = rng.standard_normal((m, m + 2))
         V = G @ G.T / (m + 2)
-        for blk, core in ((ATT2, st.ShapedAttention(heads=2, tau0=0.5, gamma=0.6)),
-                          (MLP_, st.ShapedMLP(c_plus=0.5, c_minus=-1.0, gamma=0.6))):
+        for blk, core in (
+            (ATT2, st.ShapedAttention(heads=2, tau0=0.5, gamma=0.6)),
+            (MLP_, st.ShapedMLP(c_plus=0.5, c_minus=-1.0, gamma=0.6)),
+        ):
             net = st.Network([core])
             assert np.allclose(block_drift(blk, V), st.sde.sde_drift(net, V), atol=1e-12)
             assert np.allclose(block_sigma(blk, V).reshape(m * m, m * m), noise_covariance(net, V), atol=1e-12)
         C = corr(V)
         for terms in ({}, {"Jb": 0.0}, {"ito": 2.0}):
-            assert np.allclose(post_drift([ATT2, MLP_], C, terms), post_drift_closed([ATT2, MLP_], C, terms), atol=1e-12)
+            assert np.allclose(
+                post_drift([ATT2, MLP_], C, terms), post_drift_closed([ATT2, MLP_], C, terms), atol=1e-12
+            )
         for blk in (ATT2, MLP_):
             assert np.allclose(diag_gap_variance(blk, C), diag_gap_variance_closed(blk, C), atol=1e-12)
         assert np.allclose(np.diagonal(post_drift([ATT2, MLP_], C)), 0.0)
@@ -174,7 +179,10 @@ def test_exact_chain_matches_explicit_network(norm):
     s0 = X0.sum(1) / np.sqrt(n)
     net = [Attention(heads=2, tau0=0.7, gamma=0.6), MLP(c_plus=0.5, c_minus=-1.0, gamma=0.6)]
     iu = np.triu_indices(m, 1) if norm.startswith("post") else np.triu_indices(m)
-    pick = lambda V: V[:, iu[0], iu[1]]
+
+    def pick(V):
+        return V[:, iu[0], iu[1]]
+
     Ve = pick(run_explicit(np.random.default_rng(1), net, X0, layers, N, norm=norm))
     Vc = pick(exact_chain(np.random.default_rng(2), net, norm, V0, s0, n, layers, N))
     z = _law_z(Ve, Vc)
@@ -202,7 +210,9 @@ def _widths(blk):
     return (256, 4096) if blk.kind == "shaped_attention" or FULL else (256, 1024)
 
 
-@pytest.mark.parametrize("blk,norm", POST_CASES, ids=[f"{b.kind}-H{getattr(b, 'heads', 1)}-{nm}" for b, nm in POST_CASES])
+@pytest.mark.parametrize(
+    "blk,norm", POST_CASES, ids=[f"{b.kind}-H{getattr(b, 'heads', 1)}-{nm}" for b, nm in POST_CASES]
+)
 def test_post_norm_drift_one_step(blk, norm):
     """n E[C' - C] -> beta_post = J b + Ito(Sigma) (norms.md section 2) at two widths, every
     off-diagonal entry within Z_MAX standard errors; at the larger width the drift with
@@ -220,13 +230,15 @@ def test_post_norm_drift_one_step(blk, norm):
 DIFF_CASES = [(ATT, "post_rms"), (ATT2, "post_layer"), (MLP_, "post_layer")]
 
 
-@pytest.mark.parametrize("blk,norm", DIFF_CASES, ids=["attention-H1-post_rms", "attention-H2-post_layer", "mlp-post_layer"])
+@pytest.mark.parametrize(
+    "blk,norm", DIFF_CASES, ids=["attention-H1-post_rms", "attention-H2-post_layer", "mlp-post_layer"]
+)
 def test_post_norm_diffusion_one_step(blk, norm):
     """n Cov(C' - C) -> J Sigma J^T at two widths (every entry of the 6 x 6 covariance of the
     off-diagonal entries within Z_MAX standard errors); Sigma doubled is rejected, and
     with one head the softmax part of Sigma dropped."""
     S = corr_sigma([blk], C_TEST)[OFF[0], OFF[1]][:, OFF[0], OFF[1]]
-    for n in ((1024, 4096) if blk.kind == "shaped_attention" or FULL else (256, 1024)):
+    for n in (1024, 4096) if blk.kind == "shaped_attention" or FULL else (256, 1024):
         x = _off(one_step(blk, norm, n)["V"])
         z = cov_z(x, S, n)
         assert np.abs(z).max() < Z_MAX, (n, np.abs(z).max())
@@ -276,7 +288,9 @@ def _scale_gaps(blocks, n: int, N: int, layers: int, burn: int, seed: int):
     return acc
 
 
-@pytest.mark.parametrize("blocks", [[ATT], [ATT, MLP(c_plus=0.0, c_minus=0.0, gamma=0.45)]], ids=["attention", "attention+mlp"])
+@pytest.mark.parametrize(
+    "blocks", [[ATT], [ATT, MLP(c_plus=0.0, c_minus=0.0, gamma=0.45)]], ids=["attention", "attention+mlp"]
+)
 def test_pre_norm_stationary_scales(blocks):
     """The token scales of a pre-RMS chain fluctuate about 1 with n E[(x_a - x_b)^2] equal to
     the periodic stationary value of section 3.4 entering each block (n = 10^5, where C
@@ -287,7 +301,7 @@ def test_pre_norm_stationary_scales(blocks):
     N = 8000 if FULL else 3000
     acc = _scale_gaps(blocks, n, N, layers=40, burn=20, seed=5)
     pred = stationary_gap(blocks, C_TEST)
-    for k, b in enumerate(blocks):
+    for k in range(len(blocks)):
         z = mean_z(acc[k], pred[k])
         # the 20 averaged layers are positively correlated: the se above is too small
         # by at most sqrt(1 + 2 lam^4 / (1 - lam^4)) ~ 1.5; use a generous bound here
@@ -329,7 +343,7 @@ def test_post_layernorm_centring_vanishes(blk):
         est = n * (p["V"] - corr(p["Vpre"]))
         z = mean_z(est, np.zeros((M, M)))
         assert np.abs(z).max() < Z_MAX, (n, z)
-    assert np.abs(mean_z(est, -blk.gamma**2 * C_TEST)).max() > POWER
+    assert np.abs(mean_z(est, -(blk.gamma**2) * C_TEST)).max() > POWER
 
 
 S_FIXED = np.array([1.2, -0.5, 0.8, 0.1])
@@ -346,7 +360,7 @@ def test_pre_layernorm_centring_given_s(blk):
     """Pre-LN against pre-RMS with the same random numbers, from V = C_TEST and a fixed
     mean s: n E[rho'_LN - rho'_RMS] -> -gamma^2 J_C(s s^T) (the branch sees corr(V - s s^T /
     n), section 4.3), at two widths; the term dropped or doubled is rejected."""
-    f = -blk.gamma**2 * J(C_TEST, np.outer(S_FIXED, S_FIXED))
+    f = -(blk.gamma**2) * J(C_TEST, np.outer(S_FIXED, S_FIXED))
     for n in _ln_widths(blk):
         a = one_step(blk, "pre_layer", n, s=S_FIXED, seed=21)
         b = one_step(blk, "pre_rms", n, s=S_FIXED, seed=21)
@@ -400,7 +414,9 @@ def _show(label: str, x: np.ndarray) -> str:
 
 
 TRAJ = (
-    {"m": 8, "n": 1024, "N": 2000, "paths": 4000, "dt": 1 / 512} if FULL else {"m": 4, "n": 256, "N": 500, "paths": 1000, "dt": 1 / 256}
+    {"m": 8, "n": 1024, "N": 2000, "paths": 4000, "dt": 1 / 512}
+    if FULL
+    else {"m": 4, "n": 256, "N": 500, "paths": 1000, "dt": 1 / 256}
 )
 _TRAJ_CACHE: dict = {}
 
@@ -446,13 +462,24 @@ def test_pre_rms_trajectory_matches_sde():
     rejected by ~9 standard errors at CI size).  CI: m = 4, n = 256, 500 networks;
     full: m = 8, n = 1024, 2000."""
     net = {nm: _network(nm) for nm in ("pre_rms", "post_rms")}
-    sde = {"pre_rms": _sde("pre_rms"), "post_rms": _sde("post_rms"),
-           "no fast": _sde("pre_rms", {"fast": 0.0}), "fast x2": _sde("pre_rms", {"fast": 2.0})}
+    sde = {
+        "pre_rms": _sde("pre_rms"),
+        "post_rms": _sde("post_rms"),
+        "no fast": _sde("pre_rms", {"fast": 0.0}),
+        "fast x2": _sde("pre_rms", {"fast": 2.0}),
+    }
     for stat in ("mean rho", "mean rho^2"):  # pytest -s shows the measured values
-        print(f"\n{stat}:", *(_show(f"network {k}", v[stat]) for k, v in net.items()),
-              *(_show(f"SDE {k}", v[stat]) for k, v in sde.items()), sep="\n  ")
-        print("  gaps pre - post:", _show("network", net["pre_rms"][stat] - net["post_rms"][stat]),
-              *(_show(f"SDE {k}", sde[k][stat] - sde["post_rms"][stat]) for k in ("pre_rms", "no fast", "fast x2")))
+        print(
+            f"\n{stat}:",
+            *(_show(f"network {k}", v[stat]) for k, v in net.items()),
+            *(_show(f"SDE {k}", v[stat]) for k, v in sde.items()),
+            sep="\n  ",
+        )
+        print(
+            "  gaps pre - post:",
+            _show("network", net["pre_rms"][stat] - net["post_rms"][stat]),
+            *(_show(f"SDE {k}", sde[k][stat] - sde["post_rms"][stat]) for k in ("pre_rms", "no fast", "fast x2")),
+        )
         for nm in ("pre_rms", "post_rms"):
             assert abs(_z(net[nm][stat], sde[nm][stat])) < Z_MAX, (stat, nm)
         gap_net = net["pre_rms"][stat] - net["post_rms"][stat]
@@ -478,9 +505,14 @@ def test_layernorm_trajectory_matches_rms():
     pairs = [("pre_layer", "pre_rms")] + ([("post_layer", "post_rms")] if FULL else [])
     naive = _sde("pre_rms", {"extra_offdiag": -sum(b.gamma**2 for b in blocks)})
     for stat in ("mean rho", "mean rho^2"):
-        print(f"\n{stat}:", *(_show(f"network {k}", _network(k)[stat]) for p in pairs for k in p),
-              _show("SDE pre", _sde("pre_rms")[stat]), _show("SDE pre + naive centring", naive[stat]),
-              *(_show(f"gap {ln} - {rms}", _network(ln)[stat] - _network(rms)[stat]) for ln, rms in pairs), sep="\n  ")
+        print(
+            f"\n{stat}:",
+            *(_show(f"network {k}", _network(k)[stat]) for p in pairs for k in p),
+            _show("SDE pre", _sde("pre_rms")[stat]),
+            _show("SDE pre + naive centring", naive[stat]),
+            *(_show(f"gap {ln} - {rms}", _network(ln)[stat] - _network(rms)[stat]) for ln, rms in pairs),
+            sep="\n  ",
+        )
         for ln, rms in pairs:
             gap = _network(ln)[stat] - _network(rms)[stat]
             assert abs(gap.mean()) < Z_MAX * gap.std() / np.sqrt(len(gap)) + 2 / n, (stat, ln)
@@ -506,8 +538,12 @@ def power_table() -> list[tuple[str, str, float]]:
         for n in _widths(blk):
             est = post_estimator(one_step(blk, norm, n), n)
             add(name, f"J b + Ito, n={n}", mean_z(est, post_drift([blk], C_TEST)))
-        for terms, label in (({"Jb": 0.0}, "J b dropped"), ({"Jb": 2.0}, "J b doubled"), ({"ito": 0.0}, "Ito dropped"),
-                             ({"ito": 2.0}, "Ito doubled")):
+        for terms, label in (
+            ({"Jb": 0.0}, "J b dropped"),
+            ({"Jb": 2.0}, "J b doubled"),
+            ({"ito": 0.0}, "Ito dropped"),
+            ({"ito": 2.0}, "Ito doubled"),
+        ):
             add(name, label, mean_z(est, post_drift([blk], C_TEST, terms)))
     for blk, norm in DIFF_CASES:
         name = f"post noise, {blk.kind} H={getattr(blk, 'heads', 1)}, {norm}"
@@ -519,7 +555,9 @@ def power_table() -> list[tuple[str, str, float]]:
         add(name, "Sigma doubled", cov_z(x, 2 * S, n))
         if blk.kind == "shaped_attention":
             lin = Attention(heads=blk.heads, tau0=1e9, gamma=blk.gamma)
-            add(name, "softmax noise dropped", cov_z(x, corr_sigma([lin], C_TEST)[OFF[0], OFF[1]][:, OFF[0], OFF[1]], n))
+            add(
+                name, "softmax noise dropped", cov_z(x, corr_sigma([lin], C_TEST)[OFF[0], OFF[1]][:, OFF[0], OFF[1]], n)
+            )
     for blk in (ATT, MLP_):
         name = f"pre-RMS mixing, {blk.kind}"
         f, mix = post_drift([blk], C_TEST), mixing_term(blk, C_TEST, U)
@@ -538,9 +576,9 @@ def power_table() -> list[tuple[str, str, float]]:
             p = one_step(blk, "post_layer", n)
             est = n * (p["V"] - corr(p["Vpre"]))
             add(name, f"0, n={n}", mean_z(est, np.zeros((M, M))))
-        add(name, "naive -gamma^2 C_ab", mean_z(est, -blk.gamma**2 * C_TEST))
+        add(name, "naive -gamma^2 C_ab", mean_z(est, -(blk.gamma**2) * C_TEST))
         name = f"pre-LN centring given s, {blk.kind}"
-        f = -blk.gamma**2 * J(C_TEST, np.outer(S_FIXED, S_FIXED))
+        f = -(blk.gamma**2) * J(C_TEST, np.outer(S_FIXED, S_FIXED))
         for n in _ln_widths(blk):
             a = one_step(blk, "pre_layer", n, s=S_FIXED, seed=21)
             b = one_step(blk, "pre_rms", n, s=S_FIXED, seed=21)

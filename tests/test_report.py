@@ -12,22 +12,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib  # noqa: E402,F401  (a dependency: never skipped)
+import matplotlib.image as mpimg  # noqa: E402
 import numpy as np
 import pytest
 from scipy.stats import binomtest
-
-import matplotlib  # noqa: E402,F401  (a dependency: never skipped)
-import matplotlib.image as mpimg  # noqa: E402
 
 from shaped_transformer import cli  # noqa: E402
 from shaped_transformer.report import DEFAULT_STUDY, SIZES, study_config  # noqa: E402
 
 # The folder holding the package these tests imported (site-packages in CI, python/ in
 # development), so that child processes import the same build.
-_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__import__('shaped_transformer').__file__)))
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__import__("shaped_transformer").__file__)))
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ["density_rhoT.png", "blowup.png", "distances.png", "rho_vs_depth.png", "effective_rank.png",
-           "parameter_effects.png"]
+FIGURES = [
+    "density_rhoT.png",
+    "blowup.png",
+    "distances.png",
+    "rho_vs_depth.png",
+    "effective_rank.png",
+    "parameter_effects.png",
+]
 FILES = ["results.json", "differences.csv", "distances.csv", "summaries.csv", "report.md"]
 
 
@@ -42,7 +47,7 @@ def report_dir(tmp_path_factory):
     """One tiny report, run through the command's main() with a --config file on top of --size tiny."""
     tmp = tmp_path_factory.mktemp("report")
     cfg = tmp / "study.toml"
-    cfg.write_text('[study]\nm = 5\nseed = 3\n[network]\nheads = 2\n[effects]\nheads = [1, 4]\n')
+    cfg.write_text("[study]\nm = 5\nseed = 3\n[network]\nheads = 2\n[effects]\nheads = [1, 4]\n")
     out = tmp / "out"
     rc = cli.main(["report", "--size", "tiny", "--config", str(cfg), "--out", str(out), "--no-progress"])
     assert rc == 0
@@ -65,8 +70,13 @@ def test_results_json_numbers_are_finite_and_in_range(report_dir):
     assert res["compute_seconds"] > 0
     comparisons = {r["comparison"] for r in res["distances"]}
     assert comparisons == {"network n=16 vs SDE", "network n=32 vs SDE", "explicit vs exact n=16", "SDE dt vs dt/2"}
-    assert {r["observable"] for r in res["distances"]} == {"rho_T", "mean_rho", "log_trace", "effective_rank",
-                                                           "log_max_diag"}
+    assert {r["observable"] for r in res["distances"]} == {
+        "rho_T",
+        "mean_rho",
+        "log_trace",
+        "effective_rank",
+        "log_max_diag",
+    }
     for r in res["distances"]:
         v, lo, hi = r["value"], r["low"], r["high"]
         assert all(isinstance(x, float) and math.isfinite(x) for x in (v, lo, hi)), r
@@ -74,13 +84,15 @@ def test_results_json_numbers_are_finite_and_in_range(report_dir):
         assert 0 <= lo <= hi <= bound and 0 <= v <= bound, r
         assert r["bootstrap"] == SIZES["tiny"]["study"]["bootstrap"] and r["level"] == 0.95
     # every run reports its blow-up probability with an interval around it
-    for name, info in res["runs"].items():
+    for info in res["runs"].values():
         p = info["p_blowup"]
         # the Wilson interval of this run's own counts (scipy, independently); "value
         # inside its interval" could not fail, every Wilson interval holds k / n
         ref = binomtest(info["exploded"], info["samples"]).proportion_ci(confidence_level=p["level"], method="wilson")
         assert p["value"] == pytest.approx(info["exploded"] / info["samples"])
-        assert p["low"] == pytest.approx(ref.low, rel=1e-9, abs=1e-15) and p["high"] == pytest.approx(ref.high, rel=1e-9)
+        assert p["low"] == pytest.approx(ref.low, rel=1e-9, abs=1e-15) and p["high"] == pytest.approx(
+            ref.high, rel=1e-9
+        )
     m = 5
     for run, obs in res["summaries"].items():
         for name, s in obs.items():
@@ -143,7 +155,7 @@ def test_verdicts_follow_from_the_printed_intervals(report_dir):
 
 
 def _section(md: str, start: str, end: str) -> str:
-    return md[md.index(start):md.index(end, md.index(start))]
+    return md[md.index(start) : md.index(end, md.index(start))]
 
 
 def test_markdown_explains_its_verdicts_from_the_printed_intervals(report_dir):
@@ -156,11 +168,20 @@ def test_markdown_explains_its_verdicts_from_the_printed_intervals(report_dir):
     with open(report_dir / "differences.csv") as f:
         rows = list(csv.DictReader(f))
     widths = [16, 32]
-    for label in ("P(blow-up by T)", "mean rho_T", "mean log tr(V_T)/m", "mean effective rank",
-                  "q90 of log max diag V_T"):
+    for label in (
+        "P(blow-up by T)",
+        "mean rho_T",
+        "mean log tr(V_T)/m",
+        "mean effective rank",
+        "q90 of log max diag V_T",
+    ):
         line = next(x for x in verdict.splitlines() if x.startswith(f"- {label}: "))
-        excl = [w for w in widths for r in rows
-                if r["comparison"] == f"network n={w} vs SDE" and r["statistic"] == label and r["excludes_0"] == "True"]
+        excl = [
+            w
+            for w in widths
+            for r in rows
+            if r["comparison"] == f"network n={w} vs SDE" and r["statistic"] == label and r["excludes_0"] == "True"
+        ]
         if not excl:
             assert "every interval includes 0" in line, line
         else:
@@ -178,14 +199,14 @@ def test_markdown_reads_collapse_from_the_correlations_and_names_every_width(rep
     sec4 = _section(md, "## 4.", "## 5.")
     shaped = res["summaries"]["exact n=32"]  # standard.width = 32 at --size tiny: the shaped run of that width
     corr, vrank = shaped["correlation_rank"]["median"][-1], shaped["effective_rank"]["median"][-1]
-    assert f"effective rank of the correlation matrix" in sec4 and f"{corr:.2f} (shaped)" in sec4
+    assert "effective rank of the correlation matrix" in sec4 and f"{corr:.2f} (shaped)" in sec4
     assert f"effective rank of V itself, (tr V)^2 / tr V^2, is {vrank:.2f}" in sec4
     assert corr > vrank  # unequal token scales lower V's effective rank, not the correlations'
     assert f"width n = {cfg['standard']['width']}" in sec4
     sec1 = _section(md, "## 1.", "## 2.")
     assert "| run | width n (depth = T n) or SDE step |" in sec1
     for line in sec1.splitlines():
-        if line.startswith("| exact n=") or line.startswith("| explicit") or line.startswith("| effect"):
+        if line.startswith(("| exact n=", "| explicit", "| effect")):
             assert "| n = " in line, line
         if line.startswith("| sde"):
             assert "| SDE, dt = " in line, line
@@ -239,11 +260,21 @@ def test_config_schema_and_example():
 
 
 def test_cli_help_version_and_errors(tmp_path, capsys):
-    out = subprocess.run([sys.executable, "-m", "shaped_transformer.cli", "--version"], capture_output=True, text=True,
-                         env=_env(), timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "shaped_transformer.cli", "--version"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
     assert out.returncode == 0 and out.stdout.strip().startswith("shaped-transformer ")
-    out = subprocess.run([sys.executable, "-m", "shaped_transformer.cli", "--help"], capture_output=True, text=True,
-                         env=_env(), timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "shaped_transformer.cli", "--help"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
     assert out.returncode == 0 and "report" in out.stdout and "sweep" in out.stdout
     with pytest.raises(SystemExit) as e:
         cli.main(["report", "--help"])
@@ -279,17 +310,17 @@ def nothing_runs(monkeypatch):
     "toml, key",
     [
         ("[study]\nseed = -5\n", "study.seed"),
-        ("[sde]\nscheme = \"foo\"\n", "sde.scheme"),
-        ("[sde]\npsd = \"foo\"\n", "sde.psd"),
-        ("[standard]\nnorm = \"foo\"\n", "standard.norm"),
+        ('[sde]\nscheme = "foo"\n', "sde.scheme"),
+        ('[sde]\npsd = "foo"\n', "sde.psd"),
+        ('[standard]\nnorm = "foo"\n', "standard.norm"),
         ("[effects]\nheads = [1.7, 2]\n", "effects.heads"),
         ("[effects]\ntau0 = [0.0]\n", "effects.tau0"),
         ("[effects]\ngamma = [1.5]\n", "effects.gamma"),
         ("[network]\ngamma = 2.0\n", "[network]"),
-        ("[network]\nblocks = \"everything\"\n", "network.blocks"),
+        ('[network]\nblocks = "everything"\n', "network.blocks"),
         ("[sde_network]\ntau0 = -1.0\n", "[sde_network]"),
-        ("[explicit]\nmethod = \"exact\"\n", "explicit.method"),
-        ("[standard]\nnorm = \"pre_layer\"\nmethod = \"exact\"\n", "standard.norm"),
+        ('[explicit]\nmethod = "exact"\n', "explicit.method"),
+        ('[standard]\nnorm = "pre_layer"\nmethod = "exact"\n', "standard.norm"),
         ("[study]\nblowup = 0.5\n", "study.blowup"),
         ("[sde]\nrefine = 1\n", "sde.refine"),
         ("[sde]\ndt = 2.0\n", "sde.dt"),
@@ -446,11 +477,12 @@ def test_report_survives_when_almost_every_sample_blows_up(tmp_path):
     still completes, and says nothing given survival where too few survived."""
     from shaped_transformer.report import run_report
 
-    res = run_report(tmp_path / "out", size="tiny", config={"study": {"blowup": 1.02}, "network": {"gamma": 0.9}},
-                     progress=False)
+    res = run_report(
+        tmp_path / "out", size="tiny", config={"study": {"blowup": 1.02}, "network": {"gamma": 0.9}}, progress=False
+    )
     assert (tmp_path / "out" / "report.md").is_file()
     assert any(r["exploded"] > 0.9 * r["samples"] for r in res["runs"].values())
-    for cname, v in res["verdicts"].items():
+    for _cname, v in res["verdicts"].items():
         assert isinstance(v["text"], str) and v["text"]
 
 

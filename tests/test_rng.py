@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shaped_transformer._core_loader import core
-
 from conftest import require_kernel
+from shaped_transformer._core_loader import core
 
 KERNELS = ["scalar", "avx2", "avx512"]
 OFFSETS = [0, 1, 2, 3, 5, 63, 64, 65, 1001]

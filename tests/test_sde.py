@@ -11,10 +11,9 @@ import pytest
 from scipy import stats
 
 import shaped_transformer as st
+from _mutations import model
 from shaped_transformer.sde import sde_drift
 from shaped_transformer.simulate import BlowUpWarning
-
-from _mutations import model
 
 FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
 
@@ -56,8 +55,13 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_bad_network_and_V0():
-    for net in (st.standard_transformer(), st.Network([st.StandardAttention()]), st.Network([st.ReluMLP()]),
-                st.Network([st.ShapedAttention(concat=True, heads=2)]), st.Network([st.ShapedAttention(alpha=0.5)])):
+    for net in (
+        st.standard_transformer(),
+        st.Network([st.StandardAttention()]),
+        st.Network([st.ReluMLP()]),
+        st.Network([st.ShapedAttention(concat=True, heads=2)]),
+        st.Network([st.ShapedAttention(alpha=0.5)]),
+    ):
         with pytest.raises(ValueError, match="network"):
             st.solve_sde(net, V0=_V0(), T=1.0, steps=10, paths=2)
     with pytest.raises(ValueError, match="V0"):
@@ -160,16 +164,19 @@ def test_euler_weak_order_is_one():
     dts, est, se = [], [], []
     for k in WEAK_STEPS:
         P = int(round(WEAK_PATHS / np.sqrt(k), -3))
-        r = st.solve_sde(model(net, dt=1.0 / k), V0=V0, T=1.0, steps=k, paths=P, seed=1000 + k, save_at=[1.0],
-                         blowup=1e4)
+        r = st.solve_sde(
+            model(net, dt=1.0 / k), V0=V0, T=1.0, steps=k, paths=P, seed=1000 + k, save_at=[1.0], blowup=1e4
+        )
         x = r.rho[:, -1, 0, 1]
         assert np.all(np.isfinite(x))
         dts.append(1.0 / k)
         est.append(x.mean())
         se.append(x.std() / np.sqrt(P))
     (E0, A, C, D), (_, sA, sC, _), chi2 = weak_error_fit(dts, est, se)
-    print(f"Euler weak error of E[rho_T]: A = {A:+.4f} +- {sA:.4f} (dt^1/2), C = {C:.4f} +- {sC:.4f} (dt), "
-          f"D = {D:+.3f}, E_0 = {E0:.5f}, chi2 = {chi2:.2f} (1 dof); levels {np.round(est, 5)}")
+    print(
+        f"Euler weak error of E[rho_T]: A = {A:+.4f} +- {sA:.4f} (dt^1/2), C = {C:.4f} +- {sC:.4f} (dt), "
+        f"D = {D:+.3f}, E_0 = {E0:.5f}, chi2 = {chi2:.2f} (1 dof); levels {np.round(est, 5)}"
+    )
     resolved = (est[0] - est[-1]) / np.hypot(se[0], se[-1])
     assert resolved > 4.5, (est, se)
     assert chi2 < stats.chi2.isf(1e-5, len(dts) - 4), chi2
@@ -262,8 +269,9 @@ def test_one_step_is_drift_plus_noise(m, scheme):
     net = st.shaped_transformer(heads=2, tau0=0.8, gamma=0.6, c_plus=0.5, c_minus=-1.0)
     V0 = _spd(m, m)
     dt, seed, paths = 0.3, 17, 3
-    r = st.solve_sde(net, V0=V0, T=dt, steps=1, paths=paths, seed=seed, psd="none", scheme=scheme,
-                     save_at=[dt], blowup=1e30)
+    r = st.solve_sde(
+        net, V0=V0, T=dt, steps=1, paths=paths, seed=seed, psd="none", scheme=scheme, save_at=[dt], blowup=1e30
+    )
     b = sde_drift(net, V0)
     assert np.abs(b).max() > 0.05  # the drift is visible at this V0
     drift_incr = b * dt if scheme == "euler" else b * dt / (1 + dt * np.linalg.norm(b))

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 import shaped_transformer as st
+from conftest import require_kernel
 from shaped_transformer._blocks import make_network
 from shaped_transformer._core_loader import core
-
-from conftest import require_kernel
 
 KERNELS = ("scalar", "avx2", "avx512")
 
@@ -24,12 +23,27 @@ def _V0(m: int, rho: float = 0.3) -> np.ndarray:
     return (1 - rho) * np.eye(m) + rho
 
 
-def _run(blocks, m, *, kernel, steps=200, paths=37, scheme="euler", psd="clip", blowup=1e4, rho=0.3, seed=1,
-         threads=1, save="paths", save_steps=None):
+def _run(
+    blocks,
+    m,
+    *,
+    kernel,
+    steps=200,
+    paths=37,
+    scheme="euler",
+    psd="clip",
+    blowup=1e4,
+    rho=0.3,
+    seed=1,
+    threads=1,
+    save="paths",
+    save_steps=None,
+):
     net = make_network(blocks).to_core()
     ss = np.arange(0, steps + 1, 10) if save_steps is None else np.asarray(save_steps)
-    return core.solve_sde(net, _V0(m, rho), 1.0 / steps, steps, ss, scheme, psd, paths, seed, threads, blowup, None,
-                          save, kernel)
+    return core.solve_sde(
+        net, _V0(m, rho), 1.0 / steps, steps, ss, scheme, psd, paths, seed, threads, blowup, None, save, kernel
+    )
 
 
 def _available(kernel: str) -> bool:
@@ -144,17 +158,26 @@ def _stats_from_paths(V: np.ndarray, lo, hi, bins=120):
         tr2 = (Vk * Vk).sum(axis=(1, 2))
         vals = [rho.ravel(), rho.mean(axis=1), np.log10(d[d > 0]), (tr * tr / tr2)[tr2 > 0]]
         for o, x in enumerate(vals):
-            out_mom[k, o] = [x.size, x.sum(), (x**2).sum(), (x**3).sum(), (x**4).sum(),
-                             x.min() if x.size else np.inf, x.max() if x.size else -np.inf]
+            out_mom[k, o] = [
+                x.size,
+                x.sum(),
+                (x**2).sum(),
+                (x**3).sum(),
+                (x**4).sum(),
+                x.min() if x.size else np.inf,
+                x.max() if x.size else -np.inf,
+            ]
             f = (x - lo[o]) / (hi[o] - lo[o]) * bins
             idx = np.clip(np.floor(f), 0, bins - 1).astype(int)
             out_hist[k, o] = np.bincount(idx, minlength=bins)
     return alive, out_mom, out_hist
 
 
-@pytest.mark.parametrize("blocks", [[st.ShapedAttention(gamma=0.9, tau0=0.5)],
-                                    [st.ShapedAttention(gamma=0.7), st.ShapedMLP(gamma=0.5)]],
-                         ids=["batch-kernel", "generic"])
+@pytest.mark.parametrize(
+    "blocks",
+    [[st.ShapedAttention(gamma=0.9, tau0=0.5)], [st.ShapedAttention(gamma=0.7), st.ShapedMLP(gamma=0.5)]],
+    ids=["batch-kernel", "generic"],
+)
 def test_summary_equals_statistics_of_stored_paths(blocks):
     kw = dict(kernel="", paths=200, steps=60, blowup=5.0, save_steps=np.arange(0, 61, 6))
     V, e1, p1 = _run(blocks, 8, save="paths", **kw)
@@ -171,8 +194,17 @@ def test_summary_equals_statistics_of_stored_paths(blocks):
 
 def test_summary_result_api():
     V0 = _V0(8)
-    r = st.solve_sde(st.ShapedAttention(gamma=0.9, tau0=0.5), V0=V0, T=0.2, steps=100, paths=300, save="summary",
-                     blowup=5.0, seed=3, progress=False)
+    r = st.solve_sde(
+        st.ShapedAttention(gamma=0.9, tau0=0.5),
+        V0=V0,
+        T=0.2,
+        steps=100,
+        paths=300,
+        save="summary",
+        blowup=5.0,
+        seed=3,
+        progress=False,
+    )
     s = r.summary
     assert r.V.shape == (0, 101, 8, 8) and r.samples == 300 and len(s.t) == 101
     assert np.array_equal(s.exploded[-1], np.sum(np.isfinite(r.exploded_at)))
@@ -216,8 +248,9 @@ r = st.solve_sde(net, V0=V0, T=0.1, steps=4, paths=300000, save="summary", threa
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print((after - before) / 1024, int(r.summary.alive[-1]))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=dict(os.environ)).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ)
+    ).stdout.split()
     grown_mb, alive = float(out[0]), int(out[1])
     assert alive > 299000
     assert grown_mb < 60, f"peak memory grew by {grown_mb:.0f} MB"

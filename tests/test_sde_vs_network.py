@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 import shaped_transformer as st
-
 from _mutations import model
 
 FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
@@ -67,10 +66,40 @@ def test_rho_distribution_converges_to_the_sde():
     N = 32000 if FULL else 16000
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sde = [_rho_cdf(st.solve_sde(model(net), V0=V0, T=1.0, steps=k, paths=SDE_PATHS, seed=k + 5, save_at=[1.0],
-                                     scheme="euler", blowup=K_STOP), m) for k in RHO_SDE_STEPS]
-        nets = [_rho_cdf(st.simulate(net, V0=V0, width=n, depth=n, samples=N, method="exact", seed=n + 3,
-                                     save_at=np.array([n]), blowup=K_STOP), m) for n in widths]
+        sde = [
+            _rho_cdf(
+                st.solve_sde(
+                    model(net),
+                    V0=V0,
+                    T=1.0,
+                    steps=k,
+                    paths=SDE_PATHS,
+                    seed=k + 5,
+                    save_at=[1.0],
+                    scheme="euler",
+                    blowup=K_STOP,
+                ),
+                m,
+            )
+            for k in RHO_SDE_STEPS
+        ]
+        nets = [
+            _rho_cdf(
+                st.simulate(
+                    net,
+                    V0=V0,
+                    width=n,
+                    depth=n,
+                    samples=N,
+                    method="exact",
+                    seed=n + 3,
+                    save_at=np.array([n]),
+                    blowup=K_STOP,
+                ),
+                m,
+            )
+            for n in widths
+        ]
     failures = compare_limits(widths, nets, RHO_SDE_STEPS, sde)
     assert not failures, failures
 
@@ -88,7 +117,9 @@ def test_rank_collapse_standard_vs_shaped():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s = st.simulate(shaped, V0=V0, width=n, depth=4 * n, samples=200, method="exact", seed=0, save_every=n).finite()
-        e = st.solve_sde(shaped, V0=V0, T=1.0, steps=512, paths=1000, seed=0, scheme="tamed_euler", save_at=[1.0]).finite()
+        e = st.solve_sde(
+            shaped, V0=V0, T=1.0, steps=512, paths=1000, seed=0, scheme="tamed_euler", save_at=[1.0]
+        ).finite()
     assert s.rho[:, 1, 0, 1].mean() < 0.6
     assert s.rho[:, -1, 0, 1].mean() < 0.8
     assert e.rho[:, -1, 0, 1].mean() < 0.6
@@ -161,10 +192,39 @@ def test_blowup_and_observables_match_the_network():
     V0 = st.inputs.equicorrelated(m, 0.3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sde = [_observables(st.solve_sde(model(net), V0=V0, T=1.0, steps=k, paths=SDE_PATHS, seed=k + 1,
-                                         save_at=[1.0], scheme="euler", blowup=K_STOP), m) for k in SDE_STEPS]
-        nets = [_observables(st.simulate(net, V0=V0, width=n, depth=n, samples=NET_SAMPLES, method="exact",
-                                         seed=7 * n + 1, save_at=np.array([n]), blowup=K_STOP), m)
-                for n in NET_WIDTHS]
+        sde = [
+            _observables(
+                st.solve_sde(
+                    model(net),
+                    V0=V0,
+                    T=1.0,
+                    steps=k,
+                    paths=SDE_PATHS,
+                    seed=k + 1,
+                    save_at=[1.0],
+                    scheme="euler",
+                    blowup=K_STOP,
+                ),
+                m,
+            )
+            for k in SDE_STEPS
+        ]
+        nets = [
+            _observables(
+                st.simulate(
+                    net,
+                    V0=V0,
+                    width=n,
+                    depth=n,
+                    samples=NET_SAMPLES,
+                    method="exact",
+                    seed=7 * n + 1,
+                    save_at=np.array([n]),
+                    blowup=K_STOP,
+                ),
+                m,
+            )
+            for n in NET_WIDTHS
+        ]
     failures = compare_limits(NET_WIDTHS, nets, SDE_STEPS, sde, approach_from_below=("P(stop)",))
     assert not failures, failures

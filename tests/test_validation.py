@@ -61,7 +61,10 @@ def run(**kw):
         (dict(network=st.Network([st.ShapedAttention(concat=True)]), method="exact"), "exact"),
         (dict(return_X=True, method="exact"), "return_X"),
         (dict(depth=2**31, save_at=np.array([0, 1])), "depth"),  # beyond the core's 32-bit counters
-        (dict(depth=2**31 - 1, save_at=np.array([0, 1]), network=st.Network([st.ShapedMLP()] * 3)), "depth"),  # x 3 >= 2^32
+        (
+            dict(depth=2**31 - 1, save_at=np.array([0, 1]), network=st.Network([st.ShapedMLP()] * 3)),
+            "depth",
+        ),  # x 3 >= 2^32
         (dict(width=2**63), "width"),
         (dict(width=10**30), "width"),
     ],
@@ -107,8 +110,17 @@ def test_wrong_types_raise_type_error():
 
 def _core_args(**kw):
     args = dict(
-        network=NET, X0=X0, depth=2, samples=2, seed=0, save_at=np.array([0, 2], dtype=np.int64),
-        dtype="float64", threads=1, return_X=False, blowup=1e30, progress=None,
+        network=NET,
+        X0=X0,
+        depth=2,
+        samples=2,
+        seed=0,
+        save_at=np.array([0, 2], dtype=np.int64),
+        dtype="float64",
+        threads=1,
+        return_X=False,
+        blowup=1e30,
+        progress=None,
     )
     args.update(kw)
     return args
@@ -155,7 +167,9 @@ def test_progress_callback_errors_propagate():
         raise RuntimeError("progress failed")
 
     with pytest.raises(RuntimeError, match="progress failed"):
-        core.simulate_explicit(**_core_args(progress=boom, samples=4, depth=50, X0=np.random.default_rng(1).standard_normal((3, 256))))
+        core.simulate_explicit(
+            **_core_args(progress=boom, samples=4, depth=50, X0=np.random.default_rng(1).standard_normal((3, 256)))
+        )
 
 
 # ---------------------------------------------------------------------------

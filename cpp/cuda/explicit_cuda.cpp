@@ -193,10 +193,8 @@ class Runner {
       for (int i = 0; i < m; ++i)
         for (int j = 0; j < m; ++j) As[std::size_t(i) * m + j] = S(A(i, j));
       project(key(sample, bi, matrix_id::head(matrix_id::kValue, h)), Xin, n, hd, b_.XV.data(), hd);
-      if (a.concat)
-        left_mix(As.data(), b_.XV.data(), hd, m, hd, b_.B.data() + h * hd, n, false);
-      else
-        left_mix(As.data(), b_.XV.data(), hd, m, hd, b_.B.data(), n, true);
+      if (a.concat) left_mix(As.data(), b_.XV.data(), hd, m, hd, b_.B.data() + h * hd, n, false);
+      else left_mix(As.data(), b_.XV.data(), hd, m, hd, b_.B.data(), n, true);
     }
     if (a.concat) {
       project(key(sample, bi, matrix_id::kOutput), b_.B.data(), n, n, b_.O.data(), n);

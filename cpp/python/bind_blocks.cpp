@@ -67,8 +67,8 @@ namespace {
 
 /// The value a field's Python property returns: None for an unset field, a Norm by name.
 template <class T, bool NoneOk>
-using PropertyType = std::conditional_t<std::is_same_v<T, Norm>, std::string,
-                                        std::conditional_t<NoneOk, std::optional<T>, T>>;
+using PropertyType =
+    std::conditional_t<std::is_same_v<T, Norm>, std::string, std::conditional_t<NoneOk, std::optional<T>, T>>;
 
 template <class B, std::size_t I>
 auto field_property(const B& b) {
@@ -115,7 +115,8 @@ std::string parameters_doc() {
   std::string s = "Parameters\n----------\n";
   for_each_field<B>([&](const auto& f) {
     using T = typename std::decay_t<decltype(f)>::value_type;
-    std::string type = std::is_same_v<T, Norm> ? "str or None" : std::is_same_v<T, bool> ? "bool"
+    std::string type = std::is_same_v<T, Norm>   ? "str or None"
+                       : std::is_same_v<T, bool> ? "bool"
                        : std::is_integral_v<T>   ? "int"
                                                  : "float";
     if (f.rule.none != Rule::Refused) type += " or None";
@@ -143,7 +144,8 @@ void bind_block(py::module_& m, std::index_sequence<I...>) {
   cls.attr("kind") = py::str(B::kind);
   // (name, default) per field, in table order: the Python classes' __signature__
   // (pybind11 gives builtin methods none that inspect can read).
-  cls.attr("_parameters") = py::make_tuple(py::make_tuple(std::get<I>(fields).name, field_default<B>(std::get<I>(fields)))...);
+  cls.attr("_parameters") =
+      py::make_tuple(py::make_tuple(std::get<I>(fields).name, field_default<B>(std::get<I>(fields)))...);
   cls.def_property_readonly(
       "has_sde",
       [](const B& b) {
@@ -194,9 +196,8 @@ void bind_block(py::module_& m, std::index_sequence<I...>) {
     if (!py::type::of(self).is(py::type::of(other))) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
     return py::bool_(python_kwargs(self.cast<const B&>()).equal(python_kwargs(other.cast<const B&>())));
   });
-  cls.def("__hash__", [](const B& b) {
-    return py::hash(py::make_tuple(B::kind, py::tuple(python_kwargs(b).attr("items")())));
-  });
+  cls.def("__hash__",
+          [](const B& b) { return py::hash(py::make_tuple(B::kind, py::tuple(python_kwargs(b).attr("items")()))); });
   cls.def("__repr__", [](const py::object& self) {
     std::string s = std::string(py::str(py::type::of(self).attr("__name__"))) + "(";
     const char* sep = "";

@@ -50,7 +50,8 @@ void check_sde_arguments(const Network& net, const Cov& V0, double dt, std::int6
 device::SdeProblem sde_problem_from(const Network& net, const Cov& V0, double dt, std::int64_t steps,
                                     const std::string& scheme, const std::string& psd, double blowup,
                                     std::uint64_t seed) {
-  if (scheme != "euler" && scheme != "tamed_euler") throw std::invalid_argument("scheme: unknown scheme '" + scheme + "'");
+  if (scheme != "euler" && scheme != "tamed_euler")
+    throw std::invalid_argument("scheme: unknown scheme '" + scheme + "'");
   if (psd != "clip" && psd != "none") throw std::invalid_argument("psd: unknown remedy '" + psd + "'");
   return device::sde_problem(net, V0, dt, steps, scheme == "tamed_euler", psd == "clip", blowup, seed);
 }
@@ -111,8 +112,9 @@ void register_cuda(py::module_& m) {
 #endif
       },
       "True when this build has the CUDA backend (SHAPED_TRANSFORMER_CUDA=ON).");
-  m.def("cuda_available", [] { return reason_text().empty(); },
-        "True when the CUDA backend is built and a GPU is present.");
+  m.def(
+      "cuda_available", [] { return reason_text().empty(); },
+      "True when the CUDA backend is built and a GPU is present.");
   m.def("cuda_reason", &reason_text, "Why cuda_available() is False ('' when it is True).");
 
   // ---- the per-thread device code, run on the CPU (tests) -----------------------
@@ -148,9 +150,9 @@ void register_cuda(py::module_& m) {
         {
           py::gil_scoped_release release;
           for (int i = 0; i < paths; ++i)
-            exploded[std::size_t(i)] = device::host_solve_path(p, save.data(), int(save.size()), std::uint32_t(i),
-                                                               V.data() + std::size_t(i) * save.size() * mm,
-                                                               proj[std::size_t(i)]);
+            exploded[std::size_t(i)] =
+                device::host_solve_path(p, save.data(), int(save.size()), std::uint32_t(i),
+                                        V.data() + std::size_t(i) * save.size() * mm, proj[std::size_t(i)]);
         }
         const py::ssize_t md = V0.rows();
         return py::make_tuple(to_numpy(std::move(V), {paths, py::ssize_t(save.size()), md, md}),
@@ -232,8 +234,9 @@ void register_cuda(py::module_& m) {
           py::gil_scoped_release release;
           done = cuda::exact_chain(p, save, r.paths, V.data(), exploded.data(), hk.hooks());
         } else {
-          const device::SdeProblem p = device::sde_problem(net, r.V0, r.o.dt, r.o.steps, r.o.scheme == SdeScheme::TamedEuler,
-                                                           r.o.psd == PsdRemedy::Clip, r.opts.blowup, r.seed);
+          const device::SdeProblem p =
+              device::sde_problem(net, r.V0, r.o.dt, r.o.steps, r.o.scheme == SdeScheme::TamedEuler,
+                                  r.o.psd == PsdRemedy::Clip, r.opts.blowup, r.seed);
           py::gil_scoped_release release;
           done = cuda::solve_sde(p, save, r.paths, V.data(), exploded.data(), proj.data(), hk.hooks());
         }
@@ -244,7 +247,8 @@ void register_cuda(py::module_& m) {
         report(info, "blowup", py::float_(r.opts.blowup));
         const py::ssize_t md = r.V0.rows();
         return py::make_tuple(to_numpy(std::move(V), {py::ssize_t(P), py::ssize_t(save.size()), md, md}),
-                              to_numpy(std::move(exploded), {py::ssize_t(P)}), to_numpy(std::move(proj), {py::ssize_t(P)}));
+                              to_numpy(std::move(exploded), {py::ssize_t(P)}),
+                              to_numpy(std::move(proj), {py::ssize_t(P)}));
       },
       py::arg("network"), py::arg("V0"), py::arg("dt"), py::arg("steps"), py::arg("save_steps"), py::arg("scheme"),
       py::arg("psd"), py::arg("paths"), py::arg("seed"), py::arg("blowup"), py::arg("progress") = py::none(),
@@ -254,12 +258,13 @@ void register_cuda(py::module_& m) {
       "cuda_simulate_exact",
       [](const NetworkObject& network, const py::object& V0, const py::object& width, const py::object& depth,
          const py::object& samples, const py::object& seed, const py::object& save_at, const py::object& blowup,
-         const py::object& progress, const py::object& save_every, const py::object& X0,
-         const py::object& covariance, const py::object& dtype, const py::object& admit, const py::object& info) {
+         const py::object& progress, const py::object& save_every, const py::object& X0, const py::object& covariance,
+         const py::object& dtype, const py::object& admit, const py::object& info) {
         const std::string dt = dtype_arg(dtype);  // checked, reported (float64 chain)
         const ExactRequest r = exact_request(network, X0, V0, width, depth, samples, seed, save_at, save_every,
                                              py::none(), blowup, admit, covariance);
-        const device::ExactProblem p = device::exact_problem(network.net, r.V0, r.width, r.depth, r.opts.blowup, r.seed);
+        const device::ExactProblem p =
+            device::exact_problem(network.net, r.V0, r.width, r.depth, r.opts.blowup, r.seed);
         const int mm = int(r.V0.rows() * r.V0.rows());
         const std::size_t S = std::size_t(r.samples);
         std::vector<double> V(S * r.layers.size() * std::size_t(mm));

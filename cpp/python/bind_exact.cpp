@@ -12,9 +12,9 @@ void register_exact(py::module_& m) {
       "simulate_exact",
       [](const NetworkObject& network, const py::object& V0, const py::object& width, const py::object& depth,
          const py::object& samples, const py::object& seed, const py::object& save_at, const py::object& threads,
-         const py::object& blowup, const py::object& progress, const std::string& kernel,
-         const py::object& save_every, const py::object& X0, const py::object& covariance, const py::object& dtype,
-         const py::object& admit, const py::object& info) {
+         const py::object& blowup, const py::object& progress, const std::string& kernel, const py::object& save_every,
+         const py::object& X0, const py::object& covariance, const py::object& dtype, const py::object& admit,
+         const py::object& info) {
         // The chain computes in float64; a dtype given is still checked, and reported.
         const std::string dt = dtype_arg(dtype);
         const ExactRequest r = exact_request(network, X0, V0, width, depth, samples, seed, save_at, save_every, threads,

@@ -22,9 +22,8 @@ template <class Driver>
 py::tuple call(Driver driver, const NetworkObject& network, const py::object& X0, const py::object& depth,
                const py::object& samples, const py::object& seed, const py::object& save_at, const py::object& dtype,
                const py::object& threads, const py::object& return_X, const py::object& blowup,
-               const py::object& progress, const py::object& save_every, const py::object& V0,
-               const py::object& width, const py::object& tokens, const py::object& admit_fn,
-               const py::object& info) {
+               const py::object& progress, const py::object& save_every, const py::object& V0, const py::object& width,
+               const py::object& tokens, const py::object& admit_fn, const py::object& info) {
   const ExplicitRequest r = explicit_request(network, X0, V0, width, depth, samples, seed, save_at, save_every, dtype,
                                              threads, return_X, blowup, admit_fn, tokens);
   Trajectories tr = run_driver(r.opts, progress, [&](const RunOptions& o) {
@@ -40,8 +39,7 @@ py::tuple call(Driver driver, const NetworkObject& network, const py::object& X0
   report(info, "threads", py::int_(r.opts.threads));
   py::object Xout = py::none();
   if (r.opts.return_X) Xout = to_numpy(std::move(tr.X), {S, m, n});
-  return py::make_tuple(to_numpy(std::move(tr.V), {S, K, m, m}), Xout,
-                        to_numpy(std::move(tr.exploded), {S}));
+  return py::make_tuple(to_numpy(std::move(tr.V), {S, K, m, m}), Xout, to_numpy(std::move(tr.exploded), {S}));
 }
 
 py::array_t<double> weight(const Stream& s, std::int64_t rows, std::int64_t cols) {
@@ -65,18 +63,17 @@ void register_explicit(py::module_& m) {
                     const py::object& samples, const py::object& seed, const py::object& save_at,
                     const py::object& dtype, const py::object& threads, const py::object& return_X,
                     const py::object& blowup, const py::object& progress, const py::object& save_every,
-                    const py::object& V0, const py::object& width, const py::object& tokens,
-                    const py::object& admit, const py::object& info) {
+                    const py::object& V0, const py::object& width, const py::object& tokens, const py::object& admit,
+                    const py::object& info) {
           return law ? call(&simulate_law<Network>, network, X0, depth, samples, seed, save_at, dtype, threads,
                             return_X, blowup, progress, save_every, V0, width, tokens, admit, info)
                      : call(&simulate_explicit<Network>, network, X0, depth, samples, seed, save_at, dtype, threads,
                             return_X, blowup, progress, save_every, V0, width, tokens, admit, info);
         },
-        py::arg("network"), py::arg("X0"), py::arg("depth"), py::arg("samples"), py::arg("seed"),
-        py::arg("save_at"), py::arg("dtype"), py::arg("threads"), py::arg("return_X"), py::arg("blowup"),
-        py::arg("progress") = py::none(), py::kw_only(), py::arg("save_every") = py::none(),
-        py::arg("V0") = py::none(), py::arg("width") = py::none(), py::arg("tokens") = py::none(),
-        py::arg("admit") = py::none(), py::arg("info") = py::none(),
+        py::arg("network"), py::arg("X0"), py::arg("depth"), py::arg("samples"), py::arg("seed"), py::arg("save_at"),
+        py::arg("dtype"), py::arg("threads"), py::arg("return_X"), py::arg("blowup"), py::arg("progress") = py::none(),
+        py::kw_only(), py::arg("save_every") = py::none(), py::arg("V0") = py::none(), py::arg("width") = py::none(),
+        py::arg("tokens") = py::none(), py::arg("admit") = py::none(), py::arg("info") = py::none(),
         (std::string(law ? "Law-exact activation sampler (docs/model.md section 4)"
                          : "Explicit network with Gaussian weights") +
          "; returns (V, X or None, exploded_layer).  Every argument is checked here, once.\n" + args_doc)
@@ -106,8 +103,8 @@ void register_explicit(py::module_& m) {
       "draws them (use small widths).");
   m.def(
       "normals_kernel",
-      [](const std::string& kernel, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,
-         std::uint32_t matrix, std::uint64_t first, std::size_t count) -> py::object {
+      [](const std::string& kernel, std::uint64_t seed, std::uint32_t sample, std::uint32_t block, std::uint32_t matrix,
+         std::uint64_t first, std::size_t count) -> py::object {
         py::array_t<float> out(static_cast<py::ssize_t>(count));
         bool ok;
         float* p = out.mutable_data();

@@ -14,9 +14,8 @@
 namespace shaped_transformer::python {
 
 namespace {
-constexpr const char* kPybind11Version =
-    PYBIND11_TOSTRING(PYBIND11_VERSION_MAJOR) "." PYBIND11_TOSTRING(PYBIND11_VERSION_MINOR) "." PYBIND11_TOSTRING(
-        PYBIND11_VERSION_PATCH);
+constexpr const char* kPybind11Version = PYBIND11_TOSTRING(PYBIND11_VERSION_MAJOR) "." PYBIND11_TOSTRING(
+    PYBIND11_VERSION_MINOR) "." PYBIND11_TOSTRING(PYBIND11_VERSION_PATCH);
 }
 
 void register_info(py::module_& m) {
@@ -60,7 +59,8 @@ void register_info(py::module_& m) {
       "sde_bytes",
       [](const NetworkObject& network, double m_tokens, double paths, double saved, int threads,
          const std::string& scheme) -> py::typing::Dict<py::str, py::int_> {
-        return sde_parts(network.net, m_tokens, paths, saved, threads, scheme_arg(py::str(scheme)) == SdeScheme::ExactChain);
+        return sde_parts(network.net, m_tokens, paths, saved, threads,
+                         scheme_arg(py::str(scheme)) == SdeScheme::ExactChain);
       },
       py::arg("network"), py::arg("m"), py::arg("paths"), py::arg("saved"), py::arg("threads"),
       py::arg("scheme") = "euler",

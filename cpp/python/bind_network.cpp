@@ -87,13 +87,15 @@ void register_network(py::module_& m) {
       "has_sde", [](const NetworkObject& n) { return sde_refusal_text(n.net).empty(); },
       "Whether every block has a covariance SDE limit (docs/model.md section 5).");
   cls.def_property_readonly(
-      "sde_refusal", [](const NetworkObject& n) -> py::typing::Optional<py::str> { return text_or_none(sde_refusal_text(n.net)); },
+      "sde_refusal",
+      [](const NetworkObject& n) -> py::typing::Optional<py::str> { return text_or_none(sde_refusal_text(n.net)); },
       "Why the network has no covariance SDE limit, naming the first block without one; None when it has one.");
   cls.def_property_readonly(
       "exact_chain", [](const NetworkObject& n) { return exact_refusal_text(n.net).empty(); },
       "Whether the exact m x m chain of docs/model.md section 4 covers every block.");
   cls.def_property_readonly(
-      "exact_refusal", [](const NetworkObject& n) -> py::typing::Optional<py::str> { return text_or_none(exact_refusal_text(n.net)); },
+      "exact_refusal",
+      [](const NetworkObject& n) -> py::typing::Optional<py::str> { return text_or_none(exact_refusal_text(n.net)); },
       "Why the exact chain cannot run the network, naming the block; None when it can.");
   cls.def(
       "sde_noise_dim",

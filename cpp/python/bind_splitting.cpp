@@ -15,7 +15,8 @@ namespace shaped_transformer::python {
 void register_splitting(py::module_& m) {
   m.def(
       "continue_paths",
-      [](const NetworkObject& network, const CArray& Va, const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& start,
+      [](const NetworkObject& network, const CArray& Va,
+         const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& start,
          const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& stream, const CArray& stop,
          double dt, std::int64_t steps, const std::string& scheme, const std::string& psd, std::uint64_t seed,
          double blowup, double time_exponent, int threads) {
@@ -44,7 +45,8 @@ void register_splitting(py::module_& m) {
         const auto* sid = stream.data();
         for (py::ssize_t p = 0; p < P; ++p) {
           if (st[p] < 0 || st[p] > steps) throw std::invalid_argument("start: step indices must lie in [0, steps]");
-          if (sid[p] < 0 || sid[p] > std::int64_t(0xFFFFFFFFu)) throw std::invalid_argument("stream: ids must lie in [0, 2^32)");
+          if (sid[p] < 0 || sid[p] > std::int64_t(0xFFFFFFFFu))
+            throw std::invalid_argument("stream: ids must lie in [0, 2^32)");
         }
         std::vector<double> V(Va.data(), Va.data() + Va.size());
         std::vector<std::int64_t> step_out(std::size_t(P), 0);
@@ -54,8 +56,8 @@ void register_splitting(py::module_& m) {
         auto work = [&](std::size_t p, const CancelToken&) {
           sde::Segment seg;
           seg.step = st[p];
-          sde::continue_path(net, V.data() + p * std::size_t(mm) * std::size_t(mm), mm, o, seed,
-                             std::uint32_t(sid[p]), stp[p], blowup, time_exponent, seg);
+          sde::continue_path(net, V.data() + p * std::size_t(mm) * std::size_t(mm), mm, o, seed, std::uint32_t(sid[p]),
+                             stp[p], blowup, time_exponent, seg);
           step_out[p] = seg.step;
           peak[p] = seg.peak;
           status[p] = int(seg.status);
@@ -72,8 +74,8 @@ void register_splitting(py::module_& m) {
                               to_numpy(std::move(status), {P}));
       },
       py::arg("network"), py::arg("V"), py::arg("start"), py::arg("stream"), py::arg("stop"), py::arg("dt"),
-      py::arg("steps"), py::arg("scheme"), py::arg("psd"), py::arg("seed"), py::arg("blowup"), py::arg("time_exponent"), py::arg("threads"),
-      "Continues paths from given states (splitting estimator): returns (V, step, peak, status).");
+      py::arg("steps"), py::arg("scheme"), py::arg("psd"), py::arg("seed"), py::arg("blowup"), py::arg("time_exponent"),
+      py::arg("threads"), "Continues paths from given states (splitting estimator): returns (V, step, peak, status).");
 }
 
 }  // namespace shaped_transformer::python

@@ -28,8 +28,8 @@ void register_rng(py::module_& m);
 void register_explicit(py::module_& m);
 void register_exact(py::module_& m);
 void register_sde(py::module_& m);
-void register_cuda(py::module_& m);  // bind_cuda.cpp (stubs without CUDA)
-void register_blocks(py::module_& m);  // bind_blocks.cpp: the typed block classes
+void register_cuda(py::module_& m);     // bind_cuda.cpp (stubs without CUDA)
+void register_blocks(py::module_& m);   // bind_blocks.cpp: the typed block classes
 void register_network(py::module_& m);  // bind_network.cpp: _core.Network and the registry
 
 /// The Python face of a network (_core.Network, subclassed by

@@ -51,7 +51,9 @@ inline Workspace network_workspace(const Network& net, double m, double n, doubl
 }
 
 /// A byte count for Python (an int; doubles keep huge requests from wrapping around).
-inline py::int_ bytes(double b) { return py::reinterpret_steal<py::int_>(PyLong_FromDouble(std::floor(std::max(b, 0.0)))); }
+inline py::int_ bytes(double b) {
+  return py::reinterpret_steal<py::int_>(PyLong_FromDouble(std::floor(std::max(b, 0.0))));
+}
 
 /// Peak memory of simulate(method), by item (docs/robustness.md): the saved
 /// covariances, the input tokens and their copy (explicit, law), the final tokens
@@ -106,9 +108,9 @@ inline void check_positive_diagonal(const MatD& V, const char* name, const char*
 inline void check_blowup_above(double blowup, double start) {
   if (!std::isfinite(blowup)) throw std::invalid_argument("blowup: must be finite, got " + fmt("%g", blowup));
   if (blowup > 0 && !(start < blowup))
-    throw std::invalid_argument("blowup=" + fmt("%g", blowup) +
-                                " must exceed the largest diagonal entry of the input covariance (" +
-                                fmt("%.6g", start) + "): samples would stop at t = 0; raise blowup or rescale the input");
+    throw std::invalid_argument(
+        "blowup=" + fmt("%g", blowup) + " must exceed the largest diagonal entry of the input covariance (" +
+        fmt("%.6g", start) + "): samples would stop at t = 0; raise blowup or rescale the input");
 }
 
 /// 0.5 (V + V^T), as the package has always passed V0 (the check allows rounding asymmetry).
@@ -188,7 +190,8 @@ struct Inputs {
           // A square X0 with another width is likely the covariance, passed as the tokens.
           const std::string hint = in.m == in.width ? "; X0 is " + ms + " x " + ns +
                                                           ": if it is the covariance of the tokens, pass it as "
-                                                          "V0= with width=" + ws
+                                                          "V0= with width=" +
+                                                          ws
                                                     : "";
           throw std::invalid_argument("width: width=" + ws + " does not match X0.shape[1]=" + ns +
                                       " (X0 holds the tokens, m x width)" + hint);
@@ -197,11 +200,13 @@ struct Inputs {
     } else {
       in.array = covariance_array(V0, "to start from tokens (m x n) pass them as X0=");
       in.m = in.array.shape(0);
-      if (width.is_none()) throw std::invalid_argument("width: must be given with V0 (the covariance does not say the width)");
+      if (width.is_none())
+        throw std::invalid_argument("width: must be given with V0 (the covariance does not say the width)");
       in.width = int_arg<long>("width", width);
     }
     // The core counts widths in 64-bit words and multiplies them by small factors.
-    if (in.width >= (long(1) << 62)) throw std::invalid_argument("width: must be < 2^62, got " + std::to_string(in.width));
+    if (in.width >= (long(1) << 62))
+      throw std::invalid_argument("width: must be < 2^62, got " + std::to_string(in.width));
     return in;
   }
 
@@ -248,9 +253,8 @@ struct ExplicitRequest {
 /// construction, in NumPy), called after the memory check.
 inline ExplicitRequest explicit_request(const NetworkObject& network, const py::object& X0, const py::object& V0,
                                         const py::object& width, const py::object& depth, const py::object& samples,
-                                        const py::object& seed, const py::object& save_at,
-                                        const py::object& save_every, const py::object& dtype,
-                                        const py::object& threads, const py::object& return_X,
+                                        const py::object& seed, const py::object& save_at, const py::object& save_every,
+                                        const py::object& dtype, const py::object& threads, const py::object& return_X,
                                         const py::object& blowup, const py::object& admit_fn,
                                         const py::object& tokens) {
   ExplicitRequest r;
@@ -263,9 +267,8 @@ inline ExplicitRequest explicit_request(const NetworkObject& network, const py::
   r.opts.threads = threads_arg(threads);
   r.opts.return_X = flag_arg(return_X);
   r.opts.blowup = real_arg("blowup", blowup);
-  admit(admit_fn, simulate_parts(network.net, "explicit", double(in.m), positive(double(in.width)),
-                                 positive(r.samples), layers.count(r.depth), r.opts.threads,
-                                 r.dtype == "float32" ? 4 : 8, r.opts.return_X));
+  admit(admit_fn, simulate_parts(network.net, "explicit", double(in.m), positive(double(in.width)), positive(r.samples),
+                                 layers.count(r.depth), r.opts.threads, r.dtype == "float32" ? 4 : 8, r.opts.return_X));
   double start = 0;
   if (in.from_tokens) {
     r.X0 = matrix_from(in.array);  // checked below with the other arguments

@@ -54,4 +54,3 @@ inline void box_muller_vec(VU a, VU b, VF& z0, VF& z1) {
   z0 = r * (cx * sign);
   z1 = r * (sx * sign);
 }
-

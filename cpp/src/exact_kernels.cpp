@@ -58,8 +58,7 @@ Kernel kernel(const char* name) {
   if (std::strcmp(n, "scalar") == 0) return {"scalar", 1, &run_exact};
 #if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
   if (std::strcmp(n, "avx2") == 0 && sde::batch_kernel("avx2").run) return {"avx2", 4, &detail::run_exact_avx2};
-  if (std::strcmp(n, "avx512") == 0 && sde::batch_kernel("avx512").run)
-    return {"avx512", 8, &detail::run_exact_avx512};
+  if (std::strcmp(n, "avx512") == 0 && sde::batch_kernel("avx512").run) return {"avx512", 8, &detail::run_exact_avx512};
 #endif
   return {n, 0, nullptr};
 }

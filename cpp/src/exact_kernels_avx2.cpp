@@ -38,7 +38,7 @@ inline VD vsqrtd(VD a) { return (VD)_mm256_sqrt_pd((__m256d)a); }
 
 namespace detail {
 void run_exact_avx2(const Params& p, const double* V0, std::uint32_t sample0, int count, double* out,
-                      std::int64_t* exploded, const CancelToken* cancel) {
+                    std::int64_t* exploded, const CancelToken* cancel) {
   run_exact(p, V0, sample0, count, out, exploded, cancel);
 }
 }  // namespace detail

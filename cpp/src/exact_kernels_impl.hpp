@@ -29,11 +29,20 @@ inline VD vexp(VD x) {
   const VD t = vfma(xc, vset(1.4426950408889634), big);
   const VD k = t - big;
   VD r = vfma(k, vset(-0.6931471803691238), xc);  // ln 2, high part (exact product for |k| < 2^11)
-  r = vfma(k, vset(-1.9082149292705877e-10), r);   // ln 2, low part
+  r = vfma(k, vset(-1.9082149292705877e-10), r);  // ln 2, low part
   VD p = vset(1.0 / 6227020800.0);
-  const double inv_fact[13] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
-                               1.0 / 40320.0,     1.0 / 5040.0,     1.0 / 720.0,      1.0 / 120.0,
-                               1.0 / 24.0,        1.0 / 6.0,        0.5,              1.0,
+  const double inv_fact[13] = {1.0 / 479001600.0,
+                               1.0 / 39916800.0,
+                               1.0 / 3628800.0,
+                               1.0 / 362880.0,
+                               1.0 / 40320.0,
+                               1.0 / 5040.0,
+                               1.0 / 720.0,
+                               1.0 / 120.0,
+                               1.0 / 24.0,
+                               1.0 / 6.0,
+                               0.5,
+                               1.0,
                                1.0};
   for (int i = 0; i < 13; ++i) p = vfma(p, r, vset(inv_fact[i]));
   const VL kb = ((VL)t - (VL)big + 1023) << 52;  // 2^k: k in [-1022, 1023]
@@ -48,8 +57,7 @@ inline VD vexp(VD x) {
 /// sampler (same numbers).  N: scratch of >= 4 * ceil(m (m + 1) / 8) lanes.
 template <int MC>
 inline void wishart_lanes(int m, double df, std::uint64_t seed, std::uint32_t mat_normal, std::uint32_t mat_uniform,
-                          std::uint32_t block, std::uint32_t sample0, const unsigned char* alive, VD* N, VD* U,
-                          VD* B) {
+                          std::uint32_t block, std::uint32_t sample0, const unsigned char* alive, VD* N, VD* U, VD* B) {
   const int nn = m * (m + 1) / 2;
   lane_normals(seed, mat_normal, block, sample0, (nn + 3) / 4, N);
   lane_uniforms(seed, mat_uniform, block, sample0, m, U);
@@ -73,15 +81,17 @@ inline void wishart_lanes(int m, double df, std::uint64_t seed, std::uint32_t ma
     const VD x2 = x * x;
     const VL squeeze = u < vset(1.0) - vset(0.0331) * x2 * x2;
     for (int l = 0; l < W; ++l)
-      if (!squeeze[l] && !redo[l] && alive[l] && !shaped_transformer::exact_batch::detail::gamma_log_accept(u[l], x2[l], d, v[l]))
+      if (!squeeze[l] && !redo[l] && alive[l] &&
+          !shaped_transformer::exact_batch::detail::gamma_log_accept(u[l], x2[l], d, v[l]))
         redo[l] = -1;
     B[i * m + i] = vsqrtd(vset(2.0) * (vset(d) * v));
   }
   for (int l = 0; l < W; ++l)
     if (redo[l] && alive[l]) {
       double b[shaped_transformer::exact_batch::kMaxM * shaped_transformer::exact_batch::kMaxM];
-      shaped_transformer::exact_batch::detail::wishart_lane(df, m, shaped_transformer::Stream{seed, sample0 + std::uint32_t(l), block, mat_normal},
-                                        shaped_transformer::Stream{seed, sample0 + std::uint32_t(l), block, mat_uniform}, b);
+      shaped_transformer::exact_batch::detail::wishart_lane(
+          df, m, shaped_transformer::Stream{seed, sample0 + std::uint32_t(l), block, mat_normal},
+          shaped_transformer::Stream{seed, sample0 + std::uint32_t(l), block, mat_uniform}, b);
       for (int k = 0; k < m * m; ++k) B[k][l] = b[k];
     }
 }
@@ -156,8 +166,8 @@ inline void attention_lanes(const Params& p, const shaped_transformer::exact_bat
   const double tau = b.tau0 * std::sqrt(n * b.nk);
   const std::uint32_t head0 = mid::kExactBase + 8u;  // ExactKey::head_stream(0, .)
   // key product M = chol(Wishart_m(n_k)) Z
-  wishart_lanes<MC>(m, b.nk, p.seed, head0 + ExactKey::kKeyWishart, head0 + ExactKey::kKeyUniform, block, sample0,
-                    alive, w.N, w.U, B);
+  wishart_lanes<MC>(m, b.nk ST_MUTATE(kKeyDf), p.seed, head0 + ExactKey::kKeyWishart, head0 + ExactKey::kKeyUniform,
+                    block, sample0, alive, w.N, w.U, B);
   lane_normals(p.seed, head0 + ExactKey::kKeyGauss, block, sample0, (mm + 3) / 4, Z);
   lower_mul<MC>(m, B, Z, w.Mk);
   if (tri) lower_mul<MC>(m, L, w.Mk, T);
@@ -182,8 +192,8 @@ inline void attention_lanes(const Params& p, const shaped_transformer::exact_bat
   // value mix with H = 1
   lane_normals(p.seed, mid::kExactBase + 8u + ExactKey::kValueZ, block, sample0, (mm + 3) / 4, Z);
   mul<MC>(m, C, Z, P);
-  wishart_lanes<MC>(m, n - double(m), p.seed, mid::kExactBase + ExactKey::kR, mid::kExactBase + ExactKey::kRUniform,
-                    block, sample0, alive, w.N, w.U, B);
+  wishart_lanes<MC>(m, n - double(m) ST_MUTATE(kValueDf), p.seed, mid::kExactBase + ExactKey::kR,
+                    mid::kExactBase + ExactKey::kRUniform, block, sample0, alive, w.N, w.U, B);
   mul_lower<MC>(m, C, B, w.CB);
   mul_t<MC>(m, L, P, T);
   mul_t<MC>(m, P, P, Q);
@@ -237,8 +247,7 @@ void run_exact_impl(const Params& p, const double* V0, std::uint32_t sample0, in
     if (cancel && cancel->stop_requested()) return;
     VD bad = vset(0.0);  // NaN in the lanes that overflowed inside the layer
     for (std::size_t bi = 0; bi < nblocks; ++bi) {
-      attention_lanes<MC>(p, p.blocks[bi], std::uint32_t(std::size_t(layer) * nblocks + bi), sample0, alive, w, tV,
-                          tL);
+      attention_lanes<MC>(p, p.blocks[bi], std::uint32_t(std::size_t(layer) * nblocks + bi), sample0, alive, w, tV, tL);
       for (int i = 0; i < mm; ++i) bad += w.V[i] * 0.0;
     }
     VD maxdiag = w.V[0];

@@ -28,9 +28,7 @@ struct Key {
   bool law;
   int threads;
   const CancelToken* cancel;
-  Stream stream(std::uint32_t id) const {
-    return Stream{seed, sample, block, law ? matrix_id::kLawBase + id : id};
-  }
+  Stream stream(std::uint32_t id) const { return Stream{seed, sample, block, law ? matrix_id::kLawBase + id : id}; }
 };
 
 template <class S>
@@ -136,10 +134,8 @@ void attention(const Kind& a, Mat<S>& X, const Key& key) {
     if constexpr (shaped) A = a.alpha * Eigen::MatrixXd::Identity(m, m) + a.beta * A - a.beta * C;
     const Mat<S> XV = project(key, matrix_id::head(matrix_id::kValue, h), Xin, hd, L);
     const Mat<S> As = A.cast<S>();
-    if (a.concat)
-      B.middleCols(h * hd, hd).noalias() = As * XV;
-    else
-      B.noalias() += As * XV;
+    if (a.concat) B.middleCols(h * hd, hd).noalias() = As * XV;
+    else B.noalias() += As * XV;
   }
   if (a.concat) {
     const Mat<S> Lb = root_of(key, B);
@@ -153,8 +149,7 @@ void attention(const Kind& a, Mat<S>& X, const Key& key) {
 
 /// The MLP branch with phi_s (s_plus, s_minus) and constant c.
 template <class S>
-void mlp(double s_plus, double s_minus, double c, double gamma, double lambda, Norm norm, Mat<S>& X,
-         const Key& key) {
+void mlp(double s_plus, double s_minus, double c, double gamma, double lambda, Norm norm, Mat<S>& X, const Key& key) {
   if (gamma == 0.0 && !is_post(norm)) return;
   const std::int64_t n = X.cols();
   Mat<S> Xn;
@@ -185,26 +180,22 @@ void shaped_mlp(const ShapedMLP& b, Mat<S>& X, const Key& key) {
 
 template <class S>
 void forward_explicit(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
-                      std::uint32_t block, int threads,
-                      const CancelToken* cancel) {
+                      std::uint32_t block, int threads, const CancelToken* cancel) {
   attention<S>(b, X, Key{seed, sample, block, false, threads, cancel});
 }
 template <class S>
 void forward_explicit(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
-                      std::uint32_t block, int threads,
-                      const CancelToken* cancel) {
+                      std::uint32_t block, int threads, const CancelToken* cancel) {
   attention<S>(b, X, Key{seed, sample, block, false, threads, cancel});
 }
 template <class S>
-void forward_explicit(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
-                      std::uint32_t block, int threads,
-                      const CancelToken* cancel) {
+void forward_explicit(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,
+                      int threads, const CancelToken* cancel) {
   shaped_mlp(b, X, Key{seed, sample, block, false, threads, cancel});
 }
 template <class S>
-void forward_explicit(const ReluMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
-                      std::uint32_t block, int threads,
-                      const CancelToken* cancel) {
+void forward_explicit(const ReluMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,
+                      int threads, const CancelToken* cancel) {
   b.validate();
   mlp(1.0, 0.0, 2.0, b.gamma, b.lambda, b.norm, X, Key{seed, sample, block, false, threads, cancel});
 }
@@ -214,8 +205,7 @@ void forward_law(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::u
   attention<S>(b, X, Key{seed, sample, block, true, 1, nullptr});
 }
 template <class S>
-void forward_law(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
-                 std::uint32_t block) {
+void forward_law(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block) {
   attention<S>(b, X, Key{seed, sample, block, true, 1, nullptr});
 }
 template <class S>
@@ -228,9 +218,9 @@ void forward_law(const ReluMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t 
   mlp(1.0, 0.0, 2.0, b.gamma, b.lambda, b.norm, X, Key{seed, sample, block, true, 1, nullptr});
 }
 
-#define ST_INSTANTIATE(S, B)                                                                              \
-  template void forward_explicit<S>(const B&, Mat<S>&, std::uint64_t, std::uint32_t, std::uint32_t, int,     \
-                                    const CancelToken*);                                                  \
+#define ST_INSTANTIATE(S, B)                                                                             \
+  template void forward_explicit<S>(const B&, Mat<S>&, std::uint64_t, std::uint32_t, std::uint32_t, int, \
+                                    const CancelToken*);                                                 \
   template void forward_law<S>(const B&, Mat<S>&, std::uint64_t, std::uint32_t, std::uint32_t);
 ST_INSTANTIATE(float, ShapedAttention)
 ST_INSTANTIATE(double, ShapedAttention)

@@ -32,4 +32,3 @@ inline VL cholesky_lanes(int m, const VD* V, VD* L) {
   ok &= minpiv > vsqrtd(maxdiag) * 1e-6;
   return ok;
 }
-

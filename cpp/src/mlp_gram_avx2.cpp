@@ -12,7 +12,7 @@ namespace {
 }  // namespace
 namespace detail {
 bool gram_avx2(const Stream& pre, int m, long n, const double* L, double sp, double sm, double* gram,
-                 const CancelToken* cancel) {
+               const CancelToken* cancel) {
   return mlp_gram_impl(pre, m, n, L, sp, sm, gram, cancel);
 }
 }  // namespace detail

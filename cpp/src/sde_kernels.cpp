@@ -15,10 +15,10 @@ namespace shaped_transformer::sde {
 
 namespace detail {
 #if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
-void run_batch_avx512(const BatchParams&, const double*, std::uint32_t, int, BatchSink&, std::int64_t*,
-                      std::int64_t*, const CancelToken*);
-void run_batch_avx2(const BatchParams&, const double*, std::uint32_t, int, BatchSink&, std::int64_t*,
-                    std::int64_t*, const CancelToken*);
+void run_batch_avx512(const BatchParams&, const double*, std::uint32_t, int, BatchSink&, std::int64_t*, std::int64_t*,
+                      const CancelToken*);
+void run_batch_avx2(const BatchParams&, const double*, std::uint32_t, int, BatchSink&, std::int64_t*, std::int64_t*,
+                    const CancelToken*);
 #endif
 }  // namespace detail
 
@@ -36,8 +36,8 @@ bool batch_lane_root(double* V, double* L, int m, bool clip) {
 namespace {
 // ---- the portable kernel: one lane ----
 #include "lanes_scalar.hpp"
-inline void lane_normals(std::uint64_t seed, std::uint32_t matrix, std::uint32_t step, std::uint32_t path0,
-                         int groups, double sd, VD* out) {
+inline void lane_normals(std::uint64_t seed, std::uint32_t matrix, std::uint32_t step, std::uint32_t path0, int groups,
+                         double sd, VD* out) {
   const Stream s{seed, path0, step, matrix};
   float z[4];
   for (int g = 0; g < groups; ++g) {

@@ -48,8 +48,8 @@ inline void store_groups(const __m256i c[4], double sd, VD* out) {
 }
 
 /// Groups g, g+1 (one set) and g+2, g+3 (a second set, to hide the multiply latency).
-inline void lane_normals(std::uint64_t seed, std::uint32_t matrix, std::uint32_t step, std::uint32_t path0,
-                         int groups, double sd, VD* out) {
+inline void lane_normals(std::uint64_t seed, std::uint32_t matrix, std::uint32_t step, std::uint32_t path0, int groups,
+                         double sd, VD* out) {
   const __m256i M0 = _mm256_set1_epi32(int(0xD2511F53u)), M1 = _mm256_set1_epi32(int(0xCD9E8D57u));
   const __m256i half = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
   const __m256i paths = _mm256_add_epi32(_mm256_set1_epi32(int(path0)), _mm256_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3));
@@ -89,7 +89,7 @@ inline void lane_normals(std::uint64_t seed, std::uint32_t matrix, std::uint32_t
 
 namespace detail {
 void run_batch_avx2(const BatchParams& p, const double* V0, std::uint32_t path0, int count, BatchSink& sink,
-                      std::int64_t* exploded, std::int64_t* projections, const CancelToken* cancel) {
+                    std::int64_t* exploded, std::int64_t* projections, const CancelToken* cancel) {
   run_batch(p, V0, path0, count, sink, exploded, projections, cancel);
 }
 }  // namespace detail

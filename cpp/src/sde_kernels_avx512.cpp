@@ -48,12 +48,12 @@ inline void store_groups(const __m512i c[4], double sd, VD* out) {
 }
 
 /// Groups g, g+1 (one set) and g+2, g+3 (a second set, to hide the multiply latency).
-inline void lane_normals(std::uint64_t seed, std::uint32_t matrix, std::uint32_t step, std::uint32_t path0,
-                         int groups, double sd, VD* out) {
+inline void lane_normals(std::uint64_t seed, std::uint32_t matrix, std::uint32_t step, std::uint32_t path0, int groups,
+                         double sd, VD* out) {
   const __m512i M0 = _mm512_set1_epi32(int(0xD2511F53u)), M1 = _mm512_set1_epi32(int(0xCD9E8D57u));
   const __m512i half = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  const __m512i paths =
-      _mm512_add_epi32(_mm512_set1_epi32(int(path0)), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7));
+  const __m512i paths = _mm512_add_epi32(_mm512_set1_epi32(int(path0)),
+                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7));
   for (int g = 0; g < groups; g += 4) {
     __m512i a[4], b[4];
     a[0] = _mm512_add_epi32(_mm512_set1_epi32(g), half);

@@ -39,12 +39,25 @@ V0 = st.inputs.equicorrelated(M, RHO0)
 stats = {}
 for causal in (True, False):
     net = st.Network([st.ShapedAttention(tau0=TAU0, gamma=GAMMA, causal=causal)])
-    network = st.simulate(net, V0=V0, width=WIDTH, depth=WIDTH, samples=SAMPLES, method="exact", seed=2,
-                          save_at=[0, WIDTH], progress=False)
+    network = st.simulate(
+        net,
+        V0=V0,
+        width=WIDTH,
+        depth=WIDTH,
+        samples=SAMPLES,
+        method="exact",
+        seed=2,
+        save_at=[0, WIDTH],
+        progress=False,
+    )
     sde = st.solve_sde(net, V0=V0, T=1.0, steps=STEPS, paths=PATHS, seed=1, save_at=[0.0, 1.0], progress=False)
     name = "causal" if causal else "bidirectional"
-    stats[name] = {"network": position_statistics(network), "SDE": position_statistics(sde),
-                   "drift": np.diag(st.sde.sde_drift(net, V0)), "runs": {"network": network, "SDE": sde}}
+    stats[name] = {
+        "network": position_statistics(network),
+        "SDE": position_statistics(sde),
+        "drift": np.diag(st.sde.sde_drift(net, V0)),
+        "runs": {"network": network, "SDE": sde},
+    }
 
 # %%
 # The numbers, by token position: the attention drift of V_ii at V0, and at T = 1
@@ -63,8 +76,10 @@ for name, s in stats.items():
 for side in ("network", "SDE"):
     (k1, n1, p1), (k2, n2, p2) = (an.blowup_probability(stats[name]["runs"][side]) for name in stats)
     d = an.newcombe_interval(k1, n1, k2, n2)
-    print(f"{side:<8} P(blow-up by T): causal {p1.value:.4f}, bidirectional {p2.value:.4f}; "
-          f"difference {d.value:+.4f} [{d.low:+.4f}, {d.high:+.4f}] ({'excludes' if d.excludes(0) else 'includes'} 0)")
+    print(
+        f"{side:<8} P(blow-up by T): causal {p1.value:.4f}, bidirectional {p2.value:.4f}; "
+        f"difference {d.value:+.4f} [{d.low:+.4f}, {d.high:+.4f}] ({'excludes' if d.excludes(0) else 'includes'} 0)"
+    )
 
 # %%
 # The figure: by token position, network (points) against SDE (lines)
@@ -73,8 +88,16 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 for (name, s), color in zip(stats.items(), ("C3", "C0")):
     net_, sde_ = s["network"], s["SDE"]
     axes[0].plot(pos, sde_.token_mean, "-", color=color, label=f"{name}, SDE")
-    axes[0].errorbar(pos + 0.08, net_.token_mean, 2 * net_.token_se, fmt="o", color=color, ms=4, capsize=2,
-                     label=f"{name}, network n={WIDTH}")
+    axes[0].errorbar(
+        pos + 0.08,
+        net_.token_mean,
+        2 * net_.token_se,
+        fmt="o",
+        color=color,
+        ms=4,
+        capsize=2,
+        label=f"{name}, network n={WIDTH}",
+    )
     axes[1].plot(pos, sde_.scale_median, "-", color=color, label=f"{name}, SDE")
     axes[1].plot(pos + 0.08, net_.scale_median, "o", color=color, ms=4, label=f"{name}, network n={WIDTH}")
 axes[0].axhline(RHO0, color="grey", lw=0.8, ls=":")

@@ -39,8 +39,7 @@ networks = {
 V0 = st.inputs.equicorrelated(M, RHO0)
 curves = {}
 for name, net in networks.items():
-    res = st.simulate(net, V0=V0, width=WIDTH, depth=WIDTH, samples=SAMPLES, method="law", seed=0,
-                      progress=False)
+    res = st.simulate(net, V0=V0, width=WIDTH, depth=WIDTH, samples=SAMPLES, method="law", seed=0, progress=False)
     curves[name] = an.summarize(an.mean_correlation(res.V), t=np.arange(WIDTH + 1))
 
 # %%

@@ -35,8 +35,9 @@ WIDTH, DEPTH, GAMMA, TAU0, RHO0, DT, M = 200, 150, 1 / np.sqrt(8), 1.0, 0.2, 0.0
 # The network (exact chain) and the SDE, from the same input covariance
 net = st.Network([st.ShapedAttention(gamma=GAMMA, tau0=TAU0)])
 V0 = st.inputs.equicorrelated(M, RHO0)
-network = st.simulate(net, V0=V0, width=WIDTH, depth=DEPTH, samples=SAMPLES, method="exact", seed=0,
-                      save_at=[0, DEPTH], progress=False)
+network = st.simulate(
+    net, V0=V0, width=WIDTH, depth=DEPTH, samples=SAMPLES, method="exact", seed=0, save_at=[0, DEPTH], progress=False
+)
 sde = st.solve_sde(net, V0=V0, T=DEPTH / WIDTH, dt=DT, paths=SAMPLES, seed=1, progress=False)
 rho_net, rho_sde = an.final_pairs(network), an.final_pairs(sde)
 
@@ -49,8 +50,10 @@ print(f"stopped by the blow-up rule: network {network.exploded.sum()}, SDE {sde.
 for name, x in (("network", rho_net), ("SDE", rho_sde)):
     q = np.quantile(x, [0.05, 0.5, 0.95])
     print(f"{name:<8} rho_T: mean {x.mean():.4f}, 5% {q[0]:.4f}, median {q[1]:.4f}, 95% {q[2]:.4f}")
-print(f"W1(network, SDE) = {w1.value:.4f}, bias-corrected {w1.corrected:.4f}, "
-      f"95% basic bootstrap interval [{w1.low:.4f}, {w1.high:.4f}] ({BOOTSTRAP} replicates)")
+print(
+    f"W1(network, SDE) = {w1.value:.4f}, bias-corrected {w1.corrected:.4f}, "
+    f"95% basic bootstrap interval [{w1.low:.4f}, {w1.high:.4f}] ({BOOTSTRAP} replicates)"
+)
 print(f"KS(network, SDE) = {ks.value:.4f}, 95% interval [{ks.low:.4f}, {ks.high:.4f}]")
 
 # %%
@@ -58,13 +61,16 @@ print(f"KS(network, SDE) = {ks.value:.4f}, 95% interval [{ks.low:.4f}, {ks.high:
 # Splitting the network's own samples in two shows its size at these sample sizes.
 half = len(rho_net) // 2
 floor = an.wasserstein(rho_net[:half], rho_net[half:], bootstrap=BOOTSTRAP, seed=3)
-print(f"noise floor: W1(network, network) between two halves = {floor.value:.4f} "
-      f"[{floor.low:.4f}, {floor.high:.4f}]")
+print(f"noise floor: W1(network, network) between two halves = {floor.value:.4f} [{floor.low:.4f}, {floor.high:.4f}]")
 
 # %%
 # The figure: kernel density estimates of rho_T (reflected at +-1)
 fig, ax = plt.subplots(figsize=(6.5, 4))
-density_figure({f"shaped attention network (n = {WIDTH}, d = {DEPTH})": rho_net, "neural covariance SDE": rho_sde},
-               reference="neural covariance SDE", bounds=(-1.0, 1.0), ax=ax,
-               title=f"W1 = {w1.value:.4f} [{w1.low:.4f}, {w1.high:.4f}]")
+density_figure(
+    {f"shaped attention network (n = {WIDTH}, d = {DEPTH})": rho_net, "neural covariance SDE": rho_sde},
+    reference="neural covariance SDE",
+    bounds=(-1.0, 1.0),
+    ax=ax,
+    title=f"W1 = {w1.value:.4f} [{w1.low:.4f}, {w1.high:.4f}]",
+)
 plt.show()

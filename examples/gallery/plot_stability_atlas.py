@@ -39,35 +39,42 @@ CONFIG = {
     "rare": {"gamma": 0.3, "particles": 300, "repeats": 4, "dt": 1e-3},
 }
 if SIZE == "ci":
-    CONFIG |= {"grid": {**CONFIG["grid"], "tau0": [1.0, 2.0], "gamma": [0.5, 0.7]},
-               "sde": {"samples": 200, "dt": 1 / 32},
-               "network": {"widths": [32], "samples": 100, "reference_widths": [32], "reference_samples": 100},
-               "splitting": {"particles": 20, "repeats": 2, "below": 2},
-               "rare": {"gamma": 0.5, "particles": 20, "repeats": 2, "dt": 1 / 32}}
+    CONFIG |= {
+        "grid": {**CONFIG["grid"], "tau0": [1.0, 2.0], "gamma": [0.5, 0.7]},
+        "sde": {"samples": 200, "dt": 1 / 32},
+        "network": {"widths": [32], "samples": 100, "reference_widths": [32], "reference_samples": 100},
+        "splitting": {"particles": 20, "repeats": 2, "below": 2},
+        "rare": {"gamma": 0.5, "particles": 20, "repeats": 2, "dt": 1 / 32},
+    }
 
 # %%
 # Run the atlas into a scratch folder: its points run in two worker processes
 # (any ``concurrent.futures`` executor can be passed as ``executor=``)
 with tempfile.TemporaryDirectory() as tmp:
-    atlas = run_atlas(os.path.join(tmp, "atlas"), size="default", config=CONFIG, workers=2, plots=False,
-                      progress=False)
+    atlas = run_atlas(os.path.join(tmp, "atlas"), size="default", config=CONFIG, workers=2, plots=False, progress=False)
 rows = atlas["points"]
 
 # %%
 # The numbers: every point with its estimate, interval and verdict at P = 1e-3
-print(f"{'method':<14}{'tau0':>6}{'gamma':>7}{'samples':>9}{'blown':>7}  {'P (best)':>10}  {'95% interval':<24}"
-      f"{'from':<6}verdict")
+print(
+    f"{'method':<14}{'tau0':>6}{'gamma':>7}{'samples':>9}{'blown':>7}  {'P (best)':>10}  {'95% interval':<24}"
+    f"{'from':<6}verdict"
+)
 for r in sorted(rows, key=lambda r: (r["method"], r["width"] or 0, r["tau0"], r["gamma"])):
     method = "SDE" if r["method"] == "sde" else f"network n={r['width']}"
     interval = f"[{r['best_low']:.3g}, {r['best_high']:.3g}]"
     unresolved = f" ({r['ams']})" if r["ams"].startswith("unresolved") else ""
-    print(f"{method:<14}{r['tau0']:>6g}{r['gamma']:>7g}{r['samples']:>9}{r['blown']:>7}  {r['p_best']:>10.3g}  "
-          f"{interval:<24}{r['best_method']:<6}{r['verdict']}{unresolved}")
+    print(
+        f"{method:<14}{r['tau0']:>6g}{r['gamma']:>7g}{r['samples']:>9}{r['blown']:>7}  {r['p_best']:>10.3g}  "
+        f"{interval:<24}{r['best_method']:<6}{r['verdict']}{unresolved}"
+    )
 rare = atlas["rare"]
 c = rare["config"]
-print(f"\nrare point (tau0 = {c['tau0']}, gamma = {c['gamma']}, dt = {c['dt']}): P = {rare['p']:.3g}, "
-      f"95% interval [{rare['ci_low']:.3g}, {rare['ci_high']:.3g}] from {rare['repeats']} splitting runs of "
-      f"{rare['particles']} particles" + ("" if rare["resolved"] else f" -- UNRESOLVED ({rare['unresolved']} runs)"))
+print(
+    f"\nrare point (tau0 = {c['tau0']}, gamma = {c['gamma']}, dt = {c['dt']}): P = {rare['p']:.3g}, "
+    f"95% interval [{rare['ci_low']:.3g}, {rare['ci_high']:.3g}] from {rare['repeats']} splitting runs of "
+    f"{rare['particles']} particles" + ("" if rare["resolved"] else f" -- UNRESOLVED ({rare['unresolved']} runs)")
+)
 print(f"relative error of one run {rare['rel_error_single']:.2f}, of the mean {rare['rel_error_mean']:.2f}")
 
 # %%

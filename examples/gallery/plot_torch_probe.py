@@ -42,8 +42,9 @@ warnings.simplefilter("ignore", st.BlowUpWarning)  # counted below
 
 
 def torch_encoder(norm_first: bool) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(WIDTH, nhead=HEADS, dim_feedforward=WIDTH, dropout=0.0, batch_first=True,
-                                       norm_first=norm_first)
+    layer = nn.TransformerEncoderLayer(
+        WIDTH, nhead=HEADS, dim_feedforward=WIDTH, dropout=0.0, batch_first=True, norm_first=norm_first
+    )
     return nn.TransformerEncoder(layer, WIDTH, enable_nested_tensor=False)
 
 
@@ -52,11 +53,15 @@ def torch_encoder(norm_first: bool) -> nn.TransformerEncoder:
 V0 = st.inputs.equicorrelated(M, RHO0)
 X0 = torch.tensor(st.inputs.tokens_from_covariance(V0, WIDTH), dtype=torch.float32)[None]  # (1, m, n)
 net = st.shaped_transformer(heads=HEADS, tau0=1.0, gamma=0.5)
-models = {"torch post-LN": torch_encoder(norm_first=False), "torch pre-LN": torch_encoder(norm_first=True),
-          "shaped (torch modules)": stt.from_network(net, width=WIDTH, depth=WIDTH)}
+models = {
+    "torch post-LN": torch_encoder(norm_first=False),
+    "torch pre-LN": torch_encoder(norm_first=True),
+    "shaped (torch modules)": stt.from_network(net, width=WIDTH, depth=WIDTH),
+}
 runs = {name: stt.probe(model, X0, samples=INITS, seed=0, blowup=1e4) for name, model in models.items()}
-sde = st.solve_sde(net, V0=V0, T=1.0, dt=1.0 / (8 * WIDTH), paths=PATHS, save_at=np.arange(WIDTH + 1) / WIDTH,
-                   seed=0, progress=False)
+sde = st.solve_sde(
+    net, V0=V0, T=1.0, dt=1.0 / (8 * WIDTH), paths=PATHS, save_at=np.arange(WIDTH + 1) / WIDTH, seed=0, progress=False
+)
 
 # %%
 # The numbers: the mean token correlation through depth, and the distance of the
@@ -66,8 +71,11 @@ print(f"m = {M}, n = {WIDTH}, depth {WIDTH} (T = 1), {HEADS} heads, {INITS} init
 print(f"{'mean token correlation':<26}" + "".join(f"  t={k / WIDTH:<6.2f}" for k in marks) + "  stopped")
 for name, res in [*runs.items(), ("SDE (shaped)", sde)]:
     rho = an.mean_correlation(res.V)
-    print(f"{name:<26}" + "".join(f"  {np.nanmean(rho[:, k]):<8.3f}" for k in marks)
-          + f"  {int(res.exploded.sum())}/{res.samples}")
+    print(
+        f"{name:<26}"
+        + "".join(f"  {np.nanmean(rho[:, k]):<8.3f}" for k in marks)
+        + f"  {int(res.exploded.sum())}/{res.samples}"
+    )
 for name, res in runs.items():
     w1 = an.compare(res, sde, bootstrap=BOOTSTRAP, seed=1)["wasserstein1"]
     print(f"W1(rho_T) {name:<24} to the SDE: {w1.value:.3f} [{w1.low:.3f}, {w1.high:.3f}]")

@@ -44,14 +44,20 @@ V0 = st.inputs.equicorrelated(4, 0.3)
 # %%
 # The SDE (Euler-Maruyama) and the exact chain at each width
 sde = st.solve_sde(net, V0=V0, T=1.0, steps=STEPS, paths=PATHS, seed=1, save_at=[0.0, 1.0], progress=False)
-networks = {n: st.simulate(net, V0=V0, width=n, depth=n, samples=SAMPLES, method="exact", seed=100 + n,
-                           save_at=[0, n], progress=False) for n in WIDTHS}
+networks = {
+    n: st.simulate(
+        net, V0=V0, width=n, depth=n, samples=SAMPLES, method="exact", seed=100 + n, save_at=[0, n], progress=False
+    )
+    for n in WIDTHS
+}
 
 # %%
 # The numbers: the blow-up probability and its gap to the SDE (Newcombe
 # interval), and the distance of rho_T given survival (basic bootstrap interval)
 k_sde, n_sde, p_sde = an.blowup_probability(sde)
-print(f"SDE: P(blow-up by T = 1) = {p_sde.value:.4f} [{p_sde.low:.4f}, {p_sde.high:.4f}] ({n_sde} paths, dt = 1/{STEPS})")
+print(
+    f"SDE: P(blow-up by T = 1) = {p_sde.value:.4f} [{p_sde.low:.4f}, {p_sde.high:.4f}] ({n_sde} paths, dt = 1/{STEPS})"
+)
 gaps, w1s = [], []
 for n, res in networks.items():
     k, total, p = an.blowup_probability(res)
@@ -59,10 +65,14 @@ for n, res in networks.items():
     w1 = an.wasserstein(an.final_pairs(res), an.final_pairs(sde), bootstrap=BOOTSTRAP, seed=n)
     gaps.append(gap)
     w1s.append(w1)
-    print(f"n = {n:>5}: P = {p.value:.4f} [{p.low:.4f}, {p.high:.4f}], SDE - network = {gap.value:+.4f} "
-          f"[{gap.low:+.4f}, {gap.high:+.4f}]; W1(rho_T) = {w1.value:.4f} [{w1.low:.4f}, {w1.high:.4f}]")
-slopes = {"P(blow-up) gap": an.loglog_slope(WIDTHS, [g.value for g in gaps]),
-          "W1 of rho_T": an.loglog_slope(WIDTHS, [d.value for d in w1s])}
+    print(
+        f"n = {n:>5}: P = {p.value:.4f} [{p.low:.4f}, {p.high:.4f}], SDE - network = {gap.value:+.4f} "
+        f"[{gap.low:+.4f}, {gap.high:+.4f}]; W1(rho_T) = {w1.value:.4f} [{w1.low:.4f}, {w1.high:.4f}]"
+    )
+slopes = {
+    "P(blow-up) gap": an.loglog_slope(WIDTHS, [g.value for g in gaps]),
+    "W1 of rho_T": an.loglog_slope(WIDTHS, [d.value for d in w1s]),
+}
 for name, s in slopes.items():
     if s is None:
         print(f"{name}: fewer than three positive values, no slope")

@@ -4,9 +4,7 @@ The finite network (explicit weights), its exact width-independent covariance
 chain, and the neural covariance SDE, with analysis helpers.
 """
 
-from . import inputs
-from . import analysis, sweep  # plotting and report are imported on use (matplotlib is optional)
-from .assess import Assessment, assess
+from . import _blocks, analysis, inputs, sweep  # plotting and report are imported on use (matplotlib is optional)
 from ._blocks import (
     Block,
     Network,
@@ -19,11 +17,11 @@ from ._blocks import (
     standard_transformer,
 )
 from ._core_loader import core as _core
-from . import _blocks
-from ._result import Result, correlations
 from ._memory import ResourceError
-from .simulate import BlowUpWarning, simulate, simulate_network
+from ._result import Result, correlations
+from .assess import Assessment, assess
 from .sde import StepSizeWarning, solve_sde
+from .simulate import BlowUpWarning, simulate, simulate_network
 
 #: The package's version, compiled into the extension from CMakeLists.txt's
 #: project(VERSION), the one source that pyproject.toml also reads.

@@ -24,7 +24,8 @@ core's registry (``_core.kinds()``).
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, Iterable, Iterator, Literal, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, ClassVar, Literal
 
 from ._core_loader import core as _core
 
@@ -79,7 +80,9 @@ class Block:
 def _signature(core_class: Any) -> inspect.Signature:
     """The constructor's signature, from the field table's names and defaults."""
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    return inspect.Signature([inspect.Parameter(name, kind, default=default) for name, default in core_class._parameters])
+    return inspect.Signature(
+        [inspect.Parameter(name, kind, default=default) for name, default in core_class._parameters]
+    )
 
 
 def _doc(prose: str, core_class: type) -> str:
@@ -150,18 +153,25 @@ class ReluMLP(_core.ReluMLP, Block):
 def _plain_subclass(core_class: Any) -> type:
     """The Python class of a kind that has no prose here: the core's class, the
     base :class:`Block` and the Parameters section the core writes."""
-    return type(core_class.__name__, (core_class, Block), {
-        "__slots__": (), "__signature__": _signature(core_class), "__module__": __name__,
-        "__doc__": _doc(f"The ``{core_class.kind}`` block (cpp/include/shaped_transformer/blocks/).", core_class),
-    })
+    return type(
+        core_class.__name__,
+        (core_class, Block),
+        {
+            "__slots__": (),
+            "__signature__": _signature(core_class),
+            "__module__": __name__,
+            "__doc__": _doc(f"The ``{core_class.kind}`` block (cpp/include/shaped_transformer/blocks/).", core_class),
+        },
+    )
 
 
 _WITH_PROSE: dict[str, type] = {cls.kind: cls for cls in (ShapedAttention, StandardAttention, ShapedMLP, ReluMLP)}
 
 #: Every kind of the core's registry by its name: the classes above, and a plain
 #: subclass for a kind added to the registry without prose here.
-KINDS: dict[str, type] = {kind: _WITH_PROSE.get(kind) or _plain_subclass(core_class)
-                          for kind, core_class in _core.kinds().items()}
+KINDS: dict[str, type] = {
+    kind: _WITH_PROSE.get(kind) or _plain_subclass(core_class) for kind, core_class in _core.kinds().items()
+}
 
 #: The plain subclasses (exported by the package under their core names).
 EXTRA_KINDS: dict[str, type] = {cls.__name__: cls for kind, cls in KINDS.items() if kind not in _WITH_PROSE}
@@ -216,7 +226,12 @@ class Network(_core.Network):
 
 
 def shaped_transformer(
-    *, heads: int = 1, tau0: float = 1.0, gamma: float = 0.5, c_plus: float = 0.0, c_minus: float = -1.0,
+    *,
+    heads: int = 1,
+    tau0: float = 1.0,
+    gamma: float = 0.5,
+    c_plus: float = 0.0,
+    c_minus: float = -1.0,
     causal: bool = False,
 ) -> Network:
     """The shaped Transformer layer: shaped attention (causal if asked) followed by a shaped MLP.
@@ -232,8 +247,12 @@ def shaped_transformer(
     -------
     Network
     """
-    return Network([ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal),
-                    ShapedMLP(c_plus=c_plus, c_minus=c_minus, gamma=gamma)])
+    return Network(
+        [
+            ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal),
+            ShapedMLP(c_plus=c_plus, c_minus=c_minus, gamma=gamma),
+        ]
+    )
 
 
 def standard_transformer(*, heads: int = 1, gamma: float = 0.5, norm: Norm | None = None) -> Network:
@@ -304,4 +323,6 @@ def make_network(
         return Network([_from_usual(KINDS[k], usual) for k in kinds])
     if isinstance(block, (Block, list, tuple)):
         return Network(block)
-    raise TypeError(f"block must be a block-kind name, a Block, a sequence of Blocks or a Network, got {type(block).__name__}")
+    raise TypeError(
+        f"block must be a block-kind name, a Block, a sequence of Blocks or a Network, got {type(block).__name__}"
+    )

@@ -9,7 +9,8 @@ agree with the CPU to rounding.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -71,11 +72,15 @@ def check_gpu_memory(needed: int, what: str, detail: str = "") -> None:
 
 def explicit_gpu(net, X0, depth, samples, seed, save_at, dtype, return_X, blowup, cb: Callable | None, **kw: Any):
     """The explicit network on the GPU; returns (V, X or None, exploded layer)."""
-    def admit_gpu(need: int) -> None:
-        check_gpu_memory(int(need), "simulate(method='explicit', device='cuda')", "tokens and product workspace, O(m n)")
 
-    return _cuda_core.cuda_simulate_explicit(net, X0, depth, samples, seed, save_at, dtype, return_X, blowup, cb,
-                                             admit_gpu=admit_gpu, **kw)
+    def admit_gpu(need: int) -> None:
+        check_gpu_memory(
+            int(need), "simulate(method='explicit', device='cuda')", "tokens and product workspace, O(m n)"
+        )
+
+    return _cuda_core.cuda_simulate_explicit(
+        net, X0, depth, samples, seed, save_at, dtype, return_X, blowup, cb, admit_gpu=admit_gpu, **kw
+    )
 
 
 def exact_gpu(net, V0, width, depth, samples, seed, save_at, blowup, cb: Callable | None, **kw: Any):
@@ -83,8 +88,34 @@ def exact_gpu(net, V0, width, depth, samples, seed, save_at, blowup, cb: Callabl
     return _cuda_core.cuda_simulate_exact(net, V0, width, depth, samples, seed, save_at, blowup, cb, **kw)
 
 
-def sde_gpu(net, V0, dt: float, steps: int, save_steps: np.ndarray, scheme, psd, paths, seed, blowup,
-            cb: Callable | None, admit: Callable | None = None, info: dict | None = None):
+def sde_gpu(
+    net,
+    V0,
+    dt: float,
+    steps: int,
+    save_steps: np.ndarray,
+    scheme,
+    psd,
+    paths,
+    seed,
+    blowup,
+    cb: Callable | None,
+    admit: Callable | None = None,
+    info: dict | None = None,
+):
     """The SDE on the GPU; returns (V, exploded step, projections)."""
-    return _cuda_core.cuda_solve_sde(net, V0, dt, steps, np.asarray(save_steps, dtype=np.int64), scheme, psd, paths,
-                                     seed, blowup, cb, admit=admit, info=info)
+    return _cuda_core.cuda_solve_sde(
+        net,
+        V0,
+        dt,
+        steps,
+        np.asarray(save_steps, dtype=np.int64),
+        scheme,
+        psd,
+        paths,
+        seed,
+        blowup,
+        cb,
+        admit=admit,
+        info=info,
+    )

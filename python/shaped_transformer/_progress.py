@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 __all__ = ["progress_callback", "total_of"]
 

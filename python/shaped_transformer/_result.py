@@ -75,7 +75,7 @@ class SdeSummary:
     names: tuple = _SUMMARY_NAMES
 
     @classmethod
-    def from_core(cls, d: dict, *, t: np.ndarray, paths: int, m: int) -> "SdeSummary":
+    def from_core(cls, d: dict, *, t: np.ndarray, paths: int, m: int) -> SdeSummary:
         return cls(
             t=np.asarray(t, dtype=np.float64),
             paths=int(paths),
@@ -202,7 +202,7 @@ class Result:
         """Correlations, same shape as V."""
         return correlations(self.V)
 
-    def finite(self) -> "Result":
+    def finite(self) -> Result:
         """The samples that never blew up."""
         if self.summary is not None:
             raise ValueError("finite() needs stored paths; this Result holds a summary (save='summary')")

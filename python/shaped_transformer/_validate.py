@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import Any, Callable, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
-
 
 __all__ = [
     "check_int",
@@ -189,8 +189,11 @@ def check_covariance(name: str, V: Any, *, tokens_as: str | None = None) -> np.n
     take their covariance."""
     arr = _as_float_array(name, V, 2)
     if arr.shape[0] != arr.shape[1]:
-        fix = (f"to start from tokens (m x n) pass them as {tokens_as}=" if tokens_as else
-               "from tokens X0 (m x n) it is shaped_transformer.inputs.covariance(X0) = X0 X0^T / n")
+        fix = (
+            f"to start from tokens (m x n) pass them as {tokens_as}="
+            if tokens_as
+            else "from tokens X0 (m x n) it is shaped_transformer.inputs.covariance(X0) = X0 X0^T / n"
+        )
         raise ValueError(f"{name} must be the m x m covariance of the tokens, got shape {arr.shape}; {fix}")
     return check_square_psd(name, arr)
 

@@ -29,8 +29,8 @@ Conventions
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from scipy import stats as _stats
@@ -333,10 +333,7 @@ class DepthSummary:
 
 
 def summarize(
-    values: np.ndarray,
-    *,
-    t: np.ndarray | None = None,
-    levels: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95),
+    values: np.ndarray, *, t: np.ndarray | None = None, levels: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95)
 ) -> DepthSummary:
     """Per-depth statistics of values across samples.
 
@@ -498,7 +495,7 @@ def kde(
         # (near) point mass is a sum of Gaussians of standard deviation h, by hand.
         w = np.ones(pts.size) if weights is None else weights
         dens = np.zeros_like(g)
-        for c in ([pts] if bounds is None else [pts, 2 * lo - pts, 2 * hi - pts]):
+        for c in [pts] if bounds is None else [pts, 2 * lo - pts, 2 * hi - pts]:
             z = (g[None, :] - c[:, None]) / h
             dens += w @ np.exp(-0.5 * z * z)
         dens /= w.sum() * h * math.sqrt(2 * math.pi)
@@ -671,6 +668,7 @@ class Distance:
         -------
         dict
         """
+
         def c(v):
             return None if not math.isfinite(v) else float(v)
 
@@ -989,11 +987,17 @@ class Interval:
         -------
         dict
         """
+
         def c(v):
             return None if not math.isfinite(v) else float(v)
 
-        return {"value": c(self.value), "low": c(self.low), "high": c(self.high), "level": self.level,
-                "method": self.method}
+        return {
+            "value": c(self.value),
+            "low": c(self.low),
+            "high": c(self.high),
+            "level": self.level,
+            "method": self.method,
+        }
 
     def __str__(self) -> str:
         return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
@@ -1071,7 +1075,11 @@ def runs_interval(values: Sequence[float] | np.ndarray, *, level: float = 0.95) 
 
 
 def proportion_curve(
-    event_times: Sequence[float] | np.ndarray, n: int, t: Sequence[float] | np.ndarray, *, level: float = 0.95,
+    event_times: Sequence[float] | np.ndarray,
+    n: int,
+    t: Sequence[float] | np.ndarray,
+    *,
+    level: float = 0.95,
     method: str = "exact",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The share of ``n`` samples whose event (e.g. a blow-up) happened by each time
@@ -1292,8 +1300,15 @@ def quantile_difference(
     d = float(stat(x, y))
     if resamples == 0:
         return Interval(d, float("nan"), float("nan"), level, "bootstrap (basic)")
-    r = _stats.bootstrap((x, y), stat, n_resamples=int(resamples), confidence_level=level, method="basic",
-                         vectorized=True, random_state=np.random.default_rng(seed))
+    r = _stats.bootstrap(
+        (x, y),
+        stat,
+        n_resamples=int(resamples),
+        confidence_level=level,
+        method="basic",
+        vectorized=True,
+        random_state=np.random.default_rng(seed),
+    )
     return Interval(d, float(r.confidence_interval.low), float(r.confidence_interval.high), level, "bootstrap (basic)")
 
 
@@ -1330,8 +1345,10 @@ def loglog_slope(widths: Sequence[float], values: Sequence[float], *, level: flo
         return None
     r = _stats.linregress(np.log(w[ok]), np.log(v[ok]))
     tq = float(_stats.t.ppf(0.5 + level / 2, ok.sum() - 2))
-    return Interval(float(r.slope), float(r.slope - tq * r.stderr), float(r.slope + tq * r.stderr), level,
-                    "least squares (t)")
+    return Interval(
+        float(r.slope), float(r.slope - tq * r.stderr), float(r.slope + tq * r.stderr), level, "least squares (t)"
+    )
+
 
 # Statistics by token position (causal attention, docs/causal.md)
 # ---------------------------------------------------------------------------

@@ -345,6 +345,12 @@ class Assessment:
         }
 
     def __str__(self) -> str:
+        stages = ", ".join(f"{k} {_secs(t)}" for k, t in self.timings.items())
+        time_line = f"  time: {_secs(self.elapsed_s)} ({stages})"
+        return "\n".join([*self._header_lines(), "", *self._table_lines(), "", *self._verdict_lines(), time_line])
+
+    def _header_lines(self) -> list[str]:
+        """The configuration, the events and the intervals' kind."""
         s = self.settings
         conf = f"{100 * self.confidence:g}%"
         head = (
@@ -365,8 +371,12 @@ class Assessment:
             f"  blow-up: max diag V > {s['blowup']:g} (or non-finite) by layer {s['depth']}; collapse: mean token "
             f"correlation > {1 - s['collapse_eps']:g} at layer {s['depth']}",
             f"  {conf} intervals (Clopper-Pearson; splitting: t-interval over its runs); level {self.level:g}",
-            "",
         ]
+        return lines
+
+    def _table_lines(self) -> list[str]:
+        """Network, SDE and their gap, event by event."""
+        s = self.settings
         net = f"network (exact chain, n = {s['width']})"
         sde = f"SDE (Euler, dt = {s['sde_dt']:.3g})" if self.sde_blowup is not None else "SDE"
         rows: list[tuple[str, str, str, str]] = [("", net, sde, "gap (network - SDE)")]
@@ -405,10 +415,13 @@ class Assessment:
         rows.append(("P(collapse)", cell(self.collapse), cell(self.sde_collapse, no_sde), _gs(self.gap_collapse)))
         rows.append(("P(either)", str(self.failure), "", ""))
         w = [max(len(r[i]) for r in rows) for i in range(4)]
-        for r in rows:
-            lines.append("  " + "  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip())
-        lines.append("")
+        return ["  " + "  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+
+    def _verdict_lines(self) -> list[str]:
+        """The verdict and what it rests on, the last layer, the notes."""
+        conf = f"{100 * self.confidence:g}%"
         v = self.verdicts
+        lines = []
         lines.append(
             f"  verdict at level {self.level:g}: {v['overall'].upper()} "
             f"(blow-up {v['blow-up']}, collapse {v['collapse']}; safe = the whole interval below the level, "
@@ -428,9 +441,7 @@ class Assessment:
             )
         for note in self.notes:
             lines.append(f"  note: {note}")
-        stages = ", ".join(f"{k} {_secs(t)}" for k, t in self.timings.items())
-        lines.append(f"  time: {_secs(self.elapsed_s)} ({stages})")
-        return "\n".join(lines)
+        return lines
 
 
 def _best(mc: Estimate | None, spl: Estimate | None) -> Estimate | None:
@@ -724,10 +735,14 @@ def _check_run(
     )
 
 
-def _plan(model: dict[str, Any], run: dict[str, Any]) -> _Plan:
-    """The plan from the model's and the run's arguments (in the signature's order:
-    the model is checked first)."""
-    model = _check_model(**model)
+#: The arguments of assess that describe the model (the others say how to estimate).
+_MODEL_ARGUMENTS = ("width", "depth", "heads", "tokens", "tau0", "gamma", "block", "causal", "norm", "rho0", "X0", "V0")
+
+
+def _plan(arguments: dict[str, Any]) -> _Plan:
+    """The plan from assess's arguments, by name: the model's checked first, then the run's."""
+    run = dict(arguments)
+    model = _check_model(**{k: run.pop(k) for k in _MODEL_ARGUMENTS})
     run = _check_run(model["depth"] / model["width"], model["V0"], **run)
     net = _network(model["block"], model["heads"], model["tau0"], model["gamma"], model["causal"])
     return _Plan(**model, **run, net=net)
@@ -850,41 +865,9 @@ def assess(
         The estimates, intervals, gaps, verdicts and notes; ``str()`` of it is
         what ``shaped-transformer check`` prints.
     """
+    arguments = dict(locals())  # every argument by name, all checked by _plan before any compute
     t_start = time.perf_counter()
-    plan = _plan(
-        dict(
-            width=width,
-            depth=depth,
-            heads=heads,
-            tokens=tokens,
-            tau0=tau0,
-            gamma=gamma,
-            block=block,
-            causal=causal,
-            norm=norm,
-            rho0=rho0,
-            X0=X0,
-            V0=V0,
-        ),
-        dict(
-            samples=samples,
-            level=level,
-            confidence=confidence,
-            blowup=blowup,
-            collapse_eps=collapse_eps,
-            sde=sde,
-            sde_paths=sde_paths,
-            dt=dt,
-            splitting=splitting,
-            splitting_below=splitting_below,
-            splitting_particles=splitting_particles,
-            splitting_repeats=splitting_repeats,
-            splitting_budget_s=splitting_budget_s,
-            seed=seed,
-            threads=threads,
-            progress=progress,
-        ),
-    )
+    plan = _plan(arguments)
     timings: dict[str, float] = {}
     with _bar(plan.stages, progress) as bar, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

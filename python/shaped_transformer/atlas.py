@@ -41,9 +41,10 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -69,12 +70,7 @@ DEFAULT_ATLAS: dict[str, dict[str, Any]] = {
         "causal": False,  # causal shaped heads (docs/causal.md) instead of bidirectional ones
     },
     # The grid; the shaped MLP has no tau0 or heads (its points are run once).
-    "grid": {
-        "blocks": list(BLOCKS),
-        "tau0": [0.5, 1.0, 2.0],
-        "gamma": [0.3, 0.5, 0.7],
-        "heads": [1, 4],
-    },
+    "grid": {"blocks": list(BLOCKS), "tau0": [0.5, 1.0, 2.0], "gamma": [0.3, 0.5, 0.7], "heads": [1, 4]},
     # The point of the curve, width and blow-up-time figures.
     "reference": {"block": "shaped_transformer", "tau0": 1.0, "gamma": 0.5, "heads": 1},
     "sde": {"samples": 2000, "dt": 1e-3, "scheme": "euler"},
@@ -82,15 +78,26 @@ DEFAULT_ATLAS: dict[str, dict[str, Any]] = {
     # where plain Monte Carlo saw fewer than `below` blow-ups (particles = 0: off);
     # networks run it on the exact chain at dt = 1 / width.
     "splitting": {"particles": 100, "repeats": 4, "below": 10},
-    "network": {"widths": [64, 128, 256], "samples": 1000, "reference_widths": [32, 64, 128, 256, 512],
-                "reference_samples": 2000},
+    "network": {
+        "widths": [64, 128, 256],
+        "samples": 1000,
+        "reference_widths": [32, 64, 128, 256, 512],
+        "reference_samples": 2000,
+    },
     # The scaling test: SDE of the Transformer layer (H = 1) for each (tau0, gamma)
     # up to T = s / gamma^2, so that every curve covers gamma^2 t in [0, s]
     # (samples = 0: skip).
     "collapse": {"s": 0.3, "tau0": [0.5, 1.0, 2.0], "gamma": [0.3, 0.5, 0.7], "samples": 2000},
     # Repeated splitting runs at one point with a tiny probability (repeats = 0: skip).
-    "rare": {"block": "shaped_transformer", "tau0": 1.0, "gamma": 0.25, "heads": 1, "particles": 1000,
-             "repeats": 8, "dt": 1e-3},
+    "rare": {
+        "block": "shaped_transformer",
+        "tau0": 1.0,
+        "gamma": 0.25,
+        "heads": 1,
+        "particles": 1000,
+        "repeats": 8,
+        "dt": 1e-3,
+    },
 }
 
 ATLAS_SIZES: dict[str, dict[str, dict[str, Any]]] = {
@@ -107,8 +114,12 @@ ATLAS_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "grid": {"tau0": [0.5, 1.0, 2.0], "gamma": [0.3, 0.5, 0.7], "heads": [1]},
         "sde": {"samples": 1000, "dt": 2e-3},
         "splitting": {"particles": 50},
-        "network": {"widths": [64, 128], "samples": 400, "reference_widths": [32, 64, 128, 256],
-                    "reference_samples": 800},
+        "network": {
+            "widths": [64, 128],
+            "samples": 400,
+            "reference_widths": [32, 64, 128, 256],
+            "reference_samples": 800,
+        },
         "rare": {"particles": 300, "repeats": 4, "gamma": 0.3},
         "collapse": {"samples": 1000},
     },
@@ -117,29 +128,40 @@ ATLAS_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "grid": {"tau0": [0.5, 0.75, 1.0, 1.5, 2.0], "gamma": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7], "heads": [1, 2, 4]},
         "sde": {"samples": 8000},
         "splitting": {"particles": 200},
-        "network": {"widths": [64, 128, 256, 512], "samples": 4000, "reference_widths": [32, 64, 128, 256, 512, 1024],
-                    "reference_samples": 8000},
+        "network": {
+            "widths": [64, 128, 256, 512],
+            "samples": 4000,
+            "reference_widths": [32, 64, 128, 256, 512, 1024],
+            "reference_samples": 8000,
+        },
         "rare": {"particles": 2000, "repeats": 16},
         "collapse": {"samples": 8000, "tau0": [0.5, 0.75, 1.0, 1.5, 2.0], "gamma": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]},
     },
 }
 
 _TYPES: dict[str, dict[str, type]] = {
-    "study": {"m": int, "rho0": float, "T": float, "blowup": float, "seed": int, "level": float, "times": int,
-              "confidence": float, "causal": bool},
+    "study": {
+        "m": int,
+        "rho0": float,
+        "T": float,
+        "blowup": float,
+        "seed": int,
+        "level": float,
+        "times": int,
+        "confidence": float,
+        "causal": bool,
+    },
     "grid": {"blocks": list, "tau0": list, "gamma": list, "heads": list},
     "reference": {"block": str, "tau0": float, "gamma": float, "heads": int},
     "sde": {"samples": int, "dt": float, "scheme": str},
     "splitting": {"particles": int, "repeats": int, "below": int},
     "network": {"widths": list, "samples": int, "reference_widths": list, "reference_samples": int},
-    "rare": {"block": str, "tau0": float, "gamma": float, "heads": int, "particles": int, "repeats": int,
-             "dt": float},
+    "rare": {"block": str, "tau0": float, "gamma": float, "heads": int, "particles": int, "repeats": int, "dt": float},
     "collapse": {"s": float, "tau0": list, "gamma": list, "samples": int},
 }
 
 
-def atlas_config(size: str = "default", config: str | Path | Mapping | None = None, *,
-                 seed: int | None = None) -> dict:
+def atlas_config(size: str = "default", config: str | Path | Mapping | None = None, *, seed: int | None = None) -> dict:
     """The configuration of the atlas, validated.
 
     :data:`DEFAULT_ATLAS`, then the ``size`` preset of :data:`ATLAS_SIZES`, then
@@ -167,8 +189,9 @@ def atlas_config(size: str = "default", config: str | Path | Mapping | None = No
     """
     from ._toml import layered_config, merge_typed
 
-    cfg = layered_config(DEFAULT_ATLAS, ATLAS_SIZES, size, config, seed, partial(merge_typed, types=_TYPES),
-                         "--seed (study.seed)")
+    cfg = layered_config(
+        DEFAULT_ATLAS, ATLAS_SIZES, size, config, seed, partial(merge_typed, types=_TYPES), "--seed (study.seed)"
+    )
     _check(cfg)
     return cfg
 
@@ -213,8 +236,13 @@ def _check(cfg: dict) -> None:
         raise ValueError(f"sde.dt must lie in (0, T], got {cfg['sde']['dt']}")
     if cfg["sde"]["scheme"] not in ("euler", "tamed_euler", "exact_chain"):
         raise ValueError(f"sde.scheme must be 'euler', 'tamed_euler' or 'exact_chain', got {cfg['sde']['scheme']!r}")
-    for t, k in (("splitting", "particles"), ("splitting", "repeats"), ("splitting", "below"), ("rare", "particles"),
-                 ("rare", "repeats")):
+    for t, k in (
+        ("splitting", "particles"),
+        ("splitting", "repeats"),
+        ("splitting", "below"),
+        ("rare", "particles"),
+        ("rare", "repeats"),
+    ):
         if cfg[t][k] < 0:
             raise ValueError(f"{t}.{k} must be >= 0, got {cfg[t][k]}")
     if cfg["splitting"]["particles"] and (cfg["splitting"]["repeats"] < 2 or cfg["splitting"]["particles"] < 2):
@@ -225,7 +253,9 @@ def _check(cfg: dict) -> None:
     for k in ("tau0", "gamma"):
         for v in c[k]:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or (k == "gamma" and v > 1):
-                raise ValueError(f"collapse.{k} must be a list of numbers in (0, {'1]' if k == 'gamma' else 'inf)'}, got {v!r}")
+                raise ValueError(
+                    f"collapse.{k} must be a list of numbers in (0, {'1]' if k == 'gamma' else 'inf)'}, got {v!r}"
+                )
     if cfg["rare"]["repeats"] and (cfg["rare"]["repeats"] < 2 or cfg["rare"]["particles"] < 2):
         raise ValueError("rare.repeats and rare.particles must be >= 2 (or repeats = 0 to skip)")
 
@@ -321,43 +351,51 @@ def atlas_point(
 
     net = make_network(block, heads=heads, tau0=tau0, gamma=gamma, causal=causal)
     V0 = equicorrelated(m, rho0)
-    out: dict[str, Any] = {}
+    if method not in ("sde", "exact"):
+        raise ValueError(f"method must be 'sde' or 'exact', got {method!r}")
+    if method == "exact" and width is None:
+        raise ValueError("width must be given with method='exact'")
+    common: dict[str, Any] = dict(V0=V0, seed=seed, threads=threads, blowup=blowup)
+    splitting: dict[str, Any]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # blow-ups are the point here
         if method == "sde":
             from .sde import solve_sde
 
-            res = solve_sde(net, V0=V0, T=T, dt=dt, paths=samples, scheme=scheme, seed=seed, threads=threads,
-                            save_at=[0.0, T], blowup=blowup, progress=False)
-            ams_T, ams_dt, ams_scheme = T, dt, scheme
-        elif method == "exact":
+            res = solve_sde(net, T=T, dt=dt, paths=samples, scheme=scheme, save_at=[0.0, T], progress=False, **common)
+            splitting = dict(T=T, dt=dt, scheme=scheme)
+        else:
             from .simulate import simulate
 
-            if width is None:
-                raise ValueError("width must be given with method='exact'")
+            assert width is not None  # checked above
             depth = int(round(T * width))
-            res = simulate(net, V0=V0, width=width, depth=depth, samples=samples, method="exact", seed=seed,
-                           threads=threads, save_at=np.array([0, depth]), blowup=blowup, progress=False)
-            ams_T, ams_dt, ams_scheme = depth / width, 1.0 / width, "exact_chain"
-        else:
-            raise ValueError(f"method must be 'sde' or 'exact', got {method!r}")
+            res = simulate(net, width=width, depth=depth, samples=samples, method="exact",
+                           save_at=np.array([0, depth]), progress=False, **common)  # fmt: skip
+            splitting = dict(T=depth / width, dt=1.0 / width, scheme="exact_chain")
     times = np.sort(res.exploded_at[np.isfinite(res.exploded_at)])
-    out["samples"] = int(samples)
-    out["blown"] = int(times.size)
-    out["blowup_times"] = times.tolist()
-    if ams_particles > 0 and times.size < ams_below and ams_T > 0:
-        from .splitting import UnresolvedWarning, ams_blowup
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UnresolvedWarning)  # recorded in ams_status instead
-            runs = [ams_blowup(net, V0=V0, T=ams_T, dt=ams_dt, scheme=ams_scheme, blowup=blowup,
-                               particles=ams_particles, seed=derived_seed(seed, 1000 + i), threads=threads)
-                    for i in range(ams_repeats)]
-        out["ams_runs"] = [r.p for r in runs]
-        out["ams_status"] = [r.status for r in runs]
-        out["ams_log10_weight"] = [r.log10_weight for r in runs]
-        out["ams_particles"] = int(ams_particles)
+    out: dict[str, Any] = {"samples": int(samples), "blown": int(times.size), "blowup_times": times.tolist()}
+    if ams_particles > 0 and times.size < ams_below and splitting["T"] > 0:
+        out.update(_splitting_runs(net, common, splitting, ams_particles, ams_repeats))
     return out
+
+
+def _splitting_runs(net, common: dict[str, Any], grid: dict[str, Any], particles: int, repeats: int) -> dict:
+    """``repeats`` splitting runs of one atlas point, seeded 1000 + i from its seed."""
+    from .splitting import UnresolvedWarning, ams_blowup
+
+    seed = common["seed"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnresolvedWarning)  # recorded in ams_status instead
+        runs = [
+            ams_blowup(net, particles=particles, **grid, **{**common, "seed": derived_seed(seed, 1000 + i)})
+            for i in range(repeats)
+        ]
+    return {
+        "ams_runs": [r.p for r in runs],
+        "ams_status": [r.status for r in runs],
+        "ams_log10_weight": [r.log10_weight for r in runs],
+        "ams_particles": int(particles),
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -368,8 +406,14 @@ def atlas_point(
 def _points(cfg: dict) -> list[dict]:
     """All sweep points: the grid for the SDE and each width, plus the reference widths."""
     s, g, sd, nw, sp = cfg["study"], cfg["grid"], cfg["sde"], cfg["network"], cfg["splitting"]
-    common = {"m": s["m"], "rho0": s["rho0"], "T": s["T"], "blowup": s["blowup"], "seed": s["seed"],
-              "causal": s["causal"]}
+    common = {
+        "m": s["m"],
+        "rho0": s["rho0"],
+        "T": s["T"],
+        "blowup": s["blowup"],
+        "seed": s["seed"],
+        "causal": s["causal"],
+    }
     seen: set = set()
     pts: list[dict] = []
 
@@ -407,9 +451,24 @@ def _points(cfg: dict) -> list[dict]:
         for tau0 in c["tau0"]:
             for gamma in c["gamma"]:
                 T = c["s"] / float(gamma) ** 2
-                add({**common, "T": T, "block": "shaped_transformer", "tau0": float(tau0), "gamma": float(gamma),
-                     "heads": 1, "method": "sde", "dt": min(sd["dt"], T), "scheme": sd["scheme"],
-                     "samples": c["samples"], "ams_particles": 0, "ams_repeats": 0, "ams_below": 0, "collapse": True})
+                add(
+                    {
+                        **common,
+                        "T": T,
+                        "block": "shaped_transformer",
+                        "tau0": float(tau0),
+                        "gamma": float(gamma),
+                        "heads": 1,
+                        "method": "sde",
+                        "dt": min(sd["dt"], T),
+                        "scheme": sd["scheme"],
+                        "samples": c["samples"],
+                        "ams_particles": 0,
+                        "ams_repeats": 0,
+                        "ams_below": 0,
+                        "collapse": True,
+                    }
+                )
     return pts
 
 
@@ -423,11 +482,24 @@ def _row(params: Mapping, result: Mapping, confidence: float, level: float) -> d
     n, k = int(result["samples"]), int(result["blown"])
     mc = an.binomial_interval(k, n, level=confidence, method="exact")
     row = {
-        "block": params["block"], "heads": params["heads"], "tau0": params["tau0"], "gamma": params["gamma"],
-        "causal": bool(params.get("causal", False)), "method": params["method"], "width": params.get("width"),
+        "block": params["block"],
+        "heads": params["heads"],
+        "tau0": params["tau0"],
+        "gamma": params["gamma"],
+        "causal": bool(params.get("causal", False)),
+        "method": params["method"],
+        "width": params.get("width"),
         "dt": params.get("dt") if params["method"] == "sde" else None,
-        "samples": n, "blown": k, "p": k / n, "ci_low": mc.low, "ci_high": mc.high,
-        "p_ams": None, "ams_ci_low": None, "ams_ci_high": None, "ams_runs": None, "ams": "",
+        "samples": n,
+        "blown": k,
+        "p": k / n,
+        "ci_low": mc.low,
+        "ci_high": mc.high,
+        "p_ams": None,
+        "ams_ci_low": None,
+        "ams_ci_high": None,
+        "ams_runs": None,
+        "ams": "",
     }
     best = mc
     runs = result.get("ams_runs")
@@ -444,8 +516,13 @@ def _row(params: Mapping, result: Mapping, confidence: float, level: float) -> d
             iv = an.runs_interval(runs, level=confidence)
             row.update(p_ams=iv.value, ams_ci_low=iv.low, ams_ci_high=iv.high, ams="resolved")
             best = iv
-    row.update(p_best=best.value, best_low=best.low, best_high=best.high,
-               best_method="ams" if best is not mc else "mc", interval=best.method)
+    row.update(
+        p_best=best.value,
+        best_low=best.low,
+        best_high=best.high,
+        best_method="ams" if best is not mc else "mc",
+        interval=best.method,
+    )
     row["verdict"] = an.verdict(best, level)
     return row
 
@@ -460,14 +537,26 @@ def _rare(cfg: dict, threads: int | None, log: Callable[[str], None]) -> dict | 
 
     net = make_network(r["block"], heads=r["heads"], tau0=r["tau0"], gamma=r["gamma"], causal=s["causal"])
     V0 = equicorrelated(s["m"], s["rho0"])
-    log(f"rare point: {r['repeats']} splitting runs of {r['particles']} particles "
-        f"({r['block']}, tau0={r['tau0']}, gamma={r['gamma']}, heads={r['heads']})")
+    log(
+        f"rare point: {r['repeats']} splitting runs of {r['particles']} particles "
+        f"({r['block']}, tau0={r['tau0']}, gamma={r['gamma']}, heads={r['heads']})"
+    )
     from .splitting import UnresolvedWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnresolvedWarning)  # the rare point's table says "unresolved" instead
-        rep = ams_repeat(net, V0=V0, repeats=r["repeats"], seed=derived_seed(s["seed"], 7919), level=s["confidence"],
-                         T=s["T"], dt=r["dt"], blowup=s["blowup"], particles=r["particles"], threads=threads)
+        rep = ams_repeat(
+            net,
+            V0=V0,
+            repeats=r["repeats"],
+            seed=derived_seed(s["seed"], 7919),
+            level=s["confidence"],
+            T=s["T"],
+            dt=r["dt"],
+            blowup=s["blowup"],
+            particles=r["particles"],
+            threads=threads,
+        )
     results = rep.pop("results")
     rep["interval"] = rep["interval"].to_dict()
     rep["config"] = dict(r)
@@ -543,16 +632,25 @@ def run_atlas(
     rows = []
     for rec in res.records:
         if not rec["params"].get("collapse"):
-            rows.append(_row(rec["params"], rec["result"], cfg["study"]["confidence"], cfg["study"]["level"])
-                        | {"elapsed_s": rec.get("elapsed_s")})
+            rows.append(
+                _row(rec["params"], rec["result"], cfg["study"]["confidence"], cfg["study"]["level"])
+                | {"elapsed_s": rec.get("elapsed_s")}
+            )
     collapse = _collapse_rows(raw, cfg["study"]["confidence"])
     if collapse:
         _write_csv(out / "atlas_collapse.csv", collapse)
     rare = _rare(cfg, threads, log)
     _write_csv(out / "atlas_points.csv", rows)
     _write_csv(out / "atlas_curves.csv", _curve_rows(cfg, rows, [x for x in raw if not x["params"].get("collapse")]))
-    data = {"config": cfg, "size": size, "points": rows, "collapse": collapse, "raw": raw, "rare": rare,
-            "elapsed_s": time.perf_counter() - t_start}
+    data = {
+        "config": cfg,
+        "size": size,
+        "points": rows,
+        "collapse": collapse,
+        "raw": raw,
+        "rare": rare,
+        "elapsed_s": time.perf_counter() - t_start,
+    }
     with open(out / "atlas.json", "w") as f:
         json.dump(data, f, indent=1, default=_json_default)
     if rare is not None:
@@ -577,9 +675,10 @@ def _curve_rows(cfg: dict, rows: list[dict], raw: list[dict]) -> list[dict]:
         p, los, his = proportion_curve(x["result"]["blowup_times"], n, tgrid, level=s["confidence"])
         for t, pk, lo, hi in zip(tgrid, p, los, his):
             k = int(round(pk * n))
-            curves.append({k2: row[k2] for k2 in ("block", "heads", "tau0", "gamma", "method", "width")}
-                          | {"t": float(t), "blown": k, "samples": n, "p": k / n, "ci_low": float(lo),
-                             "ci_high": float(hi)})
+            curves.append(
+                {k2: row[k2] for k2 in ("block", "heads", "tau0", "gamma", "method", "width")}
+                | {"t": float(t), "blown": k, "samples": n, "p": k / n, "ci_low": float(lo), "ci_high": float(hi)}
+            )
     return curves
 
 
@@ -593,9 +692,20 @@ def _collapse_rows(raw: list[dict], confidence: float) -> list[dict]:
         if x["params"].get("collapse"):
             pr, r = x["params"], x["result"]
             iv = binomial_interval(r["blown"], r["samples"], level=confidence, method="exact")
-            out.append({"tau0": pr["tau0"], "gamma": pr["gamma"], "T": pr["T"], "gamma2_T": pr["gamma"] ** 2 * pr["T"],
-                        "drift_clock": pr["gamma"] ** 2 * pr["T"] / pr["tau0"] ** 2, "samples": r["samples"],
-                        "blown": r["blown"], "p": r["blown"] / r["samples"], "ci_low": iv.low, "ci_high": iv.high})
+            out.append(
+                {
+                    "tau0": pr["tau0"],
+                    "gamma": pr["gamma"],
+                    "T": pr["T"],
+                    "gamma2_T": pr["gamma"] ** 2 * pr["T"],
+                    "drift_clock": pr["gamma"] ** 2 * pr["T"] / pr["tau0"] ** 2,
+                    "samples": r["samples"],
+                    "blown": r["blown"],
+                    "p": r["blown"] / r["samples"],
+                    "ci_low": iv.low,
+                    "ci_high": iv.high,
+                }
+            )
     return out
 
 
@@ -613,8 +723,20 @@ def _figures(out: Path, cfg: dict, rows: list[dict], raw: list[dict]) -> list[st
 #: Written into every atlas folder: an existing --out is written into only when it
 #: holds this (or nothing but what an atlas writes), as the report guards its --out.
 _MARKER = ".shaped-transformer-atlas"
-_ATLAS_FILES = {"atlas.json", "atlas.md", "atlas_points.csv", "atlas_curves.csv", "atlas_collapse.csv", "rare.json",
-                "curves.png", "width.png", "blowup_times.png", "collapse.png", "points", _MARKER}
+_ATLAS_FILES = {
+    "atlas.json",
+    "atlas.md",
+    "atlas_points.csv",
+    "atlas_curves.csv",
+    "atlas_collapse.csv",
+    "rare.json",
+    "curves.png",
+    "width.png",
+    "blowup_times.png",
+    "collapse.png",
+    "points",
+    _MARKER,
+}
 
 
 def _prepare_out(out: Path) -> Path:
@@ -626,11 +748,17 @@ def _prepare_out(out: Path) -> Path:
     parents are refused, so ``--out .`` cannot scatter files among a user's own."""
     from ._outdir import check_out
 
-    check_out(out, marker=_MARKER, what="atlas",
-              ours=lambda n: n in _ATLAS_FILES or (n.startswith("heatmap_") and n.endswith(".png")))
+    check_out(
+        out,
+        marker=_MARKER,
+        what="atlas",
+        ours=lambda n: n in _ATLAS_FILES or (n.startswith("heatmap_") and n.endswith(".png")),
+    )
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / _MARKER).write_text("shaped-transformer atlas; `shaped-transformer atlas --out` writes into this folder\n")
+        (out / _MARKER).write_text(
+            "shaped-transformer atlas; `shaped-transformer atlas --out` writes into this folder\n"
+        )
     except OSError as exc:
         raise ValueError(f"--out {out}: cannot create the output folder ({exc.strerror or exc})") from None
     return out
@@ -667,8 +795,9 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _markdown(cfg: dict, size: str, rows: list[dict], rare: dict | None, figures: list[str],
-              collapse: Sequence[dict] = ()) -> str:
+def _markdown(
+    cfg: dict, size: str, rows: list[dict], rare: dict | None, figures: list[str], collapse: Sequence[dict] = ()
+) -> str:
     s = cfg["study"]
     conf = f"{100 * s['confidence']:g}%"
     lines = [
@@ -698,31 +827,46 @@ def _markdown(cfg: dict, size: str, rows: list[dict], rare: dict | None, figures
     for f in figures:
         lines += [f"![{f}]({f})", ""]
     if rare:
-        c = rare["config"]
-        head = (f"{c['block']}, tau0 = {c['tau0']}, gamma = {c['gamma']}, H = {c['heads']}, dt = {c['dt']}: ")
-        if rare.get("resolved", True):
-            body = (f"P = {rare['p']:.3g} ({conf} interval {rare['ci_low']:.3g} .. {rare['ci_high']:.3g}) "
-                    f"from {rare['repeats']} runs of {rare['particles']} particles; relative error of one run "
-                    f"{rare['rel_error_single']:.2f}, of the mean {rare['rel_error_mean']:.2f}; "
-                    f"{rare['elapsed_s']:.0f} s in all.")
-        else:
-            body = (f"**unresolved**: {rare['unresolved']} of {rare['repeats']} runs of {rare['particles']} particles "
-                    f"did not resolve P ({', '.join(rare['statuses'])}); their mean {rare['p']:.3g} is not an "
-                    f"estimate to trust and no interval is given; {rare['elapsed_s']:.0f} s in all.")
-        lines += ["## Rare point (adaptive multilevel splitting)", "", head + body, ""]
+        lines += _rare_lines(rare, conf)
     if collapse:
         cc = ["tau0", "gamma", "T", "gamma2_T", "drift_clock", "samples", "blown", "p", "ci_low", "ci_high"]
-        lines += ["## Scaling test (SDE, shaped Transformer, H = 1, P(blow-up by T) at T = s / gamma^2)", "",
-                  "| " + " | ".join(cc) + " |", "|" + "---|" * len(cc)]
+        lines += [
+            "## Scaling test (SDE, shaped Transformer, H = 1, P(blow-up by T) at T = s / gamma^2)",
+            "",
+            "| " + " | ".join(cc) + " |",
+            "|" + "---|" * len(cc),
+        ]
         lines += ["| " + " | ".join(_fmt(r.get(k)) for k in cc) + " |" for r in collapse]
         lines.append("")
-    cols = ["block", "heads", "tau0", "gamma", "method", "width", "samples", "blown", "p", "ci_low", "ci_high",
-            "ams", "p_ams", "ams_ci_low", "ams_ci_high", "interval", "verdict"]
+    cols = (
+        "block heads tau0 gamma method width samples blown p ci_low ci_high ams p_ams ams_ci_low ams_ci_high interval "
+        "verdict"
+    ).split()
     lines += ["## All points", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _rare_lines(rare: dict, conf: str) -> list[str]:
+    """The atlas page's section on its rare point (resolved or not)."""
+    c = rare["config"]
+    head = f"{c['block']}, tau0 = {c['tau0']}, gamma = {c['gamma']}, H = {c['heads']}, dt = {c['dt']}: "
+    if rare.get("resolved", True):
+        body = (
+            f"P = {rare['p']:.3g} ({conf} interval {rare['ci_low']:.3g} .. {rare['ci_high']:.3g}) "
+            f"from {rare['repeats']} runs of {rare['particles']} particles; relative error of one run "
+            f"{rare['rel_error_single']:.2f}, of the mean {rare['rel_error_mean']:.2f}; "
+            f"{rare['elapsed_s']:.0f} s in all."
+        )
+    else:
+        body = (
+            f"**unresolved**: {rare['unresolved']} of {rare['repeats']} runs of {rare['particles']} particles "
+            f"did not resolve P ({', '.join(rare['statuses'])}); their mean {rare['p']:.3g} is not an "
+            f"estimate to trust and no interval is given; {rare['elapsed_s']:.0f} s in all."
+        )
+    return ["## Rare point (adaptive multilevel splitting)", "", head + body, ""]
 
 
 def _samples_to_certify(study: Mapping) -> int:

@@ -11,8 +11,9 @@ a display and never touch pyplot's global state; each function returns a
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -244,11 +245,7 @@ def parameter_effects_figure(
 
 
 def distance_figure(
-    widths: Sequence[float],
-    distances: Mapping[str, Sequence[Any]],
-    *,
-    title: str = "",
-    ax: Any = None,
+    widths: Sequence[float], distances: Mapping[str, Sequence[Any]], *, title: str = "", ax: Any = None
 ):
     """Distances against width on a log axis, with their bootstrap intervals.
 
@@ -365,13 +362,7 @@ def loglog_distance_figure(
     return fig
 
 
-def blowup_figure(
-    networks: Mapping[int, Any],
-    sdes: Mapping[str, Any],
-    *,
-    level: float = 0.95,
-    title: str = "",
-):
+def blowup_figure(networks: Mapping[int, Any], sdes: Mapping[str, Any], *, level: float = 0.95, title: str = ""):
     """Blow-up probabilities of networks of several widths and of SDE runs.
 
     Two panels: P(blow-up by T) against width (networks, Wilson intervals) with
@@ -416,11 +407,21 @@ def blowup_figure(
     ax1.grid(alpha=0.3)
     for i, n in enumerate(w):
         res = networks[int(n)]
-        ax2.plot(res.t, [100 * np.mean(res.exploded_at <= t + 1e-12) for t in res.t], color=f"C{(i + 1) % 10}",
-                 label=f"network n={int(n)}")
+        ax2.plot(
+            res.t,
+            [100 * np.mean(res.exploded_at <= t + 1e-12) for t in res.t],
+            color=f"C{(i + 1) % 10}",
+            label=f"network n={int(n)}",
+        )
     for i, (label, res) in enumerate(sdes.items()):
-        ax2.plot(res.t, [100 * np.mean(res.exploded_at <= t + 1e-12) for t in res.t], color="black" if i == 0 else "0.5",
-                 linestyle="--", linewidth=2, label=label)
+        ax2.plot(
+            res.t,
+            [100 * np.mean(res.exploded_at <= t + 1e-12) for t in res.t],
+            color="black" if i == 0 else "0.5",
+            linestyle="--",
+            linewidth=2,
+            label=label,
+        )
     ax2.set_xlabel("t = depth / width")
     ax2.set_ylabel("P(blow-up by t) [%]")
     ax2.legend(fontsize="small")
@@ -471,8 +472,9 @@ def _legend(ax: Any, **kw: Any) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(**kw)
     else:
-        ax.text(0.5, 0.5, "no run at this point", transform=ax.transAxes, ha="center", va="center", fontsize=8,
-                color="grey")
+        ax.text(
+            0.5, 0.5, "no run at this point", transform=ax.transAxes, ha="center", va="center", fontsize=8, color="grey"
+        )
 
 
 def _select(rows: Sequence[Mapping], **kw: Any) -> list:
@@ -483,8 +485,12 @@ def _reference_point(cfg: Mapping) -> dict:
     """The atlas's reference point (the shaped MLP has no tau0 or heads)."""
     ref = cfg["reference"]
     mlp = ref["block"] == "shaped_mlp"
-    return {"block": ref["block"], "tau0": 1.0 if mlp else float(ref["tau0"]), "gamma": float(ref["gamma"]),
-            "heads": 1 if mlp else int(ref["heads"])}
+    return {
+        "block": ref["block"],
+        "tau0": 1.0 if mlp else float(ref["tau0"]),
+        "gamma": float(ref["gamma"]),
+        "heads": 1 if mlp else int(ref["heads"]),
+    }
 
 
 def _raw_for(raw: Sequence[Mapping], **kw: Any) -> list:
@@ -582,16 +588,23 @@ def atlas_width_figure(cfg: Mapping, rows: Sequence[Mapping]):
     if xs:
         w = np.array([r["width"] for r in xs])
         p = np.array([r["p"] for r in xs])
-        ax.errorbar(w, p, yerr=[p - np.array([r["ci_low"] for r in xs]), np.array([r["ci_high"] for r in xs]) - p],
-                    fmt="o-", capsize=3, label="network (exact chain), 95% CI")
+        ax.errorbar(
+            w,
+            p,
+            yerr=[p - np.array([r["ci_low"] for r in xs]), np.array([r["ci_high"] for r in xs]) - p],
+            fmt="o-",
+            capsize=3,
+            label="network (exact chain), 95% CI",
+        )
         ax.set_xscale("log", base=2)
     for r in _select(rows, **ref_kw, method="sde"):
         ax.axhline(r["p"], color="crimson", label=f"SDE (Euler, dt={r['dt']:g})")
         ax.axhspan(r["ci_low"], r["ci_high"], color="crimson", alpha=0.15)
     ax.set_xlabel("width n (depth = T n)")
     ax.set_ylabel(f"P(blow-up by T={s['T']:g})")
-    ax.set_title(f"{ref_kw['block']}, tau0={ref_kw['tau0']:g}, gamma={ref_kw['gamma']:g}, H={ref_kw['heads']}",
-                 fontsize=9)
+    ax.set_title(
+        f"{ref_kw['block']}, tau0={ref_kw['tau0']:g}, gamma={ref_kw['gamma']:g}, H={ref_kw['heads']}", fontsize=9
+    )
     _legend(ax, fontsize=8)
     fig.tight_layout()
     return fig
@@ -629,8 +642,15 @@ def atlas_heatmap_figure(cfg: Mapping, rows: Sequence[Mapping], block: str):
         Z, txt = _heatmap_cells(rows, block, int(h), meth, w, tau0s, gammas)
         im = ax.imshow(np.ma.masked_invalid(Z), origin="lower", cmap=cm, vmin=-7, vmax=0, aspect="auto")
         for (i, j), t in txt.items():
-            ax.text(j, i, t, ha="center", va="center", fontsize=6.5,
-                    color="white" if np.isfinite(Z[i, j]) and Z[i, j] > -3.5 else "black")
+            ax.text(
+                j,
+                i,
+                t,
+                ha="center",
+                va="center",
+                fontsize=6.5,
+                color="white" if np.isfinite(Z[i, j]) and Z[i, j] > -3.5 else "black",
+            )
         lvl = np.log10(s["level"])
         if np.isfinite(Z).all() and len(tau0s) > 1 and len(gammas) > 1 and Z.min() < lvl < Z.max():
             ax.contour(Z, levels=[lvl], colors="cyan", linewidths=1.5)
@@ -641,8 +661,11 @@ def atlas_heatmap_figure(cfg: Mapping, rows: Sequence[Mapping], block: str):
             ax.set_ylabel("gamma")
         ax.set_title(f"{'SDE' if meth == 'sde' else f'network n={w}'}, H={h}", fontsize=9)
     fig.colorbar(im, ax=list(axes[0]), label=f"log10 P(blow-up by T={s['T']:g})", shrink=0.9)
-    fig.suptitle(f"{block}: cyan line P = {s['level']:g}; * interval above it, ? interval straddles it, "
-                 "u splitting unresolved; grey: no blow-up seen (< upper bound)", fontsize=9)
+    fig.suptitle(
+        f"{block}: cyan line P = {s['level']:g}; * interval above it, ? interval straddles it, "
+        "u splitting unresolved; grey: no blow-up seen (< upper bound)",
+        fontsize=9,
+    )
     return fig
 
 
@@ -660,7 +683,8 @@ def _heatmap_cells(rows, block, heads, method, width, tau0s, gammas):
             r = max(sel, key=lambda x: x["samples"])
             Z[i, j] = np.log10(r["p_best"]) if r["p_best"] > 0 else np.nan
             mark = {"safe": "", "unsafe": "*", "undecided": "?"}[r["verdict"]] + (
-                "u" if r["ams"].startswith("unresolved") else "")
+                "u" if r["ams"].startswith("unresolved") else ""
+            )
             txt[i, j] = (f"<{r['best_high']:.0e}" if r["p_best"] == 0 else f"{r['p_best']:.1e}") + mark
     return Z, txt
 
@@ -690,8 +714,15 @@ def atlas_blowup_times_figure(cfg: Mapping, raw: Sequence[Mapping]):
         if bt.size == 0:
             continue
         lab = "SDE" if x["params"]["method"] == "sde" else f"n={x['params']['width']}"
-        ax.hist(bt, bins=bins, histtype="step", density=True, lw=2 if lab == "SDE" else 1,
-                label=f"{lab} ({bt.size} blow-ups)", color="crimson" if lab == "SDE" else None)
+        ax.hist(
+            bt,
+            bins=bins,
+            histtype="step",
+            density=True,
+            lw=2 if lab == "SDE" else 1,
+            label=f"{lab} ({bt.size} blow-ups)",
+            color="crimson" if lab == "SDE" else None,
+        )
     ax.set_xlabel("blow-up time t")
     ax.set_ylabel("density given a blow-up by T")
     ax.set_title("distribution of the blow-up time", fontsize=9)
@@ -732,10 +763,16 @@ def atlas_collapse_figure(cfg: Mapping, raw: Sequence[Mapping]):
         col = cmap(ct.index(pr["tau0"]) / max(1, len(ct) - 1) * 0.85)
         ls = ["-", "--", ":", "-."][cg.index(pr["gamma"]) % 4]
         for ax, scale in zip(axes, (pr["gamma"] ** 2, pr["gamma"] ** 2 / pr["tau0"] ** 2)):
-            ax.plot(tg * scale, np.where(p > 0, p, np.nan), color=col, ls=ls,
-                    label=f"tau0={pr['tau0']:g}, gamma={pr['gamma']:g}")
-            ax.fill_between(tg * scale, np.where(p > 0, lo, np.nan), np.where(p > 0, hi, np.nan), color=col,
-                            alpha=0.08, lw=0)
+            ax.plot(
+                tg * scale,
+                np.where(p > 0, p, np.nan),
+                color=col,
+                ls=ls,
+                label=f"tau0={pr['tau0']:g}, gamma={pr['gamma']:g}",
+            )
+            ax.fill_between(
+                tg * scale, np.where(p > 0, lo, np.nan), np.where(p > 0, hi, np.nan), color=col, alpha=0.08, lw=0
+            )
     axes[0].set_xlabel("gamma^2 t (the noise clock)")
     axes[1].set_xlabel("gamma^2 t / tau0^2 (the drift clock)")
     axes[1].set_xscale("log")
@@ -743,8 +780,10 @@ def atlas_collapse_figure(cfg: Mapping, raw: Sequence[Mapping]):
         ax.set_yscale("log")
         ax.set_ylabel("P(blow-up by t), SDE")
     _legend(axes[0], fontsize=6, ncol=2)
-    fig.suptitle(f"shaped_transformer, H=1, SDE: colour = tau0, line style = gamma; each curve runs to "
-                 f"gamma^2 T = {c['s']:g}", fontsize=9)
+    fig.suptitle(
+        f"shaped_transformer, H=1, SDE: colour = tau0, line style = gamma; each curve runs to gamma^2 T = {c['s']:g}",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 

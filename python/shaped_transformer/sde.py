@@ -7,7 +7,8 @@ the same :class:`Result` type, with time measured in layers / width (T = d / n).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -31,8 +32,10 @@ def _save_steps(save_at, T: float, dt: float, steps: int) -> np.ndarray:
     if save_at is None:
         # At most 101 times: storing V at every step made the solver memory-bound
         # (512 bytes per path-step at m = 8, more than the step's own traffic).
-        return np.arange(steps + 1, dtype=np.int64) if steps < _DEFAULT_SAVES else np.unique(
-            np.round(np.linspace(0, steps, _DEFAULT_SAVES)).astype(np.int64)
+        return (
+            np.arange(steps + 1, dtype=np.int64)
+            if steps < _DEFAULT_SAVES
+            else np.unique(np.round(np.linspace(0, steps, _DEFAULT_SAVES)).astype(np.int64))
         )
     try:
         t = np.asarray(save_at, dtype=np.float64)
@@ -46,8 +49,9 @@ def _save_steps(save_at, T: float, dt: float, steps: int) -> np.ndarray:
     return np.unique(np.clip(np.round(t / dt), 0, steps).astype(np.int64))
 
 
-@network_first("pass the initial covariance as V0= (m x m) and the rest by name, e.g. "
-               "solve_sde(net, V0=V0, T=1.0, dt=1e-3)")
+@network_first(
+    "pass the initial covariance as V0= (m x m) and the rest by name, e.g. solve_sde(net, V0=V0, T=1.0, dt=1e-3)"
+)
 def solve_sde(
     network: Network | Block | Sequence[Block],
     *,
@@ -141,12 +145,18 @@ def solve_sde(
                 net, V0, dt, steps, save_steps, scheme, psd, paths, seed, blowup, cb, admit, info
             )
         else:
-            V, exploded_step, projections = core.solve_sde(
-                net, V0, dt, steps, save_steps, scheme, psd, paths, seed, threads, blowup, cb, save, admit=admit, info=info
-            )
+            args = (net, V0, dt, steps, save_steps, scheme, psd, paths, seed, threads, blowup, cb, save)
+            V, exploded_step, projections = core.solve_sde(*args, admit=admit, info=info)
+    grid = dict(dt=dt, steps=steps, T=T, psd=psd, scheme=scheme, save_steps=save_steps, save=save, device=device)
+    return _result(net, V, exploded_step, projections, info, paths, grid)
+
+
+def _result(net: Network, V, exploded_step, projections, info: dict[str, Any], paths: int, grid: dict) -> Result:
+    """The Result of a run (summary or paths), with a BlowUpWarning when paths blew up."""
     m, paths, blowup = int(info["m"]), int(paths), float(info["blowup"])
+    dt, save_steps = grid["dt"], grid["save_steps"]
     summary = None
-    if save == "summary":
+    if grid["save"] == "summary":
         summary = SdeSummary.from_core(V, t=save_steps * dt, paths=paths, m=m)
         V = np.empty((0, len(save_steps), m, m))
     exploded_step = np.asarray(exploded_step)
@@ -157,28 +167,16 @@ def solve_sde(
             f"{n_exploded} of {paths} SDE paths blew up (max diag V > {blowup:g} or non-finite); "
             "their later covariances are NaN. Use Result.finite() to drop them.",
             BlowUpWarning,
-            stacklevel=3,  # the caller of solve_sde (network_first wraps it)
+            stacklevel=4,  # _result < solve_sde < network_first's wrapper < the caller
         )
+    extra = {"projections": np.asarray(projections), "seed": info["seed"], "network": net, "kernel": info["kernel"]}
     return Result(
         V=V,
         t=save_steps * dt,
         exploded_at=exploded_at,
-        method=scheme,
+        method=grid["scheme"],
         X=None,
-        info={
-            "projections": np.asarray(projections),
-            "dt": dt,
-            "steps": steps,
-            "T": T,
-            "psd": psd,
-            "scheme": scheme,
-            "seed": info["seed"],
-            "save_steps": save_steps,
-            "network": net,
-            "kernel": info["kernel"],
-            "save": save,
-            "device": device,
-        },
+        info={**grid, **extra},
         summary=summary,
         kernel=info["kernel"],
     )

@@ -4,7 +4,8 @@ activations, or the exact m x m covariance chain."""
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -28,8 +29,10 @@ class BlowUpWarning(RuntimeWarning):
     """Some samples crossed the blow-up threshold; see Result.exploded_at."""
 
 
-@network_first("pass the input as X0= (tokens, m x n) or V0= (their covariance, m x m), e.g. "
-               "simulate(net, V0=V0, width=256, depth=256)")
+@network_first(
+    "pass the input as X0= (tokens, m x n) or V0= (their covariance, m x m), e.g. "
+    "simulate(net, V0=V0, width=256, depth=256)"
+)
 def simulate(
     network: Network | Block | Sequence[Block],
     *,
@@ -98,29 +101,56 @@ def simulate(
     # tokens made from V0 (by _tokens_from_checked, once V0 passed its
     # check) and the output -- and reports in `info` the kernel that ran.
     info: dict[str, Any] = {}
-    admit = admission(f"simulate(method={method!r})")
+    run = _Run(net, X0, V0, width, depth, samples, seed, save_at, save_every, dtype, threads, return_X, blowup)
     with progress_callback(total_of(samples), f"{method} network", progress) as cb:
-        if device == "cuda" and method == "exact":
-            V, exploded_layer = exact_gpu(net, V0, width, depth, samples, seed, save_at, blowup, cb, X0=X0,
-                                          covariance=covariance, dtype=dtype, save_every=save_every, admit=admit,
-                                          info=info)
-            X = None
-        elif device == "cuda":
-            V, X, exploded_layer = explicit_gpu(net, X0, depth, samples, seed, save_at, dtype, return_X, blowup, cb,
-                                                V0=V0, width=width, tokens=_tokens_from_checked, save_every=save_every,
-                                                admit=admit, info=info)
-        elif method == "exact":
-            V, exploded_layer = core.simulate_exact(
-                net, V0, width, depth, samples, seed, save_at, threads, blowup, cb, X0=X0, covariance=covariance,
-                dtype=dtype, save_every=save_every, admit=admit, info=info
+        V, X, exploded_layer = run.drive(method, device, cb, admission(f"simulate(method={method!r})"), info)
+    return _result(net, method, device, depth, V, X, exploded_layer, info)
+
+
+class _Run(NamedTuple):
+    """The arguments every driver takes, as simulate received them (the core checks them)."""
+
+    net: Network
+    X0: Any
+    V0: Any
+    width: Any
+    depth: Any
+    samples: Any
+    seed: Any
+    save_at: Any
+    save_every: Any
+    dtype: Any
+    threads: Any
+    return_X: Any
+    blowup: Any
+
+    def drive(self, method: str, device: str, cb, admit, info: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """(V, X or None, exploded layer) from the driver of ``method`` on ``device``."""
+        r, keep = self, dict(save_every=self.save_every, admit=admit, info=info)
+        if method == "exact":
+            exact = dict(X0=r.X0, covariance=covariance, dtype=r.dtype, **keep)
+            if device == "cuda":
+                V, exploded = exact_gpu(
+                    r.net, r.V0, r.width, r.depth, r.samples, r.seed, r.save_at, r.blowup, cb, **exact
+                )
+            else:
+                V, exploded = core.simulate_exact(
+                    r.net, r.V0, r.width, r.depth, r.samples, r.seed, r.save_at, r.threads, r.blowup, cb, **exact
+                )
+            return V, None, exploded
+        tokens = dict(V0=r.V0, width=r.width, tokens=_tokens_from_checked, **keep)
+        if device == "cuda":
+            return explicit_gpu(
+                r.net, r.X0, r.depth, r.samples, r.seed, r.save_at, r.dtype, r.return_X, r.blowup, cb, **tokens
             )
-            X = None
-        else:
-            fn = core.simulate_explicit if method == "explicit" else core.simulate_law
-            V, X, exploded_layer = fn(
-                net, X0, depth, samples, seed, save_at, dtype, threads, return_X, blowup, cb, V0=V0, width=width,
-                tokens=_tokens_from_checked, save_every=save_every, admit=admit, info=info
-            )
+        fn = core.simulate_explicit if method == "explicit" else core.simulate_law
+        return fn(
+            r.net, r.X0, r.depth, r.samples, r.seed, r.save_at, r.dtype, r.threads, r.return_X, r.blowup, cb, **tokens
+        )
+
+
+def _result(net: Network, method: str, device: str, depth: int, V, X, exploded_layer, info: dict[str, Any]) -> Result:
+    """The Result of a run, with a BlowUpWarning when samples blew up."""
     width, layers, blowup = int(info["width"]), np.asarray(info["layers"]), float(info["blowup"])
     exploded_layer = np.asarray(exploded_layer)
     exploded_at = np.where(exploded_layer >= 0, exploded_layer / width, np.inf)
@@ -130,16 +160,23 @@ def simulate(
             f"{n_exploded} of {len(exploded_layer)} samples blew up (max diag V > {blowup:g} or non-finite); "
             "their later covariances are NaN. Use Result.finite() to drop them.",
             BlowUpWarning,
-            stacklevel=3,  # the caller of simulate (network_first wraps it)
+            stacklevel=4,  # _result < simulate < network_first's wrapper < the caller
         )
+    keys = ("seed", "dtype", "kernel")
     return Result(
         V=V,
         t=layers / width,
         exploded_at=exploded_at,
         method=method,
         X=X,
-        info={"width": width, "depth": int(depth), "layers": layers, "seed": info["seed"],
-              "dtype": info["dtype"], "network": net, "device": device, "kernel": info["kernel"]},
+        info={
+            "width": width,
+            "depth": int(depth),
+            "layers": layers,
+            **{k: info[k] for k in keys},
+            "network": net,
+            "device": device,
+        },
         kernel=info["kernel"],
     )
 

@@ -43,18 +43,26 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from ._blocks import Block, Network
 from ._core_loader import core
+from ._time_grid import SCHEMES, sde_network, time_grid
 from ._validate import (
-    DEFAULT_BLOWUP, check_blowup, check_covariance, check_int, check_number, check_seed, check_threads, derived_seed,
+    DEFAULT_BLOWUP,
+    check_blowup,
+    check_covariance,
+    check_int,
+    check_number,
+    check_seed,
+    check_threads,
+    derived_seed,
     network_first,
 )
-from ._time_grid import SCHEMES, sde_network, time_grid
 
 __all__ = ["STATUSES", "SplittingResult", "UnresolvedWarning", "ams_blowup", "ams_repeat"]
 
@@ -144,9 +152,9 @@ class SplittingResult:
         reached = f"the last level was reached with estimated probability 10^{self.log10_weight:.1f}"
         why = {
             "extinct": f"every particle had the same score after {self.iterations} iterations (extinction), so "
-                       "the estimate is 0 whatever the probability",
+            "the estimate is 0 whatever the probability",
             "max_iterations": f"max_iterations={self.iterations} was reached with {self.blown} of "
-                              f"{self.particles} particles blown",
+            f"{self.particles} particles blown",
             "underflow": "the weight fell below the smallest double, so p reads 0",
         }[self.status]
         return f"{why}; {reached} (P is below that, but it is not a confidence bound)"
@@ -175,12 +183,25 @@ class SplittingResult:
         dict
         """
         return {
-            "p": self.p, "weight": self.weight, "particles": self.particles, "blown": self.blown,
-            "iterations": self.iterations, "path_steps": self.path_steps, "elapsed_s": self.elapsed_s,
-            "T": self.T, "dt": self.dt, "steps": self.steps, "blowup": self.blowup, "scheme": self.scheme,
-            "seed": self.seed, "time_exponent": self.info.get("time_exponent"), "blowup_times": self.blowup_times.tolist(),
+            "p": self.p,
+            "weight": self.weight,
+            "particles": self.particles,
+            "blown": self.blown,
+            "iterations": self.iterations,
+            "path_steps": self.path_steps,
+            "elapsed_s": self.elapsed_s,
+            "T": self.T,
+            "dt": self.dt,
+            "steps": self.steps,
+            "blowup": self.blowup,
+            "scheme": self.scheme,
+            "seed": self.seed,
+            "time_exponent": self.info.get("time_exponent"),
+            "blowup_times": self.blowup_times.tolist(),
             "log10_levels": np.log10(np.maximum(self.levels, 1e-300)).tolist(),
-            "status": self.status, "resolved": self.resolved, "log10_weight": self.log10_weight,
+            "status": self.status,
+            "resolved": self.resolved,
+            "log10_weight": self.log10_weight,
         }
 
 
@@ -308,15 +329,32 @@ def ams_blowup(
     if status == "resolved" and weight == 0.0:
         status = "underflow"
     res = SplittingResult(
-        p=weight * nb / N, weight=weight, particles=N, blown=nb, iterations=it, levels=np.asarray(levels),
-        blowup_times=np.sort(particles_.end_step[particles_.blown] * dt), path_steps=segments.path_steps,
-        elapsed_s=time.perf_counter() - t0, T=T, dt=dt, steps=steps, blowup=blowup, scheme=scheme, seed=seed,
+        p=weight * nb / N,
+        weight=weight,
+        particles=N,
+        blown=nb,
+        iterations=it,
+        levels=np.asarray(levels),
+        blowup_times=np.sort(particles_.end_step[particles_.blown] * dt),
+        path_steps=segments.path_steps,
+        elapsed_s=time.perf_counter() - t0,
+        T=T,
+        dt=dt,
+        steps=steps,
+        blowup=blowup,
+        scheme=scheme,
+        seed=seed,
         info={"kill": k, "psd": psd, "m": V0.shape[0], "time_exponent": a},
-        status=status, log10_weight=log_w / math.log(10.0),
+        status=status,
+        log10_weight=log_w / math.log(10.0),
     )
     if not res.resolved:
-        warnings.warn(f"ams_blowup did not resolve P(blow-up by T={T:g}): {res.explain()}; p = {res.p:.3g} is not "
-                      "an estimate to trust (see SplittingResult.status)", UnresolvedWarning, stacklevel=3)
+        warnings.warn(
+            f"ams_blowup did not resolve P(blow-up by T={T:g}): {res.explain()}; p = {res.p:.3g} is not "
+            "an estimate to trust (see SplittingResult.status)",
+            UnresolvedWarning,
+            stacklevel=3,
+        )
     return res
 
 
@@ -340,9 +378,20 @@ class _Segments:
     def run(self, V, start, stream, stop):
         """(end states, end steps, peak scores, statuses; 2 = blew up) of the segments."""
         Vo, st, pk, status = core.continue_paths(
-            self.blocks, np.ascontiguousarray(V), np.ascontiguousarray(start, np.int64),
-            np.ascontiguousarray(stream, np.int64), np.ascontiguousarray(stop, np.float64), self.dt, self.steps,
-            self.scheme, self.psd, self.seed, self.blowup, self.time_exponent, self.threads)
+            self.blocks,
+            np.ascontiguousarray(V),
+            np.ascontiguousarray(start, np.int64),
+            np.ascontiguousarray(stream, np.int64),
+            np.ascontiguousarray(stop, np.float64),
+            self.dt,
+            self.steps,
+            self.scheme,
+            self.psd,
+            self.seed,
+            self.blowup,
+            self.time_exponent,
+            self.threads,
+        )
         self.path_steps += int(np.sum(np.asarray(st) - start))
         return np.asarray(Vo), np.asarray(st), np.asarray(pk), np.asarray(status)
 
@@ -377,8 +426,9 @@ class _Particles:
         state above ``z`` (a replay of the parent's own segment), continued from
         there with fresh noise streams."""
         K = killed.size
-        Vc, sc, pc, stc = segments.run(self.birth_V[parents], self.birth_step[parents], self.stream[parents],
-                                       np.full(K, z))
+        Vc, sc, pc, stc = segments.run(
+            self.birth_V[parents], self.birth_step[parents], self.stream[parents], np.full(K, z)
+        )
         new_stream = np.arange(self.next_stream, self.next_stream + K, dtype=np.int64)
         self.next_stream += K
         if self.next_stream >= 2**32:
@@ -400,8 +450,16 @@ class _Particles:
         self.blown[killed] = new_end >= 0
 
 
-def _split(segments: _Segments, particles: _Particles, k: int, max_iterations: int,
-           rng: np.random.Generator) -> tuple[int, float, list[float], str]:
+def _log_weight_factor(killed: int, particles: int) -> float:
+    """log(1 - K / N): one iteration that kills K of N particles multiplies the
+    weight by 1 - K / N.  A function of its own so that the tests' mutation matrix
+    (tests/_mutations.py) can replace it for a session."""
+    return math.log1p(-killed / particles)
+
+
+def _split(
+    segments: _Segments, particles: _Particles, k: int, max_iterations: int, rng: np.random.Generator
+) -> tuple[int, float, list[float], str]:
     """The iterations of AMS (step 2 of the module docstring) until N - k + 1 paths
     blew up, extinction or ``max_iterations``; returns (iterations, log weight,
     levels, status)."""
@@ -419,7 +477,7 @@ def _split(segments: _Segments, particles: _Particles, k: int, max_iterations: i
             return it, log_w, levels, "max_iterations"
         it += 1
         levels.append(float(z))
-        log_w += math.log1p(-K / N)
+        log_w += _log_weight_factor(K, N)
         survivors = np.flatnonzero(score > z)
         parents = survivors[rng.integers(0, survivors.size, size=K)]
         particles.branch(segments, killed, parents, float(z))
@@ -487,7 +545,10 @@ def ams_repeat(
             f"ams_repeat: {len(bad)} of {repeats} runs did not resolve P ("
             + ", ".join(f"{c} {st_}" for st_, c in counts.items())
             + f"; e.g. {bad[0].explain()}); the interval is the trivial [0, 1]: raise particles or check that "
-            "paths can blow up by T", UnresolvedWarning, stacklevel=3)
+            "paths can blow up by T",
+            UnresolvedWarning,
+            stacklevel=3,
+        )
     else:
         interval = runs_interval(ps, level=level)
     return {

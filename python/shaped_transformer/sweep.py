@@ -29,8 +29,9 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -297,7 +298,16 @@ class SweepResults:
             w = csv.writer(f)
             w.writerow(cols)
             for row in self.rows:
-                w.writerow(["" if row.get(c) is None else json.dumps(row[c]) if isinstance(row.get(c), (list, dict)) else row[c] for c in cols])
+                w.writerow(
+                    [
+                        ""
+                        if row.get(c) is None
+                        else json.dumps(row[c])
+                        if isinstance(row.get(c), (list, dict))
+                        else row[c]
+                        for c in cols
+                    ]
+                )
         return path
 
     def to_pandas(self):  # pragma: no cover - optional dependency
@@ -394,7 +404,9 @@ def _read_all(out_dir: Path) -> tuple[dict[str, dict], dict[str, str]]:
         if not (isinstance(r, dict) and r.get("key") == p.stem and "params" in r):
             continue  # not one of ours
         if r.get("format") != _FORMAT:
-            stale[p.stem] = f"saved in an older file layout (format {r.get('format')!r}, now {_FORMAT}), without a version"
+            stale[p.stem] = (
+                f"saved in an older file layout (format {r.get('format')!r}, now {_FORMAT}), without a version"
+            )
         elif r.get("version") != version:
             stale[p.stem] = f"made by shaped-transformer {r.get('version')}, this is {version}"
         elif point_key(r["params"], r.get("function", "")) != p.stem:
@@ -406,8 +418,11 @@ def _read_all(out_dir: Path) -> tuple[dict[str, dict], dict[str, str]]:
 
 def _stale_message(stale: Mapping[str, str], out_dir: Path) -> str:
     reasons = sorted(set(stale.values()))
-    return (f"{len(stale)} saved point(s) in {out_dir} cannot be reused: " + "; ".join(reasons[:3])
-            + ("; ..." if len(reasons) > 3 else ""))
+    return (
+        f"{len(stale)} saved point(s) in {out_dir} cannot be reused: "
+        + "; ".join(reasons[:3])
+        + ("; ..." if len(reasons) > 3 else "")
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -483,7 +498,9 @@ def sweep(
         failures = _run_points(fn, todo, out, executor, max_workers, progress, total=len(points))
     if failures and errors == "raise":
         lines = "; ".join(f"{p}: {e}" for p, e in list(failures.values())[:5])
-        raise SweepError(f"{len(failures)} of {len(points)} points failed (finished points were saved): {lines}", failures)
+        raise SweepError(
+            f"{len(failures)} of {len(points)} points failed (finished points were saved): {lines}", failures
+        )
     records, _ = _read_all(out)
     return SweepResults([records[k] for k in dict.fromkeys(keys) if k in records])
 
@@ -499,8 +516,16 @@ def _refuse_or_warn_stale(old: dict[str, str], out: Path, stale: str) -> None:
     warnings.warn(_stale_message(old, out) + "; they are recomputed", SweepWarning, stacklevel=3)
 
 
-def _run_points(fn: Callable, todo: list[tuple[int, str, dict]], out: Path, executor: cf.Executor | None,
-                max_workers: int | None, progress: bool | None, *, total: int) -> dict[str, tuple[dict, str]]:
+def _run_points(
+    fn: Callable,
+    todo: list[tuple[int, str, dict]],
+    out: Path,
+    executor: cf.Executor | None,
+    max_workers: int | None,
+    progress: bool | None,
+    *,
+    total: int,
+) -> dict[str, tuple[dict, str]]:
     """Runs the pending points on the executor, writing each finished point's record
     as it arrives; returns the failed points (key -> (params, error)).  On any
     exception (Ctrl-C) the pending points are cancelled and the finished ones stay."""
@@ -509,8 +534,13 @@ def _run_points(fn: Callable, todo: list[tuple[int, str, dict]], out: Path, exec
     fname, version = _function_name(fn), _version()
     own = executor is None
     ex: cf.Executor = cf.ProcessPoolExecutor(max_workers=max_workers) if executor is None else executor
-    bar = tqdm(total=total, initial=total - len(todo), desc="sweep", unit="point",
-               disable=None if progress is None else not progress)
+    bar = tqdm(
+        total=total,
+        initial=total - len(todo),
+        desc="sweep",
+        unit="point",
+        disable=None if progress is None else not progress,
+    )
     futures: dict[Any, tuple[int, str, dict]] = {}
     failures: dict[str, tuple[dict, str]] = {}
     interrupted = False
@@ -521,9 +551,17 @@ def _run_points(fn: Callable, todo: list[tuple[int, str, dict]], out: Path, exec
             i, k, p = futures[fut]
             try:
                 res, elapsed = fut.result()
-                record = {"format": _FORMAT, "version": version, "key": k, "index": i, "function": fname,
-                          "params": _jsonable(p), "result": _jsonable(res), "elapsed_s": elapsed,
-                          "finished_at": time.time()}
+                record = {
+                    "format": _FORMAT,
+                    "version": version,
+                    "key": k,
+                    "index": i,
+                    "function": fname,
+                    "params": _jsonable(p),
+                    "result": _jsonable(res),
+                    "elapsed_s": elapsed,
+                    "finished_at": time.time(),
+                }
             except Exception as exc:  # a failing point must not lose the others
                 failures[k] = (p, f"{type(exc).__name__}: {exc}")
                 bar.update(1)
@@ -579,8 +617,23 @@ def _resolve(function_or_config, grid):
 # ---------------------------------------------------------------------------
 
 _RUN_POINT_PARAMS = (
-    "block", "heads", "tau0", "gamma", "c_plus", "c_minus", "m", "rho0", "width", "T", "samples",
-    "method", "dt", "scheme", "seed", "threads", "blowup",
+    "block",
+    "heads",
+    "tau0",
+    "gamma",
+    "c_plus",
+    "c_minus",
+    "m",
+    "rho0",
+    "width",
+    "T",
+    "samples",
+    "method",
+    "dt",
+    "scheme",
+    "seed",
+    "threads",
+    "blowup",
 )
 
 
@@ -660,8 +713,19 @@ def run_point(
         from .sde import solve_sde
 
         step = (1.0 / width) if dt is None else float(dt)
-        res = solve_sde(net, V0=V0, T=T, dt=step, paths=samples, scheme=scheme, seed=seed, threads=threads,
-                        save_at=np.array([0.0, T]), blowup=blowup, progress=False)
+        res = solve_sde(
+            net,
+            V0=V0,
+            T=T,
+            dt=step,
+            paths=samples,
+            scheme=scheme,
+            seed=seed,
+            threads=threads,
+            save_at=np.array([0.0, T]),
+            blowup=blowup,
+            progress=False,
+        )
     else:
         from .simulate import simulate
 
@@ -670,8 +734,19 @@ def run_point(
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = simulate(net, V0=V0, width=width, depth=depth, samples=samples, method=method, seed=seed,
-                           threads=threads, save_at=np.array([0, depth]), blowup=blowup, progress=False)
+            res = simulate(
+                net,
+                V0=V0,
+                width=width,
+                depth=depth,
+                samples=samples,
+                method=method,
+                seed=seed,
+                threads=threads,
+                save_at=np.array([0, depth]),
+                blowup=blowup,
+                progress=False,
+            )
     VT = res.V[:, -1]
     rho = an.off_diagonal(an.correlations(VT))
     ok = np.all(np.isfinite(rho), axis=1)

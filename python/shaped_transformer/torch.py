@@ -22,8 +22,9 @@ Optional part of the package: it needs PyTorch (``pip install 'shaped-transforme
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -307,7 +308,15 @@ class ShapedTransformerBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.attention = ShapedAttention(
-            width, heads=heads, tau0=tau0, gamma=gamma, lam=lam, causal=causal, key_dim=key_dim, device=device, dtype=dtype
+            width,
+            heads=heads,
+            tau0=tau0,
+            gamma=gamma,
+            lam=lam,
+            causal=causal,
+            key_dim=key_dim,
+            device=device,
+            dtype=dtype,
         )
         self.mlp = ShapedMLP(width, c_plus=c_plus, c_minus=c_minus, gamma=gamma, lam=lam, device=device, dtype=dtype)
 
@@ -338,7 +347,9 @@ class ShapedTransformerBlock(nn.Module):
 def _module_for(block: _blocks.Block, width: int, device: Any, dtype: torch.dtype | None) -> nn.Module:
     if isinstance(block, _blocks.ShapedAttention):
         if block.concat:
-            raise ValueError("network: concatenated heads (concat=True) have no torch module; use the sum-of-heads form")
+            raise ValueError(
+                "network: concatenated heads (concat=True) have no torch module; use the sum-of-heads form"
+            )
         return ShapedAttention(
             width,
             heads=block.heads,
@@ -354,7 +365,13 @@ def _module_for(block: _blocks.Block, width: int, device: Any, dtype: torch.dtyp
         )
     if isinstance(block, _blocks.ShapedMLP):
         return ShapedMLP(
-            width, c_plus=block.c_plus, c_minus=block.c_minus, gamma=block.gamma, lam=block.lam, device=device, dtype=dtype
+            width,
+            c_plus=block.c_plus,
+            c_minus=block.c_minus,
+            gamma=block.gamma,
+            lam=block.lam,
+            device=device,
+            dtype=dtype,
         )
     raise ValueError(
         f"network: block kind {block.kind!r} has no torch module here (only shaped_attention and shaped_mlp); "
@@ -689,8 +706,13 @@ def probe(
 
     seed = check_seed(seed)
     call = forward or (lambda mdl, x: mdl(x))
-    runs = _record_runs(model, partial(_record_once, model, call, inputs, mods, include_input, batch_first),
-                        samples, seed, init or reinitialize)
+    runs = _record_runs(
+        model,
+        partial(_record_once, model, call, inputs, mods, include_input, batch_first),
+        samples,
+        seed,
+        init or reinitialize,
+    )
     # (samples * batch, saved, m, m)
     V = np.concatenate([np.stack([rec[0] for rec in r], axis=1) for r in runs], axis=0)
     batch = runs[0][0][0].shape[0]
@@ -705,8 +727,14 @@ def probe(
     return _result(V, times, blowup, mods, batch, samples)
 
 
-def _record_once(model: nn.Module, call: Callable[[nn.Module, Any], Any], inputs: Any, mods: list,
-                 include_input: bool, batch_first: bool) -> list[tuple[np.ndarray, int]]:
+def _record_once(
+    model: nn.Module,
+    call: Callable[[nn.Module, Any], Any],
+    inputs: Any,
+    mods: list,
+    include_input: bool,
+    batch_first: bool,
+) -> list[tuple[np.ndarray, int]]:
     """One forward pass with hooks: (X X^T / n per sequence, n) after each module,
     and of the first module's input when ``include_input``."""
     records: list[tuple[np.ndarray, int]] = []
@@ -744,8 +772,9 @@ def _record_once(model: nn.Module, call: Callable[[nn.Module, Any], Any], inputs
     return records
 
 
-def _record_runs(model: nn.Module, record: Callable[[], list], samples: int | None, seed: int,
-                 init_fn: Callable[[nn.Module], None]) -> list[list[tuple[np.ndarray, int]]]:
+def _record_runs(
+    model: nn.Module, record: Callable[[], list], samples: int | None, seed: int, init_fn: Callable[[nn.Module], None]
+) -> list[list[tuple[np.ndarray, int]]]:
     """``record()`` in eval mode without gradients, once as the model is, or after
     each of ``samples`` seeded re-initializations; restores the model's training
     flag and, when re-initialized, its parameters."""
@@ -780,12 +809,18 @@ def _record_runs(model: nn.Module, record: Callable[[], list], samples: int | No
 def _result(V: np.ndarray, t: np.ndarray, blowup: float, mods, batch: int, samples: int | None) -> Result:
     diag = np.diagonal(V, axis1=-2, axis2=-1)
     with np.errstate(invalid="ignore"):
-        bad = ~np.all(np.isfinite(V), axis=(-2, -1)) | (np.max(np.where(np.isfinite(diag), diag, np.inf), axis=-1) > blowup)
+        bad = ~np.all(np.isfinite(V), axis=(-2, -1)) | (
+            np.max(np.where(np.isfinite(diag), diag, np.inf), axis=-1) > blowup
+        )
     exploded_at = np.full(V.shape[0], np.inf)
     V = V.copy()
     for s in np.flatnonzero(bad.any(axis=1)):
         k = int(np.argmax(bad[s]))
         exploded_at[s] = t[k]
         V[s, k:] = np.nan
-    info = {"modules": [name for name, _ in mods], "batch": int(batch), "initializations": 1 if samples is None else samples}
+    info = {
+        "modules": [name for name, _ in mods],
+        "batch": int(batch),
+        "initializations": 1 if samples is None else samples,
+    }
     return Result(V=V, t=t, exploded_at=exploded_at, method="torch_probe", info=info)

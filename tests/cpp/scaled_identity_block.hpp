@@ -41,7 +41,8 @@ void forward_explicit(const ScaledIdentity& b, st::Mat<S>& X, std::uint64_t, std
   X *= S(std::sqrt(1.0 + b.a / double(X.cols())));
 }
 template <class S>
-void forward_law(const ScaledIdentity& b, st::Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block) {
+void forward_law(const ScaledIdentity& b, st::Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
+                 std::uint32_t block) {
   forward_explicit(b, X, seed, sample, block);
 }
 

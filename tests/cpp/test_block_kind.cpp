@@ -16,7 +16,8 @@ namespace st = shaped_transformer;
 using namespace st_test;
 
 // The one registry line.
-using TestNetwork = st::BasicNetwork<st::ShapedAttention, st::StandardAttention, st::ShapedMLP, st::ReluMLP, ScaledIdentity>;
+using TestNetwork =
+    st::BasicNetwork<st::ShapedAttention, st::StandardAttention, st::ShapedMLP, st::ReluMLP, ScaledIdentity>;
 
 namespace {
 
@@ -37,7 +38,7 @@ TEST_SUITE("block_kind") {
     const int depth = 200, m = 3;  // T = depth / n = 1
     const st::Cov V0 = spd(m);
     const st::Cov VT = std::pow(1.0 + a / double(n), depth) * V0;  // the chain's exact value
-    const st::Cov Vlim = std::exp(a) * V0;                            // the SDE limit e^{aT} V0
+    const st::Cov Vlim = std::exp(a) * V0;                         // the SDE limit e^{aT} V0
     TestNetwork net{{ScaledIdentity{a}}};
     st::RunOptions opt;
     opt.threads = 2;

@@ -150,10 +150,10 @@ TEST_SUITE("exact") {
           const st::ExactKey key{7, 3, blk, nullptr};
           REQUIRE(st::exact_small::covers(a, m, 500));
           st::exact_step(a, V, 500, key);  // the general path (dynamic matrices)
-          if (m == 8)
-            st::exact_small::attention<Eigen::Matrix<double, 8, 8>>(a, W, 500, key);
+          if (m == 8) st::exact_small::attention<Eigen::Matrix<double, 8, 8>>(a, W, 500, key);
           else
-            st::exact_small::attention<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(a, W, 500, key);
+            st::exact_small::attention<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(a, W, 500,
+                                                                                                         key);
         }
         CHECK((V - W).cwiseAbs().maxCoeff() <= 1e-12 * V.cwiseAbs().maxCoeff());
       }

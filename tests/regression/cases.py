@@ -65,16 +65,28 @@ def outputs() -> dict[str, np.ndarray]:
         net = st.Network(blocks)
         for method in ("explicit", "law"):
             for dtype in ("float64", "float32"):
-                r = st.simulate(net, V0=V0, width=24, depth=5, samples=3, method=method, seed=11, dtype=dtype,
-                                threads=2, return_X=True, progress=False)
+                r = st.simulate(
+                    net,
+                    V0=V0,
+                    width=24,
+                    depth=5,
+                    samples=3,
+                    method=method,
+                    seed=11,
+                    dtype=dtype,
+                    threads=2,
+                    return_X=True,
+                    progress=False,
+                )
                 key = f"{name}/{method}/{dtype}"
                 out[key + "/V"] = r.V
                 out[key + "/X"] = r.X
                 out[key + "/exploded"] = r.exploded_at
         if net.exact_chain:
             for width in (24, 4000):
-                r = st.simulate(net, V0=V0, width=width, depth=6, samples=3, method="exact", seed=5, threads=2,
-                                progress=False)
+                r = st.simulate(
+                    net, V0=V0, width=width, depth=6, samples=3, method="exact", seed=5, threads=2, progress=False
+                )
                 out[f"{name}/exact/{width}/V"] = r.V
     for name in SDE_BLOCKS:
         net = st.Network(BLOCKS[name])
@@ -102,11 +114,13 @@ def outputs() -> dict[str, np.ndarray]:
     # A wider m through the generic solver and the batch kernel's bounded-size path.
     V12 = _V0(12)
     out["input/V0/m12"] = V12
-    r = st.solve_sde(st.Network(BLOCKS["shaped_attention"]), V0=V12, T=0.1, dt=0.01, paths=5, seed=2, threads=1,
-                     progress=False)
+    r = st.solve_sde(
+        st.Network(BLOCKS["shaped_attention"]), V0=V12, T=0.1, dt=0.01, paths=5, seed=2, threads=1, progress=False
+    )
     out["m12/sde/V"] = r.V
-    r = st.simulate(st.Network(BLOCKS["transformer"]), V0=V12, width=40, depth=3, samples=2, method="exact",
-                    seed=9, progress=False)
+    r = st.simulate(
+        st.Network(BLOCKS["transformer"]), V0=V12, width=40, depth=3, samples=2, method="exact", seed=9, progress=False
+    )
     out["m12/exact/V"] = r.V
     return out
 

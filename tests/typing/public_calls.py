@@ -32,8 +32,19 @@ def public_calls() -> None:
     X0: np.ndarray = st.inputs.tokens_from_covariance(V0, 64)
 
     res: st.Result = st.simulate(net, V0=V0, width=256, depth=256, samples=8, seed=0)
-    res = st.simulate(one, X0=X0, depth=8, samples=2, method="law", seed=2**64 - 1, threads=0, dtype="float32",
-                      save_every=2, blowup=1e4, progress=False)
+    res = st.simulate(
+        one,
+        X0=X0,
+        depth=8,
+        samples=2,
+        method="law",
+        seed=2**64 - 1,
+        threads=0,
+        dtype="float32",
+        save_every=2,
+        blowup=1e4,
+        progress=False,
+    )
     res = st.simulate(std, V0=V0, width=64, depth=8, samples=2, method="exact", save_at=np.array([0, 8]), threads=None)
     V: np.ndarray = res.V
     rho: np.ndarray = res.rho
@@ -42,8 +53,19 @@ def public_calls() -> None:
     kernel: str = res.kernel
 
     sde: st.Result = st.solve_sde(net, V0=V0, T=1.0, dt=1e-3, paths=2000, scheme="euler", seed=0)
-    sde = st.solve_sde(net, V0=V0, T=1.0, steps=100, paths=10, scheme="exact_chain", psd="none", save_at=[0.0, 0.5, 1.0],
-                       save="summary", threads=0, progress=False)
+    sde = st.solve_sde(
+        net,
+        V0=V0,
+        T=1.0,
+        steps=100,
+        paths=10,
+        scheme="exact_chain",
+        psd="none",
+        save_at=[0.0, 0.5, 1.0],
+        save="summary",
+        threads=0,
+        progress=False,
+    )
     if sde.summary is not None:
         mean: np.ndarray = sde.summary.mean("rho")
 

@@ -58,7 +58,7 @@ inline void draw_key_product(double n_k, Eigen::Index m, const ExactKey& key, in
   MatrixRng r(key.head_stream(h, ExactKey::kKeyWishart), key.head_stream(h, ExactKey::kKeyUniform));
   CovT B, Z;
   if (n_k > double(m - 1)) {
-    wishart_factor(n_k, m, r, B);  // lower triangular, B B^T ~ Wishart_m(n_k)
+    wishart_factor(n_k ST_MUTATE(kKeyDf), m, r, B);  // lower triangular, B B^T ~ Wishart_m(n_k)
     gaussian_matrix(key.head_stream(h, ExactKey::kKeyGauss), m, m, Z);
     M.noalias() = B.template triangularView<Eigen::Lower>() * Z;
   } else {
@@ -110,7 +110,7 @@ inline void value_mix(CovT& V, const CovT& L, const CovT& C, int H, double n, do
   }
   MatrixRng r(key.stream(ExactKey::kR), key.stream(ExactKey::kRUniform));
   CovT CB;
-  wishart_quad_factor(C, H, n - double(m), r, CB);  // CB CB^T ~ C R C^T, R ~ Wishart_{Hm}(n - m)
+  wishart_quad_factor(C, H, n - double(m) ST_MUTATE(kValueDf), r, CB);  // CB CB^T ~ C R C^T, R ~ Wishart_{Hm}(n - m)
   const double HN = double(H) * n;
   CovT cross(m, m);
   cross.noalias() = L * P.transpose();

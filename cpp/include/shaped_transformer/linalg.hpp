@@ -12,6 +12,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "mutation.hpp"
 #include "normal_kernels.hpp"
 #include "rng.hpp"
 #include "types.hpp"
@@ -28,10 +29,8 @@ template <class M, class A, class B>
 inline void small_product(M& out, const A& a, const B& b) {
   if constexpr (M::MaxRowsAtCompileTime != Eigen::Dynamic && M::MaxColsAtCompileTime != Eigen::Dynamic)
     out.noalias() = a.lazyProduct(b);
-  else
-    out.noalias() = a * b;
+  else out.noalias() = a * b;
 }
-
 
 /// When psd_root trusts Cholesky and which eigenvalues it keeps.  The defaults are
 /// the solvers' rule (exact chain, SDE, exact_common); the law sampler keeps its
@@ -90,11 +89,14 @@ inline bool psd_root(const M& V, LM& L, const PsdRootRule& rule = {}) {
 /// Returns true if V had a negative eigenvalue (and was changed).
 template <class M>
 inline bool psd_clip(M& V) {
+  ST_MUTATION_ONLY(const M V_in = V;)
   Eigen::SelfAdjointEigenSolver<M> es(0.5 * (V + V.transpose()));
   if (es.eigenvalues().minCoeff() >= 0.0) return false;
   const auto w = es.eigenvalues().cwiseMax(0.0).eval();
   V.noalias() = es.eigenvectors() * w.asDiagonal() * es.eigenvectors().transpose();
   V = (0.5 * (V + V.transpose())).eval();
+  ST_MUTATION_ONLY(const double f = mutation::factor(mutation::kPsdClip);
+                   if (f != 1.0) V = (V_in + f * (V - V_in)).eval();)
   return true;
 }
 

@@ -31,9 +31,7 @@ struct BasicNetwork {
   std::vector<Block> blocks;  ///< one layer
 
   /// Global block index of block b of layer l: the `block` word of the RNG counter.
-  std::uint32_t block_index(std::size_t layer, std::size_t b) const {
-    return std::uint32_t(layer * blocks.size() + b);
-  }
+  std::uint32_t block_index(std::size_t layer, std::size_t b) const { return std::uint32_t(layer * blocks.size() + b); }
 };
 
 /// The registry: the block kinds the library (and the Python module) is built for.

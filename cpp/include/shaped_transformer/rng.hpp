@@ -36,9 +36,9 @@ struct Stream {
 namespace matrix_id {
 inline constexpr std::uint32_t kQuery = 0, kKey = 1, kValue = 2, kOutput = 3;  // + 4 * head
 inline constexpr std::uint32_t kPre = 0, kPost = 1;                            // MLP
-inline constexpr std::uint32_t kLawBase = 0x4000;    ///< law-exact activation sampler
-inline constexpr std::uint32_t kExactBase = 0x8000;  ///< exact m x m chain
-inline constexpr std::uint32_t kSdeBase = 0xC000;    ///< SDE Brownian increments
+inline constexpr std::uint32_t kLawBase = 0x4000;                              ///< law-exact activation sampler
+inline constexpr std::uint32_t kExactBase = 0x8000;                            ///< exact m x m chain
+inline constexpr std::uint32_t kSdeBase = 0xC000;                              ///< SDE Brownian increments
 inline constexpr std::uint32_t head(std::uint32_t base, int h) { return base + 4u * std::uint32_t(h); }
 }  // namespace matrix_id
 
@@ -81,7 +81,7 @@ static inline std::uint32_t float_to_bits(float f) {
 /// Natural log of u in (0, 1], Cephes logf polynomial (max error ~1 ulp in float).
 static inline float log_poly(float u) {
   const std::uint32_t b = float_to_bits(u);
-  float e = float(int((b >> 23) & 0xFFu) - 126);                 // u = 2^e * x, x in [0.5, 1)
+  float e = float(int((b >> 23) & 0xFFu) - 126);  // u = 2^e * x, x in [0.5, 1)
   float x = bits_to_float((b & 0x807FFFFFu) | 0x3F000000u);
   const bool small = x < 0.707106781186547524f;
   e = small ? e - 1.0f : e;
@@ -136,8 +136,7 @@ static inline void box_muller_pair(std::uint32_t a, std::uint32_t b, float& z0, 
 
 /// Four normals of group `group` (normals 4*group .. 4*group+3) of a stream.
 static inline void normal4(const Stream& s, std::uint64_t group, float out[4]) {
-  std::uint32_t c[4] = {std::uint32_t(group), (s.matrix << 16) | std::uint32_t(group >> 32), s.block,
-                        s.sample};
+  std::uint32_t c[4] = {std::uint32_t(group), (s.matrix << 16) | std::uint32_t(group >> 32), s.block, s.sample};
   detail::philox4x32_10(c, std::uint32_t(s.seed), std::uint32_t(s.seed >> 32));
   detail::box_muller_pair(c[0], c[1], out[0], out[1]);
   detail::box_muller_pair(c[2], c[3], out[2], out[3]);

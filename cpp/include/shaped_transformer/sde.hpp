@@ -27,7 +27,7 @@ struct SdeOptions {
   std::int64_t steps = 1000;             ///< number of steps (T = steps * dt)
   std::vector<std::int64_t> save_steps;  ///< step indices at which V is recorded
   SdeScheme scheme = SdeScheme::Euler;
-  PsdRemedy psd = PsdRemedy::Clip;       ///< Euler schemes: project onto the PSD cone after each step
+  PsdRemedy psd = PsdRemedy::Clip;  ///< Euler schemes: project onto the PSD cone after each step
 };
 
 /// Integrates the SDE of `net` from V0 (symmetric PSD) for `paths` independent paths.
@@ -65,9 +65,9 @@ SdeSummaryResult solve_sde_summary(const Net& net, const Cov& V0, const SdeOptio
 
 extern template Trajectories solve_sde<Network>(const Network&, const Cov&, const SdeOptions&, int, std::uint64_t,
                                                 const RunOptions&, const char*);
-extern template const char* solve_sde_into<Network>(const Network&, const Cov&, const SdeOptions&, int,
-                                                    std::uint64_t, const RunOptions&, const char*, double*,
-                                                    std::int64_t*, std::int64_t*);
+extern template const char* solve_sde_into<Network>(const Network&, const Cov&, const SdeOptions&, int, std::uint64_t,
+                                                    const RunOptions&, const char*, double*, std::int64_t*,
+                                                    std::int64_t*);
 extern template SdeSummaryResult solve_sde_summary<Network>(const Network&, const Cov&, const SdeOptions&, int,
                                                             std::uint64_t, const RunOptions&, const char*);
 

@@ -20,9 +20,10 @@ struct ReluMLP {
 
   static constexpr auto fields() {
     using B = ReluMLP;
-    return std::make_tuple(field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
-                           field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
-                           field("norm", &B::norm, any_value(), "per-token normalisation"));
+    return std::make_tuple(
+        field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
+        field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
+        field("norm", &B::norm, any_value(), "per-token normalisation"));
   }
   void validate(long = 0) const {
     check_fields(*this);
@@ -38,7 +39,9 @@ struct ReluMLP {
 
   /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
   template <class F>
-  void weights(long width, F&& f) const { mlp_weights(width, f); }
+  void weights(long width, F&& f) const {
+    mlp_weights(width, f);
+  }
   Workspace workspace(double m, double n, double itemsize) const { return mlp_workspace(m, n, itemsize); }
 };
 

@@ -32,15 +32,16 @@ struct ShapedAttention {
 
   static constexpr auto fields() {
     using B = ShapedAttention;
-    return std::make_tuple(field("heads", &B::heads, at_least(1), "number of heads H"),
-                           field("tau0", &B::tau0, above(0.0), "softmax temperature, tau = tau0 sqrt(n n_k)"),
-                           field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
-                           field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
-                           field("alpha", &B::alpha, finite(), "identity weight of A_h"),
-                           field("beta", &B::beta, finite(), "softmax weight of A_h"),
-                           field("causal", &B::causal, any_value(), "causal mask and causal centring"),
-                           field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
-                           field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"));
+    return std::make_tuple(
+        field("heads", &B::heads, at_least(1), "number of heads H"),
+        field("tau0", &B::tau0, above(0.0), "softmax temperature, tau = tau0 sqrt(n n_k)"),
+        field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
+        field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
+        field("alpha", &B::alpha, finite(), "identity weight of A_h"),
+        field("beta", &B::beta, finite(), "softmax weight of A_h"),
+        field("causal", &B::causal, any_value(), "causal mask and causal centring"),
+        field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
+        field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"));
   }
   /// Throws std::invalid_argument naming the parameter; width > 0 also checks concat.
   void validate(long width = 0) const {
@@ -64,7 +65,9 @@ struct ShapedAttention {
 
   /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
   template <class F>
-  void weights(long width, F&& f) const { attention_weights(heads, key_dim, concat, width, f); }
+  void weights(long width, F&& f) const {
+    attention_weights(heads, key_dim, concat, width, f);
+  }
   Workspace workspace(double m, double n, double itemsize) const {
     return attention_workspace(heads, key_dim, m, n, itemsize);
   }
@@ -80,8 +83,8 @@ class CancelToken;  // parallel.hpp
 // garbage and must be discarded).  forward_law: the law-exact activation sampler of docs/model.md
 // section 4 (same law of X', O(m n) normals from the kLawBase matrix ids).
 template <class S>
-void forward_explicit(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,
-                      int threads = 1, const CancelToken* cancel = nullptr);
+void forward_explicit(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
+                      std::uint32_t block, int threads = 1, const CancelToken* cancel = nullptr);
 template <class S>
 void forward_law(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block);
 
@@ -159,7 +162,8 @@ inline void sde_drift_paper(const ShapedAttention& b, const M& V, M& out) {
   std::decay_t<decltype(w)> wV;
   small_product(wV, V, w);
   M DV = V.diagonal() * wV.transpose();
-  out += (b.gamma * b.gamma / (b.tau0 * b.tau0)) ST_MUTATE(kAttDrift) * (DV + DV.transpose() + (trVPVP / (md * md)) * V);
+  out +=
+      (b.gamma * b.gamma / (b.tau0 * b.tau0)) ST_MUTATE(kAttDrift) * (DV + DV.transpose() + (trVPVP / (md * md)) * V);
 }
 
 /// Number of N(0, dt) normals one attention noise increment uses (dZ, dXi).
@@ -171,8 +175,8 @@ template <class M>
 inline void sde_noise_paper(const ShapedAttention& b, const M& V, const M& L, const double* dW, M& out) {
   const Eigen::Index m = V.rows();
   const double md = double(m);
-  using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor,
-                           M::MaxRowsAtCompileTime, M::MaxColsAtCompileTime>;
+  using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor, M::MaxRowsAtCompileTime,
+                           M::MaxColsAtCompileTime>;
   const Eigen::Map<const RM> dZ(dW, m, m), dXi(dW + m * m, m, m);
   // Both terms share the left factor L:
   //   c1 L dZ L^T + c2 L dXi L^T P V = L (c1 dZ L^T + c2 dXi (L^T P V)),
@@ -181,7 +185,7 @@ inline void sde_noise_paper(const ShapedAttention& b, const M& V, const M& L, co
   const double c2 = b.gamma * b.gamma / (b.tau0 * md * std::sqrt(double(b.heads))) ST_MUTATE(kSoftNoise);
   M PV = V, R, Q, S;
   PV.rowwise() -= (V.colwise().sum() / md).eval();  // P V
-  small_product(R, L.transpose(), PV);               // L^T P V
+  small_product(R, L.transpose(), PV);              // L^T P V
   small_product(Q, dZ, L.transpose());
   small_product(S, dXi, R);
   Q = c1 * Q + c2 * S;
@@ -249,7 +253,8 @@ inline void sde_drift_general(const ShapedAttention& b, const M& V, M& out) {
   }
   M DV;
   small_product(DV, D, V);
-  out += (b.gamma * b.gamma / (b.tau0 * b.tau0)) * (b.beta * (DV + DV.transpose()) + (b.beta * b.beta) * VT);
+  out += (b.gamma * b.gamma / (b.tau0 * b.tau0)) ST_MUTATE(kGeneralDrift) *
+         (b.beta * (DV + DV.transpose()) + (b.beta * b.beta) * VT);
 }
 
 /// Adds the noise increment of a causal or general head (see above) to `out`; `dW`
@@ -257,11 +262,11 @@ inline void sde_drift_general(const ShapedAttention& b, const M& V, M& out) {
 template <class M>
 inline void sde_noise_general(const ShapedAttention& b, const M& V, const M& L, const double* dW, M& out) {
   const Eigen::Index m = V.rows();
-  using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor,
-                           M::MaxRowsAtCompileTime, M::MaxColsAtCompileTime>;
+  using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor, M::MaxRowsAtCompileTime,
+                           M::MaxColsAtCompileTime>;
   const Eigen::Map<const RM> dZ(dW, m, m), dXi(dW + m * m, m, m);
   const double c1 = b.gamma * std::sqrt(std::max(0.0, 2.0 - b.gamma * b.gamma)) / std::sqrt(2.0);
-  const double c2 = b.gamma * b.gamma * b.beta / (b.tau0 * std::sqrt(double(b.heads)));
+  const double c2 = b.gamma * b.gamma * b.beta / (b.tau0 * std::sqrt(double(b.heads))) ST_MUTATE(kGeneralSoftNoise);
   M T, Yh, S, Q = M::Zero(m, m);
   small_product(T, dXi, L.transpose());
   small_product(Yh, L, T);  // L dXi L^T: the first-order logits per unit of dt^(1/2)

@@ -26,7 +26,8 @@ struct ShapedMLP {
     return std::make_tuple(field("c_plus", &B::c_plus, finite(), "slope shift c_+ of phi_s"),
                            field("c_minus", &B::c_minus, finite(), "slope shift c_- of phi_s"),
                            field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
-                           field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"));
+                           field("lam", &B::lambda, residual_weight(),
+                                 "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"));
   }
   void validate(long = 0) const {
     check_fields(*this);
@@ -39,7 +40,9 @@ struct ShapedMLP {
 
   /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
   template <class F>
-  void weights(long width, F&& f) const { mlp_weights(width, f); }
+  void weights(long width, F&& f) const {
+    mlp_weights(width, f);
+  }
   Workspace workspace(double m, double n, double itemsize) const { return mlp_workspace(m, n, itemsize); }
 };
 
@@ -85,7 +88,8 @@ inline void exact_step(const ShapedMLP& b, CovT& V, long n, const ExactKey& key)
 template <class M>
 inline void sde_drift(const ShapedMLP& b, const M& V, M& out) {
   const Eigen::Index m = V.rows();
-  const double k = b.gamma * b.gamma * (b.c_plus - b.c_minus) * (b.c_plus - b.c_minus) / (2.0 * M_PI) ST_MUTATE(kMlpDrift);
+  const double k =
+      b.gamma * b.gamma * (b.c_plus - b.c_minus) * (b.c_plus - b.c_minus) / (2.0 * M_PI) ST_MUTATE(kMlpDrift);
   if (k == 0.0) return;
   for (Eigen::Index a = 0; a < m; ++a)
     for (Eigen::Index c = a + 1; c < m; ++c) {
@@ -105,13 +109,13 @@ inline int sde_noise_dim(const ShapedMLP&, int m) { return m * m; }
 template <class M>
 inline void sde_noise(const ShapedMLP& b, const M& V, const M& L, const double* dW, M& out) {
   const Eigen::Index m = V.rows();
-  using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor,
-                           M::MaxRowsAtCompileTime, M::MaxColsAtCompileTime>;
+  using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor, M::MaxRowsAtCompileTime,
+                           M::MaxColsAtCompileTime>;
   const Eigen::Map<const RM> dZ(dW, m, m);
   M LZ, S;
   small_product(LZ, L, dZ);
   small_product(S, LZ, L.transpose());
-  out += b.gamma * (S + S.transpose());
+  out += b.gamma ST_MUTATE(kMlpNoise) * (S + S.transpose());
 }
 
 }  // namespace shaped_transformer

@@ -24,12 +24,13 @@ struct StandardAttention {
 
   static constexpr auto fields() {
     using B = StandardAttention;
-    return std::make_tuple(field("heads", &B::heads, at_least(1), "number of heads H"),
-                           field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
-                           field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
-                           field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
-                           field("norm", &B::norm, any_value(), "per-token normalisation"),
-                           field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"));
+    return std::make_tuple(
+        field("heads", &B::heads, at_least(1), "number of heads H"),
+        field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
+        field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
+        field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
+        field("norm", &B::norm, any_value(), "per-token normalisation"),
+        field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"));
   }
   void validate(long width = 0) const {
     check_fields(*this);
@@ -43,7 +44,9 @@ struct StandardAttention {
 
   /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
   template <class F>
-  void weights(long width, F&& f) const { attention_weights(heads, key_dim, concat, width, f); }
+  void weights(long width, F&& f) const {
+    attention_weights(heads, key_dim, concat, width, f);
+  }
   Workspace workspace(double m, double n, double itemsize) const {
     return attention_workspace(heads, key_dim, m, n, itemsize);
   }
@@ -59,8 +62,8 @@ class CancelToken;  // parallel.hpp
 // garbage and must be discarded).  forward_law: the law-exact activation sampler of docs/model.md
 // section 4 (same law of X', O(m n) normals from the kLawBase matrix ids).
 template <class S>
-void forward_explicit(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,
-                      int threads = 1, const CancelToken* cancel = nullptr);
+void forward_explicit(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
+                      std::uint32_t block, int threads = 1, const CancelToken* cancel = nullptr);
 template <class S>
 void forward_law(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block);
 

@@ -88,7 +88,7 @@ inline void attention(const ShapedAttention& b, Cov& Vio, long n, const ExactKey
   const double tau = b.tau0 * std::sqrt(double(n) * nk);
   {  // key product M = chol(Wishart_m(n_k)) Z
     BulkRng r(key.head_stream(0, ExactKey::kKeyWishart), key.head_stream(0, ExactKey::kKeyUniform));
-    wishart(nk, r, B);
+    wishart(nk ST_MUTATE(kKeyDf), r, B);
     gaussian(key.head_stream(0, ExactKey::kKeyGauss), Z);
     small_product(Mk, B, Z);
   }
@@ -112,7 +112,7 @@ inline void attention(const ShapedAttention& b, Cov& Vio, long n, const ExactKey
   small_product(P, C, Z);
   {
     BulkRng r(key.stream(ExactKey::kR), key.stream(ExactKey::kRUniform));
-    wishart(double(n) - double(m), r, B);
+    wishart(double(n) - double(m) ST_MUTATE(kValueDf), r, B);
   }
   small_product(CB, C, B);
   const double HN = double(n);
@@ -145,7 +145,7 @@ inline void exact_block(const std::variant<K...>& block, Cov& V, long n, const E
           if (exact_small::covers(b, V.rows(), n)) {
             if (V.rows() == 8) return exact_small::attention<Eigen::Matrix<double, 8, 8>>(b, V, n, key);
             return exact_small::attention<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(b, V, n,
-                                                                                                           key);
+                                                                                                            key);
           }
         }
         if constexpr (B::has_exact) exact_step(b, V, n, key);
@@ -186,7 +186,7 @@ inline std::int64_t exact_sample(const Net& net, const Cov& V0, long width, int 
     for (std::size_t b = 0; b < net.blocks.size() && finite; ++b) {
       const ExactKey key{seed, sample, net.block_index(std::size_t(l), b), cancel};
       exact_block(net.blocks[b], V, width, key);
-      finite = V.allFinite();  // stop inside the layer once V overflowed
+      finite = V.allFinite();                                   // stop inside the layer once V overflowed
       if (cancel && cancel->stop_requested()) return exploded;  // the run is discarded
     }
     if (!finite || !covariance_ok(V, blowup)) {

@@ -73,10 +73,8 @@ Trajectories run_explicit(const Net& net, const MatD& X0, int depth, int samples
             [&](const auto& blk) {
               using B = std::decay_t<decltype(blk)>;
               static_assert(B::has_explicit, "every block kind has an explicit forward");
-              if (law)
-                forward_law<S>(blk, X, seed, std::uint32_t(s), bi);
-              else
-                forward_explicit<S>(blk, X, seed, std::uint32_t(s), bi, inner, &cancel);
+              if (law) forward_law<S>(blk, X, seed, std::uint32_t(s), bi);
+              else forward_explicit<S>(blk, X, seed, std::uint32_t(s), bi, inner, &cancel);
             },
             net.blocks[b]);
       }

@@ -34,7 +34,7 @@ namespace sde {
 
 /// Width of the exact chain that stands for step dt (1/dt, which must be an integer).
 inline long exact_width(double dt, int m) {
-  const double w = 1.0 / dt;
+  const double w = 1.0 / dt ST_MUTATE(kExactChainWidth);
   const long n = long(std::llround(w));
   if (std::abs(w - double(n)) > 1e-6 * w)
     throw std::invalid_argument("dt: scheme 'exact_chain' needs 1/dt to be an integer width, got 1/dt = " +
@@ -58,10 +58,8 @@ inline std::int64_t solve_path_t(const Net& net, const Cov& V0, const SdeOptions
   const bool clip = o.psd == PsdRemedy::Clip;
   for (std::int64_t k = 0; k < o.steps; ++k) {
     if (cancel && cancel->stop_requested()) break;  // a relaxed atomic load: cheap every step
-    if (o.scheme == SdeScheme::TamedEuler)
-      tamed_euler_step(net, V, o.dt, seed, path, std::uint32_t(k), ws);
-    else
-      euler_step(net, V, o.dt, seed, path, std::uint32_t(k), ws);
+    if (o.scheme == SdeScheme::TamedEuler) tamed_euler_step(net, V, o.dt, seed, path, std::uint32_t(k), ws);
+    else euler_step(net, V, o.dt, seed, path, std::uint32_t(k), ws);
     if (!covariance_ok(V, blowup)) {
       save.fill_nan();
       return k + 1;
@@ -107,9 +105,12 @@ inline std::int64_t solve_path(const Net& net, const Cov& V0, const SdeOptions& 
   projections = 0;
   if (o.scheme == SdeScheme::ExactChain) return solve_path_exact(net, V0, o, seed, path, blowup, out, cancel);
   switch (V0.rows()) {
-    case 2: return solve_path_t<Net, Eigen::Matrix<double, 2, 2>>(net, V0, o, seed, path, blowup, out, projections, cancel);
-    case 4: return solve_path_t<Net, Eigen::Matrix<double, 4, 4>>(net, V0, o, seed, path, blowup, out, projections, cancel);
-    case 8: return solve_path_t<Net, Eigen::Matrix<double, 8, 8>>(net, V0, o, seed, path, blowup, out, projections, cancel);
+    case 2:
+      return solve_path_t<Net, Eigen::Matrix<double, 2, 2>>(net, V0, o, seed, path, blowup, out, projections, cancel);
+    case 4:
+      return solve_path_t<Net, Eigen::Matrix<double, 4, 4>>(net, V0, o, seed, path, blowup, out, projections, cancel);
+    case 8:
+      return solve_path_t<Net, Eigen::Matrix<double, 8, 8>>(net, V0, o, seed, path, blowup, out, projections, cancel);
     default:
       if (V0.rows() <= 32)  // bounded size: stack storage, no heap allocation per step
         return solve_path_t<Net, Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(
@@ -153,8 +154,7 @@ inline BatchKernel choose_kernel(const Net& net, const Cov& V0, const SdeOptions
 }
 
 template <class Net>
-inline BatchParams batch_params(const Net& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed,
-                                double blowup) {
+inline BatchParams batch_params(const Net& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed, double blowup) {
   BatchParams p;
   p.m = int(V0.rows());
   p.dt = o.dt;
@@ -190,8 +190,7 @@ inline void solve_store(const Net& net, const Cov& V0, const SdeOptions& o, int 
   const std::size_t nsave = o.save_steps.size(), mm = std::size_t(V0.rows()) * std::size_t(V0.rows());
   if (!k.run) {
     for_each(std::size_t(paths), 1, [&](std::size_t p, const CancelToken& cancel) {
-      exploded[p] = solve_path(net, V0, o, seed, std::uint32_t(p), blowup, V + p * nsave * mm, projections[p],
-                               &cancel);
+      exploded[p] = solve_path(net, V0, o, seed, std::uint32_t(p), blowup, V + p * nsave * mm, projections[p], &cancel);
     });
     return;
   }
@@ -281,8 +280,8 @@ Trajectories solve_sde(const Net& net, const Cov& V0, const SdeOptions& o, int p
   tr.projections.assign(std::size_t(paths), 0);
   RunOptions checked = opt;
   checked.checked = true;
-  tr.kernel = solve_sde_into(net, V0, o, paths, seed, checked, kernel, tr.V.data(), tr.exploded.data(),
-                             tr.projections.data());
+  tr.kernel =
+      solve_sde_into(net, V0, o, paths, seed, checked, kernel, tr.V.data(), tr.exploded.data(), tr.projections.data());
   return tr;
 }
 

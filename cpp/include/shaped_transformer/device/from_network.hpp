@@ -20,8 +20,8 @@ inline constexpr int kMaxM = 16;  ///< per-thread matrices live in registers / l
 inline void check_m(const Cov& V0, const char* what) {
   if (V0.rows() < 1 || V0.rows() != V0.cols()) throw std::invalid_argument("V0: must be a non-empty square matrix");
   if (V0.rows() > kMaxM)
-    throw std::invalid_argument(std::string("V0: ") + what + " on the device supports m <= 16 tokens, got m = " +
-                                std::to_string(V0.rows()));
+    throw std::invalid_argument(std::string("V0: ") + what +
+                                " on the device supports m <= 16 tokens, got m = " + std::to_string(V0.rows()));
 }
 
 inline void copy_v0(const Cov& V0, double* dst) {
@@ -31,8 +31,8 @@ inline void copy_v0(const Cov& V0, double* dst) {
 }
 
 /// The SDE of `net` (attention with an SDE limit and shaped MLP blocks only).
-inline SdeProblem sde_problem(const Network& net, const Cov& V0, double dt, std::int64_t steps, bool tamed,
-                              bool clip, double blowup, std::uint64_t seed) {
+inline SdeProblem sde_problem(const Network& net, const Cov& V0, double dt, std::int64_t steps, bool tamed, bool clip,
+                              double blowup, std::uint64_t seed) {
   check_m(V0, "the SDE");
   if (net.blocks.empty()) throw std::invalid_argument("network: no blocks");
   if (int(net.blocks.size()) > kMaxBlocks)
@@ -149,8 +149,8 @@ inline std::int64_t host_solve_path(const SdeProblem& p, const std::int64_t* sav
 }
 
 /// One exact-chain sample on the host with the per-thread code.
-inline std::int64_t host_exact_sample(const ExactProblem& p, const std::int64_t* save, int nsave,
-                                      std::uint32_t sample, double* out) {
+inline std::int64_t host_exact_sample(const ExactProblem& p, const std::int64_t* save, int nsave, std::uint32_t sample,
+                                      double* out) {
   switch (exact_variant(p)) {
     case 0: return exact_sample<4, 4>(p, save, nsave, sample, out);
     case 1: return exact_sample<8, 8>(p, save, nsave, sample, out);

@@ -93,8 +93,8 @@ ST_HD inline void drift_mlp(const SdeBlock& b, const double* V, double* out, int
 
 /// Attention noise (sde_noise of shaped_attention.hpp): dW = dZ then dXi, row-major m x m each.
 template <int MM>
-ST_HD inline void noise_attention(const SdeBlock& b, const double* V, const double* L, const double* dW,
-                                  double* out, int m) {
+ST_HD inline void noise_attention(const SdeBlock& b, const double* V, const double* L, const double* dW, double* out,
+                                  int m) {
   const double md = double(m);
   const double c1 = b.gamma * sqrt_d(max_d(0.0, 2.0 - b.gamma * b.gamma)) / sqrt_d(2.0);
   const double c2 = b.gamma * b.gamma / (b.tau0 * md * sqrt_d(double(b.heads)));
@@ -189,8 +189,8 @@ ST_HD inline void store(const double* V, double* dst, int m) {
 /// counts PSD projections.  FIXED: m == MM is known at compile time (the GPU kernel
 /// for m = 4 and 8; lets the compiler unroll the m x m loops).
 template <int MM, bool FIXED = false>
-ST_HD inline std::int64_t solve_path(const SdeProblem& p, const std::int64_t* save_steps, int nsave,
-                                     std::uint32_t path, double* out, std::int64_t& projections) {
+ST_HD inline std::int64_t solve_path(const SdeProblem& p, const std::int64_t* save_steps, int nsave, std::uint32_t path,
+                                     double* out, std::int64_t& projections) {
   const int m = FIXED ? MM : p.m;
   double V[MM * MM], L[MM * MM];
   for (int i = 0; i < m; ++i)

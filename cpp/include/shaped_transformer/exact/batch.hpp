@@ -109,8 +109,8 @@ inline Params params(const Network& net, int m, long n, int depth, std::uint64_t
   p.nsave = save_at.size();
   for (const auto& blk : net.blocks) {
     const auto& b = std::get<ShapedAttention>(blk);
-    p.blocks.push_back({b.alpha, b.beta, b.lambda, b.gamma, b.tau0, b.key_dim > 0 ? double(b.key_dim) : double(n),
-                        b.causal});
+    p.blocks.push_back(
+        {b.alpha, b.beta, b.lambda, b.gamma, b.tau0, b.key_dim > 0 ? double(b.key_dim) : double(n), b.causal});
   }
   return p;
 }

@@ -33,8 +33,8 @@ struct BatchParams {
   int m = 0;
   double dt = 0.0;
   std::int64_t steps = 0;
-  bool tamed = false;   ///< tamed Euler drift increment
-  bool clip = true;     ///< PSD remedy: project onto the PSD cone after a step that left it
+  bool tamed = false;  ///< tamed Euler drift increment
+  bool clip = true;    ///< PSD remedy: project onto the PSD cone after a step that left it
   double blowup = 1e30;
   std::uint64_t seed = 0;
   double kdrift = 0.0;         ///< sum over the attention blocks of gamma^2 / tau0^2
@@ -104,7 +104,8 @@ inline void batch_coefficients(const Net& net, int m, BatchParams& p) {
   }
   // The batched step has no separate drift increment: the test-only "no integrator
   // drift" mutation (factor 0) zeroes the drift coefficient instead.
-  ST_MUTATION_ONLY(p.kdrift *= ::shaped_transformer::mutation::factor(::shaped_transformer::mutation::kIntegratorDrift);)
+  ST_MUTATION_ONLY(p.kdrift *=
+                   ::shaped_transformer::mutation::factor(::shaped_transformer::mutation::kIntegratorDrift);)
 }
 
 }  // namespace shaped_transformer::sde

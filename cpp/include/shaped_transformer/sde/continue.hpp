@@ -74,10 +74,8 @@ inline void continue_euler(const Net& net, M& V, const SdeOptions& o, std::uint6
   Workspace<M> ws;
   const bool clip = o.psd == PsdRemedy::Clip;
   for (std::int64_t k = seg.step; k < o.steps; ++k) {
-    if (o.scheme == SdeScheme::TamedEuler)
-      tamed_euler_step(net, V, o.dt, seed, stream, std::uint32_t(k), ws);
-    else
-      euler_step(net, V, o.dt, seed, stream, std::uint32_t(k), ws);
+    if (o.scheme == SdeScheme::TamedEuler) tamed_euler_step(net, V, o.dt, seed, stream, std::uint32_t(k), ws);
+    else euler_step(net, V, o.dt, seed, stream, std::uint32_t(k), ws);
     seg.step = k + 1;
     // Blow-up is checked before the PSD projection, as in the solver.
     if (!V.allFinite() || V.diagonal().maxCoeff() > blowup) {
@@ -94,8 +92,8 @@ inline void continue_euler(const Net& net, M& V, const SdeOptions& o, std::uint6
 }
 
 template <class Net>
-inline void continue_exact(const Net& net, Cov& V, const SdeOptions& o, std::uint64_t seed,
-                           std::uint32_t stream, double stop, double blowup, double a, Segment& seg) {
+inline void continue_exact(const Net& net, Cov& V, const SdeOptions& o, std::uint64_t seed, std::uint32_t stream,
+                           double stop, double blowup, double a, Segment& seg) {
   seg.peak = -std::numeric_limits<double>::infinity();
   seg.status = SegmentStatus::Reached;
   if (check_stop(V, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return;
@@ -136,9 +134,12 @@ inline void continue_path(const Net& net, double* Vio, int m, const SdeOptions& 
     return;
   }
   switch (m) {
-    case 2: return detail::continue_fixed<Eigen::Matrix<double, 2, 2>>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
-    case 4: return detail::continue_fixed<Eigen::Matrix<double, 4, 4>>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
-    case 8: return detail::continue_fixed<Eigen::Matrix<double, 8, 8>>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
+    case 2:
+      return detail::continue_fixed<Eigen::Matrix<double, 2, 2>>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
+    case 4:
+      return detail::continue_fixed<Eigen::Matrix<double, 4, 4>>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
+    case 8:
+      return detail::continue_fixed<Eigen::Matrix<double, 8, 8>>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
     default:
       if (m <= 32)
         return detail::continue_fixed<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(

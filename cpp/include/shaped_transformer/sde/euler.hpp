@@ -18,8 +18,8 @@ struct Workspace {
 
 /// Adds the noise of all blocks at V to ws.incr.
 template <class Net, class M>
-inline void add_all_noise(const Net& net, const M& V, std::uint64_t seed, std::uint32_t path,
-                          std::uint32_t step, double dt, Workspace<M>& ws) {
+inline void add_all_noise(const Net& net, const M& V, std::uint64_t seed, std::uint32_t path, std::uint32_t step,
+                          double dt, Workspace<M>& ws) {
   if (!ws.have_root) psd_root(V, ws.L);  // symmetric root of the clipped spectrum if V left the PSD cone
   ws.have_root = false;
   const int m = int(V.rows());
@@ -33,8 +33,8 @@ inline void add_all_noise(const Net& net, const M& V, std::uint64_t seed, std::u
 
 /// One Euler-Maruyama step.
 template <class Net, class M>
-inline void euler_step(const Net& net, M& V, double dt, std::uint64_t seed, std::uint32_t path,
-                       std::uint32_t step, Workspace<M>& ws) {
+inline void euler_step(const Net& net, M& V, double dt, std::uint64_t seed, std::uint32_t path, std::uint32_t step,
+                       Workspace<M>& ws) {
   drift(net, V, ws.drift);
   ws.incr = dt ST_MUTATE(kIntegratorDrift) * ws.drift;
   add_all_noise(net, V, seed, path, step, dt, ws);
