@@ -5,10 +5,12 @@ unit tests when doctest is available) is installed into a temporary prefix; the
 example of examples/cpp and a minimal consumer are then configured against that
 prefix with ``find_package(ShapedTransformer CONFIG REQUIRED)``, built and run.
 
-These tests compile C++ (about a minute on 2 cores).  They need cmake and a C++
-compiler; Eigen comes from the ``cmeel-eigen`` wheel of the test extras (or a
-system Eigen).  doctest (Debian: doctest-dev) is needed for the CTest part: without
-it that test is skipped locally, but fails when CI=true, where .ci/run installs it.
+These tests compile C++ (measured at CI size on 2 shared cores: about 8
+CPU-minutes for the Release core and its unit tests, 4 for the instrumented
+build).  They need cmake and a C++ compiler; Eigen comes from the ``cmeel-eigen``
+wheel of the test extras (or a system Eigen).  doctest (Debian: doctest-dev) is
+needed for the CTest part: without it that test is skipped locally, but fails
+when CI=true, where .ci/run installs it.
 """
 
 from __future__ import annotations
