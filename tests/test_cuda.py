@@ -258,7 +258,8 @@ def test_nvcc_compiles_the_cuda_backend(tmp_path):
     found = re.search(r"^CUDA_cudart_static_LIBRARY:FILEPATH=(.+)$", cache, re.MULTILINE)
     assert found, "CMake found no static CUDA runtime (libcudart_static.a)"
     in_runtime, _ = _symbols(nm, [Path(found.group(1))])
-    assert not sorted(set(runtime) - in_runtime), "CUDA runtime functions missing from libcudart_static.a"
+    absent = sorted(set(runtime) - in_runtime)
+    assert not absent, f"CUDA runtime functions missing from {found.group(1)}: {absent}"
 
     if not whole:
         return
