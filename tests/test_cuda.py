@@ -5,8 +5,9 @@ Without a GPU (CI):
     normals bit for bit, the SDE paths and exact-chain samples to rounding;
   * the device argument: unknown devices and missing CUDA raise clear errors;
   * nvcc compiles the CUDA sources (a CMake build with SHAPED_TRANSFORMER_CUDA=ON
-    in a temporary folder; skipped when nvcc is absent, never skipped under
-    CI=true when nvcc is there).
+    in a temporary folder: at reduced size the units a CUDA build adds and their
+    link interface, with SHAPED_TRANSFORMER_FULL=1 the whole extension, imported;
+    skipped when nvcc is absent, never skipped under CI=true when nvcc is there).
 With a GPU (benchmarks/gpu_check.sh): CPU vs GPU agreement for every method and
 dtype; these tests skip cleanly when no GPU backend is available.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import numpy as np
 import pytest
 
 import shaped_transformer as st
+from conftest import FULL, skip_unless_ci
 from shaped_transformer._core_loader import core
 from shaped_transformer._device import CudaUnavailableError, cuda_available, cuda_reason
 
@@ -164,14 +167,53 @@ def _nvcc() -> str | None:
     return None
 
 
+#: The translation units that differ in a CUDA build (CMake targets ->
+#: object files): the kernels (nvcc), the host driver of the explicit network, and
+#: the one binding unit that SHAPED_TRANSFORMER_HAVE_CUDA changes.  Every other
+#: unit is the ordinary CPU build, which the wheels of CI compile anyway.
+_CUDA_OBJECTS = (
+    "CMakeFiles/shaped_transformer_cuda_kernels.dir/cpp/cuda/kernels.cu.o",
+    "CMakeFiles/shaped_transformer_cuda.dir/cpp/cuda/explicit_cuda.cpp.o",
+    "CMakeFiles/_core.dir/cpp/python/bind_cuda.cpp.o",
+)
+#: Mangled prefix of the host interface of the kernels (cpp/cuda/cuda_api.hpp).
+_CUDA_NAMESPACE = "_ZN18shaped_transformer4cuda"
+
+
+def _symbols(nm: str, files: list[Path]) -> tuple[set[str], set[str]]:
+    """(defined, undefined) symbol names of object files or archives (``nm``)."""
+    defined: set[str] = set()
+    undefined: set[str] = set()
+    for f in files:
+        out = subprocess.run([nm, "--format=posix", str(f)], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) < 2 or line.endswith(":"):
+                continue
+            (undefined if fields[1] in ("U", "w", "v") else defined).add(fields[0])
+    return defined, undefined
+
+
 @pytest.mark.skipif(_nvcc() is None, reason="nvcc not found (CI with nvcc always runs this test)")
 def test_nvcc_compiles_the_cuda_backend(tmp_path):
-    """Configures and builds the extension with SHAPED_TRANSFORMER_CUDA=ON (one GPU
-    architecture, to keep it short) and imports it: cuda_built() must be True and,
-    on a machine without a GPU, cuda_available() False with the runtime's reason."""
+    """Configures the extension with SHAPED_TRANSFORMER_CUDA=ON (one GPU architecture,
+    to keep it short) and compiles what a CUDA build adds: the kernels with nvcc, the
+    host driver and the binding unit with SHAPED_TRANSFORMER_HAVE_CUDA.  Then checks
+    the link interface of those objects: every function of shaped_transformer::cuda
+    that the driver or the binding calls is defined by them, and every CUDA runtime
+    function the kernels call is in the static CUDA runtime (libcudart_static.a).
+
+    At reduced size (CI) only those three objects are compiled (about 40 CPU-seconds):
+    building and linking the whole extension recompiled every CPU unit that the
+    wheels of CI compile anyway (about 8 CPU-minutes, the longest test of the suite).
+    With SHAPED_TRANSFORMER_FULL=1 the whole extension is built and imported as
+    well: cuda_built() must be True and, on a machine without a GPU,
+    cuda_available() False with the runtime's reason (benchmarks/gpu_check.sh
+    builds and imports it on a GPU machine)."""
     import pybind11
 
     build = tmp_path / "build"
+    nvcc = _nvcc()
     cmd = [
         "cmake",
         "-S",
@@ -185,7 +227,7 @@ def test_nvcc_compiles_the_cuda_backend(tmp_path):
         "-DSHAPED_TRANSFORMER_CUDA=ON",
         "-DSHAPED_TRANSFORMER_INSTALL=OFF",
         "-DCMAKE_CUDA_ARCHITECTURES=90",
-        f"-DCMAKE_CUDA_COMPILER={_nvcc()}",
+        f"-DCMAKE_CUDA_COMPILER={nvcc}",
         f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
         f"-DPython_EXECUTABLE={sys.executable}",
     ]
@@ -193,8 +235,34 @@ def test_nvcc_compiles_the_cuda_backend(tmp_path):
         cmd += ["-DCMAKE_CXX_COMPILER_LAUNCHER=ccache", "-DCMAKE_CUDA_COMPILER_LAUNCHER=ccache"]
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    run = subprocess.run(["cmake", "--build", str(build), "-j2", "--target", "_core"], capture_output=True, text=True)
+
+    # Ninja builds single object files (the paths from the build folder); with
+    # another generator (no ninja: it is in the test extras) the whole extension.
+    whole = FULL or not shutil.which("ninja")
+    targets = ["--target", "_core"] if whole else ["--", *_CUDA_OBJECTS]
+    run = subprocess.run(["cmake", "--build", str(build), "-j2", *targets], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    objects = [build / o for o in _CUDA_OBJECTS]
+    assert all(o.is_file() for o in objects), objects
+
+    nm = shutil.which("nm")
+    if nm is None:
+        skip_unless_ci("nm (binutils) is needed to check the CUDA objects' symbols")
+        return
+    defined, undefined = _symbols(nm, objects)
+    missing = sorted(s for s in undefined - defined if s.startswith(_CUDA_NAMESPACE))
+    assert not missing, f"shaped_transformer::cuda functions called but defined by no CUDA object: {missing}"
+    runtime = [s for s in undefined if s.startswith(("cuda", "__cuda"))]
+    assert runtime, "the kernels call no CUDA runtime function: were they compiled at all?"
+    cache = (build / "CMakeCache.txt").read_text()
+    found = re.search(r"^CUDA_cudart_static_LIBRARY:FILEPATH=(.+)$", cache, re.MULTILINE)
+    assert found, "CMake found no static CUDA runtime (libcudart_static.a)"
+    in_runtime, _ = _symbols(nm, [Path(found.group(1))])
+    absent = sorted(set(runtime) - in_runtime)
+    assert not absent, f"CUDA runtime functions missing from {found.group(1)}: {absent}"
+
+    if not whole:
+        return
     probe = (
         "import json, shaped_transformer._core_loader as l; c = l.core; "
         "print(json.dumps([c.__file__, c.cuda_built(), c.cuda_available(), c.cuda_reason(), "

@@ -14,7 +14,10 @@ the manylinux policy's), repairs it to a manylinux tag with ``auditwheel repair`
 and installs and runs the repaired wheel in another fresh venv, as users get it
 from PyPI; it skips when auditwheel or patchelf is missing (``.ci/run`` installs
 both, and under CI=true it fails instead).  SHAPED_TRANSFORMER_TEST_WHEEL=path
-tests that wheel instead of building one.
+tests that wheel instead of building one: ``.ci/run`` passes the wheel that its
+step 1 (the README's first command, run in the unpacked sdist) built, so that CI
+checks a wheel built from the sdist without compiling the extension a third time
+(the build took about 7 CPU-minutes, a quarter of the suite's compiling).
 """
 
 from __future__ import annotations
@@ -111,10 +114,14 @@ def _clean_env() -> dict:
 @pytest.fixture(scope="module")
 def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """sdist -> `pip wheel`, once for the tests of this file; or the wheel named by
-    SHAPED_TRANSFORMER_TEST_WHEEL (one built elsewhere, e.g. by cibuildwheel)."""
+    SHAPED_TRANSFORMER_TEST_WHEEL (one built elsewhere: by cibuildwheel, or from the
+    sdist by step 1 of .ci/run)."""
     given = os.environ.get("SHAPED_TRANSFORMER_TEST_WHEEL")
     if given:
         assert Path(given).is_file(), f"SHAPED_TRANSFORMER_TEST_WHEEL={given} is not a file"
+        # A wheel of another version of the package (a stale path) is not this checkout's.
+        version = re.search(r"project\(ShapedTransformer\s+VERSION\s+([0-9.]+)", (ROOT / "CMakeLists.txt").read_text())
+        assert version and Path(given).name.startswith(f"shaped_transformer-{version.group(1)}-"), given
         return Path(given)
     tmp = tmp_path_factory.mktemp("wheel")
     dist, env = tmp / "dist", _clean_env()
