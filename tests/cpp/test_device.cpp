@@ -94,7 +94,7 @@ TEST_SUITE("device") {
     }
     for (double shape : {0.3, 1.0, 2.5, 40.0, 5000.0}) CHECK(st::gamma_variate(shape, r1) == dv::gamma_variate(shape, r2));
     for (double df : {3.0, 7.5, 1000.0, 2.0}) {  // 2.0 < p - 1: the singular Wishart
-      st::Cov B1;
+      st::Cov B1 = st::Cov::Zero(5, 5);
       st::wishart_factor(df, 5, r1, B1);
       double B2[25];
       dv::wishart_factor(df, 5, r2, B2, 5);

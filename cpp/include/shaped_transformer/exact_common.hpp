@@ -56,7 +56,8 @@ inline void draw_key_product(double n_k, Eigen::Index m, const ExactKey& key, in
   MatrixRng r(key.head_stream(h, ExactKey::kKeyWishart), key.head_stream(h, ExactKey::kKeyUniform));
   CovT B, Z;
   if (n_k > double(m - 1)) {
-    wishart_factor(n_k, m, r, B);  // lower triangular, B B^T ~ Wishart_m(n_k)
+    B.setZero(m, m);
+    wishart_factor(n_k, int(m), r, B);  // lower triangular, B B^T ~ Wishart_m(n_k)
     gaussian_matrix(key.head_stream(h, ExactKey::kKeyGauss), m, m, Z);
     M.noalias() = B.template triangularView<Eigen::Lower>() * Z;
   } else {
@@ -104,7 +105,8 @@ inline void value_mix(CovT& V, const CovT& L, const CovT& C, int H, double n, do
   }
   MatrixRng r(key.stream(ExactKey::kR), key.stream(ExactKey::kRUniform));
   CovT B;
-  wishart_factor(n - double(m), H * m, r, B);  // R = B B^T ~ Wishart_{Hm}(n - m)
+  B.setZero(H * m, H * m);
+  wishart_factor(n - double(m), int(H * m), r, B);  // R = B B^T ~ Wishart_{Hm}(n - m)
   CovT CB(m, H * m);
   CB.noalias() = C * B.template triangularView<Eigen::Lower>();
   const double HN = double(H) * n;

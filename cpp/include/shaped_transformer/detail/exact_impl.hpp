@@ -68,17 +68,6 @@ struct BulkRng {
   BulkRng(const Stream& normals, const Stream& uniforms) : normal(normals), uniform(uniforms) {}
 };
 
-/// wishart_factor for df > p - 1 (same draws, same order).
-template <class M>
-inline void wishart(double df, BulkRng& r, M& B) {
-  const Eigen::Index p = B.rows();
-  B.setZero();
-  for (Eigen::Index i = 0; i < p; ++i) {
-    B(i, i) = std::sqrt(2.0 * gamma_variate(0.5 * (df - double(i)), r));
-    for (Eigen::Index j = 0; j < i; ++j) B(i, j) = r.normal();
-  }
-}
-
 template <class M>
 inline void attention(const ShapedAttention& b, Cov& Vio, long n, const ExactKey& key) {
   const Eigen::Index m = Vio.rows();
@@ -88,7 +77,7 @@ inline void attention(const ShapedAttention& b, Cov& Vio, long n, const ExactKey
   const double tau = b.tau0 * std::sqrt(double(n) * nk);
   {  // key product M = chol(Wishart_m(n_k)) Z
     BulkRng r(key.head_stream(0, ExactKey::kKeyWishart), key.head_stream(0, ExactKey::kKeyUniform));
-    wishart(nk, r, B);
+    wishart_factor(nk, int(m), r, B);
     gaussian(key.head_stream(0, ExactKey::kKeyGauss), Z);
     small_product(Mk, B, Z);
   }
@@ -112,7 +101,7 @@ inline void attention(const ShapedAttention& b, Cov& Vio, long n, const ExactKey
   small_product(P, C, Z);
   {
     BulkRng r(key.stream(ExactKey::kR), key.stream(ExactKey::kRUniform));
-    wishart(double(n) - double(m), r, B);
+    wishart_factor(double(n) - double(m), int(m), r, B);
   }
   small_product(CB, C, B);
   const double HN = double(n);

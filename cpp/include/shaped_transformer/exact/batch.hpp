@@ -61,7 +61,7 @@ struct Kernel {
   BatchFn run = nullptr;
 };
 
-/// The kernel the SDE batch dispatch picks on this CPU (sde::batch_kernel), or the
+/// The kernel of this CPU's SIMD level (simd_level(), cpu_features.hpp), or the
 /// named one ("scalar", "avx2", "avx512"); run is null when the CPU or build lacks
 /// it.  Defined in cpp/src/exact_kernels.cpp.
 Kernel kernel(const char* name = nullptr);
@@ -90,10 +90,9 @@ inline bool covers(const Network& net, int m, long n) {
 }
 
 namespace detail {
-/// Marsaglia-Tsang's second acceptance test (gamma_variate in linalg.hpp) for a
-/// proposal the squeeze did not accept; v is the cubed proposal.
-bool gamma_log_accept(double u, double x2, double d, double v);
-/// exact_small::wishart for one lane (linalg.hpp's sampler, same draws): B row-major.
+/// GammaProposal(shape).log_test (math/samplers.hpp), compiled once for every kernel.
+bool gamma_log_accept(double shape, double u, double x2, double v);
+/// wishart_factor (math/samplers.hpp) for one lane, B row-major m x m.
 void wishart_lane(double df, int m, const Stream& normals, const Stream& uniforms, double* B);
 }  // namespace detail
 

@@ -1,36 +1,37 @@
-// The batched SDE step (sde/batch.hpp), written once for W lanes.  Included inside
-// an anonymous namespace by sde_kernels.cpp (W = 1), sde_kernels_avx2.cpp (W = 4)
-// and sde_kernels_avx512.cpp (W = 8), after they define:
-//   constexpr int W;                     paths per batch
-//   VD, VL                               W doubles / W int64 (GCC vector extensions)
-//   VD vfma(VD a, VD b, VD c)            a * b + c, rounded once
-//   VD vsqrtd(VD)                        correctly rounded square root
-//   void lane_normals(std::uint64_t seed, std::uint32_t matrix, std::uint32_t step,
-//                     std::uint32_t path0, int groups, double sd, VD* out)
-//       normals 0 .. 4 groups - 1 of the W streams {seed, path0 + l, step, matrix},
-//       times sd (exactly double(float normal) * sd, as brownian_increment).
-// No operation below depends on W except through the lanes, and every lane only
-// reads its own data, so all kernels give the same numbers per path.  The only
-// freedom used is that the products skip the zero upper triangle of a Cholesky
-// factor when every lane has one: adding an exact zero (fma(0, x, acc)) leaves acc
-// unchanged except for the sign of a zero, so values compare equal either way.
+// The batched SDE step (sde/batch.hpp), written once for the lanes `Ln` of
+// simd/lanes.hpp: cpp/src/sde_kernels.cpp (portable, W = 1),
+// sde_kernels_avx2.cpp (W = 4) and sde_kernels_avx512.cpp (W = 8) instantiate it with
+// the lanes of their instruction set.  No operation below depends on W except
+// through the lanes, and every lane only reads its own data, so all kernels give the
+// same numbers per path.  The only freedom used is that the products skip the zero
+// upper triangle of a Cholesky factor when every lane has one: adding an exact zero
+// (fma(0, x, acc)) leaves acc unchanged except for the sign of a zero, so values
+// compare equal either way.
+#pragma once
 
-using shaped_transformer::sde::BatchParams;
-using shaped_transformer::sde::BatchSink;
+#include <cmath>
+#include <cstdint>
+#include <vector>
 
-#include "lanes_cholesky.hpp"
+#include "../math/cholesky.hpp"
+#include "../parallel.hpp"
+#include "../rng.hpp"
+#include "../sde/batch.hpp"
+#include "../simd/lane_rng.hpp"
+
+namespace shaped_transformer::sde::kernels {
 
 /// Roots of all lanes: the lane Cholesky, and the scalar remedy (shared by every
 /// kernel) for live lanes where it fails.  Returns true when every L is triangular.
-template <int MC>
-inline bool root_lanes(int m, VD* V, VD* L, bool clip, const unsigned char* alive, std::int64_t* projections,
+template <class Ln, int MC>
+inline bool root_lanes(int m, typename Ln::D* V, typename Ln::D* L, bool clip, const unsigned char* alive, std::int64_t* projections,
                        double* tV, double* tL) {
-  const VL ok = cholesky_lanes<MC>(m, V, L);
+  const typename Ln::M ok = cholesky_lanes<Ln, MC>(m, V, L);
   bool tri = true;
-  for (int l = 0; l < W; ++l) {
+  for (int l = 0; l < Ln::W; ++l) {
     if (ok[l] || !alive[l]) continue;
     for (int i = 0; i < m * m; ++i) tV[i] = V[i][l];
-    if (shaped_transformer::sde::batch_lane_root(tV, tL, m, clip)) ++projections[l];
+    if (batch_lane_root(tV, tL, m, clip)) ++projections[l];
     for (int i = 0; i < m * m; ++i) {
       V[i][l] = tV[i];
       L[i][l] = tL[i];
@@ -40,9 +41,13 @@ inline bool root_lanes(int m, VD* V, VD* L, bool clip, const unsigned char* aliv
   return tri;
 }
 
-template <int MC>
+template <class Ln, int MC>
 void run_batch_impl(const BatchParams& p, const double* V0, std::uint32_t path0, int count, BatchSink& sink,
-                    std::int64_t* exploded, std::int64_t* projections, const shaped_transformer::CancelToken* cancel) {
+                    std::int64_t* exploded, std::int64_t* projections, const CancelToken* cancel) {
+  using VD = typename Ln::D;
+  using VL = typename Ln::M;
+  constexpr int W = Ln::W;
+  const auto vset = [](double x) { return Ln::splat(x); };
   const int m = MC > 0 ? MC : p.m;
   const int mm = m * m;
   const int groups = (2 * mm + 3) / 4;
@@ -56,9 +61,8 @@ void run_batch_impl(const BatchParams& p, const double* V0, std::uint32_t path0,
   VD* Q = R + mm;
   VD* S = Q + mm;
   VD* dW = S + mm;  // 4 groups normals
-  VD r[shaped_transformer::sde::kBatchMaxM], w[shaped_transformer::sde::kBatchMaxM],
-      wV[shaped_transformer::sde::kBatchMaxM];
-  std::vector<double> tV(static_cast<std::size_t>(mm)), tL(static_cast<std::size_t>(mm));
+  VD r[kBatchMaxM], w[kBatchMaxM], wV[kBatchMaxM];
+  double tV[kBatchMaxM * kBatchMaxM], tL[kBatchMaxM * kBatchMaxM];  // the scalar remedy's lane
   unsigned char alive[W];
   std::int64_t proj[W];
   for (int l = 0; l < W; ++l) {
@@ -69,7 +73,7 @@ void run_batch_impl(const BatchParams& p, const double* V0, std::uint32_t path0,
   for (int a = 0; a < m; ++a)
     for (int b = 0; b < m; ++b) V[a * m + b] = vset(0.5 * (V0[a * m + b] + V0[b * m + a]));
   // Lanes past `count` integrate V0 too (wasted work, never saved).
-  bool tri = root_lanes<MC>(m, V, L, false, alive, proj, tV.data(), tL.data());
+  bool tri = root_lanes<Ln, MC>(m, V, L, false, alive, proj, tV, tL);
   std::size_t next_save = 0;
   auto do_saves = [&](std::int64_t step) {
     while (next_save < p.nsave && p.save_steps[next_save] == step)
@@ -96,12 +100,12 @@ void run_batch_impl(const BatchParams& p, const double* V0, std::uint32_t path0,
       trPVP += w[a];
     }
     for (int a = 0; a < m; ++a)
-      for (int j = 0; j < m; ++j) trVPVP = vfma(VP[a * m + j], VP[j * m + a], trVPVP);
+      for (int j = 0; j < m; ++j) trVPVP = Ln::madd(VP[a * m + j], VP[j * m + a], trVPVP);
     const VD trm = trPVP * inv_m;
     for (int a = 0; a < m; ++a) w[a] = (w[a] - trm) * inv_2m;
     for (int a = 0; a < m; ++a) {
       VD s = vset(0.0);
-      for (int j = 0; j < m; ++j) s = vfma(V[a * m + j], w[j], s);
+      for (int j = 0; j < m; ++j) s = Ln::madd(V[a * m + j], w[j], s);
       wV[a] = s;
     }
     const VD sv = trVPVP * (inv_m * inv_m);
@@ -109,11 +113,11 @@ void run_batch_impl(const BatchParams& p, const double* V0, std::uint32_t path0,
     VD norm2 = vset(0.0);
     for (int a = 0; a < m; ++a)
       for (int b = a; b < m; ++b) {
-        const VD x = vfma(sv, V[a * m + b], V[a * m + a] * wV[b] + V[b * m + b] * wV[a]) * p.kdrift;
+        const VD x = Ln::madd(sv, V[a * m + b], V[a * m + a] * wV[b] + V[b * m + b] * wV[a]) * p.kdrift;
         S[a * m + b] = x;
-        norm2 = vfma(x, x, a == b ? norm2 : vfma(x, x, norm2));  // off-diagonal entries count twice
+        norm2 = Ln::madd(x, x, a == b ? norm2 : Ln::madd(x, x, norm2));  // off-diagonal entries count twice
       }
-    const VD fac = p.tamed ? vset(p.dt) / (vfma(vset(p.dt), vsqrtd(norm2), vset(1.0))) : vset(p.dt);
+    const VD fac = p.tamed ? vset(p.dt) / (Ln::madd(vset(p.dt), Ln::sqrt(norm2), vset(1.0))) : vset(p.dt);
     for (int a = 0; a < m; ++a)
       for (int b = a; b < m; ++b) S[a * m + b] *= fac;
     // ---- noise: R = L^T (P V), Q = sum_b c1 dZ L^T + c2 dXi R, N = L Q ----
@@ -121,11 +125,11 @@ void run_batch_impl(const BatchParams& p, const double* V0, std::uint32_t path0,
     for (int a = 0; a < m; ++a)
       for (int j = 0; j < m; ++j) {
         VD s = vset(0.0);
-        for (int kk = tri ? a : 0; kk < m; ++kk) s = vfma(L[kk * m + a], VP[kk * m + j], s);
+        for (int kk = tri ? a : 0; kk < m; ++kk) s = Ln::madd(L[kk * m + a], VP[kk * m + j], s);
         R[a * m + j] = s;
       }
     for (std::size_t b = 0; b < nblocks; ++b) {
-      lane_normals(p.seed, shaped_transformer::matrix_id::kSdeBase + std::uint32_t(b), step, path0, groups, sd, dW);
+      simd::lane_normals<Ln>(p.seed, matrix_id::kSdeBase + std::uint32_t(b), step, path0, groups, sd, dW);
       const VD* dZ = dW;
       const VD* dX = dW + mm;
       const double c1 = p.c1[b], c2 = p.c2[b];
@@ -133,9 +137,9 @@ void run_batch_impl(const BatchParams& p, const double* V0, std::uint32_t path0,
         for (int j = 0; j < m; ++j) {
           VD s1 = vset(0.0), s2 = vset(0.0);
           const int kend = tri ? j + 1 : m;
-          for (int kk = 0; kk < kend; ++kk) s1 = vfma(dZ[a * m + kk], L[j * m + kk], s1);
-          for (int kk = 0; kk < m; ++kk) s2 = vfma(dX[a * m + kk], R[kk * m + j], s2);
-          const VD q = vfma(vset(c2), s2, s1 * c1);
+          for (int kk = 0; kk < kend; ++kk) s1 = Ln::madd(dZ[a * m + kk], L[j * m + kk], s1);
+          for (int kk = 0; kk < m; ++kk) s2 = Ln::madd(dX[a * m + kk], R[kk * m + j], s2);
+          const VD q = Ln::madd(vset(c2), s2, s1 * c1);
           Q[a * m + j] = b == 0 ? q : Q[a * m + j] + q;
         }
     }
@@ -144,7 +148,7 @@ void run_batch_impl(const BatchParams& p, const double* V0, std::uint32_t path0,
       for (int j = 0; j < m; ++j) {
         VD s = vset(0.0);
         const int kend = tri ? a + 1 : m;
-        for (int kk = 0; kk < kend; ++kk) s = vfma(L[a * m + kk], Q[kk * m + j], s);
+        for (int kk = 0; kk < kend; ++kk) s = Ln::madd(L[a * m + kk], Q[kk * m + j], s);
         R[a * m + j] = s;  // R is free again
       }
     VD bad = vset(0.0), maxdiag = vset(-INFINITY);
@@ -171,7 +175,7 @@ void run_batch_impl(const BatchParams& p, const double* V0, std::uint32_t path0,
       any_alive = any_alive || alive[l];
     }
     if (!any_alive) break;
-    tri = root_lanes<MC>(m, V, L, p.clip, alive, proj, tV.data(), tL.data());
+    tri = root_lanes<Ln, MC>(m, V, L, p.clip, alive, proj, tV, tL);
     do_saves(k + 1);
   }
   for (int l = 0; l < count; ++l) projections[l] = proj[l];
@@ -182,9 +186,13 @@ void run_batch_impl(const BatchParams& p, const double* V0, std::uint32_t path0,
   }
 }
 
+/// The kernel of the lanes Ln (a BatchFn): fixed-size loops for m = 4 and 8.
+template <class Ln>
 void run_batch(const BatchParams& p, const double* V0, std::uint32_t path0, int count, BatchSink& sink,
-               std::int64_t* exploded, std::int64_t* projections, const shaped_transformer::CancelToken* cancel) {
-  if (p.m == 8) run_batch_impl<8>(p, V0, path0, count, sink, exploded, projections, cancel);
-  else if (p.m == 4) run_batch_impl<4>(p, V0, path0, count, sink, exploded, projections, cancel);
-  else run_batch_impl<0>(p, V0, path0, count, sink, exploded, projections, cancel);
+               std::int64_t* exploded, std::int64_t* projections, const CancelToken* cancel) {
+  if (p.m == 8) run_batch_impl<Ln, 8>(p, V0, path0, count, sink, exploded, projections, cancel);
+  else if (p.m == 4) run_batch_impl<Ln, 4>(p, V0, path0, count, sink, exploded, projections, cancel);
+  else run_batch_impl<Ln, 0>(p, V0, path0, count, sink, exploded, projections, cancel);
 }
+
+}  // namespace shaped_transformer::sde::kernels
