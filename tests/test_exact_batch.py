@@ -1,4 +1,5 @@
-"""The batched exact attention chain (one sample per SIMD lane, exact/batch.hpp).
+"""The batched exact chain (one sample per SIMD lane, exact/batch.hpp): every block
+kind's exact step (its face, exact_common.hpp) in the lanes.
 
 - every batch kernel (portable one-lane, AVX2, AVX-512) gives the same numbers;
 - they agree with the per-sample Eigen path ("generic") to rounding: same random
@@ -45,6 +46,10 @@ CASES = [
     ([st.ShapedAttention(gamma=0.7, tau0=0.5, causal=True)], 8, 40),
     ([st.ShapedAttention(), st.ShapedAttention(gamma=0.3, alpha=0.5, beta=2.0, key_dim=12)], 5, 30),
     ([st.ShapedAttention(gamma=0.6)], 3, 7),  # small width: gamma shapes down to 1, rejections, the scalar redraw
+    # every kind: multi-head, the MLPs' Gram, norms, a singular key Wishart (n_k < m), n = m (no remainder)
+    ([st.ShapedAttention(heads=2, gamma=0.6), st.ShapedMLP(gamma=0.5, c_plus=0.3)], 6, 80),
+    ([st.StandardAttention(heads=2, norm="pre_rms"), st.ReluMLP(gamma=0.4, norm="post_rms")], 4, 50),
+    ([st.ShapedAttention(key_dim=2, causal=True), st.StandardAttention(norm="post_rms", key_dim=3)], 5, 5),
 ]
 
 
@@ -93,12 +98,14 @@ def test_default_kernel_and_refusals():
     att = [st.ShapedAttention()]
     assert core.exact_kernel(st.Network(att).to_core(), 8, 1000) in KERNELS
     mixed = st.Network([st.ShapedAttention(), st.ShapedMLP()]).to_core()
-    assert core.exact_kernel(mixed, 8, 1000) == "generic"
-    assert core.exact_kernel(st.Network([st.ShapedAttention(heads=2)]).to_core(), 8, 1000) == "generic"
+    assert core.exact_kernel(mixed, 8, 1000) in KERNELS
+    assert core.exact_kernel(st.Network([st.ShapedAttention(heads=2)]).to_core(), 8, 1000) in KERNELS
+    # beyond the kernels' scratch (m <= 32, heads * m <= 32): the per-sample chain
+    assert core.exact_kernel(st.Network([st.ShapedAttention(heads=5)]).to_core(), 8, 1000) == "generic"
     with pytest.raises(ValueError, match="kernel"):
         _run(att, 4, kernel="avx1024")
     with pytest.raises(ValueError, match="kernel"):
-        _run([st.ShapedAttention(), st.ShapedMLP()], 4, kernel="scalar")
+        _run([st.ShapedAttention(heads=5)], 8, kernel="scalar")
 
 
 def test_every_instruction_set_gives_the_same_bits():

@@ -1,7 +1,9 @@
 """The batched SDE kernels (one path per SIMD lane) and the summary saving.
 
 - every batch kernel (portable one-lane, AVX2, AVX-512) gives the same numbers;
-- they agree with the generic per-path solver (Eigen) to rounding;
+- they agree with the generic per-path solver to rounding (the same step on the same
+  drift and noise faces; fused multiply-adds in the lanes, Eigen's roots there);
+- they cover every block kind with an SDE limit (paper, causal and general heads, MLP);
 - results do not depend on the thread count, for stored paths and for summaries;
 - the summary statistics equal those computed from the stored paths.
 """
@@ -44,6 +46,10 @@ CASES = [
     ([st.ShapedAttention(gamma=0.5, heads=2), st.ShapedAttention(gamma=0.7)], 5, "tamed_euler", "none", 1e4, 0.9),
     ([st.ShapedAttention(gamma=1.0, tau0=0.3)], 3, "euler", "clip", 1e4, 0.99),
     ([st.ShapedAttention(gamma=0.5)], 16, "euler", "none", 1e4, 0.3),
+    # the causal / general head and the MLP, the other SDE faces of the batched kernels
+    ([st.ShapedAttention(gamma=0.6, causal=True, beta=1.3, heads=2), st.ShapedMLP(gamma=0.5, c_plus=0.4)], 5,
+     "tamed_euler", "clip", 1e4, 0.3),
+    ([st.ShapedMLP(gamma=0.7), st.ShapedAttention(gamma=0.4, beta=0.8)], 8, "euler", "clip", 1e4, 0.6),
 ]
 
 
@@ -78,19 +84,24 @@ def test_batch_agrees_with_the_generic_solver_to_rounding(blocks, m, scheme, psd
     assert np.max(np.abs(Vg[live] - Vb[live]) / scale) < 1e-11
 
 
-def test_default_path_uses_a_batch_kernel_for_attention_only():
+def test_default_path_uses_a_batch_kernel_for_every_sde_kind():
     V0 = _V0(8)
-    r = st.solve_sde(st.ShapedAttention(), V0, T=0.1, steps=10, paths=3, progress=False)
-    assert r.info["kernel"] in KERNELS
-    mixed = [st.ShapedAttention(), st.ShapedMLP()]
-    assert st.solve_sde(mixed, V0, T=0.1, steps=10, paths=3, progress=False).info["kernel"] == "generic"
+    for net in ([st.ShapedAttention()], [st.ShapedAttention(causal=True), st.ShapedMLP()]):
+        r = st.solve_sde(net, V0, T=0.1, steps=10, paths=3, progress=False)
+        assert r.info["kernel"] in KERNELS
+    # the exact-chain scheme and m beyond the kernels' 32 tokens: the generic solver
+    r = st.solve_sde(st.ShapedAttention(), V0, T=0.1, dt=0.01, scheme="exact_chain", paths=3, progress=False)
+    assert r.info["kernel"] == "generic"
+    assert _run([st.ShapedAttention()], 33, kernel="", steps=2, paths=2)[1].shape == (2,)
 
 
 def test_unknown_or_uncovered_kernel_is_refused():
     with pytest.raises(ValueError, match="kernel"):
         _run([st.ShapedAttention()], 4, kernel="avx1024")
     with pytest.raises(ValueError, match="kernel"):
-        _run([st.ShapedAttention(), st.ShapedMLP()], 4, kernel="scalar")
+        _run([st.ShapedAttention()], 33, kernel="scalar", steps=2, paths=2)
+    with pytest.raises(ValueError, match="kernel"):
+        _run([st.ShapedAttention()], 4, kernel="scalar", steps=10, scheme="exact_chain")
 
 
 def test_thread_count_does_not_change_paths_or_summaries():
@@ -143,11 +154,11 @@ def _stats_from_paths(V: np.ndarray, lo, hi, bins=120):
     return alive, out_mom, out_hist
 
 
-@pytest.mark.parametrize("blocks", [[st.ShapedAttention(gamma=0.9, tau0=0.5)],
-                                    [st.ShapedAttention(gamma=0.7), st.ShapedMLP(gamma=0.5)]],
+@pytest.mark.parametrize("blocks,kernel", [([st.ShapedAttention(gamma=0.9, tau0=0.5)], ""),
+                                           ([st.ShapedAttention(gamma=0.7), st.ShapedMLP(gamma=0.5)], "generic")],
                          ids=["batch-kernel", "generic"])
-def test_summary_equals_statistics_of_stored_paths(blocks):
-    kw = dict(kernel="", paths=200, steps=60, blowup=5.0, save_steps=np.arange(0, 61, 6))
+def test_summary_equals_statistics_of_stored_paths(blocks, kernel):
+    kw = dict(kernel=kernel, paths=200, steps=60, blowup=5.0, save_steps=np.arange(0, 61, 6))
     V, e1, p1 = _run(blocks, 8, save="paths", **kw)
     summ, e2, p2 = _run(blocks, 8, save="summary", **kw)
     assert np.array_equal(e1, e2) and np.array_equal(p1, p2)

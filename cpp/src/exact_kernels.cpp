@@ -15,20 +15,23 @@ namespace shaped_transformer::exact_batch {
 
 namespace detail {
 #if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
-void run_exact_avx512(const Params&, const double*, std::uint32_t, int, double*, std::int64_t*, const CancelToken*);
-void run_exact_avx2(const Params&, const double*, std::uint32_t, int, double*, std::int64_t*, const CancelToken*);
+void run_exact_avx512(const Params<Network>&, const double*, std::uint32_t, int, double*, std::int64_t*,
+                      const CancelToken*);
+void run_exact_avx2(const Params<Network>&, const double*, std::uint32_t, int, double*, std::int64_t*,
+                    const CancelToken*);
 #endif
 
 bool gamma_log_accept(double shape, double u, double x2, double v) { return GammaProposal(shape).log_test(u, x2, v); }
 
-void wishart_lane(double df, int m, const Stream& normals, const Stream& uniforms, double* B) {
+void wishart_lane(double df, int p, const Stream& normals, const Stream& uniforms, double* B) {
   MatrixRng r(normals, uniforms);
-  MatRef<double> b(B, m);
-  wishart_factor(df, m, r, b);
+  MatRef<double> b(B, p);
+  wishart_factor(df, p, r, b);
 }
 }  // namespace detail
 
-Kernel kernel(const char* name) {
+template <>
+Kernel<Network> kernel<Network>(const char* name) {
   SimdLevel level = simd_level();
   if (name && !simd_level_from_name(name, level)) return {name, 0, nullptr};
   if (!cpu_supports(level)) return {name, 0, nullptr};
@@ -37,7 +40,7 @@ Kernel kernel(const char* name) {
     case SimdLevel::Avx512: return {"avx512", 8, &detail::run_exact_avx512};
     case SimdLevel::Avx2: return {"avx2", 4, &detail::run_exact_avx2};
 #endif
-    default: return {"scalar", 1, &kernels::run_exact<simd::portable::Lanes>};
+    default: return {"scalar", 1, &kernels::run_exact<Network, simd::portable::Lanes>};
   }
 }
 

@@ -5,8 +5,8 @@
 #include "shaped_transformer/simd/lanes.hpp"
 
 namespace shaped_transformer::exact_batch::detail {
-void run_exact_avx2(const Params& p, const double* V0, std::uint32_t sample0, int count, double* out,
+void run_exact_avx2(const Params<Network>& p, const double* V0, std::uint32_t sample0, int count, double* out,
                     std::int64_t* exploded, const CancelToken* cancel) {
-  kernels::run_exact<simd::avx2::Lanes>(p, V0, sample0, count, out, exploded, cancel);
+  kernels::run_exact<Network, simd::avx2::Lanes>(p, V0, sample0, count, out, exploded, cancel);
 }
 }  // namespace shaped_transformer::exact_batch::detail

@@ -15,9 +15,9 @@ namespace shaped_transformer::sde {
 
 namespace detail {
 #if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
-void run_batch_avx512(const BatchParams&, const double*, std::uint32_t, int, BatchSink&, std::int64_t*,
+void run_batch_avx512(const BatchParams<Network>&, const double*, std::uint32_t, int, BatchSink&, std::int64_t*,
                       std::int64_t*, const CancelToken*);
-void run_batch_avx2(const BatchParams&, const double*, std::uint32_t, int, BatchSink&, std::int64_t*,
+void run_batch_avx2(const BatchParams<Network>&, const double*, std::uint32_t, int, BatchSink&, std::int64_t*,
                     std::int64_t*, const CancelToken*);
 #endif
 }  // namespace detail
@@ -33,7 +33,8 @@ bool batch_lane_root(double* V, double* L, int m, bool clip) {
   return projected;
 }
 
-BatchKernel batch_kernel(const char* name) {
+template <>
+BatchKernel<Network> batch_kernel<Network>(const char* name) {
   SimdLevel level = simd_level();
   if (name && !simd_level_from_name(name, level)) return {name, 0, nullptr};
   if (!cpu_supports(level)) return {name, 0, nullptr};
@@ -42,7 +43,7 @@ BatchKernel batch_kernel(const char* name) {
     case SimdLevel::Avx512: return {"avx512", 8, &detail::run_batch_avx512};
     case SimdLevel::Avx2: return {"avx2", 4, &detail::run_batch_avx2};
 #endif
-    default: return {"scalar", 1, &kernels::run_batch<simd::portable::Lanes>};
+    default: return {"scalar", 1, &kernels::run_batch<Network, simd::portable::Lanes>};
   }
 }
 

@@ -1,12 +1,11 @@
-// The batched SDE kernel (kernels/sde_batch.hpp) with AVX-512: 8 paths in the lanes
-// of a register.  Compiled with -mavx512f... -ffp-contract=off; called after a CPUID
+// The batched SDE kernel (kernels/sde_batch.hpp) with AVX-512: 8 paths in the lanes of
+// a register.  Compiled with -mavx512f... -ffp-contract=off; called after a CPUID
 // check (sde_kernels.cpp).
 #include "shaped_transformer/kernels/sde_batch.hpp"
-#include "shaped_transformer/simd/lanes.hpp"
 
 namespace shaped_transformer::sde::detail {
-void run_batch_avx512(const BatchParams& p, const double* V0, std::uint32_t path0, int count, BatchSink& sink,
-                      std::int64_t* exploded, std::int64_t* projections, const CancelToken* cancel) {
-  kernels::run_batch<simd::avx512::Lanes>(p, V0, path0, count, sink, exploded, projections, cancel);
+void run_batch_avx512(const BatchParams<Network>& p, const double* V0, std::uint32_t path0, int count, BatchSink& sink,
+                    std::int64_t* exploded, std::int64_t* projections, const CancelToken* cancel) {
+  kernels::run_batch<Network, simd::avx512::Lanes>(p, V0, path0, count, sink, exploded, projections, cancel);
 }
 }  // namespace shaped_transformer::sde::detail

@@ -20,18 +20,17 @@ namespace shaped_transformer {
 
 // ---- square roots and projections ------------------------------------------
 
-/// out = A * B.  For matrices with a compile-time size bound (the SDE solver's small
-/// m) a coefficient-based product: Eigen's GEMM path (pack, kernel, unpack) costs
-/// several times more than the product itself at m <= 32.  Dynamic matrices keep
-/// the blocked GEMM.  `out` must not alias A or B.
-template <class M, class A, class B>
-inline void small_product(M& out, const A& a, const B& b) {
-  if constexpr (M::MaxRowsAtCompileTime != Eigen::Dynamic && M::MaxColsAtCompileTime != Eigen::Dynamic)
-    out.noalias() = a.lazyProduct(b);
-  else
-    out.noalias() = a * b;
-}
-
+/// Eigen's storage for the roots of an m x m matrix with compile-time size MC
+/// (MC = 0: any m, stack storage up to 32; beyond that, Cov).  The root is the same
+/// whatever the storage (Eigen's Cholesky and eigen-solver do not depend on it).
+template <int MC>
+struct RootMatrix {
+  using type = Eigen::Matrix<double, MC, MC>;
+};
+template <>
+struct RootMatrix<0> {
+  using type = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>;
+};
 
 /// When psd_root trusts Cholesky and which eigenvalues it keeps.  The defaults are
 /// the solvers' rule (exact chain, SDE, exact_common); the law sampler keeps its
@@ -77,9 +76,9 @@ inline bool psd_root(const M& V, LM& L, const PsdRootRule& rule = {}) {
     L = llt.matrixL();
     if (L.diagonal().minCoeff() > rule.pivot_floor * std::sqrt(scale)) return true;
   }
-  Eigen::SelfAdjointEigenSolver<M> es;
-  if (rule.symmetrize) es.compute(0.5 * (V + V.transpose()));
-  else es.compute(V);
+  // Constructed from the matrix (not default-constructed, then compute()): GCC 12
+  // reports the default-constructed solver's members as maybe-uninitialized.
+  const Eigen::SelfAdjointEigenSolver<M> es(rule.symmetrize ? M(0.5 * (V + V.transpose())) : M(V));
   const double cut = rule.eig_floor * std::numeric_limits<double>::epsilon() * es.eigenvalues().cwiseAbs().maxCoeff();
   const auto w = es.eigenvalues().unaryExpr([cut](double x) { return x > cut ? std::sqrt(x) : 0.0; }).eval();
   L.noalias() = es.eigenvectors() * w.asDiagonal() * es.eigenvectors().transpose();
@@ -111,27 +110,6 @@ inline bool psd_clip_root(M& V, M& L) {
   const bool projected = psd_clip(V);
   psd_root(V, L);
   return projected;
-}
-
-/// D^{-1/2} V D^{-1/2} with D = diag(V): the covariance after RMS normalisation of
-/// every token (x_a -> x_a / sqrt(V_aa)).  Zero tokens stay zero.
-template <class CovT = Cov>
-inline void rms_normalize(CovT& V) {
-  const Eigen::Index m = V.rows();
-  Eigen::VectorXd s(m);
-  for (Eigen::Index a = 0; a < m; ++a) s[a] = V(a, a) > 0 ? 1.0 / std::sqrt(V(a, a)) : 0.0;
-  V = s.asDiagonal() * V * s.asDiagonal();
-}
-
-/// Scales the rows of L so that L L^T is RMS-normalised (the root of rms_normalize(L L^T)).
-template <class CovT = Cov>
-inline CovT rms_normalize_root(const CovT& L) {
-  CovT out = L;
-  for (Eigen::Index a = 0; a < L.rows(); ++a) {
-    const double v = L.row(a).squaredNorm();
-    out.row(a) *= v > 0 ? 1.0 / std::sqrt(v) : 0.0;
-  }
-  return out;
 }
 
 // Sequential draws and the gamma / chi-square / Wishart samplers: math/samplers.hpp

@@ -144,4 +144,13 @@ ST_HD inline void wishart_factor(double df, int p, Rng& r, Out& B) {
     for (int j = 0; j < k; ++j) B(i, j) = r.normal();
 }
 
+/// G(i, j) = normal i cols + j of stream s, row by row (the numbers fill_normal gives
+/// for the stream), for any view G with rows(), cols() and G(i, j).
+template <class VG>
+ST_HD inline void gaussian_matrix(const Stream& s, VG& G) {
+  SeqNormal z(s);
+  for (int i = 0; i < G.rows(); ++i)
+    for (int j = 0; j < G.cols(); ++j) G(i, j) = z();
+}
+
 }  // namespace shaped_transformer

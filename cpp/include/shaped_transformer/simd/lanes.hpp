@@ -13,9 +13,12 @@
 //   sqrt, exp, log, acos, any, lane access ...
 //
 // The vector widths differ between instruction sets (AVX2: 32-byte vectors only,
-// AVX-512: 64-byte vectors only, portable: 8-byte vectors), so no template is ever
-// instantiated with the same arguments in translation units compiled for different
-// CPUs: the linker cannot lend an AVX-512 instance to AVX2 code.  Intrinsics are used
+// AVX-512: 64-byte vectors only, portable: 8-byte vectors), and the lane types live in
+// a namespace per instruction set, so no template is ever instantiated with the same
+// arguments in translation units compiled for different CPUs: the linker cannot lend
+// an AVX-512 instance to AVX2 code.  portable::Lanes is defined in every translation
+// unit (the kernel every network gets); a unit compiled for AVX2 or AVX-512 must use
+// only its own lanes.  Intrinsics are used
 // where GCC's generic vector code is slower: the 32 x 32 -> 64-bit products of Philox
 // (`mulhilo`, in the one place that draws normals) and the square roots.
 #pragma once
@@ -143,54 +146,6 @@ struct LanesBase {
   }
 };
 
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-namespace avx512 {
-struct Lanes : LanesBase<Lanes, 8> {
-  static constexpr const char* name = "avx512";
-  static D madd(D a, D b, D c) { return (D)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c); }
-  static D sqrt(D a) { return (D)_mm512_sqrt_pd((__m512d)a); }
-  static F sqrt(F a) { return (F)_mm512_sqrt_ps((__m512)a); }
-  /// Philox's products: even and odd words through the 32 x 32 -> 64-bit multiply
-  /// (GCC's generic code for this is a 64 x 64-bit multiply, several times slower).
-  static void mulhilo(U a, std::uint32_t mul, U& hi, U& lo) {
-    const __m512i A = (__m512i)a, Mv = _mm512_set1_epi32(int(mul));
-    const __m512i pe = _mm512_mul_epu32(A, Mv);
-    const __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(A, 32), Mv);
-    hi = (U)_mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po);
-    lo = (U)_mm512_mullo_epi32(A, Mv);
-  }
-  static void halves(F z, D& lo, D& hi) {
-    lo = (D)_mm512_cvtps_pd(_mm512_castps512_ps256((__m512)z));
-    hi = (D)_mm512_cvtps_pd(_mm512_extractf32x8_ps((__m512)z, 1));
-  }
-  using LanesBase::halves;
-};
-}  // namespace avx512
-using Lanes = avx512::Lanes;
-#elif defined(__AVX2__) && defined(__FMA__)
-namespace avx2 {
-struct Lanes : LanesBase<Lanes, 4> {
-  static constexpr const char* name = "avx2";
-  static D madd(D a, D b, D c) { return (D)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c); }
-  static D sqrt(D a) { return (D)_mm256_sqrt_pd((__m256d)a); }
-  static F sqrt(F a) { return (F)_mm256_sqrt_ps((__m256)a); }
-  /// Philox's products (see avx512::Lanes::mulhilo).
-  static void mulhilo(U a, std::uint32_t mul, U& hi, U& lo) {
-    const __m256i A = (__m256i)a, Mv = _mm256_set1_epi32(int(mul));
-    const __m256i pe = _mm256_mul_epu32(A, Mv);
-    const __m256i po = _mm256_mul_epu32(_mm256_srli_epi64(A, 32), Mv);
-    hi = (U)_mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
-    lo = (U)_mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
-  }
-  static void halves(F z, D& lo, D& hi) {
-    lo = (D)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)z));
-    hi = (D)_mm256_cvtps_pd(_mm256_extractf128_ps((__m256)z, 1));
-  }
-  using LanesBase::halves;
-};
-}  // namespace avx2
-using Lanes = avx2::Lanes;
-#else
 namespace portable {
 /// One lane: the same source as the SIMD kernels, for any x86-64 or other CPU.
 struct Lanes : LanesBase<Lanes, 1> {
@@ -215,6 +170,62 @@ struct Lanes : LanesBase<Lanes, 1> {
   using LanesBase::halves;
 };
 }  // namespace portable
+
+#if defined(__AVX2__) && defined(__FMA__)
+namespace avx2 {
+struct Lanes : LanesBase<Lanes, 4> {
+  static constexpr const char* name = "avx2";
+  static D madd(D a, D b, D c) { return (D)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c); }
+  static D sqrt(D a) { return (D)_mm256_sqrt_pd((__m256d)a); }
+  static F sqrt(F a) { return (F)_mm256_sqrt_ps((__m256)a); }
+  /// Philox's products (see avx512::Lanes::mulhilo).
+  static void mulhilo(U a, std::uint32_t mul, U& hi, U& lo) {
+    const __m256i A = (__m256i)a, Mv = _mm256_set1_epi32(int(mul));
+    const __m256i pe = _mm256_mul_epu32(A, Mv);
+    const __m256i po = _mm256_mul_epu32(_mm256_srli_epi64(A, 32), Mv);
+    hi = (U)_mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
+    lo = (U)_mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+  }
+  static void halves(F z, D& lo, D& hi) {
+    lo = (D)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)z));
+    hi = (D)_mm256_cvtps_pd(_mm256_extractf128_ps((__m256)z, 1));
+  }
+  using LanesBase::halves;
+};
+}  // namespace avx2
+#endif
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+namespace avx512 {
+struct Lanes : LanesBase<Lanes, 8> {
+  static constexpr const char* name = "avx512";
+  static D madd(D a, D b, D c) { return (D)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c); }
+  static D sqrt(D a) { return (D)_mm512_sqrt_pd((__m512d)a); }
+  static F sqrt(F a) { return (F)_mm512_sqrt_ps((__m512)a); }
+  /// Philox's products: even and odd words through the 32 x 32 -> 64-bit multiply
+  /// (GCC's generic code for this is a 64 x 64-bit multiply, several times slower).
+  static void mulhilo(U a, std::uint32_t mul, U& hi, U& lo) {
+    const __m512i A = (__m512i)a, Mv = _mm512_set1_epi32(int(mul));
+    const __m512i pe = _mm512_mul_epu32(A, Mv);
+    const __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(A, 32), Mv);
+    hi = (U)_mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po);
+    lo = (U)_mm512_mullo_epi32(A, Mv);
+  }
+  static void halves(F z, D& lo, D& hi) {
+    lo = (D)_mm512_cvtps_pd(_mm512_castps512_ps256((__m512)z));
+    hi = (D)_mm512_cvtps_pd(_mm512_extractf32x8_ps((__m512)z, 1));
+  }
+  using LanesBase::halves;
+};
+}  // namespace avx512
+#endif
+
+/// The widest lanes of this translation unit's instruction set.
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+using Lanes = avx512::Lanes;
+#elif defined(__AVX2__) && defined(__FMA__)
+using Lanes = avx2::Lanes;
+#else
 using Lanes = portable::Lanes;
 #endif
 
