@@ -25,8 +25,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 
 def torch_attention(X, lam, gamma, tau0, dtype):
     import torch
@@ -102,8 +100,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--wide-width", type=int, default=65536, help="0 skips the wide run")
-    ap.add_argument("--wide-attention-only", action="store_true",
-                    help="wide run: one attention block instead of a full shaped Transformer layer")
+    ap.add_argument(
+        "--wide-attention-only",
+        action="store_true",
+        help="wide run: one attention block instead of a full shaped Transformer layer",
+    )
     ap.add_argument("--json", help="also write the numbers to this file")
     args = ap.parse_args()
 
@@ -114,11 +115,15 @@ def main() -> None:
 
     m, gamma, tau0 = 8, 0.5, 1.0
     lam = math.sqrt(1 - gamma**2)
-    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {platform.processor() or platform.machine()}  "
-          f"cores={os.cpu_count()}  load={os.getloadavg()[0]:.1f}  torch {torch.__version__}  "
-          f"normal kernel={core.normal_kernel_name()}  threads={args.threads}")
-    print(f"{'block':>10} {'dtype':>8} {'n':>6} {'torch ms':>10} {'ours ms':>10} {'ratio':>7}"
-          f" | 1 thread, CPU time: {'torch ms':>9} {'ours ms':>8} {'ratio':>6}")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {platform.processor() or platform.machine()}  "
+        f"cores={os.cpu_count()}  load={os.getloadavg()[0]:.1f}  torch {torch.__version__}  "
+        f"normal kernel={core.normal_kernel_name()}  threads={args.threads}"
+    )
+    print(
+        f"{'block':>10} {'dtype':>8} {'n':>6} {'torch ms':>10} {'ours ms':>10} {'ratio':>7}"
+        f" | 1 thread, CPU time: {'torch ms':>9} {'ours ms':>8} {'ratio':>6}"
+    )
     rows = []
     V0 = st.inputs.equicorrelated(m, 0.3)
     for dtype in ("float32", "float64"):
@@ -127,13 +132,19 @@ def main() -> None:
             X0 = st.inputs.tokens_from_covariance(V0, n)
             Xt = torch.tensor(X0, dtype=tdt)
             for name, tfn, block in [
-                ("attention", lambda: torch_attention(Xt, lam, gamma, tau0, tdt), st.ShapedAttention(tau0=tau0, gamma=gamma)),
+                (
+                    "attention",
+                    lambda: torch_attention(Xt, lam, gamma, tau0, tdt),
+                    st.ShapedAttention(tau0=tau0, gamma=gamma),
+                ),
                 ("mlp", lambda: torch_mlp(Xt, lam, gamma, 0.0, -1.0, tdt), st.ShapedMLP(gamma=gamma)),
             ]:
                 net = st.Network([block])
 
                 def ours(threads):
-                    return lambda: st.simulate(net, X0, depth=1, samples=1, seed=0, dtype=dtype, threads=threads, progress=False)
+                    return lambda: st.simulate(
+                        net, X0=X0, depth=1, samples=1, seed=0, dtype=dtype, threads=threads, progress=False
+                    )
 
                 torch.set_num_threads(args.threads)
                 t_torch = best_time(tfn, args.repeats)
@@ -141,23 +152,48 @@ def main() -> None:
                 torch.set_num_threads(1)
                 c_torch = best_time(tfn, args.repeats, time.process_time)
                 c_ours = best_time(ours(1), args.repeats, time.process_time)
-                rows.append(dict(block=name, dtype=dtype, n=n, torch_ms=1e3 * t_torch, ours_ms=1e3 * t_ours,
-                                 ratio=t_torch / t_ours, torch_cpu_ms=1e3 * c_torch, ours_cpu_ms=1e3 * c_ours,
-                                 cpu_ratio=c_torch / c_ours))
-                print(f"{name:>10} {dtype:>8} {n:>6} {1e3 * t_torch:>10.1f} {1e3 * t_ours:>10.1f} {t_torch / t_ours:>7.1f}"
-                      f" | {'':>19} {1e3 * c_torch:>9.1f} {1e3 * c_ours:>8.1f} {c_torch / c_ours:>6.1f}", flush=True)
+                rows.append(
+                    dict(
+                        block=name,
+                        dtype=dtype,
+                        n=n,
+                        torch_ms=1e3 * t_torch,
+                        ours_ms=1e3 * t_ours,
+                        ratio=t_torch / t_ours,
+                        torch_cpu_ms=1e3 * c_torch,
+                        ours_cpu_ms=1e3 * c_ours,
+                        cpu_ratio=c_torch / c_ours,
+                    )
+                )
+                print(
+                    f"{name:>10} {dtype:>8} {n:>6} {1e3 * t_torch:>10.1f} {1e3 * t_ours:>10.1f} {t_torch / t_ours:>7.1f}"
+                    f" | {'':>19} {1e3 * c_torch:>9.1f} {1e3 * c_ours:>8.1f} {c_torch / c_ours:>6.1f}",
+                    flush=True,
+                )
 
     wide = None
     if args.wide_width:
         env = dict(os.environ)
         out = subprocess.run(
-            [sys.executable, "-c", WIDE_SCRIPT, str(args.wide_width), "0" if args.wide_attention_only else "1", str(args.threads)],
-            capture_output=True, text=True, env=env, check=True,
+            [
+                sys.executable,
+                "-c",
+                WIDE_SCRIPT,
+                str(args.wide_width),
+                "0" if args.wide_attention_only else "1",
+                str(args.threads),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
         )
         wide = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"# width {wide['width']}: {wide['blocks']} block(s), {wide['seconds']:.1f} s, peak RSS "
-              f"{wide['peak_rss_mb']:.0f} MB (peak before the run, interpreter and imports: {wide['rss_before_mb']:.0f} MB), "
-              f"finite={wide['finite']}")
+        print(
+            f"# width {wide['width']}: {wide['blocks']} block(s), {wide['seconds']:.1f} s, peak RSS "
+            f"{wide['peak_rss_mb']:.0f} MB (peak before the run, interpreter and imports: {wide['rss_before_mb']:.0f} MB), "
+            f"finite={wide['finite']}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "wide": wide}, f, indent=1)

@@ -62,8 +62,9 @@ def ours_block(n, dtype, reps):
     net = st.ShapedAttention(gamma=GAMMA, tau0=TAU0)
 
     def go():
-        return st.simulate(net, X0=X0, depth=1, samples=1, seed=1, dtype=dtype, device="cuda", blowup=1e30,
-                           save_at=[1], progress=False)
+        return st.simulate(
+            net, X0=X0, depth=1, samples=1, seed=1, dtype=dtype, device="cuda", blowup=1e30, save_at=[1], progress=False
+        )
 
     return best_of(go, reps)[0]
 
@@ -160,8 +161,10 @@ def main():
         have_torch = (not a.no_torch) and torch.cuda.is_available()
     except ImportError:
         torch, have_torch = None, False
-    print(f"GPU: {info['name']}, {info['total_bytes'] / 2**30:.0f} GiB; PyTorch: "
-          f"{torch.__version__ if torch is not None else 'absent'}; CPU threads: {os.cpu_count()}")
+    print(
+        f"GPU: {info['name']}, {info['total_bytes'] / 2**30:.0f} GiB; PyTorch: "
+        f"{torch.__version__ if torch is not None else 'absent'}; CPU threads: {os.cpu_count()}"
+    )
     print(f"  {'what':34s} {'size':>14s} {'ours (GPU)':>16s} {'PyTorch CUDA':>22s} {'ratio':>8s}")
 
     # warm-up: CUDA context, module load
@@ -175,24 +178,31 @@ def main():
             t = ours_block(n, dtype, reps)
             tt = torch_block(torch, n, dtype, reps) if have_torch else None
             normals = 3 * n * n
-            row(f"attention block {dtype}", f"n={n}", f"{t * 1e3:.1f} ms ({normals / t / 1e9:.0f} G/s)",
+            row(
+                f"attention block {dtype}",
+                f"n={n}",
+                f"{t * 1e3:.1f} ms ({normals / t / 1e9:.0f} G/s)",
                 f"{tt * 1e3:.1f} ms" if tt else ("does not fit" if have_torch else "-"),
-                f"{tt / t:.1f}x" if tt else "-")
+                f"{tt / t:.1f}x" if tt else "-",
+            )
 
     V0 = equicorrelated(M, RHO0)
     net = st.ShapedAttention(gamma=GAMMA, tau0=TAU0)
     kw = dict(T=1.0, dt=1e-3, save_at=[0.0, 1.0], seed=0, blowup=1e4, progress=False)
     cpu_paths = 2000 if a.quick else 10000
-    t_cpu, r_cpu = best_of(lambda: st.solve_sde(net, V0, paths=cpu_paths, device="cpu", **kw), 1)
-    r_gpu_small = st.solve_sde(net, V0, paths=cpu_paths, device="cuda", **kw)
+    t_cpu, r_cpu = best_of(lambda: st.solve_sde(net, V0=V0, paths=cpu_paths, device="cpu", **kw), 1)
+    r_gpu_small = st.solve_sde(net, V0=V0, paths=cpu_paths, device="cuda", **kw)
     fin = np.isfinite(r_cpu.V).all(axis=(1, 2, 3))
     agree = float(np.nanmax(np.abs(r_cpu.V - r_gpu_small.V)) / np.nanmax(np.abs(r_cpu.V)))
-    row("SDE, CPU solver (all threads)", f"{cpu_paths:.0e} paths", "-", f"CPU {cpu_paths * 1000 / t_cpu:.2e} p-s/s",
-        "-")
-    print(f"    CPU vs GPU on the same {cpu_paths} paths: max relative difference {agree:.1e}, "
-          f"blow-ups {int((~fin).sum())} vs {int(np.sum(np.isfinite(r_gpu_small.exploded_at)))}")
-    for paths in ([10**4, 10**5] if a.quick else [10**4, 10**5, 10**6]):
-        t, r = best_of(lambda: st.solve_sde(net, V0, paths=paths, device="cuda", **kw), 1)
+    row(
+        "SDE, CPU solver (all threads)", f"{cpu_paths:.0e} paths", "-", f"CPU {cpu_paths * 1000 / t_cpu:.2e} p-s/s", "-"
+    )
+    print(
+        f"    CPU vs GPU on the same {cpu_paths} paths: max relative difference {agree:.1e}, "
+        f"blow-ups {int((~fin).sum())} vs {int(np.sum(np.isfinite(r_gpu_small.exploded_at)))}"
+    )
+    for paths in [10**4, 10**5] if a.quick else [10**4, 10**5, 10**6]:
+        t, r = best_of(lambda: st.solve_sde(net, V0=V0, paths=paths, device="cuda", **kw), 1)
         VT = r.V[:, -1]
         rho = VT[:, 0, 1] / np.sqrt(VT[:, 0, 0] * VT[:, 1, 1])
         ok = np.isfinite(rho)
@@ -206,14 +216,26 @@ def main():
             except Exception as e:  # noqa: BLE001 (cusolver's batched eigh has crashed at 1e6 paths)
                 print(f"    PyTorch Euler at {paths} paths failed: {type(e).__name__}: {str(e)[:100]}")
                 torch.cuda.empty_cache()
-        row("SDE Euler m=8 float64 (path-steps/s)", f"{paths:.0e} paths", f"{paths * 1000 / t:.2e}",
-            f"{paths * 1000 / tt:.2e}" if tt else "-", f"{tt / t:.1f}x" if tt else "-")
-        print(f"    mean rho_T {rho[ok].mean():.4f} +- {rho[ok].std() / math.sqrt(ok.sum()):.4f}, "
-              f"blown up {100 * (1 - ok.mean()):.2f}%")
+        row(
+            "SDE Euler m=8 float64 (path-steps/s)",
+            f"{paths:.0e} paths",
+            f"{paths * 1000 / t:.2e}",
+            f"{paths * 1000 / tt:.2e}" if tt else "-",
+            f"{tt / t:.1f}x" if tt else "-",
+        )
+        print(
+            f"    mean rho_T {rho[ok].mean():.4f} +- {rho[ok].std() / math.sqrt(ok.sum()):.4f}, "
+            f"blown up {100 * (1 - ok.mean()):.2f}%"
+        )
     big = 10**6 if a.quick else 10**7
-    t, r = best_of(lambda: st.solve_sde(net, V0, paths=big, device="cuda", **{**kw, "dt": 1e-2}), 1)
-    row("SDE Euler, 100 steps", f"{big:.0e} paths", f"{big * 100 / t:.2e} p-s/s", "-",
-        "ok" if r.V.shape[0] == big else "FAIL")
+    t, r = best_of(lambda: st.solve_sde(net, V0=V0, paths=big, device="cuda", **{**kw, "dt": 1e-2}), 1)
+    row(
+        "SDE Euler, 100 steps",
+        f"{big:.0e} paths",
+        f"{big * 100 / t:.2e} p-s/s",
+        "-",
+        "ok" if r.V.shape[0] == big else "FAIL",
+    )
 
     print("\nTABLE")
     print("| what | size | ours (GPU) | PyTorch CUDA | ratio |")

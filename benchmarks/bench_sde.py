@@ -62,7 +62,12 @@ def numpy_euler(V0, paths, steps, T=1.0, seed=0):
         dX = rng.standard_normal((paths, m, m)) * np.sqrt(dt)
         S = L @ dZ @ np.swapaxes(L, 1, 2)
         Tm = L @ dX @ np.swapaxes(L, 1, 2) @ P @ V
-        V = V + b * dt + GAMMA * np.sqrt(2 - g2) / np.sqrt(2) * (S + np.swapaxes(S, 1, 2)) + g2 / (TAU0 * m) * (Tm + np.swapaxes(Tm, 1, 2))
+        V = (
+            V
+            + b * dt
+            + GAMMA * np.sqrt(2 - g2) / np.sqrt(2) * (S + np.swapaxes(S, 1, 2))
+            + g2 / (TAU0 * m) * (Tm + np.swapaxes(Tm, 1, 2))
+        )
         V = 0.5 * (V + np.swapaxes(V, 1, 2))
         bad = ~np.isfinite(V).all(axis=(1, 2)) | (np.abs(V).max(axis=(1, 2)) > 1e30)
         if bad.any():
@@ -161,12 +166,12 @@ import time, numpy as np, shaped_transformer as st, warnings
 warnings.simplefilter("ignore")
 V0 = st.inputs.equicorrelated({M}, {RHO0})
 net = st.ShapedAttention(gamma={GAMMA}, tau0={TAU0})
-st.solve_sde(net, V0, T=1.0, steps=2, paths=8, save="summary", progress=False)
+st.solve_sde(net, V0=V0, T=1.0, steps=2, paths=8, save="summary", progress=False)
 def hwm():  # this process's peak RSS in MB (ru_maxrss would include the parent's, kept across exec)
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
 before = hwm()
 t = time.perf_counter()
-r = st.solve_sde(net, V0, T=1.0, steps={steps}, paths={paths}, save="summary", threads={threads}, progress=False)
+r = st.solve_sde(net, V0=V0, T=1.0, steps={steps}, paths={paths}, save="summary", threads={threads}, progress=False)
 t = time.perf_counter() - t
 after = hwm()
 print(before, after, t, r.summary.mean("rho")[-1], int(r.summary.exploded[-1]))
@@ -190,58 +195,102 @@ def main() -> None:
     V0 = st.inputs.equicorrelated(M, RHO0)
     net = st.Network([st.ShapedAttention(heads=1, tau0=TAU0, gamma=GAMMA)])
     ps = args.paths * args.steps
-    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}, "
-          f"{len(__import__('os').sched_getaffinity(0))} cores; m = {M}, {args.paths} paths x {args.steps} steps")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}, "
+        f"{len(__import__('os').sched_getaffinity(0))} cores; m = {M}, {args.paths} paths x {args.steps} steps"
+    )
 
     # ---- 1. one thread, CPU time ----
     kw = dict(T=1.0, steps=args.steps, paths=args.paths, seed=0, save_at=[1.0], threads=1, progress=False)
-    r, _, c_core = timed(lambda: st.solve_sde(net, V0, **kw))
+    r, _, c_core = timed(lambda: st.solve_sde(net, V0=V0, **kw))
     from shaped_transformer._core_loader import core
 
     ss = np.array([args.steps])
-    _, _, c_gen = timed(lambda: core.solve_sde(net.to_core(), V0, 1.0 / args.steps, args.steps, ss, "euler", "clip",
-                                               args.paths, 0, 1, 1e30, None, "paths", "generic"))
+    _, _, c_gen = timed(
+        lambda: core.solve_sde(
+            net.to_core(),
+            V0,
+            1.0 / args.steps,
+            args.steps,
+            ss,
+            "euler",
+            "clip",
+            args.paths,
+            0,
+            1,
+            1e30,
+            None,
+            "paths",
+            "generic",
+        )
+    )
     (Vn, lost), _, c_np = timed(lambda: numpy_euler(V0, args.paths, args.steps))
     ghz = cpu_ghz()
     rate = ps / c_core
     peak = 16 * ghz * 1e9  # Zen 4: two 256-bit FMA pipes = 16 double flops per cycle
-    print(f"solve_sde, kernel {r.info['kernel']}, 1 thread: {c_core:.3f} CPU-s = {c_core / ps * 1e6:.3f} us per path-step, "
-          f"{rate / 1e6:.2f} M path-steps/s/core, {sde_flops(M) * rate / 1e9:.1f} GFLOP/s "
-          f"= {sde_flops(M) * rate / peak:.0%} of {peak / 1e9:.0f} GFLOP/s at {ghz:.2f} GHz; blown-up {int(r.exploded.sum())}")
+    print(
+        f"solve_sde, kernel {r.info['kernel']}, 1 thread: {c_core:.3f} CPU-s = {c_core / ps * 1e6:.3f} us per path-step, "
+        f"{rate / 1e6:.2f} M path-steps/s/core, {sde_flops(M) * rate / 1e9:.1f} GFLOP/s "
+        f"= {sde_flops(M) * rate / peak:.0%} of {peak / 1e9:.0f} GFLOP/s at {ghz:.2f} GHz; blown-up {int(r.exploded.sum())}"
+    )
     print(f"generic per-path solver (previous release): {c_gen:.3f} CPU-s; batched kernel {c_gen / c_core:.1f}x faster")
     print(f"NumPy Euler-Maruyama: {c_np:.3f} CPU-s (lost {lost}); solve_sde {c_np / c_core:.1f}x faster in CPU time")
-    print(f"  E[rho_01(1)]: core {np.nanmean(r.finite().rho[:, -1, 0, 1]):.4f}, NumPy {np.nanmean(st.correlations(Vn)[:, 0, 1]):.4f}")
+    print(
+        f"  E[rho_01(1)]: core {np.nanmean(r.finite().rho[:, -1, 0, 1]):.4f}, NumPy {np.nanmean(st.correlations(Vn)[:, 0, 1]):.4f}"
+    )
 
     if not args.no_torch:
         try:
             Vt, t_t, c_t = timed(lambda: torchsde_euler(V0, args.paths, args.steps))
             lost_t = int((~torch_finite(Vt)).sum())
-            print(f"torchsde Euler (general noise): {t_t:.3f} s wall, {c_t:.3f} CPU-s (lost {lost_t}); CPU {c_t / c_core:.1f}x")
+            print(
+                f"torchsde Euler (general noise): {t_t:.3f} s wall, {c_t:.3f} CPU-s (lost {lost_t}); CPU {c_t / c_core:.1f}x"
+            )
         except ImportError as exc:
             print(f"torchsde not available: {exc}")
 
     # ---- 2. threads, default saving (101 times) and summary ----
     for save in ("paths", "summary"):
         kw = dict(T=1.0, steps=args.steps, paths=4 * args.paths, seed=0, progress=False, save=save)
-        _, w1, c1 = timed(lambda: st.solve_sde(net, V0, threads=1, **kw))
-        _, w2, c2 = timed(lambda: st.solve_sde(net, V0, threads=2, **kw))
-        print(f"threads, save={save!r}, {4 * args.paths} paths: 1 thread {w1:.3f} s wall ({c1:.3f} CPU-s), "
-              f"2 threads {w2:.3f} s wall ({c2:.3f} CPU-s): speed-up {w1 / w2:.2f}x")
+        _, w1, c1 = timed(lambda: st.solve_sde(net, V0=V0, threads=1, **kw))
+        _, w2, c2 = timed(lambda: st.solve_sde(net, V0=V0, threads=2, **kw))
+        print(
+            f"threads, save={save!r}, {4 * args.paths} paths: 1 thread {w1:.3f} s wall ({c1:.3f} CPU-s), "
+            f"2 threads {w2:.3f} s wall ({c2:.3f} CPU-s): speed-up {w1 / w2:.2f}x"
+        )
 
     # ---- 3. summary memory ----
     if args.summary_paths:
         before, after, t_s, mrho, nexp = summary_memory(args.summary_paths, args.summary_steps, None)
-        print(f"save='summary', {args.summary_paths} paths x {args.summary_steps} steps (m = {M}, all cores): "
-              f"{t_s:.1f} s wall, peak RSS {after:.0f} MB (interpreter + library before the run: {before:.0f} MB); "
-              f"E[rho(1)] {mrho:.4f}, blown up {nexp}")
+        print(
+            f"save='summary', {args.summary_paths} paths x {args.summary_steps} steps (m = {M}, all cores): "
+            f"{t_s:.1f} s wall, peak RSS {after:.0f} MB (interpreter + library before the run: {before:.0f} MB); "
+            f"E[rho(1)] {mrho:.4f}, blown up {nexp}"
+        )
 
     # ---- 4. sequence length ----
     for m in [int(x) for x in args.sizes.split(",") if x]:
         Vm = st.inputs.equicorrelated(m, RHO0)
         paths, steps = (64, 200) if m <= 32 else (4, 20)
         for kern in ("", "generic"):
-            _, _, c = timed(lambda: core.solve_sde(net.to_core(), Vm, 1.0 / steps, steps, np.array([steps]), "euler",
-                                                   "clip", paths, 0, 1, 1e30, None, "paths", kern))
+            _, _, c = timed(
+                lambda: core.solve_sde(
+                    net.to_core(),
+                    Vm,
+                    1.0 / steps,
+                    steps,
+                    np.array([steps]),
+                    "euler",
+                    "clip",
+                    paths,
+                    0,
+                    1,
+                    1e30,
+                    None,
+                    "paths",
+                    kern,
+                )
+            )
             name = kern or core.sde_kernel(net.to_core(), m, "euler")
             print(f"m = {m}: SDE ({name}) {c / (paths * steps) * 1e6:.2f} us per path-step")
             if name == "generic":
@@ -256,11 +305,35 @@ def main() -> None:
             if name == "generic":
                 break
         n, d = 1024, 4
-        _, _, c = timed(lambda: st.simulate(net, V0=Vm, width=n, depth=d, samples=1, method="explicit", seed=0,
-                                            save_at=np.array([d]), threads=1, progress=False))
+        _, _, c = timed(
+            lambda: st.simulate(
+                net,
+                V0=Vm,
+                width=n,
+                depth=d,
+                samples=1,
+                method="explicit",
+                seed=0,
+                save_at=np.array([d]),
+                threads=1,
+                progress=False,
+            )
+        )
         print(f"m = {m}: explicit network (n = {n}) {c / d * 1e3:.2f} ms per block")
-        _, _, c = timed(lambda: st.simulate(net, V0=Vm, width=n, depth=d, samples=1, method="law", seed=0,
-                                            save_at=np.array([d]), threads=1, progress=False))
+        _, _, c = timed(
+            lambda: st.simulate(
+                net,
+                V0=Vm,
+                width=n,
+                depth=d,
+                samples=1,
+                method="law",
+                seed=0,
+                save_at=np.array([d]),
+                threads=1,
+                progress=False,
+            )
+        )
         print(f"m = {m}: law sampler (n = {n}) {c / d * 1e3:.2f} ms per block")
 
     if args.skip_exact:
@@ -274,21 +347,41 @@ def main() -> None:
     (Ve, e), t_e, c_e = timed(lambda: exact(""))
     (Vg, _), t_g, c_g = timed(lambda: exact("generic"))
     kname = core.exact_kernel(net.to_core(), M, n)
-    print(f"exact chain, shaped attention, n = d = {n}, m = {M}, kernel {kname}: {c_e / S:.3f} CPU-s per sample "
-          f"(1 thread, {S} samples), {c_e / S / n * 1e6:.2f} us per block; exploded {int((e >= 0).sum())}")
-    print(f"  per-sample path (kernel='generic'): {c_g / S:.3f} CPU-s per sample; batched {c_g / c_e:.2f}x faster; "
-          f"previous release 0.39 CPU-s: {0.39 / (c_e / S):.1f}x; max |V_batch - V_generic| / max |V| = "
-          f"{np.max(np.abs(Ve - Vg)) / np.max(np.abs(Vg)):.1e}")
+    print(
+        f"exact chain, shaped attention, n = d = {n}, m = {M}, kernel {kname}: {c_e / S:.3f} CPU-s per sample "
+        f"(1 thread, {S} samples), {c_e / S / n * 1e6:.2f} us per block; exploded {int((e >= 0).sum())}"
+    )
+    print(
+        f"  per-sample path (kernel='generic'): {c_g / S:.3f} CPU-s per sample; batched {c_g / c_e:.2f}x faster; "
+        f"previous release 0.39 CPU-s: {0.39 / (c_e / S):.1f}x; max |V_batch - V_generic| / max |V| = "
+        f"{np.max(np.abs(Ve - Vg)) / np.max(np.abs(Vg)):.1e}"
+    )
     _, w1, c1 = timed(lambda: exact("", 1, 2 * S))
     _, w2, c2 = timed(lambda: exact("", 2, 2 * S))
-    print(f"  threads, {2 * S} samples: 1 thread {w1:.2f} s wall ({c1:.2f} CPU-s), 2 threads {w2:.2f} s wall "
-          f"({c2:.2f} CPU-s): speed-up {w1 / w2:.2f}x")
+    print(
+        f"  threads, {2 * S} samples: 1 thread {w1:.2f} s wall ({c1:.2f} CPU-s), 2 threads {w2:.2f} s wall "
+        f"({c2:.2f} CPU-s): speed-up {w1 / w2:.2f}x"
+    )
     mlp = st.Network([st.ShapedMLP(gamma=GAMMA)])
-    _, _, c_m = timed(lambda: st.simulate(mlp, V0=V0, width=n, depth=20, samples=1, method="exact", seed=0,
-                                          save_at=np.array([20]), threads=1, progress=False))
+    _, _, c_m = timed(
+        lambda: st.simulate(
+            mlp,
+            V0=V0,
+            width=n,
+            depth=20,
+            samples=1,
+            method="exact",
+            seed=0,
+            save_at=np.array([20]),
+            threads=1,
+            progress=False,
+        )
+    )
     c_m /= 20
-    print(f"exact chain, one shaped MLP block at n = {n}: {c_m * 1e3:.2f} CPU-ms (O(m^2 n)); "
-          f"a full shaped Transformer to T = 1 would take ~{c_m * n + c_e / S:.0f} CPU-s per sample")
+    print(
+        f"exact chain, one shaped MLP block at n = {n}: {c_m * 1e3:.2f} CPU-ms (O(m^2 n)); "
+        f"a full shaped Transformer to T = 1 would take ~{c_m * n + c_e / S:.0f} CPU-s per sample"
+    )
 
 
 if __name__ == "__main__":

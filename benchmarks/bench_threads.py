@@ -52,12 +52,23 @@ def main() -> None:
     print(f"load before: {os.getloadavg()}")
     works = {
         f"solve_sde, m = 8, {a.paths} paths x {a.steps} steps, default saving": lambda t: st.solve_sde(
-            att, V0, T=1.0, steps=a.steps, paths=a.paths, seed=1, threads=t, progress=False),
+            att, V0=V0, T=1.0, steps=a.steps, paths=a.paths, seed=1, threads=t, progress=False
+        ),
         f"solve_sde, shaped Transformer layer (generic solver), {a.paths // 10} paths": lambda t: st.solve_sde(
-            net, V0, T=1.0, steps=a.steps, paths=a.paths // 10, seed=1, threads=t, progress=False),
+            net, V0=V0, T=1.0, steps=a.steps, paths=a.paths // 10, seed=1, threads=t, progress=False
+        ),
         f"exact chain, attention, n = d = 4000, {a.samples} samples, 101 saves": lambda t: st.simulate(
-            att, V0=V0, width=4000, depth=4000, samples=a.samples, method="exact", seed=1, threads=t,
-            save_every=40, progress=False),
+            att,
+            V0=V0,
+            width=4000,
+            depth=4000,
+            samples=a.samples,
+            method="exact",
+            seed=1,
+            threads=t,
+            save_every=40,
+            progress=False,
+        ),
     }
     for name, fn in works.items():
         if a.only not in name:
@@ -67,8 +78,11 @@ def main() -> None:
         for _ in range(a.repeat):  # alternate 1 and 2 threads
             w1 = min(w1, best_wall(lambda: fn(1), 1))
             w2 = min(w2, best_wall(lambda: fn(2), 1))
-        print(f"{name}: 1 thread {w1:.3f} s, 2 threads {w2:.3f} s, speed-up {w1 / w2:.2f}x "
-              f"(load {os.getloadavg()[0]:.2f})", flush=True)
+        print(
+            f"{name}: 1 thread {w1:.3f} s, 2 threads {w2:.3f} s, speed-up {w1 / w2:.2f}x "
+            f"(load {os.getloadavg()[0]:.2f})",
+            flush=True,
+        )
     print(f"load after: {os.getloadavg()}")
 
 

@@ -44,9 +44,10 @@ def run(causal: bool):
     V0 = st.inputs.equicorrelated(M, RHO0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sde = st.solve_sde(net, V0, T=T, steps=1024, paths=6000, seed=1, save_at=SAVES, scheme="euler", blowup=1e4)
-        nw = st.simulate(net, V0=V0, width=N, depth=N, samples=3000, method="exact", seed=2,
-                         save_at=np.array([N]), blowup=1e4)
+        sde = st.solve_sde(net, V0=V0, T=T, steps=1024, paths=6000, seed=1, save_at=SAVES, scheme="euler", blowup=1e4)
+        nw = st.simulate(
+            net, V0=V0, width=N, depth=N, samples=3000, method="exact", seed=2, save_at=np.array([N]), blowup=1e4
+        )
     return {
         "drift": np.diag(st.sde.sde_drift(net, V0)),
         "sde": position_statistics(sde),
@@ -70,8 +71,16 @@ def main(out: str = "docs/img/causal_positions.png") -> None:
         s, nw = r["sde"], r["net"]
         ax[1].plot(pos, s.token_mean, "-", color=col, label=f"{name}, SDE")
         ax[1].fill_between(pos, s.token_mean - 2 * s.token_se, s.token_mean + 2 * s.token_se, color=col, alpha=0.2)
-        ax[1].errorbar(pos + 0.08, nw.token_mean, 2 * nw.token_se, fmt="o", color=col, ms=4, capsize=2,
-                       label=f"{name}, network n={N}")
+        ax[1].errorbar(
+            pos + 0.08,
+            nw.token_mean,
+            2 * nw.token_se,
+            fmt="o",
+            color=col,
+            ms=4,
+            capsize=2,
+            label=f"{name}, network n={N}",
+        )
         for key, style, lab in (("logd_sde", "-", "SDE"), ("logd_net", "o", f"network n={N}")):
             L = r[key]
             mu, se = L.mean(0), L.std(0) / np.sqrt(L.shape[0])
@@ -82,16 +91,25 @@ def main(out: str = "docs/img/causal_positions.png") -> None:
                 ax[2].errorbar(pos + 0.08, mu, 2 * se, fmt="o", color=col, ms=4, capsize=2, label=f"{name}, {lab}")
         counts = np.bincount(r["first"], minlength=M)
         w = 0.38
-        ax[3].bar(pos + (-w / 2 if c else w / 2), counts / r["paths"] * 100, width=w, color=col,
-                  label=f"{name}: {counts.sum()} of {r['paths']} paths")
+        ax[3].bar(
+            pos + (-w / 2 if c else w / 2),
+            counts / r["paths"] * 100,
+            width=w,
+            color=col,
+            label=f"{name}: {counts.sum()} of {r['paths']} paths",
+        )
         print(f"{name}: drift diag {np.round(r['drift'], 4)}")
-        print(f"{name}: SDE token_mean {np.round(s.token_mean, 3)} +- {np.round(2 * s.token_se, 3)}; "
-              f"net {np.round(nw.token_mean, 3)} +- {np.round(2 * nw.token_se, 3)}")
+        print(
+            f"{name}: SDE token_mean {np.round(s.token_mean, 3)} +- {np.round(2 * s.token_se, 3)}; "
+            f"net {np.round(nw.token_mean, 3)} +- {np.round(2 * nw.token_se, 3)}"
+        )
         for key in ("logd_sde", "logd_net"):
             L = r[key]
             print(f"{name}: {key} mean {np.round(L.mean(0), 3)} +- {np.round(2 * L.std(0) / np.sqrt(L.shape[0]), 3)}")
-        print(f"{name}: SDE dropped {s.dropped}/{s.samples + s.dropped}, net dropped {nw.dropped}/{nw.samples + nw.dropped}; "
-              f"first to blow up by token {counts.tolist()}")
+        print(
+            f"{name}: SDE dropped {s.dropped}/{s.samples + s.dropped}, net dropped {nw.dropped}/{nw.samples + nw.dropped}; "
+            f"first to blow up by token {counts.tolist()}"
+        )
     ax[0].set_title("attention drift of V_ii at V0\n(sde_drift)", fontsize=10)
     ax[1].axhline(RHO0, color="gray", lw=0.8, ls=":")
     ax[1].set_title("mean correlation of token i\nwith tokens 1..i-1 at T = 1", fontsize=10)
@@ -101,8 +119,12 @@ def main(out: str = "docs/img/causal_positions.png") -> None:
         a.set_xlabel("token position i")
         a.set_xticks(pos)
         a.legend(fontsize=7)
-    fig.suptitle(f"Shaped attention (tau0 = {TAU0}, gamma = {GAMMA}, m = {M}, rho0 = {RHO0}, blowup = 1e4): "
-                 "causal vs bidirectional by token position; shaded bands and error bars: 2 standard errors", fontsize=11, y=1.02)
+    fig.suptitle(
+        f"Shaped attention (tau0 = {TAU0}, gamma = {GAMMA}, m = {M}, rho0 = {RHO0}, blowup = 1e4): "
+        "causal vs bidirectional by token position; shaded bands and error bars: 2 standard errors",
+        fontsize=11,
+        y=1.02,
+    )
     fig.savefig(out, dpi=100, bbox_inches="tight")
     print("wrote", out)
 

@@ -58,7 +58,7 @@ def main() -> None:
     models = {
         "torch post-LN": torch_encoder(n, depth, heads, norm_first=False),
         "torch pre-LN": torch_encoder(n, depth, heads, norm_first=True),
-        "shaped (torch)": stt.from_network(net, n, depth),
+        "shaped (torch)": stt.from_network(net, width=n, depth=depth),
     }
     for name, model in models.items():
         t0 = time.perf_counter()
@@ -71,8 +71,15 @@ def main() -> None:
     timing["exact chain"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     sde = st.solve_sde(
-        net, V0, T=1.0, dt=1.0 / (8 * n), paths=args.paths, scheme="tamed_euler",
-        save_at=np.arange(depth + 1) / n, seed=args.seed, blowup=1e4,
+        net,
+        V0=V0,
+        T=1.0,
+        dt=1.0 / (8 * n),
+        paths=args.paths,
+        scheme="tamed_euler",
+        save_at=np.arange(depth + 1) / n,
+        seed=args.seed,
+        blowup=1e4,
     )
     timing["SDE"] = time.perf_counter() - t0
 
@@ -91,7 +98,9 @@ def main() -> None:
     for name, res in runs.items():
         d = st.analysis.compare(res, sde, bootstrap=300, seed=args.seed)
         w, k = d["wasserstein1"], d["ks"]
-        print(f"  {name:<16} W1 = {w.value:.3f} [{w.low:.3f}, {w.high:.3f}]   KS = {k.value:.3f} [{k.low:.3f}, {k.high:.3f}]")
+        print(
+            f"  {name:<16} W1 = {w.value:.3f} [{w.low:.3f}, {w.high:.3f}]   KS = {k.value:.3f} [{k.low:.3f}, {k.high:.3f}]"
+        )
 
 
 if __name__ == "__main__":

@@ -18,13 +18,23 @@ def _rms(X):
     return X / np.sqrt(np.mean(X**2, axis=-1, keepdims=True))
 
 
-def block(rng, X, b):
-    """One block `b` (a shaped_transformer Block) applied to tokens X (N, m, n)."""
+def _normalize(X, norm):
+    """Per-token RMS norm, or LayerNorm (centre each token over its features first);
+    no gain or bias (1 and 0 at initialization)."""
+    if norm in ("pre_layer", "post_layer"):
+        X = X - X.mean(-1, keepdims=True)
+    return _rms(X)
+
+
+def block(rng, X, b, norm=None):
+    """One block `b` (a shaped_transformer Block, or any object with its attributes)
+    applied to tokens X (N, m, n); ``norm`` overrides ``b.norm`` (default "none")."""
     N, m, n = X.shape
     g, lam = b.gamma, b.lam
+    norm = getattr(b, "norm", "none") if norm is None else norm
+    pre, post = norm in ("pre_rms", "pre_layer"), norm in ("post_rms", "post_layer")
+    Xin = _normalize(X, norm) if pre else X
     if b.kind in ("shaped_attention", "standard_attention"):
-        norm = getattr(b, "norm", "none")
-        Xin = _rms(X) if norm == "pre_rms" else X
         nk = b.key_dim or n
         acc = 0.0
         for _ in range(b.heads):
@@ -44,9 +54,7 @@ def block(rng, X, b):
             WV = rng.standard_normal((N, n, n))
             acc = acc + A @ Xin @ WV / np.sqrt(n)
         Xn = lam * X + g / np.sqrt(b.heads) * acc
-        return _rms(Xn) if norm == "post_rms" else Xn
-    norm = getattr(b, "norm", "none")
-    Xin = _rms(X) if norm == "pre_rms" else X
+        return _normalize(Xn, norm) if post else Xn
     W1 = rng.standard_normal((N, n, n))
     W2 = rng.standard_normal((N, n, n))
     K = Xin @ W1 / np.sqrt(n)
@@ -56,17 +64,19 @@ def block(rng, X, b):
     else:
         F = np.sqrt(2.0) * np.maximum(K, 0)
     Xn = lam * X + g * F @ W2 / np.sqrt(n)
-    return _rms(Xn) if norm == "post_rms" else Xn
+    return _normalize(Xn, norm) if post else Xn
 
 
-def run(rng, net, X0, depth, samples, batch=500):
-    """V after `depth` layers, (samples, m, m)."""
-    out = []
+def run(rng, net, X0, depth, samples, batch=500, norm=None, return_X=False):
+    """V after `depth` layers, (samples, m, m); with ``return_X`` also the tokens
+    (samples, m, n).  ``norm`` overrides every block's."""
+    out, xs = [], []
     for s in range(0, samples, batch):
         N = min(batch, samples - s)
         X = np.broadcast_to(X0, (N,) + X0.shape).copy()
         for _ in range(depth):
             for b in net:
-                X = block(rng, X, b)
+                X = block(rng, X, b, norm)
         out.append(X @ np.swapaxes(X, 1, 2) / X0.shape[1])
-    return np.concatenate(out)
+        xs.append(X)
+    return (np.concatenate(out), np.concatenate(xs)) if return_X else np.concatenate(out)

@@ -30,9 +30,9 @@ def pytest_configure(config) -> None:
         import sys
 
         sys.path.insert(0, os.path.dirname(__file__))
-        from _mutations import apply_core_mutation
+        from _mutations import apply_mutation
 
-        apply_core_mutation()
+        apply_mutation()
 
 
 #: Under CI (.ci/run sets CI=true and installs every optional tool), a check that
@@ -45,3 +45,41 @@ def skip_unless_ci(reason: str) -> None:
     if CI:
         pytest.fail(f"{reason}; .ci/run installs it, so CI must run this check")
     pytest.skip(reason)
+
+
+#: CPU features each SIMD kernel needs (the CPUID checks of cpp/src/sde_kernels.cpp
+#: and normal_kernels.cpp); the portable "scalar" kernel needs none.
+KERNEL_FLAGS = {"scalar": (), "avx2": ("avx2", "fma"), "avx512": ("avx512f", "avx512dq", "avx512bw", "avx512vl")}
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags (Linux x86-64: /proc/cpuinfo), or None where unknown."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return set()  # no x86 kernel is compiled there
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def require_kernel(kernel: str, available: bool) -> None:
+    """For a test that compares SIMD kernels: returns when ``kernel`` is available;
+    fails when it is missing although this CPU has its features (every x86-64 build
+    compiles every kernel, cpp CMakeLists: a missing one is a bug, not a skip);
+    skips, saying why, only when the CPU lacks them (or they cannot be read: then it
+    fails under CI, which runs on Linux)."""
+    if available:
+        return
+    flags = _cpu_flags()
+    need = KERNEL_FLAGS[kernel]
+    if flags is None:
+        skip_unless_ci(f"kernel {kernel!r} is not available and the CPU flags cannot be read")
+    if all(f in flags for f in need):
+        pytest.fail(f"kernel {kernel!r} is missing although this CPU has {', '.join(need) or 'no requirement'}")
+    pytest.skip(f"this CPU lacks {', '.join(f for f in need if f not in flags)} for kernel {kernel!r}")

@@ -6,13 +6,11 @@ import math
 
 import numpy as np
 import pytest
-
 from scipy import stats
 from scipy import stats as scipy_stats
 
 from shaped_transformer import analysis as an
 from shaped_transformer._result import Result
-
 
 # ---------------------------------------------------------------------------
 # Observables
@@ -124,7 +122,9 @@ def test_summarize_2d_and_all_exploded():
 @pytest.mark.parametrize("dist", ["normal", "exponential", "beta"])
 def test_kde_equals_scipy_gaussian_kde(dist):
     rng = np.random.default_rng(3)
-    x = {"normal": rng.normal(size=700), "exponential": rng.exponential(size=700), "beta": rng.beta(2, 5, size=700)}[dist]
+    x = {"normal": rng.normal(size=700), "exponential": rng.exponential(size=700), "beta": rng.beta(2, 5, size=700)}[
+        dist
+    ]
     g = np.linspace(x.min() - 1, x.max() + 1, 101)
     _, d = an.kde(x, g)
     np.testing.assert_allclose(d, scipy_stats.gaussian_kde(x)(g), rtol=1e-10, atol=1e-14)
@@ -239,8 +239,14 @@ def test_hand_written_bootstrap_agrees_with_scipy_on_independent_values():
     rng = np.random.default_rng(5)
     x, y = rng.normal(0.0, 1.0, 400), rng.normal(0.3, 1.0, 500)
     mine = an.wasserstein(x, y, bootstrap=4000, seed=1)
-    ref = stats.bootstrap((x, y), lambda a, b: stats.wasserstein_distance(a, b), n_resamples=4000,
-                          method="basic", vectorized=False, random_state=np.random.default_rng(2))
+    ref = stats.bootstrap(
+        (x, y),
+        lambda a, b: stats.wasserstein_distance(a, b),
+        n_resamples=4000,
+        method="basic",
+        vectorized=False,
+        random_state=np.random.default_rng(2),
+    )
     assert mine.value == pytest.approx(stats.wasserstein_distance(x, y), rel=1e-12)
     assert mine.low == pytest.approx(ref.confidence_interval.low, abs=0.02)
     assert mine.high == pytest.approx(ref.confidence_interval.high, abs=0.02)

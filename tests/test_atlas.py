@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import stats
+from scipy.stats import binomtest
 
 from shaped_transformer._blocks import make_network
 from shaped_transformer._core_loader import core
@@ -29,9 +31,21 @@ BLOWUP = 1e4
 
 
 def _continue(net, V, start, stream, stop, *, dt, steps, scheme="euler", seed=0, a=0.0):
-    P = V.shape[0]
-    return core.continue_paths(net.to_core(), V, np.asarray(start, np.int64), np.asarray(stream, np.int64),
-                               np.asarray(stop, float), dt, steps, scheme, "clip", seed, BLOWUP, a, 2)
+    return core.continue_paths(
+        net.to_core(),
+        V,
+        np.asarray(start, np.int64),
+        np.asarray(stream, np.int64),
+        np.asarray(stop, float),
+        dt,
+        steps,
+        scheme,
+        "clip",
+        seed,
+        BLOWUP,
+        a,
+        2,
+    )
 
 
 @pytest.mark.parametrize("scheme,dt", [("euler", 1 / 64), ("exact_chain", 1 / 32)])
@@ -41,11 +55,31 @@ def test_continue_paths_reproduces_the_solver(scheme, dt):
     P = 600
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BlowUpWarning)
-        r = solve_sde(net, V0, T=1.0, dt=dt, paths=P, scheme=scheme, seed=3, threads=2, blowup=BLOWUP,
-                      save_at=[0.0, 1.0], progress=False)
+        r = solve_sde(
+            net,
+            V0=V0,
+            T=1.0,
+            dt=dt,
+            paths=P,
+            scheme=scheme,
+            seed=3,
+            threads=2,
+            blowup=BLOWUP,
+            save_at=[0.0, 1.0],
+            progress=False,
+        )
     steps = r.info["steps"]
-    V, step, peak, status = _continue(net, np.repeat(V0[None], P, 0), np.zeros(P), np.arange(P), np.full(P, np.inf),
-                                      dt=dt, steps=steps, scheme=scheme, seed=3)
+    V, step, peak, status = _continue(
+        net,
+        np.repeat(V0[None], P, 0),
+        np.zeros(P),
+        np.arange(P),
+        np.full(P, np.inf),
+        dt=dt,
+        steps=steps,
+        scheme=scheme,
+        seed=3,
+    )
     assert r.exploded.sum() >= 3  # the comparison covers blow-ups
     # Today the two run the same step functions and agree bit for bit.  A solver
     # with another operation order (a batched SIMD kernel) may differ by rounding,
@@ -67,14 +101,26 @@ def test_continue_paths_stops_at_the_first_crossing_and_resumes():
     dt, steps, P = 1 / 64, 64, 50
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BlowUpWarning)
-        r = solve_sde(net, V0, T=1.0, dt=dt, paths=P, scheme="euler", seed=9, threads=2, blowup=BLOWUP,
-                      save_at=np.arange(steps + 1) * dt, progress=False)
+        r = solve_sde(
+            net,
+            V0=V0,
+            T=1.0,
+            dt=dt,
+            paths=P,
+            scheme="euler",
+            seed=9,
+            threads=2,
+            blowup=BLOWUP,
+            save_at=np.arange(steps + 1) * dt,
+            progress=False,
+        )
     diag = np.max(np.diagonal(r.V, axis1=2, axis2=3), axis=2)  # (P, steps+1), NaN after blow-up
     z = 1.5
     hit = np.nan_to_num(diag, nan=np.inf) > z
     assert hit.any(axis=1).sum() > 10 and (~hit.any(axis=1)).sum() > 5
-    V, step, peak, status = _continue(net, np.repeat(V0[None], P, 0), np.zeros(P), np.arange(P), np.full(P, z),
-                                      dt=dt, steps=steps, seed=9)
+    V, step, peak, status = _continue(
+        net, np.repeat(V0[None], P, 0), np.zeros(P), np.arange(P), np.full(P, z), dt=dt, steps=steps, seed=9
+    )
     for p in range(P):
         if hit[p].any():
             k = int(np.argmax(hit[p]))
@@ -114,13 +160,29 @@ def test_ams_agrees_with_plain_monte_carlo():
     n = 100_000
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BlowUpWarning)
-        r = solve_sde(net, V0, T=1.0, dt=1 / 64, paths=n, scheme="euler", seed=11, threads=2, blowup=BLOWUP,
-                      save_at=[0.0, 1.0], progress=False)
+        r = solve_sde(
+            net,
+            V0=V0,
+            T=1.0,
+            dt=1 / 64,
+            paths=n,
+            scheme="euler",
+            seed=11,
+            threads=2,
+            blowup=BLOWUP,
+            save_at=[0.0, 1.0],
+            progress=False,
+        )
     p_mc = r.exploded.mean()
     se_mc = math.sqrt(p_mc * (1 - p_mc) / n)
-    rep = ams_repeat(net, V0, repeats=20, seed=500, T=1.0, dt=1 / 64, particles=300, blowup=BLOWUP, threads=2)
+    rep = ams_repeat(net, V0=V0, repeats=20, seed=500, T=1.0, dt=1 / 64, particles=300, blowup=BLOWUP, threads=2)
     assert 3e-3 < p_mc < 2e-2
-    assert rep["ci_low"] <= rep["p"] <= rep["ci_high"]
+    # The reported interval is the t-interval of the runs' mean (scipy, independently;
+    # "p inside its own interval" could not fail).
+    runs = np.asarray(rep["runs"])
+    lo, hi = stats.t.interval(0.95, runs.size - 1, loc=runs.mean(), scale=stats.sem(runs))
+    assert rep["p"] == pytest.approx(runs.mean(), rel=1e-12)
+    assert rep["ci_low"] == pytest.approx(max(lo, 0.0), rel=1e-9) and rep["ci_high"] == pytest.approx(hi, rel=1e-9)
     tol = 3.5 * math.hypot(se_mc, rep["se"])
     assert abs(rep["p"] - p_mc) < tol, (rep["p"], p_mc, tol)
     # The splitting's own spread is what the theory says (relative error of one run
@@ -131,35 +193,46 @@ def test_ams_agrees_with_plain_monte_carlo():
 def test_ams_blowup_times_and_validation():
     net = make_network("shaped_transformer", tau0=1.0, gamma=0.5)
     V0 = equicorrelated(4, 0.3)
-    res = ams_blowup(net, V0, T=1.0, dt=1 / 32, particles=50, seed=1, threads=2, blowup=BLOWUP)
+    res = ams_blowup(net, V0=V0, T=1.0, dt=1 / 32, particles=50, seed=1, threads=2, blowup=BLOWUP)
     assert 0 < res.p < 1 and res.blown > 0
     assert res.p == pytest.approx(res.weight * res.blown / res.particles)
     by = res.p_by([0.0, 0.5, 1.0])
     assert by[0] == 0 and by[1] <= by[2] and by[2] == pytest.approx(res.p)
     assert np.all(np.diff(res.levels) >= 0)
     json.dumps(res.to_dict())
-    again = ams_blowup(net, V0, T=1.0, dt=1 / 32, particles=50, seed=1, threads=1, blowup=BLOWUP)
+    again = ams_blowup(net, V0=V0, T=1.0, dt=1 / 32, particles=50, seed=1, threads=1, blowup=BLOWUP)
     assert again.p == res.p  # same seed, any thread count: same estimate
-    for kw, name in [({"particles": 1}, "particles"), ({"time_exponent": -1.0}, "time_exponent"),
-                     ({"kill_fraction": 1.0}, "kill_fraction"), ({"blowup": 0.5}, "blowup"),
-                     ({"scheme": "rk4"}, "scheme"), ({"dt": 2.0}, "dt")]:
+    for kw, name in [
+        ({"particles": 1}, "particles"),
+        ({"time_exponent": -1.0}, "time_exponent"),
+        ({"kill_fraction": 1.0}, "kill_fraction"),
+        ({"blowup": 0.5}, "blowup"),
+        ({"scheme": "rk4"}, "scheme"),
+        ({"dt": 2.0}, "dt"),
+    ]:
         with pytest.raises(ValueError, match=name):
-            ams_blowup(net, V0, **{"T": 1.0, "dt": 1 / 32, "particles": 10, **kw})
+            ams_blowup(net, V0=V0, **{"T": 1.0, "dt": 1 / 32, "particles": 10, **kw})
     with pytest.raises(ValueError, match="network"):
-        ams_blowup(make_network("standard_attention"), V0, T=1.0)
+        ams_blowup(make_network("standard_attention"), V0=V0, T=1.0)
 
 
-def test_binomial_ci_is_clopper_pearson():
+def test_curves_use_the_one_clopper_pearson_interval():
+    """The atlas's curves and tables take their intervals from analysis.binomial_interval
+    (scipy's binomtest): a curve at the times of its counts gives the table's numbers."""
     from scipy.stats import binomtest
 
-    from shaped_transformer.atlas import binomial_ci
+    from shaped_transformer import atlas
+    from shaped_transformer.analysis import binomial_interval, proportion_curve
 
-    for k, n in [(0, 10), (3, 10), (10, 10), (7, 4000)]:
-        ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
-        lo, hi = binomial_ci(k, n)
-        assert lo == pytest.approx(ref.low, abs=1e-12) and hi == pytest.approx(ref.high, abs=1e-12)
-    lo, hi = binomial_ci(np.array([0, 5]), 10)
-    assert lo.shape == (2,) and lo[0] == 0
+    assert not hasattr(atlas, "binomial_ci")  # no second implementation beside analysis
+    times = [0.1, 0.4, 0.4, 0.9]
+    p, lo, hi = proportion_curve(times, 4000, [0.0, 0.1, 0.5, 1.0])
+    assert p.tolist() == [0.0, 1 / 4000, 3 / 4000, 4 / 4000]
+    for k, low, high in zip((0, 1, 3, 4), lo, hi):
+        ref = binomtest(k, 4000).proportion_ci(confidence_level=0.95, method="exact")
+        iv = binomial_interval(k, 4000)
+        assert (low, high) == (ref.low, ref.high) == (iv.low, iv.high) and iv.method == "clopper-pearson"
+    assert lo[0] == 0 and hi[-1] < 0.003
 
 
 def test_atlas_end_to_end(tmp_path):
@@ -169,22 +242,46 @@ def test_atlas_end_to_end(tmp_path):
 
     out = tmp_path / "atlas"
     assert main(["atlas", "--size", "tiny", "--out", str(out), "--workers", "2", "--no-progress"]) == 0
-    for f in ("atlas.json", "atlas.md", "atlas_points.csv", "atlas_curves.csv", "rare.json", "curves.png",
-              "width.png", "heatmap_shaped_transformer.png", "blowup_times.png", "collapse.png"):
+    for f in (
+        "atlas.json",
+        "atlas.md",
+        "atlas_points.csv",
+        "atlas_curves.csv",
+        "rare.json",
+        "curves.png",
+        "width.png",
+        "heatmap_shaped_transformer.png",
+        "blowup_times.png",
+        "collapse.png",
+    ):
         assert (out / f).is_file(), f
     rows = list(csv.DictReader(open(out / "atlas_points.csv")))
     blocks = {r["block"] for r in rows}
     assert blocks == {"shaped_attention", "shaped_mlp", "shaped_transformer"}
     assert {r["method"] for r in rows} == {"sde", "exact"}
+    data = json.load(open(out / "atlas.json"))
+    confidence = data["config"]["study"]["confidence"]
     for r in rows:
+        # The interval written is the Clopper-Pearson interval of this row's own
+        # counts at the configured confidence (scipy's, independently).  A check
+        # that k / n lies inside it could not fail: every such interval holds k / n.
         k, n = int(r["blown"]), int(r["samples"])
-        assert float(r["ci_low"]) <= k / n <= float(r["ci_high"])
+        ref = binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+        assert float(r["ci_low"]) == pytest.approx(ref.low, rel=1e-9, abs=1e-15), r
+        assert float(r["ci_high"]) == pytest.approx(ref.high, rel=1e-9, abs=1e-15), r
         assert r["verdict"] in ("safe", "unsafe", "undecided")
+    # Splitting runs at network points too (one rule for every method), and the
+    # points whose runs died out are shown as unresolved, in the table and the page.
+    few = [r for r in rows if int(r["blown"]) < 2]
+    assert {r["method"] for r in few} == {"sde", "exact"} and all(r["ams_runs"] for r in few)
+    unresolved = [r for r in rows if r["ams"].startswith("unresolved")]
+    assert unresolved and all(r["best_method"] == "mc" for r in unresolved)
+    md = (out / "atlas.md").read_text()
+    assert f"**{len(unresolved)} point(s) unresolved by splitting**" in md and "one rule for every point" in md
     # The MLP alone has no finite-time blow-up at these settings.
     assert all(int(r["blown"]) == 0 for r in rows if r["block"] == "shaped_mlp")
     curves = list(csv.DictReader(open(out / "atlas_curves.csv")))
     assert len(curves) == 9 * len(rows)  # times = 8 intervals
-    data = json.load(open(out / "atlas.json"))
     assert data["config"]["study"]["blowup"] == 1e4 and data["rare"]["repeats"] == 2
     # Resume: every point is loaded, none recomputed.
     files = {p.name: p.stat().st_mtime_ns for p in (out / "points").glob("*.json")}
@@ -227,13 +324,35 @@ def test_tau0_only_rescales_the_input(method):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BlowUpWarning)
             if method == "sde":
-                r = solve_sde(net, V, T=1.0, dt=1 / 64, paths=P, scheme="euler", seed=4, threads=2, blowup=K,
-                              save_at=[0.0, 1.0], progress=False)
+                r = solve_sde(
+                    net,
+                    V0=V,
+                    T=1.0,
+                    dt=1 / 64,
+                    paths=P,
+                    scheme="euler",
+                    seed=4,
+                    threads=2,
+                    blowup=K,
+                    save_at=[0.0, 1.0],
+                    progress=False,
+                )
             else:
                 from shaped_transformer.simulate import simulate
 
-                r = simulate(net, V0=V, width=64, depth=64, samples=P, method="exact", seed=4, threads=2, blowup=K,
-                             save_at=np.array([0, 64]), progress=False)
+                r = simulate(
+                    net,
+                    V0=V,
+                    width=64,
+                    depth=64,
+                    samples=P,
+                    method="exact",
+                    seed=4,
+                    threads=2,
+                    blowup=K,
+                    save_at=np.array([0, 64]),
+                    progress=False,
+                )
         runs.append(r)
     a, b = runs
     assert a.exploded.sum() >= 2
@@ -250,9 +369,171 @@ def test_atlas_studies_causal_heads(tmp_path):
     and the exact chain alike; the points record it."""
     from shaped_transformer.atlas import run_atlas
 
-    data = run_atlas(tmp_path / "atlas", size="tiny", plots=False, progress=False,
-                     config={"study": {"causal": True}, "rare": {"repeats": 0}, "collapse": {"samples": 0},
-                             "grid": {"blocks": ["shaped_attention"], "tau0": [1.0], "gamma": [0.5], "heads": [1]}})
+    data = run_atlas(
+        tmp_path / "atlas",
+        size="tiny",
+        plots=False,
+        progress=False,
+        config={
+            "study": {"causal": True},
+            "rare": {"repeats": 0},
+            "collapse": {"samples": 0},
+            "grid": {"blocks": ["shaped_attention"], "tau0": [1.0], "gamma": [0.5], "heads": [1]},
+        },
+    )
     assert data["config"]["study"]["causal"] is True
     assert data["points"] and all(p["causal"] for p in data["points"])
     assert {p["method"] for p in data["points"]} == {"sde", "exact"}
+
+
+# ---------------------------------------------------------------------------
+# Never silently wrong (issue 23): an unresolved splitting estimate says so, the
+# atlas shows it, one verdict rule holds for every method, and --out is guarded.
+# ---------------------------------------------------------------------------
+
+
+def _mlp_extinct_case():
+    """The shaped MLP alone (V grows at most exponentially) with 20 particles: the
+    levels climb until every particle is a copy of one first crossing, and the run
+    dies out (154 iterations, about 0.2 s)."""
+    return (
+        make_network("shaped_mlp", gamma=0.5),
+        equicorrelated(4, 0.3),
+        dict(T=1.0, dt=1 / 32, particles=20, threads=2, blowup=BLOWUP),
+    )
+
+
+def test_extinct_splitting_run_is_flagged_and_warns():
+    from shaped_transformer.splitting import UnresolvedWarning
+
+    net, V0, kw = _mlp_extinct_case()
+    with pytest.warns(UnresolvedWarning, match="extinction") as rec:
+        r = ams_blowup(net, V0=V0, seed=0, **kw)
+    assert rec[0].filename == __file__
+    assert r.status == "extinct" and not r.resolved and r.p == 0.0 and r.blown == 0
+    assert r.iterations > 10 and -300 < r.log10_weight < 0  # how far the levels got before it died
+    d = r.to_dict()
+    assert d["resolved"] is False and d["status"] == "extinct"
+    json.dumps(d)
+    # a resolved run says so, and does not warn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnresolvedWarning)
+        ok = ams_blowup(make_network("shaped_transformer", tau0=1.0, gamma=0.5), V0=V0, seed=1, **kw)
+    assert ok.resolved and ok.status == "resolved" and ok.p > 0 and ok.explain() == ""
+
+
+def test_iteration_bound_ends_unresolved_instead_of_raising():
+    from shaped_transformer.splitting import UnresolvedWarning
+
+    _, V0, kw = _mlp_extinct_case()
+    with pytest.warns(UnresolvedWarning, match="max_iterations=2"):
+        r = ams_blowup(make_network("shaped_transformer"), V0=V0, seed=0, max_iterations=2, **kw)
+    assert r.status == "max_iterations" and not r.resolved and r.iterations == 2
+
+
+def test_ams_repeat_interval_is_honest_when_runs_die_out():
+    """Runs that died out read p = 0 whatever the probability; their spread bounds
+    nothing.  (It used to report p = 0 with the interval [0, 0].)"""
+    from shaped_transformer.splitting import UnresolvedWarning
+
+    net, V0, kw = _mlp_extinct_case()
+    with pytest.warns(UnresolvedWarning, match=r"2 of 2 runs did not resolve P \(2 extinct") as rec:
+        rep = ams_repeat(net, V0=V0, repeats=2, seed=0, **kw)
+    assert len(rec) == 1  # one summary, not one warning per run
+    assert rep["resolved"] is False and rep["unresolved"] == 2 and rep["statuses"] == ["extinct", "extinct"]
+    assert (rep["ci_low"], rep["ci_high"]) == (0.0, 1.0) and rep["interval"].method.startswith("trivial")
+
+
+def test_one_verdict_rule_for_every_method():
+    """analysis.verdict is the rule; the atlas row of a network point with no
+    blow-up gets splitting runs (through the exact chain) like an SDE point, and
+    its verdict follows the interval it rests on."""
+    from shaped_transformer import analysis as an
+    from shaped_transformer.atlas import _row
+
+    iv = an.Interval
+    assert an.verdict(iv(1e-4, 0.0, 9e-4, 0.95), 1e-3) == "safe"
+    assert an.verdict(iv(5e-3, 2e-3, 9e-3, 0.95), 1e-3) == "unsafe"
+    assert an.verdict(iv(1e-3, 0.0, 2e-3, 0.95), 1e-3) == "undecided"
+    assert an.verdict(iv(0.0, float("nan"), float("nan"), 0.95), 1e-3) == "undecided"
+    # 0 of 2000 cannot be safe at 1e-3 (Clopper-Pearson upper end 1.8e-3), 0 of 4000 can:
+    # the same rule, different evidence.
+    assert an.verdict(an.binomial_interval(0, 2000), 1e-3) == "undecided"
+    assert an.verdict(an.binomial_interval(0, 4000), 1e-3) == "safe"
+    base = {"block": "shaped_transformer", "heads": 1, "tau0": 1.0, "gamma": 0.3}
+    for method, width in (("sde", None), ("exact", 128)):
+        p = dict(base, method=method, width=width, dt=1e-3)
+        runs = {"samples": 2000, "blown": 0, "ams_runs": [2e-4, 1.5e-4, 2.5e-4, 1.8e-4], "ams_status": ["resolved"] * 4}
+        row = _row(p, runs, 0.95, 1e-3)
+        assert row["best_method"] == "ams" and row["interval"] == "t over runs" and row["verdict"] == "safe"
+        row = _row(p, dict(runs, ams_status=["resolved", "extinct", "resolved", "resolved"]), 0.95, 1e-3)
+        assert row["ams"] == "unresolved (1 of 4 runs: 1 extinct)" and row["p_ams"] is None
+        assert row["best_method"] == "mc" and row["verdict"] == "undecided"
+    from shaped_transformer.atlas import atlas_point
+
+    pt = atlas_point(
+        block="shaped_transformer",
+        tau0=1.0,
+        gamma=0.5,
+        m=4,
+        T=1.0,
+        method="exact",
+        width=16,
+        samples=20,
+        seed=0,
+        ams_particles=10,
+        ams_repeats=2,
+        ams_below=5,
+        threads=2,
+    )
+    assert pt["blown"] < 5 and len(pt["ams_runs"]) == 2 and len(pt["ams_status"]) == 2
+
+
+def test_atlas_out_is_guarded_like_the_report(tmp_path, monkeypatch):
+    from shaped_transformer import sweep
+    from shaped_transformer.atlas import run_atlas
+
+    def boom(*a, **k):
+        raise AssertionError("the atlas ran before its --out was refused")
+
+    monkeypatch.setattr(sweep, "sweep", boom)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    monkeypatch.chdir(mine)
+    for where in (".", "..", str(mine)):
+        with pytest.raises(ValueError, match="current folder or one of its parents"):
+            run_atlas(where, size="tiny")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.csv").write_text("x")
+    with pytest.raises(ValueError, match="holds no previous atlas"):
+        run_atlas(other, size="tiny")
+    assert sorted(p.name for p in other.iterdir()) == ["data.csv"]
+    assert (mine / "notes.txt").read_text() == "precious" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_atlas_figures_raise_no_matplotlib_warning(tmp_path):
+    """A panel with no run at its point (the reference block is the MLP, so the
+    attention panel has none) used to call legend() on nothing: matplotlib's
+    UserWarning leaked out of `shaped-transformer atlas`."""
+    pytest.importorskip("matplotlib")
+    from shaped_transformer.atlas import run_atlas
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_atlas(
+            tmp_path / "atlas",
+            size="tiny",
+            progress=False,
+            workers=2,
+            config={
+                "reference": {"block": "shaped_mlp"},
+                "rare": {"repeats": 0},
+                "splitting": {"particles": 0},
+                "collapse": {"samples": 0},
+                "network": {"widths": [16], "reference_widths": [16]},
+                "grid": {"blocks": ["shaped_attention", "shaped_mlp"], "tau0": [1.0], "gamma": [0.8]},
+            },
+        )
+    assert (tmp_path / "atlas" / "curves.png").is_file()

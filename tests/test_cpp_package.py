@@ -95,7 +95,12 @@ def core_build(tmp_path_factory: pytest.TempPathFactory) -> CoreBuild:
     with_tests = doctest_available()
     log = _run(
         [
-            cmake, "-S", ROOT, "-B", build, *_generator(),
+            cmake,
+            "-S",
+            ROOT,
+            "-B",
+            build,
+            *_generator(),
             "-DCMAKE_BUILD_TYPE=Release",
             f"-DCMAKE_INSTALL_PREFIX={prefix}",
             "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON",
@@ -118,7 +123,11 @@ def test_install_layout(core_build: CoreBuild) -> None:
     libs = list(p.glob("lib*/libshaped_transformer_core.a"))
     assert libs, "static library not installed"
     cmake_dir = libs[0].parent / "cmake" / "ShapedTransformer"
-    for f in ("ShapedTransformerConfig.cmake", "ShapedTransformerConfigVersion.cmake", "ShapedTransformerTargets.cmake"):
+    for f in (
+        "ShapedTransformerConfig.cmake",
+        "ShapedTransformerConfigVersion.cmake",
+        "ShapedTransformerTargets.cmake",
+    ):
         assert (cmake_dir / f).is_file(), f
     config = (cmake_dir / "ShapedTransformerConfig.cmake").read_text()
     assert "find_dependency(Threads)" in config
@@ -134,7 +143,9 @@ def _parse_study(out: str) -> list[dict[str, float]]:
         if fields[0] == "layer":
             header = fields
             continue
-        rows.append(dict(zip(["layer", "t", "rho_exact", "se_exact", "rho_explicit", "se_explicit"], map(float, fields))))
+        rows.append(
+            dict(zip(["layer", "t", "rho_exact", "se_exact", "rho_explicit", "se_explicit"], map(float, fields)))
+        )
         assert len(fields) == len(header) == 6
     return rows
 
@@ -143,8 +154,18 @@ def test_example_against_installed_package(core_build: CoreBuild, tmp_path: Path
     """examples/cpp finds the installed package, builds, runs and prints sound numbers."""
     cmake = _cmake()
     build = tmp_path / "example"
-    _run([cmake, "-S", ROOT / "examples" / "cpp", "-B", build, *_generator(),
-          "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_PREFIX_PATH={core_build.prefix}"])
+    _run(
+        [
+            cmake,
+            "-S",
+            ROOT / "examples" / "cpp",
+            "-B",
+            build,
+            *_generator(),
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DCMAKE_PREFIX_PATH={core_build.prefix}",
+        ]
+    )
     _run([cmake, "--build", build, "--parallel", JOBS])
     exe = build / "depth_study"
     width, depth = 32, 32
@@ -191,12 +212,23 @@ def test_consumer_with_bundled_eigen(core_build: CoreBuild, tmp_path: Path) -> N
         "int main() {\n"
         "  shaped_transformer::MatD z(2, 4);\n"
         "  shaped_transformer::fill_normal(shaped_transformer::Stream{7, 0, 0, 0}, 0, 8, z.data());\n"
-        "  std::printf(\"%.6f %s\\n\", (z * z.transpose()).trace(), shaped_transformer::normal_kernel_name());\n"
+        '  std::printf("%.6f %s\\n", (z * z.transpose()).trace(), shaped_transformer::normal_kernel_name());\n'
         "}\n"
     )
     build = tmp_path / "build"
-    log = _run([cmake, "-S", src, "-B", build, *_generator(), "-DCMAKE_BUILD_TYPE=Release",
-                f"-DCMAKE_PREFIX_PATH={core_build.prefix}", "-DCMAKE_DISABLE_FIND_PACKAGE_Eigen3=ON"])
+    log = _run(
+        [
+            cmake,
+            "-S",
+            src,
+            "-B",
+            build,
+            *_generator(),
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DCMAKE_PREFIX_PATH={core_build.prefix}",
+            "-DCMAKE_DISABLE_FIND_PACKAGE_Eigen3=ON",
+        ]
+    )
     assert "bundled Eigen: TRUE" in log
     _run([cmake, "--build", build, "--parallel", JOBS])
     out = _run([build / "consumer"]).split()
@@ -236,8 +268,11 @@ def test_default_build_is_portable(core_build: CoreBuild) -> None:
         out = _run([nm, "-C", "--defined-only", obj])
         # DW.ref.__gxx_personality_v0 is the unwinder's pointer to the C++ personality
         # routine, emitted by any unit with exception cleanups: ISA-free data, no hazard.
-        weak = [line for line in out.splitlines()[1:] if re.match(r"^[0-9a-f]+ [WVu] ", line)
-                and not line.endswith("DW.ref.__gxx_personality_v0")]
+        weak = [
+            line
+            for line in out.splitlines()[1:]
+            if re.match(r"^[0-9a-f]+ [WVu] ", line) and not line.endswith("DW.ref.__gxx_personality_v0")
+        ]
         assert not weak, f"{obj.name} defines weak symbols (ODR hazard across ISAs): {weak[:5]}"
 
 
@@ -257,10 +292,24 @@ def test_ctest_under_sanitizers(tmp_path_factory: pytest.TempPathFactory) -> Non
     # and cross-driver translation units (over half of the time);
     # SHAPED_TRANSFORMER_FULL=1 builds and runs every suite.
     suites = "" if FULL else "rng;parallel;exact;explicit"
-    _run([cmake, "-S", ROOT, "-B", build, *_generator(), "-DCMAKE_BUILD_TYPE=Debug", "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g",
-          "-DSHAPED_TRANSFORMER_PYTHON=OFF", "-DSHAPED_TRANSFORMER_TESTS=ON", "-DSHAPED_TRANSFORMER_SANITIZE=ON",
-          f"-DSHAPED_TRANSFORMER_TEST_SUITES={suites}",
-          "-DSHAPED_TRANSFORMER_INSTALL=OFF", f"-DPython_EXECUTABLE={sys.executable}"])
+    _run(
+        [
+            cmake,
+            "-S",
+            ROOT,
+            "-B",
+            build,
+            *_generator(),
+            "-DCMAKE_BUILD_TYPE=Debug",
+            "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g",
+            "-DSHAPED_TRANSFORMER_PYTHON=OFF",
+            "-DSHAPED_TRANSFORMER_TESTS=ON",
+            "-DSHAPED_TRANSFORMER_SANITIZE=ON",
+            f"-DSHAPED_TRANSFORMER_TEST_SUITES={suites}",
+            "-DSHAPED_TRANSFORMER_INSTALL=OFF",
+            f"-DPython_EXECUTABLE={sys.executable}",
+        ]
+    )
     # The timeout only guards against a hang: the full instrumented build took over
     # 15 minutes on a shared 2-core machine at load 7 to 11 (6.5 CPU-minutes idle).
     _run([cmake, "--build", build, "--parallel", JOBS], timeout=3600 if FULL else 1800)

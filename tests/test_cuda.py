@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +122,9 @@ def test_device_code_refuses_what_it_does_not_cover():
     with pytest.raises(ValueError, match="CPU only"):  # the MLP's O(m^2 n) Gram
         core.device_host_exact(mixed.to_core(), _equicorrelated(3, 0.1), 16, 1, 1, 0, np.array([0, 1]), 1e4)
     with pytest.raises(ValueError, match="m <= 16"):
-        core.device_host_solve_sde(mixed.to_core(), _equicorrelated(17, 0.1), 0.1, 1, np.array([0, 1]),
-                                   "euler", "clip", 1, 0, 1e4)
+        core.device_host_solve_sde(
+            mixed.to_core(), _equicorrelated(17, 0.1), 0.1, 1, np.array([0, 1]), "euler", "clip", 1, 0, 1e4
+        )
 
 
 # ---- the device argument -------------------------------------------------------------
@@ -134,7 +134,7 @@ def test_unknown_device_is_a_value_error():
     with pytest.raises(ValueError, match="device must be one of"):
         st.simulate(st.ShapedAttention(), V0=_equicorrelated(2, 0.1), width=8, depth=1, device="gpu")
     with pytest.raises(ValueError, match="device must be one of"):
-        st.solve_sde(st.ShapedAttention(), _equicorrelated(2, 0.1), T=0.1, device=None)
+        st.solve_sde(st.ShapedAttention(), V0=_equicorrelated(2, 0.1), T=0.1, device=None)
 
 
 def test_cuda_availability_is_reported_with_a_reason():
@@ -148,7 +148,7 @@ def test_cuda_availability_is_reported_with_a_reason():
     with pytest.raises(CudaUnavailableError, match="device='cuda' is not available"):
         st.simulate(st.ShapedAttention(), V0=_equicorrelated(2, 0.1), width=8, depth=1, device="cuda")
     with pytest.raises(CudaUnavailableError):
-        st.solve_sde(st.ShapedAttention(), _equicorrelated(2, 0.1), T=0.1, device="cuda")
+        st.solve_sde(st.ShapedAttention(), V0=_equicorrelated(2, 0.1), T=0.1, device="cuda")
 
 
 # ---- nvcc compiles the CUDA sources (no GPU needed) ------------------------------------
@@ -173,10 +173,20 @@ def test_nvcc_compiles_the_cuda_backend(tmp_path):
 
     build = tmp_path / "build"
     cmd = [
-        "cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja" if shutil.which("ninja") else "Unix Makefiles",
-        "-DCMAKE_BUILD_TYPE=Release", "-DSHAPED_TRANSFORMER_PYTHON=ON", "-DSHAPED_TRANSFORMER_CUDA=ON",
-        "-DSHAPED_TRANSFORMER_INSTALL=OFF", "-DCMAKE_CUDA_ARCHITECTURES=90",
-        f"-DCMAKE_CUDA_COMPILER={_nvcc()}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+        "cmake",
+        "-S",
+        str(ROOT),
+        "-B",
+        str(build),
+        "-G",
+        "Ninja" if shutil.which("ninja") else "Unix Makefiles",
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DSHAPED_TRANSFORMER_PYTHON=ON",
+        "-DSHAPED_TRANSFORMER_CUDA=ON",
+        "-DSHAPED_TRANSFORMER_INSTALL=OFF",
+        "-DCMAKE_CUDA_ARCHITECTURES=90",
+        f"-DCMAKE_CUDA_COMPILER={_nvcc()}",
+        f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
         f"-DPython_EXECUTABLE={sys.executable}",
     ]
     if shutil.which("ccache"):
@@ -225,8 +235,7 @@ _EXPLICIT_NETS = {
 @pytest.mark.parametrize("name", sorted(_EXPLICIT_NETS))
 def test_gpu_explicit_equals_cpu(name, dtype, tol):
     net = _EXPLICIT_NETS[name]()
-    kw = dict(V0=_equicorrelated(4, 0.3), width=96, depth=4, samples=3, seed=7, dtype=dtype, blowup=1e4,
-              return_X=True)
+    kw = dict(V0=_equicorrelated(4, 0.3), width=96, depth=4, samples=3, seed=7, dtype=dtype, blowup=1e4, return_X=True)
     a = st.simulate(net, method="explicit", device="cpu", **kw)
     b = st.simulate(net, method="explicit", device="cuda", **kw)
     assert np.array_equal(np.isinf(a.exploded_at), np.isinf(b.exploded_at))
@@ -257,14 +266,15 @@ def test_gpu_exact_equals_cpu():
 
 
 @gpu
-@pytest.mark.parametrize("scheme, psd", [("euler", "clip"), ("euler", "none"), ("tamed_euler", "clip"),
-                                         ("exact_chain", "clip")])
+@pytest.mark.parametrize(
+    "scheme, psd", [("euler", "clip"), ("euler", "none"), ("tamed_euler", "clip"), ("exact_chain", "clip")]
+)
 @pytest.mark.parametrize("m", [3, 4, 8, 12])
 def test_gpu_sde_equals_cpu(scheme, psd, m):
     net = st.shaped_transformer(heads=2) if scheme != "exact_chain" else st.ShapedAttention(heads=2)
     kw = dict(T=0.5, dt=1 / 200, paths=300, seed=2, scheme=scheme, psd=psd, blowup=1e4, save_at=[0, 0.25, 0.5])
-    a = st.solve_sde(net, _equicorrelated(m, 0.3), device="cpu", **kw)
-    b = st.solve_sde(net, _equicorrelated(m, 0.3), device="cuda", **kw)
+    a = st.solve_sde(net, V0=_equicorrelated(m, 0.3), device="cpu", **kw)
+    b = st.solve_sde(net, V0=_equicorrelated(m, 0.3), device="cuda", **kw)
     assert np.array_equal(np.isinf(a.exploded_at), np.isinf(b.exploded_at))
     assert np.array_equal(a.info["projections"], b.info["projections"])
     assert _rel(a.V, b.V) < 1e-9

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 
 import shaped_transformer as st
-from shaped_transformer._core_loader import core
-
 from _explicit_numpy import run as run_numpy
 from _mutations import model as _model
+from shaped_transformer._core_loader import core
 
 FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
 Z_MAX = 4.5
@@ -154,7 +153,7 @@ def test_singular_input_rank_one_stays_rank_one():
 
 
 def test_singular_input_rank_two_matches_numpy():
-    m, n, N = 3, 12, 3000
+    n, N = 12, 3000  # m = 3 tokens (V0 below)
     u = np.array([1.0, 0.5, -0.2])
     v = np.array([0.0, 1.0, 1.0])
     V0 = np.outer(u, u) + np.outer(v, v)  # rank 2
@@ -203,12 +202,16 @@ def test_blowup_reported_not_silent():
 
 
 def test_refused_blocks():
-    for b in (st.StandardAttention(norm="pre_layer"), st.ReluMLP(norm="post_layer"), st.ShapedAttention(heads=2, concat=True)):
+    for b in (
+        st.StandardAttention(norm="pre_layer"),
+        st.ReluMLP(norm="post_layer"),
+        st.ShapedAttention(heads=2, concat=True),
+    ):
         with pytest.raises(ValueError):
             st.simulate(b, V0=np.eye(3), width=8, depth=1, method="exact")
     # the core refuses on its own as well
     with pytest.raises(ValueError, match="norm"):
-        core.simulate_exact([st.StandardAttention(norm="pre_layer").to_core()], np.eye(2), 8, 1, 1, 0, [1], 1, 1e30, None)
+        core.simulate_exact([st.StandardAttention(norm="pre_layer")], np.eye(2), 8, 1, 1, 0, [1], 1, 1e30, None)
 
 
 def test_gamma_variates_via_wishart_mean():
@@ -244,13 +247,24 @@ def test_overflow_inside_a_layer_is_reported():
     reported blow-up, not a crash or a silent NaN."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for net in (st.Network([st.ShapedMLP(gamma=0.5), st.ShapedMLP(gamma=0.5)]),
-                    st.Network([st.ShapedAttention(gamma=0.9), st.ShapedAttention(gamma=0.9)])):
-            r = st.simulate(net, V0=1e307 * np.eye(2), width=64, depth=2, samples=3, method="exact", seed=0, blowup=1e308)
+        for net in (
+            st.Network([st.ShapedMLP(gamma=0.5), st.ShapedMLP(gamma=0.5)]),
+            st.Network([st.ShapedAttention(gamma=0.9), st.ShapedAttention(gamma=0.9)]),
+        ):
+            r = st.simulate(
+                net, V0=1e307 * np.eye(2), width=64, depth=2, samples=3, method="exact", seed=0, blowup=1e308
+            )
             assert r.exploded.all() and not np.any(np.isinf(r.V))
         try:  # s_+ = s_- = 0 at n = 4: refused by validation, or run and reported
-            r = st.simulate(st.Network([st.ShapedMLP(c_plus=-2.0, c_minus=-2.0)]), V0=np.eye(2), width=4, depth=1,
-                            samples=2, method="exact", seed=0)
+            r = st.simulate(
+                st.Network([st.ShapedMLP(c_plus=-2.0, c_minus=-2.0)]),
+                V0=np.eye(2),
+                width=4,
+                depth=1,
+                samples=2,
+                method="exact",
+                seed=0,
+            )
         except ValueError:
             return
         assert r.exploded.all()

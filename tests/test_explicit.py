@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import shaped_transformer as st
+from conftest import require_kernel
 from shaped_transformer._core_loader import core
 
 # ---------------------------------------------------------------------------
@@ -45,7 +46,7 @@ def _centering(m, causal):
 def ref_block(block, X, W):
     """One block of the network in NumPy, with the weights dict W."""
     m, n = X.shape
-    d = block.to_core()
+    d = {name: getattr(block, name) for name, _ in block._parameters} | {"kind": block.kind}
     kind = d["kind"]
     norm = d.get("norm", "none")
     Xin = _normalize(X, "layer" in norm) if norm.startswith("pre") else X
@@ -100,21 +101,23 @@ def tokens(m, n, seed=1):
     return rng.standard_normal((m, n))
 
 
-BLOCKS = [
-    st.ShapedAttention(),
-    st.ShapedAttention(heads=3, tau0=0.7, gamma=0.6),
-    st.ShapedAttention(heads=2, key_dim=5, concat=True),
-    st.ShapedAttention(heads=2, alpha=0.8, beta=1.5, causal=True),
-    st.ShapedAttention(causal=True, key_dim=7),
-    st.StandardAttention(),
-    st.StandardAttention(heads=2, concat=True),
-    st.StandardAttention(heads=3, key_dim=6),
-    st.ShapedMLP(),
-    st.ShapedMLP(c_plus=0.5, c_minus=-2.0, gamma=0.3),
-    st.ReluMLP(),
-] + [st.StandardAttention(norm=k) for k in ("pre_rms", "pre_layer", "post_rms", "post_layer")] + [
-    st.ReluMLP(norm=k) for k in ("pre_rms", "pre_layer", "post_rms", "post_layer")
-]
+BLOCKS = (
+    [
+        st.ShapedAttention(),
+        st.ShapedAttention(heads=3, tau0=0.7, gamma=0.6),
+        st.ShapedAttention(heads=2, key_dim=5, concat=True),
+        st.ShapedAttention(heads=2, alpha=0.8, beta=1.5, causal=True),
+        st.ShapedAttention(causal=True, key_dim=7),
+        st.StandardAttention(),
+        st.StandardAttention(heads=2, concat=True),
+        st.StandardAttention(heads=3, key_dim=6),
+        st.ShapedMLP(),
+        st.ShapedMLP(c_plus=0.5, c_minus=-2.0, gamma=0.3),
+        st.ReluMLP(),
+    ]
+    + [st.StandardAttention(norm=k) for k in ("pre_rms", "pre_layer", "post_rms", "post_layer")]
+    + [st.ReluMLP(norm=k) for k in ("pre_rms", "pre_layer", "post_rms", "post_layer")]
+)
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: repr(b)[:90])
@@ -122,7 +125,7 @@ def test_block_matches_numpy_float64(block):
     m, n = 5, 24
     X0 = tokens(m, n)
     net = st.Network([block])
-    res = st.simulate(net, X0, depth=2, samples=2, seed=11, return_X=True, threads=1)
+    res = st.simulate(net, X0=X0, depth=2, samples=2, seed=11, return_X=True, threads=1)
     for s in range(2):
         ref = ref_network(net, X0, 2, 11, sample=s)
         err = np.max(np.abs(res.X[s] - ref)) / np.max(np.abs(ref))
@@ -136,7 +139,7 @@ def test_block_matches_numpy_float32(block):
     m, n = 4, 40
     X0 = tokens(m, n, seed=3)
     net = st.Network([block])
-    res = st.simulate(net, X0, depth=1, samples=1, seed=5, dtype="float32", return_X=True, threads=1)
+    res = st.simulate(net, X0=X0, depth=1, samples=1, seed=5, dtype="float32", return_X=True, threads=1)
     ref = ref_network(net, X0, 1, 5)
     err = np.max(np.abs(res.X[0] - ref)) / np.max(np.abs(ref))
     assert err < 2e-5, err
@@ -148,7 +151,7 @@ def test_transformer_networks_match_numpy():
     m, n = 6, 37
     X0 = tokens(m, n, seed=4)
     for net in (st.shaped_transformer(heads=2, tau0=1.3, gamma=0.4), st.standard_transformer(norm="pre_layer")):
-        res = st.simulate(net, X0, depth=3, samples=1, seed=2, return_X=True, threads=1)
+        res = st.simulate(net, X0=X0, depth=3, samples=1, seed=2, return_X=True, threads=1)
         ref = ref_network(net, X0, 3, 2)
         assert np.max(np.abs(res.X[0] - ref)) / np.max(np.abs(ref)) < 1e-12
 
@@ -158,7 +161,7 @@ def test_large_tile_boundaries_match_numpy():
     m, n = 3, 300
     X0 = tokens(m, n, seed=6)
     net = st.Network([st.ShapedAttention(heads=1, key_dim=70), st.ShapedMLP()])
-    res = st.simulate(net, X0, depth=1, samples=1, seed=9, return_X=True, threads=2)
+    res = st.simulate(net, X0=X0, depth=1, samples=1, seed=9, return_X=True, threads=2)
     ref = ref_network(net, X0, 1, 9)
     assert np.max(np.abs(res.X[0] - ref)) / np.max(np.abs(ref)) < 1e-12
 
@@ -166,7 +169,7 @@ def test_large_tile_boundaries_match_numpy():
 @pytest.mark.parametrize("net", [st.shaped_transformer(gamma=0.0), st.standard_transformer(gamma=0.0)])
 def test_gamma_zero_leaves_X_unchanged(net):
     X0 = tokens(4, 32)
-    res = st.simulate(net, X0, depth=3, samples=2, seed=0, return_X=True)
+    res = st.simulate(net, X0=X0, depth=3, samples=2, seed=0, return_X=True)
     np.testing.assert_array_equal(res.X[0], X0)
     np.testing.assert_array_equal(res.X[1], X0)
 
@@ -178,12 +181,12 @@ def test_thread_count_does_not_change_results(method, dtype):
     X0 = tokens(4, 512)
     kw = dict(depth=2, seed=123, return_X=True, method=method, dtype=dtype)
     # samples < threads: the explicit method splits each product over column tiles
-    a = st.simulate(net, X0, samples=1, threads=1, **kw)
-    b = st.simulate(net, X0, samples=1, threads=2, **kw)
+    a = st.simulate(net, X0=X0, samples=1, threads=1, **kw)
+    b = st.simulate(net, X0=X0, samples=1, threads=2, **kw)
     np.testing.assert_array_equal(a.X, b.X)
     np.testing.assert_array_equal(a.V, b.V)
-    c = st.simulate(net, X0, samples=3, threads=1, **kw)
-    d = st.simulate(net, X0, samples=3, threads=2, **kw)
+    c = st.simulate(net, X0=X0, samples=3, threads=1, **kw)
+    d = st.simulate(net, X0=X0, samples=3, threads=2, **kw)
     np.testing.assert_array_equal(c.V, d.V)
     np.testing.assert_array_equal(c.X[0], a.X[0])
 
@@ -191,8 +194,8 @@ def test_thread_count_does_not_change_results(method, dtype):
 def test_seed_and_sample_keying():
     net = st.shaped_transformer()
     X0 = tokens(3, 64)
-    a = st.simulate(net, X0, depth=2, samples=2, seed=1)
-    b = st.simulate(net, X0, depth=2, samples=2, seed=2)
+    a = st.simulate(net, X0=X0, depth=2, samples=2, seed=1)
+    b = st.simulate(net, X0=X0, depth=2, samples=2, seed=2)
     assert not np.array_equal(a.V[0, -1], a.V[1, -1])
     assert not np.array_equal(a.V[0, -1], b.V[0, -1])
     np.testing.assert_allclose(a.V[:, 0], np.broadcast_to(X0 @ X0.T / 64, a.V[:, 0].shape), rtol=1e-13, atol=1e-15)
@@ -205,8 +208,12 @@ def test_rank_collapse_standard_vs_shaped():
     m, n, samples = 4, 64, 8
     V0 = st.inputs.equicorrelated(m, 0.3)
     a, b = np.triu_indices(m, 1)
-    std = st.simulate(st.standard_transformer(gamma=0.5), V0=V0, width=n, depth=n, samples=samples, seed=0, save_every=16)
-    shp = st.simulate(st.shaped_transformer(tau0=1.0, gamma=0.5), V0=V0, width=n, depth=n, samples=samples, seed=0, save_every=16)
+    std = st.simulate(
+        st.standard_transformer(gamma=0.5), V0=V0, width=n, depth=n, samples=samples, seed=0, save_every=16
+    )
+    shp = st.simulate(
+        st.shaped_transformer(tau0=1.0, gamma=0.5), V0=V0, width=n, depth=n, samples=samples, seed=0, save_every=16
+    )
     rho_std = std.rho[:, :, a, b].mean(axis=(0, 2))
     rho_shp = shp.finite().rho[:, :, a, b].mean(axis=(0, 2))
     assert rho_std[-1] > 0.99, rho_std
@@ -220,7 +227,7 @@ def test_blowup_is_reported_not_hidden():
     net = st.Network([st.ShapedAttention(tau0=0.05, gamma=0.9)])
     X0 = 30.0 * tokens(4, 32)
     with pytest.warns(st.BlowUpWarning):
-        res = st.simulate(net, X0, depth=40, samples=4, seed=0, blowup=1e5)
+        res = st.simulate(net, X0=X0, depth=40, samples=4, seed=0, blowup=1e5)
     assert res.exploded.any()
     for s in np.flatnonzero(res.exploded):
         k = int(np.argmax(res.t >= res.exploded_at[s]))
@@ -266,15 +273,14 @@ def test_fallback_kernels_match_numpy(kernel):
     import subprocess
     import sys
 
-    if core.normals_kernel(kernel, 0, 0, 0, 0, 0, 4) is None:
-        pytest.skip(f"this CPU has no {kernel} kernel")
+    require_kernel(kernel, core.normals_kernel(kernel, 0, 0, 0, 0, 0, 4) is not None)
     code = (
         "import numpy as np, shaped_transformer as st\n"
         "from shaped_transformer._core_loader import core\n"
         "X0 = np.random.default_rng(1).standard_normal((5, 150))\n"
         "net = st.Network([st.ShapedAttention(heads=2, key_dim=33), st.ShapedMLP()])\n"
         "for dt in ('float64', 'float32'):\n"
-        "    r = st.simulate(net, X0, depth=1, samples=1, seed=4, dtype=dt, return_X=True, threads=2)\n"
+        "    r = st.simulate(net, X0=X0, depth=1, samples=1, seed=4, dtype=dt, return_X=True, threads=2)\n"
         "    np.save(f'{OUT}_' + dt + '.npy', r.X[0])\n"
         "print(core.normal_kernel_name())\n"
     )
@@ -283,7 +289,9 @@ def test_fallback_kernels_match_numpy(kernel):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "x")
         env = dict(os.environ, SHAPED_TRANSFORMER_KERNEL=kernel)
-        res = subprocess.run([sys.executable, "-c", code.replace("{OUT}", out)], env=env, capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, "-c", code.replace("{OUT}", out)], env=env, capture_output=True, text=True
+        )
         assert res.returncode == 0, res.stderr
         assert res.stdout.strip() == kernel
         net = st.Network([st.ShapedAttention(heads=2, key_dim=33), st.ShapedMLP()])

@@ -39,7 +39,7 @@ CHILD = textwrap.dedent(
     print("started", flush=True)
     try:
         if kind == "sde":
-            st.solve_sde(net, V0, T=case["T"], dt=case["dt"], paths=case["samples"], threads=case["threads"],
+            st.solve_sde(net, V0=V0, T=case["T"], dt=case["dt"], paths=case["samples"], threads=case["threads"],
                          seed=1, blowup=1e300, save_at=np.array([0.0, case["T"]]), progress=False)
         else:
             st.simulate(net, V0=V0, width=case["width"], depth=case["depth"], samples=case["samples"],
@@ -57,19 +57,87 @@ CHILD = textwrap.dedent(
 # (id, case, driver attribute of _core that must exist)
 CASES = [
     # exact chain, one sample, 10^8 layers (attention only: width-independent blocks)
-    ("exact-1-sample", dict(kind="exact", blocks=["ShapedAttention(heads=2, gamma=0.5)"], width=10**6, depth=10**8, samples=1, threads=1), "simulate_exact"),
+    (
+        "exact-1-sample",
+        dict(
+            kind="exact", blocks=["ShapedAttention(heads=2, gamma=0.5)"], width=10**6, depth=10**8, samples=1, threads=1
+        ),
+        "simulate_exact",
+    ),
     # exact chain with an MLP block at moderate width: O(m n) per block
-    ("exact-transformer", dict(kind="exact", blocks=["ShapedAttention(gamma=0.3)", "ShapedMLP(gamma=0.3)"], width=10**4, depth=10**8, samples=2, threads=2), "simulate_exact"),
+    (
+        "exact-transformer",
+        dict(
+            kind="exact",
+            blocks=["ShapedAttention(gamma=0.3)", "ShapedMLP(gamma=0.3)"],
+            width=10**4,
+            depth=10**8,
+            samples=2,
+            threads=2,
+        ),
+        "simulate_exact",
+    ),
     # explicit network, one huge run, moderate width
-    ("explicit-1-sample", dict(kind="explicit", blocks=["ShapedAttention(gamma=0.3)", "ShapedMLP(gamma=0.3)"], width=512, depth=10**6, samples=1, threads=1), "simulate_explicit"),
+    (
+        "explicit-1-sample",
+        dict(
+            kind="explicit",
+            blocks=["ShapedAttention(gamma=0.3)", "ShapedMLP(gamma=0.3)"],
+            width=512,
+            depth=10**6,
+            samples=1,
+            threads=1,
+        ),
+        "simulate_explicit",
+    ),
     # explicit network, several samples on 2 threads
-    ("explicit-threads", dict(kind="explicit", blocks=["StandardAttention(gamma=0.3)", "ReluMLP(gamma=0.3)"], width=256, depth=10**6, samples=4, threads=2), "simulate_explicit"),
+    (
+        "explicit-threads",
+        dict(
+            kind="explicit",
+            blocks=["StandardAttention(gamma=0.3)", "ReluMLP(gamma=0.3)"],
+            width=256,
+            depth=10**6,
+            samples=4,
+            threads=2,
+        ),
+        "simulate_explicit",
+    ),
     # law sampler, one huge run
-    ("law-1-sample", dict(kind="law", blocks=["ShapedAttention(gamma=0.3)", "ShapedMLP(gamma=0.3)"], width=20000, depth=10**6, samples=1, threads=1), "simulate_law"),
+    (
+        "law-1-sample",
+        dict(
+            kind="law",
+            blocks=["ShapedAttention(gamma=0.3)", "ShapedMLP(gamma=0.3)"],
+            width=20000,
+            depth=10**6,
+            samples=1,
+            threads=1,
+        ),
+        "simulate_law",
+    ),
     # SDE, one path, 10^9 steps (MLP without drift, small gamma: no blow-up)
-    ("sde-1-path", dict(kind="sde", blocks=["ShapedMLP(c_plus=0.0, c_minus=0.0, gamma=0.05)"], T=1e6, dt=1e-3, samples=1, threads=1), "solve_sde"),
+    (
+        "sde-1-path",
+        dict(
+            kind="sde", blocks=["ShapedMLP(c_plus=0.0, c_minus=0.0, gamma=0.05)"], T=1e6, dt=1e-3, samples=1, threads=1
+        ),
+        "solve_sde",
+    ),
     # SDE at m = 256: a step takes about 0.1 s, so cancellation must be checked every step
-    ("sde-large-m", dict(kind="sde", blocks=["ShapedAttention(gamma=0.5)", "ShapedMLP(gamma=0.5)"], T=1e3, dt=1e-3, samples=1, threads=1, m=256), "solve_sde"),
+    (
+        "sde-large-m",
+        dict(
+            kind="sde",
+            blocks=["ShapedAttention(gamma=0.5)", "ShapedMLP(gamma=0.5)"],
+            T=1e3,
+            dt=1e-3,
+            samples=1,
+            threads=1,
+            m=256,
+        ),
+        "solve_sde",
+    ),
 ]
 
 # A single block whose own work takes seconds: the exact chain's MLP step at width
@@ -80,7 +148,7 @@ SLOW_BLOCK_CASES = [
         dict(kind="exact", blocks=["ShapedMLP(gamma=0.3)"], width=10**9, depth=10, samples=1, threads=1),
         "simulate_exact",
         id="exact-mlp-huge-width",
-    ),
+    )
 ]
 
 LIMIT_S = 1.5  # from SIGINT to exit (1 s for the interrupt, slack for interpreter exit)
@@ -89,7 +157,9 @@ MEASURED: dict[str, tuple[float, float]] = {}
 
 def _interrupt(case: dict, settle_s: float = 1.0, wait_s: float = 10.0) -> tuple[float, float, dict]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [os.path.join(os.path.dirname(st.__file__), os.pardir), env.get("PYTHONPATH", "")] if p)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in [os.path.join(os.path.dirname(st.__file__), os.pardir), env.get("PYTHONPATH", "")] if p
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, json.dumps(case)],
         stdout=subprocess.PIPE,
@@ -127,8 +197,7 @@ def _interrupt(case: dict, settle_s: float = 1.0, wait_s: float = 10.0) -> tuple
 
 @pytest.mark.parametrize("name, case, driver", CASES, ids=[c[0] for c in CASES])
 def test_ctrl_c_stops_within_a_second(name, case, driver):
-    if not (hasattr(core, driver) or (driver == "solve_sde" and hasattr(st, "solve_sde"))):
-        pytest.skip(f"{driver} not compiled yet")
+    assert hasattr(core, driver) or (driver == "solve_sde" and hasattr(st, "solve_sde")), driver
     for settle_s in (1.0, 4.0):
         caught_s, exit_s, info = _interrupt(dict(case), settle_s=settle_s)
         # On a loaded machine the signal can arrive before the child reached the
@@ -145,8 +214,7 @@ def test_ctrl_c_stops_within_a_second(name, case, driver):
 
 @pytest.mark.parametrize("name, case, driver", SLOW_BLOCK_CASES)
 def test_ctrl_c_inside_one_long_block(name, case, driver):
-    if not (hasattr(core, driver) or (driver == "solve_sde" and hasattr(st, "solve_sde"))):
-        pytest.skip(f"{driver} not compiled yet")
+    assert hasattr(core, driver) or (driver == "solve_sde" and hasattr(st, "solve_sde")), driver
     caught_s, exit_s, info = _interrupt(dict(case), wait_s=3.0)
     print(f"\n{name}: KeyboardInterrupt {caught_s * 1e3:.0f} ms after SIGINT, exit after {exit_s * 1e3:.0f} ms")
     assert exit_s < LIMIT_S

@@ -28,7 +28,9 @@ def _features(res):
 NETS = {
     "shaped_transformer_H2": st.shaped_transformer(heads=2, tau0=1.0, gamma=0.5),
     "standard_pre_layer": st.standard_transformer(gamma=0.5, norm="pre_layer"),
-    "concat_causal": st.Network([st.ShapedAttention(heads=2, concat=True, causal=True, gamma=0.6), st.ReluMLP(norm="post_rms")]),
+    "concat_causal": st.Network(
+        [st.ShapedAttention(heads=2, concat=True, causal=True, gamma=0.6), st.ReluMLP(norm="post_rms")]
+    ),
 }
 
 
@@ -81,8 +83,9 @@ def test_law_mlp_mean_is_exact():
 def test_law_runs_at_very_large_width():
     """O(m n) per block: a width-2^18 shaped Transformer runs in well under a second."""
     V0 = st.inputs.equicorrelated(4, 0.3)
-    res = st.simulate(st.shaped_transformer(), V0=V0, width=2**18, depth=2, samples=1, method="law", seed=0,
-                      dtype="float32")
+    res = st.simulate(
+        st.shaped_transformer(), V0=V0, width=2**18, depth=2, samples=1, method="law", seed=0, dtype="float32"
+    )
     assert np.all(np.isfinite(res.V))
     # at this width one layer moves V by O(n^-1/2) = 2e-3
     np.testing.assert_allclose(res.V[0, -1], V0, atol=0.05)

@@ -20,9 +20,6 @@ import shaped_transformer as st
 from shaped_transformer import _memory
 from shaped_transformer._core_loader import core
 
-HAVE = {name: hasattr(core, f"simulate_{name}") for name in ("explicit", "law", "exact")}
-HAVE_SDE = hasattr(st, "solve_sde")
-
 V0 = st.inputs.equicorrelated(4, 0.3)
 NET = st.shaped_transformer(heads=2)
 
@@ -88,7 +85,6 @@ def test_format_bytes():
 
 def test_estimates_of_ordinary_requests_are_modest():
     """The sizes the README uses must never be refused on a laptop (< 1 GiB)."""
-    V8 = st.inputs.equicorrelated(8, 0.3)
     for method, kw in [
         ("explicit", dict(width=4096, samples=200, saved=4097)),
         ("law", dict(width=4096, samples=2000, saved=65)),
@@ -96,7 +92,7 @@ def test_estimates_of_ordinary_requests_are_modest():
     ]:
         parts = _memory.estimate_simulate_bytes(NET, method, m=8, threads=16, **kw)
         assert sum(parts.values()) < 2**30, (method, parts)
-    sde = _memory.estimate_sde_bytes(m=8, paths=20000, saved=65, threads=16, heads=4)
+    sde = _memory.estimate_sde_bytes(m=8, paths=20000, saved=65, threads=16, network=st.ShapedAttention(heads=4))
     assert sum(sde.values()) < 2**30
     # and they scale as documented
     one = _memory.estimate_simulate_bytes(NET, "exact", m=8, width=64, samples=10, saved=11, threads=1)
@@ -106,34 +102,49 @@ def test_estimates_of_ordinary_requests_are_modest():
     assert x["X"] == 3 * 8 * 1000 * 8
 
 
-def test_buffer_sizes_come_from_the_core(monkeypatch):
-    """The tile buffers in the estimates are the core's (workspace.hpp through
-    _core), not a Python copy: a core with other tiles changes the estimates by
-    exactly the difference."""
+def test_buffer_sizes_come_from_the_core():
+    """The working memory in the estimates is the core's: the tile buffers of
+    workspace.hpp and each block kind's own figures (blocks/resources.hpp), reached
+    through _core, not a Python copy of them."""
     sizes = core.workspace_sizes()
     assert sizes["exact_mlp_tile"] >= 1 and sizes["gemm_tile_cols"] >= 1
     assert core.exact_mlp_workspace_bytes(8) == 2 * 8 * sizes["exact_mlp_tile"] * 8
-    assert core.gemm_workspace_bytes(8, 8) == (8 + sizes["gemm_tile_rows_float64"]) * sizes["gemm_tile_cols"] * 8 + \
-        sizes["gemm_tile_cols"] * 4
+    assert (
+        core.gemm_workspace_bytes(8, 8)
+        == (8 + sizes["gemm_tile_rows_float64"]) * sizes["gemm_tile_cols"] * 8 + sizes["gemm_tile_cols"] * 4
+    )
     with pytest.raises(ValueError, match="itemsize"):
         core.gemm_workspace_bytes(8, 2)
     kw = dict(m=8, width=256, samples=4, saved=3, threads=2)
-    before = {m: _memory.estimate_simulate_bytes(NET, m, **kw)["workspace"] for m in ("exact", "explicit")}
-    sde_before = _memory.estimate_sde_bytes(m=8, paths=4, saved=3, threads=2)["workspace"]
+    mlp = st.Network([st.ShapedMLP()])
+    # an MLP-only exact chain holds the MLP's two m x tile tiles per worker
+    assert _memory.estimate_simulate_bytes(mlp, "exact", **kw)["workspace"] == 2 * core.exact_mlp_workspace_bytes(8)
+    # the explicit network adds gaussian_gemm's tiles per thread to its workers' activations
+    one = _memory.estimate_simulate_bytes(mlp, "explicit", **{**kw, "threads": 1, "samples": 1})["workspace"]
+    assert one - core.gemm_workspace_bytes(8, 8) == 12 * 8 * 256 * 8 + 8 * 256 * 8
+    # more heads, more Wishart: the attention's exact workspace grows as (H m)^2
+    h1 = _memory.estimate_simulate_bytes(st.ShapedAttention(heads=1), "exact", **kw)["workspace"]
+    h4 = _memory.estimate_simulate_bytes(st.ShapedAttention(heads=4), "exact", **kw)["workspace"]
+    assert h1 == 2 * (8 * 8**2 + 4 * 8**2) * 8 and h4 == 2 * (8 * 32**2 + 4 * 4 * 8**2) * 8
 
-    class BigTiles:
-        @staticmethod
-        def exact_mlp_workspace_bytes(m):
-            return core.exact_mlp_workspace_bytes(m) + 1000
 
-        @staticmethod
-        def gemm_workspace_bytes(m, itemsize):
-            return core.gemm_workspace_bytes(m, itemsize) + 100
+def test_estimates_are_what_the_runs_check(monkeypatch):
+    """simulate() and solve_sde() hand the core's memory check exactly the estimate
+    that estimate_*_bytes reports."""
+    seen: list[dict] = []
+    real = _memory.check_memory
 
-    monkeypatch.setattr(_memory, "core", BigTiles)
-    assert _memory.estimate_simulate_bytes(NET, "exact", **kw)["workspace"] == before["exact"] + 2 * 1000
-    assert _memory.estimate_simulate_bytes(NET, "explicit", **kw)["workspace"] == before["explicit"] + 2 * 100
-    assert _memory.estimate_sde_bytes(m=8, paths=4, saved=3, threads=2)["workspace"] == sde_before + 2 * 1000
+    def spy(needed, what, **kw):
+        seen.append({"needed": needed, "what": what, "detail": kw.get("detail", "")})
+        return real(needed, what, **kw)
+
+    monkeypatch.setattr(_memory, "check_memory", spy)
+    st.simulate(NET, V0=V0, width=16, depth=3, samples=2, threads=1, method="explicit", seed=0, progress=False)
+    parts = _memory.estimate_simulate_bytes(NET, "explicit", m=4, width=16, samples=2, saved=4, threads=1)
+    assert seen[-1]["needed"] == sum(parts.values()) and seen[-1]["what"] == "simulate(method='explicit')"
+    st.solve_sde(NET, V0=V0, T=0.1, steps=10, paths=3, threads=1, seed=0, progress=False)
+    parts = _memory.estimate_sde_bytes(m=4, paths=3, saved=11, threads=1, network=NET)
+    assert seen[-1]["needed"] == sum(parts.values()) and seen[-1]["what"] == "solve_sde"
 
 
 @pytest.mark.parametrize("method", ["explicit", "law"])
@@ -144,7 +155,6 @@ def test_impossible_width_refused_at_once(method):
     print(f"\n{method}: refused in {dt * 1e3:.2f} ms: {err}")
 
 
-@pytest.mark.skipif(not HAVE["exact"], reason="exact driver not compiled yet")
 def test_exact_chain_huge_width_is_not_refused():
     """The exact chain of attention blocks costs O((H m)^3) per block at any width: no refusal."""
     net = st.Network([st.ShapedAttention(heads=2, tau0=1.0, gamma=0.5)])
@@ -156,7 +166,9 @@ def test_exact_chain_huge_width_is_not_refused():
 def test_huge_samples_times_depth_refused_at_once(method):
     """samples x saved layers: 10^5 samples x (10^6 + 1) saved layers x 16 entries x 8 bytes = 12.8 TB."""
     err, dt = refused(
-        lambda: st.simulate(NET, V0=V0, width=64, depth=10**6, samples=10**5, save_every=1, method=method, progress=False)
+        lambda: st.simulate(
+            NET, V0=V0, width=64, depth=10**6, samples=10**5, save_every=1, method=method, progress=False
+        )
     )
     assert err.needed >= 10**5 * (10**6 + 1) * 16 * 8
     print(f"\n{method}: refused in {dt * 1e3:.2f} ms: {err}")
@@ -170,19 +182,12 @@ def test_huge_depth_saved_every_layer_refused_at_once(method):
     assert err.needed >= (10**9 + 1) * 16 * 8
 
 
-def test_saved_count_matches_check_save_at():
-    from shaped_transformer._validate import check_save_at
-
-    for depth in range(0, 12):
-        for every in (None, 1, 2, 3, 5, 13):
-            assert _memory.saved_count(None, every, depth) == len(check_save_at(None, every, depth))
-    assert _memory.saved_count(np.array([0, 4, 7]), None, 9) == 3
-
-
 def test_many_heads_refused_for_exact():
     """The exact chain draws an (H m) x (H m) Wishart matrix: 10^6 heads x 8 tokens is 0.5 PB per thread."""
     net = st.Network([st.ShapedAttention(heads=10**6)])
-    refused(lambda: st.simulate(net, V0=st.inputs.equicorrelated(8, 0.3), width=64, depth=1, method="exact", progress=False))
+    refused(
+        lambda: st.simulate(net, V0=st.inputs.equicorrelated(8, 0.3), width=64, depth=1, method="exact", progress=False)
+    )
 
 
 def test_return_X_counts(monkeypatch):
@@ -195,7 +200,6 @@ def test_return_X_counts(monkeypatch):
     assert "X " in str(err)
 
 
-@pytest.mark.skipif(not HAVE["exact"], reason="exact driver not compiled yet")
 def test_budget_override_refuses_and_allows(monkeypatch):
     """With a 1 MiB budget a 2.5 MB request is refused; with the check off it runs."""
     kw = dict(V0=V0, width=64, depth=200, samples=100, method="exact", progress=False)  # 100 x 201 x 16 x 8 B
@@ -211,9 +215,9 @@ def test_refused_before_any_large_allocation(monkeypatch):
     sim_module = sys.modules["shaped_transformer.simulate"]
 
     def boom(*args, **kwargs):
-        raise AssertionError("tokens_from_covariance called before the memory check")
+        raise AssertionError("the tokens were made from V0 before the memory check")
 
-    monkeypatch.setattr(sim_module, "tokens_from_covariance", boom)
+    monkeypatch.setattr(sim_module, "_tokens_from_checked", boom)
     refused(lambda: st.simulate(NET, V0=V0, width=10**12, depth=1, method="explicit", progress=False))
 
 
@@ -223,15 +227,13 @@ def test_catchable_as_memory_error_and_value_error():
             st.simulate(NET, V0=V0, width=10**12, depth=1, method="explicit", progress=False)
 
 
-@pytest.mark.skipif(not HAVE_SDE, reason="solve_sde not there yet")
 def test_sde_impossible_paths_refused_at_once():
     """10^9 paths x 1001 saved steps x 16 entries x 8 bytes = 128 TB."""
-    err, dt = refused(lambda: st.solve_sde(NET, V0, T=1.0, dt=1e-3, paths=10**9, progress=False))
+    err, dt = refused(lambda: st.solve_sde(NET, V0=V0, T=1.0, dt=1e-3, paths=10**9, progress=False))
     print(f"\nsolve_sde: refused in {dt * 1e3:.2f} ms: {err}")
 
 
-@pytest.mark.skipif(not HAVE_SDE, reason="solve_sde not there yet")
 def test_sde_budget_override(monkeypatch):
     monkeypatch.setenv("SHAPED_TRANSFORMER_MAX_MEMORY", "1M")
     # 2000 paths x 101 saved x 16 x 8 B = 25.9 MB
-    refused(lambda: st.solve_sde(NET, V0, T=0.1, dt=1e-3, paths=2000, progress=False))
+    refused(lambda: st.solve_sde(NET, V0=V0, T=0.1, dt=1e-3, paths=2000, progress=False))

@@ -17,11 +17,9 @@ import numpy as np
 import pytest
 
 import shaped_transformer as st
-from shaped_transformer.sde import sde_drift
-
 from _mutations import model as _model
-from _reduced_numpy import attention_step, K_n, mlp_mean, noise_covariance
-from shaped_transformer.sde import sde_noise
+from _reduced_numpy import K_n, attention_step, mlp_mean, noise_covariance
+from shaped_transformer.sde import sde_drift, sde_noise
 
 FULL = os.environ.get("SHAPED_TRANSFORMER_FULL", "") not in ("", "0")
 Z_MAX = 4.5
@@ -136,7 +134,13 @@ def test_mlp_drift_is_the_limit_of_K_n():
     b = sde_drift(_model(st.Network([st.ShapedMLP(c_plus=cp, c_minus=cm, gamma=gamma)])), V)
     d = np.sqrt(np.diag(V))
     r = V / np.outer(d, d)
-    expect = gamma**2 * (cp - cm) ** 2 / (2 * np.pi) * (np.sqrt(np.clip(1 - r**2, 0, None)) - r * np.arccos(np.clip(r, -1, 1))) * np.outer(d, d)
+    expect = (
+        gamma**2
+        * (cp - cm) ** 2
+        / (2 * np.pi)
+        * (np.sqrt(np.clip(1 - r**2, 0, None)) - r * np.arccos(np.clip(r, -1, 1)))
+        * np.outer(d, d)
+    )
     np.fill_diagonal(expect, 0)
     assert np.allclose(b, expect, atol=1e-12)
 
@@ -175,6 +179,7 @@ def test_noise_covariance_is_sigma_lin_for_the_mlp():
 
 
 # ---- the two parts of the attention noise, each to a few percent ------------------
+
 
 def _noise_parts(net, V):
     """Sigma_lin part and Sigma_soft part of the attention noise covariance of the SDE

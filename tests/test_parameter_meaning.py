@@ -37,7 +37,7 @@ def test_simulate_threads_zero_runs_and_gives_the_same_numbers(method: str) -> N
 
 def test_solve_sde_threads_zero_runs_and_gives_the_same_numbers() -> None:
     kw = dict(T=0.5, steps=50, paths=6, seed=5)
-    assert np.array_equal(st.solve_sde(NET, V0, threads=0, **kw).V, st.solve_sde(NET, V0, threads=1, **kw).V)
+    assert np.array_equal(st.solve_sde(NET, V0=V0, threads=0, **kw).V, st.solve_sde(NET, V0=V0, threads=1, **kw).V)
 
 
 def test_report_and_atlas_pass_threads_zero_through() -> None:
@@ -53,7 +53,7 @@ def test_report_and_atlas_pass_threads_zero_through() -> None:
 
 def test_dt_that_does_not_divide_T_warns_and_names_the_dt_used() -> None:
     with pytest.warns(st.StepSizeWarning, match=r"dt = 0\.3 .*uses dt = 0\.25") as rec:
-        res = st.solve_sde(NET, V0, T=1.0, dt=0.3, paths=4, seed=0)
+        res = st.solve_sde(NET, V0=V0, T=1.0, dt=0.3, paths=4, seed=0)
     assert issubclass(rec[0].category, UserWarning)
     assert res.info["dt"] == 0.25 and res.info["steps"] == 4
 
@@ -62,7 +62,7 @@ def test_dt_that_does_not_divide_T_warns_and_names_the_dt_used() -> None:
 def test_no_warning_when_the_step_is_the_one_asked(kw: dict) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", st.StepSizeWarning)
-        st.solve_sde(NET, V0, paths=2, seed=0, save_at=[0.0], **kw)
+        st.solve_sde(NET, V0=V0, paths=2, seed=0, save_at=[0.0], **kw)
 
 
 @pytest.mark.parametrize(
@@ -75,20 +75,20 @@ def test_no_warning_when_the_step_is_the_one_asked(kw: dict) -> None:
 )
 def test_exact_chain_refuses_a_dt_it_would_change(kw: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        st.solve_sde(NET, V0, paths=2, seed=0, scheme="exact_chain", **kw)
+        st.solve_sde(NET, V0=V0, paths=2, seed=0, scheme="exact_chain", **kw)
 
 
 def test_exact_chain_runs_the_width_asked() -> None:
-    res = st.solve_sde(NET, V0, T=0.5, dt=1 / 8, paths=2, seed=0, scheme="exact_chain")
+    res = st.solve_sde(NET, V0=V0, T=0.5, dt=1 / 8, paths=2, seed=0, scheme="exact_chain")
     assert res.info["dt"] == 1 / 8 and res.info["steps"] == 4
 
 
 def test_splitting_uses_the_same_grid() -> None:
     with pytest.warns(st.StepSizeWarning, match="ams_blowup uses dt = 0.25"):
-        r = ams_blowup(NET, V0, T=1.0, dt=0.3, particles=4, blowup=1e4, seed=0, threads=1)
+        r = ams_blowup(NET, V0=V0, T=1.0, dt=0.3, particles=4, blowup=1e4, seed=0, threads=1)
     assert r.dt == 0.25
     with pytest.raises(ValueError, match="dt: .*1/dt"):
-        ams_blowup(NET, V0, T=1.0, dt=0.0015, scheme="exact_chain", particles=4, seed=0)
+        ams_blowup(NET, V0=V0, T=1.0, dt=0.0015, scheme="exact_chain", particles=4, seed=0)
 
 
 # ---- seeds: [0, 2^64) everywhere ----
@@ -98,7 +98,7 @@ TOP = 2**64 - 1
 
 def test_every_entry_point_accepts_the_largest_seed() -> None:
     st.simulate(NET, V0=V0, width=8, depth=2, samples=1, method="exact", seed=TOP, threads=1)
-    st.solve_sde(NET, V0, T=0.1, steps=2, paths=1, seed=TOP, threads=1)
+    st.solve_sde(NET, V0=V0, T=0.1, steps=2, paths=1, seed=TOP, threads=1)
     assert report.study_config("tiny", seed=TOP)["study"]["seed"] == TOP
     assert report.study_config("tiny", {"study": {"seed": TOP}})["study"]["seed"] == TOP
     assert atlas.atlas_config("tiny", seed=TOP)["study"]["seed"] == TOP
@@ -109,8 +109,8 @@ def test_every_entry_point_accepts_the_largest_seed() -> None:
 def test_every_entry_point_refuses_the_same_seeds(bad: int) -> None:
     calls = {
         "simulate": lambda: st.simulate(NET, V0=V0, width=8, depth=2, samples=1, method="exact", seed=bad),
-        "solve_sde": lambda: st.solve_sde(NET, V0, T=0.1, steps=2, paths=1, seed=bad),
-        "ams_blowup": lambda: ams_blowup(NET, V0, T=0.1, dt=0.05, particles=4, seed=bad),
+        "solve_sde": lambda: st.solve_sde(NET, V0=V0, T=0.1, steps=2, paths=1, seed=bad),
+        "ams_blowup": lambda: ams_blowup(NET, V0=V0, T=0.1, dt=0.05, particles=4, seed=bad),
         "report --seed": lambda: report.study_config("tiny", seed=bad),
         "report study.seed": lambda: report.study_config("tiny", {"study": {"seed": bad}}),
         "atlas --seed": lambda: atlas.atlas_config("tiny", seed=bad),

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-import pytest
-
 import matplotlib  # noqa: E402,F401  (a dependency: never skipped)
 import matplotlib.image as mpimg  # noqa: E402
+import numpy as np
+import pytest
 
 from shaped_transformer import analysis as an  # noqa: E402
 from shaped_transformer import plotting  # noqa: E402
@@ -29,12 +28,15 @@ def _summary(rng, shift=0.0):
 
 def test_all_figures_write_pngs(tmp_path):
     rng = np.random.default_rng(0)
-    fig = plotting.density_figure({"a": np.tanh(rng.normal(size=500)), "SDE": np.tanh(rng.normal(0.2, size=400))}, reference="SDE")
+    fig = plotting.density_figure(
+        {"a": np.tanh(rng.normal(size=500)), "SDE": np.tanh(rng.normal(0.2, size=400))}, reference="SDE"
+    )
     _png_ok(plotting.save_figure(fig, tmp_path / "d.png"))
     fig = plotting.bands_figure({"shaped": _summary(rng), "standard": _summary(rng, 0.5)}, ylabel="rho")
     _png_ok(plotting.save_figure(fig, tmp_path / "b.png"))
-    fig = plotting.parameter_effects_figure({"tau0": {"0.5": _summary(rng), "2": _summary(rng, 0.1)},
-                                             "heads": {"1": _summary(rng)}})
+    fig = plotting.parameter_effects_figure(
+        {"tau0": {"0.5": _summary(rng), "2": _summary(rng, 0.1)}, "heads": {"1": _summary(rng)}}
+    )
     _png_ok(plotting.save_figure(fig, tmp_path / "p.png"))
     d = [an.wasserstein(rng.normal(size=200), rng.normal(s, size=200), bootstrap=50) for s in (0.4, 0.2, 0.1)]
     fig = plotting.distance_figure([64, 256, 1024], {"W1": d})

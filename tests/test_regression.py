@@ -4,8 +4,8 @@ float32 and float64, SDE schemes, kernels and summary saving)."""
 
 from __future__ import annotations
 
-import sys
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -29,8 +29,11 @@ def test_fixture_covers_every_case(recorded, now):
     assert sorted(recorded) == sorted(now)
     # The fixture is not degenerate: every covariance, token and summary array holds
     # finite, non-constant numbers, and the stopping rule stops some samples of each method.
-    flat = [k for k, v in recorded.items()
-            if "exploded" not in k and "alive" not in k and not (v.size > 1 and np.isfinite(v).any() and np.nanstd(v) > 0)]
+    flat = [
+        k
+        for k, v in recorded.items()
+        if "exploded" not in k and "alive" not in k and not (v.size > 1 and np.isfinite(v).any() and np.nanstd(v) > 0)
+    ]
     assert not flat
     for method in ("explicit", "exact", "sde"):
         stopped = np.isfinite(recorded[f"stop/{method}/exploded"])

@@ -12,21 +12,27 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 import matplotlib  # noqa: E402,F401  (a dependency: never skipped)
 import matplotlib.image as mpimg  # noqa: E402
+import numpy as np
+import pytest
+from scipy.stats import binomtest
 
 from shaped_transformer import cli  # noqa: E402
 from shaped_transformer.report import DEFAULT_STUDY, SIZES, study_config  # noqa: E402
 
 # The folder holding the package these tests imported (site-packages in CI, python/ in
 # development), so that child processes import the same build.
-_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__import__('shaped_transformer').__file__)))
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__import__("shaped_transformer").__file__)))
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ["density_rhoT.png", "blowup.png", "distances.png", "rho_vs_depth.png", "effective_rank.png",
-           "parameter_effects.png"]
+FIGURES = [
+    "density_rhoT.png",
+    "blowup.png",
+    "distances.png",
+    "rho_vs_depth.png",
+    "effective_rank.png",
+    "parameter_effects.png",
+]
 FILES = ["results.json", "differences.csv", "distances.csv", "summaries.csv", "report.md"]
 
 
@@ -41,7 +47,7 @@ def report_dir(tmp_path_factory):
     """One tiny report, run through the command's main() with a --config file on top of --size tiny."""
     tmp = tmp_path_factory.mktemp("report")
     cfg = tmp / "study.toml"
-    cfg.write_text('[study]\nm = 5\nseed = 3\n[network]\nheads = 2\n[effects]\nheads = [1, 4]\n')
+    cfg.write_text("[study]\nm = 5\nseed = 3\n[network]\nheads = 2\n[effects]\nheads = [1, 4]\n")
     out = tmp / "out"
     rc = cli.main(["report", "--size", "tiny", "--config", str(cfg), "--out", str(out), "--no-progress"])
     assert rc == 0
@@ -64,8 +70,13 @@ def test_results_json_numbers_are_finite_and_in_range(report_dir):
     assert res["compute_seconds"] > 0
     comparisons = {r["comparison"] for r in res["distances"]}
     assert comparisons == {"network n=16 vs SDE", "network n=32 vs SDE", "explicit vs exact n=16", "SDE dt vs dt/2"}
-    assert {r["observable"] for r in res["distances"]} == {"rho_T", "mean_rho", "log_trace", "effective_rank",
-                                                           "log_max_diag"}
+    assert {r["observable"] for r in res["distances"]} == {
+        "rho_T",
+        "mean_rho",
+        "log_trace",
+        "effective_rank",
+        "log_max_diag",
+    }
     for r in res["distances"]:
         v, lo, hi = r["value"], r["low"], r["high"]
         assert all(isinstance(x, float) and math.isfinite(x) for x in (v, lo, hi)), r
@@ -73,9 +84,15 @@ def test_results_json_numbers_are_finite_and_in_range(report_dir):
         assert 0 <= lo <= hi <= bound and 0 <= v <= bound, r
         assert r["bootstrap"] == SIZES["tiny"]["study"]["bootstrap"] and r["level"] == 0.95
     # every run reports its blow-up probability with an interval around it
-    for name, info in res["runs"].items():
+    for info in res["runs"].values():
         p = info["p_blowup"]
-        assert p["low"] <= p["value"] <= p["high"] and p["value"] == pytest.approx(info["exploded"] / info["samples"])
+        # the Wilson interval of this run's own counts (scipy, independently); "value
+        # inside its interval" could not fail, every Wilson interval holds k / n
+        ref = binomtest(info["exploded"], info["samples"]).proportion_ci(confidence_level=p["level"], method="wilson")
+        assert p["value"] == pytest.approx(info["exploded"] / info["samples"])
+        assert p["low"] == pytest.approx(ref.low, rel=1e-9, abs=1e-15) and p["high"] == pytest.approx(
+            ref.high, rel=1e-9
+        )
     m = 5
     for run, obs in res["summaries"].items():
         for name, s in obs.items():
@@ -86,8 +103,10 @@ def test_results_json_numbers_are_finite_and_in_range(report_dir):
             if name == "rho":
                 assert np.all(np.abs(med[count > 0]) <= 1 + 1e-12)
                 assert med[0] == pytest.approx(0.3)  # rho0 at t = 0
-            elif name == "effective_rank":
+            elif name in ("effective_rank", "correlation_rank"):
                 assert np.all((med[count > 0] >= 1 - 1e-9) & (med[count > 0] <= m + 1e-9))
+            elif name == "scale_ratio":
+                assert np.all(med[count > 0] >= 1 - 1e-12)
             elif name == "min_eig":
                 assert np.all(med[count > 0] >= -1e-6) and np.all(med[count > 0] <= 1 + 1e-9)
     for run, info in res["runs"].items():
@@ -106,7 +125,7 @@ def test_csv_files_parse(report_dir):
     with open(report_dir / "summaries.csv") as f:
         rows = list(csv.DictReader(f))
     assert {"run", "observable", "t", "median", "q0.05", "q0.95", "mean", "sem", "count", "dropped"} <= set(rows[0])
-    assert {r["observable"] for r in rows} == {"rho", "effective_rank", "min_eig"}
+    assert {r["observable"] for r in rows} == {"rho", "effective_rank", "correlation_rank", "scale_ratio", "min_eig"}
     assert all(0.0 <= float(r["t"]) <= 1.0 + 1e-12 for r in rows)
 
 
@@ -135,6 +154,93 @@ def test_verdicts_follow_from_the_printed_intervals(report_dir):
         assert v["text"].startswith("differs") == bool(excl)
 
 
+def _section(md: str, start: str, end: str) -> str:
+    return md[md.index(start) : md.index(end, md.index(start))]
+
+
+def test_markdown_explains_its_verdicts_from_the_printed_intervals(report_dir):
+    """Issue 23: the page says why a finite-width difference is expected, what must
+    shrink as n grows, and, per statistic, what the intervals say about it; every
+    claim of that list follows from the intervals in differences.csv."""
+    md = (report_dir / "report.md").read_text()
+    verdict = _section(md, "## Verdict", "## 1.")
+    assert "expected and is not a failure" in verdict and "shrinks towards 0 as n grows" in verdict
+    with open(report_dir / "differences.csv") as f:
+        rows = list(csv.DictReader(f))
+    widths = [16, 32]
+    for label in (
+        "P(blow-up by T)",
+        "mean rho_T",
+        "mean log tr(V_T)/m",
+        "mean effective rank",
+        "q90 of log max diag V_T",
+    ):
+        line = next(x for x in verdict.splitlines() if x.startswith(f"- {label}: "))
+        excl = [
+            w
+            for w in widths
+            for r in rows
+            if r["comparison"] == f"network n={w} vs SDE" and r["statistic"] == label and r["excludes_0"] == "True"
+        ]
+        if not excl:
+            assert "every interval includes 0" in line, line
+        else:
+            assert f"excludes 0 at n = {', '.join(map(str, excl))}" in line, line
+            assert ("has not closed" in line) == (widths[-1] in excl), line
+
+
+def test_markdown_reads_collapse_from_the_correlations_and_names_every_width(report_dir):
+    """Section 4 reports the correlation matrix's effective rank apart from V's (the
+    token scales spread, so V's effective rank is low without any collapse); every
+    table says which width it shows."""
+    md = (report_dir / "report.md").read_text()
+    res = json.loads((report_dir / "results.json").read_text())
+    cfg = res["config"]
+    sec4 = _section(md, "## 4.", "## 5.")
+    shaped = res["summaries"]["exact n=32"]  # standard.width = 32 at --size tiny: the shaped run of that width
+    corr, vrank = shaped["correlation_rank"]["median"][-1], shaped["effective_rank"]["median"][-1]
+    assert "effective rank of the correlation matrix" in sec4 and f"{corr:.2f} (shaped)" in sec4
+    assert f"effective rank of V itself, (tr V)^2 / tr V^2, is {vrank:.2f}" in sec4
+    assert corr > vrank  # unequal token scales lower V's effective rank, not the correlations'
+    assert f"width n = {cfg['standard']['width']}" in sec4
+    sec1 = _section(md, "## 1.", "## 2.")
+    assert "| run | width n (depth = T n) or SDE step |" in sec1
+    for line in sec1.splitlines():
+        if line.startswith(("| exact n=", "| explicit", "| effect")):
+            assert "| n = " in line, line
+        if line.startswith("| sde"):
+            assert "| SDE, dt = " in line, line
+    sec5 = _section(md, "## 5.", "![parameter effects]")
+    w = cfg["effects"]["width"]
+    assert f"width n = {w}" in sec5 and f"| variation (n = {w}) |" in sec5
+
+
+def test_print_config_is_a_template_for_config(tmp_path, capsys):
+    assert cli.main(["report", "--size", "tiny", "--seed", "5", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(text)
+    assert study_config("default", cfg) == study_config("tiny", seed=5)
+    assert cli.main(["atlas", "--size", "tiny", "--print-config"]) == 0
+    from shaped_transformer.atlas import atlas_config
+
+    (tmp_path / "atlas.toml").write_text(capsys.readouterr().out)
+    assert atlas_config("default", tmp_path / "atlas.toml") == atlas_config("tiny")
+
+
+def test_help_points_to_what_a_pip_user_has(capsys):
+    """The help names no file of the source tree (a pip user has no docs/), and
+    prints percent signs once (atlas --help printed "95%%")."""
+    for cmd in ("report", "atlas", "sweep"):
+        with pytest.raises(SystemExit):
+            cli.main([cmd, "--help"])
+        text = capsys.readouterr().out
+        assert "%%" not in text and "docs/" not in text, (cmd, text)
+    with pytest.raises(SystemExit):
+        cli.main(["atlas", "--help"])
+    assert "95% intervals" in " ".join(capsys.readouterr().out.split())
+
+
 def test_config_schema_and_example():
     cfg = study_config("default", ROOT / "examples" / "study.toml")
     assert cfg["network"]["heads"] == 4 and cfg["exact"]["widths"] == [32, 128, 512]
@@ -154,11 +260,21 @@ def test_config_schema_and_example():
 
 
 def test_cli_help_version_and_errors(tmp_path, capsys):
-    out = subprocess.run([sys.executable, "-m", "shaped_transformer.cli", "--version"], capture_output=True, text=True,
-                         env=_env(), timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "shaped_transformer.cli", "--version"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
     assert out.returncode == 0 and out.stdout.strip().startswith("shaped-transformer ")
-    out = subprocess.run([sys.executable, "-m", "shaped_transformer.cli", "--help"], capture_output=True, text=True,
-                         env=_env(), timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "shaped_transformer.cli", "--help"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
     assert out.returncode == 0 and "report" in out.stdout and "sweep" in out.stdout
     with pytest.raises(SystemExit) as e:
         cli.main(["report", "--help"])
@@ -194,17 +310,17 @@ def nothing_runs(monkeypatch):
     "toml, key",
     [
         ("[study]\nseed = -5\n", "study.seed"),
-        ("[sde]\nscheme = \"foo\"\n", "sde.scheme"),
-        ("[sde]\npsd = \"foo\"\n", "sde.psd"),
-        ("[standard]\nnorm = \"foo\"\n", "standard.norm"),
+        ('[sde]\nscheme = "foo"\n', "sde.scheme"),
+        ('[sde]\npsd = "foo"\n', "sde.psd"),
+        ('[standard]\nnorm = "foo"\n', "standard.norm"),
         ("[effects]\nheads = [1.7, 2]\n", "effects.heads"),
         ("[effects]\ntau0 = [0.0]\n", "effects.tau0"),
         ("[effects]\ngamma = [1.5]\n", "effects.gamma"),
         ("[network]\ngamma = 2.0\n", "[network]"),
-        ("[network]\nblocks = \"everything\"\n", "network.blocks"),
+        ('[network]\nblocks = "everything"\n', "network.blocks"),
         ("[sde_network]\ntau0 = -1.0\n", "[sde_network]"),
-        ("[explicit]\nmethod = \"exact\"\n", "explicit.method"),
-        ("[standard]\nnorm = \"pre_layer\"\nmethod = \"exact\"\n", "standard.norm"),
+        ('[explicit]\nmethod = "exact"\n', "explicit.method"),
+        ('[standard]\nnorm = "pre_layer"\nmethod = "exact"\n', "standard.norm"),
         ("[study]\nblowup = 0.5\n", "study.blowup"),
         ("[sde]\nrefine = 1\n", "sde.refine"),
         ("[sde]\ndt = 2.0\n", "sde.dt"),
@@ -280,11 +396,16 @@ def test_interrupted_run_leaves_the_previous_report_untouched(tmp_path, monkeypa
     assert len(calls) == 3
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
-    # and an uninterrupted run replaces it as a whole
+    # and an uninterrupted run replaces its own files, and only those: what the
+    # user added to the folder survives (issue 23: it used to be deleted)
+    (out / "notes.txt").write_text("my notes")
+    (out / "mine").mkdir()
+    (out / "mine" / "a.csv").write_text("1,2")
     monkeypatch.setattr(plotting, "save_figure", real)
     assert cli.main(["report", "--size", "tiny", "--seed", "11", "--out", str(out), "--no-progress"]) == 0
     assert json.loads((out / "results.json").read_text())["config"]["study"]["seed"] == 11
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert (out / "notes.txt").read_text() == "my notes" and (out / "mine" / "a.csv").read_text() == "1,2"
 
 
 # ---------------------------------------------------------------------------
@@ -356,11 +477,12 @@ def test_report_survives_when_almost_every_sample_blows_up(tmp_path):
     still completes, and says nothing given survival where too few survived."""
     from shaped_transformer.report import run_report
 
-    res = run_report(tmp_path / "out", size="tiny", config={"study": {"blowup": 1.02}, "network": {"gamma": 0.9}},
-                     progress=False)
+    res = run_report(
+        tmp_path / "out", size="tiny", config={"study": {"blowup": 1.02}, "network": {"gamma": 0.9}}, progress=False
+    )
     assert (tmp_path / "out" / "report.md").is_file()
     assert any(r["exploded"] > 0.9 * r["samples"] for r in res["runs"].values())
-    for cname, v in res["verdicts"].items():
+    for _cname, v in res["verdicts"].items():
         assert isinstance(v["text"], str) and v["text"]
 
 

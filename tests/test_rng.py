@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import require_kernel
 from shaped_transformer._core_loader import core
 
 KERNELS = ["scalar", "avx2", "avx512"]
@@ -20,8 +21,7 @@ COUNTS = [0, 1, 3, 4, 17, 31, 32, 63, 64, 65, 127, 255, 256, 257, 1000, 4099]
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_kernels_equal_reference_bit_for_bit(kernel):
-    if core.normals_kernel(kernel, 0, 0, 0, 0, 0, 4) is None:
-        pytest.skip(f"this CPU has no {kernel} kernel")
+    require_kernel(kernel, core.normals_kernel(kernel, 0, 0, 0, 0, 0, 4) is not None)
     for seed, sample, block, matrix in [(0, 0, 0, 0), (2**64 - 1, 7, 123456, 0xFFFF), (42, 3, 5, 0x4002)]:
         for first in OFFSETS:
             for count in COUNTS:
@@ -34,8 +34,7 @@ def test_kernels_equal_reference_bit_for_bit(kernel):
 def test_kernels_across_the_high_counter_word(kernel):
     """Groups g and g+1 straddling 2^32 differ in the high counter word; the SIMD
     batch must not add lane indices across it."""
-    if core.normals_kernel(kernel, 0, 0, 0, 0, 0, 4) is None:
-        pytest.skip(f"this CPU has no {kernel} kernel")
+    require_kernel(kernel, core.normals_kernel(kernel, 0, 0, 0, 0, 0, 4) is not None)
     for first in [(2**32 - 5) * 4 + 2, (2**32 - 64) * 4, 2**32 * 4 - 1]:
         ref = core.normals(9, 1, 2, 3, first, 700, reference=True)
         got = core.normals_kernel(kernel, 9, 1, 2, 3, first, 700)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import shaped_transformer as st
+from conftest import require_kernel
 from shaped_transformer._blocks import make_network
 from shaped_transformer._core_loader import core
 
@@ -24,12 +25,27 @@ def _V0(m: int, rho: float = 0.3) -> np.ndarray:
     return (1 - rho) * np.eye(m) + rho
 
 
-def _run(blocks, m, *, kernel, steps=200, paths=37, scheme="euler", psd="clip", blowup=1e4, rho=0.3, seed=1,
-         threads=1, save="paths", save_steps=None):
+def _run(
+    blocks,
+    m,
+    *,
+    kernel,
+    steps=200,
+    paths=37,
+    scheme="euler",
+    psd="clip",
+    blowup=1e4,
+    rho=0.3,
+    seed=1,
+    threads=1,
+    save="paths",
+    save_steps=None,
+):
     net = make_network(blocks).to_core()
     ss = np.arange(0, steps + 1, 10) if save_steps is None else np.asarray(save_steps)
-    return core.solve_sde(net, _V0(m, rho), 1.0 / steps, steps, ss, scheme, psd, paths, seed, threads, blowup, None,
-                          save, kernel)
+    return core.solve_sde(
+        net, _V0(m, rho), 1.0 / steps, steps, ss, scheme, psd, paths, seed, threads, blowup, None, save, kernel
+    )
 
 
 def _available(kernel: str) -> bool:
@@ -47,21 +63,34 @@ CASES = [
     ([st.ShapedAttention(gamma=1.0, tau0=0.3)], 3, "euler", "clip", 1e4, 0.99),
     ([st.ShapedAttention(gamma=0.5)], 16, "euler", "none", 1e4, 0.3),
     # the causal / general head and the MLP, the other SDE faces of the batched kernels
-    ([st.ShapedAttention(gamma=0.6, causal=True, beta=1.3, heads=2), st.ShapedMLP(gamma=0.5, c_plus=0.4)], 5,
-     "tamed_euler", "clip", 1e4, 0.3),
+    (
+        [st.ShapedAttention(gamma=0.6, causal=True, beta=1.3, heads=2), st.ShapedMLP(gamma=0.5, c_plus=0.4)],
+        5,
+        "tamed_euler",
+        "clip",
+        1e4,
+        0.3,
+    ),
     ([st.ShapedMLP(gamma=0.7), st.ShapedAttention(gamma=0.4, beta=0.8)], 8, "euler", "clip", 1e4, 0.6),
 ]
 
 
+_SCALAR: dict = {}
+
+
+@pytest.mark.parametrize("kernel", KERNELS[1:])
 @pytest.mark.parametrize("blocks,m,scheme,psd,blowup,rho", CASES)
-def test_kernels_give_the_same_numbers(blocks, m, scheme, psd, blowup, rho):
-    ref = _run(blocks, m, kernel="scalar", scheme=scheme, psd=psd, blowup=blowup, rho=rho)
-    for k in KERNELS[1:]:
-        if not _available(k):
-            continue
-        out = _run(blocks, m, kernel=k, scheme=scheme, psd=psd, blowup=blowup, rho=rho)
-        for a, b in zip(ref, out):
-            assert np.array_equal(a, b, equal_nan=True), k
+def test_kernels_give_the_same_numbers(blocks, m, scheme, psd, blowup, rho, kernel):
+    """Each SIMD kernel equals the portable one bit for bit; a kernel missing on a
+    CPU that has its features fails (conftest.require_kernel), it is not skipped."""
+    require_kernel(kernel, _available(kernel))
+    key = (id(blocks), m, scheme, psd, blowup, rho)
+    if key not in _SCALAR:  # one portable reference per case, shared by the kernels
+        _SCALAR[key] = _run(blocks, m, kernel="scalar", scheme=scheme, psd=psd, blowup=blowup, rho=rho)
+    ref = _SCALAR[key]
+    out = _run(blocks, m, kernel=kernel, scheme=scheme, psd=psd, blowup=blowup, rho=rho)
+    for a, b in zip(ref, out):
+        assert np.array_equal(a, b, equal_nan=True), kernel
 
 
 def test_the_first_case_exercises_blowups_and_projections():
@@ -87,10 +116,10 @@ def test_batch_agrees_with_the_generic_solver_to_rounding(blocks, m, scheme, psd
 def test_default_path_uses_a_batch_kernel_for_every_sde_kind():
     V0 = _V0(8)
     for net in ([st.ShapedAttention()], [st.ShapedAttention(causal=True), st.ShapedMLP()]):
-        r = st.solve_sde(net, V0, T=0.1, steps=10, paths=3, progress=False)
+        r = st.solve_sde(net, V0=V0, T=0.1, steps=10, paths=3, progress=False)
         assert r.info["kernel"] in KERNELS
     # the exact-chain scheme and m beyond the kernels' 32 tokens: the generic solver
-    r = st.solve_sde(st.ShapedAttention(), V0, T=0.1, dt=0.01, scheme="exact_chain", paths=3, progress=False)
+    r = st.solve_sde(st.ShapedAttention(), V0=V0, T=0.1, dt=0.01, scheme="exact_chain", paths=3, progress=False)
     assert r.info["kernel"] == "generic"
     assert _run([st.ShapedAttention()], 33, kernel="", steps=2, paths=2)[1].shape == (2,)
 
@@ -117,14 +146,14 @@ def test_thread_count_does_not_change_paths_or_summaries():
         assert np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
 
 
-def test_summary_does_not_depend_on_the_kernel_width():
+@pytest.mark.parametrize("kernel", KERNELS[1:])
+def test_summary_does_not_depend_on_the_kernel_width(kernel):
+    require_kernel(kernel, _available(kernel))
     blocks = [st.ShapedAttention(gamma=0.9, tau0=0.5)]
     ref = _run(blocks, 8, kernel="scalar", paths=300, steps=40, blowup=5.0, save="summary")[0]
-    for k in KERNELS[1:]:
-        if _available(k):
-            out = _run(blocks, 8, kernel=k, paths=300, steps=40, blowup=5.0, save="summary")[0]
-            for key in ("alive", "moments", "hist"):
-                assert np.array_equal(ref[key], out[key]), (k, key)
+    out = _run(blocks, 8, kernel=kernel, paths=300, steps=40, blowup=5.0, save="summary")[0]
+    for key in ("alive", "moments", "hist"):
+        assert np.array_equal(ref[key], out[key]), (kernel, key)
 
 
 def _stats_from_paths(V: np.ndarray, lo, hi, bins=120):
@@ -146,17 +175,29 @@ def _stats_from_paths(V: np.ndarray, lo, hi, bins=120):
         tr2 = (Vk * Vk).sum(axis=(1, 2))
         vals = [rho.ravel(), rho.mean(axis=1), np.log10(d[d > 0]), (tr * tr / tr2)[tr2 > 0]]
         for o, x in enumerate(vals):
-            out_mom[k, o] = [x.size, x.sum(), (x**2).sum(), (x**3).sum(), (x**4).sum(),
-                             x.min() if x.size else np.inf, x.max() if x.size else -np.inf]
+            out_mom[k, o] = [
+                x.size,
+                x.sum(),
+                (x**2).sum(),
+                (x**3).sum(),
+                (x**4).sum(),
+                x.min() if x.size else np.inf,
+                x.max() if x.size else -np.inf,
+            ]
             f = (x - lo[o]) / (hi[o] - lo[o]) * bins
             idx = np.clip(np.floor(f), 0, bins - 1).astype(int)
             out_hist[k, o] = np.bincount(idx, minlength=bins)
     return alive, out_mom, out_hist
 
 
-@pytest.mark.parametrize("blocks,kernel", [([st.ShapedAttention(gamma=0.9, tau0=0.5)], ""),
-                                           ([st.ShapedAttention(gamma=0.7), st.ShapedMLP(gamma=0.5)], "generic")],
-                         ids=["batch-kernel", "generic"])
+@pytest.mark.parametrize(
+    "blocks,kernel",
+    [
+        ([st.ShapedAttention(gamma=0.9, tau0=0.5)], ""),
+        ([st.ShapedAttention(gamma=0.7), st.ShapedMLP(gamma=0.5)], "generic"),
+    ],
+    ids=["batch-kernel", "generic"],
+)
 def test_summary_equals_statistics_of_stored_paths(blocks, kernel):
     kw = dict(kernel=kernel, paths=200, steps=60, blowup=5.0, save_steps=np.arange(0, 61, 6))
     V, e1, p1 = _run(blocks, 8, save="paths", **kw)
@@ -173,8 +214,17 @@ def test_summary_equals_statistics_of_stored_paths(blocks, kernel):
 
 def test_summary_result_api():
     V0 = _V0(8)
-    r = st.solve_sde(st.ShapedAttention(gamma=0.9, tau0=0.5), V0, T=0.2, steps=100, paths=300, save="summary",
-                     blowup=5.0, seed=3, progress=False)
+    r = st.solve_sde(
+        st.ShapedAttention(gamma=0.9, tau0=0.5),
+        V0=V0,
+        T=0.2,
+        steps=100,
+        paths=300,
+        save="summary",
+        blowup=5.0,
+        seed=3,
+        progress=False,
+    )
     s = r.summary
     assert r.V.shape == (0, 101, 8, 8) and r.samples == 300 and len(s.t) == 101
     assert np.array_equal(s.exploded[-1], np.sum(np.isfinite(r.exploded_at)))
@@ -186,15 +236,15 @@ def test_summary_result_api():
     with pytest.raises(ValueError, match="finite"):
         r.finite()
     with pytest.raises(ValueError, match="save"):
-        st.solve_sde(st.ShapedAttention(), V0, T=0.1, steps=10, paths=3, save="all", progress=False)
+        st.solve_sde(st.ShapedAttention(), V0=V0, T=0.1, steps=10, paths=3, save="all", progress=False)
 
 
 def test_summary_quantiles_match_stored_paths_to_a_bin():
     V0 = _V0(8)
     kw = dict(T=0.5, steps=200, paths=400, seed=5, blowup=1e4, progress=False)
     net = st.ShapedAttention(gamma=0.5)
-    s = st.solve_sde(net, V0, save="summary", **kw).summary
-    r = st.solve_sde(net, V0, **kw)
+    s = st.solve_sde(net, V0=V0, save="summary", **kw).summary
+    r = st.solve_sde(net, V0=V0, **kw)
     pairs = r.finite().rho_pairs(-1)
     q = np.array([0.1, 0.5, 0.9])
     assert np.max(np.abs(s.quantile("rho", q) - np.quantile(pairs, q))) < 2.0 / 120
@@ -212,14 +262,15 @@ def test_summary_memory_does_not_grow_with_paths():
 import resource, numpy as np, shaped_transformer as st
 V0 = (0.7 * np.eye(8) + 0.3)
 net = st.ShapedAttention()
-st.solve_sde(net, V0, T=0.1, steps=2, paths=16, save="summary", progress=False)
+st.solve_sde(net, V0=V0, T=0.1, steps=2, paths=16, save="summary", progress=False)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-r = st.solve_sde(net, V0, T=0.1, steps=4, paths=300000, save="summary", threads=2, progress=False, blowup=1e4)
+r = st.solve_sde(net, V0=V0, T=0.1, steps=4, paths=300000, save="summary", threads=2, progress=False, blowup=1e4)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print((after - before) / 1024, int(r.summary.alive[-1]))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=dict(os.environ)).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ)
+    ).stdout.split()
     grown_mb, alive = float(out[0]), int(out[1])
     assert alive > 299000
     assert grown_mb < 60, f"peak memory grew by {grown_mb:.0f} MB"

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import skip_unless_ci
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,11 +48,19 @@ def test_committed_stub_is_current() -> None:
     assert recorded is not None, "the stub's header must name the pybind11 and pybind11-stubgen versions"
     pybind11, stubgen = gen.versions()
     if _minor(pybind11) != _minor(recorded[0]) or stubgen.split(".")[0] != recorded[1].split(".")[0]:
-        pytest.skip(f"stub made with pybind11 {recorded[0]} / pybind11-stubgen {recorded[1]}; this build: "
-                    f"pybind11 {pybind11} / pybind11-stubgen {stubgen} (signatures are spelled differently)")
+        pytest.skip(
+            f"stub made with pybind11 {recorded[0]} / pybind11-stubgen {recorded[1]}; this build: "
+            f"pybind11 {pybind11} / pybind11-stubgen {stubgen} (signatures are spelled differently)"
+        )
     generated = gen.render()
-    diff = "".join(difflib.unified_diff(committed.splitlines(True), generated.splitlines(True),
-                                        "committed _core.pyi", "generated from the built module"))
+    diff = "".join(
+        difflib.unified_diff(
+            committed.splitlines(True),
+            generated.splitlines(True),
+            "committed _core.pyi",
+            "generated from the built module",
+        )
+    )
     assert not diff, f"_core.pyi is stale; run `python3 tools/gen_stubs.py` against a fresh build:\n{diff}"
 
 

@@ -20,7 +20,7 @@ from shaped_transformer import sweep as sw
 
 # The folder holding the package these tests imported (site-packages in CI, python/ in
 # development), so that child processes import the same build.
-_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__import__('shaped_transformer').__file__)))
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__import__("shaped_transformer").__file__)))
 HERE = Path(__file__).resolve().parent
 
 
@@ -88,6 +88,39 @@ def test_local_sweep_writes_one_file_per_point_and_resumes(tmp_path):
     assert len(csv) == 9 and "value" in csv[0]
 
 
+def test_points_of_another_version_or_configuration_are_not_reused(tmp_path):
+    """A saved point is reused only when the same version of the package made it and
+    its parameters still hash to its name: after a fix to the model, old numbers
+    must not come back silently (they used to)."""
+    out, log = tmp_path / "out", tmp_path / "log"
+    log.mkdir()
+    grid = {"a": [1.0, 2.0, 3.0], "b": [1], "log_dir": [str(log)]}
+    ex = cf.ThreadPoolExecutor(1)
+    sw.sweep(quadratic, grid, out, executor=ex, progress=False)
+    files = {json.loads(f.read_text())["params"]["a"]: f for f in out.glob("*.json")}
+    rec = json.loads(files[1.0].read_text())
+    assert rec["version"] == sw._version() and rec["format"] == 2
+    # an older version of the package; a file without a version (the old layout);
+    # a point whose saved parameters no longer hash to its file name
+    files[1.0].write_text(json.dumps(dict(rec, version="0.0.1", result={"value": -1.0})))
+    old = json.loads(files[2.0].read_text())
+    files[2.0].write_text(json.dumps({k: v for k, v in old.items() if k != "version"} | {"format": 1}))
+    edited = json.loads(files[3.0].read_text())
+    edited["params"]["b"] = 7
+    files[3.0].write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match="3 saved point.*cannot be reused.*0.0.1.*remove them"):
+        sw.sweep(quadratic, grid, out, executor=ex, progress=False, stale="refuse")
+    assert sum(_runs(log).values()) == 3  # refused before anything ran
+    with pytest.warns(sw.SweepWarning, match="3 saved point.*made by shaped-transformer 0.0.1.*recomputed"):
+        res = sw.sweep(quadratic, grid, out, executor=ex, progress=False)
+    assert sum(_runs(log).values()) == 6 and list(res.column("value")) == [2.0, 5.0, 10.0]
+    assert all(json.loads(f.read_text())["version"] == sw._version() for f in out.glob("*.json"))
+    # load() leaves such points out, and says so
+    files[1.0].write_text(json.dumps(dict(json.loads(files[1.0].read_text()), version="0.0.1")))
+    with pytest.warns(sw.SweepWarning, match="1 saved point.*left out"):
+        assert len(sw.load(out)) == 2
+
+
 def test_stale_temporary_files_are_removed(tmp_path):
     stale, fresh = tmp_path / ".tmp-old.json", tmp_path / ".tmp-new.json"
     stale.write_text("{")
@@ -102,7 +135,9 @@ def test_failures_keep_the_other_points(tmp_path):
         sw.sweep(failing, {"a": [1, 2, 3]}, tmp_path, executor=cf.ThreadPoolExecutor(1), progress=False)
     assert len(info.value.failures) == 1
     assert len(list(tmp_path.glob("*.json"))) == 2
-    res = sw.sweep(failing, {"a": [1, 2, 3]}, tmp_path, executor=cf.ThreadPoolExecutor(1), errors="skip", progress=False)
+    res = sw.sweep(
+        failing, {"a": [1, 2, 3]}, tmp_path, executor=cf.ThreadPoolExecutor(1), errors="skip", progress=False
+    )
     assert [r["a"] for r in res] == [1, 3]
 
 
@@ -122,8 +157,12 @@ def test_sweep_on_a_dask_local_cluster(tmp_path):
     log = tmp_path / "log"
     log.mkdir()
     grid = {"a": [1.0, 2.0], "b": [0, 1, 2], "log_dir": [str(log)]}
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
-                                  death_timeout=20) as cluster, distributed.Client(cluster, timeout=20) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None, death_timeout=20
+        ) as cluster,
+        distributed.Client(cluster, timeout=20) as client,
+    ):
         res = sw.sweep(quadratic, grid, tmp_path / "out", executor=client.get_executor(), progress=False)
     assert len(res) == 6 and sum(_runs(log).values()) == 6
     local = sw.sweep(quadratic, grid, tmp_path / "out2", executor=cf.ThreadPoolExecutor(2), progress=False)
@@ -156,7 +195,9 @@ def test_killed_sweep_resumes_without_recomputing(tmp_path):
     proc = _run_script(tmp_path, out, log, 0.4)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len([p for p in out.glob("*.json") if not p.name.startswith(".tmp-")]) < 4:
+        while (
+            time.monotonic() < deadline and len([p for p in out.glob("*.json") if not p.name.startswith(".tmp-")]) < 4
+        ):
             time.sleep(0.05)
             assert proc.poll() is None, "the sweep finished before it could be killed"
     finally:
@@ -187,8 +228,13 @@ def test_killed_sweep_resumes_without_recomputing(tmp_path):
         assert runs_after[(a, b)] == runs_before[(a, b)]
         assert json.loads((out / f"{key}.json").read_text()) == rec
     # identical to an uninterrupted sweep
-    ref = sw.sweep(quadratic, {"a": [0.0, 1.0, 2.0, 3.0], "b": [0, 1, 2], "log_dir": [str(log)], "delay": [0.4]},
-                   tmp_path / "ref", executor=cf.ThreadPoolExecutor(4), progress=False)
+    ref = sw.sweep(
+        quadratic,
+        {"a": [0.0, 1.0, 2.0, 3.0], "b": [0, 1, 2], "log_dir": [str(log)], "delay": [0.4]},
+        tmp_path / "ref",
+        executor=cf.ThreadPoolExecutor(4),
+        progress=False,
+    )
     strip = lambda rows: sorted((r["a"], r["b"], r["value"], r["noise"]) for r in rows)  # noqa: E731
     assert strip(final.rows) == strip(ref.rows)
     assert set(out.glob(".tmp-*")) == tmp_before  # the resumed run left no temporary file
@@ -196,8 +242,13 @@ def test_killed_sweep_resumes_without_recomputing(tmp_path):
 
 def test_built_in_point_from_config(tmp_path):
     """The config form of sweep (dict of run_point parameters) on the exact chain."""
-    res = sw.sweep({"m": 4, "width": 16, "T": 0.5, "samples": 40, "method": "exact"},
-                   {"gamma": [0.3, 0.6], "seed": [1]}, tmp_path, executor=cf.ThreadPoolExecutor(2), progress=False)
+    res = sw.sweep(
+        {"m": 4, "width": 16, "T": 0.5, "samples": 40, "method": "exact"},
+        {"gamma": [0.3, 0.6], "seed": [1]},
+        tmp_path,
+        executor=cf.ThreadPoolExecutor(2),
+        progress=False,
+    )
     assert len(res) == 2
     for row in res:
         assert -1 <= row["rho_mean"] <= 1 and 1 <= row["effective_rank"] <= 4 and row["samples"] == 40
@@ -207,12 +258,14 @@ def test_sweep_command_from_toml(tmp_path, capsys):
     from shaped_transformer import cli
 
     cfg = tmp_path / "sweep.toml"
-    cfg.write_text('[base]\nm = 4\nwidth = 16\nT = 0.5\nsamples = 30\nmethod = "exact"\n[grid]\ntau0 = [0.5, 2.0]\nseed = [0]\n')
+    cfg.write_text(
+        '[base]\nm = 4\nwidth = 16\nT = 0.5\nsamples = 30\nmethod = "exact"\n[grid]\ntau0 = [0.5, 2.0]\nseed = [0]\n'
+    )
     assert cli.main(["sweep", str(cfg), "--out", str(tmp_path / "o"), "--workers", "1", "--no-progress"]) == 0
     assert "2 points" in capsys.readouterr().out
     lines = (tmp_path / "o" / "results.csv").read_text().splitlines()
     assert len(lines) == 3 and "rho_mean" in lines[0]
     bad = tmp_path / "bad.toml"
-    bad.write_text('[base]\nwidht = 3\n[grid]\nseed = [0]\n')
+    bad.write_text("[base]\nwidht = 3\n[grid]\nseed = [0]\n")
     assert cli.main(["sweep", str(bad), "--out", str(tmp_path / "b")]) == 2
     assert "unknown parameters" in capsys.readouterr().err

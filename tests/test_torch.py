@@ -8,13 +8,12 @@ statistics a bound of 4.5 fails by chance with probability < 1e-4.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-
-import os
 
 if os.environ.get("CI") and os.environ.get("SHAPED_TRANSFORMER_NO_TORCH") is None:
     import torch  # CI installs the [torch] extra (.ci/run): a missing torch fails there instead of skipping
@@ -79,7 +78,7 @@ def test_without_torch_the_package_imports_and_the_module_says_what_to_install()
         "try:\n"
         "    import shaped_transformer.torch\n"
         "except ImportError as e:\n"
-        "    assert \"shaped-transformer[torch]\" in str(e), str(e)\n"
+        '    assert "shaped-transformer[torch]" in str(e), str(e)\n'
         "else:\n"
         "    raise SystemExit('imported without torch')\n"
     )
@@ -111,7 +110,7 @@ def test_same_weights_reproduce_the_explicit_network(name):
     X0 = st.inputs.tokens_from_covariance(_V0(m), n)
     ref = st.simulate(net, X0=X0, depth=d, samples=3, seed=seed, return_X=True, blowup=1e4)
     for s in range(3):
-        model = stt.from_network(net, n, d, seed=seed, sample=s, dtype=torch.float64)
+        model = stt.from_network(net, width=n, depth=d, seed=seed, sample=s, dtype=torch.float64)
         with torch.no_grad():
             X = model(torch.from_numpy(X0)).numpy()
         np.testing.assert_allclose(X, ref.X[s], rtol=0, atol=1e-12 * np.abs(ref.X[s]).max())
@@ -121,13 +120,20 @@ def test_same_weights_reproduce_the_explicit_network(name):
     # a plain stack of ShapedTransformerBlocks takes the same weights
     if name == "shaped_transformer_H2":
         stack = nn.Sequential(
-            *[stt.ShapedTransformerBlock(n, heads=2, tau0=0.8, gamma=0.6, c_plus=0.5, c_minus=-1.5, dtype=torch.float64) for _ in range(d)]
+            *[
+                stt.ShapedTransformerBlock(
+                    n, heads=2, tau0=0.8, gamma=0.6, c_plus=0.5, c_minus=-1.5, dtype=torch.float64
+                )
+                for _ in range(d)
+            ]
         )
         stt.load_explicit_weights(stack, seed=seed, sample=1)
         with torch.no_grad():
-            np.testing.assert_allclose(stack(torch.from_numpy(X0)).numpy(), ref.X[1], rtol=0, atol=1e-12 * np.abs(ref.X[1]).max())
+            np.testing.assert_allclose(
+                stack(torch.from_numpy(X0)).numpy(), ref.X[1], rtol=0, atol=1e-12 * np.abs(ref.X[1]).max()
+            )
     # another sample's weights give another network (the keying is used)
-    other = stt.from_network(net, n, d, seed=seed, sample=3, dtype=torch.float64)
+    other = stt.from_network(net, width=n, depth=d, seed=seed, sample=3, dtype=torch.float64)
     with torch.no_grad():
         assert np.abs(other(torch.from_numpy(X0)).numpy() - ref.X[0]).max() > 1e-3
 
@@ -159,8 +165,8 @@ def test_bad_arguments_name_the_parameter():
     with pytest.raises(ValueError, match="x must have shape"):
         stt.ShapedAttention(8)(torch.randn(2, 3, 7))
     with pytest.raises(ValueError, match="network"):
-        stt.from_network(st.standard_transformer(), 8, 2)
-    model = stt.from_network(st.ShapedMLP(), 8, 2)
+        stt.from_network(st.standard_transformer(), width=8, depth=2)
+    model = stt.from_network(st.ShapedMLP(), width=8, depth=2)
     with pytest.raises(ValueError, match="modules"):
         stt.probe(model, torch.randn(1, 3, 8), modules=["nope"])
     with pytest.raises(ValueError, match="t must have shape"):
@@ -211,7 +217,9 @@ def test_gradients_match_finite_differences():
     def f(*ws):
         return torch.func.functional_call(blk, dict(zip(params, ws)), (x.detach(),))
 
-    assert torch.autograd.gradcheck(f, tuple(p.detach().clone().requires_grad_(True) for p in params.values()), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(
+        f, tuple(p.detach().clone().requires_grad_(True) for p in params.values()), eps=1e-6, atol=1e-6
+    )
 
 
 def test_a_few_adam_steps_learn_a_tiny_sequence_task():
@@ -305,9 +313,7 @@ def _law_z(res: st.Result, ref: st.Result, m: int) -> tuple[np.ndarray, np.ndarr
     iu = np.triu_indices(m, 1)
 
     def feats(V):
-        return np.concatenate(
-            [np.log(np.diagonal(V, axis1=-2, axis2=-1)), st.correlations(V)[:, iu[0], iu[1]]], axis=1
-        )
+        return np.concatenate([np.log(np.diagonal(V, axis1=-2, axis2=-1)), st.correlations(V)[:, iu[0], iu[1]]], axis=1)
 
     a, b = feats(res.finite().V[:, -1]), feats(ref.finite().V[:, -1])
     za = (a.mean(0) - b.mean(0)) / np.sqrt(a.var(0) / len(a) + b.var(0) / len(b))
@@ -324,7 +330,9 @@ def _probe_vs_chain(gamma_torch: float, inits: int):
     m, n, d = 4, 16, 8
     V0 = _V0(m)
     net = st.shaped_transformer(heads=2, tau0=0.8, gamma=0.5)
-    model = stt.from_network(st.shaped_transformer(heads=2, tau0=0.8, gamma=gamma_torch), n, d, dtype=torch.float64)
+    model = stt.from_network(
+        st.shaped_transformer(heads=2, tau0=0.8, gamma=gamma_torch), width=n, depth=d, dtype=torch.float64
+    )
     X0 = torch.from_numpy(st.inputs.tokens_from_covariance(V0, n))[None]
     res = stt.probe(model, X0, samples=inits, seed=1, blowup=1e4)
     ref = st.simulate(net, V0=V0, width=n, depth=d, samples=10000, method="exact", seed=2, blowup=1e4)

@@ -1,8 +1,11 @@
 """Bad input raises ValueError (or TypeError for wrong types) naming the
-parameter, from the Python layer and, as a last line of defence, from the C++
-core called directly; nothing crashes."""
+parameter; nothing crashes.  Each argument is checked once, in C++ (the drivers'
+bindings, cpp/python/requests.hpp), whether it comes through the public functions
+or straight to the core."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -58,7 +61,10 @@ def run(**kw):
         (dict(network=st.Network([st.ShapedAttention(concat=True)]), method="exact"), "exact"),
         (dict(return_X=True, method="exact"), "return_X"),
         (dict(depth=2**31, save_at=np.array([0, 1])), "depth"),  # beyond the core's 32-bit counters
-        (dict(depth=2**31 - 1, save_at=np.array([0, 1]), network=st.Network([st.ShapedMLP()] * 3)), "depth"),  # x 3 >= 2^32
+        (
+            dict(depth=2**31 - 1, save_at=np.array([0, 1]), network=st.Network([st.ShapedMLP()] * 3)),
+            "depth",
+        ),  # x 3 >= 2^32
         (dict(width=2**63), "width"),
         (dict(width=10**30), "width"),
     ],
@@ -104,56 +110,56 @@ def test_wrong_types_raise_type_error():
 
 def _core_args(**kw):
     args = dict(
-        blocks=NET.to_core(), X0=X0, depth=2, samples=2, seed=0, save_at=np.array([0, 2], dtype=np.int64),
-        dtype="float64", threads=1, return_X=False, blowup=1e30, progress=None,
+        network=NET,
+        X0=X0,
+        depth=2,
+        samples=2,
+        seed=0,
+        save_at=np.array([0, 2], dtype=np.int64),
+        dtype="float64",
+        threads=1,
+        return_X=False,
+        blowup=1e30,
+        progress=None,
     )
     args.update(kw)
     return args
 
 
-def _bad_block(**change):
-    d = st.ShapedAttention().to_core()
-    d.update(change)
-    return [d]
-
-
 @pytest.mark.parametrize("fn", ["simulate_explicit", "simulate_law"])
 @pytest.mark.parametrize(
-    "kw, word",
+    "kw, exc, word",
     [
-        (dict(X0=np.ones((5, 3))), "width"),
-        (dict(X0=np.full((3, 8), np.nan)), "X0"),
-        (dict(depth=-1), "depth"),
-        (dict(samples=0), "samples"),
-        (dict(save_at=np.array([3], dtype=np.int64)), "save_at"),
-        (dict(save_at=np.array([2, 1], dtype=np.int64)), "save_at"),
-        (dict(dtype="int8"), "dtype"),
-        (dict(blowup=-1.0), "blowup"),
-        (dict(blocks=[{"kind": "mamba"}]), "kind"),
-        (dict(blocks=[{"kind": "shaped_attention"}]), "blocks"),
-        (dict(blocks=_bad_block(tau0=0.0)), "tau0"),
-        (dict(blocks=_bad_block(lam=0.1)), "lam"),
-        (dict(blocks=_bad_block(gamma=2.0, lam=0.0)), "gamma"),
-        (dict(blocks=_bad_block(heads=0)), "heads"),
-        (dict(blocks=_bad_block(heads=3, concat=True)), "heads"),
-        (dict(blocks=_bad_block(norm="sideways")), None),
-        (dict(blocks=[dict(st.StandardAttention().to_core(), norm="sideways")]), "norm"),
+        (dict(X0=np.ones((5, 3))), ValueError, "width"),
+        (dict(X0=np.full((3, 8), np.nan)), ValueError, "X0"),
+        (dict(depth=-1), ValueError, "depth"),
+        (dict(depth=1.5), TypeError, "depth"),
+        (dict(samples=0), ValueError, "samples"),
+        (dict(save_at=np.array([3], dtype=np.int64)), ValueError, "save_at"),
+        (dict(save_at=np.array([2, 1, 2], dtype=np.int64)), None, None),  # sorted and made unique
+        (dict(dtype="int8"), ValueError, "dtype"),
+        (dict(blowup=-1.0), ValueError, "blowup"),
+        (dict(seed=None), ValueError, "seed"),
+        (dict(network=[{"kind": "mamba"}]), TypeError, "blocks"),
+        (dict(network=[]), ValueError, "blocks"),
+        (dict(network=[st.ShapedAttention(heads=3, concat=True)]), ValueError, "heads"),
+        (dict(network=[st.ShapedAttention(), st.ReluMLP(norm="pre_layer")]), None, None),  # a list of blocks runs
     ],
 )
-def test_core_rejects(fn, kw, word):
-    """The C++ core checks again (std::invalid_argument -> ValueError)."""
-    if word is None:  # extra keys are ignored: this one must run
+def test_core_rejects(fn, kw, exc, word):
+    """The core's own entry points check every argument (the package adds nothing)."""
+    if exc is None:
         getattr(core, fn)(**_core_args(**kw))
         return
-    with pytest.raises(ValueError, match=word):
+    with pytest.raises(exc, match=word):
         getattr(core, fn)(**_core_args(**kw))
 
 
 def test_block_weights_rejects():
     with pytest.raises(ValueError, match="b"):
-        core.block_weights(NET.to_core(), 8, 0, 0, 0, 5)
+        core.block_weights(NET, 8, 0, 0, 0, 5)
     with pytest.raises(ValueError, match="width"):
-        core.block_weights(NET.to_core(), 0, 0, 0, 0, 0)
+        core.block_weights(NET, 0, 0, 0, 0, 0)
 
 
 def test_progress_callback_errors_propagate():
@@ -161,4 +167,70 @@ def test_progress_callback_errors_propagate():
         raise RuntimeError("progress failed")
 
     with pytest.raises(RuntimeError, match="progress failed"):
-        core.simulate_explicit(**_core_args(progress=boom, samples=4, depth=50, X0=np.random.default_rng(1).standard_normal((3, 256))))
+        core.simulate_explicit(
+            **_core_args(progress=boom, samples=4, depth=50, X0=np.random.default_rng(1).standard_normal((3, 256)))
+        )
+
+
+# ---------------------------------------------------------------------------
+# Arguments after the network are keyword-only (issue 23): simulate's second
+# positional argument used to be the tokens X0 and solve_sde's the covariance V0,
+# so simulate(net, V0, depth=2) ran on the 3 x 3 covariance taken as 3 tokens.
+# ---------------------------------------------------------------------------
+
+
+def _positional_calls():
+    from shaped_transformer.splitting import ams_blowup, ams_repeat
+
+    return [
+        ("simulate", lambda: st.simulate(NET, V0, depth=2, seed=0)),
+        ("simulate", lambda: st.simulate(NET, X0, None, depth=2)),
+        ("solve_sde", lambda: st.solve_sde(NET, V0, T=0.1, dt=0.05, paths=2)),
+        ("ams_blowup", lambda: ams_blowup(NET, V0, T=0.1, dt=0.05, particles=4)),
+        ("ams_repeat", lambda: ams_repeat(NET, V0, T=0.1, dt=0.05, particles=4)),
+        ("simulate_network", lambda: st.simulate_network(V0, width=16, depth=2)),
+    ]
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_arguments_after_the_network_are_keyword_only(i):
+    name, call = _positional_calls()[i]
+    with pytest.raises(TypeError, match=rf"{name}\(\) takes .* by name, got \d positional argument.*V0="):
+        call()
+
+
+def test_torch_from_network_takes_width_and_depth_by_name():
+    stt = pytest.importorskip("shaped_transformer.torch")
+    with pytest.raises(TypeError):
+        stt.from_network(st.ShapedMLP(), 16, 2)  # width and depth could be swapped silently
+
+
+def test_inputs_confused_errors_name_the_right_argument():
+    # The covariance passed as tokens: the message points to V0 (it spoke of X0.shape[1] only).
+    with pytest.raises(ValueError, match=r"width=16 does not match X0\.shape\[1\]=3.*pass it as V0="):
+        st.simulate(NET, X0=V0, width=16, depth=2)
+    # Tokens passed as the covariance: the message points to X0 or to their covariance.
+    with pytest.raises(ValueError, match=r"V0 must be the m x m covariance.*\(3, 16\).*X0="):
+        st.simulate(NET, V0=X0, width=16, depth=2)
+    with pytest.raises(ValueError, match=r"V0 must be the m x m covariance.*inputs\.covariance\(X0\)"):
+        st.solve_sde(NET, V0=X0, T=0.1, dt=0.05, paths=2)
+
+
+def test_step_size_warning_gives_a_remedy_the_function_accepts():
+    """ams_blowup takes no steps= argument: its StepSizeWarning must not tell the
+    user to pass one; both warnings point at the caller's line."""
+    from shaped_transformer.splitting import UnresolvedWarning, ams_blowup
+
+    with pytest.warns(st.StepSizeWarning) as rec, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnresolvedWarning)  # 4 particles over T = 0.1 die out: not the point here
+        ams_blowup(NET, V0=V0, T=0.1, dt=0.03, particles=4, seed=0)
+    rec = [w for w in rec if issubclass(w.category, st.StepSizeWarning)]
+    msg = str(rec[0].message)
+    assert "steps=" not in msg and "a dt that divides T" in msg
+    assert rec[0].filename == __file__
+    with pytest.warns(st.StepSizeWarning, match="pass steps= or a dt that divides T") as rec:
+        st.solve_sde(NET, V0=V0, T=0.1, dt=0.03, paths=2, seed=0)
+    assert rec[0].filename == __file__
+    with pytest.warns(st.BlowUpWarning) as rec:
+        st.simulate(NET, V0=V0, width=16, depth=2, seed=0, blowup=1.0001)
+    assert rec[0].filename == __file__

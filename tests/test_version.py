@@ -71,6 +71,6 @@ def test_no_second_copy_of_the_version() -> None:
     project = pyproject.split("[project]", 1)[1].split("\n[", 1)[0]
     assert not re.search(r"^version\s*=", project, re.M), "pyproject.toml: the version must stay dynamic"
     assert re.search(r'^dynamic\s*=\s*\[[^]]*"version"', project, re.M)
-    assert "metadata.version.input = \"CMakeLists.txt\"" in pyproject
+    assert 'metadata.version.input = "CMakeLists.txt"' in pyproject
     for path in (ROOT / "python" / "shaped_transformer").rglob("*.py"):
         assert f'"{source}"' not in path.read_text(), f"{path} repeats the version string"

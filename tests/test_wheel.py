@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import skip_unless_ci
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ SMOKE = textwrap.dedent(
         r2 = st.simulate(net, V0=V0, width=16, depth=4, samples=3, method=method, seed=1, threads=1)
         assert np.array_equal(r.V, r2.V), method  # thread count does not change results
         out[method] = float(r.rho[:, -1].mean())
-    sde = st.solve_sde(net, V0, T=0.1, steps=8, paths=4, seed=1, threads=2)
+    sde = st.solve_sde(net, V0=V0, T=0.1, steps=8, paths=4, seed=1, threads=2)
     assert sde.V.shape == (4, 9, 3, 3) and np.isfinite(sde.V).all()
     out["sde"] = float(sde.rho[:, -1].mean())
     print(json.dumps(out))
@@ -81,8 +82,15 @@ def test_installed_package_has_core_functions() -> None:
 
 def _run(cmd: list, cwd: Path | None = None, env: dict | None = None, timeout: float = 1200) -> str:
     t0 = time.perf_counter()
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [str(c) for c in cmd],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-8000:]}"
     print(f"[{time.perf_counter() - t0:6.1f} s] {' '.join(map(str, cmd))}")
     return proc.stdout
@@ -90,8 +98,11 @@ def _run(cmd: list, cwd: Path | None = None, env: dict | None = None, timeout: f
 
 def _clean_env() -> dict:
     """The environment without our development overrides (build dir, PYTHONPATH)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("SHAPED_TRANSFORMER_BUILD_DIR", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SHAPED_TRANSFORMER_BUILD_DIR", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+    }
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", "2")
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
@@ -168,11 +179,16 @@ def _show(cmd: list[str], wheel: Path, env: dict) -> dict:
     """`auditwheel show --json`: the tag the wheel is consistent with, the shared
     libraries outside the manylinux policies' lists and the versioned symbols."""
     out = _run([*cmd, "show", "--json", wheel], env=env)  # log lines (stderr) come first
-    info, _ = json.JSONDecoder().raw_decode(out[out.index("{"):])
-    newest = {lib: max(v, key=lambda s: tuple(int(x) for x in re.findall(r"[0-9]+", s)))
-              for lib, v in info.get("versioned_symbols", {}).items() if v}
-    print(f"auditwheel show {wheel.name}: tag {info.get('overall_tag')}, external libraries "
-          f"{info.get('external_libs')}, newest versioned symbols {newest}")
+    info, _ = json.JSONDecoder().raw_decode(out[out.index("{") :])
+    newest = {
+        lib: max(v, key=lambda s: tuple(int(x) for x in re.findall(r"[0-9]+", s)))
+        for lib, v in info.get("versioned_symbols", {}).items()
+        if v
+    }
+    print(
+        f"auditwheel show {wheel.name}: tag {info.get('overall_tag')}, external libraries "
+        f"{info.get('external_libs')}, newest versioned symbols {newest}"
+    )
     return info
 
 

@@ -65,21 +65,21 @@ class DeviceArray {
 std::size_t gemm_workspace(int m, std::int64_t n_in, std::int64_t n_out);
 /// Out (m x n_out) = scale * X (m x n_in) * W, W(i, j) = normal i * n_out + j of
 /// stream s, generated inside the kernel (never stored).  ws: gemm_workspace elements.
-void gaussian_gemm(const device::Key& s, int m, std::int64_t n_in, std::int64_t n_out, const float* X,
-                   std::int64_t ldx, float* Out, std::int64_t ldo, float scale, float* ws);
+void gaussian_gemm(const device::Key& s, int m, std::int64_t n_in, std::int64_t n_out, const float* X, std::int64_t ldx,
+                   float* Out, std::int64_t ldo, float scale, float* ws);
 void gaussian_gemm(const device::Key& s, int m, std::int64_t n_in, std::int64_t n_out, const double* X,
                    std::int64_t ldx, double* Out, std::int64_t ldo, double scale, double* ws);
 /// out (host, m x m) = A B^T, accumulated in double (A, B: m x n, leading dims lda,
 /// ldb); scratch: m x m doubles of device memory.
-void cross(const float* A, std::int64_t lda, const float* B, std::int64_t ldb, int m, std::int64_t n,
-           double* scratch, double* out);
-void cross(const double* A, std::int64_t lda, const double* B, std::int64_t ldb, int m, std::int64_t n,
-           double* scratch, double* out);
+void cross(const float* A, std::int64_t lda, const float* B, std::int64_t ldb, int m, std::int64_t n, double* scratch,
+           double* out);
+void cross(const double* A, std::int64_t lda, const double* B, std::int64_t ldb, int m, std::int64_t n, double* scratch,
+           double* out);
 /// Out (m x n) = A X (A: device m x m, already in the arithmetic type), or Out += A X.
 void left_mix(const float* A, const float* X, std::int64_t ldx, int m, std::int64_t n, float* Out, std::int64_t ldo,
               bool accumulate);
-void left_mix(const double* A, const double* X, std::int64_t ldx, int m, std::int64_t n, double* Out,
-              std::int64_t ldo, bool accumulate);
+void left_mix(const double* A, const double* X, std::int64_t ldx, int m, std::int64_t n, double* Out, std::int64_t ldo,
+              bool accumulate);
 /// X = a X + b B (both m x n, leading dimension n).
 void axpby(float a, float* X, float b, const float* B, std::size_t count);
 void axpby(double a, double* X, double b, const double* B, std::size_t count);

@@ -25,16 +25,16 @@ namespace shaped_transformer::cuda {
 namespace {
 
 /// The widest product of `net` at width n: the widest output of a weight matrix and
-/// the GEMM workspace of the largest product (the blocks' explicit_weights).
+/// the GEMM workspace of the largest product (the blocks' weights()).
 void widest(const Network& net, int m, std::int64_t n, std::int64_t& cols_max, std::size_t& ws) {
   cols_max = n;
   ws = gemm_workspace(m, n, n);
   for (const auto& blk : net.blocks)
     std::visit(
         [&](const auto& b) {
-          b.explicit_weights(long(n), [&](const std::string&, std::uint32_t, long rows, long cols) {
-            cols_max = std::max<std::int64_t>(cols_max, cols);
-            ws = std::max(ws, gemm_workspace(m, rows, cols));
+          b.weights(long(n), [&](const WeightMatrix& w) {
+            cols_max = std::max<std::int64_t>(cols_max, w.cols);
+            ws = std::max(ws, gemm_workspace(m, w.rows, w.cols));
           });
         },
         blk);

@@ -16,8 +16,8 @@ namespace shaped_transformer::cuda {
 struct ExplicitCudaOptions {
   double blowup = 1e4;
   bool return_X = false;
-  std::function<bool()> poll;                        ///< true: stop (throws Cancelled)
-  std::function<void(std::size_t)> progress;         ///< finished samples
+  std::function<bool()> poll;                 ///< true: stop (throws Cancelled)
+  std::function<void(std::size_t)> progress;  ///< finished samples
 };
 
 /// Throws std::invalid_argument (naming the parameter) on bad input.

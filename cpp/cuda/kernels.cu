@@ -30,12 +30,10 @@ namespace {
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
 }
-void check_launch(const char* what) {
-  check(cudaGetLastError(), what);
-}
+void check_launch(const char* what) { check(cudaGetLastError(), what); }
 
-constexpr int kThreads = 128;      // threads per block of the product (4 columns each)
-constexpr int kRowTile = 32;       // rows of X staged in shared memory at once
+constexpr int kThreads = 128;                                   // threads per block of the product (4 columns each)
+constexpr int kRowTile = 32;                                    // rows of X staged in shared memory at once
 constexpr std::int64_t kTargetThreads = std::int64_t(1) << 19;  // threads of one product
 
 /// Rows of W per split: a function of the sizes only (never of the GPU), so the
@@ -73,9 +71,9 @@ __device__ inline float fma_t(float a, float b, float c) { return __fmaf_rn(a, b
 __device__ inline double fma_t(double a, double b, double c) { return __fma_rn(a, b, c); }
 
 template <class T, int MM>
-__global__ void __launch_bounds__(kThreads) gemm_kernel(dv::Key s, int m, std::int64_t n_in, std::int64_t n_out,
-                                                        const T* __restrict__ X, std::int64_t ldx, T* __restrict__ out,
-                                                        std::int64_t ldo, std::int64_t rows, T scale, int direct) {
+__global__ void __launch_bounds__(kThreads)
+    gemm_kernel(dv::Key s, int m, std::int64_t n_in, std::int64_t n_out, const T* __restrict__ X, std::int64_t ldx,
+                T* __restrict__ out, std::int64_t ldo, std::int64_t rows, T scale, int direct) {
   __shared__ T xs[MM][kRowTile];
   const int a0 = int(blockIdx.z) * MM;
   const std::int64_t j0 = 4 * (std::int64_t(blockIdx.x) * kThreads + threadIdx.x);
@@ -114,8 +112,7 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(dv::Key s, int m, std::i
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       if (j0 + c >= n_out) break;
-      if (direct)
-        out[std::int64_t(a0 + a) * ldo + j0 + c] = scale * acc[a][c];
+      if (direct) out[std::int64_t(a0 + a) * ldo + j0 + c] = scale * acc[a][c];
       else  // workspace: [split][token][column]
         out[(std::int64_t(blockIdx.y) * m + a0 + a) * n_out + j0 + c] = acc[a][c];
     }
@@ -388,20 +385,20 @@ void gaussian_gemm(const dv::Key& s, int m, std::int64_t n_in, std::int64_t n_ou
                    double* Out, std::int64_t ldo, double scale, double* ws) {
   gemm_impl(s, m, n_in, n_out, X, ldx, Out, ldo, scale, ws);
 }
-void cross(const float* A, std::int64_t lda, const float* B, std::int64_t ldb, int m, std::int64_t n,
-           double* scratch, double* out) {
+void cross(const float* A, std::int64_t lda, const float* B, std::int64_t ldb, int m, std::int64_t n, double* scratch,
+           double* out) {
   cross_impl(A, lda, B, ldb, m, n, scratch, out);
 }
-void cross(const double* A, std::int64_t lda, const double* B, std::int64_t ldb, int m, std::int64_t n,
-           double* scratch, double* out) {
+void cross(const double* A, std::int64_t lda, const double* B, std::int64_t ldb, int m, std::int64_t n, double* scratch,
+           double* out) {
   cross_impl(A, lda, B, ldb, m, n, scratch, out);
 }
 void left_mix(const float* A, const float* X, std::int64_t ldx, int m, std::int64_t n, float* Out, std::int64_t ldo,
               bool accumulate) {
   left_mix_impl(A, X, ldx, m, n, Out, ldo, accumulate);
 }
-void left_mix(const double* A, const double* X, std::int64_t ldx, int m, std::int64_t n, double* Out,
-              std::int64_t ldo, bool accumulate) {
+void left_mix(const double* A, const double* X, std::int64_t ldx, int m, std::int64_t n, double* Out, std::int64_t ldo,
+              bool accumulate) {
   left_mix_impl(A, X, ldx, m, n, Out, ldo, accumulate);
 }
 void axpby(float a, float* X, float b, const float* B, std::size_t count) {
@@ -450,8 +447,8 @@ bool solve_sde(const dv::SdeProblem& p, const std::vector<std::int64_t>& save, s
                     });
 }
 
-bool exact_chain(const dv::ExactProblem& p, const std::vector<std::int64_t>& save, std::int64_t samples,
-                 double* out, std::int64_t* exploded, const Hooks& hooks) {
+bool exact_chain(const dv::ExactProblem& p, const std::vector<std::int64_t>& save, std::int64_t samples, double* out,
+                 std::int64_t* exploded, const Hooks& hooks) {
   DeviceArray<dv::ExactProblem> d_p(1);
   to_device(d_p.data(), &p, sizeof p);
   DeviceArray<std::int64_t> d_save(save.size());

@@ -77,9 +77,7 @@ void launch_exact(int m, int wide, const P* p, const std::int64_t* save, int nsa
     case device::ExactVariant::M8W32:
       exact_kernel<8, 32><<<blocks, per_block>>>(p, save, nsave, first, count, out, exploded);
       break;
-    default:
-      exact_kernel<16, 32><<<blocks, per_block>>>(p, save, nsave, first, count, out, exploded);
-      break;
+    default: exact_kernel<16, 32><<<blocks, per_block>>>(p, save, nsave, first, count, out, exploded); break;
   }
 }
 

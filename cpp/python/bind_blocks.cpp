@@ -3,7 +3,9 @@
 // table's default and doc; construction converts (field_cast.hpp) and calls
 // B::validate(), so a parameter is declared once and checked once, here in C++.
 // shaped_transformer._blocks subclasses these classes only to add the prose of their
-// docstrings.  Every kind of the registry (network.hpp) is bound.
+// docstrings (and makes a plain subclass for a kind without prose).  Every kind of the
+// registry (network.hpp) is bound; the drivers take the objects themselves, inside a
+// _core.Network (bind_network.cpp).
 #include <cstddef>
 #include <iterator>
 #include <optional>
@@ -65,8 +67,8 @@ namespace {
 
 /// The value a field's Python property returns: None for an unset field, a Norm by name.
 template <class T, bool NoneOk>
-using PropertyType = std::conditional_t<std::is_same_v<T, Norm>, std::string,
-                                        std::conditional_t<NoneOk, std::optional<T>, T>>;
+using PropertyType =
+    std::conditional_t<std::is_same_v<T, Norm>, std::string, std::conditional_t<NoneOk, std::optional<T>, T>>;
 
 template <class B, std::size_t I>
 auto field_property(const B& b) {
@@ -85,15 +87,6 @@ template <class B>
 py::dict python_kwargs(const B& b) {
   py::dict d;
   for_each_field<B>([&](const auto& f) { d[f.name] = field_to_python(b.*(f.member), f.rule); });
-  return d;
-}
-
-/// The dictionary the drivers' bindings read (network_from_python): "kind" and the
-/// keywords.
-template <class B>
-py::typing::Dict<py::str, py::object> core_dict(const B& b) {
-  py::dict d = python_kwargs(b);
-  d["kind"] = B::kind;
   return d;
 }
 
@@ -122,7 +115,8 @@ std::string parameters_doc() {
   std::string s = "Parameters\n----------\n";
   for_each_field<B>([&](const auto& f) {
     using T = typename std::decay_t<decltype(f)>::value_type;
-    std::string type = std::is_same_v<T, Norm> ? "str or None" : std::is_same_v<T, bool> ? "bool"
+    std::string type = std::is_same_v<T, Norm>   ? "str or None"
+                       : std::is_same_v<T, bool> ? "bool"
                        : std::is_integral_v<T>   ? "int"
                                                  : "float";
     if (f.rule.none != Rule::Refused) type += " or None";
@@ -150,7 +144,8 @@ void bind_block(py::module_& m, std::index_sequence<I...>) {
   cls.attr("kind") = py::str(B::kind);
   // (name, default) per field, in table order: the Python classes' __signature__
   // (pybind11 gives builtin methods none that inspect can read).
-  cls.attr("_parameters") = py::make_tuple(py::make_tuple(std::get<I>(fields).name, field_default<B>(std::get<I>(fields)))...);
+  cls.attr("_parameters") =
+      py::make_tuple(py::make_tuple(std::get<I>(fields).name, field_default<B>(std::get<I>(fields)))...);
   cls.def_property_readonly(
       "has_sde",
       [](const B& b) {
@@ -165,7 +160,24 @@ void bind_block(py::module_& m, std::index_sequence<I...>) {
         else return (void)b, false;
       },
       "Whether the exact m x m chain of docs/model.md section 4 covers this block.");
-  cls.def("to_core", &core_dict<B>, "The dictionary the drivers of the C++ core read.");
+  cls.def_property_readonly(
+      "sde_refusal",
+      [](const B& b) -> py::typing::Optional<py::str> {
+        const char* why;
+        if constexpr (B::has_sde) why = b.sde_refusal();
+        else why = ((void)b, B::no_sde);
+        return why ? py::object(py::str(why)) : py::object(py::none());
+      },
+      "Why the block has no covariance SDE limit (the core's reason); None when it has one.");
+  cls.def_property_readonly(
+      "exact_refusal",
+      [](const B& b) -> py::typing::Optional<py::str> {
+        const char* why;
+        if constexpr (B::has_exact) why = b.exact_refusal();
+        else why = ((void)b, "this kind has no exact chain");
+        return why ? py::object(py::str(why)) : py::object(py::none());
+      },
+      "Why the exact chain cannot run the block (the core's reason); None when it can.");
   cls.def(
       "replace",
       [](const py::object& self, const py::kwargs& changes) {
@@ -184,9 +196,8 @@ void bind_block(py::module_& m, std::index_sequence<I...>) {
     if (!py::type::of(self).is(py::type::of(other))) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
     return py::bool_(python_kwargs(self.cast<const B&>()).equal(python_kwargs(other.cast<const B&>())));
   });
-  cls.def("__hash__", [](const B& b) {
-    return py::hash(py::make_tuple(B::kind, py::tuple(python_kwargs(b).attr("items")())));
-  });
+  cls.def("__hash__",
+          [](const B& b) { return py::hash(py::make_tuple(B::kind, py::tuple(python_kwargs(b).attr("items")()))); });
   cls.def("__repr__", [](const py::object& self) {
     std::string s = std::string(py::str(py::type::of(self).attr("__name__"))) + "(";
     const char* sep = "";

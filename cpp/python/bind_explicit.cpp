@@ -3,9 +3,12 @@
 // kernel).
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bindings.hpp"
+#include "numpy_util.hpp"
+#include "requests.hpp"
 #include "shaped_transformer/explicit.hpp"
 #include "shaped_transformer/normal_kernels.hpp"
 
@@ -13,44 +16,30 @@ namespace shaped_transformer::python {
 
 namespace {
 
-using F64Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
-using I64Array = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
-
-template <class T>
-py::array_t<T> vector_to_numpy(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
-  auto* owner = new std::vector<T>(std::move(v));
-  py::capsule cap(owner, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-  return py::array_t<T>(shape, owner->data(), cap);
-}
-
-MatD tokens_from_numpy(const F64Array& a) {
-  if (a.ndim() != 2) throw std::invalid_argument("X0: must be a 2-d array (m, n)");
-  const Eigen::Index m = a.shape(0), n = a.shape(1);
-  MatD X(m, n);
-  std::copy(a.data(), a.data() + m * n, X.data());
-  return X;
-}
-
-using Driver = Trajectories (*)(const Network&, const MatD&, int, int, std::uint64_t,
-                                const std::vector<std::int64_t>&, bool, const RunOptions&);
-
-py::tuple call(Driver driver, const py::list& blocks, const F64Array& X0, int depth, int samples, std::uint64_t seed,
-               const I64Array& save_at, const std::string& dtype, int threads, bool return_X, double blowup,
-               const py::object& progress) {
-  const Network net = network_from_python(blocks);
-  const MatD X = tokens_from_numpy(X0);
-  if (dtype != "float64" && dtype != "float32")
-    throw std::invalid_argument("dtype: must be 'float64' or 'float32', got '" + dtype + "'");
-  if (save_at.ndim() != 1) throw std::invalid_argument("save_at: must be a 1-d array of layer indices");
-  const std::vector<std::int64_t> layers(save_at.data(), save_at.data() + save_at.size());
-  Trajectories tr = run_driver(run_options(threads, blowup, return_X), progress, [&](const RunOptions& o) {
-    return driver(net, X, depth, samples, seed, layers, dtype == "float32", o);
+/// (V, X or None, exploded_layer) of one explicit or law run; `info` gets "kernel"
+/// (the normal generator), "layers", "width", "seed", "dtype", "blowup" and "threads".
+template <class Driver>
+py::tuple call(Driver driver, const NetworkObject& network, const py::object& X0, const py::object& depth,
+               const py::object& samples, const py::object& seed, const py::object& save_at, const py::object& dtype,
+               const py::object& threads, const py::object& return_X, const py::object& blowup,
+               const py::object& progress, const py::object& save_every, const py::object& V0, const py::object& width,
+               const py::object& tokens, const py::object& admit_fn, const py::object& info) {
+  const ExplicitRequest r = explicit_request(network, X0, V0, width, depth, samples, seed, save_at, save_every, dtype,
+                                             threads, return_X, blowup, admit_fn, tokens);
+  Trajectories tr = run_driver(r.opts, progress, [&](const RunOptions& o) {
+    return driver(network.net, r.X0, r.depth, r.samples, r.seed, r.layers, r.dtype == "float32", o);
   });
-  const py::ssize_t S = tr.samples, K = tr.saved, m = tr.m, n = X.cols();
+  const py::ssize_t S = tr.samples, K = tr.saved, m = tr.m, n = r.X0.cols();
+  report(info, "kernel", py::str(tr.kernel));
+  report(info, "layers", to_numpy(std::vector<std::int64_t>(r.layers), {K}));
+  report(info, "width", py::int_(n));
+  report(info, "seed", py::int_(r.seed));
+  report(info, "dtype", py::str(r.dtype));
+  report(info, "blowup", py::float_(r.opts.blowup));
+  report(info, "threads", py::int_(r.opts.threads));
   py::object Xout = py::none();
-  if (return_X) Xout = vector_to_numpy(std::move(tr.X), {S, m, n});
-  return py::make_tuple(vector_to_numpy(std::move(tr.V), {S, K, m, m}), Xout,
-                        vector_to_numpy(std::move(tr.exploded), {S}));
+  if (r.opts.return_X) Xout = to_numpy(std::move(tr.X), {S, m, n});
+  return py::make_tuple(to_numpy(std::move(tr.V), {S, K, m, m}), Xout, to_numpy(std::move(tr.exploded), {S}));
 }
 
 py::array_t<double> weight(const Stream& s, std::int64_t rows, std::int64_t cols) {
@@ -62,71 +51,60 @@ py::array_t<double> weight(const Stream& s, std::int64_t rows, std::int64_t cols
 }  // namespace
 
 void register_explicit(py::module_& m) {
-  m.def(
-      "simulate_explicit",
-      [](const py::list& blocks, const F64Array& X0, int depth, int samples, std::uint64_t seed,
-         const I64Array& save_at, const std::string& dtype, int threads, bool return_X, double blowup,
-         const py::object& progress) {
-        return call(&simulate_explicit<Network>, blocks, X0, depth, samples, seed, save_at, dtype, threads,
-                          return_X, blowup, progress);
-      },
-      py::arg("blocks"), py::arg("X0"), py::arg("depth"), py::arg("samples"), py::arg("seed"), py::arg("save_at"),
-      py::arg("dtype"), py::arg("threads"), py::arg("return_X"), py::arg("blowup"), py::arg("progress"),
-      "Explicit network with Gaussian weights; returns (V, X or None, exploded_layer).");
-  m.def(
-      "simulate_law",
-      [](const py::list& blocks, const F64Array& X0, int depth, int samples, std::uint64_t seed,
-         const I64Array& save_at, const std::string& dtype, int threads, bool return_X, double blowup,
-         const py::object& progress) {
-        return call(&simulate_law<Network>, blocks, X0, depth, samples, seed, save_at, dtype, threads, return_X,
-                          blowup, progress);
-      },
-      py::arg("blocks"), py::arg("X0"), py::arg("depth"), py::arg("samples"), py::arg("seed"), py::arg("save_at"),
-      py::arg("dtype"), py::arg("threads"), py::arg("return_X"), py::arg("blowup"), py::arg("progress"),
-      "Law-exact activation sampler (docs/model.md section 4); returns (V, X or None, exploded_layer).");
+  const char* args_doc =
+      "X0 / V0: the tokens (m, n) or their covariance (m, m) with `width`; from V0 the tokens are "
+      "tokens(V0, width) (called after the memory check).  save_at (layer indices) or save_every "
+      "(neither: every layer).  admit(parts) is the memory check (raises to refuse); `info` (a dict) "
+      "receives the kernel that ran and the checked values.";
+  for (const auto& [name, law] : {std::pair<const char*, bool>{"simulate_explicit", false}, {"simulate_law", true}})
+    m.def(
+        name,
+        [law = law](const NetworkObject& network, const py::object& X0, const py::object& depth,
+                    const py::object& samples, const py::object& seed, const py::object& save_at,
+                    const py::object& dtype, const py::object& threads, const py::object& return_X,
+                    const py::object& blowup, const py::object& progress, const py::object& save_every,
+                    const py::object& V0, const py::object& width, const py::object& tokens, const py::object& admit,
+                    const py::object& info) {
+          return law ? call(&simulate_law<Network>, network, X0, depth, samples, seed, save_at, dtype, threads,
+                            return_X, blowup, progress, save_every, V0, width, tokens, admit, info)
+                     : call(&simulate_explicit<Network>, network, X0, depth, samples, seed, save_at, dtype, threads,
+                            return_X, blowup, progress, save_every, V0, width, tokens, admit, info);
+        },
+        py::arg("network"), py::arg("X0"), py::arg("depth"), py::arg("samples"), py::arg("seed"), py::arg("save_at"),
+        py::arg("dtype"), py::arg("threads"), py::arg("return_X"), py::arg("blowup"), py::arg("progress") = py::none(),
+        py::kw_only(), py::arg("save_every") = py::none(), py::arg("V0") = py::none(), py::arg("width") = py::none(),
+        py::arg("tokens") = py::none(), py::arg("admit") = py::none(), py::arg("info") = py::none(),
+        (std::string(law ? "Law-exact activation sampler (docs/model.md section 4)"
+                         : "Explicit network with Gaussian weights") +
+         "; returns (V, X or None, exploded_layer).  Every argument is checked here, once.\n" + args_doc)
+            .c_str());
   m.def(
       "block_weights",
-      [](const py::list& blocks, long width, std::uint64_t seed, std::uint32_t sample, std::size_t layer,
+      [](const NetworkObject& network, long width, std::uint64_t seed, std::uint32_t sample, std::size_t layer,
          std::size_t b) {
-        const Network net = network_from_python(blocks);
+        const Network& net = network.net;
         if (b >= net.blocks.size()) throw std::invalid_argument("b: block index out of range");
         if (width < 1) throw std::invalid_argument("width: must be >= 1");
         validate_network(net, width);
         const std::uint32_t bi = net.block_index(layer, b);
         py::dict out;
-        auto attn = [&](int heads, int key_dim, bool concat) {
-          const std::int64_t hd = concat ? width / heads : width;
-          const std::int64_t nk = key_dim > 0 ? key_dim : hd;
-          for (int h = 0; h < heads; ++h) {
-            const std::string k = std::to_string(h);
-            out[py::str("W_Q_" + k)] = weight({seed, sample, bi, matrix_id::head(matrix_id::kQuery, h)}, width, nk);
-            out[py::str("W_K_" + k)] = weight({seed, sample, bi, matrix_id::head(matrix_id::kKey, h)}, width, nk);
-            out[py::str("W_V_" + k)] = weight({seed, sample, bi, matrix_id::head(matrix_id::kValue, h)}, width, hd);
-          }
-          if (concat) out["W_O"] = weight({seed, sample, bi, matrix_id::kOutput}, width, width);
-        };
         std::visit(
             [&](const auto& blk) {
-              using B = std::decay_t<decltype(blk)>;
-              if constexpr (std::is_same_v<B, ShapedAttention> || std::is_same_v<B, StandardAttention>) {
-                attn(blk.heads, blk.key_dim, blk.concat);
-              } else {
-                static_assert(std::is_same_v<B, ShapedMLP> || std::is_same_v<B, ReluMLP>,
-                              "block_weights: name the weights of every block kind");
-                out["W_pre"] = weight({seed, sample, bi, matrix_id::kPre}, width, width);
-                out["W_post"] = weight({seed, sample, bi, matrix_id::kPost}, width, width);
-              }
+              blk.weights(width, [&](const WeightMatrix& w) {
+                out[py::str(w.name)] = weight({seed, sample, bi, w.matrix}, w.rows, w.cols);
+              });
             },
             net.blocks[b]);
         return out;
       },
-      py::arg("blocks"), py::arg("width"), py::arg("seed"), py::arg("sample"), py::arg("layer"), py::arg("b"),
-      "Debug: the float64 weights (W_Q_h, W_K_h, W_V_h[, W_O] or W_pre, W_post) of block b of layer "
-      "`layer` of one sample, as the explicit network draws them (use small widths).");
+      py::arg("network"), py::arg("width"), py::arg("seed"), py::arg("sample"), py::arg("layer"), py::arg("b"),
+      "Debug: the float64 weights of block b of layer `layer` of one sample, named by the block's kind "
+      "(W_Q_h, W_K_h, W_V_h[, W_O] for attention, W_pre, W_post for the MLPs), as the explicit network "
+      "draws them (use small widths).");
   m.def(
       "normals_kernel",
-      [](const std::string& kernel, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,
-         std::uint32_t matrix, std::uint64_t first, std::size_t count) -> py::object {
+      [](const std::string& kernel, std::uint64_t seed, std::uint32_t sample, std::uint32_t block, std::uint32_t matrix,
+         std::uint64_t first, std::size_t count) -> py::object {
         py::array_t<float> out(static_cast<py::ssize_t>(count));
         bool ok;
         float* p = out.mutable_data();

@@ -1,7 +1,6 @@
-// Shared pieces of the pybind11 layer: the block dictionaries made by
-// shaped_transformer._blocks parsed generically from the kinds' field tables, and the
-// one bridge between a C++ driver and Python (GIL released, Ctrl-C and the progress
-// callback).  The bindings call exactly the drivers a C++ user calls.
+// Shared pieces of the pybind11 layer: the network object every binding takes, and
+// the one bridge between a C++ driver and Python (GIL released, Ctrl-C and the
+// progress callback).  The bindings call exactly the drivers a C++ user calls.
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -29,40 +28,49 @@ void register_rng(py::module_& m);
 void register_explicit(py::module_& m);
 void register_exact(py::module_& m);
 void register_sde(py::module_& m);
-void register_cuda(py::module_& m);  // bind_cuda.cpp (stubs without CUDA)
-void register_blocks(py::module_& m);  // bind_blocks.cpp: the typed block classes
+void register_cuda(py::module_& m);     // bind_cuda.cpp (stubs without CUDA)
+void register_blocks(py::module_& m);   // bind_blocks.cpp: the typed block classes
+void register_network(py::module_& m);  // bind_network.cpp: _core.Network and the registry
 
-/// A block of kind B from its dict: every field of B's table must be present
-/// (other keys are ignored); values are converted as the typed classes convert them
-/// (field_cast.hpp), ranges are checked by the drivers.
-template <class B>
-B block_from_dict(const py::dict& d) {
-  return block_from_python<B>([&](const char* name) -> py::handle {
-    if (!d.contains(name)) throw std::invalid_argument(std::string("blocks: missing field '") + name + "'");
-    return d[name];
-  });
-}
-
-/// Converts a list of block dicts ({"kind": B::kind, field: value, ...}) into a network
-/// of the kinds K.
-template <class Net>
-struct NetworkParser;
-template <class... K>
-struct NetworkParser<BasicNetwork<K...>> {
-  static BasicNetwork<K...> parse(const py::list& blocks) {
-    BasicNetwork<K...> net;
-    for (const auto& item : blocks) {
-      const py::dict d = item.cast<py::dict>();
-      if (!d.contains("kind")) throw std::invalid_argument("blocks: missing field 'kind'");
-      const std::string kind = d["kind"].cast<std::string>();
-      const bool known = ((kind == K::kind ? (net.blocks.emplace_back(block_from_dict<K>(d)), true) : false) || ...);
-      if (!known) throw std::invalid_argument("blocks: unknown block kind '" + kind + "'");
-    }
-    return net;
-  }
+/// The Python face of a network (_core.Network, subclassed by
+/// shaped_transformer.Network): the C++ network the drivers run, converted once from
+/// the typed block objects, and those objects themselves (so that Python gets back
+/// its own subclasses).  Every binding takes it as is: no dictionary, no parsing.
+struct NetworkObject {
+  Network net;
+  py::tuple blocks;
 };
 
-inline Network network_from_python(const py::list& blocks) { return NetworkParser<Network>::parse(blocks); }
+/// The network of `blocks`: one block object or a non-empty sequence of them, each
+/// an instance of a kind of the registry (network.hpp).  TypeError / ValueError
+/// naming `blocks`.
+NetworkObject network_from_blocks(const py::handle& blocks);  // bind_network.cpp
+
+}  // namespace shaped_transformer::python
+
+namespace pybind11::detail {
+
+/// A binding that takes the network also takes one block or a sequence of blocks,
+/// converted by network_from_blocks (so that _core.simulate_exact([block], ...) works
+/// and a wrong item is a TypeError naming blocks[i], not "incompatible arguments").
+template <>
+struct type_caster<shaped_transformer::python::NetworkObject>
+    : type_caster_base<shaped_transformer::python::NetworkObject> {
+  bool load(handle src, bool convert) {
+    if (type_caster_base<shaped_transformer::python::NetworkObject>::load(src, convert)) return true;
+    if (!convert) return false;
+    converted_ = shaped_transformer::python::network_from_blocks(src);
+    value = &converted_;
+    return true;
+  }
+
+ private:
+  shaped_transformer::python::NetworkObject converted_;
+};
+
+}  // namespace pybind11::detail
+
+namespace shaped_transformer::python {
 
 /// The one bridge from Python to a driver: runs fn(opts) with the GIL released,
 /// opts.threads = threads and opts.poll / opts.progress wired to Python.  Ctrl-C (a
@@ -106,30 +114,6 @@ auto run_driver(RunOptions opts, const py::object& progress, Fn&& fn) {
   // The KeyboardInterrupt set by PyErr_CheckSignals, or the callback's exception.
   if (interrupted || callback_failed) throw py::error_already_set();
   return result;
-}
-
-/// RunOptions from the arguments every driver binding takes.
-inline RunOptions run_options(int threads, double blowup, bool return_X = false) {
-  RunOptions o;
-  o.threads = threads;
-  o.blowup = blowup;
-  o.return_X = return_X;
-  return o;
-}
-
-/// SdeOptions from the Python spelling of the scheme and the PSD remedy.
-inline SdeOptions sde_options(double dt, std::int64_t steps, const std::string& scheme, const std::string& psd) {
-  SdeOptions o;
-  o.dt = dt;
-  o.steps = steps;
-  if (scheme == "euler") o.scheme = SdeScheme::Euler;
-  else if (scheme == "tamed_euler") o.scheme = SdeScheme::TamedEuler;
-  else if (scheme == "exact_chain") o.scheme = SdeScheme::ExactChain;
-  else throw std::invalid_argument("scheme: unknown scheme '" + scheme + "'");
-  if (psd == "clip") o.psd = PsdRemedy::Clip;
-  else if (psd == "none") o.psd = PsdRemedy::None;
-  else throw std::invalid_argument("psd: unknown remedy '" + psd + "'");
-  return o;
 }
 
 }  // namespace shaped_transformer::python

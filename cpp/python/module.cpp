@@ -1,14 +1,19 @@
 #include "bindings.hpp"
 #include "shaped_transformer/mutation.hpp"
 
-namespace shaped_transformer::python { void register_splitting(py::module_& m); }  // bind_splitting.cpp
-namespace shaped_transformer::python { void register_info(py::module_& m); }  // bind_info.cpp
+namespace shaped_transformer::python {
+void register_splitting(py::module_& m);
+}  // namespace shaped_transformer::python
+namespace shaped_transformer::python {
+void register_info(py::module_& m);
+}  // namespace shaped_transformer::python
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "C++/Eigen core of shaped_transformer (use the Python package, not this module)";
   using namespace shaped_transformer::python;
   register_rng(m);
   register_blocks(m);
+  register_network(m);  // before the drivers, whose signatures name _core.Network
   register_explicit(m);
   register_exact(m);
   register_sde(m);

@@ -36,7 +36,8 @@ void check_covariance(const Cov& V, const char* name) {
 void check_tokens(const MatD& X, const char* name) {
   const std::string n(name);
   if (X.rows() < 1 || X.cols() < 1) throw std::invalid_argument(n + ": must have at least one token and one feature");
-  if (X.cols() < X.rows()) throw std::invalid_argument("width: must be >= the number of tokens m (" + n + " has fewer columns than rows)");
+  if (X.cols() < X.rows())
+    throw std::invalid_argument("width: must be >= the number of tokens m (" + n + " has fewer columns than rows)");
   if (!X.allFinite()) throw std::invalid_argument(n + ": contains non-finite values");
 }
 

@@ -6,7 +6,7 @@
 
 namespace shaped_transformer::exact_batch::detail {
 void run_exact_avx512(const Params<Network>& p, const double* V0, std::uint32_t sample0, int count, double* out,
-                    std::int64_t* exploded, const CancelToken* cancel) {
+                      std::int64_t* exploded, const CancelToken* cancel) {
   kernels::run_exact<Network, simd::avx512::Lanes>(p, V0, sample0, count, out, exploded, cancel);
 }
 }  // namespace shaped_transformer::exact_batch::detail

@@ -98,8 +98,8 @@ inline void micro_kernel(typename Vec::T* acc, int ldacc, const typename Vec::T*
 /// gives the same numbers as one thread.
 template <class Vec, class Batch>
 void gemm_cols(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const typename Vec::T* X,
-               std::int64_t ldx, typename Vec::T* Out, std::int64_t ldo, typename Vec::T scale,
-               std::int64_t jb, std::int64_t je) {
+               std::int64_t ldx, typename Vec::T* Out, std::int64_t ldo, typename Vec::T scale, std::int64_t jb,
+               std::int64_t je) {
   using T = typename Vec::T;
   // The tile sizes live in workspace.hpp, where the Python memory check reads them.
   constexpr int kCols = int(workspace::kGemmTileCols);  // a multiple of every kernel's batch

@@ -7,8 +7,8 @@
 
 namespace shaped_transformer::detail {
 
-void gemm_rowmajor(bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B, int ldb,
-                   double* C, int ldc) {
+void gemm_rowmajor(bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B, int ldb, double* C,
+                   int ldc) {
   using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using Map = Eigen::Map<const RM, 0, Eigen::OuterStride<>>;
   const Map a(A, ta ? q : n, ta ? n : q, Eigen::OuterStride<>(lda));

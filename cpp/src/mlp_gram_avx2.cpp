@@ -5,7 +5,7 @@
 namespace shaped_transformer::exact_mlp {
 namespace detail {
 bool gram_avx2(const Stream& pre, int m, long n, const double* L, double sp, double sm, double* gram,
-                 const CancelToken* cancel) {
+               const CancelToken* cancel) {
   return fused::mlp_gram_impl(pre, m, n, L, sp, sm, gram, cancel);
 }
 }  // namespace detail

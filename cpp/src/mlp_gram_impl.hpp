@@ -23,7 +23,7 @@ inline constexpr int kTile = 128;  ///< columns per tile (a multiple of kLanes)
 /// (column j of the m x n Gaussian G'), phi(x) = x > 0 ? sp x : sm x.  L and Gram
 /// row-major m x m.  Returns false if cancelled (Gram is then incomplete).
 static bool mlp_gram_impl(const shaped_transformer::Stream& pre, int m, long n, const double* L, double sp, double sm,
-                   double* gram, const shaped_transformer::CancelToken* cancel) {
+                          double* gram, const shaped_transformer::CancelToken* cancel) {
   constexpr int M = shaped_transformer::exact_mlp::kMaxM;
   alignas(64) double g[M * kTile], K[M][kTile];
   alignas(64) double acc[M * (M + 1) / 2][kLanes] = {};

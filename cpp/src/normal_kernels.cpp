@@ -20,14 +20,14 @@ void fill_normal_avx512(const Stream&, std::uint64_t, std::size_t, float*);
 void fill_normal_avx512(const Stream&, std::uint64_t, std::size_t, double*);
 void fill_normal_avx2(const Stream&, std::uint64_t, std::size_t, float*);
 void fill_normal_avx2(const Stream&, std::uint64_t, std::size_t, double*);
-void gemm_cols_avx512(const Stream&, int, std::int64_t, std::int64_t, const float*, std::int64_t, float*,
-                      std::int64_t, float, std::int64_t, std::int64_t);
+void gemm_cols_avx512(const Stream&, int, std::int64_t, std::int64_t, const float*, std::int64_t, float*, std::int64_t,
+                      float, std::int64_t, std::int64_t);
 void gemm_cols_avx512(const Stream&, int, std::int64_t, std::int64_t, const double*, std::int64_t, double*,
                       std::int64_t, double, std::int64_t, std::int64_t);
-void gemm_cols_avx2(const Stream&, int, std::int64_t, std::int64_t, const float*, std::int64_t, float*,
-                    std::int64_t, float, std::int64_t, std::int64_t);
-void gemm_cols_avx2(const Stream&, int, std::int64_t, std::int64_t, const double*, std::int64_t, double*,
-                    std::int64_t, double, std::int64_t, std::int64_t);
+void gemm_cols_avx2(const Stream&, int, std::int64_t, std::int64_t, const float*, std::int64_t, float*, std::int64_t,
+                    float, std::int64_t, std::int64_t);
+void gemm_cols_avx2(const Stream&, int, std::int64_t, std::int64_t, const double*, std::int64_t, double*, std::int64_t,
+                    double, std::int64_t, std::int64_t);
 #endif
 }  // namespace detail
 
@@ -63,8 +63,8 @@ void fill_with(SimdLevel k, const Stream& s, std::uint64_t first, std::size_t co
 }
 
 template <class T>
-void gemm_cols(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const T* X, std::int64_t ldx,
-               T* Out, std::int64_t ldo, T scale, std::int64_t jb, std::int64_t je) {
+void gemm_cols(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const T* X, std::int64_t ldx, T* Out,
+               std::int64_t ldo, T scale, std::int64_t jb, std::int64_t je) {
   switch (simd_level()) {
 #if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
     case SimdLevel::Avx512: detail::gemm_cols_avx512(s, m, n_in, n_out, X, ldx, Out, ldo, scale, jb, je); return;
@@ -77,9 +77,8 @@ void gemm_cols(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, co
 }
 
 template <class T>
-void gaussian_gemm_impl(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const T* X,
-                        std::int64_t ldx, T* Out, std::int64_t ldo, T scale, int threads,
-                        const CancelToken* cancel) {
+void gaussian_gemm_impl(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const T* X, std::int64_t ldx,
+                        T* Out, std::int64_t ldo, T scale, int threads, const CancelToken* cancel) {
   if (m < 0 || n_in < 0 || n_out < 0) throw std::invalid_argument("gaussian_gemm: negative size");
   if (m == 0 || n_out == 0) return;
   // Chunks of 512 columns (a multiple of every kernel's column block) handed out
@@ -125,14 +124,12 @@ bool fill_normal_kernel(const char* name, const Stream& s, std::uint64_t first, 
   return true;
 }
 
-void gaussian_gemm(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const float* X,
-                   std::int64_t ldx, float* Out, std::int64_t ldo, float scale, int threads,
-                   const CancelToken* cancel) {
+void gaussian_gemm(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const float* X, std::int64_t ldx,
+                   float* Out, std::int64_t ldo, float scale, int threads, const CancelToken* cancel) {
   gaussian_gemm_impl(s, m, n_in, n_out, X, ldx, Out, ldo, scale, threads, cancel);
 }
-void gaussian_gemm(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const double* X,
-                   std::int64_t ldx, double* Out, std::int64_t ldo, double scale, int threads,
-                   const CancelToken* cancel) {
+void gaussian_gemm(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const double* X, std::int64_t ldx,
+                   double* Out, std::int64_t ldo, double scale, int threads, const CancelToken* cancel) {
   gaussian_gemm_impl(s, m, n_in, n_out, X, ldx, Out, ldo, scale, threads, cancel);
 }
 

@@ -91,14 +91,12 @@ void fill_normal_avx2(const Stream& s, std::uint64_t first, std::size_t count, f
 void fill_normal_avx2(const Stream& s, std::uint64_t first, std::size_t count, double* out) {
   normal_kernels::fill_generic<Batch>(s, first, count, out);
 }
-void gemm_cols_avx2(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const float* X,
-                    std::int64_t ldx, float* Out, std::int64_t ldo, float scale, std::int64_t jb,
-                    std::int64_t je) {
+void gemm_cols_avx2(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const float* X, std::int64_t ldx,
+                    float* Out, std::int64_t ldo, float scale, std::int64_t jb, std::int64_t je) {
   normal_kernels::gemm_cols<VecF, Batch>(s, m, n_in, n_out, X, ldx, Out, ldo, scale, jb, je);
 }
-void gemm_cols_avx2(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const double* X,
-                    std::int64_t ldx, double* Out, std::int64_t ldo, double scale, std::int64_t jb,
-                    std::int64_t je) {
+void gemm_cols_avx2(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const double* X, std::int64_t ldx,
+                    double* Out, std::int64_t ldo, double scale, std::int64_t jb, std::int64_t je) {
   normal_kernels::gemm_cols<VecD, Batch>(s, m, n_in, n_out, X, ldx, Out, ldo, scale, jb, je);
 }
 }  // namespace detail

@@ -6,9 +6,9 @@ namespace shaped_transformer {
 
 template Trajectories solve_sde<Network>(const Network&, const Cov&, const SdeOptions&, int, std::uint64_t,
                                          const RunOptions&, const char*);
-template void solve_sde_into<Network>(const Network&, const Cov&, const SdeOptions&, int, std::uint64_t,
-                                     const RunOptions&, const char*, double*, std::int64_t*, std::int64_t*);
-template SdeSummaryResult solve_sde_summary<Network>(const Network&, const Cov&, const SdeOptions&, int,
-                                                     std::uint64_t, const RunOptions&, const char*);
+template const char* solve_sde_into<Network>(const Network&, const Cov&, const SdeOptions&, int, std::uint64_t,
+                                             const RunOptions&, const char*, double*, std::int64_t*, std::int64_t*);
+template SdeSummaryResult solve_sde_summary<Network>(const Network&, const Cov&, const SdeOptions&, int, std::uint64_t,
+                                                     const RunOptions&, const char*);
 
 }  // namespace shaped_transformer

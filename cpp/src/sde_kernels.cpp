@@ -35,16 +35,15 @@ bool batch_lane_root(double* V, double* L, int m, bool clip) {
 
 template <>
 BatchKernel<Network> batch_kernel<Network>(const char* name) {
-  SimdLevel level = simd_level();
-  if (name && !simd_level_from_name(name, level)) return {name, 0, nullptr};
-  if (!cpu_supports(level)) return {name, 0, nullptr};
-  switch (level) {
+  const auto simd = [](SimdLevel level) -> BatchFn<Network> {
 #if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
-    case SimdLevel::Avx512: return {"avx512", 8, &detail::run_batch_avx512};
-    case SimdLevel::Avx2: return {"avx2", 4, &detail::run_batch_avx2};
+    return level == SimdLevel::Avx512 ? &detail::run_batch_avx512 : &detail::run_batch_avx2;
+#else
+    (void)level;
+    return nullptr;
 #endif
-    default: return {"scalar", 1, &kernels::run_batch<Network, simd::portable::Lanes>};
-  }
+  };
+  return choose_simd_kernel<BatchKernel<Network>>(name, simd, &kernels::run_batch<Network, simd::portable::Lanes>);
 }
 
 }  // namespace shaped_transformer::sde

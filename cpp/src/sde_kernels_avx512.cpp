@@ -5,7 +5,7 @@
 
 namespace shaped_transformer::sde::detail {
 void run_batch_avx512(const BatchParams<Network>& p, const double* V0, std::uint32_t path0, int count, BatchSink& sink,
-                    std::int64_t* exploded, std::int64_t* projections, const CancelToken* cancel) {
+                      std::int64_t* exploded, std::int64_t* projections, const CancelToken* cancel) {
   kernels::run_batch<Network, simd::avx512::Lanes>(p, V0, path0, count, sink, exploded, projections, cancel);
 }
 }  // namespace shaped_transformer::sde::detail

@@ -97,8 +97,8 @@ int main(int argc, char** argv) {
   const st::Trajectories expl =
       st::simulate_explicit(net, X0, depth, samples_explicit, seed, save_at, /*float32=*/false, opt);
 
-  std::printf("# shaped transformer, m=%d tokens, rho0=%.2f, width=%ld, depth=%d, seed=%llu\n", m, rho0,
-              width, depth, static_cast<unsigned long long>(seed));
+  std::printf("# shaped transformer, m=%d tokens, rho0=%.2f, width=%ld, depth=%d, seed=%llu\n", m, rho0, width, depth,
+              static_cast<unsigned long long>(seed));
   std::printf("# samples: exact chain %d, explicit network %d\n", samples_exact, samples_explicit);
   std::printf("%6s %8s %12s %10s %12s %10s\n", "layer", "t", "rho_exact", "se", "rho_explicit", "se");
   for (std::size_t k = 0; k < save_at.size(); ++k) {

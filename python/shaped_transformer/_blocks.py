@@ -9,14 +9,23 @@ each kind's field table (cpp/include/shaped_transformer/blocks/): the parameters
 their defaults, types and allowed ranges are declared there once and checked there
 once, on construction, with a ``ValueError`` or ``TypeError`` naming the parameter.
 The subclasses here only add the prose of their docstrings and the common base
-:class:`Block`.  Blocks are immutable and hashable; :meth:`replace` gives a changed
-copy and :meth:`to_core` the dictionary the drivers read.
+:class:`Block`; a kind of the registry without prose here gets a plain subclass
+(named as in the core, exported by the package).  Blocks are immutable and
+hashable; :meth:`replace` gives a changed copy.
+
+:class:`Network` is the core's ``_core.Network`` (cpp/python/bind_network.cpp): it
+holds the C++ network the drivers run, converted once from the block objects, so a
+run passes it to the core as is.  What a network covers (``has_sde``,
+``exact_chain``), why not (``sde_refusal``, ``exact_refusal``) and its SDE noise
+dimension are the core's answers; :func:`make_network` finds kinds by name in the
+core's registry (``_core.kinds()``).
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, Iterable, Literal, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, ClassVar, Literal
 
 from ._core_loader import core as _core
 
@@ -39,7 +48,8 @@ class Block:
     """Base class of the block kinds (each also derives from its class in the core).
 
     Every block has ``kind`` (its name in the core and in configuration files),
-    ``has_sde`` and ``exact_chain`` (what covers it), ``to_core()`` and
+    ``has_sde`` and ``exact_chain`` (what covers it), ``sde_refusal`` and
+    ``exact_refusal`` (the core's reason when not, else None) and
     ``replace(**changes)``.
     """
 
@@ -56,15 +66,23 @@ class Block:
         """Whether the exact m x m chain of docs/model.md section 4 covers this block."""
         raise NotImplementedError
 
-    def to_core(self) -> dict[str, Any]:
-        """The dictionary the drivers of the C++ core read."""
+    @property
+    def sde_refusal(self) -> str | None:
+        """Why the block has no covariance SDE limit; None when it has one."""
+        raise NotImplementedError
+
+    @property
+    def exact_refusal(self) -> str | None:
+        """Why the exact chain cannot run the block; None when it can."""
         raise NotImplementedError
 
 
 def _signature(core_class: Any) -> inspect.Signature:
     """The constructor's signature, from the field table's names and defaults."""
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    return inspect.Signature([inspect.Parameter(name, kind, default=default) for name, default in core_class._parameters])
+    return inspect.Signature(
+        [inspect.Parameter(name, kind, default=default) for name, default in core_class._parameters]
+    )
 
 
 def _doc(prose: str, core_class: type) -> str:
@@ -132,31 +150,66 @@ class ReluMLP(_core.ReluMLP, Block):
     )
 
 
-class Network:
+def _plain_subclass(core_class: Any) -> type:
+    """The Python class of a kind that has no prose here: the core's class, the
+    base :class:`Block` and the Parameters section the core writes."""
+    return type(
+        core_class.__name__,
+        (core_class, Block),
+        {
+            "__slots__": (),
+            "__signature__": _signature(core_class),
+            "__module__": __name__,
+            "__doc__": _doc(f"The ``{core_class.kind}`` block (cpp/include/shaped_transformer/blocks/).", core_class),
+        },
+    )
+
+
+_WITH_PROSE: dict[str, type] = {cls.kind: cls for cls in (ShapedAttention, StandardAttention, ShapedMLP, ReluMLP)}
+
+#: Every kind of the core's registry by its name: the classes above, and a plain
+#: subclass for a kind added to the registry without prose here.
+KINDS: dict[str, type] = {
+    kind: _WITH_PROSE.get(kind) or _plain_subclass(core_class) for kind, core_class in _core.kinds().items()
+}
+
+#: The plain subclasses (exported by the package under their core names).
+EXTRA_KINDS: dict[str, type] = {cls.__name__: cls for kind, cls in KINDS.items() if kind not in _WITH_PROSE}
+globals().update(EXTRA_KINDS)
+__all__ += list(EXTRA_KINDS)
+
+
+class Network(_core.Network):
     """A sequence of blocks forming one layer; ``depth`` layers are run.
 
+    It is the core's network object: the blocks are converted to the C++ network once,
+    here, and every run hands it to the core as is.
+
+    Parameters
+    ----------
+    blocks : Block or sequence of Blocks
+        One layer (not empty); a ``TypeError`` or ``ValueError`` naming blocks otherwise.
+
+    Examples
+    --------
+
     >>> net = Network([ShapedAttention(heads=4, tau0=1.0, gamma=0.5), ShapedMLP(gamma=0.5)])
+    >>> net.has_sde, net.sde_noise_dim(3)
+    (True, 27)
     """
 
+    __slots__ = ()
+
     def __init__(self, blocks: Iterable[Block] | Block):
-        if isinstance(blocks, Block):
-            blocks = [blocks]
-        try:
-            items = tuple(blocks)
-        except TypeError:
-            raise TypeError(f"blocks must be a Block or a sequence of Blocks, got {type(blocks).__name__}") from None
-        if not items:
-            raise ValueError("blocks must contain at least one block")
-        for i, b in enumerate(items):
-            if not isinstance(b, Block):
-                raise TypeError(f"blocks[{i}] must be a Block, got {type(b).__name__}")
-        self.blocks: tuple[Block, ...] = items
+        super().__init__(blocks)
 
-    def __iter__(self):
+    @property
+    def blocks(self) -> tuple[Block, ...]:
+        """The blocks of one layer, as given."""
+        return super().blocks
+
+    def __iter__(self) -> Iterator[Block]:
         return iter(self.blocks)
-
-    def __len__(self) -> int:
-        return len(self.blocks)
 
     def __repr__(self) -> str:
         return f"Network({list(self.blocks)!r})"
@@ -164,33 +217,72 @@ class Network:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Network) and self.blocks == other.blocks
 
-    def to_core(self) -> list[dict]:
-        return [b.to_core() for b in self.blocks]
+    __hash__ = None  # type: ignore[assignment]
 
-    @property
-    def has_sde(self) -> bool:
-        return all(b.has_sde for b in self.blocks)
-
-    @property
-    def exact_chain(self) -> bool:
-        return all(b.exact_chain for b in self.blocks)
+    def to_core(self) -> Network:
+        """What the core's drivers take: the network itself (kept for callers of the
+        former dictionary form)."""
+        return self
 
 
 def shaped_transformer(
-    *, heads: int = 1, tau0: float = 1.0, gamma: float = 0.5, c_plus: float = 0.0, c_minus: float = -1.0,
+    *,
+    heads: int = 1,
+    tau0: float = 1.0,
+    gamma: float = 0.5,
+    c_plus: float = 0.0,
+    c_minus: float = -1.0,
     causal: bool = False,
 ) -> Network:
-    """The shaped Transformer layer: shaped attention (causal if asked) followed by a shaped MLP."""
-    return Network([ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal),
-                    ShapedMLP(c_plus=c_plus, c_minus=c_minus, gamma=gamma)])
+    """The shaped Transformer layer: shaped attention (causal if asked) followed by a shaped MLP.
+
+    Parameters
+    ----------
+    heads, tau0, gamma, causal
+        Of the :class:`ShapedAttention` block (gamma also of the MLP).
+    c_plus, c_minus
+        Of the :class:`ShapedMLP` block.
+
+    Returns
+    -------
+    Network
+    """
+    return Network(
+        [
+            ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal),
+            ShapedMLP(c_plus=c_plus, c_minus=c_minus, gamma=gamma),
+        ]
+    )
 
 
 def standard_transformer(*, heads: int = 1, gamma: float = 0.5, norm: Norm | None = None) -> Network:
-    """The standard Transformer layer: softmax attention and a ReLU MLP."""
+    """The standard Transformer layer: softmax attention and a ReLU MLP.
+
+    Parameters
+    ----------
+    heads
+        Of the :class:`StandardAttention` block.
+    gamma, norm
+        Of both blocks.
+
+    Returns
+    -------
+    Network
+    """
     return Network([StandardAttention(heads=heads, gamma=gamma, norm=norm), ReluMLP(gamma=gamma, norm=norm)])
 
 
-_NETWORK_KINDS = ("shaped_attention", "standard_attention", "shaped_mlp", "relu_mlp", "shaped_transformer", "standard_transformer")
+#: Layers of several kinds known by one name.
+_LAYERS: dict[str, tuple[str, ...]] = {
+    "shaped_transformer": ("shaped_attention", "shaped_mlp"),
+    "standard_transformer": ("standard_attention", "relu_mlp"),
+}
+
+
+def _from_usual(cls: Any, usual: dict[str, Any]) -> Block:
+    """A block of ``cls`` from the usual parameters it has (the others do not apply to it)."""
+    names = {name for name, _ in cls._parameters}
+    return cls(**{k: v for k, v in usual.items() if k in names})
 
 
 def make_network(
@@ -205,25 +297,32 @@ def make_network(
     causal: bool = False,
 ) -> Network:
     """A Network from a block-kind name and the usual parameters (or pass one through).
-    ``causal`` applies to the shaped attention of "shaped_attention" and "shaped_transformer"."""
+
+    Parameters
+    ----------
+    block : str, Network, Block or sequence of Blocks
+        A kind of the core's registry (``_core.kinds()``: "shaped_attention",
+        "standard_attention", "shaped_mlp", "relu_mlp", ...) or a layer
+        "shaped_transformer" / "standard_transformer"; a network or blocks are passed
+        through.  An unknown name is a ValueError naming block.
+    heads, tau0, gamma, c_plus, c_minus, norm, causal
+        The usual parameters: each block of a named kind takes those it has
+        (``causal`` applies to the shaped attention, ``norm`` to the standard blocks).
+
+    Returns
+    -------
+    Network
+    """
     if isinstance(block, Network):
         return block
-    if isinstance(block, Block):
-        return Network([block])
     if isinstance(block, str):
-        if block == "shaped_attention":
-            return Network([ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal)])
-        if block == "standard_attention":
-            return Network([StandardAttention(heads=heads, gamma=gamma, norm=norm)])
-        if block == "shaped_mlp":
-            return Network([ShapedMLP(c_plus=c_plus, c_minus=c_minus, gamma=gamma)])
-        if block == "relu_mlp":
-            return Network([ReluMLP(gamma=gamma, norm=norm)])
-        if block == "shaped_transformer":
-            return shaped_transformer(heads=heads, tau0=tau0, gamma=gamma, c_plus=c_plus, c_minus=c_minus, causal=causal)
-        if block == "standard_transformer":
-            return standard_transformer(heads=heads, gamma=gamma, norm=norm)
-        raise ValueError(f"block: unknown block kind {block!r}; expected one of {_NETWORK_KINDS}")
-    if isinstance(block, (list, tuple)):
+        kinds = _LAYERS.get(block, (block,))
+        if not all(k in KINDS for k in kinds):
+            raise ValueError(f"block: unknown block kind {block!r}; expected one of {tuple(KINDS) + tuple(_LAYERS)}")
+        usual = dict(heads=heads, tau0=tau0, gamma=gamma, c_plus=c_plus, c_minus=c_minus, norm=norm, causal=causal)
+        return Network([_from_usual(KINDS[k], usual) for k in kinds])
+    if isinstance(block, (Block, list, tuple)):
         return Network(block)
-    raise TypeError(f"block must be a block-kind name, a Block, a sequence of Blocks or a Network, got {type(block).__name__}")
+    raise TypeError(
+        f"block must be a block-kind name, a Block, a sequence of Blocks or a Network, got {type(block).__name__}"
+    )

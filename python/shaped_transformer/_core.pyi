@@ -9,7 +9,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['ReluMLP', 'ShapedAttention', 'ShapedMLP', 'StandardAttention', 'block_weights', 'continue_paths', 'cuda_available', 'cuda_built', 'cuda_reason', 'device_host_exact', 'device_host_normals', 'device_host_solve_sde', 'exact_kernel', 'exact_mlp_workspace_bytes', 'gemm_workspace_bytes', 'normal_kernel_name', 'normals', 'normals_kernel', 'sde_kernel', 'sde_noise', 'sde_terms', 'simulate_exact', 'simulate_explicit', 'simulate_law', 'solve_sde', 'workspace_sizes']
+__all__: list[str] = ['Network', 'ReluMLP', 'ShapedAttention', 'ShapedMLP', 'StandardAttention', 'block_weights', 'continue_paths', 'cuda_available', 'cuda_built', 'cuda_reason', 'device_host_exact', 'device_host_normals', 'device_host_solve_sde', 'exact_kernel', 'exact_mlp_workspace_bytes', 'gemm_workspace_bytes', 'kinds', 'normal_kernel_name', 'normals', 'normals_kernel', 'sde_bytes', 'sde_kernel', 'sde_noise', 'sde_terms', 'simulate_bytes', 'simulate_exact', 'simulate_explicit', 'simulate_law', 'solve_sde', 'workspace_sizes']
 class ShapedAttention:
     """
     Parameters
@@ -51,10 +51,6 @@ class ShapedAttention:
         """
         A copy with some parameters changed (a new gamma without lam re-derives lam).
         """
-    def to_core(self) -> dict[str, typing.Any]:
-        """
-        The dictionary the drivers of the C++ core read.
-        """
     @property
     def alpha(self) -> float:
         """
@@ -81,6 +77,11 @@ class ShapedAttention:
         Whether the exact m x m chain of docs/model.md section 4 covers this block.
         """
     @property
+    def exact_refusal(self) -> str | None:
+        """
+        Why the exact chain cannot run the block (the core's reason); None when it can.
+        """
+    @property
     def gamma(self) -> float:
         """
         branch weight
@@ -104,6 +105,11 @@ class ShapedAttention:
     def lam(self) -> float:
         """
         residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
+        """
+    @property
+    def sde_refusal(self) -> str | None:
+        """
+        Why the block has no covariance SDE limit (the core's reason); None when it has one.
         """
     @property
     def tau0(self) -> float:
@@ -145,10 +151,6 @@ class StandardAttention:
         """
         A copy with some parameters changed (a new gamma without lam re-derives lam).
         """
-    def to_core(self) -> dict[str, typing.Any]:
-        """
-        The dictionary the drivers of the C++ core read.
-        """
     @property
     def concat(self) -> bool:
         """
@@ -158,6 +160,11 @@ class StandardAttention:
     def exact_chain(self) -> bool:
         """
         Whether the exact m x m chain of docs/model.md section 4 covers this block.
+        """
+    @property
+    def exact_refusal(self) -> str | None:
+        """
+        Why the exact chain cannot run the block (the core's reason); None when it can.
         """
     @property
     def gamma(self) -> float:
@@ -188,6 +195,11 @@ class StandardAttention:
     def norm(self) -> str:
         """
         per-token normalisation
+        """
+    @property
+    def sde_refusal(self) -> str | None:
+        """
+        Why the block has no covariance SDE limit (the core's reason); None when it has one.
         """
 class ShapedMLP:
     """
@@ -220,10 +232,6 @@ class ShapedMLP:
         """
         A copy with some parameters changed (a new gamma without lam re-derives lam).
         """
-    def to_core(self) -> dict[str, typing.Any]:
-        """
-        The dictionary the drivers of the C++ core read.
-        """
     @property
     def c_minus(self) -> float:
         """
@@ -240,6 +248,11 @@ class ShapedMLP:
         Whether the exact m x m chain of docs/model.md section 4 covers this block.
         """
     @property
+    def exact_refusal(self) -> str | None:
+        """
+        Why the exact chain cannot run the block (the core's reason); None when it can.
+        """
+    @property
     def gamma(self) -> float:
         """
         branch weight
@@ -253,6 +266,11 @@ class ShapedMLP:
     def lam(self) -> float:
         """
         residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
+        """
+    @property
+    def sde_refusal(self) -> str | None:
+        """
+        Why the block has no covariance SDE limit (the core's reason); None when it has one.
         """
 class ReluMLP:
     """
@@ -283,14 +301,15 @@ class ReluMLP:
         """
         A copy with some parameters changed (a new gamma without lam re-derives lam).
         """
-    def to_core(self) -> dict[str, typing.Any]:
-        """
-        The dictionary the drivers of the C++ core read.
-        """
     @property
     def exact_chain(self) -> bool:
         """
         Whether the exact m x m chain of docs/model.md section 4 covers this block.
+        """
+    @property
+    def exact_refusal(self) -> str | None:
+        """
+        Why the exact chain cannot run the block (the core's reason); None when it can.
         """
     @property
     def gamma(self) -> float:
@@ -312,11 +331,61 @@ class ReluMLP:
         """
         per-token normalisation
         """
-def block_weights(blocks: list, width: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, sample: typing.SupportsInt | typing.SupportsIndex, layer: typing.SupportsInt | typing.SupportsIndex, b: typing.SupportsInt | typing.SupportsIndex) -> dict:
+    @property
+    def sde_refusal(self) -> str | None:
+        """
+        Why the block has no covariance SDE limit (the core's reason); None when it has one.
+        """
+class Network:
     """
-    Debug: the float64 weights (W_Q_h, W_K_h, W_V_h[, W_O] or W_pre, W_post) of block b of layer `layer` of one sample, as the explicit network draws them (use small widths).
+    A sequence of blocks forming one layer (the C++ network every driver takes).
     """
-def continue_paths(blocks: list, V: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], start: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], stream: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], stop: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], dt: typing.SupportsFloat | typing.SupportsIndex, steps: typing.SupportsInt | typing.SupportsIndex, scheme: str, psd: str, seed: typing.SupportsInt | typing.SupportsIndex, blowup: typing.SupportsFloat | typing.SupportsIndex, time_exponent: typing.SupportsFloat | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex) -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int64], numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int32]]:
+    def __getstate__(self) -> tuple[typing.Any, ...]:
+        ...
+    def __init__(self, blocks: typing.Any) -> None:
+        """
+        The network of one block or a non-empty sequence of blocks (TypeError / ValueError naming blocks).
+        """
+    def __iter__(self) -> collections.abc.Iterator[typing.Any]:
+        ...
+    def __len__(self) -> int:
+        ...
+    def __setstate__(self, arg0: tuple) -> None:
+        ...
+    def sde_noise_dim(self, m: typing.SupportsInt | typing.SupportsIndex) -> int:
+        """
+        How many N(0, dt) numbers one SDE step of this network draws at m tokens (the blocks' noise dimensions in order, e.g. 2 m^2 for a shaped attention head, m^2 for the shaped MLP).
+        """
+    @property
+    def blocks(self) -> tuple[typing.Any, ...]:
+        """
+        The blocks of one layer, as given.
+        """
+    @property
+    def exact_chain(self) -> bool:
+        """
+        Whether the exact m x m chain of docs/model.md section 4 covers every block.
+        """
+    @property
+    def exact_refusal(self) -> str | None:
+        """
+        Why the exact chain cannot run the network, naming the block; None when it can.
+        """
+    @property
+    def has_sde(self) -> bool:
+        """
+        Whether every block has a covariance SDE limit (docs/model.md section 5).
+        """
+    @property
+    def sde_refusal(self) -> str | None:
+        """
+        Why the network has no covariance SDE limit, naming the first block without one; None when it has one.
+        """
+def block_weights(network: Network, width: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, sample: typing.SupportsInt | typing.SupportsIndex, layer: typing.SupportsInt | typing.SupportsIndex, b: typing.SupportsInt | typing.SupportsIndex) -> dict:
+    """
+    Debug: the float64 weights of block b of layer `layer` of one sample, named by the block's kind (W_Q_h, W_K_h, W_V_h[, W_O] for attention, W_pre, W_post for the MLPs), as the explicit network draws them (use small widths).
+    """
+def continue_paths(network: Network, V: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], start: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], stream: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], stop: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], dt: typing.SupportsFloat | typing.SupportsIndex, steps: typing.SupportsInt | typing.SupportsIndex, scheme: str, psd: str, seed: typing.SupportsInt | typing.SupportsIndex, blowup: typing.SupportsFloat | typing.SupportsIndex, time_exponent: typing.SupportsFloat | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex) -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int64], numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int32]]:
     """
     Continues paths from given states (splitting estimator): returns (V, step, peak, status).
     """
@@ -332,7 +401,7 @@ def cuda_reason() -> str:
     """
     Why cuda_available() is False ('' when it is True).
     """
-def device_host_exact(blocks: list, V0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], width: typing.SupportsInt | typing.SupportsIndex, depth: typing.SupportsInt | typing.SupportsIndex, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, save_at: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], blowup: typing.SupportsFloat | typing.SupportsIndex) -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int64]]:
+def device_host_exact(network: Network, V0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], width: typing.SupportsInt | typing.SupportsIndex, depth: typing.SupportsInt | typing.SupportsIndex, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, save_at: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], blowup: typing.SupportsFloat | typing.SupportsIndex) -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int64]]:
     """
     The GPU's per-sample exact-chain code run on the CPU (tests).
     """
@@ -340,11 +409,11 @@ def device_host_normals(seed: typing.SupportsInt | typing.SupportsIndex, sample:
     """
     Normals first..first+count-1 of a stream from the device code, run on the CPU (tests).
     """
-def device_host_solve_sde(blocks: list, V0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], dt: typing.SupportsFloat | typing.SupportsIndex, steps: typing.SupportsInt | typing.SupportsIndex, save_steps: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], scheme: str, psd: str, paths: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, blowup: typing.SupportsFloat | typing.SupportsIndex) -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int64], numpy.typing.NDArray[numpy.int64]]:
+def device_host_solve_sde(network: Network, V0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], dt: typing.SupportsFloat | typing.SupportsIndex, steps: typing.SupportsInt | typing.SupportsIndex, save_steps: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], scheme: str, psd: str, paths: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, blowup: typing.SupportsFloat | typing.SupportsIndex) -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int64], numpy.typing.NDArray[numpy.int64]]:
     """
     The GPU's per-path SDE code run on the CPU (tests).
     """
-def exact_kernel(blocks: list, m: typing.SupportsInt | typing.SupportsIndex, width: typing.SupportsInt | typing.SupportsIndex) -> str:
+def exact_kernel(network: Network, m: typing.SupportsInt | typing.SupportsIndex, width: typing.SupportsInt | typing.SupportsIndex) -> str:
     """
     The kernel simulate_exact uses by default for this network, m and width.
     """
@@ -356,6 +425,10 @@ def gemm_workspace_bytes(m: typing.SupportsInt | typing.SupportsIndex, itemsize:
     """
     Bytes of one gaussian_gemm thread's buffers for m tokens and elements of itemsize bytes (4 or 8).
     """
+def kinds() -> dict[str, type]:
+    """
+    The block kinds of the registry (cpp/include/shaped_transformer/network.hpp): kind name -> class.
+    """
 def normal_kernel_name() -> str:
     ...
 def normals(seed: typing.SupportsInt | typing.SupportsIndex, sample: typing.SupportsInt | typing.SupportsIndex, block: typing.SupportsInt | typing.SupportsIndex, matrix: typing.SupportsInt | typing.SupportsIndex, first: typing.SupportsInt | typing.SupportsIndex, count: typing.SupportsInt | typing.SupportsIndex, reference: bool = False) -> numpy.typing.NDArray[numpy.float32]:
@@ -366,33 +439,43 @@ def normals_kernel(kernel: str, seed: typing.SupportsInt | typing.SupportsIndex,
     """
     Debug: normals from a named kernel ('scalar', 'avx2', 'avx512'); None when this CPU lacks it.
     """
-def sde_kernel(blocks: list, m: typing.SupportsInt | typing.SupportsIndex, scheme: str = 'euler') -> str:
+def sde_bytes(network: Network, m: typing.SupportsFloat | typing.SupportsIndex, paths: typing.SupportsFloat | typing.SupportsIndex, saved: typing.SupportsFloat | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, scheme: str = 'euler') -> dict[str, int]:
     """
-    Name of the integrator solve_sde uses for this network and m ('avx512', 'avx2', 'scalar' or 'generic').
+    Peak memory of solve_sde, by item (V, paths, workspace), in bytes: what its memory check counts.
     """
-def sde_noise(blocks: list, V: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], dW: typing.Annotated[numpy.typing.ArrayLike, numpy.float64]) -> numpy.typing.NDArray[numpy.float64]:
+def sde_kernel(network: Network, m: typing.SupportsInt | typing.SupportsIndex, scheme: str = 'euler') -> str:
     """
-    Noise increment of one layer from given N(0, dt) numbers (for tests).
+    Name of the integrator solve_sde uses by default for this network and m ('avx512', 'avx2', 'scalar' or 'generic'); a run reports the one it used (info['kernel']).
     """
-def sde_terms(blocks: list, V: typing.Annotated[numpy.typing.ArrayLike, numpy.float64]) -> numpy.typing.NDArray[numpy.float64]:
+def sde_noise(network: Network, V: typing.Any, dW: typing.Annotated[numpy.typing.ArrayLike, numpy.float64]) -> numpy.typing.NDArray[numpy.float64]:
     """
-    Drift b(V) of one layer (for tests).
+    Noise increment of one layer from given N(0, dt) numbers dW (sde_noise): Network.sde_noise_dim(m) of them, block by block.
     """
-def simulate_exact(blocks: list, V0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], width: typing.SupportsInt | typing.SupportsIndex, depth: typing.SupportsInt | typing.SupportsIndex, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, save_at: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], threads: typing.SupportsInt | typing.SupportsIndex, blowup: typing.SupportsFloat | typing.SupportsIndex, progress: typing.Any = None, kernel: str = '') -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int64]]:
+def sde_terms(network: Network, V: typing.Any) -> numpy.typing.NDArray[numpy.float64]:
     """
-    Exact m x m covariance chain (docs/model.md section 4).  kernel: '' (the batched SIMD kernel when it covers the network), 'generic' (per-sample path), 'scalar', 'avx2', 'avx512'.
+    Drift b(V) of one layer (sde_drift).
     """
-def simulate_explicit(blocks: list, X0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], depth: typing.SupportsInt | typing.SupportsIndex, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, save_at: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], dtype: str, threads: typing.SupportsInt | typing.SupportsIndex, return_X: bool, blowup: typing.SupportsFloat | typing.SupportsIndex, progress: typing.Any) -> tuple:
+def simulate_bytes(network: Network, method: str, m: typing.SupportsFloat | typing.SupportsIndex, width: typing.SupportsFloat | typing.SupportsIndex, samples: typing.SupportsFloat | typing.SupportsIndex, saved: typing.SupportsFloat | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, dtype: str = 'float64', return_X: bool = False) -> dict[str, int]:
     """
-    Explicit network with Gaussian weights; returns (V, X or None, exploded_layer).
+    Peak memory of simulate(method), by item (V, X0, X, workspace), in bytes: what the drivers' memory check counts.
     """
-def simulate_law(blocks: list, X0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], depth: typing.SupportsInt | typing.SupportsIndex, samples: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, save_at: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], dtype: str, threads: typing.SupportsInt | typing.SupportsIndex, return_X: bool, blowup: typing.SupportsFloat | typing.SupportsIndex, progress: typing.Any) -> tuple:
+def simulate_exact(network: Network, V0: typing.Any, width: typing.Any, depth: typing.Any, samples: typing.Any, seed: typing.Any, save_at: typing.Any, threads: typing.Any, blowup: typing.Any, progress: typing.Any = None, kernel: str = '', *, save_every: typing.Any = None, X0: typing.Any = None, covariance: typing.Any = None, dtype: typing.Any = 'float64', admit: typing.Any = None, info: typing.Any = None) -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int64]]:
     """
-    Law-exact activation sampler (docs/model.md section 4); returns (V, X or None, exploded_layer).
+    Exact m x m covariance chain (docs/model.md section 4); returns (V, exploded_layer).  Every argument is checked here, once.  V0 (m, m), or X0 (m, n) with V0 = covariance(X0); save_at (layer indices) or save_every (neither: every layer); admit(parts) is the memory check; `info` (a dict) receives the kernel that ran and the checked values.  kernel: '' (the batched SIMD kernel when it covers the network), 'generic' (per-sample path), 'scalar', 'avx2', 'avx512'.
     """
-def solve_sde(blocks: list, V0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], dt: typing.SupportsFloat | typing.SupportsIndex, steps: typing.SupportsInt | typing.SupportsIndex, save_steps: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], scheme: str, psd: str, paths: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, blowup: typing.SupportsFloat | typing.SupportsIndex, progress: typing.Any = None, save: str = 'paths', kernel: str = '') -> tuple:
+def simulate_explicit(network: Network, X0: typing.Any, depth: typing.Any, samples: typing.Any, seed: typing.Any, save_at: typing.Any, dtype: typing.Any, threads: typing.Any, return_X: typing.Any, blowup: typing.Any, progress: typing.Any = None, *, save_every: typing.Any = None, V0: typing.Any = None, width: typing.Any = None, tokens: typing.Any = None, admit: typing.Any = None, info: typing.Any = None) -> tuple:
     """
-    Covariance SDE over many paths (docs/model.md).  save='paths' returns (V, exploded, projections); save='summary' returns (statistics dict, exploded, projections).  kernel: '' (automatic), 'generic', 'scalar', 'avx2', 'avx512'.
+    Explicit network with Gaussian weights; returns (V, X or None, exploded_layer).  Every argument is checked here, once.
+    X0 / V0: the tokens (m, n) or their covariance (m, m) with `width`; from V0 the tokens are tokens(V0, width) (called after the memory check).  save_at (layer indices) or save_every (neither: every layer).  admit(parts) is the memory check (raises to refuse); `info` (a dict) receives the kernel that ran and the checked values.
+    """
+def simulate_law(network: Network, X0: typing.Any, depth: typing.Any, samples: typing.Any, seed: typing.Any, save_at: typing.Any, dtype: typing.Any, threads: typing.Any, return_X: typing.Any, blowup: typing.Any, progress: typing.Any = None, *, save_every: typing.Any = None, V0: typing.Any = None, width: typing.Any = None, tokens: typing.Any = None, admit: typing.Any = None, info: typing.Any = None) -> tuple:
+    """
+    Law-exact activation sampler (docs/model.md section 4); returns (V, X or None, exploded_layer).  Every argument is checked here, once.
+    X0 / V0: the tokens (m, n) or their covariance (m, m) with `width`; from V0 the tokens are tokens(V0, width) (called after the memory check).  save_at (layer indices) or save_every (neither: every layer).  admit(parts) is the memory check (raises to refuse); `info` (a dict) receives the kernel that ran and the checked values.
+    """
+def solve_sde(network: Network, V0: typing.Any, dt: typing.Any, steps: typing.Any, save_steps: typing.Any, scheme: typing.Any, psd: typing.Any, paths: typing.Any, seed: typing.Any, threads: typing.Any, blowup: typing.Any, progress: typing.Any = None, save: typing.Any = 'paths', kernel: str = '', *, admit: typing.Any = None, info: typing.Any = None) -> tuple:
+    """
+    Covariance SDE over many paths (docs/model.md).  Every argument is checked here, once; admit(parts) is the memory check; `info` (a dict) receives the kernel that ran and the checked values.  save='paths' returns (V, exploded, projections); save='summary' returns (statistics dict, exploded, projections).  kernel: '' (automatic), 'generic', 'scalar', 'avx2', 'avx512'.
     """
 def workspace_sizes() -> dict:
     """

@@ -9,7 +9,8 @@ agree with the CPU to rounding.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -63,49 +64,58 @@ def check_gpu_memory(needed: int, what: str, detail: str = "") -> None:
         )
 
 
-def explicit_gpu(net, X0: np.ndarray, depth: int, samples: int, seed: int, layers: np.ndarray, dtype: str,
-                 return_X: bool, blowup: float, cb: Callable | None):
+# The GPU drivers take the arguments of their CPU counterparts and check them the
+# same way, once, in the core (cpp/python/requests.hpp); what the device code does
+# not cover (m > 16, blocks other than shaped attention in the exact chain) is
+# refused there too, naming the parameter.
+
+
+def explicit_gpu(net, X0, depth, samples, seed, save_at, dtype, return_X, blowup, cb: Callable | None, **kw: Any):
     """The explicit network on the GPU; returns (V, X or None, exploded layer)."""
-    m, n = X0.shape
-    need = int(_cuda_core.cuda_explicit_bytes(net.to_core(), m, n, dtype))
-    check_gpu_memory(need, "simulate(method='explicit', device='cuda')", "tokens and product workspace, O(m n)")
-    return _cuda_core.cuda_simulate_explicit(
-        net.to_core(), np.ascontiguousarray(X0, dtype=np.float64), depth, samples, seed,
-        np.asarray(layers, dtype=np.int64), dtype, bool(return_X), blowup, cb,
-    )
 
-
-def exact_gpu(net, V0: np.ndarray, width: int, depth: int, samples: int, seed: int, layers: np.ndarray,
-              blowup: float, cb: Callable | None):
-    """The exact chain (attention-only networks) on the GPU; returns (V, exploded layer)."""
-    bad = [(i, b) for i, b in enumerate(net) if getattr(b, "kind", "") != "shaped_attention"]
-    if bad:
-        raise ValueError(
-            f"device='cuda' with method='exact' covers networks of shaped attention blocks only; "
-            f"block {bad[0][0]} is {type(bad[0][1]).__name__} (use device='cpu')"
+    def admit_gpu(need: int) -> None:
+        check_gpu_memory(
+            int(need), "simulate(method='explicit', device='cuda')", "tokens and product workspace, O(m n)"
         )
-    _check_m(V0)
-    return _cuda_core.cuda_simulate_exact(
-        net.to_core(), V0, width, depth, samples, seed, np.asarray(layers, dtype=np.int64), blowup, cb
+
+    return _cuda_core.cuda_simulate_explicit(
+        net, X0, depth, samples, seed, save_at, dtype, return_X, blowup, cb, admit_gpu=admit_gpu, **kw
     )
 
 
-def sde_gpu(net, V0: np.ndarray, dt: float, steps: int, save_steps: np.ndarray, scheme: str, psd: str,
-            paths: int, seed: int, blowup: float, cb: Callable | None):
+def exact_gpu(net, V0, width, depth, samples, seed, save_at, blowup, cb: Callable | None, **kw: Any):
+    """The exact chain (attention-only networks) on the GPU; returns (V, exploded layer)."""
+    return _cuda_core.cuda_simulate_exact(net, V0, width, depth, samples, seed, save_at, blowup, cb, **kw)
+
+
+def sde_gpu(
+    net,
+    V0,
+    dt: float,
+    steps: int,
+    save_steps: np.ndarray,
+    scheme,
+    psd,
+    paths,
+    seed,
+    blowup,
+    cb: Callable | None,
+    admit: Callable | None = None,
+    info: dict | None = None,
+):
     """The SDE on the GPU; returns (V, exploded step, projections)."""
-    _check_m(V0)
-    if scheme == "exact_chain":
-        bad = [(i, b) for i, b in enumerate(net) if getattr(b, "kind", "") != "shaped_attention"]
-        if bad:
-            raise ValueError(
-                "scheme: 'exact_chain' with device='cuda' covers networks of shaped attention blocks only "
-                f"(block {bad[0][0]} is {type(bad[0][1]).__name__}); use scheme='euler' or device='cpu'"
-            )
     return _cuda_core.cuda_solve_sde(
-        net.to_core(), V0, dt, steps, np.asarray(save_steps, dtype=np.int64), scheme, psd, paths, seed, blowup, cb
+        net,
+        V0,
+        dt,
+        steps,
+        np.asarray(save_steps, dtype=np.int64),
+        scheme,
+        psd,
+        paths,
+        seed,
+        blowup,
+        cb,
+        admit=admit,
+        info=info,
     )
-
-
-def _check_m(V0: np.ndarray) -> None:
-    if V0.shape[0] > 16:
-        raise ValueError(f"V0: device='cuda' supports m <= 16 tokens, got m = {V0.shape[0]} (use device='cpu')")

@@ -2,16 +2,20 @@
 
 A sweep that asks for, say, ``samples * saved * m * m`` covariances larger than the
 machine would otherwise be killed by the kernel's out-of-memory killer after it
-has run for a while (or thrash the swap).  The public entry points call
-:func:`check_memory` with an estimate of their peak memory right after validating
-their arguments and before any large allocation, and raise :class:`ResourceError`
-(a ``MemoryError`` that is also a ``ValueError``) at once, saying how much the
-request needs and how much is available.
+has run for a while (or thrash the swap).  The public entry points hand the core an
+:func:`admission` check: the core converts the arguments, estimates the run's peak
+memory (cpp/python/requests.hpp, from each block kind's own figures in
+cpp/include/shaped_transformer/blocks/resources.hpp) and calls it before anything
+large is built; it raises :class:`ResourceError` (a ``MemoryError`` that is also a
+``ValueError``) at once, saying how much the request needs and how much is
+available.
 
 The estimates count the arrays whose size the caller controls (outputs, input
 tokens, per-thread workspaces of the drivers); small constant overheads are
 ignored.  They are upper bounds up to a small factor, not exact figures: a run
 that is refused needs at least roughly the stated amount.
+:func:`estimate_simulate_bytes` and :func:`estimate_sde_bytes` return the same
+figures item by item.
 
 Available memory is ``MemAvailable`` from ``/proc/meminfo`` (falling back to
 ``os.sysconf``), lowered to the remaining room of the cgroup (container) memory
@@ -24,21 +28,19 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Iterable
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np
-
+from ._blocks import ShapedAttention, make_network
 from ._core_loader import core
 
 __all__ = [
     "ResourceError",
     "available_bytes",
     "check_memory",
+    "admission",
     "estimate_simulate_bytes",
     "estimate_sde_bytes",
-    "check_simulate",
-    "saved_count",
-    "check_sde",
     "format_bytes",
 ]
 
@@ -50,8 +52,14 @@ class ResourceError(MemoryError, ValueError):
     """A request needs more memory than the machine has; raised before it starts.
 
     It is a ``MemoryError`` (so ``except MemoryError`` catches it) and a
-    ``ValueError`` (the arguments ask for too much).  ``needed`` and ``available``
-    hold the two byte counts of the message.
+    ``ValueError`` (the arguments ask for too much).
+
+    Parameters
+    ----------
+    message : str
+        What was asked, what it needs and what is available, in words.
+    needed, available : int
+        The two byte counts of the message, kept as attributes of the same names.
     """
 
     def __init__(self, message: str, needed: int = 0, available: int = 0):
@@ -182,23 +190,19 @@ def check_memory(
         raise ResourceError(msg, needed_i, available)
 
 
-def _blocks(network: Any) -> list[Any]:
-    try:
-        return list(network)
-    except TypeError:
-        return [network]
+def _detail(parts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {format_bytes(v)}" for key, v in parts.items() if v)
 
 
-def _block_sizes(network: Any, width: int) -> tuple[int, int]:
-    """(largest head count, largest key dimension) over the blocks of a network."""
-    heads, kdim = 1, 1
-    for b in _blocks(network):
-        h = int(getattr(b, "heads", 1) or 1)
-        kd = getattr(b, "key_dim", None)
-        heads = max(heads, h)
-        if getattr(b, "kind", "").endswith("attention"):
-            kdim = max(kdim, width if kd in (None, 0) else int(kd))
-    return heads, kdim
+def admission(what: str, hint: str = _HINT) -> Callable[[dict[str, int]], None]:
+    """The memory check the core calls with a run's estimate by item (``{"V": bytes,
+    ...}``) before it allocates: raises :class:`ResourceError` naming ``what``, the
+    items and ``hint`` when their sum does not fit."""
+
+    def admit(parts: dict[str, int]) -> None:
+        check_memory(sum(parts.values()), what, detail=_detail(parts), hint=hint)
+
+    return admit
 
 
 def estimate_simulate_bytes(
@@ -213,124 +217,30 @@ def estimate_simulate_bytes(
     dtype: str = "float64",
     return_X: bool = False,
 ) -> dict[str, int]:
-    """Peak memory of :func:`shaped_transformer.simulate`, by item, in bytes.
+    """Peak memory of :func:`shaped_transformer.simulate`, by item, in bytes: what its
+    memory check counts (the core's estimate, cpp/python/requests.hpp).
 
     - ``V``: the output, samples x saved x m x m float64 (the core's buffer is
       handed to NumPy without a copy).
     - ``X0``: the input tokens m x n float64 (made from V0 in Python) and the
       core's copy of them.
     - ``X``: the final tokens samples x m x n float64 when ``return_X``.
-    - ``workspace``: per worker thread (at most ``min(threads, samples)``):
-      explicit and law: the tokens, their float64 copy for V and the O(H m n)
-      per-head products, plus per thread the tiles of ``gaussian_gemm`` (the
-      explicit weights are generated tile by tile and never stored); exact:
-      O((H m)^2) for the Wishart draw and the per-head factors, plus the MLP's
-      m x tile pre-activation tiles.  The tile sizes come from the core
-      (``_core.gemm_workspace_bytes``, ``_core.exact_mlp_workspace_bytes``;
-      cpp/include/shaped_transformer/workspace.hpp).
+    - ``workspace``: per worker thread (at most ``min(threads, samples)``), the
+      largest of the blocks' own figures (``workspace()`` of each kind,
+      blocks/resources.hpp: explicit and law, O(H m n) per-head products and O(m n)
+      MLP activations, plus the float64 copy of the tokens for V and per thread the
+      tiles of ``gaussian_gemm``; exact, the O((H m)^2) Wishart draw or the MLP's
+      m x tile tiles, workspace.hpp).
     """
-    S, k, m, n = int(samples), int(saved), int(m), int(width)
-    workers = max(1, min(int(threads), S))
-    b = 4 if str(dtype) == "float32" else 8
-    heads, kdim = _block_sizes(network, n)
-    out: dict[str, int] = {"V": S * k * m * m * 8}
-    if method == "exact":
-        hm = heads * m
-        out["workspace"] = workers * ((8 * hm * hm + 4 * heads * m * m) * 8 + int(core.exact_mlp_workspace_bytes(m)))
-        return out
-    out["X0"] = 2 * m * n * 8
-    if return_X:
-        out["X"] = S * m * n * 8
-    acts = (8 + 4 * heads) * m * n * b + 2 * heads * m * kdim * b + m * n * 8
-    # gaussian_gemm's tiles: one set per thread (a sample's product may use the
-    # threads that have no sample of their own).
-    tiles = max(1, int(threads)) * int(core.gemm_workspace_bytes(m, b))
-    out["workspace"] = workers * acts + tiles
-    return out
+    return dict(core.simulate_bytes(make_network(network), method, m, width, samples, saved, threads, dtype, return_X))
 
 
-def estimate_sde_bytes(*, m: int, paths: int, saved: int, threads: int, heads: int = 1) -> dict[str, int]:
-    """Peak memory of :func:`shaped_transformer.solve_sde`, by item, in bytes.
-
-    The saved covariances paths x saved x m x m float64 (handed to NumPy
-    without a copy) and a per-thread O(m^2) workspace (O((H m)^2) and the MLP's
-    tiles, sized by the core, when the exact-chain scheme is used).
-    """
-    P, k, m = int(paths), int(saved), int(m)
-    workers = max(1, min(int(threads), P))
-    hm = max(1, int(heads)) * m
-    per_worker = (16 * m * m + 8 * hm * hm) * 8 + int(core.exact_mlp_workspace_bytes(m))
-    return {"V": P * k * m * m * 8, "workspace": workers * per_worker}
-
-
-def _detail(parts: dict[str, int]) -> str:
-    return ", ".join(f"{key} {format_bytes(v)}" for key, v in parts.items() if v)
-
-
-def saved_count(save_at: Any, save_every: Any, depth: int) -> int:
-    """How many layers simulate() will save, computed without building the list
-    (``np.arange(depth + 1)`` alone is 8 GB at depth 10^9).  Invalid values count
-    as the default; check_save_at reports them right after."""
-    if save_at is not None:
-        try:
-            return max(1, int(np.size(save_at)))
-        except Exception:  # ragged and the like: check_save_at names it
-            return 1
-    k = 1
-    if save_every is not None and not isinstance(save_every, bool) and hasattr(save_every, "__index__"):
-        k = max(1, int(save_every))
-    d = max(0, int(depth))
-    return d // k + 1 + (1 if d % k else 0)
-
-
-def check_simulate(
-    network: Any,
-    method: str,
-    V0: np.ndarray,
-    width: int,
-    samples: int,
-    layers: Iterable[int] | np.ndarray | int | None = None,
-    threads: int = 1,
-    dtype: str = "float64",
-    return_X: bool = False,
-    *,
-    depth: int | None = None,
-    save_at: Any = None,
-    save_every: Any = None,
-) -> None:
-    """The memory check of :func:`shaped_transformer.simulate` (arguments already
-    validated): raises :class:`ResourceError` when the run cannot fit.
-
-    The saved layers are ``layers`` (a list or a count) or, when it is None,
-    counted from ``depth``, ``save_at`` and ``save_every`` without allocating.
-    """
-    if layers is None:
-        saved = saved_count(save_at, save_every, int(depth or 0))
-    else:
-        saved = layers if isinstance(layers, int) else len(layers)  # type: ignore[arg-type]
-    parts = estimate_simulate_bytes(
-        network,
-        method,
-        m=int(np.shape(V0)[0]),
-        width=width,
-        samples=samples,
-        saved=saved,
-        threads=threads,
-        dtype=dtype,
-        return_X=return_X,
-    )
-    check_memory(sum(parts.values()), f"simulate(method={method!r})", detail=_detail(parts))
-
-
-def check_sde(V0: np.ndarray, paths: int, saved: int | Iterable[Any], threads: int, network: Any = None) -> None:
-    """The memory check of :func:`shaped_transformer.solve_sde` (arguments already
-    validated): raises :class:`ResourceError` when the run cannot fit."""
-    k = saved if isinstance(saved, int) else len(saved)  # type: ignore[arg-type]
-    heads = _block_sizes(network, 1)[0] if network is not None else 1
-    parts = estimate_sde_bytes(m=int(np.shape(V0)[0]), paths=paths, saved=k, threads=threads, heads=heads)
-    check_memory(
-        sum(parts.values()),
-        "solve_sde",
-        detail=_detail(parts),
-        hint="reduce paths, the number of saved times (save_at) or threads",
-    )
+def estimate_sde_bytes(
+    *, m: int, paths: int, saved: int, threads: int, network: Any = None, scheme: str = "euler"
+) -> dict[str, int]:
+    """Peak memory of :func:`shaped_transformer.solve_sde`, by item, in bytes: the saved
+    covariances paths x saved x m x m float64 (handed to NumPy without a copy), 16
+    bytes per path and a per-thread O(m^2) state (with the exact-chain scheme, the
+    exact chain's workspace of the network's blocks)."""
+    net = make_network(ShapedAttention() if network is None else network)
+    return dict(core.sde_bytes(net, m, paths, saved, threads, scheme))

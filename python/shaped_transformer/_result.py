@@ -15,6 +15,15 @@ def correlations(V: np.ndarray) -> np.ndarray:
 
     Tokens with zero variance get correlation 0 with the others (and 1 with
     themselves) instead of NaN.
+
+    Parameters
+    ----------
+    V : array_like, shape (..., m, m)
+        Covariances; a NaN one (a blown-up sample) keeps NaN correlations.
+
+    Returns
+    -------
+    ndarray, shape (..., m, m)
     """
     V = np.asarray(V, dtype=np.float64)
     d = np.sqrt(np.clip(np.diagonal(V, axis1=-2, axis2=-1), 0.0, None))
@@ -52,6 +61,8 @@ class SdeSummary:
         sum x^4, min, max.
     hist : (saved, 4, 120) counts on fixed bins (``edges(name)``); values outside
         the range land in the end bins (min and max are exact).
+    lo, hi : (4,) the histogram's range of each observable.
+    names : the observables, in the order of the second axis of moments and hist.
     """
 
     t: np.ndarray
@@ -64,7 +75,7 @@ class SdeSummary:
     names: tuple = _SUMMARY_NAMES
 
     @classmethod
-    def from_core(cls, d: dict, *, t: np.ndarray, paths: int, m: int) -> "SdeSummary":
+    def from_core(cls, d: dict, *, t: np.ndarray, paths: int, m: int) -> SdeSummary:
         return cls(
             t=np.asarray(t, dtype=np.float64),
             paths=int(paths),
@@ -108,9 +119,11 @@ class SdeSummary:
         return np.sqrt(self.var(name))
 
     def min(self, name: str) -> np.ndarray:
+        """(saved,) smallest value of ``name``."""
         return self.moments[:, self._index(name), 5]
 
     def max(self, name: str) -> np.ndarray:
+        """(saved,) largest value of ``name``."""
         return self.moments[:, self._index(name), 6]
 
     def edges(self, name: str) -> np.ndarray:
@@ -138,7 +151,10 @@ class SdeSummary:
 class Result:
     """Covariances of many independent samples (or SDE paths) at saved times.
 
-    Attributes
+    Built by :func:`simulate` and :func:`solve_sde`; each parameter is kept as the
+    attribute of the same name.
+
+    Parameters
     ----------
     V : (samples, saved, m, m) float64 token covariances. Entries after a sample
         blew up (see ``exploded_at``) are NaN; ``finite()`` drops those samples.
@@ -150,6 +166,11 @@ class Result:
     info : extra numbers (e.g. the count of PSD projections of the SDE).
     summary : SDE statistics accumulated without storing paths
         (``solve_sde(save="summary")``; V then has no samples), else None.
+    kernel : what ran, as the core's driver reports it: ``"generic"`` (the
+        per-sample or per-path Eigen code), the instruction set of a batched SIMD
+        kernel (``"avx512"``, ``"avx2"``, ``"scalar"``: the exact chain and the SDE,
+        one sample per lane) or of the normal generator inside the weight products
+        (the explicit network and the law sampler), or ``"cuda"``.
     """
 
     V: np.ndarray
@@ -159,6 +180,7 @@ class Result:
     X: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     summary: SdeSummary | None = None
+    kernel: str = ""
 
     @property
     def samples(self) -> int:
@@ -180,7 +202,7 @@ class Result:
         """Correlations, same shape as V."""
         return correlations(self.V)
 
-    def finite(self) -> "Result":
+    def finite(self) -> Result:
         """The samples that never blew up."""
         if self.summary is not None:
             raise ValueError("finite() needs stored paths; this Result holds a summary (save='summary')")
@@ -192,11 +214,23 @@ class Result:
             method=self.method,
             X=None if self.X is None else self.X[keep],
             info=dict(self.info),
+            kernel=self.kernel,
         )
 
     def rho_pairs(self, index: int = -1) -> np.ndarray:
-        """Off-diagonal correlations (a < b) at saved time ``index``, pooled over
-        the samples that are finite there: a 1-d array for distribution plots."""
+        """Off-diagonal correlations (a < b) at one saved time, pooled over the
+        samples that are finite there.
+
+        Parameters
+        ----------
+        index : int, default -1
+            The saved time (an index into ``t``; the last by default).
+
+        Returns
+        -------
+        numpy.ndarray
+            A 1-d array of the correlations, for distribution plots.
+        """
         # Correlations of the one saved time asked for, not of every saved time.
         rho = correlations(self.V[:, index])
         a, b = np.triu_indices(self.m, k=1)

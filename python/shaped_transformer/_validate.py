@@ -1,14 +1,21 @@
-"""Argument checking shared by the public functions: every bad input becomes a
-ValueError or TypeError that names the parameter, before any C++ code runs."""
+"""Argument checking of the Python-side parameters: every bad input becomes a
+ValueError or TypeError that names the parameter.
+
+The arguments that simulate() and solve_sde() hand to the core (V0, X0, width,
+depth, samples, seed, threads, blowup, save_at, ...) are checked there, once
+(cpp/python/requests.hpp); these checks serve what Python computes itself (the
+SDE's time grid, the inputs helpers, the splitting estimator, the report and the
+atlas)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
-
 
 __all__ = [
     "check_int",
@@ -19,11 +26,39 @@ __all__ = [
     "all_cores",
     "check_threads",
     "check_square_psd",
+    "check_covariance",
     "check_tokens",
-    "check_save_at",
     "check_blowup",
     "DEFAULT_BLOWUP",
+    "network_first",
 ]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def network_first(hint: str, positional: int = 1) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Makes a function whose arguments after the network are keyword-only say so
+    when called with more positional arguments than ``positional``.
+
+    Python's own message ("takes 1 positional argument but 2 were given") does not
+    say which argument was meant; ``simulate(net, V0)`` used to run with the
+    covariance taken as tokens.  ``hint`` names the arguments to pass by name.
+    """
+
+    def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            if len(args) > positional:
+                takes = "the network by position and everything else" if positional == 1 else "every argument"
+                got = f"{len(args)} positional argument{'s' if len(args) > 1 else ''}"
+                raise TypeError(f"{fn.__name__}() takes {takes} by name, got {got}: {hint}")
+            return fn(*args, **kwargs)
+
+        return call
+
+    return wrap
+
 
 #: The default blow-up threshold of every method (simulate and solve_sde): a level
 #: that finite networks of the studied widths reach in T = 1, so that networks and
@@ -147,33 +182,28 @@ def check_square_psd(name: str, V: Any, *, rtol: float = 1e-10) -> np.ndarray:
     return arr
 
 
+def check_covariance(name: str, V: Any, *, tokens_as: str | None = None) -> np.ndarray:
+    """:func:`check_square_psd` for an input covariance, saying when a non-square
+    array (tokens, m x n) was passed where the m x m covariance belongs: pass
+    them as ``tokens_as`` (simulate's X0) or, where no argument takes tokens,
+    take their covariance."""
+    arr = _as_float_array(name, V, 2)
+    if arr.shape[0] != arr.shape[1]:
+        fix = (
+            f"to start from tokens (m x n) pass them as {tokens_as}="
+            if tokens_as
+            else "from tokens X0 (m x n) it is shaped_transformer.inputs.covariance(X0) = X0 X0^T / n"
+        )
+        raise ValueError(f"{name} must be the m x m covariance of the tokens, got shape {arr.shape}; {fix}")
+    return check_square_psd(name, arr)
+
+
 def check_tokens(name: str, X: Any) -> np.ndarray:
     """An m x n float64 token matrix with finite entries."""
     arr = _as_float_array(name, X, 2)
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} must have at least one token and one feature, got shape {arr.shape}")
     return arr
-
-
-def check_save_at(save_at: Any, save_every: Any, depth: int) -> np.ndarray:
-    """The layer indices (0..depth) at which V is recorded, sorted and unique.
-
-    Exactly one of save_at / save_every may be given; neither means every layer.
-    """
-    if save_at is not None and save_every is not None:
-        raise ValueError("give save_at or save_every, not both")
-    if save_at is None:
-        k = 1 if save_every is None else check_int("save_every", save_every, minimum=1)
-        idx = np.arange(0, depth + 1, k, dtype=np.int64)
-        if idx[-1] != depth:
-            idx = np.append(idx, depth)
-        return idx
-    arr = np.asarray(save_at)
-    if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError("save_at must be a non-empty 1-d array of layer indices (integers)")
-    if arr.min() < 0 or arr.max() > depth:
-        raise ValueError(f"save_at must lie in [0, depth={depth}], got values in [{arr.min()}, {arr.max()}]")
-    return np.unique(arr.astype(np.int64))
 
 
 def check_blowup(blowup: Any, V0: np.ndarray | None = None, X0: np.ndarray | None = None) -> float:

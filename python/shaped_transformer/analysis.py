@@ -29,8 +29,8 @@ Conventions
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 from scipy import stats as _stats
@@ -58,6 +58,11 @@ __all__ = [
     "OBSERVABLES",
     "blowup_probability",
     "Interval",
+    "binomial_interval",
+    "runs_interval",
+    "proportion_curve",
+    "verdict",
+    "VERDICTS",
     "newcombe_interval",
     "mean_difference",
     "quantile_difference",
@@ -71,11 +76,28 @@ __all__ = [
 
 
 def correlations(V: np.ndarray) -> np.ndarray:
-    """rho_ab = V_ab / sqrt(V_aa V_bb) for covariances ``(..., m, m)``.
+    """Token correlations rho_ab = V_ab / sqrt(V_aa V_bb).
 
-    :func:`shaped_transformer.correlations` (zero-variance tokens get correlation
-    0), except that a non-finite V_ab (a sample that blew up) gives NaN instead of
-    a silent 0, so that the summaries below can drop and count such samples.
+    As :func:`shaped_transformer.correlations` (a token with zero variance gets
+    correlation 0), except that a non-finite V_ab (a sample that blew up) gives
+    NaN instead of a silent 0, so that the summaries can drop and count such
+    samples.
+
+    Parameters
+    ----------
+    V : array_like, shape (..., m, m)
+        Covariances.
+
+    Returns
+    -------
+    ndarray, shape (..., m, m)
+        The correlations, 1 on the diagonal.
+
+    Examples
+    --------
+    >>> correlations(np.array([[4.0, 2.0], [2.0, 4.0]]))
+    array([[1. , 0.5],
+           [0.5, 1. ]])
     """
     V = np.asarray(V, dtype=np.float64)
     rho = _correlations(V)
@@ -87,7 +109,28 @@ def correlations(V: np.ndarray) -> np.ndarray:
 
 
 def off_diagonal(A: np.ndarray) -> np.ndarray:
-    """The entries ``a < b`` of matrices ``(..., m, m)`` as an array ``(..., m(m-1)/2)``."""
+    """The entries a < b of square matrices, flattened.
+
+    Parameters
+    ----------
+    A : array_like, shape (..., m, m)
+        Matrices.
+
+    Returns
+    -------
+    ndarray, shape (..., m (m - 1) / 2)
+        ``A[..., a, b]`` for the pairs a < b in row-major order.
+
+    Raises
+    ------
+    ValueError
+        If ``A`` is not a stack of square matrices.
+
+    Examples
+    --------
+    >>> off_diagonal(np.arange(9.0).reshape(3, 3))
+    array([1., 2., 5.])
+    """
     A = np.asarray(A)
     if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
         raise ValueError(f"A must have shape (..., m, m), got {A.shape}")
@@ -96,9 +139,18 @@ def off_diagonal(A: np.ndarray) -> np.ndarray:
 
 
 def mean_correlation(V: np.ndarray) -> np.ndarray:
-    """Average off-diagonal correlation of covariances ``(..., m, m)`` -> ``(...)``.
+    """The average off-diagonal token correlation.
 
-    NaN where V is NaN (a sample that blew up); NaN for m = 1 (no pairs).
+    Parameters
+    ----------
+    V : array_like, shape (..., m, m)
+        Covariances.
+
+    Returns
+    -------
+    ndarray, shape (...)
+        The mean of rho_ab over the pairs a < b; NaN where V is NaN (a sample that
+        blew up) and for m = 1 (no pairs).
     """
     rho = off_diagonal(correlations(V))
     if rho.shape[-1] == 0:
@@ -107,10 +159,30 @@ def mean_correlation(V: np.ndarray) -> np.ndarray:
 
 
 def effective_rank(V: np.ndarray) -> np.ndarray:
-    """Effective rank ``(tr V)^2 / tr(V^2)`` of covariances ``(..., m, m)`` -> ``(...)``.
+    """The effective rank (tr V)^2 / tr(V^2).
 
     It is m for V proportional to the identity and 1 for a rank-one V (rank
-    collapse).  NaN passes through; an all-zero V gives NaN.
+    collapse).
+
+    Parameters
+    ----------
+    V : array_like, shape (..., m, m)
+        Covariances (or correlation matrices).
+
+    Returns
+    -------
+    ndarray, shape (...)
+        The effective ranks; NaN passes through, and an all-zero V gives NaN.
+
+    Raises
+    ------
+    ValueError
+        If ``V`` is not a stack of square matrices.
+
+    Examples
+    --------
+    >>> effective_rank(np.stack([np.eye(4), np.ones((4, 4))]))
+    array([4., 1.])
     """
     V = np.asarray(V, dtype=np.float64)
     if V.ndim < 2 or V.shape[-1] != V.shape[-2]:
@@ -122,11 +194,25 @@ def effective_rank(V: np.ndarray) -> np.ndarray:
 
 
 def smallest_eigenvalue(V: np.ndarray, *, normalized: bool = False) -> np.ndarray:
-    """Smallest eigenvalue of symmetric covariances ``(..., m, m)`` -> ``(...)``.
+    """The smallest eigenvalue of symmetric covariances.
 
-    ``normalized=True`` divides by ``tr V / m`` (the mean eigenvalue), so the
-    value is scale-free: 1 for a multiple of the identity, 0 for a singular V
-    (rank degeneracy).  Matrices with non-finite entries give NaN.
+    Parameters
+    ----------
+    V : array_like, shape (..., m, m)
+        Covariances.
+    normalized : bool, default False
+        Divide by tr V / m (the mean eigenvalue), so that the value is scale-free:
+        1 for a multiple of the identity, 0 for a singular V (rank degeneracy).
+
+    Returns
+    -------
+    ndarray, shape (...)
+        The smallest eigenvalues; NaN for matrices with non-finite entries.
+
+    Raises
+    ------
+    ValueError
+        If ``V`` is not a stack of square matrices.
     """
     V = np.asarray(V, dtype=np.float64)
     if V.ndim < 2 or V.shape[-1] != V.shape[-2]:
@@ -142,10 +228,24 @@ def smallest_eigenvalue(V: np.ndarray, *, normalized: bool = False) -> np.ndarra
 
 
 def final_pairs(result: Result, index: int = -1) -> np.ndarray:
-    """Off-diagonal correlations at saved time ``index`` as ``(finite samples, pairs)``.
+    """The token correlations of every sample at one saved time.
 
     Samples that blew up (any non-finite pair) are left out.  Pass the 2-d array
-    to :func:`ks` / :func:`wasserstein` for a cluster bootstrap over samples.
+    to :func:`ks`, :func:`wasserstein` or :func:`compare` for a cluster bootstrap
+    over samples.
+
+    Parameters
+    ----------
+    result : Result
+        A run of :func:`shaped_transformer.simulate` or
+        :func:`shaped_transformer.solve_sde`.
+    index : int, default -1
+        The saved time (an index into ``result.t``).
+
+    Returns
+    -------
+    ndarray, shape (finite samples, m (m - 1) / 2)
+        The correlations rho_ab, a < b, one row per sample.
     """
     vals = off_diagonal(correlations(result.V[:, index]))
     ok = np.all(np.isfinite(vals), axis=1)
@@ -159,18 +259,27 @@ def final_pairs(result: Result, index: int = -1) -> np.ndarray:
 
 @dataclass
 class DepthSummary:
-    """Statistics across samples at each saved time.
+    """Statistics across samples at each saved time (see :func:`summarize`).
 
-    Attributes
+    Parameters
     ----------
-    t : (saved,) times (None when not given).
-    median : (saved,) median of the pooled values.
-    levels : the quantile levels of ``quantiles``.
-    quantiles : (len(levels), saved) quantiles of the pooled values.
-    mean : (saved,) mean over samples of the per-sample average.
-    sem : (saved,) standard error of ``mean`` (std of per-sample averages / sqrt(count)).
-    count : (saved,) number of samples that are finite at that time.
-    dropped : (saved,) number of samples ignored there (non-finite: exploded).
+    median : ndarray, shape (saved,)
+        The median of the pooled values.
+    levels : tuple of float
+        The quantile levels of ``quantiles``.
+    quantiles : ndarray, shape (len(levels), saved)
+        The quantiles of the pooled values.
+    mean : ndarray, shape (saved,)
+        The mean over samples of the per-sample average.
+    sem : ndarray, shape (saved,)
+        The standard error of ``mean`` (standard deviation of the per-sample
+        averages over the square root of ``count``).
+    count : ndarray, shape (saved,)
+        The number of samples that are finite at each time.
+    dropped : ndarray, shape (saved,)
+        The number of samples left out there (non-finite: they blew up).
+    t : ndarray, shape (saved,), optional
+        The times (None when not given).
     """
 
     median: np.ndarray
@@ -183,7 +292,22 @@ class DepthSummary:
     t: np.ndarray | None = None
 
     def quantile(self, level: float) -> np.ndarray:
-        """The row of ``quantiles`` for ``level`` (must be one of ``levels``)."""
+        """The row of ``quantiles`` for one level.
+
+        Parameters
+        ----------
+        level : float
+            One of ``levels``.
+
+        Returns
+        -------
+        ndarray, shape (saved,)
+
+        Raises
+        ------
+        ValueError
+            If ``level`` was not computed.
+        """
         for i, q in enumerate(self.levels):
             if abs(q - level) < 1e-12:
                 return self.quantiles[i]
@@ -209,19 +333,39 @@ class DepthSummary:
 
 
 def summarize(
-    values: np.ndarray,
-    *,
-    t: np.ndarray | None = None,
-    levels: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95),
+    values: np.ndarray, *, t: np.ndarray | None = None, levels: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95)
 ) -> DepthSummary:
-    """Per-depth statistics of ``values`` of shape ``(samples, saved)`` or
-    ``(samples, saved, k)`` (k values per sample pooled, e.g. token pairs).
+    """Per-depth statistics of values across samples.
 
-    A sample is ignored at a given time when any of its values there is
-    non-finite (it exploded); ``DepthSummary.dropped`` counts them.  Quantiles
-    and the median pool all values of the kept samples; the mean and its
-    standard error are computed from per-sample averages, so the error bar is
+    A sample is left out at a given time when any of its values there is
+    non-finite (it blew up); :attr:`DepthSummary.dropped` counts them.  The
+    quantiles and the median pool all values of the kept samples; the mean and its
+    standard error are computed from per-sample averages, so that the error bar is
     right even when the k values of one sample are dependent.
+
+    Parameters
+    ----------
+    values : array_like, shape (samples, saved) or (samples, saved, k)
+        The values; k values per sample are pooled (e.g. the token pairs).
+    t : array_like, shape (saved,), optional
+        The saved times, kept in the summary.
+    levels : sequence of float, default (0.05, 0.25, 0.5, 0.75, 0.95)
+        The quantile levels, in [0, 1].
+
+    Returns
+    -------
+    DepthSummary
+
+    Raises
+    ------
+    ValueError
+        For a wrong shape, levels outside [0, 1] or ``t`` of the wrong length.
+
+    Examples
+    --------
+    >>> s = summarize(np.array([[0.0, 1.0], [0.0, 3.0], [0.0, np.nan]]))
+    >>> s.mean.tolist(), s.dropped.tolist()
+    ([0.0, 2.0], [0, 1])
     """
     x = np.asarray(values, dtype=np.float64)
     if x.ndim == 2:
@@ -272,18 +416,37 @@ def kde(
     bounds: tuple[float, float] | None = None,
     binned: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian kernel density estimate of 1-d ``samples`` on ``grid``.
+    """A Gaussian kernel density estimate of a 1-d sample on a grid.
 
-    ``bandwidth``: "scott" (``n^(-1/5)`` times the sample standard deviation, the
-    same as ``scipy.stats.gaussian_kde``), "silverman", or a positive number (the
-    kernel's standard deviation).  ``grid``: points, or their number (spread over
-    the data range, or over ``bounds``).  ``bounds=(lo, hi)`` reflects the kernel
-    at the bounds so that no mass leaks out (use ``(-1, 1)`` for correlations);
-    without bounds the result equals SciPy's ``gaussian_kde``.  Non-finite
-    samples are ignored.  ``binned``: first bin the samples into 4096 bins
-    (weighted by their counts), which changes the estimate by far less than
-    the kernel width and makes large samples cheap (None: when more than 20000
-    samples).  Returns ``(grid, density)``.
+    Parameters
+    ----------
+    samples : array_like
+        The sample; non-finite values are ignored.
+    grid : array_like or int, default 256
+        The points to evaluate at, or their number (spread over the data range
+        widened by three bandwidths, or over ``bounds``).
+    bandwidth : {"scott", "silverman"} or float, default "scott"
+        "scott" is n^(-1/5) times the sample standard deviation (as
+        ``scipy.stats.gaussian_kde``); a number is the kernel's standard deviation.
+    bounds : (float, float), optional
+        The support: the kernel is reflected at both ends so that no mass leaks
+        out (use (-1, 1) for correlations).  Without bounds the estimate equals
+        SciPy's ``gaussian_kde``.
+    binned : bool, optional
+        First bin the sample into 4096 bins weighted by their counts, which moves
+        the estimate by far less than the kernel width and makes large samples
+        cheap.  None: when there are more than 20000 values.
+
+    Returns
+    -------
+    grid, density : ndarray
+        The points and the estimated density there.
+
+    Raises
+    ------
+    ValueError
+        For fewer than 2 finite values, a bad bandwidth, bounds with lo >= hi or a
+        grid of fewer than 2 points.
     """
     x = np.asarray(samples, dtype=np.float64).ravel()
     x = x[np.isfinite(x)]
@@ -332,7 +495,7 @@ def kde(
         # (near) point mass is a sum of Gaussians of standard deviation h, by hand.
         w = np.ones(pts.size) if weights is None else weights
         dens = np.zeros_like(g)
-        for c in ([pts] if bounds is None else [pts, 2 * lo - pts, 2 * hi - pts]):
+        for c in [pts] if bounds is None else [pts, 2 * lo - pts, 2 * hi - pts]:
             z = (g[None, :] - c[:, None]) / h
             dens += w @ np.exp(-0.5 * z * z)
         dens /= w.sum() * h * math.sqrt(2 * math.pi)
@@ -357,7 +520,10 @@ def kde(
 
 def _as_groups(name: str, a: np.ndarray) -> np.ndarray:
     """(groups, k) float64 array of finite rows (1-d input: k = 1)."""
-    arr = np.asarray(a, dtype=np.float64)
+    try:
+        arr = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError) as exc:  # name the argument, not NumPy's conversion
+        raise ValueError(f"{name} must be an array of numbers: {exc}") from None
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
@@ -410,15 +576,37 @@ class _EcdfPair:
 
 
 def ks_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic ``sup |F_x - F_y|``
-    (``scipy.stats.ks_2samp``).  Non-finite values are ignored."""
+    """The two-sample Kolmogorov-Smirnov statistic, the largest gap between the two empirical CDFs.
+
+    ``scipy.stats.ks_2samp``'s statistic; non-finite values are ignored.
+
+    Parameters
+    ----------
+    x, y : array_like
+        The two samples (flattened).
+
+    Returns
+    -------
+    float
+    """
     gx, gy = _as_groups("x", np.ravel(x)), _as_groups("y", np.ravel(y))
     return float(_stats.ks_2samp(gx[:, 0], gy[:, 0]).statistic)
 
 
 def wasserstein_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """Wasserstein-1 distance ``int |F_x - F_y|`` between two 1-d samples
-    (``scipy.stats.wasserstein_distance``).  Non-finite values are ignored."""
+    """The Wasserstein-1 distance (the area between the two empirical CDFs) of two 1-d samples.
+
+    ``scipy.stats.wasserstein_distance``; non-finite values are ignored.
+
+    Parameters
+    ----------
+    x, y : array_like
+        The two samples (flattened).
+
+    Returns
+    -------
+    float
+    """
     gx, gy = _as_groups("x", np.ravel(x)), _as_groups("y", np.ravel(y))
     return float(_stats.wasserstein_distance(gx[:, 0], gy[:, 0]))
 
@@ -427,10 +615,30 @@ def wasserstein_distance(x: np.ndarray, y: np.ndarray) -> float:
 class Distance:
     """A distance between two samples with a bootstrap confidence interval.
 
-    ``value`` is the plug-in distance between the two empirical distributions;
-    ``corrected`` the bootstrap bias-corrected estimate ``max(0, 2 value -
-    mean(replicates))``; ``low``/``high`` the interval.  They are NaN when no
-    bootstrap was asked for.  ``float(d)`` gives ``value``.
+    ``float(d)`` gives ``value``.  The interval fields are NaN when no bootstrap
+    was asked for.
+
+    Parameters
+    ----------
+    metric : str
+        "ks" or "wasserstein1".
+    value : float
+        The plug-in distance between the two empirical distributions.
+    low, high : float
+        The bootstrap interval at ``level``.
+    level : float
+        The confidence level.
+    bootstrap : int
+        The number of bootstrap replicates (0: none).
+    n_x, n_y : int
+        The number of independent samples (rows) on each side.
+    interval : str
+        "basic" or "percentile".
+    corrected : float
+        The bootstrap bias-corrected estimate max(0, 2 value - mean(replicates)):
+        two samples of one law are at a positive plug-in distance.
+    replicates : ndarray, optional
+        The bootstrap replicates of the distance.
     """
 
     metric: str
@@ -450,9 +658,17 @@ class Distance:
 
     @property
     def ci(self) -> tuple[float, float]:
+        """The interval ``(low, high)``."""
         return (self.low, self.high)
 
     def to_dict(self) -> dict:
+        """A JSON-friendly dictionary of the fields (NaN becomes None; no replicates).
+
+        Returns
+        -------
+        dict
+        """
+
         def c(v):
             return None if not math.isfinite(v) else float(v)
 
@@ -537,17 +753,44 @@ def ks(
     seed: int | None = 0,
     interval: str = "basic",
 ) -> Distance:
-    """Kolmogorov-Smirnov distance between two samples with a bootstrap CI.
+    """The Kolmogorov-Smirnov distance between two samples, with a bootstrap interval.
 
-    ``x``, ``y``: 1-d arrays of independent values, or 2-d ``(samples, k)`` arrays
-    whose rows are independent (the bootstrap then resamples rows).  ``bootstrap``
-    replicates (0: no interval), ``level`` the confidence level, ``seed`` the
-    NumPy seed of the resampling (the same seed gives the same interval).
-    ``interval``: "basic" (default; ``[2 d - q_hi, 2 d - q_lo]`` clipped at 0,
-    which corrects the upward bias of the plug-in distance) or "percentile"
-    (``[q_lo, q_hi]``, which under-covers: in the test suite's N(0,1) vs
-    N(0.5,1) experiment at n = 400 a nominal 90% KS interval covered 70% of the
-    time, the basic one 85%).
+    Parameters
+    ----------
+    x, y : array_like
+        1-d arrays of independent values, or 2-d arrays (samples, k) whose rows
+        are independent (k dependent values each, e.g. the token pairs of one
+        network): the bootstrap then resamples whole rows (a cluster bootstrap).
+    bootstrap : int, default 0
+        The number of bootstrap replicates (0: no interval).
+    level : float, default 0.95
+        The confidence level.
+    seed : int, optional
+        The NumPy seed of the resampling (the same seed gives the same interval);
+        required when ``bootstrap`` > 0.
+    interval : {"basic", "percentile"}, default "basic"
+        "basic" is [2 d - q_hi, 2 d - q_lo] clipped at 0, which corrects the upward
+        bias of the plug-in distance; "percentile" is [q_lo, q_hi], which
+        under-covers (in the test suite's N(0, 1) against N(0.5, 1) experiment at
+        n = 400 a nominal 90% KS interval covered 70% of the time, the basic one
+        85%).
+
+    Returns
+    -------
+    Distance
+
+    Raises
+    ------
+    ValueError
+        For a sample with no finite row, a bad ``bootstrap``, ``level`` or
+        ``interval``, or a bootstrap without a seed.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> d = ks(rng.normal(size=400), rng.normal(0.5, size=400), bootstrap=200, seed=1)
+    >>> bool(d.low > 0)
+    True
     """
     return _distances(("ks",), x, y, bootstrap, level, seed, interval)["ks"]
 
@@ -561,9 +804,36 @@ def wasserstein(
     seed: int | None = 0,
     interval: str = "basic",
 ) -> Distance:
-    """Wasserstein-1 distance between two samples with a bootstrap CI.
+    """The Wasserstein-1 distance between two samples, with a bootstrap interval.
 
-    Same arguments as :func:`ks`.
+    Parameters
+    ----------
+    x, y : array_like
+        As in :func:`ks`: 1-d independent values or 2-d rows of dependent ones.
+    bootstrap : int, default 0
+        The number of bootstrap replicates (0: no interval).
+    level : float, default 0.95
+        The confidence level.
+    seed : int, optional
+        The NumPy seed of the resampling; required when ``bootstrap`` > 0.
+    interval : {"basic", "percentile"}, default "basic"
+        As in :func:`ks`.
+
+    Returns
+    -------
+    Distance
+
+    Raises
+    ------
+    ValueError
+        As :func:`ks`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> d = wasserstein(rng.normal(size=1000), rng.normal(0.3, size=1000), bootstrap=200, seed=1)
+    >>> bool(d.low < 0.3 < d.high)
+    True
     """
     return _distances(("wasserstein1",), x, y, bootstrap, level, seed, interval)["wasserstein1"]
 
@@ -578,10 +848,31 @@ def compare(
     seed: int = 0,
     interval: str = "basic",
 ) -> dict[str, Distance]:
-    """KS and Wasserstein-1 distances between the token correlations of two runs at
-    saved time ``index`` (Results), or between two arrays, with bootstrap CIs that
-    resample whole samples (both metrics from the same replicates).
-    Returns ``{"ks": Distance, "wasserstein1": Distance}``.
+    """The KS and Wasserstein-1 distances between two runs' token correlations.
+
+    Both metrics come from the same bootstrap replicates, which resample whole
+    samples (networks or paths).
+
+    Parameters
+    ----------
+    a, b : Result or array_like
+        Two runs (their correlations at saved time ``index`` are compared, see
+        :func:`final_pairs`), or two arrays as in :func:`ks`.
+    index : int, default -1
+        The saved time of the Results.
+    bootstrap : int, default 1000
+        The number of bootstrap replicates.
+    level : float, default 0.95
+        The confidence level.
+    seed : int, default 0
+        The NumPy seed of the resampling.
+    interval : {"basic", "percentile"}, default "basic"
+        As in :func:`ks`.
+
+    Returns
+    -------
+    dict
+        ``{"ks": Distance, "wasserstein1": Distance}``.
     """
     x = final_pairs(a, index) if isinstance(a, Result) else a
     y = final_pairs(b, index) if isinstance(b, Result) else b
@@ -603,10 +894,24 @@ OBSERVABLES: dict[str, str] = {
 
 
 def sample_observables(result: Result, index: int = -1) -> dict[str, np.ndarray]:
-    """Scalar observables of each sample at saved time ``index``: a dict of
-    ``(samples,)`` arrays (see :data:`OBSERVABLES`), NaN for samples that blew up
-    by then.  Unlike the pooled token pairs, these are independent across samples,
-    so ordinary two-sample statistics apply to them."""
+    """Scalar observables of each sample at one saved time.
+
+    Unlike the pooled token pairs these are independent across samples, so
+    ordinary two-sample statistics apply to them.
+
+    Parameters
+    ----------
+    result : Result
+        A run.
+    index : int, default -1
+        The saved time.
+
+    Returns
+    -------
+    dict of str to ndarray
+        One (samples,) array per key of :data:`OBSERVABLES`, NaN for the samples
+        that blew up by then.
+    """
     V = np.asarray(result.V[:, index], dtype=np.float64)
     m = V.shape[-1]
     ok = np.all(np.isfinite(V), axis=(-2, -1))
@@ -627,54 +932,293 @@ def sample_observables(result: Result, index: int = -1) -> dict[str, np.ndarray]
 
 @dataclass
 class Interval:
-    """An estimate with a confidence interval ``[low, high]`` at ``level``."""
+    """An estimate with a confidence interval: the one interval type of the package.
+
+    Blow-up probabilities of the report and the atlas, differences, slopes and
+    splitting estimates are all Intervals.  An interval that could not be
+    determined is NaN and supports no claim (:meth:`excludes` is False).
+
+    Parameters
+    ----------
+    value : float
+        The estimate.
+    low, high : float
+        The interval.
+    level : float
+        Its confidence level.
+    method : str
+        How it was made: "clopper-pearson", "wilson", "t over runs", "newcombe",
+        "welch", "bootstrap (basic)", "least squares (t)", ...
+
+    Examples
+    --------
+    >>> iv = Interval(0.1, 0.05, 0.2, 0.95, "wilson")
+    >>> iv.excludes(0.0), str(iv)
+    (True, '0.1 [0.05, 0.2]')
+    """
 
     value: float
     low: float
     high: float
     level: float
+    method: str = ""
 
     def excludes(self, x: float = 0.0) -> bool:
-        """True when ``x`` lies outside the interval (False for an undetermined,
-        NaN interval: it supports no claim)."""
+        """Whether ``x`` lies outside the interval.
+
+        Parameters
+        ----------
+        x : float, default 0.0
+            The value.
+
+        Returns
+        -------
+        bool
+            False for an undetermined (NaN) interval: it supports no claim.
+        """
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             return False
         return not (self.low <= x <= self.high)
 
     def to_dict(self) -> dict:
+        """A JSON-friendly dictionary of the fields (NaN becomes None).
+
+        Returns
+        -------
+        dict
+        """
+
         def c(v):
             return None if not math.isfinite(v) else float(v)
 
-        return {"value": c(self.value), "low": c(self.low), "high": c(self.high), "level": self.level}
+        return {
+            "value": c(self.value),
+            "low": c(self.low),
+            "high": c(self.high),
+            "level": self.level,
+            "method": self.method,
+        }
 
     def __str__(self) -> str:
         return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
 
 
+def binomial_interval(k: int, n: int, *, level: float = 0.95, method: str = "exact") -> Interval:
+    """k of n with a binomial confidence interval.
+
+    Parameters
+    ----------
+    k, n : int
+        The number of events and of trials (0 <= k <= n, n >= 1).
+    level : float, default 0.95
+        The confidence level.
+    method : {"exact", "wilson"}, default "exact"
+        "exact" is Clopper-Pearson (at least the nominal coverage for every p:
+        what a verdict "safe" needs); "wilson" is closer to the nominal coverage
+        on average.  Both from ``scipy.stats.binomtest``.
+
+    Returns
+    -------
+    Interval
+        k / n with its interval; ``method`` is "clopper-pearson" or "wilson".
+
+    Raises
+    ------
+    ValueError
+        Unless 0 <= k <= n and n >= 1.
+
+    Examples
+    --------
+    >>> iv = binomial_interval(0, 3700)
+    >>> round(iv.high * 3700, 2)
+    3.69
+    """
+    if not 0 <= k <= n or n < 1:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    ci = _stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method=method)
+    name = {"exact": "clopper-pearson"}.get(method, method)
+    return Interval(k / n, float(ci.low), float(ci.high), level, name)
+
+
+def runs_interval(values: Sequence[float] | np.ndarray, *, level: float = 0.95) -> Interval:
+    """The mean of independent unbiased estimates with its t interval.
+
+    Used for repeated splitting runs (:func:`shaped_transformer.splitting.ams_repeat`).
+
+    Parameters
+    ----------
+    values : array_like
+        The estimates (probabilities).
+    level : float, default 0.95
+        The confidence level.
+
+    Returns
+    -------
+    Interval
+        The mean with its t interval, clipped at 0; undetermined (NaN) for fewer
+        than two estimates.
+
+    Raises
+    ------
+    ValueError
+        If ``values`` is empty.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("values must hold at least one estimate")
+    mean = float(v.mean())
+    if v.size < 2:
+        return Interval(mean, math.nan, math.nan, level, "t over runs")
+    se = float(v.std(ddof=1) / math.sqrt(v.size))
+    q = float(_stats.t.ppf(0.5 + level / 2, v.size - 1))
+    return Interval(mean, max(0.0, mean - q * se), mean + q * se, level, "t over runs")
+
+
+def proportion_curve(
+    event_times: Sequence[float] | np.ndarray,
+    n: int,
+    t: Sequence[float] | np.ndarray,
+    *,
+    level: float = 0.95,
+    method: str = "exact",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The share of ``n`` samples whose event (e.g. a blow-up) happened by each time
+    of ``t``, with its binomial interval.
+
+    The intervals are those of :func:`binomial_interval`, computed once per distinct
+    count, so that a curve and a table of the same counts give the same numbers.
+
+    Parameters
+    ----------
+    event_times : array_like
+        The times of the events that happened (one per sample that had one).
+    n : int
+        The number of samples, with or without an event.
+    t : array_like
+        The times at which to evaluate the curve.
+    level : float, default 0.95
+        The confidence level.
+    method : {"exact", "wilson"}, default "exact"
+        As in :func:`binomial_interval` (Clopper-Pearson or Wilson).
+
+    Returns
+    -------
+    p, low, high : ndarray
+        The share by each time and its interval, each shaped like ``t``.
+
+    Examples
+    --------
+    >>> p, lo, hi = proportion_curve([0.2, 0.5], 10, [0.0, 0.3, 1.0])
+    >>> p.tolist()
+    [0.0, 0.1, 0.2]
+    >>> bool(lo[0] == 0.0 and hi[0] < 0.31)
+    True
+    """
+    times = np.sort(np.asarray(event_times, dtype=np.float64))
+    grid = np.asarray(t, dtype=np.float64)
+    k = np.searchsorted(times, grid + 1e-12, side="right")
+    bounds = {int(c): binomial_interval(int(c), int(n), level=level, method=method) for c in np.unique(k)}
+    low = np.array([bounds[int(c)].low for c in k.ravel()]).reshape(k.shape)
+    high = np.array([bounds[int(c)].high for c in k.ravel()]).reshape(k.shape)
+    return k / n, low, high
+
+
+#: The verdicts of :func:`verdict`.
+VERDICTS = ("safe", "unsafe", "undecided")
+
+
+def verdict(interval: Interval, threshold: float) -> str:
+    """The one verdict rule for an estimated probability, whatever estimated it.
+
+    A network, the SDE or splitting runs: "safe" when the whole interval lies
+    below ``threshold``, "unsafe" when it lies above, "undecided" otherwise and
+    for an undetermined (NaN) interval, which supports no claim.  With no event
+    in n samples the 95% Clopper-Pearson upper end is about 3.7 / n, so plain
+    Monte Carlo can call a point safe at 1e-3 only from about 3700 samples on;
+    below that only a resolved splitting estimate can.
+
+    Parameters
+    ----------
+    interval : Interval
+        The estimate with its interval.
+    threshold : float
+        The safe level.
+
+    Returns
+    -------
+    str
+        One of :data:`VERDICTS`.
+
+    Examples
+    --------
+    >>> verdict(binomial_interval(0, 5000), 1e-3), verdict(binomial_interval(0, 1000), 1e-3)
+    ('safe', 'undecided')
+    """
+    if not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        return "undecided"
+    if interval.high < threshold:
+        return "safe"
+    if interval.low > threshold:
+        return "unsafe"
+    return "undecided"
+
+
 def blowup_probability(result: Result, t: float | None = None, *, level: float = 0.95) -> tuple[int, int, Interval]:
-    """The share of samples stopped by the blow-up rule by time ``t`` (default: the
-    last saved time), with a Wilson score interval (``scipy.stats.binomtest``).
-    Returns ``(stopped, samples, Interval)``."""
+    """The share of samples stopped by the blow-up rule by time ``t``.
+
+    Parameters
+    ----------
+    result : Result
+        A run (network or SDE) with its ``exploded_at`` times.
+    t : float, optional
+        The time; default the last saved time.
+    level : float, default 0.95
+        The confidence level of the Wilson score interval (``scipy.stats.binomtest``).
+
+    Returns
+    -------
+    stopped : int
+        The number of samples stopped by ``t``.
+    samples : int
+        The number of samples.
+    interval : Interval
+        The proportion with its Wilson interval.
+    """
     t_end = float(result.t[-1]) if t is None else float(t)
     k = int(np.sum(np.asarray(result.exploded_at) <= t_end + 1e-12))
     n = int(result.samples)
-    ci = _stats.binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
-    return k, n, Interval(k / n, float(ci.low), float(ci.high), level)
+    return k, n, binomial_interval(k, n, level=level, method="wilson")
 
 
 def newcombe_interval(k1: int, n1: int, k2: int, n2: int, *, level: float = 0.95) -> Interval:
-    """Interval of the difference of two proportions p1 - p2 (Newcombe's hybrid
-    score interval, method 10 of Newcombe 1998), built from the two Wilson
-    intervals.  Written here because SciPy has no two-proportion interval; it
-    keeps its coverage near 0 and 1, where the Wald interval fails (blow-up
-    probabilities are often a few percent or less)."""
+    """The interval of a difference of two proportions p1 - p2.
+
+    Newcombe's hybrid score interval (method 10 of Newcombe 1998), built from the
+    two Wilson intervals.  Written here because SciPy has no two-proportion
+    interval; it keeps its coverage near 0 and 1, where the Wald interval fails
+    (blow-up probabilities are often a few percent or less).
+
+    Parameters
+    ----------
+    k1, n1 : int
+        Events and trials of the first sample.
+    k2, n2 : int
+        Events and trials of the second sample.
+    level : float, default 0.95
+        The confidence level.
+
+    Returns
+    -------
+    Interval
+        k1 / n1 - k2 / n2 with its interval (method "newcombe").
+    """
     p1, p2 = k1 / n1, k2 / n2
     a = _stats.binomtest(k1, n1).proportion_ci(confidence_level=level, method="wilson")
     b = _stats.binomtest(k2, n2).proportion_ci(confidence_level=level, method="wilson")
     d = p1 - p2
     low = d - math.sqrt((p1 - a.low) ** 2 + (b.high - p2) ** 2)
     high = d + math.sqrt((a.high - p1) ** 2 + (p2 - b.low) ** 2)
-    return Interval(d, low, high, level)
+    return Interval(d, low, high, level, "newcombe")
 
 
 def _finite(name: str, a: np.ndarray) -> np.ndarray:
@@ -686,22 +1230,68 @@ def _finite(name: str, a: np.ndarray) -> np.ndarray:
 
 
 def mean_difference(x: np.ndarray, y: np.ndarray, *, level: float = 0.95) -> Interval:
-    """mean(x) - mean(y) with Welch's t interval (``scipy.stats.ttest_ind``,
-    ``equal_var=False``); non-finite values (blown-up samples) are dropped."""
+    """mean(x) - mean(y) with Welch's t interval.
+
+    ``scipy.stats.ttest_ind`` with ``equal_var=False``; non-finite values (samples
+    that blew up) are dropped.
+
+    Parameters
+    ----------
+    x, y : array_like
+        The two samples.
+    level : float, default 0.95
+        The confidence level.
+
+    Returns
+    -------
+    Interval
+        The difference with its interval (method "welch").
+
+    Raises
+    ------
+    ValueError
+        For a sample with fewer than 2 finite values.
+    """
     x, y = _finite("x", x), _finite("y", y)
     r = _stats.ttest_ind(x, y, equal_var=False)
     ci = r.confidence_interval(confidence_level=level)
     d = float(x.mean() - y.mean())
     if not (math.isfinite(ci.low) and math.isfinite(ci.high)):  # both samples constant
-        return Interval(d, d, d, level)
-    return Interval(d, float(ci.low), float(ci.high), level)
+        return Interval(d, d, d, level, "welch")
+    return Interval(d, float(ci.low), float(ci.high), level, "welch")
 
 
 def quantile_difference(
     x: np.ndarray, y: np.ndarray, q: float, *, level: float = 0.95, resamples: int = 999, seed: int = 0
 ) -> Interval:
-    """q-quantile of x minus q-quantile of y with a basic bootstrap interval
-    (``scipy.stats.bootstrap`` over the two independent samples)."""
+    """The q-quantile of x minus the q-quantile of y, with a basic bootstrap interval.
+
+    ``scipy.stats.bootstrap`` over the two independent samples; non-finite values
+    are dropped.
+
+    Parameters
+    ----------
+    x, y : array_like
+        The two samples.
+    q : float
+        The quantile level, in [0, 1].
+    level : float, default 0.95
+        The confidence level.
+    resamples : int, default 999
+        The number of bootstrap resamples (0: no interval, NaN).
+    seed : int, default 0
+        The seed of the resampling.
+
+    Returns
+    -------
+    Interval
+        The difference with its interval (method "bootstrap (basic)").
+
+    Raises
+    ------
+    ValueError
+        For a sample with fewer than 2 finite values.
+    """
     x, y = _finite("x", x), _finite("y", y)
 
     def stat(a, b, axis=-1):
@@ -709,15 +1299,45 @@ def quantile_difference(
 
     d = float(stat(x, y))
     if resamples == 0:
-        return Interval(d, float("nan"), float("nan"), level)
-    r = _stats.bootstrap((x, y), stat, n_resamples=int(resamples), confidence_level=level, method="basic",
-                         vectorized=True, random_state=np.random.default_rng(seed))
-    return Interval(d, float(r.confidence_interval.low), float(r.confidence_interval.high), level)
+        return Interval(d, float("nan"), float("nan"), level, "bootstrap (basic)")
+    r = _stats.bootstrap(
+        (x, y),
+        stat,
+        n_resamples=int(resamples),
+        confidence_level=level,
+        method="basic",
+        vectorized=True,
+        random_state=np.random.default_rng(seed),
+    )
+    return Interval(d, float(r.confidence_interval.low), float(r.confidence_interval.high), level, "bootstrap (basic)")
 
 
 def loglog_slope(widths: Sequence[float], values: Sequence[float], *, level: float = 0.95) -> Interval | None:
-    """Least-squares slope of log(value) against log(width) (``scipy.stats.linregress``)
-    with its t interval; None when fewer than three positive values remain."""
+    """The least-squares slope of log(value) against log(width), with its t interval.
+
+    ``scipy.stats.linregress``; non-positive and non-finite values are left out.
+
+    Parameters
+    ----------
+    widths : sequence of float
+        The widths.
+    values : sequence of float
+        The values at those widths (e.g. distances to the SDE).
+    level : float, default 0.95
+        The confidence level.
+
+    Returns
+    -------
+    Interval or None
+        The slope with its interval (method "least squares (t)"); None when fewer
+        than three positive values remain.
+
+    Examples
+    --------
+    >>> w = np.array([32, 64, 128, 256])
+    >>> round(loglog_slope(w, 3.0 / w).value, 6)
+    -1.0
+    """
     w = np.asarray(widths, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
     ok = np.isfinite(v) & (v > 0) & (w > 0)
@@ -725,7 +1345,10 @@ def loglog_slope(widths: Sequence[float], values: Sequence[float], *, level: flo
         return None
     r = _stats.linregress(np.log(w[ok]), np.log(v[ok]))
     tq = float(_stats.t.ppf(0.5 + level / 2, ok.sum() - 2))
-    return Interval(float(r.slope), float(r.slope - tq * r.stderr), float(r.slope + tq * r.stderr), level)
+    return Interval(
+        float(r.slope), float(r.slope - tq * r.stderr), float(r.slope + tq * r.stderr), level, "least squares (t)"
+    )
+
 
 # Statistics by token position (causal attention, docs/causal.md)
 # ---------------------------------------------------------------------------
@@ -733,14 +1356,22 @@ def loglog_slope(widths: Sequence[float], values: Sequence[float], *, level: flo
 
 @dataclass
 class PositionStats:
-    """Per-pair and per-token statistics of covariances ``(samples, m, m)``.
+    """Per-pair and per-token statistics of covariances (see :func:`position_statistics`).
 
-    ``pair_mean[a, b]`` / ``pair_se[a, b]``: mean correlation rho_ab over the
-    finite samples and its standard error (diagonal 1 and 0).
-    ``token_mean[i]`` / ``token_se[i]``: mean over samples of the average
-    correlation of token i with the tokens before it (NaN for the first token).
-    ``scale_median[i]``: median of V_ii (medians: V_ii is heavy tailed).
-    ``samples``: finite samples used; ``dropped``: samples left out (blew up).
+    Parameters
+    ----------
+    pair_mean, pair_se : ndarray, shape (m, m)
+        The mean correlation rho_ab over the finite samples and its standard
+        error (diagonal 1 and 0).
+    token_mean, token_se : ndarray, shape (m,)
+        The mean over samples of the average correlation of token i with the
+        tokens before it, and its standard error (NaN for the first token).
+    scale_median : ndarray, shape (m,)
+        The median of V_ii (medians: V_ii is heavy tailed).
+    samples : int
+        The number of finite samples used.
+    dropped : int
+        The number of samples left out (they blew up).
     """
 
     pair_mean: np.ndarray
@@ -753,11 +1384,30 @@ class PositionStats:
 
 
 def position_statistics(V: np.ndarray | Result, index: int = -1) -> PositionStats:
-    """Statistics by token position of covariances ``(samples, m, m)`` (or of a
-    Result at saved time ``index``).  Under causal attention token i only sees
-    tokens 1..i, so these differ by position; under bidirectional attention they
-    depend on position only through V_0.
+    """Statistics by token position.
 
+    Under causal attention token i only sees tokens 1..i, so these differ by
+    position; under bidirectional attention they depend on position only through
+    V_0 (docs/causal.md).
+
+    Parameters
+    ----------
+    V : array_like, shape (samples, m, m), or Result
+        Covariances, or a run (then its covariances at saved time ``index``).
+    index : int, default -1
+        The saved time of a Result.
+
+    Returns
+    -------
+    PositionStats
+
+    Raises
+    ------
+    ValueError
+        For a wrong shape.
+
+    Examples
+    --------
     >>> V = np.stack([np.eye(3), np.eye(3)])
     >>> position_statistics(V).token_mean
     array([nan,  0.,  0.])

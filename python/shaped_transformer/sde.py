@@ -6,102 +6,25 @@ the same :class:`Result` type, with time measured in layers / width (T = d / n).
 
 from __future__ import annotations
 
-import math
 import warnings
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from ._blocks import Block, Network, make_network
 from ._core_loader import core
 from ._device import check_device, sde_gpu
-from ._memory import check_sde
-from ._progress import progress_callback
+from ._memory import admission
+from ._progress import progress_callback, total_of
 from ._result import Result, SdeSummary
-from ._validate import DEFAULT_BLOWUP, check_blowup, check_int, check_number, check_seed, check_square_psd, check_threads
+from ._time_grid import StepSizeWarning, time_grid
+from ._validate import DEFAULT_BLOWUP, network_first
 from .simulate import BlowUpWarning
 
 __all__ = ["StepSizeWarning", "solve_sde", "sde_drift", "sde_noise"]
 
 Scheme = Literal["euler", "tamed_euler", "exact_chain"]
-_SCHEMES = ("euler", "tamed_euler", "exact_chain")
-_PSD = ("clip", "none")
-
-
-def _sde_network(network) -> Network:
-    net = make_network(network)
-    for i, b in enumerate(net):
-        if not b.has_sde:
-            kind = type(b).__name__
-            if kind == "StandardAttention":
-                why = "standard attention has no SDE limit (its covariance collapses to rank one); use simulate()"
-            elif kind == "ReluMLP":
-                why = "the unshaped ReLU MLP has no SDE limit; use ShapedMLP or simulate()"
-            elif getattr(b, "concat", False):
-                why = "concat: concatenated heads with an output projection are not covered by the SDE; use simulate()"
-            else:
-                why = (
-                    "alpha: only shaped heads with alpha = 1 (any beta, causal or not) have an SDE limit "
-                    "(A -> alpha I, so V would change by lam^2 + gamma^2 alpha^2 != 1 per block); use simulate()"
-                )
-            raise ValueError(f"network: block {i} ({kind}): {why}")
-    return net
-
-
-class StepSizeWarning(UserWarning):
-    """The SDE ran with a step other than the ``dt`` asked for: ``T / dt`` is not a
-    whole number, so the grid has ``ceil(T / dt)`` uniform steps of ``T / steps``
-    (the message names both values).  Pass ``steps`` instead of ``dt``, or a ``dt``
-    that divides ``T``, to run exactly the step you mean."""
-
-
-def _grid(T, dt, steps, scheme: str = "euler", what: str = "solve_sde") -> tuple[float, float, int]:
-    """(T, dt, steps) of the uniform grid that lands on T.  ``steps`` is taken as
-    given; a ``dt`` that does not divide T is shortened to T / ceil(T / dt) with a
-    :class:`StepSizeWarning`.  ``scheme="exact_chain"`` runs the exact chain at width
-    n_eff = 1/dt, so there a dt whose inverse is not an integer, or that does not
-    divide T, is refused instead (the run would be another width)."""
-    T = check_number("T", T, positive=True)
-    if dt is not None and steps is not None:
-        raise ValueError("give dt or steps, not both")
-    if steps is not None:
-        steps = check_int("steps", steps, minimum=1)
-        dt = T / steps
-        if scheme == "exact_chain":
-            _check_integer_width(dt, "steps")
-    else:
-        asked = 1e-3 if dt is None else check_number("dt", dt, positive=True)
-        if asked > T:
-            raise ValueError(f"dt must be <= T={T}, got {asked}")
-        if scheme == "exact_chain":
-            _check_integer_width(asked, "dt")
-        steps = int(math.ceil(T / asked - 1e-9))
-        dt = T / steps  # land exactly on T
-        if abs(dt - asked) > 1e-9 * asked:  # more than rounding
-            if scheme == "exact_chain":
-                raise ValueError(
-                    f"dt: scheme='exact_chain' needs T / dt to be an integer (T * n_eff whole layers), "
-                    f"got T = {T:g}, dt = {asked:g}; T / dt = {T / asked:.6g}"
-                )
-            warnings.warn(
-                f"dt = {asked:g} does not divide T = {T:g}: {what} uses dt = {dt:.10g} "
-                f"({steps} steps of T / {steps}); pass steps= or a dt that divides T",
-                StepSizeWarning,
-                stacklevel=3,
-            )
-    if steps >= 2**32:
-        raise ValueError(f"steps must be < 2^32, got {steps}")
-    return T, dt, steps
-
-
-def _check_integer_width(dt: float, name: str) -> None:
-    w = 1.0 / dt
-    if abs(w - round(w)) > 1e-6 * w:
-        raise ValueError(
-            f"{name}: scheme='exact_chain' needs 1/dt to be an integer width n_eff, got dt = {dt:.6g} (1/dt = {w:.6g})"
-        )
-
-
 _DEFAULT_SAVES = 101
 
 
@@ -109,8 +32,10 @@ def _save_steps(save_at, T: float, dt: float, steps: int) -> np.ndarray:
     if save_at is None:
         # At most 101 times: storing V at every step made the solver memory-bound
         # (512 bytes per path-step at m = 8, more than the step's own traffic).
-        return np.arange(steps + 1, dtype=np.int64) if steps < _DEFAULT_SAVES else np.unique(
-            np.round(np.linspace(0, steps, _DEFAULT_SAVES)).astype(np.int64)
+        return (
+            np.arange(steps + 1, dtype=np.int64)
+            if steps < _DEFAULT_SAVES
+            else np.unique(np.round(np.linspace(0, steps, _DEFAULT_SAVES)).astype(np.int64))
         )
     try:
         t = np.asarray(save_at, dtype=np.float64)
@@ -124,10 +49,13 @@ def _save_steps(save_at, T: float, dt: float, steps: int) -> np.ndarray:
     return np.unique(np.clip(np.round(t / dt), 0, steps).astype(np.int64))
 
 
+@network_first(
+    "pass the initial covariance as V0= (m x m) and the rest by name, e.g. solve_sde(net, V0=V0, T=1.0, dt=1e-3)"
+)
 def solve_sde(
     network: Network | Block | Sequence[Block],
-    V0: np.ndarray,
     *,
+    V0: np.ndarray,
     T: float,
     dt: float | None = None,
     steps: int | None = None,
@@ -149,8 +77,10 @@ def solve_sde(
     network : a Network (or Block, or list of Blocks) whose blocks all have an SDE
         limit (shaped attention heads with alpha = 1 -- the paper's head, the general
         head with any beta, causal heads (docs/causal.md) -- any number of heads, and
-        the shaped MLP).  Standard attention is refused with a ValueError.
-    V0 : (m, m) positive semi-definite initial covariance.
+        the shaped MLP).  Standard attention is refused with a ValueError.  The
+        only positional argument: every other one is passed by name.
+    V0 : (m, m) positive semi-definite initial covariance (from tokens X0 of
+        width n: ``st.inputs.covariance(X0)``, X0 X0^T / n).
     T : final time (depth / width of the matched network).
     dt, steps : step size or number of steps (one of them; default dt = 1e-3).
         The grid is uniform with dt = T / steps: a dt that does not divide T is
@@ -199,39 +129,34 @@ def solve_sde(
     schemes at m <= 32, "generic" for the per-path solver otherwise; all give the
     same distribution, and the batched kernels the same numbers as each other).
     """
-    net = _sde_network(network)
+    net = make_network(network)
     device = check_device(device)
-    V0 = check_square_psd("V0", V0)
-    if not isinstance(scheme, str) or scheme not in _SCHEMES:
-        raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
-    T, dt, steps = _grid(T, dt, steps, scheme)
-    paths = check_int("paths", paths, minimum=1)
-    if not isinstance(psd, str) or psd not in _PSD:
-        raise ValueError(f"psd must be one of {_PSD}, got {psd!r}")
-    if scheme == "exact_chain" and round(1.0 / dt) < V0.shape[0]:
-        raise ValueError(f"dt: scheme='exact_chain' needs n_eff = 1/dt >= m = {V0.shape[0]}")
-    if not isinstance(save, str) or save not in ("paths", "summary"):
-        raise ValueError(f"save must be 'paths' or 'summary', got {save!r}")
+    T, dt, steps = time_grid(T, dt, steps, scheme)
     if save == "summary" and device == "cuda":
         raise ValueError("save: 'summary' runs on the CPU only for now; use save='paths' with device='cuda'")
-    seed = check_seed(seed)
-    threads = check_threads(threads)
-    blowup = check_blowup(blowup, V0)
     save_steps = _save_steps(save_at, T, dt, steps)
-    check_sde(V0, paths, save_steps if save == "paths" else 0, threads, net)
-
-    m = V0.shape[0]
-    with progress_callback(paths, f"SDE ({scheme})", progress) as cb:
+    # Everything else is checked once, by the core, which also runs the memory check
+    # (admit) before it allocates and reports in `info` the kernel that ran.
+    info: dict[str, Any] = {}
+    admit = admission("solve_sde", hint="reduce paths, the number of saved times (save_at) or threads")
+    with progress_callback(total_of(paths), f"SDE ({scheme})", progress) as cb:
         if device == "cuda":
             V, exploded_step, projections = sde_gpu(
-                net, V0, dt, steps, save_steps, scheme, psd, paths, seed, blowup, cb
+                net, V0, dt, steps, save_steps, scheme, psd, paths, seed, blowup, cb, admit, info
             )
         else:
-            V, exploded_step, projections = core.solve_sde(
-                net.to_core(), V0, dt, steps, save_steps.tolist(), scheme, psd, paths, seed, threads, blowup, cb, save
-            )
+            args = (net, V0, dt, steps, save_steps, scheme, psd, paths, seed, threads, blowup, cb, save)
+            V, exploded_step, projections = core.solve_sde(*args, admit=admit, info=info)
+    grid = dict(dt=dt, steps=steps, T=T, psd=psd, scheme=scheme, save_steps=save_steps, save=save, device=device)
+    return _result(net, V, exploded_step, projections, info, paths, grid)
+
+
+def _result(net: Network, V, exploded_step, projections, info: dict[str, Any], paths: int, grid: dict) -> Result:
+    """The Result of a run (summary or paths), with a BlowUpWarning when paths blew up."""
+    m, paths, blowup = int(info["m"]), int(paths), float(info["blowup"])
+    dt, save_steps = grid["dt"], grid["save_steps"]
     summary = None
-    if save == "summary":
+    if grid["save"] == "summary":
         summary = SdeSummary.from_core(V, t=save_steps * dt, paths=paths, m=m)
         V = np.empty((0, len(save_steps), m, m))
     exploded_step = np.asarray(exploded_step)
@@ -242,48 +167,56 @@ def solve_sde(
             f"{n_exploded} of {paths} SDE paths blew up (max diag V > {blowup:g} or non-finite); "
             "their later covariances are NaN. Use Result.finite() to drop them.",
             BlowUpWarning,
-            stacklevel=2,
+            stacklevel=4,  # _result < solve_sde < network_first's wrapper < the caller
         )
+    extra = {"projections": np.asarray(projections), "seed": info["seed"], "network": net, "kernel": info["kernel"]}
     return Result(
         V=V,
         t=save_steps * dt,
         exploded_at=exploded_at,
-        method=scheme,
+        method=grid["scheme"],
         X=None,
-        info={
-            "projections": np.asarray(projections),
-            "dt": dt,
-            "steps": steps,
-            "T": T,
-            "psd": psd,
-            "scheme": scheme,
-            "seed": seed,
-            "save_steps": save_steps,
-            "network": net,
-            "kernel": "cuda" if device == "cuda" else core.sde_kernel(net.to_core(), m, scheme),
-            "save": save,
-            "device": device,
-        },
+        info={**grid, **extra},
         summary=summary,
+        kernel=info["kernel"],
     )
 
 
 def sde_drift(network: Network | Block | Sequence[Block], V: np.ndarray) -> np.ndarray:
-    """The drift b(V) of one layer of the SDE (sum over the blocks), an (m, m) array."""
-    net = _sde_network(network)
-    V = check_square_psd("V", V)
-    return np.asarray(core.sde_terms(net.to_core(), V))
+    """The drift b(V) of one layer of the SDE, summed over the blocks.
+
+    Parameters
+    ----------
+    network : Network, Block or sequence of Blocks
+        One layer; every block must have an SDE limit (else ValueError with the
+        core's reason, naming the block).
+    V : array_like, shape (m, m)
+        A covariance (symmetric positive semi-definite, positive diagonal).
+
+    Returns
+    -------
+    ndarray, shape (m, m)
+    """
+    return np.asarray(core.sde_terms(make_network(network), V))
 
 
 def sde_noise(network: Network | Block | Sequence[Block], V: np.ndarray, dW: np.ndarray) -> np.ndarray:
-    """The structured noise increment of one layer at V from the given N(0, dt)
-    numbers ``dW`` (per block, in order: attention 2 m^2 (dZ then dXi, row-major),
-    MLP m^2)."""
-    net = _sde_network(network)
-    V = check_square_psd("V", V)
+    """The structured noise increment of one layer at V from given N(0, dt) numbers.
+
+    Parameters
+    ----------
+    network : Network, Block or sequence of Blocks
+        One layer; every block must have an SDE limit.
+    V : array_like, shape (m, m)
+        A covariance (symmetric positive semi-definite, positive diagonal).
+    dW : array_like
+        ``Network.sde_noise_dim(m)`` numbers, block by block in order (the core's
+        noise dimensions: a shaped attention head 2 m^2, dZ then dXi, row-major;
+        the shaped MLP m^2); a ValueError naming dW otherwise.
+
+    Returns
+    -------
+    ndarray, shape (m, m)
+    """
     dW = np.ascontiguousarray(np.asarray(dW, dtype=np.float64).ravel())
-    m = V.shape[0]
-    need = sum(2 * m * m if b.kind == "shaped_attention" else m * m for b in net)
-    if dW.size != need:
-        raise ValueError(f"dW must hold {need} numbers for this network and m={m}, got {dW.size}")
-    return np.asarray(core.sde_noise(net.to_core(), V, dW))
+    return np.asarray(core.sde_noise(make_network(network), V, dW))

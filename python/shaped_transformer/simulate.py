@@ -4,28 +4,20 @@ activations, or the exact m x m covariance chain."""
 from __future__ import annotations
 
 import warnings
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from ._blocks import Block, Network, Norm, make_network
 from ._core_loader import core
 from ._device import check_device, exact_gpu, explicit_gpu
-from ._memory import check_simulate
-from ._progress import progress_callback
+from ._memory import admission
+from ._progress import progress_callback, total_of
 from ._result import Result
-from ._validate import (
-    DEFAULT_BLOWUP,
-    check_blowup,
-    check_int,
-    check_number,
-    check_save_at,
-    check_seed,
-    check_square_psd,
-    check_threads,
-    check_tokens,
-)
-from .inputs import tokens_from_covariance
+from ._roots import tokens as _tokens_from_checked
+from ._validate import DEFAULT_BLOWUP, network_first
+from .inputs import covariance
 
 __all__ = ["simulate", "simulate_network", "BlowUpWarning"]
 
@@ -37,35 +29,15 @@ class BlowUpWarning(RuntimeWarning):
     """Some samples crossed the blow-up threshold; see Result.exploded_at."""
 
 
-def _inputs(X0, V0, width) -> tuple[np.ndarray | None, np.ndarray, int]:
-    """Returns (X0 or None, V0, width) after validation."""
-    if (X0 is None) == (V0 is None):
-        raise ValueError("give exactly one of X0 (tokens, m x n) or V0 (covariance, m x m)")
-    if X0 is not None:
-        X0 = check_tokens("X0", X0)
-        m, n = X0.shape
-        if width is not None and check_int("width", width, minimum=1) != n:
-            raise ValueError(f"width={width} does not match X0.shape[1]={n}")
-        if n < m:
-            raise ValueError(f"width (X0.shape[1]={n}) must be >= the number of tokens m={m}")
-        V = X0 @ X0.T / n
-        if np.max(np.diag(V)) <= 0:
-            raise ValueError("X0 must not be all zeros")
-        return X0, V, n
-    V0 = check_square_psd("V0", V0)
-    if width is None:
-        raise ValueError("width must be given with V0")
-    width = check_int("width", width, minimum=1)
-    if width < V0.shape[0]:
-        raise ValueError(f"width must be >= the number of tokens m={V0.shape[0]}, got {width}")
-    return None, V0, width
-
-
+@network_first(
+    "pass the input as X0= (tokens, m x n) or V0= (their covariance, m x m), e.g. "
+    "simulate(net, V0=V0, width=256, depth=256)"
+)
 def simulate(
     network: Network | Block | Sequence[Block],
+    *,
     X0: np.ndarray | None = None,
     V0: np.ndarray | None = None,
-    *,
     width: int | None = None,
     depth: int,
     samples: int = 1,
@@ -84,7 +56,8 @@ def simulate(
 
     Parameters
     ----------
-    network : a Network, a Block or a list of Blocks (one layer).
+    network : a Network, a Block or a list of Blocks (one layer); the only
+        positional argument (every other one is passed by name).
     X0, V0 : the input tokens (m x n) or their covariance (m x m); exactly one.
         From V0 the tokens are X0 = L0 sqrt(n) [I, 0], whose Gram matrix is V0.
     width : n; required with V0, taken from X0 otherwise.
@@ -121,89 +94,98 @@ def simulate(
     device = check_device(device)
     if device == "cuda" and method == "law":
         raise ValueError("device='cuda' supports method='explicit' and method='exact', not 'law'")
-    X0, V0, width = _inputs(X0, V0, width)
-    depth = check_int("depth", depth, minimum=0)
-    samples = check_int("samples", samples, minimum=1)
-    # The core counts layers and samples in 32-bit words (the Philox counter holds
-    # block = layer * blocks + b and the sample index) and widths in 64-bit ones.
-    if depth * len(net) >= 2**32 or depth >= 2**31:
-        raise ValueError(f"depth must be < 2^31 and depth x blocks per layer < 2^32, got depth={depth} with {len(net)} blocks")
-    if samples >= 2**31:
-        raise ValueError(f"samples must be < 2^31, got {samples}")
-    if width >= 2**62:
-        raise ValueError(f"width must be < 2^62, got {width}")
-    seed = check_seed(seed)
-    threads = check_threads(threads)
-    if dtype not in ("float64", "float32", np.float64, np.float32):
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    dtype = np.dtype(dtype).name
-    blowup = check_blowup(blowup, V0, X0)
     if method == "exact" and return_X:
         raise ValueError("return_X is not available with method='exact' (it tracks V only)")
-    # Refuse impossible requests (ResourceError) before allocating anything: the
-    # tokens from V0, the list of saved layers and the core's output buffers.
-    check_simulate(
-        net, method, V0, width, samples, threads=threads, dtype=dtype, return_X=bool(return_X),
-        depth=depth, save_at=save_at, save_every=save_every,
-    )
-    layers = check_save_at(save_at, save_every, depth)
-    for i, b in enumerate(net):
-        if getattr(b, "concat", False) and width % b.heads != 0:
-            raise ValueError(
-                f"heads: block {i} concatenates {b.heads} heads of width n/H, so heads must divide width={width}"
-            )
-    if method == "exact":
-        if not net.exact_chain:
-            bad = [type(b).__name__ for b in net if not b.exact_chain]
-            raise ValueError(f"method='exact' does not cover {bad} (LayerNorm or concatenated heads); use 'explicit'")
-        if return_X:
-            raise ValueError("return_X is not available with method='exact' (it tracks V only)")
-    if X0 is None and method != "exact":
-        X0 = tokens_from_covariance(V0, width)
+    # Every other argument is checked once, by the core, which also runs the memory
+    # check (admit) before anything large is built -- the list of saved layers, the
+    # tokens made from V0 (by _tokens_from_checked, once V0 passed its
+    # check) and the output -- and reports in `info` the kernel that ran.
+    info: dict[str, Any] = {}
+    run = _Run(net, X0, V0, width, depth, samples, seed, save_at, save_every, dtype, threads, return_X, blowup)
+    with progress_callback(total_of(samples), f"{method} network", progress) as cb:
+        V, X, exploded_layer = run.drive(method, device, cb, admission(f"simulate(method={method!r})"), info)
+    return _result(net, method, device, depth, V, X, exploded_layer, info)
 
-    with progress_callback(samples, f"{method} network", progress) as cb:
-        if device == "cuda" and method == "exact":
-            V, exploded_layer = exact_gpu(net, V0, width, depth, samples, seed, layers, blowup, cb)
-            X = None
-        elif device == "cuda":
-            assert X0 is not None  # made from V0 above for every method but "exact"
-            V, X, exploded_layer = explicit_gpu(net, X0, depth, samples, seed, layers, dtype, bool(return_X), blowup, cb)
-        elif method == "exact":
-            V, exploded_layer = core.simulate_exact(
-                net.to_core(), V0, width, depth, samples, seed, layers.tolist(), threads, blowup, cb
+
+class _Run(NamedTuple):
+    """The arguments every driver takes, as simulate received them (the core checks them)."""
+
+    net: Network
+    X0: Any
+    V0: Any
+    width: Any
+    depth: Any
+    samples: Any
+    seed: Any
+    save_at: Any
+    save_every: Any
+    dtype: Any
+    threads: Any
+    return_X: Any
+    blowup: Any
+
+    def drive(self, method: str, device: str, cb, admit, info: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """(V, X or None, exploded layer) from the driver of ``method`` on ``device``."""
+        r, keep = self, dict(save_every=self.save_every, admit=admit, info=info)
+        if method == "exact":
+            exact = dict(X0=r.X0, covariance=covariance, dtype=r.dtype, **keep)
+            if device == "cuda":
+                V, exploded = exact_gpu(
+                    r.net, r.V0, r.width, r.depth, r.samples, r.seed, r.save_at, r.blowup, cb, **exact
+                )
+            else:
+                V, exploded = core.simulate_exact(
+                    r.net, r.V0, r.width, r.depth, r.samples, r.seed, r.save_at, r.threads, r.blowup, cb, **exact
+                )
+            return V, None, exploded
+        tokens = dict(V0=r.V0, width=r.width, tokens=_tokens_from_checked, **keep)
+        if device == "cuda":
+            return explicit_gpu(
+                r.net, r.X0, r.depth, r.samples, r.seed, r.save_at, r.dtype, r.return_X, r.blowup, cb, **tokens
             )
-            X = None
-        else:
-            assert X0 is not None
-            fn = core.simulate_explicit if method == "explicit" else core.simulate_law
-            V, X, exploded_layer = fn(
-                net.to_core(), X0, depth, samples, seed, layers, dtype, threads, bool(return_X), blowup, cb
-            )
+        fn = core.simulate_explicit if method == "explicit" else core.simulate_law
+        return fn(
+            r.net, r.X0, r.depth, r.samples, r.seed, r.save_at, r.dtype, r.threads, r.return_X, r.blowup, cb, **tokens
+        )
+
+
+def _result(net: Network, method: str, device: str, depth: int, V, X, exploded_layer, info: dict[str, Any]) -> Result:
+    """The Result of a run, with a BlowUpWarning when samples blew up."""
+    width, layers, blowup = int(info["width"]), np.asarray(info["layers"]), float(info["blowup"])
     exploded_layer = np.asarray(exploded_layer)
     exploded_at = np.where(exploded_layer >= 0, exploded_layer / width, np.inf)
     n_exploded = int(np.sum(exploded_layer >= 0))
     if n_exploded:
         warnings.warn(
-            f"{n_exploded} of {samples} samples blew up (max diag V > {blowup:g} or non-finite); "
+            f"{n_exploded} of {len(exploded_layer)} samples blew up (max diag V > {blowup:g} or non-finite); "
             "their later covariances are NaN. Use Result.finite() to drop them.",
             BlowUpWarning,
-            stacklevel=2,
+            stacklevel=4,  # _result < simulate < network_first's wrapper < the caller
         )
+    keys = ("seed", "dtype", "kernel")
     return Result(
         V=V,
         t=layers / width,
         exploded_at=exploded_at,
         method=method,
         X=X,
-        info={"width": width, "depth": depth, "layers": layers, "seed": seed, "dtype": dtype, "network": net,
-              "device": device},
+        info={
+            "width": width,
+            "depth": int(depth),
+            "layers": layers,
+            **{k: info[k] for k in keys},
+            "network": net,
+            "device": device,
+        },
+        kernel=info["kernel"],
     )
 
 
+@network_first("pass the input as X0= (tokens) or V0= (covariance)", positional=0)
 def simulate_network(
+    *,
     X0: np.ndarray | None = None,
     V0: np.ndarray | None = None,
-    *,
     width: int | None = None,
     depth: int,
     block: str | Network | Block | Sequence[Block] = "shaped_transformer",
@@ -220,8 +202,26 @@ def simulate_network(
 ) -> Result:
     """:func:`simulate` with the network given by a block-kind name and parameters.
 
-    ``block`` is one of "shaped_attention", "standard_attention", "shaped_mlp",
-    "relu_mlp", "shaped_transformer" (default) or "standard_transformer".
+    Parameters
+    ----------
+    X0, V0 : ndarray or None
+        The input tokens (m x n) or their covariance (m x m), as for :func:`simulate`.
+    width, depth : int
+        As for :func:`simulate`.
+    block : str, Network, Block or sequence of Blocks, default "shaped_transformer"
+        A kind of the core's registry ("shaped_attention", "standard_attention",
+        "shaped_mlp", "relu_mlp"), a layer "shaped_transformer" or
+        "standard_transformer", or a network (see :func:`make_network`).
+    heads, tau0, gamma, c_plus, c_minus, norm
+        The usual parameters, each given to the blocks that have it.
+    samples, method, seed
+        As for :func:`simulate`.
+    **kwargs
+        Any other argument of :func:`simulate`.
+
+    Returns
+    -------
+    Result
     """
     net = make_network(block, heads=heads, tau0=tau0, gamma=gamma, c_plus=c_plus, c_minus=c_minus, norm=norm)
-    return simulate(net, X0, V0, width=width, depth=depth, samples=samples, method=method, seed=seed, **kwargs)
+    return simulate(net, X0=X0, V0=V0, width=width, depth=depth, samples=samples, method=method, seed=seed, **kwargs)

@@ -10,6 +10,11 @@ a stable hash of the function name and its parameters.  Running the same sweep
 again skips every point whose file exists, so an interrupted sweep (Ctrl-C, a
 killed job, a lost node) resumes without recomputing or losing finished points.
 
+A saved point is reused only when it was made by the same version of the package
+(a changed model must not bring back old numbers) and its parameters still hash
+to its file name; any other saved point is recomputed with a :class:`SweepWarning`
+saying why (or, with ``stale="refuse"``, the sweep stops with a ValueError).
+
 The worker only computes; the process that called :func:`sweep` writes the
 files, so the cluster needs no shared file system.
 """
@@ -24,21 +29,44 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 if TYPE_CHECKING:
     from .sde import Scheme
 
-__all__ = ["sweep", "load", "grid_points", "point_key", "run_point", "SweepResults", "SweepError"]
+__all__ = ["sweep", "load", "grid_points", "point_key", "run_point", "SweepResults", "SweepError", "SweepWarning"]
 
-_FORMAT = 1
+#: Layout of a point's file; 2 added the package version.
+_FORMAT = 2
+
+
+class SweepWarning(UserWarning):
+    """Saved points were not reused: made by another version of the package, in an
+    older file layout, or with parameters that no longer hash to their file name."""
+
+
+def _version() -> str:
+    """The package version, from the extension (importing the package here would be circular)."""
+    from ._core_loader import core
+
+    return str(core.__version__)
 
 
 class SweepError(RuntimeError):
-    """Some points raised; the others were saved. ``failures`` maps key -> (params, error text)."""
+    """Some points raised; the others were saved.
+
+    Parameters
+    ----------
+    message : str
+        The error message.
+    failures : dict
+        Point key -> (parameters, error text) of every failed point; kept as the
+        attribute ``failures``.
+    """
 
     def __init__(self, message: str, failures: dict[str, tuple[dict, str]]):
         super().__init__(message)
@@ -69,8 +97,30 @@ def _jsonable(v: Any) -> Any:
 
 
 def grid_points(grid: Mapping[str, Sequence[Any]] | Iterable[Mapping[str, Any]]) -> list[dict]:
-    """The points of ``grid``: a mapping name -> values (Cartesian product, in the
-    order given) or an explicit sequence of parameter dictionaries."""
+    """The points of a grid.
+
+    Parameters
+    ----------
+    grid : mapping or iterable of mapping
+        A mapping name -> values (their Cartesian product, in the order given; a
+        single value counts as a list of one) or an explicit sequence of parameter
+        dictionaries.
+
+    Returns
+    -------
+    list of dict
+        One parameter dictionary per point.
+
+    Raises
+    ------
+    ValueError
+        For a parameter without values, or no points at all.
+
+    Examples
+    --------
+    >>> grid_points({"tau0": [0.5, 1.0], "gamma": 0.5})
+    [{'tau0': 0.5, 'gamma': 0.5}, {'tau0': 1.0, 'gamma': 0.5}]
+    """
     if isinstance(grid, Mapping):
         names = list(grid)
         values = []
@@ -100,10 +150,27 @@ def _function_name(fn: Callable) -> str:
 
 
 def point_key(params: Mapping[str, Any], function: str = "") -> str:
-    """Stable hash (20 hex digits of SHA-256) of a function name and its parameters.
+    """A stable key of one point: 20 hex digits of the SHA-256 of the function name and its parameters.
 
     The parameters are serialized as canonical JSON (sorted keys), so the key does
     not depend on the order of the grid or on the Python session.
+
+    Parameters
+    ----------
+    params : mapping
+        The point's parameters.
+    function : str, default ""
+        The name of the function evaluated at the point.
+
+    Returns
+    -------
+    str
+        The key, also the point's file name (``<key>.json``).
+
+    Examples
+    --------
+    >>> point_key({"a": 1, "b": 2}) == point_key({"b": 2, "a": 1})
+    True
     """
     blob = json.dumps({"function": function, "params": _jsonable(dict(params))}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -133,9 +200,18 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
 class SweepResults:
     """A table with one row per finished point: the parameters, then the results.
 
-    ``rows`` is a list of flat dictionaries (nested result dictionaries are
-    flattened with dots, ``a.b``); ``column(name)`` gives a NumPy array;
-    ``to_csv(path)`` writes the table; ``to_pandas()`` needs pandas.
+    Nested result dictionaries are flattened with dots (``a.b``).
+
+    Parameters
+    ----------
+    records : list of dict
+        The saved records (``params``, ``result``, ``key``, ...), one per point, in
+        the table's order; kept as the attribute ``records``.
+
+    Attributes
+    ----------
+    rows : list of dict
+        The flat rows.
     """
 
     def __init__(self, records: list[dict]):
@@ -152,6 +228,7 @@ class SweepResults:
 
     @property
     def columns(self) -> list[str]:
+        """The column names, in order of first appearance."""
         cols: list[str] = []
         for row in self.rows:
             for k in row:
@@ -161,6 +238,7 @@ class SweepResults:
 
     @property
     def keys(self) -> list[str]:
+        """The point keys of the rows."""
         return [r["key"] for r in self.records]
 
     def __len__(self) -> int:
@@ -173,7 +251,24 @@ class SweepResults:
         return self.rows[i]
 
     def column(self, name: str) -> np.ndarray:
-        """The values of one column (None where a row lacks it)."""
+        """The values of one column.
+
+        Parameters
+        ----------
+        name : str
+            The column.
+
+        Returns
+        -------
+        ndarray
+            Floats (NaN where a row lacks the column) when the values are numbers,
+            else an object array (None where missing).
+
+        Raises
+        ------
+        KeyError
+            For an unknown column.
+        """
         if name not in self.columns:
             raise KeyError(f"no column {name!r}; columns: {self.columns}")
         vals = [row.get(name) for row in self.rows]
@@ -183,6 +278,18 @@ class SweepResults:
             return np.array(vals, dtype=object)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
+        """Writes the table as CSV (lists and dicts as JSON, missing values empty).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The file.
+
+        Returns
+        -------
+        Path
+            The file written.
+        """
         import csv
 
         path = Path(path)
@@ -191,10 +298,25 @@ class SweepResults:
             w = csv.writer(f)
             w.writerow(cols)
             for row in self.rows:
-                w.writerow(["" if row.get(c) is None else json.dumps(row[c]) if isinstance(row.get(c), (list, dict)) else row[c] for c in cols])
+                w.writerow(
+                    [
+                        ""
+                        if row.get(c) is None
+                        else json.dumps(row[c])
+                        if isinstance(row.get(c), (list, dict))
+                        else row[c]
+                        for c in cols
+                    ]
+                )
         return path
 
     def to_pandas(self):  # pragma: no cover - optional dependency
+        """The table as a ``pandas.DataFrame`` (needs pandas).
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         import pandas as pd
 
         return pd.DataFrame(self.rows, columns=self.columns)
@@ -215,11 +337,36 @@ def _flatten(d: Mapping, prefix: str = "") -> dict:
 
 
 def load(out_dir: str | os.PathLike, *, keys: Sequence[str] | None = None) -> SweepResults:
-    """The results saved in ``out_dir`` (all of them, or those with ``keys``, in that order)."""
+    """The results saved in a sweep folder.
+
+    Saved points that may not be reused (another version of the package, an older
+    file layout, parameters that no longer hash to the file name) are left out with
+    a :class:`SweepWarning`.
+
+    Parameters
+    ----------
+    out_dir : str or PathLike
+        The folder of a :func:`sweep`.
+    keys : sequence of str, optional
+        The points to load, in this order (default: all, in grid order).
+
+    Returns
+    -------
+    SweepResults
+
+    Raises
+    ------
+    ValueError
+        If ``out_dir`` is not a folder.
+    """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise ValueError(f"out_dir {str(out_dir)!r} is not a directory")
-    records = _read_all(out_dir)
+    records, stale = _read_all(out_dir)
+    if stale:
+        import warnings
+
+        warnings.warn(_stale_message(stale, out_dir) + "; they are left out", SweepWarning, stacklevel=2)
     if keys is None:
         recs = sorted(records.values(), key=lambda r: (r.get("index", 0), r["key"]))
     else:
@@ -241,8 +388,11 @@ def _remove_stale_temporaries(out_dir: Path, age_s: float = 600.0) -> None:
             pass
 
 
-def _read_all(out_dir: Path) -> dict[str, dict]:
-    records = {}
+def _read_all(out_dir: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    """(records that may be reused, {key: why} for saved points that may not)."""
+    records: dict[str, dict] = {}
+    stale: dict[str, str] = {}
+    version = _version()
     for p in out_dir.glob("*.json"):
         if p.name.startswith(".tmp-"):
             continue
@@ -251,9 +401,28 @@ def _read_all(out_dir: Path) -> dict[str, dict]:
                 r = json.load(f)
         except (OSError, ValueError):
             continue  # not one of ours, or unreadable: that point is recomputed
-        if isinstance(r, dict) and r.get("format") == _FORMAT and "key" in r and p.stem == r["key"]:
-            records[r["key"]] = r
-    return records
+        if not (isinstance(r, dict) and r.get("key") == p.stem and "params" in r):
+            continue  # not one of ours
+        if r.get("format") != _FORMAT:
+            stale[p.stem] = (
+                f"saved in an older file layout (format {r.get('format')!r}, now {_FORMAT}), without a version"
+            )
+        elif r.get("version") != version:
+            stale[p.stem] = f"made by shaped-transformer {r.get('version')}, this is {version}"
+        elif point_key(r["params"], r.get("function", "")) != p.stem:
+            stale[p.stem] = "its parameters no longer hash to its file name (edited, or keyed differently)"
+        else:
+            records[p.stem] = r
+    return records, stale
+
+
+def _stale_message(stale: Mapping[str, str], out_dir: Path) -> str:
+    reasons = sorted(set(stale.values()))
+    return (
+        f"{len(stale)} saved point(s) in {out_dir} cannot be reused: "
+        + "; ".join(reasons[:3])
+        + ("; ..." if len(reasons) > 3 else "")
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -276,6 +445,7 @@ def sweep(
     max_workers: int | None = None,
     errors: str = "raise",
     progress: bool | None = None,
+    stale: Literal["recompute", "refuse"] = "recompute",
 ) -> SweepResults:
     """Evaluates ``function_or_config`` at every point of ``grid``; saves and resumes.
 
@@ -295,6 +465,10 @@ def sweep(
         or "skip" (leave the failed points out of the table; they are retried
         on the next run).
     progress : tqdm bar over points (None: only on a terminal).
+    stale : what to do with a saved point of this grid that may not be reused
+        (made by another version of the package, in an older file layout, or
+        whose parameters no longer hash to its name): "recompute" it (default,
+        with a :class:`SweepWarning`) or "refuse" (ValueError, nothing runs).
 
     Returns
     -------
@@ -304,6 +478,8 @@ def sweep(
     """
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+    if stale not in ("recompute", "refuse"):
+        raise ValueError(f"stale must be 'recompute' or 'refuse', got {stale!r}")
     if executor is not None and not isinstance(executor, cf.Executor) and not hasattr(executor, "submit"):
         raise ValueError("executor must be a concurrent.futures.Executor (or have a submit method)")
     fn, grid = _resolve(function_or_config, grid)
@@ -313,64 +489,96 @@ def sweep(
     out.mkdir(parents=True, exist_ok=True)
     keys = [point_key(p, fname) for p in points]
     _remove_stale_temporaries(out)
-    done = _read_all(out)
+    done, old = _read_all(out)
+    _refuse_or_warn_stale({k: why for k, why in old.items() if k in set(keys)}, out, stale)
     todo = [(i, k, p) for i, (k, p) in enumerate(zip(keys, points)) if k not in done]
     todo = list({k: (i, k, p) for i, k, p in todo}.values())  # duplicate points run once
-
     failures: dict[str, tuple[dict, str]] = {}
     if todo:
-        from tqdm.auto import tqdm
-
-        own = executor is None
-        ex: cf.Executor = cf.ProcessPoolExecutor(max_workers=max_workers) if executor is None else executor
-        bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep", unit="point",
-                   disable=None if progress is None else not progress)
-        futures: dict[Any, tuple[int, str, dict]] = {}
-        interrupted = False
-        try:
-            for i, k, p in todo:
-                futures[ex.submit(_call, fn, p)] = (i, k, p)
-            for fut in cf.as_completed(futures):
-                i, k, p = futures[fut]
-                try:
-                    res, elapsed = fut.result()
-                    record = {
-                        "format": _FORMAT,
-                        "key": k,
-                        "index": i,
-                        "function": fname,
-                        "params": _jsonable(p),
-                        "result": _jsonable(res),
-                        "elapsed_s": elapsed,
-                        "finished_at": time.time(),
-                    }
-                except Exception as exc:  # a failing point must not lose the others
-                    failures[k] = (p, f"{type(exc).__name__}: {exc}")
-                    bar.update(1)
-                    continue
-                _atomic_write_json(out / f"{k}.json", record)
-                bar.update(1)
-        except BaseException:
-            interrupted = True
-            for f in futures:
-                f.cancel()
-            raise
-        finally:
-            bar.close()
-            if own:
-                # after Ctrl-C do not wait for the points in flight (they are lost anyway)
-                ex.shutdown(wait=not interrupted, cancel_futures=True)
+        failures = _run_points(fn, todo, out, executor, max_workers, progress, total=len(points))
     if failures and errors == "raise":
         lines = "; ".join(f"{p}: {e}" for p, e in list(failures.values())[:5])
-        raise SweepError(f"{len(failures)} of {len(points)} points failed (finished points were saved): {lines}", failures)
-    records = _read_all(out)
-    seen = set()
-    ordered = []
-    for k in keys:
-        if k in records and k not in seen:
-            seen.add(k)
-            ordered.append(records[k])
-    return SweepResults(ordered)
+        raise SweepError(
+            f"{len(failures)} of {len(points)} points failed (finished points were saved): {lines}", failures
+        )
+    records, _ = _read_all(out)
+    return SweepResults([records[k] for k in dict.fromkeys(keys) if k in records])
+
+
+def _refuse_or_warn_stale(old: dict[str, str], out: Path, stale: str) -> None:
+    """Saved points of this grid that may not be reused: refused, or recomputed with a warning."""
+    if not old:
+        return
+    if stale == "refuse":
+        raise ValueError(_stale_message(old, out) + "; remove them or pass stale='recompute'")
+    import warnings
+
+    warnings.warn(_stale_message(old, out) + "; they are recomputed", SweepWarning, stacklevel=3)
+
+
+def _run_points(
+    fn: Callable,
+    todo: list[tuple[int, str, dict]],
+    out: Path,
+    executor: cf.Executor | None,
+    max_workers: int | None,
+    progress: bool | None,
+    *,
+    total: int,
+) -> dict[str, tuple[dict, str]]:
+    """Runs the pending points on the executor, writing each finished point's record
+    as it arrives; returns the failed points (key -> (params, error)).  On any
+    exception (Ctrl-C) the pending points are cancelled and the finished ones stay."""
+    from tqdm.auto import tqdm
+
+    fname, version = _function_name(fn), _version()
+    own = executor is None
+    ex: cf.Executor = cf.ProcessPoolExecutor(max_workers=max_workers) if executor is None else executor
+    bar = tqdm(
+        total=total,
+        initial=total - len(todo),
+        desc="sweep",
+        unit="point",
+        disable=None if progress is None else not progress,
+    )
+    futures: dict[Any, tuple[int, str, dict]] = {}
+    failures: dict[str, tuple[dict, str]] = {}
+    interrupted = False
+    try:
+        for i, k, p in todo:
+            futures[ex.submit(_call, fn, p)] = (i, k, p)
+        for fut in cf.as_completed(futures):
+            i, k, p = futures[fut]
+            try:
+                res, elapsed = fut.result()
+                record = {
+                    "format": _FORMAT,
+                    "version": version,
+                    "key": k,
+                    "index": i,
+                    "function": fname,
+                    "params": _jsonable(p),
+                    "result": _jsonable(res),
+                    "elapsed_s": elapsed,
+                    "finished_at": time.time(),
+                }
+            except Exception as exc:  # a failing point must not lose the others
+                failures[k] = (p, f"{type(exc).__name__}: {exc}")
+                bar.update(1)
+                continue
+            _atomic_write_json(out / f"{k}.json", record)
+            bar.update(1)
+    except BaseException:
+        interrupted = True
+        for f in futures:
+            f.cancel()
+        raise
+    finally:
+        bar.close()
+        if own:
+            # after Ctrl-C do not wait for the points in flight (they are lost anyway)
+            ex.shutdown(wait=not interrupted, cancel_futures=True)
+    return failures
 
 
 def _resolve(function_or_config, grid):
@@ -409,8 +617,23 @@ def _resolve(function_or_config, grid):
 # ---------------------------------------------------------------------------
 
 _RUN_POINT_PARAMS = (
-    "block", "heads", "tau0", "gamma", "c_plus", "c_minus", "m", "rho0", "width", "T", "samples",
-    "method", "dt", "scheme", "seed", "threads", "blowup",
+    "block",
+    "heads",
+    "tau0",
+    "gamma",
+    "c_plus",
+    "c_minus",
+    "m",
+    "rho0",
+    "width",
+    "T",
+    "samples",
+    "method",
+    "dt",
+    "scheme",
+    "seed",
+    "threads",
+    "blowup",
 )
 
 
@@ -436,13 +659,49 @@ def run_point(
 ) -> dict:
     """Runs one configuration and returns summary numbers of the final covariance.
 
-    ``method`` is "exact", "explicit" or "law" (a network of ``width`` and depth
-    ``round(T * width)``) or "sde" (the covariance SDE to time T with step ``dt``,
-    default ``1/width``, and ``scheme``; Euler by default: tamed Euler suppresses
-    blow-ups at practical steps, docs/model.md section 6).  ``blowup``: the stopping
-    rule shared by networks and SDE.  Returns the mean, median and 5%/95%
-    quantiles of the final off-diagonal correlation, the mean effective rank,
-    the mean normalized smallest eigenvalue and the count of exploded samples.
+    The function that a TOML sweep (``shaped-transformer sweep``) evaluates at every
+    point: each parameter is a key of ``[base]`` or ``[grid]``.
+
+    Parameters
+    ----------
+    block : str, default "shaped_transformer"
+        A block-kind name of :func:`shaped_transformer.make_network`.
+    heads, tau0, gamma, c_plus, c_minus : number
+        The block parameters (as in :func:`shaped_transformer.make_network`).
+    m : int, default 8
+        The number of tokens.
+    rho0 : float, default 0.3
+        The input correlation (equicorrelated V0, unit diagonal).
+    width : int, default 256
+        The network's width n (its depth is round(T * width)); for the SDE, the
+        default step is 1 / width.
+    T : float, default 1.0
+        depth / width, or the SDE's final time.
+    samples : int, default 500
+        Networks or SDE paths.
+    method : {"exact", "explicit", "law", "sde"}, default "exact"
+        A network method of :func:`shaped_transformer.simulate`, or the covariance
+        SDE.
+    dt : float, optional
+        The SDE step (default 1 / width).
+    scheme : {"euler", "tamed_euler", "exact_chain"}, default "euler"
+        The SDE scheme (tamed Euler suppresses blow-ups at practical steps,
+        docs/model.md section 6).
+    seed : int, default 0
+        The seed.
+    threads : int, optional, default 1
+        Worker threads of the core (one per point: the sweep runs points in
+        parallel).
+    blowup : float, default 1e4
+        The stopping rule shared by networks and SDE.
+
+    Returns
+    -------
+    dict
+        ``rho_mean``, ``rho_sem``, ``rho_median``, ``rho_q05``, ``rho_q95`` (the final
+        off-diagonal correlations; None when every sample blew up),
+        ``effective_rank``, ``min_eig`` (means of the effective rank and of the
+        normalized smallest eigenvalue), ``exploded`` and ``samples``.
     """
     from . import analysis as an
     from ._blocks import make_network
@@ -454,8 +713,19 @@ def run_point(
         from .sde import solve_sde
 
         step = (1.0 / width) if dt is None else float(dt)
-        res = solve_sde(net, V0, T=T, dt=step, paths=samples, scheme=scheme, seed=seed, threads=threads,
-                        save_at=np.array([0.0, T]), blowup=blowup, progress=False)
+        res = solve_sde(
+            net,
+            V0=V0,
+            T=T,
+            dt=step,
+            paths=samples,
+            scheme=scheme,
+            seed=seed,
+            threads=threads,
+            save_at=np.array([0.0, T]),
+            blowup=blowup,
+            progress=False,
+        )
     else:
         from .simulate import simulate
 
@@ -464,8 +734,19 @@ def run_point(
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = simulate(net, V0=V0, width=width, depth=depth, samples=samples, method=method, seed=seed,
-                           threads=threads, save_at=np.array([0, depth]), blowup=blowup, progress=False)
+            res = simulate(
+                net,
+                V0=V0,
+                width=width,
+                depth=depth,
+                samples=samples,
+                method=method,
+                seed=seed,
+                threads=threads,
+                save_at=np.array([0, depth]),
+                blowup=blowup,
+                progress=False,
+            )
     VT = res.V[:, -1]
     rho = an.off_diagonal(an.correlations(VT))
     ok = np.all(np.isfinite(rho), axis=1)

@@ -22,7 +22,9 @@ Optional part of the package: it needs PyTorch (``pip install 'shaped-transforme
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -69,25 +71,26 @@ def _centering(m: int, causal: bool, *, device: torch.device, dtype: torch.dtype
 
 
 class ShapedAttention(nn.Module):
-    """Shaped attention block with H heads (sum-of-heads convention).
+    """Shaped attention block with H heads (sum-of-heads convention), as a torch module.
 
     ``X' = lam X + gamma / sqrt(H) sum_h A_h X W^V_h / sqrt(n)``, with
     ``A_h = alpha I + beta Softmax(Y_h / tau) - beta C``,
     ``Y_h = (X W^Q_h / sqrt(n)) (X W^K_h / sqrt(n))^T`` and ``tau = tau0 sqrt(n n_k)``;
     C is ``1 1^T / m`` or, with ``causal=True``, the uniform causal matrix (and the
-    softmax is masked).  alpha = beta = 1 is the paper's shaped head.
+    softmax is masked).  alpha = beta = 1 is the paper's shaped head.  The weights
+    ``W_q``, ``W_k`` (H, n, n_k) and ``W_v`` (H, n, n) are i.i.d. N(0, 1); the
+    1/sqrt(n) scalings are applied in :meth:`forward`.  Input and output: tokens of
+    shape (..., m, n).
 
     Parameters
     ----------
-    width : n, the embedding dimension.
-    heads, tau0, gamma, lam, alpha, beta, causal, key_dim : as in
-        :class:`shaped_transformer.ShapedAttention` (validated by it; ``lam``
-        defaults to sqrt(1 - gamma^2), ``key_dim`` None means n_k = n).
-    device, dtype : of the parameters.
-
-    Parameters (weights) ``W_q``, ``W_k`` (H, n, n_k) and ``W_v`` (H, n, n) are
-    i.i.d. N(0, 1); the 1/sqrt(n) scalings are applied in :meth:`forward`.
-    Input and output: tokens of shape (..., m, n).
+    width : int
+        n, the embedding dimension.
+    heads, tau0, gamma, lam, alpha, beta, causal, key_dim
+        As in :class:`shaped_transformer.ShapedAttention`, which validates them
+        (``lam`` defaults to sqrt(1 - gamma^2); ``key_dim`` None means n_k = n).
+    device, dtype
+        Of the parameters.
     """
 
     def __init__(
@@ -124,13 +127,29 @@ class ShapedAttention(nn.Module):
         return int(self.W_q.shape[-1])
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Draws every weight i.i.d. N(0, 1) again (from ``generator`` if given)."""
+        """Draws every weight i.i.d. N(0, 1) again.
+
+        Parameters
+        ----------
+        generator : torch.Generator, optional
+            The generator to draw from (default: torch's).
+        """
         with torch.no_grad():
             for p in (self.W_q, self.W_k, self.W_v):
                 p.normal_(generator=generator)
 
     def attention_matrices(self, x: torch.Tensor) -> torch.Tensor:
-        """The matrices A_h, shape (..., H, m, m)."""
+        """The attention matrices A_h of tokens.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (..., m, n)
+            The tokens.
+
+        Returns
+        -------
+        torch.Tensor, shape (..., H, m, m)
+        """
         _check_input(x, self.width, "ShapedAttention")
         s = self.spec
         n, nk, m = self.width, self.key_dim, x.shape[-2]
@@ -148,6 +167,17 @@ class ShapedAttention(nn.Module):
         return s.alpha * eye + s.beta * soft - s.beta * C
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block applied to tokens.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (..., m, n)
+            The tokens.
+
+        Returns
+        -------
+        torch.Tensor, shape (..., m, n)
+        """
         s = self.spec
         A = self.attention_matrices(x)
         v = torch.matmul(x.unsqueeze(-3), self.W_v) * (1.0 / math.sqrt(self.width))  # (..., H, m, n)
@@ -155,6 +185,7 @@ class ShapedAttention(nn.Module):
         return s.lam * x + (s.gamma / math.sqrt(s.heads)) * out
 
     def extra_repr(self) -> str:
+        """The block's parameters, shown in the module's repr."""
         s = self.spec
         return (
             f"width={self.width}, heads={s.heads}, tau0={s.tau0}, gamma={s.gamma}, lam={s.lam:.6g}, "
@@ -163,7 +194,7 @@ class ShapedAttention(nn.Module):
 
 
 class ShapedMLP(nn.Module):
-    """Shaped leaky-ReLU MLP block.
+    """Shaped leaky-ReLU MLP block, as a torch module.
 
     ``X' = lam X + gamma sqrt(c) phi_s(X W^pre / sqrt(n)) W^post / sqrt(n)`` with
     ``phi_s(x) = s_+ max(x, 0) + s_- min(x, 0)``, ``s_+- = 1 + c_+- / sqrt(n)`` and
@@ -171,9 +202,12 @@ class ShapedMLP(nn.Module):
 
     Parameters
     ----------
-    width : n.
-    c_plus, c_minus, gamma, lam : as in :class:`shaped_transformer.ShapedMLP`.
-    device, dtype : of the parameters.
+    width : int
+        n, the embedding dimension.
+    c_plus, c_minus, gamma, lam
+        As in :class:`shaped_transformer.ShapedMLP`.
+    device, dtype
+        Of the parameters.
     """
 
     def __init__(
@@ -199,12 +233,29 @@ class ShapedMLP(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Draws every weight i.i.d. N(0, 1) again (from ``generator`` if given)."""
+        """Draws every weight i.i.d. N(0, 1) again.
+
+        Parameters
+        ----------
+        generator : torch.Generator, optional
+            The generator to draw from (default: torch's).
+        """
         with torch.no_grad():
             for p in (self.W_pre, self.W_post):
                 p.normal_(generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block applied to tokens.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (..., m, n)
+            The tokens.
+
+        Returns
+        -------
+        torch.Tensor, shape (..., m, n)
+        """
         _check_input(x, self.width, "ShapedMLP")
         r = 1.0 / math.sqrt(self.width)
         h = torch.matmul(x, self.W_pre) * r
@@ -213,6 +264,7 @@ class ShapedMLP(nn.Module):
         return self.spec.lam * x + (self.spec.gamma * math.sqrt(self.c)) * out
 
     def extra_repr(self) -> str:
+        """The block's parameters, shown in the module's repr."""
         s = self.spec
         return (
             f"width={self.width}, c_plus={s.c_plus}, c_minus={s.c_minus}, gamma={s.gamma}, lam={s.lam:.6g} "
@@ -221,16 +273,22 @@ class ShapedMLP(nn.Module):
 
 
 class ShapedTransformerBlock(nn.Module):
-    """A shaped attention block followed by a shaped MLP block, each with its own
-    weights; one such block advances the SDE time by 1/n.
+    """A shaped attention block followed by a shaped MLP block, each with its own weights.
+
+    One such block advances the SDE time by 1/n.
 
     Parameters
     ----------
-    width : n.
-    heads, tau0, causal, key_dim : of the attention block.
-    c_plus, c_minus : of the MLP block.
-    gamma, lam : of both blocks (as in :func:`shaped_transformer.shaped_transformer`).
-    device, dtype : of the parameters.
+    width : int
+        n, the embedding dimension.
+    heads, tau0, causal, key_dim
+        Of the attention block (:class:`ShapedAttention`).
+    c_plus, c_minus
+        Of the MLP block (:class:`ShapedMLP`).
+    gamma, lam
+        Of both blocks (as in :func:`shaped_transformer.shaped_transformer`).
+    device, dtype
+        Of the parameters.
     """
 
     def __init__(
@@ -250,7 +308,15 @@ class ShapedTransformerBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.attention = ShapedAttention(
-            width, heads=heads, tau0=tau0, gamma=gamma, lam=lam, causal=causal, key_dim=key_dim, device=device, dtype=dtype
+            width,
+            heads=heads,
+            tau0=tau0,
+            gamma=gamma,
+            lam=lam,
+            causal=causal,
+            key_dim=key_dim,
+            device=device,
+            dtype=dtype,
         )
         self.mlp = ShapedMLP(width, c_plus=c_plus, c_minus=c_minus, gamma=gamma, lam=lam, device=device, dtype=dtype)
 
@@ -259,6 +325,17 @@ class ShapedTransformerBlock(nn.Module):
         return self.attention.width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention block, then the MLP block, applied to tokens.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (..., m, n)
+            The tokens.
+
+        Returns
+        -------
+        torch.Tensor, shape (..., m, n)
+        """
         return self.mlp(self.attention(x))
 
 
@@ -270,7 +347,9 @@ class ShapedTransformerBlock(nn.Module):
 def _module_for(block: _blocks.Block, width: int, device: Any, dtype: torch.dtype | None) -> nn.Module:
     if isinstance(block, _blocks.ShapedAttention):
         if block.concat:
-            raise ValueError("network: concatenated heads (concat=True) have no torch module; use the sum-of-heads form")
+            raise ValueError(
+                "network: concatenated heads (concat=True) have no torch module; use the sum-of-heads form"
+            )
         return ShapedAttention(
             width,
             heads=block.heads,
@@ -286,7 +365,13 @@ def _module_for(block: _blocks.Block, width: int, device: Any, dtype: torch.dtyp
         )
     if isinstance(block, _blocks.ShapedMLP):
         return ShapedMLP(
-            width, c_plus=block.c_plus, c_minus=block.c_minus, gamma=block.gamma, lam=block.lam, device=device, dtype=dtype
+            width,
+            c_plus=block.c_plus,
+            c_minus=block.c_minus,
+            gamma=block.gamma,
+            lam=block.lam,
+            device=device,
+            dtype=dtype,
         )
     raise ValueError(
         f"network: block kind {block.kind!r} has no torch module here (only shaped_attention and shaped_mlp); "
@@ -296,22 +381,44 @@ def _module_for(block: _blocks.Block, width: int, device: Any, dtype: torch.dtyp
 
 def from_network(
     network: Any,
+    *,
     width: int,
     depth: int,
-    *,
     seed: int | None = None,
     sample: int = 0,
     device: Any = None,
     dtype: torch.dtype | None = None,
 ) -> nn.Sequential:
-    """A torch model of ``depth`` layers of ``network`` (a library Network, Block or
-    list of Blocks made of ShapedAttention and ShapedMLP blocks) at width ``width``.
+    """A torch model of ``depth`` layers of a library network.
 
-    Returns an ``nn.Sequential`` of ``depth`` layers; each layer is the block
-    itself (one-block networks) or an ``nn.Sequential`` of the blocks.  With
-    ``seed`` given, the weights are those of sample ``sample`` of
-    ``simulate(network, ..., width=width, method="explicit", seed=seed)`` (see
-    :func:`load_explicit_weights`); otherwise torch's random generator draws them.
+    Parameters
+    ----------
+    network : Network, Block or sequence of Block
+        Made of :class:`shaped_transformer.ShapedAttention` and
+        :class:`shaped_transformer.ShapedMLP` blocks.
+    width : int
+        n, the embedding dimension.
+    depth : int
+        The number of layers (>= 1).
+    seed : int, optional
+        With a seed, the weights are those of sample ``sample`` of
+        ``simulate(network, ..., width=width, method="explicit", seed=seed)`` (see
+        :func:`load_explicit_weights`); without, torch's random generator draws them.
+    sample : int, default 0
+        The sample of the library's explicit network whose weights are loaded.
+    device, dtype
+        Of the parameters.
+
+    Returns
+    -------
+    torch.nn.Sequential
+        ``depth`` layers, each the block itself (one-block networks) or an
+        ``nn.Sequential`` of the blocks.
+
+    Examples
+    --------
+    >>> import shaped_transformer as st
+    >>> model = from_network(st.shaped_transformer(), width=64, depth=8, seed=0)  # doctest: +SKIP
     """
     net = _blocks.make_network(network)
     width = _check_width(width)
@@ -336,20 +443,37 @@ def _blocks_in_order(model: nn.Module) -> list[nn.Module]:
 
 
 def load_explicit_weights(model: nn.Module, *, seed: int, sample: int = 0) -> nn.Module:
-    """Overwrites the weights of ``model`` with the ones the library's explicit
-    network uses for sample ``sample`` under ``seed``.
-
-    ``model``: made by :func:`from_network`, or any nesting of ``nn.Sequential``
-    and :class:`ShapedTransformerBlock` whose blocks, in order, are
-    ShapedAttention / ShapedMLP modules: the k-th block gets the weights of the
-    library's block k (layer l, block b of a network of B blocks is k = l B + b).
+    """Overwrites a model's weights with those of the library's explicit network.
 
     The library draws the weight matrix ``matrix`` of block ``b`` of layer ``l``
-    from the counter-based stream (seed, sample, l * blocks + b, matrix), row-major
-    (entry (i, j) of an n_in x n_out matrix is normal number i n_out + j); the
-    normals are float32 numbers, widened here to the parameters' dtype.  Matrix
-    ids: query 4h, key 4h + 1, value 4h + 2 of head h; MLP pre 0, post 1.
-    Returns ``model``.
+    from the counter-based stream (seed, sample, l * blocks + b, matrix),
+    row-major (entry (i, j) of an n_in x n_out matrix is normal number
+    i n_out + j); the normals are float32 numbers, widened here to the parameters'
+    dtype.  Matrix ids: query 4h, key 4h + 1, value 4h + 2 of head h; MLP pre 0,
+    post 1.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Made by :func:`from_network`, or any nesting of ``nn.Sequential`` and
+        :class:`ShapedTransformerBlock` whose blocks, in order, are
+        :class:`ShapedAttention` / :class:`ShapedMLP` modules: the k-th block gets the
+        weights of the library's block k (layer l, block b of a network of B blocks
+        is k = l B + b).
+    seed : int
+        The seed of :func:`shaped_transformer.simulate`.
+    sample : int, default 0
+        The sample of that run.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model`` itself.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a module, or holds a block of another kind.
     """
     from ._core_loader import core
     from ._validate import check_seed
@@ -390,13 +514,18 @@ def load_explicit_weights(model: nn.Module, *, seed: int, sample: int = 0) -> nn
 
 
 def reinitialize(model: nn.Module) -> None:
-    """Draws the parameters of ``model`` afresh, the way torch's constructors do:
-    children first, then the module itself, calling ``reset_parameters()`` (or the
-    private ``_reset_parameters()`` of ``nn.MultiheadAttention`` and
-    ``nn.Transformer``) wherever a module has one.
+    """Draws the parameters of a model afresh, the way torch's constructors do.
 
-    Note that ``nn.TransformerEncoder`` deep-copies one layer, so its layers start
-    with identical weights; after this call each layer has its own draw.
+    Children first, then the module itself, calling ``reset_parameters()`` (or the
+    private ``_reset_parameters()`` of ``nn.MultiheadAttention`` and
+    ``nn.Transformer``) wherever a module has one.  Note that
+    ``nn.TransformerEncoder`` deep-copies one layer, so its layers start with
+    identical weights; after this call each layer has its own draw.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model, changed in place.
     """
 
     def visit(mod: nn.Module) -> None:
@@ -491,46 +620,76 @@ def probe(
     blowup: float = 1e4,
     forward: Callable[[nn.Module, Any], Any] | None = None,
 ) -> Result:
-    """Records the token covariance ``V = X X^T / n`` after chosen modules of a torch model.
+    """Records the token covariance V = X X^T / n after chosen modules of a torch model.
 
     Forward hooks on ``modules`` take the tokens X each one outputs (the first
     tensor of a tuple output), shape (batch, m, n) (or (m, batch, n) with
-    ``batch_first=False``, or (m, n)), and store ``X X^T / n`` in float64 for every
+    ``batch_first=False``, or (m, n)), and store X X^T / n in float64 for every
     sequence of the batch.  The model runs in eval mode (no dropout) without
     gradients; its training flag and, when re-initialized, its parameters are
     restored afterwards.
 
     Parameters
     ----------
-    model : any ``nn.Module``.
-    inputs : what the model is called with (``model(inputs)``, or
-        ``forward(model, inputs)``).
-    modules : the modules to record after, in order of depth (modules or names in
+    model : torch.nn.Module
+        Any model.
+    inputs : object
+        What the model is called with (``model(inputs)``, or ``forward(model, inputs)``).
+    modules : iterable of module or str, optional
+        The modules to record after, in order of depth (modules or names in
         ``model.named_modules()``).  Default: the children of an ``nn.Sequential``,
         else the entries of a ``layers`` / ``blocks`` ModuleList (e.g. the layers of
         ``nn.TransformerEncoder``).
-    samples : None: probe the model as it is (one initialization).  An integer k:
-        k independent initializations, each drawn by ``init(model)`` (default
-        :func:`reinitialize`) after seeding torch with (seed, i); the results are
-        stacked along the sample axis.
-    seed : seeds the re-initializations.
-    init : how to draw a fresh initialization (see ``samples``).
-    include_input : also record V of the input of the first module (time 0).
-    t : the times of the saved points; default ``k / n`` for the k-th module
-        (k = 0 for the input), n the width of the recorded tokens (``width`` to
-        override n): the convention of the library, where one Transformer layer
-        advances time by 1/n.
-    batch_first : layout of the recorded tensors.
-    blowup : a sample whose largest diagonal entry of V exceeds this (or is
+    samples : int, optional
+        None: probe the model as it is (one initialization).  An integer k: k
+        independent initializations, each drawn by ``init(model)`` after seeding
+        torch with (seed, i); the results are stacked along the sample axis.
+    seed : int, default 0
+        Seeds the re-initializations.
+    init : callable, optional
+        How to draw a fresh initialization (default :func:`reinitialize`).
+    include_input : bool, default True
+        Also record V of the input of the first module (time 0).
+    t : array_like, optional
+        The times of the saved points; default k / n for the k-th module (k = 0
+        for the input), n the width of the recorded tokens: the convention of the
+        library, where one Transformer layer advances time by 1/n.
+    width : int, optional
+        The n of the default times, when it differs from the recorded tokens' width.
+    batch_first : bool, default True
+        The layout of the recorded tensors.
+    blowup : float, default 1e4
+        A sample whose largest diagonal entry of V exceeds this (or is
         non-finite) is stopped there: ``exploded_at`` is that time and its later V
-        are NaN, as in ``simulate`` and ``solve_sde``.
-    forward : optional ``forward(model, inputs)`` for models not called as ``model(inputs)``.
+        are NaN, as in :func:`shaped_transformer.simulate`.
+    forward : callable, optional
+        ``forward(model, inputs)`` for models not called as ``model(inputs)``.
 
     Returns
     -------
-    Result with V of shape (samples x batch, saved, m, m), ``method="torch_probe"``
-    and ``info`` holding the module names, the batch size and the number of
-    initializations.  Sample ``i * batch + b`` is sequence b under initialization i.
+    Result
+        V of shape (samples x batch, saved, m, m), ``method="torch_probe"`` and
+        ``info`` holding the module names, the batch size and the number of
+        initializations.  Sample ``i * batch + b`` is sequence b under
+        initialization i.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a module or ``init`` not callable.
+    ValueError
+        For a module that cannot be found or that does not run exactly once per
+        forward pass, an output without a tensor, or ``t`` of the wrong length.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = torch.nn.TransformerEncoderLayer(64, 4, batch_first=True)
+    >>> enc = torch.nn.TransformerEncoder(layer, 6, enable_nested_tensor=False)
+    >>> X = torch.randn(2, 8, 64)
+    >>> res = probe(enc, X, samples=3)  # doctest: +SKIP
+    >>> res.V.shape  # doctest: +SKIP
+    (6, 7, 8, 8)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -546,70 +705,14 @@ def probe(
     from ._validate import check_seed
 
     seed = check_seed(seed)
-    init_fn = init or reinitialize
     call = forward or (lambda mdl, x: mdl(x))
-
-    def run_once() -> list[tuple[np.ndarray, int]]:
-        records: list[tuple[np.ndarray, int]] = []
-        handles = []
-        if include_input:
-
-            def pre_hook(mod: nn.Module, args: tuple, kwargs: dict | None = None) -> None:
-                if not records:  # only the first call of the first module
-                    x = _first_tensor(args) if args else _first_tensor(kwargs or {})
-                    if x is None:
-                        raise ValueError(f"modules[0] ({mods[0][0]}): its input holds no tensor to record")
-                    records.append(_gram(x, batch_first, mods[0][0]))
-
-            handles.append(mods[0][1].register_forward_pre_hook(pre_hook, with_kwargs=True))
-        for name, mod in mods:
-
-            def hook(m_: nn.Module, args: tuple, out: Any, _name: str = name) -> None:
-                x = _first_tensor(out)
-                if x is None:
-                    raise ValueError(f"module {_name}: its output holds no tensor to record")
-                records.append(_gram(x, batch_first, _name))
-
-            handles.append(mod.register_forward_hook(hook))
-        try:
-            call(model, inputs)
-        finally:
-            for h in handles:
-                h.remove()
-        expected = len(mods) + int(include_input)
-        if len(records) != expected:
-            raise ValueError(
-                f"modules: expected {expected} recordings in one forward pass, got {len(records)} "
-                "(a probed module ran more or less than once; probe modules that run once per pass)"
-            )
-        return records
-
-    was_training = model.training
-    saved_state = None
-    runs: list[list[tuple[np.ndarray, int]]] = []
-    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
-    try:
-        model.eval()
-        with torch.no_grad():
-            if samples is None:
-                runs.append(run_once())
-            else:
-                saved_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                for i in range(samples):
-                    with torch.random.fork_rng(devices=devices):
-                        key = int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0])
-                        # (torch.manual_seed would also queue lazy seeding calls of
-                        # every accelerator backend, which costs more than a small forward)
-                        torch.default_generator.manual_seed(key)
-                        for dev in devices:
-                            torch.cuda.default_generators[dev].manual_seed(key)
-                        init_fn(model)
-                        runs.append(run_once())
-    finally:
-        if saved_state is not None:
-            model.load_state_dict(saved_state)
-        model.train(was_training)
-
+    runs = _record_runs(
+        model,
+        partial(_record_once, model, call, inputs, mods, include_input, batch_first),
+        samples,
+        seed,
+        init or reinitialize,
+    )
     # (samples * batch, saved, m, m)
     V = np.concatenate([np.stack([rec[0] for rec in r], axis=1) for r in runs], axis=0)
     batch = runs[0][0][0].shape[0]
@@ -624,15 +727,100 @@ def probe(
     return _result(V, times, blowup, mods, batch, samples)
 
 
+def _record_once(
+    model: nn.Module,
+    call: Callable[[nn.Module, Any], Any],
+    inputs: Any,
+    mods: list,
+    include_input: bool,
+    batch_first: bool,
+) -> list[tuple[np.ndarray, int]]:
+    """One forward pass with hooks: (X X^T / n per sequence, n) after each module,
+    and of the first module's input when ``include_input``."""
+    records: list[tuple[np.ndarray, int]] = []
+    handles = []
+    if include_input:
+
+        def pre_hook(mod: nn.Module, args: tuple, kwargs: dict | None = None) -> None:
+            if not records:  # only the first call of the first module
+                x = _first_tensor(args) if args else _first_tensor(kwargs or {})
+                if x is None:
+                    raise ValueError(f"modules[0] ({mods[0][0]}): its input holds no tensor to record")
+                records.append(_gram(x, batch_first, mods[0][0]))
+
+        handles.append(mods[0][1].register_forward_pre_hook(pre_hook, with_kwargs=True))
+    for name, mod in mods:
+
+        def hook(m_: nn.Module, args: tuple, out: Any, _name: str = name) -> None:
+            x = _first_tensor(out)
+            if x is None:
+                raise ValueError(f"module {_name}: its output holds no tensor to record")
+            records.append(_gram(x, batch_first, _name))
+
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        call(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    expected = len(mods) + int(include_input)
+    if len(records) != expected:
+        raise ValueError(
+            f"modules: expected {expected} recordings in one forward pass, got {len(records)} "
+            "(a probed module ran more or less than once; probe modules that run once per pass)"
+        )
+    return records
+
+
+def _record_runs(
+    model: nn.Module, record: Callable[[], list], samples: int | None, seed: int, init_fn: Callable[[nn.Module], None]
+) -> list[list[tuple[np.ndarray, int]]]:
+    """``record()`` in eval mode without gradients, once as the model is, or after
+    each of ``samples`` seeded re-initializations; restores the model's training
+    flag and, when re-initialized, its parameters."""
+    was_training = model.training
+    saved_state = None
+    runs: list[list[tuple[np.ndarray, int]]] = []
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    try:
+        model.eval()
+        with torch.no_grad():
+            if samples is None:
+                runs.append(record())
+            else:
+                saved_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                for i in range(samples):
+                    with torch.random.fork_rng(devices=devices):
+                        key = int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0])
+                        # (torch.manual_seed would also queue lazy seeding calls of
+                        # every accelerator backend, which costs more than a small forward)
+                        torch.default_generator.manual_seed(key)
+                        for dev in devices:
+                            torch.cuda.default_generators[dev].manual_seed(key)
+                        init_fn(model)
+                        runs.append(record())
+    finally:
+        if saved_state is not None:
+            model.load_state_dict(saved_state)
+        model.train(was_training)
+    return runs
+
+
 def _result(V: np.ndarray, t: np.ndarray, blowup: float, mods, batch: int, samples: int | None) -> Result:
     diag = np.diagonal(V, axis1=-2, axis2=-1)
     with np.errstate(invalid="ignore"):
-        bad = ~np.all(np.isfinite(V), axis=(-2, -1)) | (np.max(np.where(np.isfinite(diag), diag, np.inf), axis=-1) > blowup)
+        bad = ~np.all(np.isfinite(V), axis=(-2, -1)) | (
+            np.max(np.where(np.isfinite(diag), diag, np.inf), axis=-1) > blowup
+        )
     exploded_at = np.full(V.shape[0], np.inf)
     V = V.copy()
     for s in np.flatnonzero(bad.any(axis=1)):
         k = int(np.argmax(bad[s]))
         exploded_at[s] = t[k]
         V[s, k:] = np.nan
-    info = {"modules": [name for name, _ in mods], "batch": int(batch), "initializations": 1 if samples is None else samples}
+    info = {
+        "modules": [name for name, _ in mods],
+        "batch": int(batch),
+        "initializations": 1 if samples is None else samples,
+    }
     return Result(V=V, t=t, exploded_at=exploded_at, method="torch_probe", info=info)

@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include <shaped_transformer/blocks/fields.hpp>
+#include <shaped_transformer/blocks/resources.hpp>
 #include <shaped_transformer/explicit_common.hpp>
 #include <shaped_transformer/kernels/sde_step.hpp>
 
@@ -36,8 +37,9 @@ struct ScaledIdentity {
   static constexpr bool exact_on_device = true;
   const char* exact_refusal() const { return nullptr; }
   const char* sde_refusal() const { return nullptr; }
-  template <class Fn>
-  void explicit_weights(long, Fn&&) const {}  // no weights
+  template <class F>
+  void weights(long, F&&) const {}  // no weights
+  st::Workspace workspace(double, double, double) const { return {}; }
   struct Exact {
     double a;
     ST_HD int wide(int m) const { return m; }
@@ -82,6 +84,7 @@ ST_HD void sde_noise(const ScaledIdentity::Sde&, const st::SdeState<Ln, MC>&, co
 
 namespace st_test {
 /// The library's kinds and the test-only kind.
-using TestNetwork = shaped_transformer::BasicNetwork<shaped_transformer::ShapedAttention, shaped_transformer::StandardAttention,
-                                                     shaped_transformer::ShapedMLP, shaped_transformer::ReluMLP, ScaledIdentity>;
+using TestNetwork =
+    shaped_transformer::BasicNetwork<shaped_transformer::ShapedAttention, shaped_transformer::StandardAttention,
+                                     shaped_transformer::ShapedMLP, shaped_transformer::ReluMLP, ScaledIdentity>;
 }  // namespace st_test

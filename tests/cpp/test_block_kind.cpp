@@ -68,7 +68,7 @@ TEST_SUITE("block_kind") {
     const int depth = 200, m = 3;  // T = depth / n = 1
     const st::Cov V0 = spd(m);
     const st::Cov VT = std::pow(1.0 + a / double(n), depth) * V0;  // the chain's exact value
-    const st::Cov Vlim = std::exp(a) * V0;                            // the SDE limit e^{aT} V0
+    const st::Cov Vlim = std::exp(a) * V0;                         // the SDE limit e^{aT} V0
     TestNetwork net{{ScaledIdentity{a}}};
     st::RunOptions opt;
     opt.threads = 2;

@@ -95,9 +95,10 @@ TEST_SUITE("device") {
       CHECK(r1.uniform() == r2.uniform());
       CHECK(r1.normal() == r2.normal());
     }
-    for (double shape : {0.3, 1.0, 2.5, 40.0, 5000.0}) CHECK(st::gamma_variate(shape, r1) == dv::gamma_variate(shape, r2));
+    for (double shape : {0.3, 1.0, 2.5, 40.0, 5000.0})
+      CHECK(st::gamma_variate(shape, r1) == dv::gamma_variate(shape, r2));
     for (double df : {3.0, 7.5, 1000.0, 2.0}) {  // 2.0 < p - 1: the singular Wishart
-      st::Cov B1(5, 5);  // wishart_factor writes B(i, j), it does not resize
+      st::Cov B1(5, 5);                          // wishart_factor writes B(i, j), it does not resize
       st::wishart_factor(df, 5, r1, B1);
       double B2[25];
       dv::wishart_factor(df, 5, r2, B2, 5);
@@ -196,9 +197,9 @@ TEST_SUITE("device") {
       long width;
     };
     // <MM, HM> = <4, 4>, <8, 8>, <8, 32>, <16, 32>: every instance the GPU runs
-    const Case cases[] = {{4, 1, false, 0, 1.0, 1.0, 64},  {8, 1, false, 0, 1.0, 1.0, 1000},
-                          {5, 3, true, 0, 0.5, 2.0, 40},   {8, 2, false, 3, 1.0, 1.0, 256},
-                          {3, 1, false, 2, 1.0, 1.0, 3},   {12, 1, false, 0, 1.0, 1.0, 100}};
+    const Case cases[] = {{4, 1, false, 0, 1.0, 1.0, 64}, {8, 1, false, 0, 1.0, 1.0, 1000},
+                          {5, 3, true, 0, 0.5, 2.0, 40},  {8, 2, false, 3, 1.0, 1.0, 256},
+                          {3, 1, false, 2, 1.0, 1.0, 3},  {12, 1, false, 0, 1.0, 1.0, 100}};
     for (const Case& c : cases) {
       CAPTURE(c.m);
       CAPTURE(c.heads);

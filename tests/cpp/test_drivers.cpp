@@ -29,8 +29,7 @@ TEST_SUITE("drivers") {
     mean_rho(ex, 0, me, se_e);
     mean_rho(xp, 0, mx, se_x);
     mean_rho(lw, 0, ml, se_l);
-    INFO("exact " << me << " +- " << se_e << ", explicit " << mx << " +- " << se_x << ", law " << ml << " +- "
-                  << se_l);
+    INFO("exact " << me << " +- " << se_e << ", explicit " << mx << " +- " << se_x << ", law " << ml << " +- " << se_l);
     // 5 combined standard errors: a false alarm has probability < 1e-6 per check.
     CHECK(std::abs(me - mx) < 5 * std::hypot(se_e, se_x));
     CHECK(std::abs(me - ml) < 5 * std::hypot(se_e, se_l));

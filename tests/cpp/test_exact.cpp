@@ -153,7 +153,9 @@ TEST_SUITE("exact") {
       using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
       RM a = A, b = B, l = L, c(m, m);
       const st::MatRef<double> Am(a.data(), m), Bm(b.data(), m), Lm(l.data(), m), Cm(c.data(), m);
-      auto close = [&](const st::Cov& want) { return (st::Cov(c) - want).cwiseAbs().maxCoeff() <= 1e-12 * want.norm(); };
+      auto close = [&](const st::Cov& want) {
+        return (st::Cov(c) - want).cwiseAbs().maxCoeff() <= 1e-12 * want.norm();
+      };
       st::mul<st::ScalarLanes>(Cm, Am, Bm);
       CHECK(close(A * B));
       st::mul<st::ScalarLanes>(Cm, Lm, Bm, true);

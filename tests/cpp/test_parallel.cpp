@@ -58,10 +58,9 @@ TEST_SUITE("parallel") {
     CHECK_THROWS_WITH_AS(run(), "item 10 failed", std::runtime_error);
     CHECK(started.load() < 10000);  // the workers stopped early
     // An invalid_argument (the core's error for bad input) keeps its type.
-    CHECK_THROWS_AS(st::parallel_for(3, 1, [](std::size_t, const st::CancelToken&) {
-                      throw std::invalid_argument("bad");
-                    }),
-                    std::invalid_argument);
+    CHECK_THROWS_AS(
+        st::parallel_for(3, 1, [](std::size_t, const st::CancelToken&) { throw std::invalid_argument("bad"); }),
+        std::invalid_argument);
   }
 
   TEST_CASE("poll returning true cancels: workers see the token and Cancelled is thrown") {

@@ -44,9 +44,9 @@ TEST_SUITE("rng") {
     st::fill_normal_reference(s, 37, w.size(), w.data());
     for (std::size_t i = 0; i < w.size(); ++i) CHECK(w[i] == a[37 + i]);
     // Every key word changes the stream.
-    for (const st::Stream t : {st::Stream{12346u, 7u, 3u, 2u}, st::Stream{12345u, 8u, 3u, 2u},
-                               st::Stream{12345u, 7u, 4u, 2u}, st::Stream{12345u, 7u, 3u, 3u},
-                               st::Stream{12345u | (1ull << 40), 7u, 3u, 2u}}) {
+    for (const st::Stream t :
+         {st::Stream{12346u, 7u, 3u, 2u}, st::Stream{12345u, 8u, 3u, 2u}, st::Stream{12345u, 7u, 4u, 2u},
+          st::Stream{12345u, 7u, 3u, 3u}, st::Stream{12345u | (1ull << 40), 7u, 3u, 2u}}) {
       std::vector<float> c(16);
       st::fill_normal_reference(t, 0, c.size(), c.data());
       CHECK(c != std::vector<float>(a.begin(), a.begin() + 16));

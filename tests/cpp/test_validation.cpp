@@ -93,11 +93,17 @@ std::vector<NamedDriver> drivers() {
   const st::RunOptions opt;
   return {
       {"simulate_explicit", true, false,
-       [opt](const st::Network& n, const st::Cov&, const st::MatD& X) { st::simulate_explicit(n, X, 1, 1, 0, {0, 1}, false, opt); }},
+       [opt](const st::Network& n, const st::Cov&, const st::MatD& X) {
+         st::simulate_explicit(n, X, 1, 1, 0, {0, 1}, false, opt);
+       }},
       {"simulate_law", true, false,
-       [opt](const st::Network& n, const st::Cov&, const st::MatD& X) { st::simulate_law(n, X, 1, 1, 0, {0, 1}, false, opt); }},
+       [opt](const st::Network& n, const st::Cov&, const st::MatD& X) {
+         st::simulate_law(n, X, 1, 1, 0, {0, 1}, false, opt);
+       }},
       {"simulate_exact", false, false,
-       [opt](const st::Network& n, const st::Cov& V, const st::MatD&) { st::simulate_exact(n, V, 16, 1, 1, 0, {0, 1}, opt); }},
+       [opt](const st::Network& n, const st::Cov& V, const st::MatD&) {
+         st::simulate_exact(n, V, 16, 1, 1, 0, {0, 1}, opt);
+       }},
       {"solve_sde", false, true,
        [opt](const st::Network& n, const st::Cov& V, const st::MatD&) { st::solve_sde(n, V, two_steps(), 1, 0, opt); }},
       {"solve_sde_summary", false, true,
@@ -140,7 +146,9 @@ TEST_SUITE("validation") {
     a.heads = 3;
     a.concat = true;
     for (const auto& d : drivers())
-      if (d.takes_tokens) SUBCASE(d.name) { check_refuses(d, st::Network{{a}}, V0, X0, "heads"); }
+      if (d.takes_tokens) SUBCASE(d.name) {
+          check_refuses(d, st::Network{{a}}, V0, X0, "heads");
+        }
   }
 
   TEST_CASE("the SDE drivers refuse kinds and heads without an SDE limit, naming the block") {
@@ -178,9 +186,14 @@ TEST_SUITE("validation") {
         const struct {
           const char* what;
           const st::Cov& V;
-        } bad[] = {{"NaN", nan}, {"non-symmetric", asym}, {"not PSD", indefinite}, {"non-square", nonsquare}, {"empty", empty}};
-        for (const auto& b : bad)
-          SUBCASE((std::string(d.name) + " V0 " + b.what).c_str()) { check_refuses(d, net, b.V, X0, "V0"); }
+        } bad[] = {{"NaN", nan},
+                   {"non-symmetric", asym},
+                   {"not PSD", indefinite},
+                   {"non-square", nonsquare},
+                   {"empty", empty}};
+        for (const auto& b : bad) SUBCASE((std::string(d.name) + " V0 " + b.what).c_str()) {
+            check_refuses(d, net, b.V, X0, "V0");
+          }
       }
     }
   }

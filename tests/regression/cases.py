@@ -65,24 +65,36 @@ def outputs() -> dict[str, np.ndarray]:
         net = st.Network(blocks)
         for method in ("explicit", "law"):
             for dtype in ("float64", "float32"):
-                r = st.simulate(net, V0=V0, width=24, depth=5, samples=3, method=method, seed=11, dtype=dtype,
-                                threads=2, return_X=True, progress=False)
+                r = st.simulate(
+                    net,
+                    V0=V0,
+                    width=24,
+                    depth=5,
+                    samples=3,
+                    method=method,
+                    seed=11,
+                    dtype=dtype,
+                    threads=2,
+                    return_X=True,
+                    progress=False,
+                )
                 key = f"{name}/{method}/{dtype}"
                 out[key + "/V"] = r.V
                 out[key + "/X"] = r.X
                 out[key + "/exploded"] = r.exploded_at
         if net.exact_chain:
             for width in (24, 4000):
-                r = st.simulate(net, V0=V0, width=width, depth=6, samples=3, method="exact", seed=5, threads=2,
-                                progress=False)
+                r = st.simulate(
+                    net, V0=V0, width=width, depth=6, samples=3, method="exact", seed=5, threads=2, progress=False
+                )
                 out[f"{name}/exact/{width}/V"] = r.V
     for name in SDE_BLOCKS:
         net = st.Network(BLOCKS[name])
         for scheme in ("euler", "tamed_euler", "exact_chain"):
-            r = st.solve_sde(net, V0, T=0.2, dt=0.01, paths=9, scheme=scheme, seed=3, threads=2, progress=False)
+            r = st.solve_sde(net, V0=V0, T=0.2, dt=0.01, paths=9, scheme=scheme, seed=3, threads=2, progress=False)
             out[f"{name}/sde/{scheme}/V"] = r.V
             out[f"{name}/sde/{scheme}/exploded"] = r.exploded_at
-        s = st.solve_sde(net, V0, T=0.2, dt=0.01, paths=50, save="summary", seed=4, threads=2, progress=False)
+        s = st.solve_sde(net, V0=V0, T=0.2, dt=0.01, paths=50, save="summary", seed=4, threads=2, progress=False)
         out[f"{name}/sde/summary/exploded"] = s.exploded_at
         for k, v in _summary_arrays(s.summary).items():
             out[f"{name}/sde/summary/{k}"] = v
@@ -96,17 +108,19 @@ def outputs() -> dict[str, np.ndarray]:
         r = st.simulate(tr, V0=V0, width=24, depth=40, samples=6, method=method, seed=1, blowup=2.5, progress=False)
         out[f"stop/{method}/V"] = r.V
         out[f"stop/{method}/exploded"] = r.exploded_at
-    r = st.solve_sde(tr, V0, T=1.0, dt=0.02, paths=12, seed=1, blowup=6.0, progress=False)
+    r = st.solve_sde(tr, V0=V0, T=1.0, dt=0.02, paths=12, seed=1, blowup=6.0, progress=False)
     out["stop/sde/V"] = r.V
     out["stop/sde/exploded"] = r.exploded_at
     # A wider m through the generic solver and the batch kernel's bounded-size path.
     V12 = _V0(12)
     out["input/V0/m12"] = V12
-    r = st.solve_sde(st.Network(BLOCKS["shaped_attention"]), V12, T=0.1, dt=0.01, paths=5, seed=2, threads=1,
-                     progress=False)
+    r = st.solve_sde(
+        st.Network(BLOCKS["shaped_attention"]), V0=V12, T=0.1, dt=0.01, paths=5, seed=2, threads=1, progress=False
+    )
     out["m12/sde/V"] = r.V
-    r = st.simulate(st.Network(BLOCKS["transformer"]), V0=V12, width=40, depth=3, samples=2, method="exact",
-                    seed=9, progress=False)
+    r = st.simulate(
+        st.Network(BLOCKS["transformer"]), V0=V12, width=40, depth=3, samples=2, method="exact", seed=9, progress=False
+    )
     out["m12/exact/V"] = r.V
     return out
 

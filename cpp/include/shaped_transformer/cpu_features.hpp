@@ -24,4 +24,20 @@ const char* simd_level_name(SimdLevel level);
 /// The level named `name` ("scalar", "avx2", "avx512"); false for any other name.
 bool simd_level_from_name(const char* name, SimdLevel& level);
 
+/// A batched kernel {name, lanes, run} by name (null or "": the widest this CPU and
+/// build run, simd_level()), for the SDE and exact-chain families alike: `simd(level)`
+/// gives the AVX2 / AVX-512 build's run function (null: none), `portable` the
+/// one-lane kernel.  run is null when the CPU or build lacks the named kernel.
+template <class K, class Simd>
+K choose_simd_kernel(const char* name, Simd simd, decltype(K::run) portable) {
+  SimdLevel level = simd_level();
+  if (name && !simd_level_from_name(name, level)) return {name, 0, nullptr};
+  if (!cpu_supports(level)) return {name, 0, nullptr};
+  if (level != SimdLevel::Scalar) {
+    if (const auto f = simd(level)) return {simd_level_name(level), level == SimdLevel::Avx512 ? 8 : 4, f};
+    if (name) return {name, 0, nullptr};
+  }
+  return {"scalar", 1, portable};
+}
+
 }  // namespace shaped_transformer

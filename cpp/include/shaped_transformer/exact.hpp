@@ -31,7 +31,6 @@ Trajectories simulate_exact(const Net& net, const Cov& V0, long width, int depth
                             const char* kernel = nullptr);
 
 extern template Trajectories simulate_exact<Network>(const Network&, const Cov&, long, int, int, std::uint64_t,
-                                                     const std::vector<std::int64_t>&, const RunOptions&,
-                                                     const char*);
+                                                     const std::vector<std::int64_t>&, const RunOptions&, const char*);
 
 }  // namespace shaped_transformer

@@ -99,7 +99,8 @@ ST_HD inline void key_product(Ctx& c, double n_k, int h, VM M) {
   const std::uint32_t wid = ExactKey::head_id(h, ExactKey::kKeyWishart);
   if (n_k > double(m - 1)) {
     auto B = c.tmp(6), Z = c.tmp(7);
-    c.wishart(n_k, m, wid, ExactKey::head_id(h, ExactKey::kKeyUniform), B);  // lower, B B^T ~ Wishart_m(n_k)
+    c.wishart(n_k ST_MUTATE(kKeyDf), m, wid, ExactKey::head_id(h, ExactKey::kKeyUniform),
+              B);  // lower, B B^T ~ Wishart_m(n_k)
     c.gaussian(ExactKey::head_id(h, ExactKey::kKeyGauss), Z);
     mul<Ln>(M, B, Z, true);
   } else {
@@ -191,7 +192,8 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
     }
   }
   auto B = c.square(Hm), CB = c.wide(1, Hm);
-  c.wishart(double(c.n) - double(m), Hm, ExactKey::kR, ExactKey::kRUniform, B);  // R = B B^T ~ Wishart_{Hm}(n - m)
+  c.wishart(double(c.n) - double(m) ST_MUTATE(kValueDf), Hm, ExactKey::kR, ExactKey::kRUniform,
+            B);  // R = B B^T ~ Wishart_{Hm}(n - m)
   mul<Ln>(CB, C, B, false, true);
   mul_nt<Ln>(T, L, P);    // L P^T
   mul_nt<Ln>(Q, P, P);    // P P^T
@@ -238,8 +240,7 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
 /// Gaussian; phi(x) = x > 0 ? sp x : sm x), then value_mix with C = a root of Phi.
 /// Returns false when cancelled (the sample is discarded).
 template <class Ctx, class VL>
-ST_HD inline bool mlp_exact_step(Ctx& c, VL L, VL L_in, double cst, double sp, double sm, double lambda,
-                                 double gamma) {
+ST_HD inline bool mlp_exact_step(Ctx& c, VL L, VL L_in, double cst, double sp, double sm, double lambda, double gamma) {
   const int m = c.m;
   auto G = c.tmp(2), R = c.tmp(3);
   if (!c.gram(L_in, sp, sm, G)) return false;

@@ -59,7 +59,8 @@ inline void attention_forward(const AttentionForward& a, Ops& o) {
   const Slot in = o.input(a.norm);
   o.source(in);
   if (!a.concat) o.zero(Slot::B);
-  const double logit_scale = a.shaped ? 1.0 / (a.tau0 * std::sqrt(double(n) * double(nk))) : 1.0 / std::sqrt(double(nk));
+  const double logit_scale =
+      a.shaped ? 1.0 / (a.tau0 * std::sqrt(double(n) * double(nk))) : 1.0 / std::sqrt(double(nk));
   std::vector<double> A(std::size_t(m) * std::size_t(m));
   const MatRef<double> Am(A.data(), m);
   for (int h = 0; h < H; ++h) {
@@ -96,20 +97,6 @@ inline void mlp_forward(double s_plus, double s_minus, double c, double gamma, d
   o.project(matrix_id::kPost, Slot::P, n, Slot::Out);
   o.residual(lambda, gamma * std::sqrt(c), Slot::Out);
   if (is_post_norm(norm)) o.normalize(is_layer_norm(norm));
-}
-
-/// The weight matrices an attention block draws: fn(name, matrix id, rows, cols).
-template <class Fn>
-inline void attention_weights(int heads, int key_dim, bool concat, long n, Fn&& fn) {
-  const long hd = concat ? n / heads : n;
-  const long nk = key_dim > 0 ? key_dim : hd;
-  for (int h = 0; h < heads; ++h) {
-    const std::string k = std::to_string(h);
-    fn("W_Q_" + k, matrix_id::head(matrix_id::kQuery, h), n, nk);
-    fn("W_K_" + k, matrix_id::head(matrix_id::kKey, h), n, nk);
-    fn("W_V_" + k, matrix_id::head(matrix_id::kValue, h), n, hd);
-  }
-  if (concat) fn(std::string("W_O"), matrix_id::kOutput, n, n);
 }
 
 }  // namespace shaped_transformer

@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "math/samplers.hpp"
+#include "mutation.hpp"
 #include "normal_kernels.hpp"
 #include "rng.hpp"
 #include "types.hpp"
@@ -89,11 +90,14 @@ inline bool psd_root(const M& V, LM& L, const PsdRootRule& rule = {}) {
 /// Returns true if V had a negative eigenvalue (and was changed).
 template <class M>
 inline bool psd_clip(M& V) {
+  ST_MUTATION_ONLY(const M V_in = V;)
   Eigen::SelfAdjointEigenSolver<M> es(0.5 * (V + V.transpose()));
   if (es.eigenvalues().minCoeff() >= 0.0) return false;
   const auto w = es.eigenvalues().cwiseMax(0.0).eval();
   V.noalias() = es.eigenvectors() * w.asDiagonal() * es.eigenvectors().transpose();
   V = (0.5 * (V + V.transpose())).eval();
+  ST_MUTATION_ONLY(const double f = mutation::factor(mutation::kPsdClip);
+                   if (f != 1.0) V = (V_in + f * (V - V_in)).eval();)
   return true;
 }
 

@@ -33,9 +33,7 @@ struct BasicNetwork {
   std::vector<Block> blocks;  ///< one layer
 
   /// Global block index of block b of layer l: the `block` word of the RNG counter.
-  std::uint32_t block_index(std::size_t layer, std::size_t b) const {
-    return std::uint32_t(layer * blocks.size() + b);
-  }
+  std::uint32_t block_index(std::size_t layer, std::size_t b) const { return std::uint32_t(layer * blocks.size() + b); }
 };
 
 /// The registry: the block kinds the library (and the Python module) is built for.
@@ -108,13 +106,25 @@ void check_block_counter(const Net& net, std::int64_t count, const char* what) {
                                 " * blocks must stay below 2^32 (the block counter word)");
 }
 
+/// Why `net` has no covariance SDE limit, naming its first block without one
+/// ("network: block 1 (relu_mlp): ..."); empty when it has one.  The Python package
+/// shows this text (Network.sde_refusal) instead of keeping its own.
+template <class Net>
+std::string sde_refusal_text(const Net& net) {
+  if (net.blocks.empty()) return "network: no blocks";
+  for (std::size_t b = 0; b < net.blocks.size(); ++b)
+    if (const char* why = sde_refusal(net.blocks[b])) {
+      const char* kind = std::visit([](const auto& blk) { return block_kind_t<decltype(blk)>::kind; }, net.blocks[b]);
+      return "network: block " + std::to_string(b) + " (" + kind + "): " + why;
+    }
+  return "";
+}
+
 /// Throws std::invalid_argument naming the first block without an SDE limit.
 template <class Net>
 void check_sde_covers(const Net& net) {
-  if (net.blocks.empty()) throw std::invalid_argument("network: no blocks");
-  for (std::size_t b = 0; b < net.blocks.size(); ++b)
-    if (const char* why = sde_refusal(net.blocks[b]))
-      throw std::invalid_argument("network: block " + std::to_string(b) + ": " + why);
+  const std::string why = sde_refusal_text(net);
+  if (!why.empty()) throw std::invalid_argument(why);
 }
 
 }  // namespace shaped_transformer

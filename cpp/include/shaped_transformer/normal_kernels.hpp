@@ -37,11 +37,9 @@ bool fill_normal_kernel(const char* name, const Stream& s, std::uint64_t first, 
 /// `cancel` (optional) is checked between chunks of 512 columns: when it is set the
 /// product returns early with Out incomplete (the caller must discard it), so a
 /// single block at a huge width still stops within a fraction of a second.
-void gaussian_gemm(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const float* X,
-                   std::int64_t ldx, float* Out, std::int64_t ldo, float scale, int threads = 1,
-                   const CancelToken* cancel = nullptr);
-void gaussian_gemm(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const double* X,
-                   std::int64_t ldx, double* Out, std::int64_t ldo, double scale, int threads = 1,
-                   const CancelToken* cancel = nullptr);
+void gaussian_gemm(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const float* X, std::int64_t ldx,
+                   float* Out, std::int64_t ldo, float scale, int threads = 1, const CancelToken* cancel = nullptr);
+void gaussian_gemm(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const double* X, std::int64_t ldx,
+                   double* Out, std::int64_t ldo, double scale, int threads = 1, const CancelToken* cancel = nullptr);
 
 }  // namespace shaped_transformer

@@ -40,9 +40,9 @@ struct Stream {
 namespace matrix_id {
 inline constexpr std::uint32_t kQuery = 0, kKey = 1, kValue = 2, kOutput = 3;  // + 4 * head
 inline constexpr std::uint32_t kPre = 0, kPost = 1;                            // MLP
-inline constexpr std::uint32_t kLawBase = 0x4000;    ///< law-exact activation sampler
-inline constexpr std::uint32_t kExactBase = 0x8000;  ///< exact m x m chain
-inline constexpr std::uint32_t kSdeBase = 0xC000;    ///< SDE Brownian increments
+inline constexpr std::uint32_t kLawBase = 0x4000;                              ///< law-exact activation sampler
+inline constexpr std::uint32_t kExactBase = 0x8000;                            ///< exact m x m chain
+inline constexpr std::uint32_t kSdeBase = 0xC000;                              ///< SDE Brownian increments
 inline constexpr std::uint32_t head(std::uint32_t base, int h) { return base + 4u * std::uint32_t(h); }
 }  // namespace matrix_id
 

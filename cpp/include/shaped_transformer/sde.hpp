@@ -28,7 +28,7 @@ struct SdeOptions {
   std::int64_t steps = 1000;             ///< number of steps (T = steps * dt)
   std::vector<std::int64_t> save_steps;  ///< step indices at which V is recorded
   SdeScheme scheme = SdeScheme::Euler;
-  PsdRemedy psd = PsdRemedy::Clip;       ///< Euler schemes: project onto the PSD cone after each step
+  PsdRemedy psd = PsdRemedy::Clip;  ///< Euler schemes: project onto the PSD cone after each step
 };
 
 /// Integrates the SDE of `net` from V0 (symmetric PSD) for `paths` independent paths.
@@ -44,10 +44,11 @@ Trajectories solve_sde(const Net& net, const Cov& V0, const SdeOptions& o, int p
 /// exploded and projections (paths each).  V need not be initialised: every entry is
 /// written by the worker thread that integrates its path, so a fresh buffer is
 /// first touched in parallel (the Python binding hands it an np.empty array).
+/// Returns the integrator that ran ("avx512", "avx2", "scalar" or "generic").
 template <class Net>
-void solve_sde_into(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
-                    const RunOptions& opt, const char* kernel, double* V, std::int64_t* exploded,
-                    std::int64_t* projections);
+const char* solve_sde_into(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
+                           const RunOptions& opt, const char* kernel, double* V, std::int64_t* exploded,
+                           std::int64_t* projections);
 
 /// What solve_sde_summary returns: the statistics of all paths (sde/summary.hpp)
 /// without storing them, the step of blow-up and the PSD projections per path, and
@@ -65,8 +66,9 @@ SdeSummaryResult solve_sde_summary(const Net& net, const Cov& V0, const SdeOptio
 
 extern template Trajectories solve_sde<Network>(const Network&, const Cov&, const SdeOptions&, int, std::uint64_t,
                                                 const RunOptions&, const char*);
-extern template void solve_sde_into<Network>(const Network&, const Cov&, const SdeOptions&, int, std::uint64_t,
-                                            const RunOptions&, const char*, double*, std::int64_t*, std::int64_t*);
+extern template const char* solve_sde_into<Network>(const Network&, const Cov&, const SdeOptions&, int, std::uint64_t,
+                                                    const RunOptions&, const char*, double*, std::int64_t*,
+                                                    std::int64_t*);
 extern template SdeSummaryResult solve_sde_summary<Network>(const Network&, const Cov&, const SdeOptions&, int,
                                                             std::uint64_t, const RunOptions&, const char*);
 

@@ -9,6 +9,7 @@
 
 #include "../explicit_common.hpp"
 #include "fields.hpp"
+#include "resources.hpp"
 
 namespace shaped_transformer {
 
@@ -21,9 +22,10 @@ struct ReluMLP {
 
   static constexpr auto fields() {
     using B = ReluMLP;
-    return std::make_tuple(field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
-                           field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
-                           field("norm", &B::norm, any_value(), "per-token normalisation"));
+    return std::make_tuple(
+        field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
+        field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
+        field("norm", &B::norm, any_value(), "per-token normalisation"));
   }
   void validate(long = 0) const {
     check_fields(*this);
@@ -39,12 +41,12 @@ struct ReluMLP {
     return is_layer_norm(norm) ? "norm: LayerNorm is not rotation invariant; the exact chain does not cover it"
                                : nullptr;
   }
-  /// The weight matrices the explicit network draws at width n: fn(name, matrix id, rows, cols).
-  template <class Fn>
-  void explicit_weights(long n, Fn&& fn) const {
-    fn(std::string("W_pre"), matrix_id::kPre, n, n);
-    fn(std::string("W_post"), matrix_id::kPost, n, n);
+  /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
+  template <class F>
+  void weights(long width, F&& f) const {
+    mlp_weights(width, f);
   }
+  Workspace workspace(double m, double n, double itemsize) const { return mlp_workspace(m, n, itemsize); }
   /// The parameters of its exact step (plain data).
   struct Exact {
     Norm norm;

@@ -16,6 +16,7 @@
 #include "../kernels/sde_step.hpp"
 #include "../mutation.hpp"
 #include "fields.hpp"
+#include "resources.hpp"
 
 namespace shaped_transformer {
 
@@ -34,15 +35,16 @@ struct ShapedAttention {
 
   static constexpr auto fields() {
     using B = ShapedAttention;
-    return std::make_tuple(field("heads", &B::heads, at_least(1), "number of heads H"),
-                           field("tau0", &B::tau0, above(0.0), "softmax temperature, tau = tau0 sqrt(n n_k)"),
-                           field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
-                           field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
-                           field("alpha", &B::alpha, finite(), "identity weight of A_h"),
-                           field("beta", &B::beta, finite(), "softmax weight of A_h"),
-                           field("causal", &B::causal, any_value(), "causal mask and causal centring"),
-                           field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
-                           field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"));
+    return std::make_tuple(
+        field("heads", &B::heads, at_least(1), "number of heads H"),
+        field("tau0", &B::tau0, above(0.0), "softmax temperature, tau = tau0 sqrt(n n_k)"),
+        field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
+        field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
+        field("alpha", &B::alpha, finite(), "identity weight of A_h"),
+        field("beta", &B::beta, finite(), "softmax weight of A_h"),
+        field("causal", &B::causal, any_value(), "causal mask and causal centring"),
+        field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
+        field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"));
   }
   /// Throws std::invalid_argument naming the parameter; width > 0 also checks concat.
   void validate(long width = 0) const {
@@ -68,10 +70,13 @@ struct ShapedAttention {
              "(A -> alpha I, so V would change by lambda^2 + gamma^2 alpha^2 != 1 per block)";
     return nullptr;
   }
-  /// The weight matrices the explicit network draws at width n: fn(name, matrix id, rows, cols).
-  template <class Fn>
-  void explicit_weights(long n, Fn&& fn) const {
-    attention_weights(heads, key_dim, concat, n, fn);
+  /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
+  template <class F>
+  void weights(long width, F&& f) const {
+    attention_weights(heads, key_dim, concat, width, f);
+  }
+  Workspace workspace(double m, double n, double itemsize) const {
+    return attention_workspace(heads, key_dim, m, n, itemsize);
   }
   /// The parameters of its exact step (plain data: the kernels and the device copy it).
   struct Exact {
@@ -100,11 +105,11 @@ struct ShapedAttention {
     t.paper = alpha == 1.0 && beta == 1.0 && !causal && !concat;
     t.causal = causal;
     t.beta = beta;
-    t.kdrift = gamma * gamma / (tau0 * tau0);
+    t.kdrift = gamma * gamma / (tau0 * tau0) ST_MUTATE(kGeneralDrift);
     if (t.paper) t.kdrift = gamma * gamma / (tau0 * tau0) ST_MUTATE(kAttDrift);
     t.c1 = gamma * std::sqrt(std::max(0.0, 2.0 - gamma * gamma)) / std::sqrt(2.0);
     t.c2 = t.paper ? gamma * gamma / (tau0 * double(m) * std::sqrt(double(heads))) ST_MUTATE(kSoftNoise)
-                   : gamma * gamma * beta / (tau0 * std::sqrt(double(heads)));
+                   : gamma * gamma * beta / (tau0 * std::sqrt(double(heads))) ST_MUTATE(kGeneralSoftNoise);
     return t;
   }
 };
@@ -286,9 +291,9 @@ ST_HD inline void sde_noise(const ShapedAttention::Sde& t, const SdeState<Ln, MC
     }
     for (int a = 0; a < m; ++a)
       for (int j = 0; j < m; ++j) PV(a, j) = V(a, j) - cm[j];
-    mul_tn<Ln>(R, L, PV, s.tri);           // L^T P V
-    mul_nt<Ln>(T1, dZ, L, false, s.tri);   // dZ L^T
-    mul<Ln>(T2, dXi, R);                   // dXi L^T P V
+    mul_tn<Ln>(R, L, PV, s.tri);          // L^T P V
+    mul_nt<Ln>(T1, dZ, L, false, s.tri);  // dZ L^T
+    mul<Ln>(T2, dXi, R);                  // dXi L^T P V
     for (int a = 0; a < m; ++a)
       for (int j = 0; j < m; ++j) Q(a, j) = Ln::madd(Ln::splat(t.c2), T2(a, j), T1(a, j) * t.c1);
   } else {

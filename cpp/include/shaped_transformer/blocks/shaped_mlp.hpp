@@ -11,6 +11,7 @@
 #include "../kernels/sde_step.hpp"
 #include "../mutation.hpp"
 #include "fields.hpp"
+#include "resources.hpp"
 
 namespace shaped_transformer {
 
@@ -27,7 +28,8 @@ struct ShapedMLP {
     return std::make_tuple(field("c_plus", &B::c_plus, finite(), "slope shift c_+ of phi_s"),
                            field("c_minus", &B::c_minus, finite(), "slope shift c_- of phi_s"),
                            field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
-                           field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"));
+                           field("lam", &B::lambda, residual_weight(),
+                                 "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"));
   }
   void validate(long = 0) const {
     check_fields(*this);
@@ -40,12 +42,12 @@ struct ShapedMLP {
   static constexpr bool exact_on_device = false;
   const char* exact_refusal() const { return nullptr; }
   const char* sde_refusal() const { return nullptr; }
-  /// The weight matrices the explicit network draws at width n: fn(name, matrix id, rows, cols).
-  template <class Fn>
-  void explicit_weights(long n, Fn&& fn) const {
-    fn(std::string("W_pre"), matrix_id::kPre, n, n);
-    fn(std::string("W_post"), matrix_id::kPost, n, n);
+  /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
+  template <class F>
+  void weights(long width, F&& f) const {
+    mlp_weights(width, f);
   }
+  Workspace workspace(double m, double n, double itemsize) const { return mlp_workspace(m, n, itemsize); }
   /// The parameters of its exact step (plain data).
   struct Exact {
     double c_plus, c_minus, gamma, lambda;
@@ -59,7 +61,8 @@ struct ShapedMLP {
     ST_HD static constexpr int noise_dim(int m) { return m * m; }
   };
   Sde sde_terms(int) const {
-    return Sde{gamma * gamma * (c_plus - c_minus) * (c_plus - c_minus) / (2.0 * M_PI) ST_MUTATE(kMlpDrift), gamma};
+    return Sde{gamma * gamma * (c_plus - c_minus) * (c_plus - c_minus) / (2.0 * M_PI) ST_MUTATE(kMlpDrift),
+               gamma ST_MUTATE(kMlpNoise)};
   }
 };
 

@@ -10,6 +10,7 @@
 
 #include "../explicit_common.hpp"
 #include "fields.hpp"
+#include "resources.hpp"
 
 namespace shaped_transformer {
 
@@ -25,12 +26,13 @@ struct StandardAttention {
 
   static constexpr auto fields() {
     using B = StandardAttention;
-    return std::make_tuple(field("heads", &B::heads, at_least(1), "number of heads H"),
-                           field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
-                           field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
-                           field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
-                           field("norm", &B::norm, any_value(), "per-token normalisation"),
-                           field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"));
+    return std::make_tuple(
+        field("heads", &B::heads, at_least(1), "number of heads H"),
+        field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
+        field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
+        field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
+        field("norm", &B::norm, any_value(), "per-token normalisation"),
+        field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"));
   }
   void validate(long width = 0) const {
     check_fields(*this);
@@ -49,10 +51,13 @@ struct StandardAttention {
     if (heads > ExactKey::kMaxHeads) return "heads: too many heads for the exact chain";
     return nullptr;
   }
-  /// The weight matrices the explicit network draws at width n: fn(name, matrix id, rows, cols).
-  template <class Fn>
-  void explicit_weights(long n, Fn&& fn) const {
-    attention_weights(heads, key_dim, concat, n, fn);
+  /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
+  template <class F>
+  void weights(long width, F&& f) const {
+    attention_weights(heads, key_dim, concat, width, f);
+  }
+  Workspace workspace(double m, double n, double itemsize) const {
+    return attention_workspace(heads, key_dim, m, n, itemsize);
   }
   /// The parameters of its exact step (plain data: the kernels and the device copy it).
   struct Exact {

@@ -80,7 +80,8 @@ class HostCtx {
   Mat V;
 
   HostCtx(int m_, int wide_max)
-      : m(m_), wmax_(wide_max),
+      : m(m_),
+        wmax_(wide_max),
         buf_(std::size_t((1 + kExactScratch) * m_ * m_ + 2 * m_ * wide_max + wide_max * wide_max + m_)),
         z_(std::size_t(std::max(m_ * wide_max, wide_max * wide_max))) {
     V = Mat(buf_.data(), m, m, m);
@@ -213,7 +214,7 @@ inline std::int64_t sample(const Layer<Net>& layer, const Cov& V0, long width, i
     for (std::size_t b = 0; b < nb && fin; ++b) {
       c.key = ExactKey{seed, s, std::uint32_t(std::size_t(l) * nb + b), cancel};
       if (!apply(layer.blocks[b], c)) return exploded;  // cancelled: the run is discarded
-      fin = finite();  // stop inside the layer once V overflowed
+      fin = finite();                                   // stop inside the layer once V overflowed
       if (cancel && cancel->stop_requested()) return exploded;
     }
     if (!fin || !ok()) {
@@ -278,8 +279,7 @@ inline exact_batch::Kernel<Net> choose_exact_kernel(const Net& net, int m, long 
   const bool covered = exact_batch::covers(net, m, width);
   if (!kernel || !*kernel) return covered ? exact_batch::kernel<Net>(nullptr) : exact_batch::Kernel<Net>{};
   if (std::strcmp(kernel, "generic") == 0) return {};
-  if (!covered)
-    throw std::invalid_argument("kernel: the batch kernels cover m <= 32 and heads * m <= 32");
+  if (!covered) throw std::invalid_argument("kernel: the batch kernels cover m <= 32 and heads * m <= 32");
   const exact_batch::Kernel<Net> k = exact_batch::kernel<Net>(kernel);
   if (!k.run) throw std::invalid_argument(std::string("kernel: '") + kernel + "' is not available on this CPU");
   return k;
@@ -288,21 +288,20 @@ inline exact_batch::Kernel<Net> choose_exact_kernel(const Net& net, int m, long 
 template <class Net>
 Trajectories simulate_exact(const Net& net, const Cov& V0, long width, int depth, int samples, std::uint64_t seed,
                             const std::vector<std::int64_t>& save_at, const RunOptions& opt, const char* kernel) {
-  check_exact_arguments(net, V0, width, depth, samples, save_at, opt);
+  if (!opt.checked) check_exact_arguments(net, V0, width, depth, samples, save_at, opt);
   const int m = int(V0.rows());
   Trajectories tr(samples, int(save_at.size()), m);
   const exact_batch::Kernel<Net> k = choose_exact_kernel(net, m, width, kernel);
+  tr.kernel = k.run ? k.name : "generic";
   if (!k.run) {
     const exact_generic::Layer<Net> layer(net, m);
-    detail::for_each_item(std::size_t(samples), 1, std::size_t(samples), opt,
-                          [&](std::size_t s, const CancelToken& cancel) {
-                            tr.exploded[s] = m == 8 ? exact_generic::sample<8>(layer, V0, width, depth, seed,
-                                                                               std::uint32_t(s), save_at, opt.blowup,
-                                                                               tr.V_at(int(s), 0), &cancel)
-                                                    : exact_generic::sample<0>(layer, V0, width, depth, seed,
-                                                                               std::uint32_t(s), save_at, opt.blowup,
-                                                                               tr.V_at(int(s), 0), &cancel);
-                          });
+    detail::for_each_item(
+        std::size_t(samples), 1, std::size_t(samples), opt, [&](std::size_t s, const CancelToken& cancel) {
+          tr.exploded[s] = m == 8 ? exact_generic::sample<8>(layer, V0, width, depth, seed, std::uint32_t(s), save_at,
+                                                             opt.blowup, tr.V_at(int(s), 0), &cancel)
+                                  : exact_generic::sample<0>(layer, V0, width, depth, seed, std::uint32_t(s), save_at,
+                                                             opt.blowup, tr.V_at(int(s), 0), &cancel);
+        });
     return tr;
   }
   // W samples per work item, one per SIMD lane (the same numbers for any W).

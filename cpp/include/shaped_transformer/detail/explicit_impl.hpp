@@ -16,10 +16,25 @@
 
 #include "../checks.hpp"
 #include "../explicit.hpp"
+#include "../normal_kernels.hpp"
 #include "driver_loop.hpp"
 #include "explicit_ops.hpp"
 
 namespace shaped_transformer {
+
+/// The argument checks of simulate_explicit and simulate_law (std::invalid_argument
+/// naming the parameter); the drivers run them unless opts.checked says the caller did.
+template <class Net>
+void check_explicit_arguments(const Net& net, const MatD& X0, int depth, int samples,
+                              const std::vector<std::int64_t>& save_at, const RunOptions& opts) {
+  check_tokens(X0, "X0");
+  if (depth < 0) throw std::invalid_argument("depth: must be >= 0");
+  if (samples < 1) throw std::invalid_argument("samples: must be >= 1");
+  check_save_at(save_at, depth, "layer");
+  check_run_options(opts);
+  validate_network(net, long(X0.cols()));
+  check_block_counter(net, depth, "depth");
+}
 
 /// One block on the tokens X (m x n), in place, with Gaussian weights drawn from
 /// Stream{seed, sample, block, matrix_id} in tiles (never an n x n matrix); `threads`
@@ -49,17 +64,12 @@ namespace shaped_transformer::detail {
 template <class S, class Net>
 Trajectories run_explicit(const Net& net, const MatD& X0, int depth, int samples, std::uint64_t seed,
                           const std::vector<std::int64_t>& save_at, bool law, const RunOptions& opts) {
-  check_tokens(X0, "X0");
+  if (!opts.checked) check_explicit_arguments(net, X0, depth, samples, save_at, opts);
   const Eigen::Index m = X0.rows(), n = X0.cols();
-  if (depth < 0) throw std::invalid_argument("depth: must be >= 0");
-  if (samples < 1) throw std::invalid_argument("samples: must be >= 1");
-  check_save_at(save_at, depth, "layer");
-  check_run_options(opts);
-  validate_network(net, long(n));
-  check_block_counter(net, depth, "depth");
 
   Trajectories out(samples, int(save_at.size()), int(m));
   out.n = int(n);
+  out.kernel = normal_kernel_name();  // the normals of every weight (gaussian_gemm) and activation
   if (opts.return_X) out.X.assign(std::size_t(samples) * std::size_t(m) * std::size_t(n), 0.0);
 
   unsigned hw = std::max(1u, std::thread::hardware_concurrency());
@@ -87,10 +97,8 @@ Trajectories run_explicit(const Net& net, const MatD& X0, int depth, int samples
             [&](const auto& blk) {
               using B = std::decay_t<decltype(blk)>;
               static_assert(B::has_explicit, "every block kind has an explicit forward");
-              if (law)
-                ::shaped_transformer::forward_law<S>(blk, X, seed, std::uint32_t(s), bi);
-              else
-                ::shaped_transformer::forward_explicit<S>(blk, X, seed, std::uint32_t(s), bi, inner, &cancel);
+              if (law) ::shaped_transformer::forward_law<S>(blk, X, seed, std::uint32_t(s), bi);
+              else ::shaped_transformer::forward_explicit<S>(blk, X, seed, std::uint32_t(s), bi, inner, &cancel);
             },
             net.blocks[b]);
       }

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../checks.hpp"
+#include "../mutation.hpp"
 #include "../kernels/sde_batch.hpp"
 #include "../sde.hpp"
 #include "../sde/batch.hpp"
@@ -36,7 +37,7 @@ namespace sde {
 
 /// Width of the exact chain that stands for step dt (1/dt, which must be an integer).
 inline long exact_width(double dt, int m) {
-  const double w = 1.0 / dt;
+  const double w = 1.0 / dt ST_MUTATE(kExactChainWidth);
   const long n = long(std::llround(w));
   if (std::abs(w - double(n)) > 1e-6 * w)
     throw std::invalid_argument("dt: scheme 'exact_chain' needs 1/dt to be an integer width, got 1/dt = " +
@@ -98,8 +99,8 @@ inline std::int64_t solve_path_exact(const Net& net, const Cov& V0, const SdeOpt
 /// 4, 8 (the loops unroll).
 template <class Net>
 inline std::int64_t solve_path(const Net& net, const std::vector<SdeBlockOf<Net>>& blocks, const Cov& V0,
-                               const SdeOptions& o, std::uint64_t seed, std::uint32_t path, double blowup,
-                               double* out, std::int64_t& projections, const CancelToken* cancel = nullptr) {
+                               const SdeOptions& o, std::uint64_t seed, std::uint32_t path, double blowup, double* out,
+                               std::int64_t& projections, const CancelToken* cancel = nullptr) {
   projections = 0;
   if (o.scheme == SdeScheme::ExactChain) return solve_path_exact(net, V0, o, seed, path, blowup, out, cancel);
   switch (V0.rows()) {
@@ -191,8 +192,8 @@ inline void solve_store(const Net& net, const Cov& V0, const SdeOptions& o, int 
   if (!k.run) {
     const auto blocks = euler_blocks(net, V0, o);
     for_each(std::size_t(paths), 1, [&](std::size_t p, const CancelToken& cancel) {
-      exploded[p] = solve_path(net, blocks, V0, o, seed, std::uint32_t(p), blowup, V + p * nsave * mm,
-                               projections[p], &cancel);
+      exploded[p] =
+          solve_path(net, blocks, V0, o, seed, std::uint32_t(p), blowup, V + p * nsave * mm, projections[p], &cancel);
     });
     return;
   }
@@ -212,8 +213,9 @@ inline void solve_store(const Net& net, const Cov& V0, const SdeOptions& o, int 
 /// and projections are filled per path.
 template <class Net, class ForEach>
 inline void solve_summary(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
-                          double blowup, const BatchKernel<Net>& k, SdeSummary& total, std::vector<std::int64_t>& exploded,
-                          std::vector<std::int64_t>& projections, int threads, ForEach&& for_each) {
+                          double blowup, const BatchKernel<Net>& k, SdeSummary& total,
+                          std::vector<std::int64_t>& exploded, std::vector<std::int64_t>& projections, int threads,
+                          ForEach&& for_each) {
   const int m = int(V0.rows());
   const std::size_t nsave = o.save_steps.size(), mm = std::size_t(m) * std::size_t(m);
   exploded.assign(std::size_t(paths), -1);
@@ -241,8 +243,8 @@ inline void solve_summary(const Net& net, const Cov& V0, const SdeOptions& o, in
     } else {
       std::vector<double> buf(nsave * mm);
       for (std::size_t p = first; p < last && !cancel.stop_requested(); ++p) {
-        exploded[p] = solve_path(net, blocks, V0, o, seed, std::uint32_t(p), blowup, buf.data(), projections[p],
-                                 &cancel);
+        exploded[p] =
+            solve_path(net, blocks, V0, o, seed, std::uint32_t(p), blowup, buf.data(), projections[p], &cancel);
         for (std::size_t s = 0; s < nsave; ++s)
           if (exploded[p] < 0 || o.save_steps[s] < exploded[p]) part->add_path(s, buf.data() + s * mm, 1);
       }
@@ -262,10 +264,10 @@ inline void solve_summary(const Net& net, const Cov& V0, const SdeOptions& o, in
 }  // namespace sde
 
 template <class Net>
-void solve_sde_into(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
-                    const RunOptions& opt, const char* kernel, double* V, std::int64_t* exploded,
-                    std::int64_t* projections) {
-  sde::check_arguments(net, V0, o, paths, opt);
+const char* solve_sde_into(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
+                           const RunOptions& opt, const char* kernel, double* V, std::int64_t* exploded,
+                           std::int64_t* projections) {
+  if (!opt.checked) sde::check_arguments(net, V0, o, paths, opt);
   std::fill(exploded, exploded + paths, std::int64_t(-1));
   std::fill(projections, projections + paths, std::int64_t(0));
   const sde::BatchKernel<Net> k = sde::choose_kernel(net, V0, o, kernel);
@@ -273,22 +275,26 @@ void solve_sde_into(const Net& net, const Cov& V0, const SdeOptions& o, int path
                    [&](std::size_t items, std::size_t per, auto&& fn) {
                      detail::for_each_item(items, per, std::size_t(paths), opt, fn);
                    });
+  return k.run ? k.name : "generic";
 }
 
 template <class Net>
 Trajectories solve_sde(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
                        const RunOptions& opt, const char* kernel) {
-  sde::check_arguments(net, V0, o, paths, opt);  // before sizing tr from the arguments
+  if (!opt.checked) sde::check_arguments(net, V0, o, paths, opt);  // before sizing tr from the arguments
   Trajectories tr(paths, int(o.save_steps.size()), int(V0.rows()));
   tr.projections.assign(std::size_t(paths), 0);
-  solve_sde_into(net, V0, o, paths, seed, opt, kernel, tr.V.data(), tr.exploded.data(), tr.projections.data());
+  RunOptions checked = opt;
+  checked.checked = true;
+  tr.kernel =
+      solve_sde_into(net, V0, o, paths, seed, checked, kernel, tr.V.data(), tr.exploded.data(), tr.projections.data());
   return tr;
 }
 
 template <class Net>
 SdeSummaryResult solve_sde_summary(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
                                    const RunOptions& opt, const char* kernel) {
-  sde::check_arguments(net, V0, o, paths, opt);
+  if (!opt.checked) sde::check_arguments(net, V0, o, paths, opt);
   const sde::BatchKernel<Net> k = sde::choose_kernel(net, V0, o, kernel);
   SdeSummaryResult r{sde::SdeSummary(int(V0.rows()), o.save_steps.size()), {}, {}, k.run ? k.name : "generic"};
   sde::solve_summary(net, V0, o, paths, seed, opt.blowup, k, r.summary, r.exploded, r.projections, opt.threads,

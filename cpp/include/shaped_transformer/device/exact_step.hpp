@@ -124,8 +124,7 @@ ST_HD inline std::int64_t exact_sample(const Problem& p, const std::int64_t* sav
 template <class P>
 ST_HD inline int exact_wide(const P& p) {
   int w = p.m;
-  for (int b = 0; b < p.nblocks; ++b)
-    p.blocks[b].visit([&](const auto& t) { w = t.wide(p.m) > w ? t.wide(p.m) : w; });
+  for (int b = 0; b < p.nblocks; ++b) p.blocks[b].visit([&](const auto& t) { w = t.wide(p.m) > w ? t.wide(p.m) : w; });
   return w;
 }
 

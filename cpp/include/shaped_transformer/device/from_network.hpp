@@ -26,8 +26,8 @@ inline constexpr int kMaxWide = 32;  ///< the widest scratch of an exact step (h
 inline void check_m(const Cov& V0, const char* what) {
   if (V0.rows() < 1 || V0.rows() != V0.cols()) throw std::invalid_argument("V0: must be a non-empty square matrix");
   if (V0.rows() > kMaxM)
-    throw std::invalid_argument(std::string("V0: ") + what + " on the device supports m <= 16 tokens, got m = " +
-                                std::to_string(V0.rows()));
+    throw std::invalid_argument(std::string("V0: ") + what +
+                                " on the device supports m <= 16 tokens, got m = " + std::to_string(V0.rows()));
 }
 
 inline void copy_v0(const Cov& V0, double* dst) {
@@ -70,8 +70,8 @@ inline SdeProblemOf<K...> sde_problem(const BasicNetwork<K...>& net, const Cov& 
 /// scratch (heads * m) at most kMaxWide.
 template <class... K>
 inline typename problems_of<BasicNetwork<K...>>::Exact exact_problem(const BasicNetwork<K...>& net, const Cov& V0,
-                                                                      std::int64_t width, std::int64_t depth,
-                                                                      double blowup, std::uint64_t seed) {
+                                                                     std::int64_t width, std::int64_t depth,
+                                                                     double blowup, std::uint64_t seed) {
   using P = typename problems_of<BasicNetwork<K...>>::Exact;
   using Block = std::remove_extent_t<decltype(P::blocks)>;
   check_m(V0, "the exact chain");

@@ -33,9 +33,9 @@
     if (!(cond)) __trap();    \
   } while (0)
 #else
-#define ST_REQUIRE(cond, msg)                            \
-  do {                                                   \
-    if (!(cond)) throw std::invalid_argument(msg);       \
+#define ST_REQUIRE(cond, msg)                      \
+  do {                                             \
+    if (!(cond)) throw std::invalid_argument(msg); \
   } while (0)
 #endif
 

@@ -94,11 +94,11 @@ ST_HD inline std::int64_t solve_path(const Problem& p, const std::int64_t* save_
 /// (host_solve_path): the fixed m = 4 and m = 8 instances, and bounds 4, 8, 16.
 enum class SdeVariant { Fixed4, Fixed8, Bound4, Bound8, Bound16 };
 ST_HD inline SdeVariant sde_variant(int m) {
-  return m == 4 ? SdeVariant::Fixed4
-       : m == 8 ? SdeVariant::Fixed8
-       : m <= 4 ? SdeVariant::Bound4
-       : m <= 8 ? SdeVariant::Bound8
-                : SdeVariant::Bound16;
+  return m == 4   ? SdeVariant::Fixed4
+         : m == 8 ? SdeVariant::Fixed8
+         : m <= 4 ? SdeVariant::Bound4
+         : m <= 8 ? SdeVariant::Bound8
+                  : SdeVariant::Bound16;
 }
 
 }  // namespace shaped_transformer::device

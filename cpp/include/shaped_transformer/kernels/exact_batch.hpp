@@ -49,7 +49,13 @@ class LaneCtx {
 
   LaneCtx(int m_, long n_, int wide_max, std::uint64_t seed, std::uint32_t sample0, const unsigned char* alive,
           const CancelToken* cancel)
-      : m(m_), n(n_), wmax_(wide_max), seed_(seed), sample0_(sample0), alive_(alive), cancel_(cancel),
+      : m(m_),
+        n(n_),
+        wmax_(wide_max),
+        seed_(seed),
+        sample0_(sample0),
+        alive_(alive),
+        cancel_(cancel),
         buf_(std::size_t((1 + kExactScratch) * m_ * m_ + 2 * m_ * wide_max + wide_max * wide_max + m_ +
                          2 * lane_buffer(wide_max * wide_max))) {
     V = Mat(buf_.data(), m, m, m);
@@ -241,14 +247,7 @@ namespace shaped_transformer::exact_batch {
 /// builds SimdBatch<Net> provides.
 template <class Net>
 Kernel<Net> kernel(const char* name) {
-  SimdLevel level = simd_level();
-  if (name && !simd_level_from_name(name, level)) return {name, 0, nullptr};
-  if (!cpu_supports(level)) return {name, 0, nullptr};
-  if (level != SimdLevel::Scalar) {
-    if (BatchFn<Net> f = SimdBatch<Net>::get(level)) return {simd_level_name(level), level == SimdLevel::Avx512 ? 8 : 4, f};
-    if (name) return {name, 0, nullptr};
-  }
-  return {"scalar", 1, &kernels::run_exact<Net, simd::portable::Lanes>};
+  return choose_simd_kernel<Kernel<Net>>(name, &SimdBatch<Net>::get, &kernels::run_exact<Net, simd::portable::Lanes>);
 }
 
 }  // namespace shaped_transformer::exact_batch

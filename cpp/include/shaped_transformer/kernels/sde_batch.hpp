@@ -129,14 +129,8 @@ namespace shaped_transformer::sde {
 /// SIMD builds SimdBatch<Net> provides.
 template <class Net>
 BatchKernel<Net> batch_kernel(const char* name) {
-  SimdLevel level = simd_level();
-  if (name && !simd_level_from_name(name, level)) return {name, 0, nullptr};
-  if (!cpu_supports(level)) return {name, 0, nullptr};
-  if (level != SimdLevel::Scalar) {
-    if (BatchFn<Net> f = SimdBatch<Net>::get(level)) return {simd_level_name(level), level == SimdLevel::Avx512 ? 8 : 4, f};
-    if (name) return {name, 0, nullptr};
-  }
-  return {"scalar", 1, &kernels::run_batch<Net, simd::portable::Lanes>};
+  return choose_simd_kernel<BatchKernel<Net>>(name, &SimdBatch<Net>::get,
+                                              &kernels::run_batch<Net, simd::portable::Lanes>);
 }
 
 }  // namespace shaped_transformer::sde

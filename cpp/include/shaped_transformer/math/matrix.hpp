@@ -44,7 +44,6 @@ class MatRef {
   int r_ = MC, c_ = MC, ld_ = MC;
 };
 
-
 // ---- products ------------------------------------------------------------------
 // Every entry is a sum over k in ascending order from 0 with Ln::madd, so all lanes
 // of all kernels run the same operations.  A factor known to be lower triangular
@@ -58,8 +57,8 @@ inline constexpr int kGemmFrom = 33;
 namespace detail {
 /// C (n x p) = op(A) op(B), row-major doubles, through Eigen's GEMM; op = transpose
 /// when ta / tb.  Defined in cpp/src/gemm.cpp.
-void gemm_rowmajor(bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B, int ldb,
-                   double* C, int ldc);
+void gemm_rowmajor(bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B, int ldb, double* C,
+                   int ldc);
 
 template <class Ln, class VC>
 ST_HD constexpr bool use_gemm(const VC& C, int q) {
@@ -68,7 +67,8 @@ ST_HD constexpr bool use_gemm(const VC& C, int q) {
   (void)q;
   return false;
 #else
-  if constexpr (std::is_same_v<typename Ln::D, double> && VC::kFixed == 0) return q >= kGemmFrom || C.rows() >= kGemmFrom;
+  if constexpr (std::is_same_v<typename Ln::D, double> && VC::kFixed == 0)
+    return q >= kGemmFrom || C.rows() >= kGemmFrom;
   else return false;
 #endif
 }

@@ -102,8 +102,8 @@ inline void continue_euler(const Net& net, double* Vio, int m, const SdeOptions&
 }
 
 template <class Net>
-inline void continue_exact(const Net& net, Cov& V, const SdeOptions& o, std::uint64_t seed,
-                           std::uint32_t stream, double stop, double blowup, double a, Segment& seg) {
+inline void continue_exact(const Net& net, Cov& V, const SdeOptions& o, std::uint64_t seed, std::uint32_t stream,
+                           double stop, double blowup, double a, Segment& seg) {
   seg.peak = -std::numeric_limits<double>::infinity();
   seg.status = SegmentStatus::Reached;
   const int m = int(V.rows());

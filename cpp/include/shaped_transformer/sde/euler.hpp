@@ -49,8 +49,8 @@ class PathStepper {
     auto normals = [&](int b, int dim, double* dW) {
       brownian_increment(seed, path, k, std::uint32_t(b), o.dt, dim, dW);
     };
-    sde_increment<ScalarLanes, MC>(blocks_, nblocks_, s_, o.dt, o.scheme == SdeScheme::TamedEuler, normals,
-                                   dw_.data(), drift_, incr_);
+    sde_increment<ScalarLanes, MC>(blocks_, nblocks_, s_, o.dt, o.scheme == SdeScheme::TamedEuler, normals, dw_.data(),
+                                   drift_, incr_);
     return apply_increment<ScalarLanes, MC>(s_.V, incr_, blowup);
   }
 

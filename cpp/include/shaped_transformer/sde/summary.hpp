@@ -43,8 +43,12 @@ struct SdeSummary {
 
   SdeSummary() = default;
   SdeSummary(int m_, std::size_t nsave_)
-      : m(m_), nsave(nsave_), alive(nsave_, 0), mom(nsave_ * kSummaryObs * kSummaryMom, 0.0),
-        hist(nsave_ * kSummaryObs * kSummaryBins, 0), scratch(std::size_t(m_)) {
+      : m(m_),
+        nsave(nsave_),
+        alive(nsave_, 0),
+        mom(nsave_ * kSummaryObs * kSummaryMom, 0.0),
+        hist(nsave_ * kSummaryObs * kSummaryBins, 0),
+        scratch(std::size_t(m_)) {
     hi[3] = std::max(1.0 + 1e-9, double(m_));
     for (std::size_t k = 0; k < nsave; ++k)
       for (int o = 0; o < kSummaryObs; ++o) {

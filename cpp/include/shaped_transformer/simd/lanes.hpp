@@ -131,12 +131,21 @@ struct LanesBase {
     const D xc = x < splat(-708.0) ? splat(-708.0) : (x > splat(709.0) ? splat(709.0) : x);
     const D t = Self::madd(xc, splat(1.4426950408889634), big);
     const D k = t - big;
-    D r = Self::madd(k, splat(-0.6931471803691238), xc);  // ln 2, high part (exact product for |k| < 2^11)
+    D r = Self::madd(k, splat(-0.6931471803691238), xc);   // ln 2, high part (exact product for |k| < 2^11)
     r = Self::madd(k, splat(-1.9082149292705877e-10), r);  // ln 2, low part
     D p = splat(1.0 / 6227020800.0);
-    const double inv_fact[13] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
-                                 1.0 / 40320.0,     1.0 / 5040.0,     1.0 / 720.0,      1.0 / 120.0,
-                                 1.0 / 24.0,        1.0 / 6.0,        0.5,              1.0,
+    const double inv_fact[13] = {1.0 / 479001600.0,
+                                 1.0 / 39916800.0,
+                                 1.0 / 3628800.0,
+                                 1.0 / 362880.0,
+                                 1.0 / 40320.0,
+                                 1.0 / 5040.0,
+                                 1.0 / 720.0,
+                                 1.0 / 120.0,
+                                 1.0 / 24.0,
+                                 1.0 / 6.0,
+                                 0.5,
+                                 1.0,
                                  1.0};
     for (int i = 0; i < 13; ++i) p = Self::madd(p, r, splat(inv_fact[i]));
     const M kb = ((M)t - (M)big + 1023) << 52;  // 2^k: k in [-1022, 1023]
