@@ -97,6 +97,10 @@ sphinx_gallery_conf = {
     "capture_repr": (),
     "min_reported_time": 1,
     "reference_url": {"shaped_transformer": None},
+    # The examples' size comes from the environment, which sphinx-gallery's cache
+    # (keyed by each file's checksum) does not see: without this, a full-size build
+    # after a CI-size one in the same checkout would show the CI-size outputs.
+    "run_stale_examples": True,
 }
 
 # --- the API pages, from __all__ ------------------------------------------------

@@ -7,9 +7,9 @@ tests/test_exact.py.
 
 Two forms of the multi-head value part are here (docs/model.md section 4): the
 cross-head Wishart drawn as an Hm x Hm matrix (``value_mix(..., reduced=False)``,
-O((H m)^3), what the C++ core does today) and the m x m form that uses only
+O((H m)^3), what the C++ core did before) and the m x m form that uses only
 B R B^T ~ Wishart_m(n - m, B B^T), B = [A_1 L, ..., A_H L] (``reduced=True``,
-O(H m^3)).  tests/test_multihead_identity.py checks that they agree in law;
+O(H m^3), what it does now: wishart_quad.hpp).  tests/test_multihead_identity.py checks that they agree in law;
 :func:`attention_block` is the batched reference of the m x m step for the core.
 """
 

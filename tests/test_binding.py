@@ -155,11 +155,13 @@ def test_memory_figures_come_from_the_blocks():
     est = st._memory.estimate_simulate_bytes  # type: ignore[attr-defined]
     mlp = est(st.ShapedMLP(), "exact", **kw)["workspace"]
     assert mlp == core.exact_mlp_workspace_bytes(8)
+    # (8 + 4 H) m^2 doubles for H heads: above the MLP's tiles from H = 31 on at m = 8
     assert (
-        est([st.ShapedMLP(), st.ShapedAttention(heads=8)], "exact", **kw)["workspace"]
-        == est(st.ShapedAttention(heads=8), "exact", **kw)["workspace"]
+        est([st.ShapedMLP(), st.ShapedAttention(heads=64)], "exact", **kw)["workspace"]
+        == est(st.ShapedAttention(heads=64), "exact", **kw)["workspace"]
         > mlp
     )
+    assert est([st.ShapedMLP(), st.ShapedAttention(heads=2)], "exact", **kw)["workspace"] == mlp
 
 
 @pytest.mark.parametrize(

@@ -229,7 +229,7 @@ def estimate_simulate_bytes(
       largest of the blocks' own figures (``workspace()`` of each kind,
       blocks/resources.hpp: explicit and law, O(H m n) per-head products and O(m n)
       MLP activations, plus the float64 copy of the tokens for V and per thread the
-      tiles of ``gaussian_gemm``; exact, the O((H m)^2) Wishart draw or the MLP's
+      tiles of ``gaussian_gemm``; exact, the O(H m^2) per-head factors or the MLP's
       m x tile tiles, workspace.hpp).
     """
     return dict(core.simulate_bytes(make_network(network), method, m, width, samples, saved, threads, dtype, return_X))

@@ -665,15 +665,6 @@ def _check_model(width, depth, heads, tokens, tau0, gamma, block, causal, norm, 
     m, V, input_what = _check_input(tokens, rho0, X0, V0, width)
     if width < m:
         raise ValueError(f"width={width} must be >= tokens={m} (the token Gram matrix has rank at most width)")
-    # The core's Hm x Hm Wishart is wrong when n - m < H m (it keeps the lower
-    # triangle of a singular Wishart's Gaussian factor; tests/test_multihead_identity.py).
-    # The m x m step (docs/model.md section 4) will lift this.
-    if width < (heads + 1) * m:
-        raise ValueError(
-            f"width={width} must be >= (heads + 1) x tokens = {(heads + 1) * m} in this version: below that the "
-            "exact chain's cross-head Wishart is singular and this version's core draws it wrongly "
-            "(fewer tokens or heads, or a larger width, fit)"
-        )
     return dict(
         width=width,
         depth=depth,
@@ -1002,35 +993,33 @@ class _Events:
 
 def _network_stage(plan: _Plan) -> _Events:
     """Plain Monte Carlo of the exact chain at the given width."""
-    final, blown = _run_chunks(
-        lambda n_s, s: _simulate(
-            plan.net, plan.V0, plan.width, plan.depth, n_s, s, plan.threads, plan.blowup, plan.progress
-        ),
-        plan.samples,
-        plan.m,
-        plan.seed,
-        0,
-    )
-    n_coll = int(np.sum(collapsed(final, plan.collapse_eps)))
-    return _Events(
-        _mc("exact chain", int(blown), plan.samples, plan.confidence),
-        _mc("exact chain", n_coll, plan.samples, plan.confidence),
-        _final_quantiles(final),
-    )
+
+    def run(count: int, seed: int) -> tuple[np.ndarray, int]:
+        return _simulate(plan.net, plan.V0, plan.width, plan.depth, count, seed, plan.threads, plan.blowup,
+                         plan.progress)  # fmt: skip
+
+    return _plain_monte_carlo(plan, "exact chain", run, plan.samples, 0, quantiles=True)
 
 
 def _sde_stage(plan: _Plan) -> _Events:
     """Plain Monte Carlo of the SDE at T = depth / width, same rules."""
-    final, blown = _run_chunks(
-        lambda n_s, s: _solve_sde(plan.net, plan.V0, plan.T, plan.dt, n_s, s, plan.threads, plan.blowup, plan.progress),
-        plan.sde_paths,
-        plan.m,
-        plan.seed,
-        1 << 20,
-    )
+
+    def run(count: int, seed: int) -> tuple[np.ndarray, int]:
+        return _solve_sde(plan.net, plan.V0, plan.T, plan.dt, count, seed, plan.threads, plan.blowup, plan.progress)
+
+    return _plain_monte_carlo(plan, "SDE", run, plan.sde_paths, 1 << 20, quantiles=False)
+
+
+def _plain_monte_carlo(plan: _Plan, method: str, run: Callable[[int, int], tuple[np.ndarray, int]], total: int,
+                       seed_offset: int, *, quantiles: bool) -> _Events:  # fmt: skip
+    """The blow-up and collapse counts of ``total`` runs (in chunks, seeds from
+    ``seed_offset``) with their intervals: one rule for the network and the SDE."""
+    final, blown = _run_chunks(run, total, plan.m, plan.seed, seed_offset)
     n_coll = int(np.sum(collapsed(final, plan.collapse_eps)))
     return _Events(
-        _mc("SDE", int(blown), plan.sde_paths, plan.confidence), _mc("SDE", n_coll, plan.sde_paths, plan.confidence), {}
+        _mc(method, int(blown), total, plan.confidence),
+        _mc(method, n_coll, total, plan.confidence),
+        _final_quantiles(final) if quantiles else {},
     )
 
 

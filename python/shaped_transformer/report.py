@@ -79,7 +79,7 @@ DEFAULT_STUDY: dict[str, dict[str, Any]] = {
         "causal": False,
     },
     # The network side: the exact covariance chain (exact in law at any width).
-    # Its attention step costs O((H m)^3), but the MLP step draws the m x n
+    # Its attention step costs O(H m^3), but the MLP step draws the m x n
     # pre-activations (O(m^2 n)), so a network of depth T n costs O(n^2) per
     # sample: about 0.2 us * n^2 on 2 cores at m = 8 (n = 512: 0.05 s per sample).
     "exact": {"widths": [32, 64, 128, 256, 512], "samples": 600},

@@ -1,5 +1,5 @@
 // The exact width-independent chain (docs/model.md section 4): V_{l+1} is drawn from V_l
-// exactly in law, at O((H m)^3) per attention block whatever the width n, and
+// exactly in law, at O(H m^3) per attention block whatever the width n, and
 // O(m^2 n) per MLP block.  Random numbers: Stream{seed, sample, block index,
 // kExactBase + id} (see ExactKey in exact_common.hpp).
 //

@@ -10,7 +10,8 @@
 //   V' = lambda^2 V + lambda gamma / sqrt(H n) (L P^T + P L^T)
 //        + gamma^2 / (H n) (P P^T + C R C^T),
 // C = [C_1 .. C_H] (m x Hm), R ~ Wishart_{Hm}(n - m, I) the Gram matrix of the
-// stacked remaining columns (cross-head blocks included).
+// stacked remaining columns (cross-head blocks included).  C R C^T is drawn as an
+// m x m Wishart_m(n - m, C C^T) (wishart_quad.hpp).
 //
 // The exact step of a kind is a template over a context Ctx (written once for the
 // generic per-sample chain, the batched SIMD kernels and the CUDA threads):
@@ -21,7 +22,6 @@
 //                          1 the branch's root L_in, 2..7 the helpers below
 //   c.vec()                m lanes of scratch
 //   c.wide(i, cols)        m x cols scratch (i < 2, cols <= the block's Exact::wide(m))
-//   c.square(p)            p x p scratch (p <= Exact::wide(m))
 //   c.root(A, L)           L L^T = A (psd_root's rule in every backend); true when
 //                          every lane's L is lower triangular (products then skip zeros)
 //   c.gaussian(id, G)      G(i, j) = normal i cols + j of the step's stream id
@@ -38,6 +38,7 @@
 #include "math/matrix.hpp"
 #include "mutation.hpp"
 #include "rng.hpp"
+#include "wishart_quad.hpp"
 
 namespace shaped_transformer {
 
@@ -173,12 +174,13 @@ ST_HD inline void rms_normalize_root(VM L, VM out) {
 /// The value part shared by attention and MLP blocks (see the header comment):
 /// V <- lambda^2 V + lambda gamma / sqrt(H n) (L P^T + P L^T) + gamma^2/(H n)(P P^T + C R C^T).
 /// C is m x (H m): C_h = A_h L_in side by side (c.wide(0, .)); L is the root of the
-/// residual V.  Uses c.tmp(2) .. c.tmp(6), c.wide(1, Hm), c.square(Hm).
+/// residual V.  Uses c.tmp(1) .. c.tmp(7) (c.tmp(1), the branch's root, is no longer
+/// needed here; the mutation build also c.wide(1, m)).
 template <class Ctx, class VL, class VC>
 ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gamma, bool mlp) {
   using Ln = typename Ctx::Ln;
   using D = typename Ln::D;
-  const int m = c.m, Hm = H * m;
+  const int m = c.m;
   auto V = c.V;
   auto P = c.tmp(2), T = c.tmp(3), Q = c.tmp(4), Y = c.tmp(5), Z = c.tmp(6);
   for (int h = 0; h < H; ++h) {  // P = sum_h C_h Z_h
@@ -191,10 +193,10 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
         for (int j = 0; j < m; ++j) P(i, j) += T(i, j);
     }
   }
-  auto B = c.square(Hm), CB = c.wide(1, Hm);
-  c.wishart(double(c.n) - double(m) ST_MUTATE(kValueDf), Hm, ExactKey::kR, ExactKey::kRUniform,
-            B);  // R = B B^T ~ Wishart_{Hm}(n - m)
-  mul<Ln>(CB, C, B, false, true);
+  // CB CB^T ~ C R C^T, R ~ Wishart_{Hm}(n - m): the m x m draw of wishart_quad.hpp
+  auto CB = c.tmp(1);
+  wishart_quad_factor(c, C, H, double(c.n) - double(m) ST_MUTATE(kValueDf), ExactKey::kR, ExactKey::kRUniform, CB, Z, Y,
+                      c.tmp(7));
   mul_nt<Ln>(T, L, P);    // L P^T
   mul_nt<Ln>(Q, P, P);    // P P^T
   mul_nt<Ln>(Y, CB, CB);  // C R C^T
@@ -202,9 +204,12 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
     for (int j = 0; j < m; ++j) Q(i, j) = Q(i, j) + Y(i, j);
 #ifdef SHAPED_TRANSFORMER_MUTATIONS
   // Test-only: scales the cross-head terms (h != g) of Q = P P^T + C R C^T by the
-  // kCrossHeads factor (0 drops them: heads with independent value weights).
+  // kCrossHeads factor (0 drops them: heads with independent value weights).  The
+  // diagonal terms C_h R_hh C_h^T are drawn afresh (R_hh ~ Wishart_m(n - m)
+  // independent, from head streams 4 and 5, unused by the model), since the m x m
+  // draw of C R C^T has no per-head parts.
   if (const double f = mutation::factor(mutation::kCrossHeads); f != 1.0 && H > 1) {
-    auto diag = c.tmp(7), Ph = c.tmp(1), CBh = c.wide(1, Hm);  // sum_h P_h P_h^T + (C_h B_h)(C_h B_h)^T
+    auto diag = c.tmp(7), Ph = c.tmp(1), Fh = c.wide(1, m);  // sum_h P_h P_h^T + F_h F_h^T
     for (int i = 0; i < m; ++i)
       for (int j = 0; j < m; ++j) diag(i, j) = Ln::splat(0.0);
     for (int h = 0; h < H; ++h) {
@@ -213,9 +218,9 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
       mul_nt<Ln>(Y, Ph, Ph);
       for (int i = 0; i < m; ++i)
         for (int j = 0; j < m; ++j) diag(i, j) += Y(i, j);
-      const MatRef<D, 0> Bh(&B(h * m, 0), m, Hm, B.ld());  // the rows of head h
-      mul<Ln>(CBh, C.middle_cols(h * m, m), Bh);
-      mul_nt<Ln>(Y, CBh, CBh);
+      wishart_quad_factor(c, C.middle_cols(h * m, m), 1, double(c.n) - double(m), ExactKey::head_id(h, 4),
+                          ExactKey::head_id(h, 5), Fh, Z, Y, Ph);
+      mul_nt<Ln>(Y, Fh, Fh);
       for (int i = 0; i < m; ++i)
         for (int j = 0; j < m; ++j) diag(i, j) += Y(i, j);
     }

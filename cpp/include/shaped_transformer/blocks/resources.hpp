@@ -53,10 +53,11 @@ void mlp_weights(long width, F&& f) {
 }
 
 /// Attention: O(H m n) per-head products and the m x n_k queries and keys (explicit);
-/// the (H m) x (H m) Wishart draw and the per-head m x m factors (exact).
+/// the per-head m x m factors and the value part's m x m matrices (exact: the
+/// m x m Wishart draw of wishart_quad.hpp).
 inline Workspace attention_workspace(int heads, int key_dim, double m, double n, double itemsize) {
-  const double H = heads, nk = key_dim > 0 ? double(key_dim) : n, hm = H * m;
-  return {(8 + 4 * H) * m * n * itemsize + 2 * H * m * nk * itemsize, (8 * hm * hm + 4 * H * m * m) * 8};
+  const double H = heads, nk = key_dim > 0 ? double(key_dim) : n;
+  return {(8 + 4 * H) * m * n * itemsize + 2 * H * m * nk * itemsize, (8 * m * m + 4 * H * m * m) * 8};
 }
 
 /// MLP: the m x n pre-activations and their images (explicit); the exact step's m x

@@ -82,15 +82,14 @@ class HostCtx {
   HostCtx(int m_, int wide_max)
       : m(m_),
         wmax_(wide_max),
-        buf_(std::size_t((1 + kExactScratch) * m_ * m_ + 2 * m_ * wide_max + wide_max * wide_max + m_)),
-        z_(std::size_t(std::max(m_ * wide_max, wide_max * wide_max))) {
+        buf_(std::size_t((1 + kExactScratch) * m_ * m_ + 2 * m_ * wide_max + m_)),
+        z_(std::size_t(m_) * std::size_t(m_)) {
     V = Mat(buf_.data(), m, m, m);
   }
 
   Mat tmp(int i) { return Mat(buf_.data() + (1 + i) * m * m, m, m, m); }
   Dyn wide(int i, int cols) { return Dyn(wide_base() + i * m * wmax_, m, cols, cols); }
-  Dyn square(int p) { return Dyn(wide_base() + 2 * m * wmax_, p, p, p); }
-  double* vec() { return wide_base() + 2 * m * wmax_ + wmax_ * wmax_; }
+  double* vec() { return wide_base() + 2 * m * wmax_; }
 
   template <class VA, class VL>
   bool root(VA A, VL L) {

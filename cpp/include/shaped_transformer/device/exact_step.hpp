@@ -55,7 +55,6 @@ class DeviceCtx {
   ST_HD DeviceCtx(int m_, long n_, double* v) : m(m_), n(n_), V(v, m_, m_, MM) {}
   ST_HD Mat tmp(int i) { return Mat(t_[i], m, m, MM); }
   ST_HD Mat wide(int i, int cols) { return Mat(w_[i], m, cols, HM); }
-  ST_HD Mat square(int p) { return Mat(s_, p, p, HM); }
   ST_HD double* vec() { return v_; }
   ST_HD bool root(Mat A, Mat L) {
     psd_root<MM>(A.data(), L.data(), m);
@@ -74,7 +73,6 @@ class DeviceCtx {
  private:
   double t_[kExactScratch][MM * MM];
   double w_[2][MM * HM];
-  double s_[HM * HM];
   double v_[MM];
 };
 

@@ -56,16 +56,14 @@ class LaneCtx {
         sample0_(sample0),
         alive_(alive),
         cancel_(cancel),
-        buf_(std::size_t((1 + kExactScratch) * m_ * m_ + 2 * m_ * wide_max + wide_max * wide_max + m_ +
-                         2 * lane_buffer(wide_max * wide_max))) {
+        buf_(std::size_t((1 + kExactScratch) * m_ * m_ + 2 * m_ * wide_max + m_ + 2 * lane_buffer(m_ * m_))) {
     V = Mat(buf_.data(), m, m, m);
   }
   void set_block(std::uint32_t block) { block_ = block; }
 
   Mat tmp(int i) { return Mat(buf_.data() + (1 + i) * m * m, m, m, m); }
   Dyn wide(int i, int cols) { return Dyn(wide_base() + i * m * wmax_, m, cols, cols); }
-  Dyn square(int p) { return Dyn(wide_base() + 2 * m * wmax_, p, p, p); }
-  D* vec() { return wide_base() + 2 * m * wmax_ + wmax_ * wmax_; }
+  D* vec() { return wide_base() + 2 * m * wmax_; }
 
   /// The lanes' Cholesky factor, the scalar remedy (psd_root's rule) where it fails.
   template <class VA, class VL>
@@ -110,7 +108,7 @@ class LaneCtx {
         for (int j = 0; j < k; ++j) B(i, j) = N[i * k + j];
       return;
     }
-    D* U = N + lane_buffer(wmax_ * wmax_);
+    D* U = N + lane_buffer(m * m);
     const std::uint32_t mn = matrix_id::kExactBase + idn, mu = matrix_id::kExactBase + idu;
     simd::lane_normals<Ln>(seed_, mn, block_, sample0_, (p * (p + 1) / 2 + 3) / 4, 1.0, N);
     simd::lane_uniforms<Ln>(seed_, mu, block_, sample0_, p, U);
