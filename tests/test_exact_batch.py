@@ -71,15 +71,34 @@ def test_kernels_give_the_same_numbers(blocks, m, width, kernel):
     np.testing.assert_array_equal(out[1], ref[1], err_msg=kernel)
 
 
+#: Rounding differences between the two paths (order of sums, fused multiply-adds in
+#: the lanes) are amplified by the conditioning of V through its root: by about
+#: kappa = max diag V / min eigenvalue (running maximum over the layers so far).  At
+#: n = m the chain collapses towards rank deficiency (the last case reaches kappa ~
+#: 1e15), and there the root is not even continuous in V: eigenvalues below 64 eps
+#: max|w| are dropped (linalg.hpp's PsdRootRule), which moves the root by up to
+#: sqrt(64 eps) ~ 1.2e-7 of its scale.  Bound: REL + 100 eps kappa, capped at
+#: SINGULAR_REL (that jump grown over the remaining layers; measured 9e-7 at layer 38
+#: of the last case, kappa 4e14; elsewhere < 2e-12).  Still far below a wrong draw.
+SINGULAR_REL = 1e-5
+
+
 @pytest.mark.parametrize("blocks,m,width", CASES)
 def test_batch_equals_the_per_sample_path_to_rounding(blocks, m, width):
     Vg, eg = _run(blocks, m, kernel="generic", width=width)
     Vb, eb = _run(blocks, m, kernel="", width=width)
     np.testing.assert_array_equal(eb, eg)
-    scale = np.nanmax(np.abs(Vg), axis=(2, 3), keepdims=True)
-    diff = np.nanmax(np.abs(Vb - Vg) / scale)
     assert np.array_equal(np.isnan(Vb), np.isnan(Vg))
-    assert diff < REL, diff
+    finite = ~np.isnan(Vg[:, :, 0, 0])
+    w = np.linalg.eigvalsh(np.where(finite[:, :, None, None], Vg, np.eye(m)))[:, :, 0]
+    diag = np.abs(np.diagonal(np.nan_to_num(Vg), axis1=2, axis2=3)).max(axis=2)
+    kappa = np.maximum.accumulate(diag / np.maximum(w, 1e-300 * diag + 1e-300), axis=1)
+    tol = np.minimum(REL + 100 * np.finfo(float).eps * kappa, SINGULAR_REL)
+    scale = np.nanmax(np.abs(Vg), axis=(2, 3))
+    diff = np.nanmax(np.abs(Vb - Vg), axis=(2, 3)) / scale
+    assert np.all(diff[finite] < tol[finite]), np.max(diff[finite] / tol[finite])
+    # the common case: well conditioned, where the bound is REL itself
+    assert np.max(diff[finite & (kappa < 1e4)], initial=0.0) < REL
 
 
 def test_thread_count_and_batch_split_do_not_change_numbers():
