@@ -144,6 +144,37 @@ ST_HD inline void shaped_attention_matrix(VM S, double alpha, double beta, bool 
   }
 }
 
+/// How an attention step turns its logits into attention matrices (attention_heads).
+struct HeadsForm {
+  int heads;
+  double nk;     ///< key dimension n_k (the width when 0 is given)
+  double scale;  ///< logits Y_h = L_in M_h L_in^T / scale
+  bool causal;   ///< row i of the softmax over tokens 0..i
+  bool shaped;   ///< A_h = alpha I + beta S - beta C (shaped_attention_matrix), else S
+  double alpha = 1.0, beta = 1.0;
+};
+
+/// The heads of an attention step, for every attention kind: for head h the logits
+/// Y_h = L_in M_h L_in^T / scale (M_h = G_q G_k^T, key_product), their row softmax S,
+/// A_h from S (f.shaped), then C_h = A_h L_in into columns h m .. h m + m - 1 of C.
+/// tri: L_in is lower triangular.  Uses c.tmp(2) .. c.tmp(4), c.tmp(6), c.tmp(7).
+template <class Ctx, class VL, class VC>
+ST_HD inline void attention_heads(Ctx& c, VL Lin, bool tri, const HeadsForm& f, VC C) {
+  using Ln = typename Ctx::Ln;
+  const int m = c.m;
+  auto M = c.tmp(2), T = c.tmp(3), Y = c.tmp(4);
+  for (int h = 0; h < f.heads; ++h) {
+    key_product(c, f.nk, h, M);
+    mul<Ln>(T, Lin, M, tri);  // L_in M
+    mul_nt<Ln>(Y, T, Lin);    // L_in M L_in^T
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) Y(i, j) = Y(i, j) / f.scale;
+    softmax_rows<Ln>(Y, f.causal);
+    if (f.shaped) shaped_attention_matrix<Ln>(Y, f.alpha, f.beta, f.causal);
+    mul<Ln>(C.middle_cols(h * m, m), Y, Lin, false, tri);  // C_h = A_h L_in
+  }
+}
+
 /// D^{-1/2} V D^{-1/2} with D = diag(V): the covariance after RMS normalisation of
 /// every token (x_a -> x_a / sqrt(V_aa)).  Zero tokens stay zero.  s: m lanes of scratch.
 template <class Ln, class VM>

@@ -139,23 +139,12 @@ inline void explicit_forward(const ShapedAttention& b, Ops& o) {
 // and the CUDA threads all run it.  Returns false only when cancelled.
 template <class Ctx>
 ST_HD inline bool exact_step(const ShapedAttention::Exact& t, Ctx& c) {
-  using Ln = typename Ctx::Ln;
   const int m = c.m, H = t.heads;
-  auto L = c.tmp(0), M = c.tmp(2), T = c.tmp(3), Y = c.tmp(4);
+  auto L = c.tmp(0);
   const bool tri = c.root(c.V, L);
   const double n = double(c.n), nk = t.key_dim > 0 ? double(t.key_dim) : n;
-  const double tau = t.tau0 * device::sqrt_d(n * nk);
   auto C = c.wide(0, H * m);
-  for (int h = 0; h < H; ++h) {
-    key_product(c, nk, h, M);
-    mul<Ln>(T, L, M, tri);  // L M
-    mul_nt<Ln>(Y, T, L);    // L M L^T
-    for (int i = 0; i < m; ++i)
-      for (int j = 0; j < m; ++j) Y(i, j) = Y(i, j) / tau;
-    softmax_rows<Ln>(Y, t.causal);
-    shaped_attention_matrix<Ln>(Y, t.alpha, t.beta, t.causal);
-    mul<Ln>(C.middle_cols(h * m, m), Y, L, false, tri);  // C_h = A_h L
-  }
+  attention_heads(c, L, tri, HeadsForm{H, nk, t.tau0 * device::sqrt_d(n * nk), t.causal, true, t.alpha, t.beta}, C);
   value_mix(c, L, C, H, t.lambda, t.gamma, false);
   return true;
 }

@@ -91,21 +91,13 @@ template <class Ctx>
 ST_HD inline bool exact_step(const StandardAttention::Exact& t, Ctx& c) {
   using Ln = typename Ctx::Ln;
   const int m = c.m, H = t.heads;
-  auto L = c.tmp(0), M = c.tmp(2), T = c.tmp(3), Y = c.tmp(4);
+  auto L = c.tmp(0);
   const bool tri = c.root(c.V, L);
   if (t.norm == Norm::PreRMS) rms_normalize_root<Ln>(L, c.tmp(1));
   const auto Lin = t.norm == Norm::PreRMS ? c.tmp(1) : L;
-  const double nk = t.key_dim > 0 ? double(t.key_dim) : double(c.n), scale = device::sqrt_d(nk);
+  const double nk = t.key_dim > 0 ? double(t.key_dim) : double(c.n);
   auto C = c.wide(0, H * m);
-  for (int h = 0; h < H; ++h) {
-    key_product(c, nk, h, M);
-    mul<Ln>(T, Lin, M, tri);  // L_in M
-    mul_nt<Ln>(Y, T, Lin);    // L_in M L_in^T
-    for (int i = 0; i < m; ++i)
-      for (int j = 0; j < m; ++j) Y(i, j) = Y(i, j) / scale;
-    softmax_rows<Ln>(Y, false);
-    mul<Ln>(C.middle_cols(h * m, m), Y, Lin, false, tri);  // C_h = A_h L_in
-  }
+  attention_heads(c, Lin, tri, HeadsForm{H, nk, device::sqrt_d(nk), false, false}, C);
   value_mix(c, L, C, H, t.lambda, t.gamma, false);
   if (t.norm == Norm::PostRMS) rms_normalize<Ln>(c.V, c.vec());
   return true;
