@@ -222,17 +222,10 @@ ST_HD inline void sde_drift(const ShapedAttention::Sde& t, const SdeState<Ln, MC
     }
     return;
   }
-  // The paper's head: V P = V - (V 1) 1^T / m and P V P, without forming P.
+  // The paper's head: V P = P V (centred_v, V symmetric) and P V P, without forming P.
   const double inv_m = 1.0 / double(m), inv_2m = 0.5 / double(m);
-  D *r = s.vec[0], *w = s.vec[1], *wV = s.vec[2];
-  auto VP = s.tmp[0];
-  for (int a = 0; a < m; ++a) {
-    D x = V(a, 0);
-    for (int j = 1; j < m; ++j) x += V(a, j);
-    r[a] = x * inv_m;
-  }
-  for (int a = 0; a < m; ++a)
-    for (int j = 0; j < m; ++j) VP(a, j) = V(a, j) - r[j];  // column means (= row means) removed
+  D *w = s.vec[1], *wV = s.vec[2];
+  const auto VP = centred_v(s);
   D trPVP = Ln::splat(0.0), trVPVP = Ln::splat(0.0);
   for (int a = 0; a < m; ++a) {
     D x = VP(a, 0);
@@ -251,9 +244,9 @@ ST_HD inline void sde_drift(const ShapedAttention::Sde& t, const SdeState<Ln, MC
     wV[a] = x;
   }
   const D sv = trVPVP * (inv_m * inv_m);
+  const double kd = t.kdrift;  // a local: out's stores could alias t for the compiler
   for (int a = 0; a < m; ++a)
-    for (int b = a; b < m; ++b)
-      out(a, b) = out(a, b) + Ln::madd(sv, V(a, b), V(a, a) * wV[b] + V(b, b) * wV[a]) * t.kdrift;
+    for (int b = a; b < m; ++b) out(a, b) = out(a, b) + Ln::madd(sv, V(a, b), V(a, a) * wV[b] + V(b, b) * wV[a]) * kd;
 }
 
 /// Adds the noise increment of the head to the upper triangle of out; dW holds
@@ -270,21 +263,26 @@ ST_HD inline void sde_noise(const ShapedAttention::Sde& t, const SdeState<Ln, MC
   if (t.paper) {
     // c1 L dZ L^T + c2 L dXi L^T P V = L (c1 dZ L^T + c2 dXi (L^T P V)): one root
     // product on the left, then symmetrise.
-    auto PV = s.tmp[4], R = s.tmp[5];
-    const double inv_m = 1.0 / double(m);
-    D* cm = s.vec[0];
-    for (int j = 0; j < m; ++j) {
-      D x = V(j, 0);
-      for (int a = 1; a < m; ++a) x += V(j, a);
-      cm[j] = x * inv_m;  // column mean = row mean (V symmetric)
+    auto R = s.tmp[5];
+    const auto PV = centred_v(s);
+    mul_tn<Ln>(R, L, PV, s.tri);  // L^T P V
+    const D c2 = Ln::splat(t.c2);
+    const double c1 = t.c1;  // locals: Q's stores could alias t for the compiler
+    if (detail::use_gemm<Ln>(Q, m)) {
+      mul_nt<Ln>(T1, dZ, L, false, s.tri);  // dZ L^T
+      mul<Ln>(T2, dXi, R);                  // dXi L^T P V
+      for (int a = 0; a < m; ++a)
+        for (int j = 0; j < m; ++j) Q(a, j) = Ln::madd(c2, T2(a, j), T1(a, j) * c1);
+    } else {  // the same sums as mul_nt and mul, in one pass (the SIMD lanes' step)
+      for (int a = 0; a < m; ++a)
+        for (int j = 0; j < m; ++j) {
+          D s1 = Ln::splat(0.0), s2 = Ln::splat(0.0);
+          const int k1 = s.tri ? j + 1 : m;
+          for (int k = 0; k < k1; ++k) s1 = Ln::madd(dZ(a, k), L(j, k), s1);
+          for (int k = 0; k < m; ++k) s2 = Ln::madd(dXi(a, k), R(k, j), s2);
+          Q(a, j) = Ln::madd(c2, s2, s1 * c1);
+        }
     }
-    for (int a = 0; a < m; ++a)
-      for (int j = 0; j < m; ++j) PV(a, j) = V(a, j) - cm[j];
-    mul_tn<Ln>(R, L, PV, s.tri);          // L^T P V
-    mul_nt<Ln>(T1, dZ, L, false, s.tri);  // dZ L^T
-    mul<Ln>(T2, dXi, R);                  // dXi L^T P V
-    for (int a = 0; a < m; ++a)
-      for (int j = 0; j < m; ++j) Q(a, j) = Ln::madd(Ln::splat(t.c2), T2(a, j), T1(a, j) * t.c1);
   } else {
     mul_nt<Ln>(T1, dXi, L, false, s.tri);
     mul<Ln>(T2, L, T1, s.tri);  // L dXi L^T: the first-order logits per unit of dt^(1/2)

@@ -53,7 +53,7 @@ ST_HD inline std::int64_t solve_path(const Problem& p, const std::int64_t* save_
   constexpr int MC = FIXED ? MM : 0;
   using Mat = MatRef<double, MC>;
   const int m = FIXED ? MM : p.m;
-  double V[MM * MM], buf[(3 + kSdeScratch) * MM * MM + 3 * MM], dW[2 * MM * MM];
+  double V[MM * MM], buf[kSdeMatrices * MM * MM + 3 * MM], dW[2 * MM * MM];
   SdeState<ScalarLanes, MC> s;
   Mat drift, incr;
   sde_state_layout(s, V, buf, m, MM, drift, incr);

@@ -40,7 +40,10 @@ template <class... Kinds>
 using SdeBlock = FaceBlock<SdeFace, Kinds...>;
 
 /// Scratch m x m matrices the drift and noise faces may use (a face uses tmp[0] ..).
-inline constexpr int kSdeScratch = 7;
+inline constexpr int kSdeScratch = 6;
+/// The m x m matrices of an SdeState's storage besides V: L, PV, the scratch, and the
+/// step's drift and increment.
+inline constexpr int kSdeMatrices = 4 + kSdeScratch;
 
 /// What the faces see of one step: V, a root L (L L^T = V) and scratch space.
 template <class Ln, int MC>
@@ -50,13 +53,15 @@ struct SdeState {
   Mat V, L;
   bool tri = false;  ///< L is lower triangular in every lane (products skip its upper triangle)
   Mat tmp[kSdeScratch];
+  Mat PV;                                   ///< P V once centred_v computed it for this V
+  mutable bool pv_ready = false;            ///< reset by sde_increment when V changes
   D* vec[3] = {nullptr, nullptr, nullptr};  ///< scratch vectors of m lanes
   ST_HD int m() const { return V.rows(); }
 };
 
 /// Lanes of storage an SdeState needs besides V: L, the scratch, the vectors, and
 /// the step's own drift and increment matrices (see sde_increment).
-ST_HD inline int sde_state_lanes(int m) { return (3 + kSdeScratch) * m * m + 3 * m; }
+ST_HD constexpr int sde_state_lanes(int m) { return kSdeMatrices * m * m + 3 * m; }
 
 /// Points the matrices of s at `buf` (sde_state_lanes(m) lanes, leading dimension ld;
 /// MC > 0: ld = m = MC); drift and incr get the last two matrices.
@@ -68,9 +73,34 @@ ST_HD inline void sde_state_layout(SdeState<Ln, MC>& s, typename Ln::D* V, typen
   s.V = Mat(V, m, m, ld);
   s.L = Mat(buf, m, m, ld);
   for (int i = 0; i < kSdeScratch; ++i) s.tmp[i] = Mat(buf + (1 + i) * mm, m, m, ld);
-  drift = Mat(buf + (1 + kSdeScratch) * mm, m, m, ld);
-  incr = Mat(buf + (2 + kSdeScratch) * mm, m, m, ld);
-  for (int i = 0; i < 3; ++i) s.vec[i] = buf + (3 + kSdeScratch) * mm + i * m;
+  s.PV = Mat(buf + (1 + kSdeScratch) * mm, m, m, ld);
+  drift = Mat(buf + (2 + kSdeScratch) * mm, m, m, ld);
+  incr = Mat(buf + (3 + kSdeScratch) * mm, m, m, ld);
+  for (int i = 0; i < 3; ++i) s.vec[i] = buf + kSdeMatrices * mm + i * m;
+  s.pv_ready = false;
+}
+
+/// P V = V - (V 1) 1^T / m (V with its column means removed, which are its row means:
+/// V is symmetric), computed once per V for the faces that use it (the paper head's
+/// drift and noise).
+template <class Ln, int MC>
+ST_HD inline MatRef<typename Ln::D, MC> centred_v(const SdeState<Ln, MC>& s) {
+  using D = typename Ln::D;
+  if (!s.pv_ready) {
+    const auto V = s.V, PV = s.PV;
+    const int m = s.m();
+    const double inv_m = 1.0 / double(m);
+    D* r = s.vec[0];
+    for (int a = 0; a < m; ++a) {
+      D x = V(a, 0);
+      for (int j = 1; j < m; ++j) x += V(a, j);
+      r[a] = x * inv_m;
+    }
+    for (int a = 0; a < m; ++a)
+      for (int j = 0; j < m; ++j) PV(a, j) = V(a, j) - r[j];
+    s.pv_ready = true;
+  }
+  return s.PV;
 }
 
 /// The increment of one step into the upper triangle of `incr`: the drift of every
@@ -83,16 +113,22 @@ ST_HD inline void sde_increment(const Block* blocks, int nblocks, const SdeState
                                 MatRef<typename Ln::D, MC> incr) {
   using D = typename Ln::D;
   const int m = s.m();
+  s.pv_ready = false;  // a new V
+  // The whole squares, not only the upper triangles the faces use: fixed-size loops the
+  // compiler unrolls into vector stores (the triangle became a memset per row, 7% of a step).
   for (int a = 0; a < m; ++a)
-    for (int b = a; b < m; ++b) drift(a, b) = incr(a, b) = Ln::splat(0.0);
+    for (int b = 0; b < m; ++b) drift(a, b) = incr(a, b) = Ln::splat(0.0);
   for (int k = 0; k < nblocks; ++k) blocks[k].visit([&](const auto& t) { sde_drift(t, s, drift); });
-  D norm2 = Ln::splat(0.0);  // |b|_F^2: off-diagonal entries count twice
-  for (int a = 0; a < m; ++a)
-    for (int b = a; b < m; ++b) {
-      const D x = drift(a, b);
-      norm2 = Ln::madd(x, x, a == b ? norm2 : Ln::madd(x, x, norm2));
-    }
-  D f = tamed ? Ln::splat(dt) / Ln::madd(Ln::splat(dt), Ln::sqrt(norm2), Ln::splat(1.0)) : Ln::splat(dt);
+  D f = Ln::splat(dt);
+  if (tamed) {
+    D norm2 = Ln::splat(0.0);  // |b|_F^2: off-diagonal entries count twice
+    for (int a = 0; a < m; ++a)
+      for (int b = a; b < m; ++b) {
+        const D x = drift(a, b);
+        norm2 = Ln::madd(x, x, a == b ? norm2 : Ln::madd(x, x, norm2));
+      }
+    f = Ln::splat(dt) / Ln::madd(Ln::splat(dt), Ln::sqrt(norm2), Ln::splat(1.0));
+  }
   ST_MUTATION_ONLY(f = f * ::shaped_transformer::mutation::factor(::shaped_transformer::mutation::kIntegratorDrift);)
   for (int k = 0; k < nblocks; ++k)
     blocks[k].visit([&](const auto& t) {

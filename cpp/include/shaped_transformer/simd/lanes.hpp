@@ -71,7 +71,9 @@ struct LanesBase {
   using I = typename Vector<std::int32_t, 8 * Width>::type;
   using Ih = typename Vector<std::int32_t, 4 * Width>::type;  ///< W ints
 
-  static D splat(double x) { return D{} + x; }
+  /// x in every lane: x - 0 is x for every x (0 + x would turn -0 into +0), so the
+  /// compiler broadcasts x with no scalar add on the way (a hot spot in the SDE step).
+  static D splat(double x) { return x - D{}; }
   static F to_float(U x) { return __builtin_convertvector((I)x, F); }
   static F from_bits(U x) { return (F)x; }
   static U to_bits(F x) { return (U)x; }
