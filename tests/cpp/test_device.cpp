@@ -243,5 +243,10 @@ TEST_SUITE("device") {
     CHECK_THROWS_AS(dv::exact_problem(st::Network{{many}}, V0, 64, 1, 1e4, 0), std::invalid_argument);
     CHECK_THROWS_AS(dv::sde_problem(mixed, equicorrelated(17, 0.1), 0.01, 1, false, true, 1e4, 0),
                     std::invalid_argument);
+    // depth x blocks past the 32-bit block word of the random counter, as the CPU chain
+    const st::Network two{{st::ShapedAttention{}, st::ShapedAttention{}}};
+    CHECK_NOTHROW(dv::exact_problem(two, V0, 64, (std::int64_t(1) << 31) - 1, 1e4, 0));
+    CHECK_THROWS_WITH_AS(dv::exact_problem(two, V0, 64, std::int64_t(1) << 31, 1e4, 0), doctest::Contains("depth"),
+                         std::invalid_argument);
   }
 }

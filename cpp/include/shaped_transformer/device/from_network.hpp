@@ -78,6 +78,7 @@ inline typename problems_of<BasicNetwork<K...>>::Exact exact_problem(const Basic
   if (net.blocks.empty()) throw std::invalid_argument("network: no blocks");
   if (int(net.blocks.size()) > kMaxExactBlocks)
     throw std::invalid_argument("network: the device exact chain supports at most 16 blocks per layer");
+  check_block_counter(net, depth, "depth");  // layer * blocks + b: the 32-bit block word, as the CPU chain
   P p;
   p.m = int(V0.rows());
   p.nblocks = int(net.blocks.size());
