@@ -4,7 +4,7 @@ kind's exact step (its face, exact_common.hpp) in the lanes.
 - every batch kernel (portable one-lane, AVX2, AVX-512) gives the same numbers;
 - they agree with the per-sample Eigen path ("generic") to rounding: same random
   draws in the same order, only the order of the sums and the exponential's last
-  bit differ (the bound below is ~1e3 times the differences measured);
+  bit differ (the bound below grows with the conditioning of V: REL + 100 eps kappa);
 - the same numbers for any thread count and any number of samples per batch;
 - blow-ups at the same layers; clear errors for unknown or uncovered kernels.
 """
