@@ -5,7 +5,7 @@
 // the old code, kept here only to time it).  Run by bench_multihead_step.py, which
 // compiles it against the core library and times NumPy's dgemm in the same run.
 //
-// Prints one line per m: seconds per call of the whole step (exact_step), of the
+// Prints one line per m: seconds per call of the whole step (exact_block), of the
 // value part alone (new and old) and of one m x m Eigen product.  One thread.
 #include <chrono>
 #include <cstdio>
@@ -14,7 +14,9 @@
 #include <vector>
 
 #include "shaped_transformer/blocks/shaped_attention.hpp"
+#include "shaped_transformer/detail/exact_impl.hpp"
 #include "shaped_transformer/exact_common.hpp"
+#include "shaped_transformer/math/samplers.hpp"
 
 namespace st = shaped_transformer;
 
@@ -29,8 +31,8 @@ static void value_mix_hm(st::Cov& V, const st::Cov& L, const st::Cov& C, int H, 
     P.noalias() += C.middleCols(h * m, m) * Z;
   }
   st::MatrixRng r(key.stream(st::ExactKey::kR), key.stream(st::ExactKey::kRUniform));
-  st::Cov B;
-  st::wishart_factor(n - double(m), H * m, r, B);
+  st::Cov B(H * m, H * m);
+  st::wishart_factor(n - double(m), int(H * m), r, B);
   st::Cov CB(m, H * m);
   CB.noalias() = C * B.triangularView<Eigen::Lower>();
   const double HN = double(H) * n;
@@ -43,6 +45,24 @@ static void value_mix_hm(st::Cov& V, const st::Cov& L, const st::Cov& C, int H, 
   quad.noalias() += CB * CB.transpose();
   out += (gamma * gamma / HN) * quad;
   V = 0.5 * (out + out.transpose());
+}
+
+// The core's value part (exact_common.hpp's value_mix on the generic chain's host
+// context): V, its root L and C copied in, the step's value mix run in place.
+static void value_mix_core(st::exact_generic::HostCtx<0>& c, st::Cov& V, const st::Cov& L, const st::Cov& C, int H,
+                           double lambda, double gamma) {
+  const int m = int(V.rows());
+  auto Lc = c.tmp(0), Cc = c.wide(0, H * m);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) {
+      c.V(i, j) = V(i, j);
+      Lc(i, j) = L(i, j);
+    }
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < H * m; ++j) Cc(i, j) = C(i, j);
+  st::value_mix(c, Lc, Cc, H, lambda, gamma, false);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) V(i, j) = c.V(i, j);
 }
 
 template <class F>
@@ -82,13 +102,16 @@ int main(int argc, char** argv) {
     const double t_step = seconds_per_call(
         [&](int i) {
           st::Cov V = V0;
-          st::exact_step(b, V, n, key(i));
+          st::exact_block(st::Block(b), V, n, key(i));
         },
         min_s);
+    st::exact_generic::HostCtx<0> ctx(m, H * m);
+    ctx.n = n;
     const double t_new = seconds_per_call(
         [&](int i) {
           st::Cov V = V0;
-          st::value_mix(V, L, C, H, double(n), b.lambda, b.gamma, key(i), false);
+          ctx.key = key(i);
+          value_mix_core(ctx, V, L, C, H, b.lambda, b.gamma);
         },
         min_s);
     const double t_old = seconds_per_call(

@@ -9,7 +9,7 @@ NumPy's m x m dgemm as the yardstick, all in one run (docs/performance.md,
 It compiles bench_multihead_step.cpp against the core library of ``--build`` (the
 static library of a CMake build; the same -O3 as the core), runs it on one thread and
 times NumPy's m x m product on one OpenBLAS thread in between.  Columns: seconds per
-call of the whole step (``exact_step``, one block, one sample), of its value part
+call of the whole step (``exact_block``, one block, one sample), of its value part
 drawn the new way and the old way, the old whole step (the new step minus the new
 value part plus the old: the rest of the step is the same code), and each as a
 multiple of one NumPy dgemm of the same m.  Timings on a shared machine: quote the

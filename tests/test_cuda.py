@@ -122,7 +122,7 @@ def test_device_exact_chain_scheme_equals_the_cpu_sde_scheme():
 
 def test_device_code_refuses_what_it_does_not_cover():
     mixed = st.shaped_transformer()
-    with pytest.raises(ValueError, match="shaped attention"):
+    with pytest.raises(ValueError, match="CPU only"):  # the MLP's O(m^2 n) Gram
         core.device_host_exact(mixed.to_core(), _equicorrelated(3, 0.1), 16, 1, 1, 0, np.array([0, 1]), 1e4)
     with pytest.raises(ValueError, match="m <= 16"):
         core.device_host_solve_sde(

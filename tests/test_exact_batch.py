@@ -1,9 +1,10 @@
-"""The batched exact attention chain (one sample per SIMD lane, exact/batch.hpp).
+"""The batched exact chain (one sample per SIMD lane, exact/batch.hpp): every block
+kind's exact step (its face, exact_common.hpp) in the lanes.
 
 - every batch kernel (portable one-lane, AVX2, AVX-512) gives the same numbers;
 - they agree with the per-sample Eigen path ("generic") to rounding: same random
   draws in the same order, only the order of the sums and the exponential's last
-  bit differ (the bound below is ~1e3 times the differences measured);
+  bit differ (the bound below grows with the conditioning of V: REL + 100 eps kappa);
 - the same numbers for any thread count and any number of samples per batch;
 - blow-ups at the same layers; clear errors for unknown or uncovered kernels.
 """
@@ -47,6 +48,10 @@ CASES = [
     ([st.ShapedAttention(gamma=0.7, tau0=0.5, causal=True)], 8, 40),
     ([st.ShapedAttention(), st.ShapedAttention(gamma=0.3, alpha=0.5, beta=2.0, key_dim=12)], 5, 30),
     ([st.ShapedAttention(gamma=0.6)], 3, 7),  # small width: gamma shapes down to 1, rejections, the scalar redraw
+    # every kind: multi-head, the MLPs' Gram, norms, a singular key Wishart (n_k < m), n = m (no remainder)
+    ([st.ShapedAttention(heads=2, gamma=0.6), st.ShapedMLP(gamma=0.5, c_plus=0.3)], 6, 80),
+    ([st.StandardAttention(heads=2, norm="pre_rms"), st.ReluMLP(gamma=0.4, norm="post_rms")], 4, 50),
+    ([st.ShapedAttention(key_dim=2, causal=True), st.StandardAttention(norm="post_rms", key_dim=3)], 5, 5),
 ]
 
 
@@ -66,15 +71,34 @@ def test_kernels_give_the_same_numbers(blocks, m, width, kernel):
     np.testing.assert_array_equal(out[1], ref[1], err_msg=kernel)
 
 
+#: Rounding differences between the two paths (order of sums, fused multiply-adds in
+#: the lanes) are amplified by the conditioning of V through its root: by about
+#: kappa = max diag V / min eigenvalue (running maximum over the layers so far).  At
+#: n = m the chain collapses towards rank deficiency (the last case reaches kappa ~
+#: 1e15), and there the root is not even continuous in V: eigenvalues below 64 eps
+#: max|w| are dropped (linalg.hpp's PsdRootRule), which moves the root by up to
+#: sqrt(64 eps) ~ 1.2e-7 of its scale.  Bound: REL + 100 eps kappa, capped at
+#: SINGULAR_REL (that jump grown over the remaining layers; measured 9e-7 at layer 38
+#: of the last case, kappa 4e14; elsewhere < 2e-12).  Still far below a wrong draw.
+SINGULAR_REL = 1e-5
+
+
 @pytest.mark.parametrize("blocks,m,width", CASES)
 def test_batch_equals_the_per_sample_path_to_rounding(blocks, m, width):
     Vg, eg = _run(blocks, m, kernel="generic", width=width)
     Vb, eb = _run(blocks, m, kernel="", width=width)
     np.testing.assert_array_equal(eb, eg)
-    scale = np.nanmax(np.abs(Vg), axis=(2, 3), keepdims=True)
-    diff = np.nanmax(np.abs(Vb - Vg) / scale)
     assert np.array_equal(np.isnan(Vb), np.isnan(Vg))
-    assert diff < REL, diff
+    finite = ~np.isnan(Vg[:, :, 0, 0])
+    w = np.linalg.eigvalsh(np.where(finite[:, :, None, None], Vg, np.eye(m)))[:, :, 0]
+    diag = np.abs(np.diagonal(np.nan_to_num(Vg), axis1=2, axis2=3)).max(axis=2)
+    kappa = np.maximum.accumulate(diag / np.maximum(w, 1e-300 * diag + 1e-300), axis=1)
+    tol = np.minimum(REL + 100 * np.finfo(float).eps * kappa, SINGULAR_REL)
+    scale = np.nanmax(np.abs(Vg), axis=(2, 3))
+    diff = np.nanmax(np.abs(Vb - Vg), axis=(2, 3)) / scale
+    assert np.all(diff[finite] < tol[finite]), np.max(diff[finite] / tol[finite])
+    # the common case: well conditioned, where the bound is REL itself
+    assert np.max(diff[finite & (kappa < 1e4)], initial=0.0) < REL
 
 
 def test_thread_count_and_batch_split_do_not_change_numbers():
@@ -100,12 +124,14 @@ def test_default_kernel_and_refusals():
     att = [st.ShapedAttention()]
     assert core.exact_kernel(st.Network(att).to_core(), 8, 1000) in KERNELS
     mixed = st.Network([st.ShapedAttention(), st.ShapedMLP()]).to_core()
-    assert core.exact_kernel(mixed, 8, 1000) == "generic"
-    assert core.exact_kernel(st.Network([st.ShapedAttention(heads=2)]).to_core(), 8, 1000) == "generic"
+    assert core.exact_kernel(mixed, 8, 1000) in KERNELS
+    assert core.exact_kernel(st.Network([st.ShapedAttention(heads=2)]).to_core(), 8, 1000) in KERNELS
+    # beyond the kernels' scratch (m <= 32, heads * m <= 32): the per-sample chain
+    assert core.exact_kernel(st.Network([st.ShapedAttention(heads=5)]).to_core(), 8, 1000) == "generic"
     with pytest.raises(ValueError, match="kernel"):
         _run(att, 4, kernel="avx1024")
     with pytest.raises(ValueError, match="kernel"):
-        _run([st.ShapedAttention(), st.ShapedMLP()], 4, kernel="scalar")
+        _run([st.ShapedAttention(heads=5)], 8, kernel="scalar")
 
 
 def test_every_instruction_set_gives_the_same_bits():

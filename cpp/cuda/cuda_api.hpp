@@ -1,7 +1,8 @@
 // Host interface of the CUDA kernels (cpp/cuda/kernels.cu).  Plain C++ types only,
 // so that the orchestration code (explicit_cuda.cpp, bind_cuda.cpp) is compiled by
 // the ordinary C++ compiler.  Every function throws std::runtime_error with the CUDA
-// error text when a CUDA call fails.
+// error text when a CUDA call fails.  No function keeps state between calls (the
+// scratch buffers belong to the caller), so several host threads may call them at once.
 #pragma once
 
 #include <cstddef>
@@ -10,9 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "shaped_transformer/device/exact_attention.hpp"
 #include "shaped_transformer/device/philox.hpp"
-#include "shaped_transformer/device/sde_step.hpp"
+#include "shaped_transformer/device/problems.hpp"
 
 namespace shaped_transformer::cuda {
 
@@ -69,10 +69,13 @@ void gaussian_gemm(const device::Key& s, int m, std::int64_t n_in, std::int64_t 
                    float* Out, std::int64_t ldo, float scale, float* ws);
 void gaussian_gemm(const device::Key& s, int m, std::int64_t n_in, std::int64_t n_out, const double* X,
                    std::int64_t ldx, double* Out, std::int64_t ldo, double scale, double* ws);
-/// out (host, m x m) = A B^T, accumulated in double (A, B: m x n, leading dims lda, ldb).
-void cross(const float* A, std::int64_t lda, const float* B, std::int64_t ldb, int m, std::int64_t n, double* out);
-void cross(const double* A, std::int64_t lda, const double* B, std::int64_t ldb, int m, std::int64_t n, double* out);
-/// Out (m x n) = A X (A: host m x m, already in the arithmetic type), or Out += A X.
+/// out (host, m x m) = A B^T, accumulated in double (A, B: m x n, leading dims lda,
+/// ldb); scratch: m x m doubles of device memory.
+void cross(const float* A, std::int64_t lda, const float* B, std::int64_t ldb, int m, std::int64_t n, double* scratch,
+           double* out);
+void cross(const double* A, std::int64_t lda, const double* B, std::int64_t ldb, int m, std::int64_t n, double* scratch,
+           double* out);
+/// Out (m x n) = A X (A: device m x m, already in the arithmetic type), or Out += A X.
 void left_mix(const float* A, const float* X, std::int64_t ldx, int m, std::int64_t n, float* Out, std::int64_t ldo,
               bool accumulate);
 void left_mix(const double* A, const double* X, std::int64_t ldx, int m, std::int64_t n, double* Out, std::int64_t ldo,
@@ -83,6 +86,9 @@ void axpby(double a, double* X, double b, const double* B, std::size_t count);
 /// Per-token normalisation (RMS, or LayerNorm without gain and bias) of X (m x n).
 void normalize_rows(float* X, int m, std::int64_t n, bool layer);
 void normalize_rows(double* X, int m, std::int64_t n, bool layer);
+/// X = f X.
+void scale(float* X, std::size_t count, float f);
+void scale(double* X, std::size_t count, double f);
 /// x -> x > 0 ? sp x : sm x.
 void leaky(float* X, std::size_t count, float sp, float sm);
 void leaky(double* X, std::size_t count, double sp, double sm);

@@ -6,9 +6,10 @@
 //    16 tokens, the rows of W split over blockIdx.y (partial sums reduced in a fixed
 //    order, so results do not depend on scheduling), the rows of X in shared memory;
 //  * small kernels for the rest of a block (Gram matrices, A X, residual, norms);
-//  * the SDE (one thread per path) and the attention-only exact chain (one thread
-//    per sample) on the ST_HD code of device/.
-// No cuBLAS or cuRAND.
+//  * the SDE (one thread per path) and the exact chain (one thread per sample) on the
+//    ST_HD code of device/ (path_kernels.cuh).
+// No cuBLAS or cuRAND.  Nothing here is shared between calls (every buffer belongs to
+// one call or to the caller), so host threads may call these functions at once.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -16,9 +17,9 @@
 #include <string>
 
 #include "cuda_api.hpp"
-#include "shaped_transformer/device/exact_attention.hpp"
+#include "path_kernels.cuh"
 #include "shaped_transformer/device/philox.hpp"
-#include "shaped_transformer/device/sde_step.hpp"
+#include "shaped_transformer/device/problems.hpp"
 
 namespace shaped_transformer::cuda {
 
@@ -176,21 +177,12 @@ __global__ void cross_kernel(const T* __restrict__ A, std::int64_t lda, const T*
   if (threadIdx.x == 0) out[blockIdx.x] = red[0];
 }
 
-/// Small grow-only scratch buffers for the m x m transfers (the explicit driver is
-/// single-threaded; one buffer per type).
 template <class T>
-DeviceArray<T>& scratch(std::size_t n) {
-  static DeviceArray<T> buf;
-  buf.resize(n);
-  return buf;
-}
-
-template <class T>
-void cross_impl(const T* A, std::int64_t lda, const T* B, std::int64_t ldb, int m, std::int64_t n, double* out) {
-  DeviceArray<double>& d = scratch<double>(std::size_t(m) * m);
-  cross_kernel<T><<<unsigned(m * m), 256>>>(A, lda, B, ldb, m, n, d.data());
+void cross_impl(const T* A, std::int64_t lda, const T* B, std::int64_t ldb, int m, std::int64_t n, double* scratch,
+                double* out) {
+  cross_kernel<T><<<unsigned(m * m), 256>>>(A, lda, B, ldb, m, n, scratch);
   check_launch("cross");
-  to_host(out, d.data(), sizeof(double) * m * m);
+  to_host(out, scratch, sizeof(double) * m * m);
 }
 
 template <class T>
@@ -209,10 +201,8 @@ __global__ void left_mix_kernel(const T* __restrict__ A, const T* __restrict__ X
 template <class T>
 void left_mix_impl(const T* A, const T* X, std::int64_t ldx, int m, std::int64_t n, T* Out, std::int64_t ldo,
                    bool accumulate) {
-  DeviceArray<T>& d = scratch<T>(std::size_t(m) * m * 2);
-  to_device(d.data(), A, sizeof(T) * m * m);
   const std::int64_t total = std::int64_t(m) * n;
-  left_mix_kernel<T><<<unsigned((total + 255) / 256), 256>>>(d.data(), X, ldx, m, n, Out, ldo, accumulate ? 1 : 0);
+  left_mix_kernel<T><<<unsigned((total + 255) / 256), 256>>>(A, X, ldx, m, n, Out, ldo, accumulate ? 1 : 0);
   check_launch("left_mix");
 }
 
@@ -220,6 +210,12 @@ template <class T>
 __global__ void axpby_kernel(T a, T* __restrict__ X, T b, const T* __restrict__ B, std::size_t count) {
   const std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < count) X[i] = a * X[i] + b * B[i];
+}
+
+template <class T>
+__global__ void scale_kernel(T* __restrict__ X, std::size_t count, T f) {
+  const std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < count) X[i] = f * X[i];
 }
 
 template <class T>
@@ -273,29 +269,6 @@ __global__ void normals_kernel(dv::Key s, std::uint64_t first, std::size_t count
   dv::normal4(s, idx >> 2, z);
   const int lane = int(idx & 3u);
   out[i] = lane == 0 ? z[0] : lane == 1 ? z[1] : lane == 2 ? z[2] : z[3];
-}
-
-// ---- one thread per path / sample ---------------------------------------------------
-template <int MM, bool FIXED>
-__global__ void sde_kernel(const dv::SdeProblem* __restrict__ p, const std::int64_t* __restrict__ save, int nsave,
-                           std::int64_t first, std::int64_t count, double* __restrict__ out,
-                           std::int64_t* __restrict__ exploded, std::int64_t* __restrict__ projections) {
-  const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= count) return;
-  std::int64_t proj = 0;
-  const std::int64_t mm = std::int64_t(p->m) * p->m;
-  exploded[i] = dv::solve_path<MM, FIXED>(*p, save, nsave, std::uint32_t(first + i), out + i * nsave * mm, proj);
-  projections[i] = proj;
-}
-
-template <int MM, int HM>
-__global__ void exact_kernel(const dv::ExactProblem* __restrict__ p, const std::int64_t* __restrict__ save, int nsave,
-                             std::int64_t first, std::int64_t count, double* __restrict__ out,
-                             std::int64_t* __restrict__ exploded) {
-  const std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= count) return;
-  const std::int64_t mm = std::int64_t(p->m) * p->m;
-  exploded[i] = dv::exact_sample<MM, HM>(*p, save, nsave, std::uint32_t(first + i), out + i * nsave * mm);
 }
 
 /// Paths per launch: bounded by 2^20 and by a quarter of the free device memory.
@@ -412,11 +385,13 @@ void gaussian_gemm(const dv::Key& s, int m, std::int64_t n_in, std::int64_t n_ou
                    double* Out, std::int64_t ldo, double scale, double* ws) {
   gemm_impl(s, m, n_in, n_out, X, ldx, Out, ldo, scale, ws);
 }
-void cross(const float* A, std::int64_t lda, const float* B, std::int64_t ldb, int m, std::int64_t n, double* out) {
-  cross_impl(A, lda, B, ldb, m, n, out);
+void cross(const float* A, std::int64_t lda, const float* B, std::int64_t ldb, int m, std::int64_t n, double* scratch,
+           double* out) {
+  cross_impl(A, lda, B, ldb, m, n, scratch, out);
 }
-void cross(const double* A, std::int64_t lda, const double* B, std::int64_t ldb, int m, std::int64_t n, double* out) {
-  cross_impl(A, lda, B, ldb, m, n, out);
+void cross(const double* A, std::int64_t lda, const double* B, std::int64_t ldb, int m, std::int64_t n, double* scratch,
+           double* out) {
+  cross_impl(A, lda, B, ldb, m, n, scratch, out);
 }
 void left_mix(const float* A, const float* X, std::int64_t ldx, int m, std::int64_t n, float* Out, std::int64_t ldo,
               bool accumulate) {
@@ -442,6 +417,14 @@ void normalize_rows(double* X, int m, std::int64_t n, bool layer) {
   normalize_kernel<double><<<unsigned(m), 256>>>(X, n, layer ? 1 : 0);
   check_launch("normalize_rows");
 }
+void scale(float* X, std::size_t count, float f) {
+  if (count) scale_kernel<float><<<blocks_for(count, 256), 256>>>(X, count, f);
+  check_launch("scale");
+}
+void scale(double* X, std::size_t count, double f) {
+  if (count) scale_kernel<double><<<blocks_for(count, 256), 256>>>(X, count, f);
+  check_launch("scale");
+}
 void leaky(float* X, std::size_t count, float sp, float sm) {
   if (count) leaky_kernel<float><<<blocks_for(count, 256), 256>>>(X, count, sp, sm);
   check_launch("leaky");
@@ -458,17 +441,9 @@ bool solve_sde(const dv::SdeProblem& p, const std::vector<std::int64_t>& save, s
   DeviceArray<std::int64_t> d_save(save.size());
   to_device(d_save.data(), save.data(), sizeof(std::int64_t) * save.size());
   const int nsave = int(save.size());
-  const int MM = p.m <= 4 ? 4 : p.m <= 8 ? 8 : 16;
   return run_chunks(paths, p.m, nsave, out, exploded, projections, hooks,
                     [&](std::int64_t first, std::int64_t count, double* o, std::int64_t* e, std::int64_t* pr) {
-                      const unsigned blocks = blocks_for(std::size_t(count), 64);
-                      const auto* q = d_p.data();
-                      const auto* sv = d_save.data();
-                      if (p.m == 8) sde_kernel<8, true><<<blocks, 64>>>(q, sv, nsave, first, count, o, e, pr);
-                      else if (p.m == 4) sde_kernel<4, true><<<blocks, 64>>>(q, sv, nsave, first, count, o, e, pr);
-                      else if (MM == 4) sde_kernel<4, false><<<blocks, 64>>>(q, sv, nsave, first, count, o, e, pr);
-                      else if (MM == 8) sde_kernel<8, false><<<blocks, 64>>>(q, sv, nsave, first, count, o, e, pr);
-                      else sde_kernel<16, false><<<blocks, 64>>>(q, sv, nsave, first, count, o, e, pr);
+                      paths::launch_sde(p.m, d_p.data(), d_save.data(), nsave, first, count, o, e, pr, 64);
                     });
 }
 
@@ -479,18 +454,10 @@ bool exact_chain(const dv::ExactProblem& p, const std::vector<std::int64_t>& sav
   DeviceArray<std::int64_t> d_save(save.size());
   to_device(d_save.data(), save.data(), sizeof(std::int64_t) * save.size());
   const int nsave = int(save.size());
-  int hm = 0;
-  for (int b = 0; b < p.nblocks; ++b) hm = std::max(hm, p.blocks[b].heads * p.m);
-  const int v = (p.m <= 4 && hm <= 4) ? 0 : (p.m <= 8 && hm <= 8) ? 1 : (p.m <= 8 && hm <= 32) ? 2 : 3;
+  const int wide = device::exact_wide(p);
   return run_chunks(samples, p.m, nsave, out, exploded, nullptr, hooks,
                     [&](std::int64_t first, std::int64_t count, double* o, std::int64_t* e, std::int64_t*) {
-                      const unsigned blocks = blocks_for(std::size_t(count), 64);
-                      const auto* q = d_p.data();
-                      const auto* sv = d_save.data();
-                      if (v == 0) exact_kernel<4, 4><<<blocks, 64>>>(q, sv, nsave, first, count, o, e);
-                      else if (v == 1) exact_kernel<8, 8><<<blocks, 64>>>(q, sv, nsave, first, count, o, e);
-                      else if (v == 2) exact_kernel<8, 32><<<blocks, 64>>>(q, sv, nsave, first, count, o, e);
-                      else exact_kernel<16, 32><<<blocks, 64>>>(q, sv, nsave, first, count, o, e);
+                      paths::launch_exact(p.m, wide, d_p.data(), d_save.data(), nsave, first, count, o, e, 64);
                     });
 }
 

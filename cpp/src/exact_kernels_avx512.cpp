@@ -1,46 +1,12 @@
-// The batched exact attention chain with AVX-512: 8 samples in the lanes of a
-// register (exact/batch.hpp).  Compiled with -mavx512f... -ffp-contract=off;
-// called after a CPUID check (exact_kernels.cpp).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
+// The batched exact attention chain (kernels/exact_batch.hpp) with AVX-512: 8 samples
+// in the lanes of a register.  Compiled with -mavx512f... -ffp-contract=off; called after a
+// CPUID check (exact_kernels.cpp).
+#include "shaped_transformer/kernels/exact_batch.hpp"
+#include "shaped_transformer/simd/lanes.hpp"
 
-#include <cmath>
-#include <cstdint>
-#include <limits>
-#include <vector>
-
-#include "shaped_transformer/exact/batch.hpp"
-#include "shaped_transformer/sde/batch.hpp"  // batch_lane_root
-
-namespace shaped_transformer::exact_batch {
-namespace {
-
-constexpr int W = 8;
-typedef float VF __attribute__((vector_size(32)));
-typedef std::uint32_t VU __attribute__((vector_size(32)));
-typedef std::int32_t VI __attribute__((vector_size(32)));
-typedef std::uint64_t VU64 __attribute__((vector_size(64)));
-typedef double VD __attribute__((vector_size(64)));
-typedef long long VL __attribute__((vector_size(64)));
-inline VF vsqrt(VF x) { return (VF)_mm256_sqrt_ps((__m256)x); }
-inline VD vfma(VD a, VD b, VD c) { return (VD)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c); }
-/// hi, lo words of the lanes' 32 x 32 -> 64-bit products with M (Philox).
-inline void mulhilo(VU a, std::uint64_t M, VU& hi, VU& lo) {
-  const VU64 p = (VU64)_mm512_mul_epu32(_mm512_cvtepu32_epi64((__m256i)a), _mm512_set1_epi64((long long)M));
-  hi = __builtin_convertvector(p >> 32, VU);
-  lo = __builtin_convertvector(p, VU);
-}
-inline VD vsqrtd(VD a) { return (VD)_mm512_sqrt_pd((__m512d)a); }
-#include "box_muller_vec.hpp"
-#include "exact_lanes_vec.hpp"
-#include "exact_kernels_impl.hpp"
-
-}  // namespace
-
-namespace detail {
-void run_exact_avx512(const Params& p, const double* V0, std::uint32_t sample0, int count, double* out,
+namespace shaped_transformer::exact_batch::detail {
+void run_exact_avx512(const Params<Network>& p, const double* V0, std::uint32_t sample0, int count, double* out,
                       std::int64_t* exploded, const CancelToken* cancel) {
-  run_exact(p, V0, sample0, count, out, exploded, cancel);
+  kernels::run_exact<Network, simd::avx512::Lanes>(p, V0, sample0, count, out, exploded, cancel);
 }
-}  // namespace detail
-}  // namespace shaped_transformer::exact_batch
+}  // namespace shaped_transformer::exact_batch::detail

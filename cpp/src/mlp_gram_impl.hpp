@@ -1,19 +1,29 @@
 // The Gram matrix of the exact MLP step (exact_common.hpp, mlp_exact_step), fused
-// with the generation of its Gaussian pre-activations.  Included inside an
-// anonymous namespace by mlp_gram.cpp (portable), mlp_gram_avx2.cpp and
-// mlp_gram_avx512.cpp: the same source compiled for three instruction sets.  No
-// floating-point operation is contracted (-ffp-contract=off) or reassociated (the
-// sums over columns keep kLanes fixed partial sums, combined in a fixed order), so
-// vectorization only changes the speed: every build gives the same bits.
+// with the generation of its Gaussian pre-activations: the same source compiled for
+// three instruction sets by mlp_gram.cpp (portable), mlp_gram_avx2.cpp and
+// mlp_gram_avx512.cpp.  No floating-point operation is contracted
+// (-ffp-contract=off) or reassociated (the sums over columns keep kLanes fixed
+// partial sums, combined in a fixed order), so vectorization only changes the speed:
+// every build gives the same bits.  `static`: each translation unit keeps its own
+// copy (the AVX-512 one must never serve the others).
+#pragma once
 
-constexpr int kLanes = 8;   ///< partial sums per Gram entry (columns j = l mod 8)
-constexpr int kTile = 128;  ///< columns per tile (a multiple of kLanes)
+#include <algorithm>
+#include <cstdint>
+
+#include "shaped_transformer/exact/mlp_gram.hpp"
+#include "shaped_transformer/normal_kernels.hpp"
+
+namespace shaped_transformer::exact_mlp::fused {
+
+inline constexpr int kLanes = 8;   ///< partial sums per Gram entry (columns j = l mod 8)
+inline constexpr int kTile = 128;  ///< columns per tile (a multiple of kLanes)
 
 /// Gram = sum_j phi(L g_j) phi(L g_j)^T, g_j = normals m j .. m j + m - 1 of `pre`
 /// (column j of the m x n Gaussian G'), phi(x) = x > 0 ? sp x : sm x.  L and Gram
 /// row-major m x m.  Returns false if cancelled (Gram is then incomplete).
-bool mlp_gram_impl(const shaped_transformer::Stream& pre, int m, long n, const double* L, double sp, double sm,
-                   double* gram, const shaped_transformer::CancelToken* cancel) {
+static bool mlp_gram_impl(const shaped_transformer::Stream& pre, int m, long n, const double* L, double sp, double sm,
+                          double* gram, const shaped_transformer::CancelToken* cancel) {
   constexpr int M = shaped_transformer::exact_mlp::kMaxM;
   alignas(64) double g[M * kTile], K[M][kTile];
   alignas(64) double acc[M * (M + 1) / 2][kLanes] = {};
@@ -50,3 +60,5 @@ bool mlp_gram_impl(const shaped_transformer::Stream& pre, int m, long n, const d
     }
   return true;
 }
+
+}  // namespace shaped_transformer::exact_mlp::fused

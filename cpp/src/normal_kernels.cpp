@@ -1,17 +1,16 @@
 // Run-time dispatch of the normal kernels and of the fused Gaussian product, plus
 // the portable fallback (same numbers as the SIMD kernels for the normals; the
 // product differs from the FMA kernels only by rounding).
-#include "shaped_transformer/workspace.hpp"
 #include "shaped_transformer/normal_kernels.hpp"
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <stdexcept>
-#include <string>
 #include <thread>
 #include <vector>
+
+#include "gaussian_gemm_impl.hpp"
+#include "shaped_transformer/cpu_features.hpp"
 
 namespace shaped_transformer {
 
@@ -34,12 +33,13 @@ void gemm_cols_avx2(const Stream&, int, std::int64_t, std::int64_t, const double
 
 namespace {
 
-// ---- portable fallback (instantiates normal_kernels_impl.hpp with scalars) ----
-namespace portable {
-constexpr int kGroups = 4;
-inline void philox_batch(const Stream& s, std::uint64_t g, float* out) {
-  for (int k = 0; k < kGroups; ++k) normal4(s, g + std::uint64_t(k), out + 4 * k);
-}
+// ---- portable fallback: the skeleton of gaussian_gemm_impl.hpp with scalars ----
+struct PortableBatch {
+  static constexpr int kGroups = 4;
+  static void philox_batch(const Stream& s, std::uint64_t g, float* out) {
+    for (int k = 0; k < kGroups; ++k) normal4(s, g + std::uint64_t(k), out + 4 * k);
+  }
+};
 template <class S>
 struct Scalar {
   using T = S;
@@ -50,57 +50,28 @@ struct Scalar {
   static reg set1(S x) { return x; }
   static reg fma(reg a, reg b, reg c) { return a * b + c; }
 };
-using VecF = Scalar<float>;
-using VecD = Scalar<double>;
-#include "normal_kernels_impl.hpp"
-}  // namespace portable
-
-enum class Kernel { Scalar, Avx2, Avx512 };
-
-Kernel detect() {
-#if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
-  // SHAPED_TRANSFORMER_KERNEL=scalar|avx2|avx512 forces a (supported) kernel.
-  const char* env = std::getenv("SHAPED_TRANSFORMER_KERNEL");
-  __builtin_cpu_init();
-  const bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-  const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (env && std::strcmp(env, "scalar") == 0) return Kernel::Scalar;
-  if (env && std::strcmp(env, "avx2") == 0 && has2) return Kernel::Avx2;
-  if (has512) return Kernel::Avx512;
-  if (has2) return Kernel::Avx2;
-#endif
-  return Kernel::Scalar;
-}
-
-Kernel kernel() {
-  static const Kernel k = detect();
-  return k;
-}
 
 template <class T>
-void fill_with(Kernel k, const Stream& s, std::uint64_t first, std::size_t count, T* out) {
+void fill_with(SimdLevel k, const Stream& s, std::uint64_t first, std::size_t count, T* out) {
   switch (k) {
 #if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
-    case Kernel::Avx512: detail::fill_normal_avx512(s, first, count, out); return;
-    case Kernel::Avx2: detail::fill_normal_avx2(s, first, count, out); return;
+    case SimdLevel::Avx512: detail::fill_normal_avx512(s, first, count, out); return;
+    case SimdLevel::Avx2: detail::fill_normal_avx2(s, first, count, out); return;
 #endif
-    default: portable::fill_generic(s, first, count, out); return;
+    default: normal_kernels::fill_generic<PortableBatch>(s, first, count, out); return;
   }
 }
 
 template <class T>
 void gemm_cols(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const T* X, std::int64_t ldx, T* Out,
                std::int64_t ldo, T scale, std::int64_t jb, std::int64_t je) {
-  switch (kernel()) {
+  switch (simd_level()) {
 #if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
-    case Kernel::Avx512: detail::gemm_cols_avx512(s, m, n_in, n_out, X, ldx, Out, ldo, scale, jb, je); return;
-    case Kernel::Avx2: detail::gemm_cols_avx2(s, m, n_in, n_out, X, ldx, Out, ldo, scale, jb, je); return;
+    case SimdLevel::Avx512: detail::gemm_cols_avx512(s, m, n_in, n_out, X, ldx, Out, ldo, scale, jb, je); return;
+    case SimdLevel::Avx2: detail::gemm_cols_avx2(s, m, n_in, n_out, X, ldx, Out, ldo, scale, jb, je); return;
 #endif
     default:
-      if constexpr (sizeof(T) == 4)
-        portable::gemm_cols<portable::VecF>(s, m, n_in, n_out, X, ldx, Out, ldo, scale, jb, je);
-      else portable::gemm_cols<portable::VecD>(s, m, n_in, n_out, X, ldx, Out, ldo, scale, jb, je);
+      normal_kernels::gemm_cols<Scalar<T>, PortableBatch>(s, m, n_in, n_out, X, ldx, Out, ldo, scale, jb, je);
       return;
   }
 }
@@ -137,40 +108,20 @@ void gaussian_gemm_impl(const Stream& s, int m, std::int64_t n_in, std::int64_t 
 }  // namespace
 
 void fill_normal(const Stream& s, std::uint64_t first, std::size_t count, float* out) {
-  fill_with(kernel(), s, first, count, out);
+  fill_with(simd_level(), s, first, count, out);
 }
 
 void fill_normal(const Stream& s, std::uint64_t first, std::size_t count, double* out) {
-  fill_with(kernel(), s, first, count, out);
+  fill_with(simd_level(), s, first, count, out);
 }
 
-const char* normal_kernel_name() {
-  switch (kernel()) {
-    case Kernel::Avx512: return "avx512";
-    case Kernel::Avx2: return "avx2";
-    default: return "scalar";
-  }
-}
+const char* normal_kernel_name() { return simd_level_name(simd_level()); }
 
 bool fill_normal_kernel(const char* name, const Stream& s, std::uint64_t first, std::size_t count, float* out) {
-  const std::string k(name);
-  if (k == "scalar") {
-    portable::fill_generic(s, first, count, out);
-    return true;
-  }
-#if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
-  __builtin_cpu_init();
-  if (k == "avx2" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    detail::fill_normal_avx2(s, first, count, out);
-    return true;
-  }
-  if (k == "avx512" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
-    detail::fill_normal_avx512(s, first, count, out);
-    return true;
-  }
-#endif
-  return false;
+  SimdLevel level;
+  if (!simd_level_from_name(name, level) || !cpu_supports(level)) return false;
+  fill_with(level, s, first, count, out);
+  return true;
 }
 
 void gaussian_gemm(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const float* X, std::int64_t ldx,

@@ -7,6 +7,7 @@
 
 #include <shaped_transformer/network.hpp>
 #include <shaped_transformer/result.hpp>
+#include <shaped_transformer/types.hpp>
 
 namespace st_test {
 

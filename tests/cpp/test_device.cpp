@@ -1,8 +1,9 @@
 // The per-thread code of the CUDA backend (cpp/include/shaped_transformer/device/),
 // compiled here by the ordinary C++ compiler, against the CPU kernels: the normals
 // bit for bit, the exact samplers draw for draw, the m x m SDE path and the exact
-// chain's attention sample to rounding.  A GPU run can then only fail in the launch
-// and memory code (cpp/cuda/).
+// chain's sample to rounding, for every template instance the GPU runs (the fixed-size
+// m = 4 and 8 SDE kernels included).  A GPU run can then only fail in the launch and
+// memory code (cpp/cuda/) and in libdevice's last bits.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -11,6 +12,8 @@
 #include <cstring>
 #include <vector>
 
+#include <shaped_transformer/detail/exact_impl.hpp>
+#include <shaped_transformer/detail/sde_impl.hpp>
 #include <shaped_transformer/device/from_network.hpp>
 #include <shaped_transformer/exact.hpp>
 #include <shaped_transformer/linalg.hpp>
@@ -95,7 +98,7 @@ TEST_SUITE("device") {
     for (double shape : {0.3, 1.0, 2.5, 40.0, 5000.0})
       CHECK(st::gamma_variate(shape, r1) == dv::gamma_variate(shape, r2));
     for (double df : {3.0, 7.5, 1000.0, 2.0}) {  // 2.0 < p - 1: the singular Wishart
-      st::Cov B1;
+      st::Cov B1(5, 5);                          // wishart_factor writes B(i, j), it does not resize
       st::wishart_factor(df, 5, r1, B1);
       double B2[25];
       dv::wishart_factor(df, 5, r2, B2, 5);
@@ -144,41 +147,44 @@ TEST_SUITE("device") {
     }
   }
 
-  TEST_CASE("SDE paths: the per-thread solver equals solve_sde to rounding, same blow-ups") {
-    for (int m : {3, 8}) {
+  TEST_CASE("SDE paths: every instance the GPU runs equals solve_sde to rounding, same blow-ups") {
+    // m = 4 and 8: the fixed-size instances; 3, 5, 12: the bounded ones (4, 8, 16).
+    st::ShapedAttention causal;
+    causal.causal = true;
+    causal.beta = 1.4;
+    const st::Network nets[] = {shaped_net(2), st::Network{{causal, st::ShapedMLP{}}}};
+    for (int m : {3, 4, 5, 8, 12}) {
       for (int scheme = 0; scheme < 2; ++scheme)
-        for (bool clip : {true, false}) {
-          CAPTURE(m);
-          CAPTURE(scheme);
-          CAPTURE(clip);
-          const st::Cov V0 = equicorrelated(m, 0.3);
-          st::SdeOptions o;
-          o.dt = 1.0 / 100;
-          o.steps = 100;
-          o.save_steps = {0, 1, 50, 100};
-          o.scheme = scheme ? st::SdeScheme::TamedEuler : st::SdeScheme::Euler;
-          o.psd = clip ? st::PsdRemedy::Clip : st::PsdRemedy::None;
-          const int paths = 12;
-          const double blowup = 50.0;
-          st::RunOptions opt;
-          opt.threads = 1;
-          opt.blowup = blowup;
-          const st::Network net = shaped_net(2);
-          const auto cpu = st::solve_sde(net, V0, o, paths, 11, opt);
-          const dv::SdeProblem p = dv::sde_problem(net, V0, o.dt, o.steps, scheme == 1, clip, blowup, 11);
-          std::vector<double> gpu(cpu.V.size());
-          int blown = 0;
-          for (int path = 0; path < paths; ++path) {
-            std::int64_t proj = 0;
-            const std::int64_t e = dv::host_solve_path(p, o.save_steps.data(), int(o.save_steps.size()),
-                                                       std::uint32_t(path), gpu.data() + path * 4 * m * m, proj);
-            CHECK(e == cpu.exploded[path]);
-            CHECK(proj == cpu.projections[path]);
-            blown += e >= 0;
+        for (bool clip : {true, false})
+          for (int ni = 0; ni < 2; ++ni) {
+            CAPTURE(m);
+            CAPTURE(scheme);
+            CAPTURE(clip);
+            CAPTURE(ni);
+            const st::Cov V0 = equicorrelated(m, 0.3);
+            st::SdeOptions o;
+            o.dt = 1.0 / 100;
+            o.steps = 100;
+            o.save_steps = {0, 1, 50, 100};
+            o.scheme = scheme ? st::SdeScheme::TamedEuler : st::SdeScheme::Euler;
+            o.psd = clip ? st::PsdRemedy::Clip : st::PsdRemedy::None;
+            const int paths = 12;
+            const double blowup = 50.0;
+            st::RunOptions opt;
+            opt.threads = 1;
+            opt.blowup = blowup;
+            const auto cpu = st::solve_sde(nets[ni], V0, o, paths, 11, opt, "generic");
+            const dv::SdeProblem p = dv::sde_problem(nets[ni], V0, o.dt, o.steps, scheme == 1, clip, blowup, 11);
+            std::vector<double> gpu(cpu.V.size());
+            for (int path = 0; path < paths; ++path) {
+              std::int64_t proj = 0;
+              const std::int64_t e = dv::host_solve_path(p, o.save_steps.data(), int(o.save_steps.size()),
+                                                         std::uint32_t(path), gpu.data() + path * 4 * m * m, proj);
+              CHECK(e == cpu.exploded[path]);
+              CHECK(proj == cpu.projections[path]);
+            }
+            CHECK(max_rel_diff(cpu.V, gpu) < 1e-10);
           }
-          CHECK(max_rel_diff(cpu.V, gpu) < 1e-10);
-          (void)blown;
-        }
     }
   }
 
@@ -190,6 +196,7 @@ TEST_SUITE("device") {
       double alpha, beta;
       long width;
     };
+    // <MM, HM> = <4, 4>, <8, 8>, <8, 32>, <16, 32>: every instance the GPU runs
     const Case cases[] = {{4, 1, false, 0, 1.0, 1.0, 64}, {8, 1, false, 0, 1.0, 1.0, 1000},
                           {5, 3, true, 0, 0.5, 2.0, 40},  {8, 2, false, 3, 1.0, 1.0, 256},
                           {3, 1, false, 2, 1.0, 1.0, 3},  {12, 1, false, 0, 1.0, 1.0, 100}};
@@ -203,14 +210,17 @@ TEST_SUITE("device") {
       a.alpha = c.alpha;
       a.beta = c.beta;
       a.tau0 = 0.7;
-      const st::Network net{{a, a}};
+      st::StandardAttention sa;
+      sa.heads = c.heads;
+      sa.norm = c.causal ? st::Norm::PreRMS : st::Norm::PostRMS;
+      const st::Network net{{a, sa, a}};
       const st::Cov V0 = equicorrelated(c.m, 0.4);
       const std::vector<std::int64_t> save = {0, 3, 10};
       st::RunOptions opt;
       opt.threads = 1;
       opt.blowup = 1e4;
       const int samples = 5;
-      const auto cpu = st::simulate_exact(net, V0, c.width, 10, samples, 3, save, opt);
+      const auto cpu = st::simulate_exact(net, V0, c.width, 10, samples, 3, save, opt, "generic");
       const dv::ExactProblem p = dv::exact_problem(net, V0, c.width, 10, 1e4, 3);
       std::vector<double> gpu(cpu.V.size());
       for (int s = 0; s < samples; ++s) {
@@ -226,13 +236,17 @@ TEST_SUITE("device") {
     const st::Cov V0 = equicorrelated(4, 0.3);
     const st::Network mixed{{st::ShapedAttention{}, st::ShapedMLP{}}};
     CHECK_THROWS_AS(dv::exact_problem(mixed, V0, 64, 1, 1e4, 0), std::invalid_argument);
-    st::ShapedAttention causal;
-    causal.causal = true;
-    CHECK_THROWS_AS(dv::sde_problem(st::Network{{causal}}, V0, 0.01, 1, false, true, 1e4, 0), std::invalid_argument);
+    CHECK_THROWS_AS(dv::sde_problem(st::Network{{st::StandardAttention{}}}, V0, 0.01, 1, false, true, 1e4, 0),
+                    std::invalid_argument);
     st::ShapedAttention many;
     many.heads = 9;
     CHECK_THROWS_AS(dv::exact_problem(st::Network{{many}}, V0, 64, 1, 1e4, 0), std::invalid_argument);
     CHECK_THROWS_AS(dv::sde_problem(mixed, equicorrelated(17, 0.1), 0.01, 1, false, true, 1e4, 0),
                     std::invalid_argument);
+    // depth x blocks past the 32-bit block word of the random counter, as the CPU chain
+    const st::Network two{{st::ShapedAttention{}, st::ShapedAttention{}}};
+    CHECK_NOTHROW(dv::exact_problem(two, V0, 64, (std::int64_t(1) << 31) - 1, 1e4, 0));
+    CHECK_THROWS_WITH_AS(dv::exact_problem(two, V0, 64, std::int64_t(1) << 31, 1e4, 0), doctest::Contains("depth"),
+                         std::invalid_argument);
   }
 }

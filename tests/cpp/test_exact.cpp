@@ -4,7 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
-#include <shaped_transformer/detail/exact_impl.hpp>  // exact_small (white-box)
+#include <shaped_transformer/detail/exact_impl.hpp>  // the faces and their products (white-box)
 #include <shaped_transformer/exact.hpp>
 
 #include "driver_helpers.hpp"
@@ -136,27 +136,70 @@ TEST_SUITE("exact") {
 }
 
 TEST_SUITE("exact") {
-  TEST_CASE("the small-m attention step equals the general one (same draws; rounding at most)") {
-    for (int m : {3, 8, 20}) {
-      for (bool causal : {false, true}) {
-        st::ShapedAttention a;
-        a.gamma = 0.6;
-        a.lambda = std::sqrt(1.0 - 0.36);
-        a.causal = causal;
-        st::Cov V = st::Cov::Constant(m, m, 0.4);
-        V.diagonal().setConstant(1.3);
-        st::Cov W = V;
-        for (std::uint32_t blk = 0; blk < 20; ++blk) {
-          const st::ExactKey key{7, 3, blk, nullptr};
-          REQUIRE(st::exact_small::covers(a, m, 500));
-          st::exact_step(a, V, 500, key);  // the general path (dynamic matrices)
-          if (m == 8) st::exact_small::attention<Eigen::Matrix<double, 8, 8>>(a, W, 500, key);
-          else
-            st::exact_small::attention<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(a, W, 500,
-                                                                                                         key);
+  TEST_CASE("the faces' products (math/matrix.hpp) equal Eigen's, with loops and with GEMM") {
+    // m = 7: the loops the small matrices use (lower-triangular factors skipped);
+    // m = 40: Eigen's GEMM for the scalar lanes' large matrices (the generic path at large m).
+    for (int m : {7, 40}) {
+      CAPTURE(m);
+      st::Cov A(m, m), B(m, m), L;
+      st::SeqNormal z(st::Stream{3u, 1u, 2u, 5u});
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) {
+          A(i, j) = z();
+          B(i, j) = z();
         }
-        CHECK((V - W).cwiseAbs().maxCoeff() <= 1e-12 * V.cwiseAbs().maxCoeff());
-      }
+      const st::Cov V = A * A.transpose() + st::Cov::Identity(m, m);
+      L = V.llt().matrixL();
+      using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+      RM a = A, b = B, l = L, c(m, m);
+      const st::MatRef<double> Am(a.data(), m), Bm(b.data(), m), Lm(l.data(), m), Cm(c.data(), m);
+      auto close = [&](const st::Cov& want) {
+        return (st::Cov(c) - want).cwiseAbs().maxCoeff() <= 1e-12 * want.norm();
+      };
+      st::mul<st::ScalarLanes>(Cm, Am, Bm);
+      CHECK(close(A * B));
+      st::mul<st::ScalarLanes>(Cm, Lm, Bm, true);
+      CHECK(close(L * B));
+      st::mul<st::ScalarLanes>(Cm, Am, Lm, false, true);
+      CHECK(close(A * L));
+      st::mul_tn<st::ScalarLanes>(Cm, Lm, Bm, true);
+      CHECK(close(L.transpose() * B));
+      st::mul_nt<st::ScalarLanes>(Cm, Am, Lm, false, true);
+      CHECK(close(A * L.transpose()));
+      st::mul_nt<st::ScalarLanes>(Cm, Lm, Am, true, false);
+      CHECK(close(L * A.transpose()));
+      CHECK(st::is_lower(Lm));
+      CHECK_FALSE(st::is_lower(Am));
+      // a product into a view of columns (the exact step's stacked C_h)
+      RM wide = RM::Zero(m, 2 * m);
+      st::mul<st::ScalarLanes>(st::MatRef<double>(wide.data(), m, 2 * m, 2 * m).middle_cols(m, m), Am, Bm);
+      CHECK((st::Cov(wide.rightCols(m)) - A * B).cwiseAbs().maxCoeff() <= 1e-12 * (A * B).norm());
+      CHECK(wide.leftCols(m).cwiseAbs().maxCoeff() == 0.0);
+    }
+  }
+
+  TEST_CASE("the generic chain runs at m > 32 (Eigen's GEMM products): reproducible, symmetric, definite") {
+    // m = 33: beyond the batched kernels (m <= 32) and the loops; the products go through
+    // Eigen's GEMM (checked against Eigen above), the MLP's Gram through Eigen's tiles.
+    const int m = 33;
+    st::ShapedAttention a;
+    a.gamma = 0.3;
+    a.lambda = std::sqrt(1.0 - 0.09);
+    const st::Network net{{a, st::ShapedMLP{}}};
+    st::Cov V0 = st::Cov::Constant(m, m, 0.2);
+    V0.diagonal().setConstant(1.0);
+    st::RunOptions opt;
+    opt.threads = 2;
+    CHECK_FALSE(st::exact_batch::covers(net, m, 400));
+    const auto r1 = st::simulate_exact(net, V0, 400, 2, 3, 8, {2}, opt);
+    const auto r2 = st::simulate_exact(net, V0, 400, 2, 3, 8, {2}, opt);
+    CHECK(r1.V == r2.V);
+    for (int s = 0; s < 3; ++s) {
+      st::Cov V(m, m);
+      for (int i = 0; i < m * m; ++i) V(i / m, i % m) = r1.V_at(s, 0)[i];
+      CHECK((V - V.transpose()).cwiseAbs().maxCoeff() == 0.0);
+      CHECK(V.selfadjointView<Eigen::Lower>().eigenvalues().minCoeff() > 0.0);
+      CHECK(std::abs(V.diagonal().mean() - 1.0) < 0.2);
     }
   }
 }

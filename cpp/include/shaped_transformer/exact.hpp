@@ -12,6 +12,7 @@
 
 #include "network.hpp"
 #include "result.hpp"
+#include "types.hpp"
 
 namespace shaped_transformer {
 

@@ -12,24 +12,37 @@
 // C = [C_1 .. C_H] (m x Hm), R ~ Wishart_{Hm}(n - m, I) the Gram matrix of the
 // stacked remaining columns (cross-head blocks included).  C R C^T is drawn as an
 // m x m Wishart_m(n - m, C C^T) (wishart_quad.hpp).
+//
+// The exact step of a kind is a template over a context Ctx (written once for the
+// generic per-sample chain, the batched SIMD kernels and the CUDA threads):
+//   Ctx::Ln, Ctx::MC       its lanes (math/lane.hpp) and compile-time m (0: run time)
+//   c.m, c.n               tokens and width;  c.key: the sample's ExactKey
+//   c.V                    V (MatRef<D, MC>), updated in place
+//   c.tmp(i)               m x m scratch (i < kExactScratch): 0 holds the root L of V,
+//                          1 the branch's root L_in, 2..7 the helpers below
+//   c.vec()                m lanes of scratch
+//   c.wide(i, cols)        m x cols scratch (i < 2, cols <= the block's Exact::wide(m))
+//   c.root(A, L)           L L^T = A (psd_root's rule in every backend); true when
+//                          every lane's L is lower triangular (products then skip zeros)
+//   c.gaussian(id, G)      G(i, j) = normal i cols + j of the step's stream id
+//   c.wishart(df, p, idn, idu, B)   the draws of wishart_factor (math/samplers.hpp)
+//   c.gram(L, sp, sm, G)   the MLP's O(m^2 n) Gram matrix (host contexts only; false:
+//                          cancelled, the sample is then discarded)
 #pragma once
 
+#include <cmath>
 #include <cstdint>
-#include <stdexcept>
-#include <type_traits>
-#include <vector>
 
-#include "exact/mlp_gram.hpp"
-
-#include "linalg.hpp"
-#include "wishart_quad.hpp"
-#include "workspace.hpp"
+#include "device/hd.hpp"
+#include "kernels/block_list.hpp"
+#include "math/matrix.hpp"
 #include "mutation.hpp"
-#include "parallel.hpp"
 #include "rng.hpp"
-#include "types.hpp"
+#include "wishart_quad.hpp"
 
 namespace shaped_transformer {
+
+class CancelToken;  // parallel.hpp
 
 /// Where the random numbers of one exact step come from: Stream{seed, sample,
 /// block, kExactBase + id}.  Ids: 0/1 value Wishart R (normals/uniforms), 2 MLP
@@ -47,134 +60,235 @@ struct ExactKey {
   static constexpr std::uint32_t kKeyWishart = 0, kKeyUniform = 1, kKeyGauss = 2, kValueZ = 3;
   static constexpr int kMaxHeads = (0x4000 - 8) / 8;
 
-  Stream stream(std::uint32_t id) const { return Stream{seed, sample, block, matrix_id::kExactBase + id}; }
-  Stream head_stream(int h, std::uint32_t id) const { return stream(8u + 8u * std::uint32_t(h) + id); }
+  /// The id of stream `id` of head h (add to matrix_id::kExactBase).
+  ST_HD static constexpr std::uint32_t head_id(int h, std::uint32_t id) { return 8u + 8u * std::uint32_t(h) + id; }
+  ST_HD Stream stream(std::uint32_t id) const { return Stream{seed, sample, block, matrix_id::kExactBase + id}; }
+  ST_HD Stream head_stream(int h, std::uint32_t id) const { return stream(head_id(h, id)); }
 };
 
-/// M = G_q G_k^T for G_q, G_k m x n_k standard Gaussian: chol(Wishart_m(n_k)) times
-/// an m x m Gaussian when n_k >= m (O(m^3)), the direct product otherwise.
-template <class CovT = Cov>
-inline void draw_key_product(double n_k, Eigen::Index m, const ExactKey& key, int h, CovT& M) {
-  MatrixRng r(key.head_stream(h, ExactKey::kKeyWishart), key.head_stream(h, ExactKey::kKeyUniform));
-  CovT B, Z;
+namespace detail {
+template <class K, bool>
+struct exact_face {
+  using type = NoFace;
+};
+template <class K>
+struct exact_face<K, true> {
+  using type = typename K::Exact;
+};
+}  // namespace detail
+
+/// The exact face of kind K: its terms type K::Exact (NoFace when K has no exact step).
+template <class K>
+struct ExactFace : detail::exact_face<K, K::has_exact> {};
+/// The exact face the CUDA threads run: kinds whose step needs no host kernel (exact_on_device).
+template <class K>
+struct ExactDeviceFace : detail::exact_face<K, K::has_exact && K::exact_on_device> {};
+/// A block's exact step terms, for a network of kinds Kinds...
+template <class... Kinds>
+using ExactBlock = FaceBlock<ExactFace, Kinds...>;
+
+/// m x m scratch matrices of an exact step (c.tmp(0) .. c.tmp(kExactScratch - 1)).
+inline constexpr int kExactScratch = 8;
+
+/// M = G_q G_k^T for G_q, G_k m x n_k standard Gaussian, head h: chol(Wishart_m(n_k))
+/// times an m x m Gaussian when n_k > m - 1 (O(m^3)), the direct product of the m x n_k
+/// Gaussians otherwise.  Uses c.tmp(6), c.tmp(7).
+template <class Ctx, class VM>
+ST_HD inline void key_product(Ctx& c, double n_k, int h, VM M) {
+  using Ln = typename Ctx::Ln;
+  const int m = c.m;
+  const std::uint32_t wid = ExactKey::head_id(h, ExactKey::kKeyWishart);
   if (n_k > double(m - 1)) {
-    wishart_factor(n_k ST_MUTATE(kKeyDf), m, r, B);  // lower triangular, B B^T ~ Wishart_m(n_k)
-    gaussian_matrix(key.head_stream(h, ExactKey::kKeyGauss), m, m, Z);
-    M.noalias() = B.template triangularView<Eigen::Lower>() * Z;
+    auto B = c.tmp(6), Z = c.tmp(7);
+    c.wishart(n_k ST_MUTATE(kKeyDf), m, wid, ExactKey::head_id(h, ExactKey::kKeyUniform),
+              B);  // lower, B B^T ~ Wishart_m(n_k)
+    c.gaussian(ExactKey::head_id(h, ExactKey::kKeyGauss), Z);
+    mul<Ln>(M, B, Z, true);
   } else {
-    const Eigen::Index k = Eigen::Index(std::llround(n_k));
-    CovT Gq(m, k);
-    for (Eigen::Index i = 0; i < m; ++i)
-      for (Eigen::Index j = 0; j < k; ++j) Gq(i, j) = r.normal();
-    gaussian_matrix(key.head_stream(h, ExactKey::kKeyGauss), m, k, Z);
-    M.noalias() = Gq * Z.transpose();
+    const int k = int(n_k + 0.5);  // 0 <= k <= m - 1
+    auto Gq = c.tmp(6).middle_cols(0, k), Z = c.tmp(7).middle_cols(0, k);
+    c.gaussian(wid, Gq);  // the key Wishart stream's normals, row by row (the singular Wishart's draws)
+    c.gaussian(ExactKey::head_id(h, ExactKey::kKeyGauss), Z);
+    mul_nt<Ln>(M, Gq, Z);
   }
 }
 
-#ifdef SHAPED_TRANSFORMER_MUTATIONS
-/// Test-only: scales the cross-head terms (h != g) of quad = P P^T + C R C^T by the
-/// kCrossHeads factor (0 drops them: heads with independent value weights).  The
-/// diagonal terms C_h R_hh C_h^T are drawn afresh (R_hh ~ Wishart_m(k) independent,
-/// from head streams 4 and 5, unused by the model), since the m x m draw of
-/// C R C^T has no per-head parts.
-template <class CovT = Cov>
-inline void mutation_cross_heads(CovT& quad, const std::vector<CovT>& Ph, const CovT& C, double k, int H,
-                                 const ExactKey& key) {
-  const double f = mutation::factor(mutation::kCrossHeads);
-  if (f == 1.0) return;
-  const Eigen::Index m = quad.rows();
-  CovT diag = CovT::Zero(m, m), F;
-  for (int h = 0; h < H; ++h) {
-    MatrixRng r(key.head_stream(h, 4), key.head_stream(h, 5));
-    wishart_quad_factor(CovT(C.middleCols(h * m, m)), 1, k, r, F);
-    diag += Ph[std::size_t(h)] * Ph[std::size_t(h)].transpose() + F * F.transpose();
+/// Row-wise softmax of S in place, optionally causal (row i over columns 0..i, the
+/// rest zero).
+template <class Ln, class VM>
+ST_HD inline void softmax_rows(VM S, bool causal) {
+  using D = typename Ln::D;
+  const int m = S.rows();
+  for (int i = 0; i < m; ++i) {
+    const int k = causal ? i + 1 : m;
+    D mx = S(i, 0);
+    for (int j = 1; j < k; ++j) mx = S(i, j) > mx ? S(i, j) : mx;
+    D sum = Ln::splat(0.0);
+    for (int j = 0; j < k; ++j) sum += (S(i, j) = Ln::exp(S(i, j) - mx));
+    for (int j = 0; j < k; ++j) S(i, j) = S(i, j) / sum;
+    for (int j = k; j < m; ++j) S(i, j) = Ln::splat(0.0);
   }
-  quad = diag + f * (quad - diag);
 }
-#endif
+
+/// The shaped head's attention matrix from its softmax S, in place:
+/// A = alpha I + beta S - beta C, C = 1 1^T / m or the uniform causal matrix (the
+/// explicit network's and the exact chain's A, in this order of operations).
+template <class Ln, class VM>
+ST_HD inline void shaped_attention_matrix(VM S, double alpha, double beta, bool causal) {
+  const int m = S.rows();
+  for (int i = 0; i < m; ++i) {
+    const int k = causal ? i + 1 : m;
+    const double bc = beta * (1.0 / double(k));
+    for (int j = 0; j < m; ++j)
+      S(i, j) = (Ln::splat(i == j ? alpha : 0.0) + beta * S(i, j)) - Ln::splat(j < k ? bc : 0.0);
+  }
+}
+
+/// How an attention step turns its logits into attention matrices (attention_heads).
+struct HeadsForm {
+  int heads;
+  double nk;     ///< key dimension n_k (the width when 0 is given)
+  double scale;  ///< logits Y_h = L_in M_h L_in^T / scale
+  bool causal;   ///< row i of the softmax over tokens 0..i
+  bool shaped;   ///< A_h = alpha I + beta S - beta C (shaped_attention_matrix), else S
+  double alpha = 1.0, beta = 1.0;
+};
+
+/// The heads of an attention step, for every attention kind: for head h the logits
+/// Y_h = L_in M_h L_in^T / scale (M_h = G_q G_k^T, key_product), their row softmax S,
+/// A_h from S (f.shaped), then C_h = A_h L_in into columns h m .. h m + m - 1 of C.
+/// tri: L_in is lower triangular.  Uses c.tmp(2) .. c.tmp(4), c.tmp(6), c.tmp(7).
+template <class Ctx, class VL, class VC>
+ST_HD inline void attention_heads(Ctx& c, VL Lin, bool tri, const HeadsForm& f, VC C) {
+  using Ln = typename Ctx::Ln;
+  const int m = c.m;
+  auto M = c.tmp(2), T = c.tmp(3), Y = c.tmp(4);
+  for (int h = 0; h < f.heads; ++h) {
+    key_product(c, f.nk, h, M);
+    mul<Ln>(T, Lin, M, tri);  // L_in M
+    mul_nt<Ln>(Y, T, Lin);    // L_in M L_in^T
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) Y(i, j) = Y(i, j) / f.scale;
+    softmax_rows<Ln>(Y, f.causal);
+    if (f.shaped) shaped_attention_matrix<Ln>(Y, f.alpha, f.beta, f.causal);
+    mul<Ln>(C.middle_cols(h * m, m), Y, Lin, false, tri);  // C_h = A_h L_in
+  }
+}
+
+/// D^{-1/2} V D^{-1/2} with D = diag(V): the covariance after RMS normalisation of
+/// every token (x_a -> x_a / sqrt(V_aa)).  Zero tokens stay zero.  s: m lanes of scratch.
+template <class Ln, class VM>
+ST_HD inline void rms_normalize(VM V, typename Ln::D* s) {
+  const int m = V.rows();
+  for (int a = 0; a < m; ++a) {
+    const auto pos = V(a, a) > Ln::splat(0.0);
+    s[a] = pos ? Ln::splat(1.0) / Ln::sqrt(pos ? V(a, a) : Ln::splat(1.0)) : Ln::splat(0.0);
+  }
+  for (int a = 0; a < m; ++a)
+    for (int b = 0; b < m; ++b) V(a, b) = s[a] * V(a, b) * s[b];
+}
+
+/// out = L with its rows scaled so that out out^T is RMS-normalised (the root of
+/// rms_normalize(L L^T)).
+template <class Ln, class VM>
+ST_HD inline void rms_normalize_root(VM L, VM out) {
+  const int m = L.rows();
+  for (int a = 0; a < m; ++a) {
+    auto v = L(a, 0) * L(a, 0);
+    for (int j = 1; j < m; ++j) v = v + L(a, j) * L(a, j);
+    const auto pos = v > Ln::splat(0.0);
+    const auto f = pos ? Ln::splat(1.0) / Ln::sqrt(pos ? v : Ln::splat(1.0)) : Ln::splat(0.0);
+    for (int j = 0; j < m; ++j) out(a, j) = L(a, j) * f;
+  }
+}
 
 /// The value part shared by attention and MLP blocks (see the header comment):
 /// V <- lambda^2 V + lambda gamma / sqrt(H n) (L P^T + P L^T) + gamma^2/(H n)(P P^T + C R C^T).
-/// `C` is m x (H m): C_h = A_h L_in side by side; `L` is the root of the residual V.
-/// `z_ids` are the stream ids of the Z_h matrices (one per head).
-template <class CovT = Cov>
-inline void value_mix(CovT& V, const CovT& L, const CovT& C, int H, double n, double lambda, double gamma,
-                      const ExactKey& key, bool mlp) {
-  const Eigen::Index m = V.rows();
-  CovT P = CovT::Zero(m, m), Z;
-  ST_MUTATION_ONLY(std::vector<CovT> Ph;)
-  for (int h = 0; h < H; ++h) {
-    gaussian_matrix(mlp ? key.stream(ExactKey::kMlpZ) : key.head_stream(h, ExactKey::kValueZ), m, m, Z);
-    P.noalias() += C.middleCols(h * m, m) * Z;
-    ST_MUTATION_ONLY(Ph.push_back(C.middleCols(h * m, m) * Z);)
-  }
-  MatrixRng r(key.stream(ExactKey::kR), key.stream(ExactKey::kRUniform));
-  CovT CB;
-  wishart_quad_factor(C, H, n - double(m) ST_MUTATE(kValueDf), r, CB);  // CB CB^T ~ C R C^T, R ~ Wishart_{Hm}(n - m)
-  const double HN = double(H) * n;
-  CovT cross(m, m);
-  cross.noalias() = L * P.transpose();
-  CovT out = (lambda * lambda) * V;
-  out += (lambda * gamma / std::sqrt(HN)) * (cross + cross.transpose());
-  CovT quad(m, m);
-  quad.noalias() = P * P.transpose();
-  quad.noalias() += CB * CB.transpose();
-  ST_MUTATION_ONLY(mutation_cross_heads(quad, Ph, C, n - double(m), H, key);)
-  out += (gamma * gamma / HN) * quad;
-  V = 0.5 * (out + out.transpose());
-}
-
-/// Row-wise softmax of S (in place), optionally causal (row i over columns 0..i).
-template <class CovT = Cov>
-inline void softmax_rows(CovT& S, bool causal) {
-  const Eigen::Index m = S.rows();
-  for (Eigen::Index i = 0; i < m; ++i) {
-    const Eigen::Index k = causal ? i + 1 : m;
-    const double mx = S.row(i).head(k).maxCoeff();
-    double sum = 0.0;
-    for (Eigen::Index j = 0; j < k; ++j) sum += (S(i, j) = std::exp(S(i, j) - mx));
-    for (Eigen::Index j = 0; j < k; ++j) S(i, j) /= sum;
-    for (Eigen::Index j = k; j < m; ++j) S(i, j) = 0.0;
-  }
-}
-
-/// Exact MLP step: Phi = c phi(K) phi(K)^T / n with K = L_in G' (G' m x n Gaussian),
-/// drawn in column tiles (O(m^2 n) work, O(m * tile) memory), then value_mix with
-/// C = chol(Phi).  `phi(x)` is the activation, `c` its normalising constant.
-template <class Phi, class CovT>
-inline void mlp_exact_step(CovT& V, const CovT& L, const CovT& L_in, long n, double c, double lambda, double gamma,
-                           const ExactKey& key, Phi&& phi) {
-  const Eigen::Index m = V.rows();
-  constexpr Eigen::Index kTile = Eigen::Index(workspace::kExactMlpTile);  // workspace.hpp: read by the memory check
-  CovT K(m, kTile), Gram = CovT::Zero(m, m);
-  const Stream pre = key.stream(ExactKey::kPre);
-  bool fused = false;
-  if constexpr (std::is_same_v<std::decay_t<Phi>, exact_mlp::PiecewiseLinear>) {
-    if (m <= exact_mlp::kMaxM) {  // fused kernel (exact/mlp_gram.hpp): same draws, sums in another order
-      using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-      const RM Lr = L_in;
-      RM G(m, m);
-      if (!exact_mlp::gram(pre, int(m), n, Lr.data(), phi.sp, phi.sm, G.data(), key.cancel)) return;  // discarded
-      Gram = G;
-      fused = true;
+/// C is m x (H m): C_h = A_h L_in side by side (c.wide(0, .)); L is the root of the
+/// residual V.  Uses c.tmp(1) .. c.tmp(7) (c.tmp(1), the branch's root, is no longer
+/// needed here; the mutation build also c.wide(1, m)).
+template <class Ctx, class VL, class VC>
+ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gamma, bool mlp) {
+  using Ln = typename Ctx::Ln;
+  using D = typename Ln::D;
+  const int m = c.m;
+  auto V = c.V;
+  auto P = c.tmp(2), T = c.tmp(3), Q = c.tmp(4), Y = c.tmp(5), Z = c.tmp(6);
+  for (int h = 0; h < H; ++h) {  // P = sum_h C_h Z_h
+    c.gaussian(mlp ? ExactKey::kMlpZ : ExactKey::head_id(h, ExactKey::kValueZ), Z);
+    if (h == 0) {
+      mul<Ln>(P, C.middle_cols(0, m), Z);
+    } else {
+      mul<Ln>(T, C.middle_cols(h * m, m), Z);
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) P(i, j) += T(i, j);
     }
   }
-  // Stream layout: normals of column j are m*j .. m*j + m - 1 (column-major G'),
-  // so tiles can be generated independently.
-  for (long j0 = 0; !fused && j0 < n; j0 += kTile) {
-    // every 256 tiles (131072 columns: a few milliseconds at m = 8)
-    if (key.cancel && (j0 / kTile) % 256 == 255 && key.cancel->stop_requested()) return;  // result discarded
-    const Eigen::Index w = Eigen::Index(std::min<long>(kTile, n - j0));
-    Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor> Gc(m, w);
-    fill_normal(pre, std::uint64_t(j0) * std::uint64_t(m), std::size_t(m * w), Gc.data());
-    auto Kt = K.leftCols(w);
-    Kt.noalias() = L_in * Gc;
-    Kt = Kt.unaryExpr(phi);
-    Gram.noalias() += Kt * Kt.transpose();
+  // CB CB^T ~ C R C^T, R ~ Wishart_{Hm}(n - m): the m x m draw of wishart_quad.hpp
+  auto CB = c.tmp(1);
+  wishart_quad_factor(c, C, H, double(c.n) - double(m) ST_MUTATE(kValueDf), ExactKey::kR, ExactKey::kRUniform, CB, Z, Y,
+                      c.tmp(7));
+  mul_nt<Ln>(T, L, P);    // L P^T
+  mul_nt<Ln>(Q, P, P);    // P P^T
+  mul_nt<Ln>(Y, CB, CB);  // C R C^T
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) Q(i, j) = Q(i, j) + Y(i, j);
+#ifdef SHAPED_TRANSFORMER_MUTATIONS
+  // Test-only: scales the cross-head terms (h != g) of Q = P P^T + C R C^T by the
+  // kCrossHeads factor (0 drops them: heads with independent value weights).  The
+  // diagonal terms C_h R_hh C_h^T are drawn afresh (R_hh ~ Wishart_m(n - m)
+  // independent, from head streams 4 and 5, unused by the model), since the m x m
+  // draw of C R C^T has no per-head parts.
+  if (const double f = mutation::factor(mutation::kCrossHeads); f != 1.0 && H > 1) {
+    auto diag = c.tmp(7), Ph = c.tmp(1), Fh = c.wide(1, m);  // sum_h P_h P_h^T + F_h F_h^T
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) diag(i, j) = Ln::splat(0.0);
+    for (int h = 0; h < H; ++h) {
+      c.gaussian(ExactKey::head_id(h, ExactKey::kValueZ), Z);
+      mul<Ln>(Ph, C.middle_cols(h * m, m), Z);
+      mul_nt<Ln>(Y, Ph, Ph);
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) diag(i, j) += Y(i, j);
+      wishart_quad_factor(c, C.middle_cols(h * m, m), 1, double(c.n) - double(m), ExactKey::head_id(h, 4),
+                          ExactKey::head_id(h, 5), Fh, Z, Y, Ph);
+      mul_nt<Ln>(Y, Fh, Fh);
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) diag(i, j) += Y(i, j);
+    }
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) Q(i, j) = diag(i, j) + f * (Q(i, j) - diag(i, j));
   }
-  CovT PhiM = (c / double(n)) * Gram, LPhi;
-  psd_root(PhiM, LPhi);
-  value_mix(V, L, LPhi, 1, double(n), lambda, gamma, key, true);
+#endif
+  const double HN = double(H) * double(c.n);
+  const D ll = Ln::splat(lambda * lambda), lg = Ln::splat(lambda * gamma / device::sqrt_d(HN)),
+          gg = Ln::splat(gamma * gamma / HN);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) {
+      D o = ll * V(i, j);
+      o = o + lg * (T(i, j) + T(j, i));
+      Y(i, j) = o + gg * Q(i, j);
+    }
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) V(i, j) = Ln::splat(0.5) * (Y(i, j) + Y(j, i));
+}
+
+/// The exact MLP step: Phi = c phi(K) phi(K)^T / n with K = L_in G' (G' m x n
+/// Gaussian; phi(x) = x > 0 ? sp x : sm x), then value_mix with C = a root of Phi.
+/// Returns false when cancelled (the sample is discarded).
+template <class Ctx, class VL>
+ST_HD inline bool mlp_exact_step(Ctx& c, VL L, VL L_in, double cst, double sp, double sm, double lambda, double gamma) {
+  const int m = c.m;
+  auto G = c.tmp(2), R = c.tmp(3);
+  if (!c.gram(L_in, sp, sm, G)) return false;
+  const double f = cst / double(c.n);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) G(i, j) = f * G(i, j);
+  c.root(G, R);
+  auto LPhi = c.wide(0, m);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) LPhi(i, j) = R(i, j);
+  value_mix(c, L, LPhi, 1, lambda, gamma, true);
+  return true;
 }
 
 }  // namespace shaped_transformer

@@ -3,15 +3,17 @@
 // a shaped Transformer layer is {ShapedAttention, ShapedMLP}.
 //
 // BasicNetwork<Kinds...> works for any list of block kinds; each kind is one header
-// (blocks/*.hpp: field table, validate(), explicit forward, exact step, SDE terms and
-// the traits has_explicit / has_exact / has_sde).  Every dispatch over the kinds is a
-// std::visit with `if constexpr` on those traits, so a kind that lacks a face is
-// refused by name and a kind missing from a dispatch cannot compile.
+// (blocks/*.hpp: field table, validate(), its traits, and its faces written once for
+// every backend: explicit forward, exact step, SDE drift and noise).  Every dispatch
+// over the kinds reads those traits (a std::visit with `if constexpr`, or the plain
+// face data of kernels/block_list.hpp for the SIMD kernels and the GPU), so a kind
+// that lacks a face is refused by name and a kind missing a trait cannot compile.
 // The registry (the kinds the library is built for) is the one line `Network` below;
 // docs/architecture.md shows how to add a kind.
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -92,6 +94,16 @@ const char* sde_refusal(const std::variant<K...>& block) {
         else return B::no_sde;
       },
       block);
+}
+
+/// Throws std::invalid_argument (naming `what`, "depth" or "steps") when `count`
+/// layers of `net` need more than 2^32 block indices (the block word of the random
+/// counter): layer * blocks + b must fit in 32 bits.
+template <class Net>
+void check_block_counter(const Net& net, std::int64_t count, const char* what) {
+  if (count > 0 && std::uint64_t(count) * net.blocks.size() > std::uint64_t(std::numeric_limits<std::uint32_t>::max()))
+    throw std::invalid_argument(std::string(what) + ": " + what +
+                                " * blocks must stay below 2^32 (the block counter word)");
 }
 
 /// Why `net` has no covariance SDE limit, naming its first block without one

@@ -16,6 +16,7 @@
 #include "network.hpp"
 #include "result.hpp"
 #include "sde/summary.hpp"
+#include "types.hpp"
 
 namespace shaped_transformer {
 

@@ -1,6 +1,6 @@
 // The sizes of the core's fixed work buffers, named in one place.  The kernels that
 // own these buffers are meant to use these constants (exact_common.hpp's MLP tile,
-// normal_kernels_impl.hpp's gaussian_gemm tile), and the Python package's memory
+// gaussian_gemm_impl.hpp's tile), and the Python package's memory
 // check reads them through _core.workspace_sizes() / _core.*_workspace_bytes()
 // (cpp/python/bind_info.cpp), so that its estimates follow the core instead of
 // keeping a copy of its constants.

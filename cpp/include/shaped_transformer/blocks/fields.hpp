@@ -13,7 +13,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "../types.hpp"
+#include "../norm.hpp"
 
 namespace shaped_transformer {
 

@@ -1,11 +1,13 @@
 // Standard ReLU MLP block: the shaped MLP with phi = ReLU and c = 2, with the same
-// optional per-token normalisations as the standard attention block.
+// optional per-token normalisations as the standard attention block.  Its faces
+// (explicit forward, exact step), written once for every backend.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 
-#include "../types.hpp"
+#include "../explicit_common.hpp"
 #include "fields.hpp"
 #include "resources.hpp"
 
@@ -30,52 +32,48 @@ struct ReluMLP {
     check_residual(gamma, lambda);
   }
 
+  // ---- traits: what the drivers, the batched kernels and the device read ----
   static constexpr bool has_explicit = true, has_exact = true, has_sde = false;
+  /// Its exact step needs the host's O(m^2 n) Gram kernel: the CPU runs it.
+  static constexpr bool exact_on_device = false;
   static constexpr const char* no_sde = "the unshaped ReLU MLP has no SDE limit";
   const char* exact_refusal() const {
     return is_layer_norm(norm) ? "norm: LayerNorm is not rotation invariant; the exact chain does not cover it"
                                : nullptr;
   }
-
   /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
   template <class F>
   void weights(long width, F&& f) const {
     mlp_weights(width, f);
   }
   Workspace workspace(double m, double n, double itemsize) const { return mlp_workspace(m, n, itemsize); }
+  /// The parameters of its exact step (plain data).
+  struct Exact {
+    Norm norm;
+    double gamma, lambda;
+    ST_HD int wide(int m) const { return m; }
+  };
+  Exact exact_terms() const { return Exact{norm, gamma, lambda}; }
 };
 
 // ---- explicit forward on X ------------------------------------------------
-class CancelToken;  // parallel.hpp
-// Defined in cpp/src/explicit_blocks.cpp for S = float and double.
-// forward_explicit: one block on the tokens X (m x n), in place, with Gaussian
-// weights drawn from Stream{seed, sample, block, matrix_id} in tiles (never an
-// n x n matrix); `threads` > 1 splits each weight product over column tiles with
-// identical results; `cancel` stops a long product early (the result is then
-// garbage and must be discarded).  forward_law: the law-exact activation sampler of docs/model.md
-// section 4 (same law of X', O(m n) normals from the kLawBase matrix ids).
-template <class S>
-void forward_explicit(const ReluMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,
-                      int threads = 1, const CancelToken* cancel = nullptr);
-template <class S>
-void forward_law(const ReluMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block);
+template <class Ops>
+inline void explicit_forward(const ReluMLP& b, Ops& o) {
+  mlp_forward(1.0, 0.0, 2.0, b.gamma, b.lambda, b.norm, o);
+}
 
 // ---- exact step on V ------------------------------------------------------
 // As the shaped MLP with phi = ReLU, c = 2; pre_rms feeds the branch
 // with L_in = D^{-1/2} L, post_rms normalises V' (see standard_attention.hpp).
-
-}  // namespace shaped_transformer
-#include "../exact_common.hpp"
-namespace shaped_transformer {
-
-/// One ReLU MLP block applied to V exactly in law, at width n.
-template <class CovT = Cov>
-inline void exact_step(const ReluMLP& b, CovT& V, long n, const ExactKey& key) {
-  CovT L;
-  psd_root(V, L);
-  const CovT L_in = b.norm == Norm::PreRMS ? rms_normalize_root(L) : L;
-  mlp_exact_step(V, L, L_in, n, 2.0, b.lambda, b.gamma, key, exact_mlp::PiecewiseLinear{1.0, 0.0});
-  if (b.norm == Norm::PostRMS) rms_normalize(V);
+template <class Ctx>
+ST_HD inline bool exact_step(const ReluMLP::Exact& t, Ctx& c) {
+  using Ln = typename Ctx::Ln;
+  auto L = c.tmp(0);
+  c.root(c.V, L);
+  if (t.norm == Norm::PreRMS) rms_normalize_root<Ln>(L, c.tmp(1));
+  if (!mlp_exact_step(c, L, t.norm == Norm::PreRMS ? c.tmp(1) : L, 2.0, 1.0, 0.0, t.lambda, t.gamma)) return false;
+  if (t.norm == Norm::PostRMS) rms_normalize<Ln>(c.V, c.vec());
+  return true;
 }
 
 }  // namespace shaped_transformer

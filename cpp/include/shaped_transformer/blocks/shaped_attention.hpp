@@ -3,15 +3,18 @@
 // The paper's shaped head is alpha = beta = 1 and C = 1 1^T / m; `causal` uses the
 // uniform causal matrix for C (and masks the softmax).  docs/model.md sections 1, 2, 4, 5.
 //
-// Three faces, side by side:
+// Three faces, side by side, each written once for every backend (docs/architecture.md):
 //   explicit forward on X  | exact step on V (section 4) | SDE drift and noise (section 5)
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 
+#include "../explicit_common.hpp"
+#include "../kernels/sde_step.hpp"
 #include "../mutation.hpp"
-#include "../types.hpp"
 #include "fields.hpp"
 #include "resources.hpp"
 
@@ -50,10 +53,15 @@ struct ShapedAttention {
     check_concat_width(concat, heads, width);
   }
 
-  // What the block covers (docs/architecture.md).
+  // ---- traits: what the drivers, the batched kernels and the device read ----
   static constexpr bool has_explicit = true, has_exact = true, has_sde = true;
+  static constexpr bool exact_on_device = true;  ///< its exact step runs on the CUDA threads
   /// Why the exact chain cannot run this block (nullptr: it can).
-  const char* exact_refusal() const;
+  const char* exact_refusal() const {
+    if (concat) return "concat: concatenated heads are not covered by the exact chain";
+    if (heads > ExactKey::kMaxHeads) return "heads: too many heads for the exact chain";
+    return nullptr;
+  }
   /// Why this head has no covariance SDE limit (nullptr: it has one).
   const char* sde_refusal() const {
     if (concat) return "concat: concatenated heads with an output projection are not covered by the SDE";
@@ -62,7 +70,6 @@ struct ShapedAttention {
              "(A -> alpha I, so V would change by lambda^2 + gamma^2 alpha^2 != 1 per block)";
     return nullptr;
   }
-
   /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
   template <class F>
   void weights(long width, F&& f) const {
@@ -71,132 +78,90 @@ struct ShapedAttention {
   Workspace workspace(double m, double n, double itemsize) const {
     return attention_workspace(heads, key_dim, m, n, itemsize);
   }
+  /// The parameters of its exact step (plain data: the kernels and the device copy it).
+  struct Exact {
+    int heads, key_dim;
+    bool causal;
+    double tau0, gamma, lambda, alpha, beta;
+    /// Columns of the widest scratch of the step: the stacked C_h.
+    ST_HD int wide(int m) const { return heads * m; }
+  };
+  Exact exact_terms() const { return Exact{heads, key_dim, causal, tau0, gamma, lambda, alpha, beta}; }
+  /// The coefficients of its SDE drift and noise (plain data).  paper: alpha = beta = 1,
+  /// bidirectional (the faster terms).
+  struct Sde {
+    double kdrift;  ///< gamma^2 / tau0^2
+    double c1;      ///< gamma sqrt(2 - gamma^2) / sqrt(2): the noise of L dZ L^T
+    double c2;      ///< paper: gamma^2 / (tau0 m sqrt(H)); else gamma^2 beta / (tau0 sqrt(H))
+    double beta;
+    bool paper, causal;
+    /// Number of N(0, dt) normals one noise increment uses (dZ, dXi: m x m each).
+    ST_HD static constexpr int noise_dim(int m) { return 2 * m * m; }
+    /// Number of tokens row i of the head attends to.
+    ST_HD int attended(int i, int m) const { return causal ? i + 1 : m; }
+  };
+  Sde sde_terms(int m) const {
+    Sde t;
+    t.paper = alpha == 1.0 && beta == 1.0 && !causal && !concat;
+    t.causal = causal;
+    t.beta = beta;
+    t.kdrift = gamma * gamma / (tau0 * tau0) ST_MUTATE(kGeneralDrift);
+    if (t.paper) t.kdrift = gamma * gamma / (tau0 * tau0) ST_MUTATE(kAttDrift);
+    t.c1 = gamma * std::sqrt(std::max(0.0, 2.0 - gamma * gamma)) / std::sqrt(2.0);
+    t.c2 = t.paper ? gamma * gamma / (tau0 * double(m) * std::sqrt(double(heads))) ST_MUTATE(kSoftNoise)
+                   : gamma * gamma * beta / (tau0 * std::sqrt(double(heads))) ST_MUTATE(kGeneralSoftNoise);
+    return t;
+  }
 };
 
 // ---- explicit forward on X ------------------------------------------------
-class CancelToken;  // parallel.hpp
-// Defined in cpp/src/explicit_blocks.cpp for S = float and double.
-// forward_explicit: one block on the tokens X (m x n), in place, with Gaussian
-// weights drawn from Stream{seed, sample, block, matrix_id} in tiles (never an
-// n x n matrix); `threads` > 1 splits each weight product over column tiles with
-// identical results; `cancel` stops a long product early (the result is then
-// garbage and must be discarded).  forward_law: the law-exact activation sampler of docs/model.md
-// section 4 (same law of X', O(m n) normals from the kLawBase matrix ids).
-template <class S>
-void forward_explicit(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
-                      std::uint32_t block, int threads = 1, const CancelToken* cancel = nullptr);
-template <class S>
-void forward_law(const ShapedAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block);
+// The block on the tokens (explicit_common.hpp), for the CPU, the law sampler and the GPU.
+template <class Ops>
+inline void explicit_forward(const ShapedAttention& b, Ops& o) {
+  AttentionForward a;
+  a.heads = b.heads;
+  a.key_dim = b.key_dim;
+  a.concat = b.concat;
+  a.gamma = b.gamma;
+  a.lambda = b.lambda;
+  a.shaped = true;
+  a.alpha = b.alpha;
+  a.beta = b.beta;
+  a.tau0 = b.tau0;
+  a.causal = b.causal;
+  attention_forward(a, o);
+}
 
 // ---- exact step on V ------------------------------------------------------
-// Y_h = L M_h L^T with M_h = G_q G_k^T drawn in O(m^3); then the
-// shared value part (exact_common.hpp).  A_h = alpha I + beta Softmax(Y_h/tau) - beta C.
-
-}  // namespace shaped_transformer
-#include "../exact_common.hpp"
-namespace shaped_transformer {
-
-inline const char* ShapedAttention::exact_refusal() const {
-  if (concat) return "concat: concatenated heads are not covered by the exact chain";
-  if (heads > ExactKey::kMaxHeads) return "heads: too many heads for the exact chain";
-  return nullptr;
-}
-
-/// The matrix C of the general shaped head: 1 1^T / m, or the uniform causal matrix.
-template <class CovT = Cov>
-inline CovT shaped_centering(Eigen::Index m, bool causal) {
-  CovT C = CovT::Zero(m, m);
-  for (Eigen::Index i = 0; i < m; ++i)
-    for (Eigen::Index j = 0; j < (causal ? i + 1 : m); ++j) C(i, j) = 1.0 / double(causal ? i + 1 : m);
-  return C;
-}
-
-/// One shaped attention block applied to V exactly in law, at width n.
-template <class CovT = Cov>
-inline void exact_step(const ShapedAttention& b, CovT& V, long n, const ExactKey& key) {
-  const Eigen::Index m = V.rows();
-  CovT L;
-  psd_root(V, L);
-  const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
-  const double tau = b.tau0 * std::sqrt(double(n) * nk);
-  const CovT Cm = shaped_centering(m, b.causal);
-  CovT C(m, b.heads * m), M, Y(m, m), A;
-  for (int h = 0; h < b.heads; ++h) {
-    draw_key_product(nk, m, key, h, M);
-    Y.noalias() = L * M * L.transpose();
-    Y /= tau;
-    softmax_rows(Y, b.causal);
-    A = b.beta * (Y - Cm);
-    A.diagonal().array() += b.alpha;
-    C.middleCols(h * m, m).noalias() = A * L;
-  }
-  value_mix(V, L, C, b.heads, double(n), b.lambda, b.gamma, key, false);
+// Y_h = L M_h L^T with M_h = G_q G_k^T drawn in O(m^3); then the shared value part
+// (exact_common.hpp).  A_h = alpha I + beta Softmax(Y_h/tau) - beta C.  A template
+// over the context of exact_common.hpp: the generic chain, the batched SIMD kernels
+// and the CUDA threads all run it.  Returns false only when cancelled.
+template <class Ctx>
+ST_HD inline bool exact_step(const ShapedAttention::Exact& t, Ctx& c) {
+  const int m = c.m, H = t.heads;
+  auto L = c.tmp(0);
+  const bool tri = c.root(c.V, L);
+  const double n = double(c.n), nk = t.key_dim > 0 ? double(t.key_dim) : n;
+  auto C = c.wide(0, H * m);
+  attention_heads(c, L, tri, HeadsForm{H, nk, t.tau0 * device::sqrt_d(n * nk), t.causal, true, t.alpha, t.beta}, C);
+  value_mix(c, L, C, H, t.lambda, t.gamma, false);
+  return true;
 }
 
 // ---- SDE drift and noise --------------------------------------------------
-// docs/model.md section 5, confirmed by tests/test_moments.py.
+// docs/model.md section 5, confirmed by tests/test_moments.py; templates over the
+// lanes Ln (math/lane.hpp): the generic solver, the batched SIMD kernels and the CUDA
+// threads all evaluate these (kernels/sde_step.hpp sums them over the blocks).
+// The paper's head (alpha = beta = 1, bidirectional, no concat):
 //   drift b(V) = (gamma^2/tau0^2) (D V + V D^T + tr(V P V P)/m^2 V), D_ab = V_aa w_b/(2m),
 //         w_b = (P V P)_bb - tr(P V P)/m;
 //   noise gamma sqrt(2 - gamma^2) (L dZ L^T + L dZ^T L^T)/sqrt(2)
 //         + gamma^2/(tau0 m sqrt(H)) (L dXi L^T P V + V P L dXi^T L^T).
-// These are the paper's head (alpha = beta = 1, not causal, not concat); the causal and
-// general heads (alpha = 1) use sde_drift_general / sde_noise_general below.
-
-/// Adds the attention drift b(V) to `out`.  `M` is Cov or a fixed-size Eigen matrix
-/// (the SDE solver instantiates small m at compile time).
-template <class M>
-inline void sde_drift_paper(const ShapedAttention& b, const M& V, M& out) {
-  const Eigen::Index m = V.rows();
-  const double md = double(m);
-  // V P = V - (V 1) 1^T / m and P V P, without forming P.
-  const auto r = (V.rowwise().sum() / md).eval();
-  M VP = V;
-  VP.colwise() -= r;
-  const auto c = (VP.colwise().sum() / md).eval();
-  M PVP = VP;
-  PVP.rowwise() -= c;
-  const double trPVP = PVP.trace();
-  const double trVPVP = VP.cwiseProduct(VP.transpose()).sum();
-  const auto w = ((PVP.diagonal().array() - trPVP / md) / (2.0 * md)).matrix().eval();
-  // D = diag(V) w^T, so D V = diag(V) (w^T V), and w^T V = (V w)^T as V is symmetric.
-  std::decay_t<decltype(w)> wV;
-  small_product(wV, V, w);
-  M DV = V.diagonal() * wV.transpose();
-  out +=
-      (b.gamma * b.gamma / (b.tau0 * b.tau0)) ST_MUTATE(kAttDrift) * (DV + DV.transpose() + (trVPVP / (md * md)) * V);
-}
-
-/// Number of N(0, dt) normals one attention noise increment uses (dZ, dXi).
-inline int sde_noise_dim(const ShapedAttention&, int m) { return 2 * m * m; }
-
-/// Adds the attention noise increment to `out`; `dW` holds sde_noise_dim N(0, dt)
-/// numbers (row-major dZ then dXi), `L` is a root of V.
-template <class M>
-inline void sde_noise_paper(const ShapedAttention& b, const M& V, const M& L, const double* dW, M& out) {
-  const Eigen::Index m = V.rows();
-  const double md = double(m);
-  using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor, M::MaxRowsAtCompileTime,
-                           M::MaxColsAtCompileTime>;
-  const Eigen::Map<const RM> dZ(dW, m, m), dXi(dW + m * m, m, m);
-  // Both terms share the left factor L:
-  //   c1 L dZ L^T + c2 L dXi L^T P V = L (c1 dZ L^T + c2 dXi (L^T P V)),
-  // then symmetrise once: four small products instead of five, one symmetrisation.
-  const double c1 = b.gamma * std::sqrt(std::max(0.0, 2.0 - b.gamma * b.gamma)) / std::sqrt(2.0);
-  const double c2 = b.gamma * b.gamma / (b.tau0 * md * std::sqrt(double(b.heads))) ST_MUTATE(kSoftNoise);
-  M PV = V, R, Q, S;
-  PV.rowwise() -= (V.colwise().sum() / md).eval();  // P V
-  small_product(R, L.transpose(), PV);              // L^T P V
-  small_product(Q, dZ, L.transpose());
-  small_product(S, dXi, R);
-  Q = c1 * Q + c2 * S;
-  small_product(S, L, Q);
-  out += S + S.transpose();
-}
-
-// ---- SDE drift and noise of the causal and general heads ------------------
-// docs/causal.md.  A = I + beta (Softmax_mask(Y/tau) - C): row i of the softmax and
-// of C covers the first k_i tokens (k_i = i + 1 causal, k_i = m bidirectional), and
-// P_i = diag(1_{k_i}) - 1_{k_i} 1_{k_i}^T / k_i is row i's centring.  With
+// The causal and general heads (docs/causal.md): A = I + beta (Softmax_mask(Y/tau) - C):
+// row i of the softmax and of C covers the first k_i tokens (k_i = i + 1 causal,
+// k_i = m bidirectional), and P_i = diag(1_{k_i}) - 1_{k_i} 1_{k_i}^T / k_i is row i's
+// centring.  With
 //   D_ij = V_ii w^(i)_j / (2 k_i)  (j < k_i, else 0),
 //          w^(i)_j = (P_i V P_i)_jj - tr(P_i V P_i) / k_i,
 //   T_ab = tr(P_a V P_b V) / (k_a k_b),
@@ -204,98 +169,146 @@ inline void sde_noise_paper(const ShapedAttention& b, const M& V, const M& L, co
 // and the noise  gamma sqrt(2 - gamma^2) (L dZ L^T + L dZ^T L^T)/sqrt(2)
 //              + gamma^2 beta/(tau0 sqrt(H)) (Q V + V Q^T),
 //   Q_ij = ((L dXi L^T)_ij - mean_{l < k_i} (L dXi L^T)_il) / k_i  (j < k_i, else 0).
-// With k_i = m and beta = 1 these are the paper's terms above (tests/test_causal_sde.py
-// checks that), which keep their own faster code.  alpha must be 1: A -> alpha I
+// With k_i = m and beta = 1 these are the paper's terms (tests/test_causal_sde.py
+// checks that), which keep their own, faster evaluation.  alpha must be 1: A -> alpha I
 // otherwise, and V changes by a factor lambda^2 + gamma^2 alpha^2 != 1 per block.
+// Faces add the upper triangle (j >= i) of their term to `out`.
 
-/// The paper's head (alpha = beta = 1, bidirectional, no concat): the terms above.
-inline bool is_paper_head(const ShapedAttention& b) {
-  return b.alpha == 1.0 && b.beta == 1.0 && !b.causal && !b.concat;
-}
-
-/// Number of tokens row i of the head attends to.
-inline Eigen::Index attended(const ShapedAttention& b, Eigen::Index i, Eigen::Index m) { return b.causal ? i + 1 : m; }
-
-/// Adds the drift of a causal or general head (see above) to `out`.  O(m^2) prefix
-/// sums for the traces, one m x m product for D V.
-template <class M>
-inline void sde_drift_general(const ShapedAttention& b, const M& V, M& out) {
-  const Eigen::Index m = V.rows();
-  // Prefix sums, indexed by prefix length - 1:  Rc(p, j) = sum_{i <= p} V_ij,
-  // G(p, q) = sum_{i <= p, j <= q} V_ij, F likewise of V_ij^2, H(p, q) = sum_{j <= q} Rc(p, j)^2.
-  M Rc = V, F = V.cwiseAbs2();
-  for (Eigen::Index p = 1; p < m; ++p) {
-    Rc.row(p) += Rc.row(p - 1);
-    F.row(p) += F.row(p - 1);
-  }
-  M G = Rc, H = Rc.cwiseAbs2();
-  for (Eigen::Index q = 1; q < m; ++q) {
-    G.col(q) += G.col(q - 1);
-    H.col(q) += H.col(q - 1);
-    F.col(q) += F.col(q - 1);
-  }
-  // tr(P_a V P_b V) = F - H_ab / k_a - H_ba / k_b + G^2 / (k_a k_b) at (k_a, k_b).
-  M VT(m, m), D = M::Zero(m, m);
-  for (Eigen::Index a = 0; a < m; ++a) {
-    const Eigen::Index ia = attended(b, a, m) - 1;
-    const double ka = double(ia + 1);
-    for (Eigen::Index c = 0; c < m; ++c) {
-      const Eigen::Index ic = attended(b, c, m) - 1;
-      const double kc = double(ic + 1);
-      const double tr = F(ia, ic) - H(ia, ic) / ka - H(ic, ia) / kc + G(ia, ic) * G(ia, ic) / (ka * kc);
-      VT(a, c) = V(a, c) * tr / (ka * kc);
+/// Adds the drift of the head to the upper triangle of out.
+template <class Ln, int MC>
+ST_HD inline void sde_drift(const ShapedAttention::Sde& t, const SdeState<Ln, MC>& s, MatRef<typename Ln::D, MC> out) {
+  using D = typename Ln::D;
+  const auto V = s.V;
+  const int m = s.m();
+  if (!t.paper) {  // causal or beta != 1: prefix sums, indexed by prefix length - 1:
+    // Rc(p, j) = sum_{i <= p} V_ij, G(p, q) = sum_{i <= p, j <= q} V_ij, F likewise of
+    // V_ij^2, H(p, q) = sum_{j <= q} Rc(p, j)^2; then tr(P_a V P_b V) = F - H_ab / k_a -
+    // H_ba / k_b + G^2 / (k_a k_b) at (k_a, k_b).
+    auto Rc = s.tmp[0], F = s.tmp[1], G = s.tmp[2], H = s.tmp[3], Dm = s.tmp[4], DV = s.tmp[5];
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) {
+        Rc(i, j) = i == 0 ? V(i, j) : Rc(i - 1, j) + V(i, j);
+        F(i, j) = i == 0 ? V(i, j) * V(i, j) : F(i - 1, j) + V(i, j) * V(i, j);
+      }
+    for (int p = 0; p < m; ++p)
+      for (int q = 0; q < m; ++q) {
+        G(p, q) = q == 0 ? Rc(p, q) : G(p, q - 1) + Rc(p, q);
+        H(p, q) = q == 0 ? Rc(p, q) * Rc(p, q) : H(p, q - 1) + Rc(p, q) * Rc(p, q);
+        if (q > 0) F(p, q) = F(p, q - 1) + F(p, q);
+      }
+    for (int a = 0; a < m; ++a) {
+      const int ia = t.attended(a, m) - 1;
+      const double ka = double(ia + 1);
+      // w^(a)_j = V_jj - 2 Rc(k-1, j)/k + G/k^2 - tr(P_a V P_a)/k, tr(P_a V P_a) = sum_{j<k} V_jj - G/k.
+      const D g = G(ia, ia);
+      D trP = V(0, 0);
+      for (int j = 1; j <= ia; ++j) trP = trP + V(j, j);
+      trP = trP - g / ka;
+      for (int j = 0; j < m; ++j)
+        Dm(a, j) = j <= ia ? V(a, a) * (V(j, j) - 2.0 * Rc(ia, j) / ka + g / (ka * ka) - trP / ka) / (2.0 * ka)
+                           : Ln::splat(0.0);
     }
-    // w^(a)_j = V_jj - 2 Rc(k-1, j)/k + G/k^2 - tr(P_a V P_a)/k, tr(P_a V P_a) = sum_{j<k} V_jj - G/k.
-    const double g = G(ia, ia);
-    const double trP = V.diagonal().head(ia + 1).sum() - g / ka;
-    for (Eigen::Index j = 0; j <= ia; ++j)
-      D(a, j) = V(a, a) * (V(j, j) - 2.0 * Rc(ia, j) / ka + g / (ka * ka) - trP / ka) / (2.0 * ka);
+    mul<Ln>(DV, Dm, V, t.causal);
+    const double kb = t.kdrift * t.beta, kbb = t.kdrift * (t.beta * t.beta);
+    for (int a = 0; a < m; ++a) {
+      const int ia = t.attended(a, m) - 1;
+      const double ka = double(ia + 1);
+      for (int c = a; c < m; ++c) {
+        const int ic = t.attended(c, m) - 1;
+        const double kc = double(ic + 1);
+        const D tr = F(ia, ic) - H(ia, ic) / ka - H(ic, ia) / kc + G(ia, ic) * G(ia, ic) / (ka * kc);
+        out(a, c) = out(a, c) + (kb * (DV(a, c) + DV(c, a)) + kbb * (V(a, c) * tr / (ka * kc)));
+      }
+    }
+    return;
   }
-  M DV;
-  small_product(DV, D, V);
-  out += (b.gamma * b.gamma / (b.tau0 * b.tau0)) ST_MUTATE(kGeneralDrift) *
-         (b.beta * (DV + DV.transpose()) + (b.beta * b.beta) * VT);
-}
-
-/// Adds the noise increment of a causal or general head (see above) to `out`; `dW`
-/// as for sde_noise (row-major dZ then dXi, sde_noise_dim numbers).
-template <class M>
-inline void sde_noise_general(const ShapedAttention& b, const M& V, const M& L, const double* dW, M& out) {
-  const Eigen::Index m = V.rows();
-  using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor, M::MaxRowsAtCompileTime,
-                           M::MaxColsAtCompileTime>;
-  const Eigen::Map<const RM> dZ(dW, m, m), dXi(dW + m * m, m, m);
-  const double c1 = b.gamma * std::sqrt(std::max(0.0, 2.0 - b.gamma * b.gamma)) / std::sqrt(2.0);
-  const double c2 = b.gamma * b.gamma * b.beta / (b.tau0 * std::sqrt(double(b.heads))) ST_MUTATE(kGeneralSoftNoise);
-  M T, Yh, S, Q = M::Zero(m, m);
-  small_product(T, dXi, L.transpose());
-  small_product(Yh, L, T);  // L dXi L^T: the first-order logits per unit of dt^(1/2)
-  for (Eigen::Index i = 0; i < m; ++i) {
-    const Eigen::Index k = attended(b, i, m);
-    const double mean = Yh.row(i).head(k).sum() / double(k);
-    Q.row(i).head(k) = (Yh.row(i).head(k).array() - mean) / double(k);
+  // The paper's head: V P = P V (centred_v, V symmetric) and P V P, without forming P.
+  const double inv_m = 1.0 / double(m), inv_2m = 0.5 / double(m);
+  D *w = s.vec[1], *wV = s.vec[2];
+  const auto VP = centred_v(s);
+  D trPVP = Ln::splat(0.0), trVPVP = Ln::splat(0.0);
+  for (int a = 0; a < m; ++a) {
+    D x = VP(a, 0);
+    for (int j = 1; j < m; ++j) x += VP(a, j);
+    w[a] = VP(a, a) - x * inv_m;  // (P V P)_aa = (PV)_aa - row mean of PV
+    trPVP += w[a];
   }
-  small_product(T, dZ, L.transpose());
-  small_product(S, L, T);  // L dZ L^T
-  small_product(T, Q, V);
-  S = c1 * S + c2 * T;
-  out += S + S.transpose();
+  for (int a = 0; a < m; ++a)
+    for (int j = 0; j < m; ++j) trVPVP = Ln::madd(VP(a, j), VP(j, a), trVPVP);
+  const D trm = trPVP * inv_m;
+  for (int a = 0; a < m; ++a) w[a] = (w[a] - trm) * inv_2m;
+  // D = diag(V) w^T, so D V = diag(V) (w^T V), and w^T V = (V w)^T as V is symmetric.
+  for (int a = 0; a < m; ++a) {
+    D x = Ln::splat(0.0);
+    for (int j = 0; j < m; ++j) x = Ln::madd(V(a, j), w[j], x);
+    wV[a] = x;
+  }
+  const D sv = trVPVP * (inv_m * inv_m);
+  const double kd = t.kdrift;  // a local: out's stores could alias t for the compiler
+  for (int a = 0; a < m; ++a)
+    for (int b = a; b < m; ++b) out(a, b) = out(a, b) + Ln::madd(sv, V(a, b), V(a, a) * wV[b] + V(b, b) * wV[a]) * kd;
 }
 
-// ---- the SDE face: the paper's head keeps its faster terms --------------------
-
-/// Adds the drift b(V) of this head (paper's or general) to `out`.
-template <class M>
-inline void sde_drift(const ShapedAttention& b, const M& V, M& out) {
-  if (is_paper_head(b)) sde_drift_paper(b, V, out);
-  else sde_drift_general(b, V, out);  // causal or beta != 1 (docs/causal.md)
-}
-
-/// Adds the noise increment of this head (paper's or general) to `out`.
-template <class M>
-inline void sde_noise(const ShapedAttention& b, const M& V, const M& L, const double* dW, M& out) {
-  if (is_paper_head(b)) sde_noise_paper(b, V, L, dW, out);
-  else sde_noise_general(b, V, L, dW, out);  // causal or beta != 1 (docs/causal.md)
+/// Adds the noise increment of the head to the upper triangle of out; dW holds
+/// Sde::noise_dim(m) N(0, dt) numbers (row-major dZ, then dXi).
+template <class Ln, int MC>
+ST_HD inline void sde_noise(const ShapedAttention::Sde& t, const SdeState<Ln, MC>& s, const typename Ln::D* dW,
+                            MatRef<typename Ln::D, MC> out) {
+  using D = typename Ln::D;
+  using Mat = MatRef<D, MC>;
+  const auto V = s.V, L = s.L;
+  const int m = s.m();
+  const Mat dZ(const_cast<D*>(dW), m), dXi(const_cast<D*>(dW) + m * m, m);
+  auto T1 = s.tmp[0], T2 = s.tmp[1], Q = s.tmp[2], N = s.tmp[3];
+  if (t.paper) {
+    // c1 L dZ L^T + c2 L dXi L^T P V = L (c1 dZ L^T + c2 dXi (L^T P V)): one root
+    // product on the left, then symmetrise.
+    auto R = s.tmp[5];
+    const auto PV = centred_v(s);
+    mul_tn<Ln>(R, L, PV, s.tri);  // L^T P V
+    const D c2 = Ln::splat(t.c2);
+    const double c1 = t.c1;  // locals: Q's stores could alias t for the compiler
+    if (detail::use_gemm<Ln>(Q, m)) {
+      mul_nt<Ln>(T1, dZ, L, false, s.tri);  // dZ L^T
+      mul<Ln>(T2, dXi, R);                  // dXi L^T P V
+      for (int a = 0; a < m; ++a)
+        for (int j = 0; j < m; ++j) Q(a, j) = Ln::madd(c2, T2(a, j), T1(a, j) * c1);
+    } else {  // the same sums as mul_nt and mul, in one pass (the SIMD lanes' step)
+      for (int a = 0; a < m; ++a)
+        for (int j = 0; j < m; ++j) {
+          D s1 = Ln::splat(0.0), s2 = Ln::splat(0.0);
+          const int k1 = s.tri ? j + 1 : m;
+          for (int k = 0; k < k1; ++k) s1 = Ln::madd(dZ(a, k), L(j, k), s1);
+          for (int k = 0; k < m; ++k) s2 = Ln::madd(dXi(a, k), R(k, j), s2);
+          Q(a, j) = Ln::madd(c2, s2, s1 * c1);
+        }
+    }
+  } else {
+    mul_nt<Ln>(T1, dXi, L, false, s.tri);
+    mul<Ln>(T2, L, T1, s.tri);  // L dXi L^T: the first-order logits per unit of dt^(1/2)
+    auto Qs = s.tmp[4];
+    for (int i = 0; i < m; ++i) {
+      const int k = t.attended(i, m);
+      D mean = T2(i, 0);
+      for (int j = 1; j < k; ++j) mean = mean + T2(i, j);
+      mean = mean / double(k);
+      for (int j = 0; j < m; ++j) Qs(i, j) = j < k ? (T2(i, j) - mean) / double(k) : Ln::splat(0.0);
+    }
+    mul<Ln>(T2, Qs, V, t.causal);         // Q V
+    mul_nt<Ln>(T1, dZ, L, false, s.tri);  // dZ L^T
+    auto LZ = s.tmp[5];
+    mul<Ln>(LZ, L, T1, s.tri);  // L dZ L^T; then S = c1 L dZ L^T + c2 Q V and out += S + S^T
+    for (int a = 0; a < m; ++a)
+      for (int b = a; b < m; ++b) {
+        const D x = Ln::madd(Ln::splat(t.c2), T2(a, b), LZ(a, b) * t.c1);
+        const D y = Ln::madd(Ln::splat(t.c2), T2(b, a), LZ(b, a) * t.c1);
+        out(a, b) = out(a, b) + (x + y);
+      }
+    return;
+  }
+  mul<Ln>(N, L, Q, s.tri);
+  for (int a = 0; a < m; ++a)
+    for (int b = a; b < m; ++b) out(a, b) = out(a, b) + (N(a, b) + N(b, a));
 }
 
 }  // namespace shaped_transformer

@@ -1,13 +1,15 @@
 // Shaped MLP block: X' = lambda X + gamma sqrt(c) phi_s(X W^pre / sqrt(n)) W^post / sqrt(n),
 // phi_s(x) = s_+ max(x,0) + s_- min(x,0), s_+- = 1 + c_+- / sqrt(n), c = 2 / (s_+^2 + s_-^2).
-// docs/model.md sections 2, 4, 5.
+// docs/model.md sections 2, 4, 5.  Its three faces, written once for every backend.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 
+#include "../explicit_common.hpp"
+#include "../kernels/sde_step.hpp"
 #include "../mutation.hpp"
-#include "../types.hpp"
 #include "fields.hpp"
 #include "resources.hpp"
 
@@ -34,88 +36,93 @@ struct ShapedMLP {
     check_residual(gamma, lambda);
   }
 
+  // ---- traits: what the drivers, the batched kernels and the device read ----
   static constexpr bool has_explicit = true, has_exact = true, has_sde = true;
+  /// Its exact step needs the host's O(m^2 n) Gram kernel: the CPU runs it.
+  static constexpr bool exact_on_device = false;
   const char* exact_refusal() const { return nullptr; }
   const char* sde_refusal() const { return nullptr; }
-
   /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
   template <class F>
   void weights(long width, F&& f) const {
     mlp_weights(width, f);
   }
   Workspace workspace(double m, double n, double itemsize) const { return mlp_workspace(m, n, itemsize); }
+  /// The parameters of its exact step (plain data).
+  struct Exact {
+    double c_plus, c_minus, gamma, lambda;
+    ST_HD int wide(int m) const { return m; }
+  };
+  Exact exact_terms() const { return Exact{c_plus, c_minus, gamma, lambda}; }
+  /// The coefficients of its SDE drift and noise (plain data).
+  struct Sde {
+    double kdrift;  ///< gamma^2 (c_+ - c_-)^2 / (2 pi)
+    double gamma;
+    ST_HD static constexpr int noise_dim(int m) { return m * m; }
+  };
+  Sde sde_terms(int) const {
+    return Sde{gamma * gamma * (c_plus - c_minus) * (c_plus - c_minus) / (2.0 * M_PI) ST_MUTATE(kMlpDrift),
+               gamma ST_MUTATE(kMlpNoise)};
+  }
 };
 
 // ---- explicit forward on X ------------------------------------------------
-class CancelToken;  // parallel.hpp
-// Defined in cpp/src/explicit_blocks.cpp for S = float and double.
-// forward_explicit: one block on the tokens X (m x n), in place, with Gaussian
-// weights drawn from Stream{seed, sample, block, matrix_id} in tiles (never an
-// n x n matrix); `threads` > 1 splits each weight product over column tiles with
-// identical results; `cancel` stops a long product early (the result is then
-// garbage and must be discarded).  forward_law: the law-exact activation sampler of docs/model.md
-// section 4 (same law of X', O(m n) normals from the kLawBase matrix ids).
-template <class S>
-void forward_explicit(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,
-                      int threads = 1, const CancelToken* cancel = nullptr);
-template <class S>
-void forward_law(const ShapedMLP& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block);
+template <class Ops>
+inline void explicit_forward(const ShapedMLP& b, Ops& o) {
+  const double rn = std::sqrt(double(o.n()));
+  const double sp = 1.0 + b.c_plus / rn, sm = 1.0 + b.c_minus / rn;
+  mlp_forward(sp, sm, 2.0 / (sp * sp + sm * sm), b.gamma, b.lambda, Norm::None, o);
+}
 
 // ---- exact step on V ------------------------------------------------------
-// Phi = c phi_s(K) phi_s(K)^T / n with K = L G' (O(m^2 n)), then the
-// value part with C = chol(Phi) (exact_common.hpp, mlp_exact_step).
-
-}  // namespace shaped_transformer
-#include "../exact_common.hpp"
-namespace shaped_transformer {
-
-/// One shaped MLP block applied to V exactly in law, at width n.
-template <class CovT = Cov>
-inline void exact_step(const ShapedMLP& b, CovT& V, long n, const ExactKey& key) {
-  const double sp = 1.0 + b.c_plus / std::sqrt(double(n)), sm = 1.0 + b.c_minus / std::sqrt(double(n));
-  const double c = 2.0 / (sp * sp + sm * sm);
-  CovT L;
-  psd_root(V, L);
-  mlp_exact_step(V, L, L, n, c, b.lambda, b.gamma, key, exact_mlp::PiecewiseLinear{sp, sm});
+// Phi = c phi_s(K) phi_s(K)^T / n with K = L G' (O(m^2 n), the context's Gram kernel),
+// then the value part with C = a root of Phi (exact_common.hpp, mlp_exact_step).
+template <class Ctx>
+ST_HD inline bool exact_step(const ShapedMLP::Exact& t, Ctx& c) {
+  const double rn = device::sqrt_d(double(c.n));
+  const double sp = 1.0 + t.c_plus / rn, sm = 1.0 + t.c_minus / rn;
+  auto L = c.tmp(0);
+  c.root(c.V, L);
+  return mlp_exact_step(c, L, L, 2.0 / (sp * sp + sm * sm), sp, sm, t.lambda, t.gamma);
 }
 
 // ---- SDE drift and noise --------------------------------------------------
 // drift b_ab = gamma^2 nu(rho_ab) sqrt(V_aa V_bb) off the diagonal,
 // nu(rho) = ((c_+ - c_-)^2 / (2 pi)) (sqrt(1 - rho^2) - rho arccos rho);
 // noise covariance 2 gamma^2 Sigma_lin, drawn as gamma (L dZ L^T + L dZ^T L^T).
+// Templates over the lanes (see shaped_attention.hpp); they add the upper triangle.
 
-/// Adds the MLP drift to `out` (M: Cov or a fixed-size Eigen matrix).
-template <class M>
-inline void sde_drift(const ShapedMLP& b, const M& V, M& out) {
-  const Eigen::Index m = V.rows();
-  const double k =
-      b.gamma * b.gamma * (b.c_plus - b.c_minus) * (b.c_plus - b.c_minus) / (2.0 * M_PI) ST_MUTATE(kMlpDrift);
-  if (k == 0.0) return;
-  for (Eigen::Index a = 0; a < m; ++a)
-    for (Eigen::Index c = a + 1; c < m; ++c) {
-      const double s = std::sqrt(std::max(0.0, V(a, a) * V(c, c)));
-      if (s == 0.0) continue;
-      const double rho = std::clamp(V(a, c) / s, -1.0, 1.0);
-      const double v = k * (std::sqrt(1.0 - rho * rho) - rho * std::acos(rho)) * s;
-      out(a, c) += v;
-      out(c, a) += v;
+/// Adds the MLP drift to the upper triangle of out.
+template <class Ln, int MC>
+ST_HD inline void sde_drift(const ShapedMLP::Sde& t, const SdeState<Ln, MC>& s, MatRef<typename Ln::D, MC> out) {
+  using D = typename Ln::D;
+  if (t.kdrift == 0.0) return;
+  const auto V = s.V;
+  const int m = s.m();
+  const D zero = Ln::splat(0.0), one = Ln::splat(1.0);
+  for (int a = 0; a < m; ++a)
+    for (int c = a + 1; c < m; ++c) {
+      const D p = V(a, a) * V(c, c);
+      const D sq = Ln::sqrt(p > zero ? p : zero);
+      D rho = V(a, c) / sq;
+      rho = rho < -one ? -one : (rho > one ? one : rho);
+      const D v = t.kdrift * (Ln::sqrt(1.0 - rho * rho) - rho * Ln::acos(rho)) * sq;
+      out(a, c) = out(a, c) + (sq == zero ? zero : v);
     }
 }
 
-/// Number of N(0, dt) normals one MLP noise increment uses.
-inline int sde_noise_dim(const ShapedMLP&, int m) { return m * m; }
-
-/// Adds the MLP noise increment to `out` (see sde_noise of ShapedAttention).
-template <class M>
-inline void sde_noise(const ShapedMLP& b, const M& V, const M& L, const double* dW, M& out) {
-  const Eigen::Index m = V.rows();
-  using RM = Eigen::Matrix<double, M::RowsAtCompileTime, M::ColsAtCompileTime, Eigen::RowMajor, M::MaxRowsAtCompileTime,
-                           M::MaxColsAtCompileTime>;
-  const Eigen::Map<const RM> dZ(dW, m, m);
-  M LZ, S;
-  small_product(LZ, L, dZ);
-  small_product(S, LZ, L.transpose());
-  out += b.gamma ST_MUTATE(kMlpNoise) * (S + S.transpose());
+/// Adds the MLP noise increment to the upper triangle of out (dW: m^2 N(0, dt) numbers, row-major dZ).
+template <class Ln, int MC>
+ST_HD inline void sde_noise(const ShapedMLP::Sde& t, const SdeState<Ln, MC>& s, const typename Ln::D* dW,
+                            MatRef<typename Ln::D, MC> out) {
+  using D = typename Ln::D;
+  const int m = s.m();
+  const MatRef<D, MC> dZ(const_cast<D*>(dW), m);
+  auto LZ = s.tmp[0], S = s.tmp[1];
+  mul<Ln>(LZ, s.L, dZ, s.tri);
+  mul_nt<Ln>(S, LZ, s.L, false, s.tri);
+  for (int a = 0; a < m; ++a)
+    for (int b = a; b < m; ++b) out(a, b) = out(a, b) + t.gamma * (S(a, b) + S(b, a));
 }
 
 }  // namespace shaped_transformer

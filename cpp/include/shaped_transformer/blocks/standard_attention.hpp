@@ -1,12 +1,14 @@
 // Standard attention block: A_h = Softmax(Y_h / sqrt(n_k)), with an optional per-token
 // normalisation before the block (pre-LN) or after the residual sum (post-LN).
 // It has no SDE limit: its covariance collapses to rank one (docs/model.md section 5).
+// Its faces (explicit forward, exact step), written once for every backend.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 
-#include "../types.hpp"
+#include "../explicit_common.hpp"
 #include "fields.hpp"
 #include "resources.hpp"
 
@@ -38,10 +40,17 @@ struct StandardAttention {
     check_concat_width(concat, heads, width);
   }
 
+  // ---- traits: what the drivers, the batched kernels and the device read ----
   static constexpr bool has_explicit = true, has_exact = true, has_sde = false;
+  static constexpr bool exact_on_device = true;  ///< its exact step runs on the CUDA threads
   static constexpr const char* no_sde = "standard attention has no SDE limit (its covariance collapses to rank one)";
-  const char* exact_refusal() const;
-
+  /// Why the exact chain cannot run this block (nullptr: it can).
+  const char* exact_refusal() const {
+    if (concat) return "concat: concatenated heads are not covered by the exact chain";
+    if (is_layer_norm(norm)) return "norm: LayerNorm is not rotation invariant; the exact chain does not cover it";
+    if (heads > ExactKey::kMaxHeads) return "heads: too many heads for the exact chain";
+    return nullptr;
+  }
   /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
   template <class F>
   void weights(long width, F&& f) const {
@@ -50,58 +59,48 @@ struct StandardAttention {
   Workspace workspace(double m, double n, double itemsize) const {
     return attention_workspace(heads, key_dim, m, n, itemsize);
   }
+  /// The parameters of its exact step (plain data: the kernels and the device copy it).
+  struct Exact {
+    int heads, key_dim;
+    Norm norm;
+    double gamma, lambda;
+    ST_HD int wide(int m) const { return heads * m; }
+  };
+  Exact exact_terms() const { return Exact{heads, key_dim, norm, gamma, lambda}; }
 };
 
 // ---- explicit forward on X ------------------------------------------------
-class CancelToken;  // parallel.hpp
-// Defined in cpp/src/explicit_blocks.cpp for S = float and double.
-// forward_explicit: one block on the tokens X (m x n), in place, with Gaussian
-// weights drawn from Stream{seed, sample, block, matrix_id} in tiles (never an
-// n x n matrix); `threads` > 1 splits each weight product over column tiles with
-// identical results; `cancel` stops a long product early (the result is then
-// garbage and must be discarded).  forward_law: the law-exact activation sampler of docs/model.md
-// section 4 (same law of X', O(m n) normals from the kLawBase matrix ids).
-template <class S>
-void forward_explicit(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample,
-                      std::uint32_t block, int threads = 1, const CancelToken* cancel = nullptr);
-template <class S>
-void forward_law(const StandardAttention& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block);
+template <class Ops>
+inline void explicit_forward(const StandardAttention& b, Ops& o) {
+  AttentionForward a;
+  a.heads = b.heads;
+  a.key_dim = b.key_dim;
+  a.concat = b.concat;
+  a.gamma = b.gamma;
+  a.lambda = b.lambda;
+  a.norm = b.norm;
+  attention_forward(a, o);
+}
 
 // ---- exact step on V ------------------------------------------------------
 // Same reduction as the shaped head with A_h = Softmax(Y_h / sqrt(n_k)),
 // Y_h = L_in M_h L_in^T.  RMS norms are rotation invariant: pre_rms feeds the branch
 // with L_in = D^{-1/2} L (D = diag V) while the residual keeps L; post_rms maps
 // V' -> D'^{-1/2} V' D'^{-1/2}.  LayerNorm (feature centring) is not covered.
-
-}  // namespace shaped_transformer
-#include "../exact_common.hpp"
-namespace shaped_transformer {
-
-inline const char* StandardAttention::exact_refusal() const {
-  if (concat) return "concat: concatenated heads are not covered by the exact chain";
-  if (is_layer_norm(norm)) return "norm: LayerNorm is not rotation invariant; the exact chain does not cover it";
-  if (heads > ExactKey::kMaxHeads) return "heads: too many heads for the exact chain";
-  return nullptr;
-}
-
-/// One standard attention block applied to V exactly in law, at width n.
-template <class CovT = Cov>
-inline void exact_step(const StandardAttention& b, CovT& V, long n, const ExactKey& key) {
-  const Eigen::Index m = V.rows();
-  CovT L;
-  psd_root(V, L);
-  const CovT L_in = b.norm == Norm::PreRMS ? rms_normalize_root(L) : L;
-  const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
-  CovT C(m, b.heads * m), M, Y(m, m);
-  for (int h = 0; h < b.heads; ++h) {
-    draw_key_product(nk, m, key, h, M);
-    Y.noalias() = L_in * M * L_in.transpose();
-    Y /= std::sqrt(nk);
-    softmax_rows(Y, false);
-    C.middleCols(h * m, m).noalias() = Y * L_in;
-  }
-  value_mix(V, L, C, b.heads, double(n), b.lambda, b.gamma, key, false);
-  if (b.norm == Norm::PostRMS) rms_normalize(V);
+template <class Ctx>
+ST_HD inline bool exact_step(const StandardAttention::Exact& t, Ctx& c) {
+  using Ln = typename Ctx::Ln;
+  const int m = c.m, H = t.heads;
+  auto L = c.tmp(0);
+  const bool tri = c.root(c.V, L);
+  if (t.norm == Norm::PreRMS) rms_normalize_root<Ln>(L, c.tmp(1));
+  const auto Lin = t.norm == Norm::PreRMS ? c.tmp(1) : L;
+  const double nk = t.key_dim > 0 ? double(t.key_dim) : double(c.n);
+  auto C = c.wide(0, H * m);
+  attention_heads(c, Lin, tri, HeadsForm{H, nk, device::sqrt_d(nk), false, false}, C);
+  value_mix(c, L, C, H, t.lambda, t.gamma, false);
+  if (t.norm == Norm::PostRMS) rms_normalize<Ln>(c.V, c.vec());
+  return true;
 }
 
 }  // namespace shaped_transformer

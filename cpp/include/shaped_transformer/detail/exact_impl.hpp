@@ -1,7 +1,9 @@
-// Definitions of the exact chain (exact.hpp) for any network type: the per-block
-// dispatch, one sample, and simulate_exact.  The library instantiates them for
-// Network (cpp/src/exact.cpp); include this header only to run a network of other
-// block kinds (e.g. a test-only kind) or to call exact_block directly.
+// Definitions of the exact chain (exact.hpp) for any network type: the generic
+// per-sample chain (the blocks' exact steps on the scalar lanes, with Eigen's roots
+// and GEMM for large m), one sample, and simulate_exact with the batched SIMD
+// kernels (exact/batch.hpp).  The library instantiates them for Network
+// (cpp/src/exact.cpp); include this header only to run a network of other block
+// kinds (e.g. a test-only kind) or to call exact_block directly.
 #pragma once
 
 #include <algorithm>
@@ -16,29 +18,21 @@
 #include <vector>
 
 #include "../checks.hpp"
-#include "../exact/batch.hpp"
 #include "../exact.hpp"
-#include "../linalg.hpp"  // gamma_variate
+#include "../exact/batch.hpp"
+#include "../exact/mlp_gram.hpp"
+#include "../exact_common.hpp"
+#include "../kernels/exact_batch.hpp"
+#include "../linalg.hpp"
+#include "../math/lane.hpp"
 #include "../network.hpp"
+#include "../normal_kernels.hpp"
+#include "../workspace.hpp"
 #include "driver_loop.hpp"
 
 namespace shaped_transformer {
 
-namespace exact_small {
-
-/// The same step as exact_step(const ShapedAttention&, ...) for one head and small
-/// m, on matrices of compile-time size (M: 8 x 8, or bounded by 32 x 32): no heap
-/// allocation and coefficient-based products instead of Eigen's GEMM (packing
-/// costs more than the product at m <= 32).  The random numbers are the same
-/// draws in the same order, so V agrees with the general path to rounding.
-template <class M>
-inline void gaussian(const Stream& s, M& out) {
-  const Eigen::Index m = out.rows();
-  double buf[32 * 32];
-  fill_normal(s, 0, std::size_t(m * m), buf);
-  for (Eigen::Index i = 0; i < m; ++i)
-    for (Eigen::Index j = 0; j < m; ++j) out(i, j) = buf[i * m + j];
-}
+namespace exact_generic {
 
 /// SeqNormal's numbers (normals 0, 1, 2, ... of one stream), drawn 64 at a time
 /// with the vectorized fill_normal (same numbers) instead of 4 at a time.
@@ -68,90 +62,186 @@ struct BulkRng {
   BulkRng(const Stream& normals, const Stream& uniforms) : normal(normals), uniform(uniforms) {}
 };
 
-/// wishart_factor for df > p - 1 (same draws, same order).
-template <class M>
-inline void wishart(double df, BulkRng& r, M& B) {
-  const Eigen::Index p = B.rows();
-  B.setZero();
-  for (Eigen::Index i = 0; i < p; ++i) {
-    B(i, i) = std::sqrt(2.0 * gamma_variate(0.5 * (df - double(i)), r));
-    for (Eigen::Index j = 0; j < i; ++j) B(i, j) = r.normal();
+/// The exact faces' context (exact_common.hpp) for one sample on the host: the scalar
+/// lanes, psd_root's Eigen roots (as the chain always had), the fast normal kernels,
+/// and the MLP's fused Gram kernel (Eigen's products in tiles beyond its 32 tokens).
+template <int Fixed>
+class HostCtx {
+ public:
+  using Ln = ScalarLanes;
+  using D = double;
+  static constexpr int MC = Fixed;
+  using Mat = MatRef<double, MC>;
+  using Dyn = MatRef<double, 0>;
+
+  int m;
+  long n = 0;
+  ExactKey key;
+  Mat V;
+
+  HostCtx(int m_, int wide_max)
+      : m(m_),
+        wmax_(wide_max),
+        buf_(std::size_t((1 + kExactScratch) * m_ * m_ + 2 * m_ * wide_max + m_)),
+        z_(std::size_t(m_) * std::size_t(m_)) {
+    V = Mat(buf_.data(), m, m, m);
   }
+
+  Mat tmp(int i) { return Mat(buf_.data() + (1 + i) * m * m, m, m, m); }
+  Dyn wide(int i, int cols) { return Dyn(wide_base() + i * m * wmax_, m, cols, cols); }
+  double* vec() { return wide_base() + 2 * m * wmax_; }
+
+  template <class VA, class VL>
+  bool root(VA A, VL L) {
+    if (m <= 32) root_as<typename RootMatrix<Fixed>::type>(A, L);
+    else root_as<Cov>(A, L);
+    return is_lower(L);
+  }
+  template <class VG>
+  void gaussian(std::uint32_t id, VG G) {
+    const int rows = G.rows(), cols = G.cols();
+    fill_normal(key.stream(id), 0, std::size_t(rows) * std::size_t(cols), z_.data());
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < cols; ++j) G(i, j) = z_[std::size_t(i) * cols + j];
+  }
+  template <class VB>
+  void wishart(double df, int p, std::uint32_t idn, std::uint32_t idu, VB B) {
+    BulkRng r(key.stream(idn), key.stream(idu));
+    wishart_factor(df, p, r, B);
+  }
+  template <class VL, class VG>
+  bool gram(VL Lin, double sp, double sm, VG G) {
+    const Stream pre = key.stream(ExactKey::kPre);
+    if (m <= exact_mlp::kMaxM) {  // the fused kernel (exact/mlp_gram.hpp)
+      std::vector<double> Lr(std::size_t(m) * m), g(std::size_t(m) * m);
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) Lr[std::size_t(i) * m + j] = Lin(i, j);
+      if (!exact_mlp::gram(pre, m, n, Lr.data(), sp, sm, g.data(), key.cancel)) return false;
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) G(i, j) = g[std::size_t(i) * m + j];
+      return true;
+    }
+    // Beyond the fused kernel's size: Eigen's products on column tiles (O(m * tile)
+    // memory).  Stream layout: normals of column j are m j .. m j + m - 1.
+    constexpr Eigen::Index kTile = Eigen::Index(workspace::kExactMlpTile);  // read by the memory check
+    Cov L_in(m, m), K(m, kTile), Gram = Cov::Zero(m, m);
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) L_in(i, j) = Lin(i, j);
+    const exact_mlp::PiecewiseLinear phi{sp, sm};
+    for (long j0 = 0; j0 < n; j0 += kTile) {
+      // every 256 tiles (131072 columns: a few milliseconds at m = 8)
+      if (key.cancel && (j0 / kTile) % 256 == 255 && key.cancel->stop_requested()) return false;
+      const Eigen::Index w = Eigen::Index(std::min<long>(kTile, n - j0));
+      Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor> Gc(m, w);
+      fill_normal(pre, std::uint64_t(j0) * std::uint64_t(m), std::size_t(m * w), Gc.data());
+      auto Kt = K.leftCols(w);
+      Kt.noalias() = L_in * Gc;
+      Kt = Kt.unaryExpr(phi);
+      Gram.noalias() += Kt * Kt.transpose();
+    }
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) G(i, j) = Gram(i, j);
+    return true;
+  }
+
+ private:
+  template <class R, class VA, class VL>
+  void root_as(VA A, VL L) {
+    R a = R::Zero(m, m), l;
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) a(i, j) = A(i, j);
+    psd_root(a, l);
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) L(i, j) = l(i, j);
+  }
+  double* wide_base() { return buf_.data() + (1 + kExactScratch) * m * m; }
+
+  int wmax_;
+  std::vector<double> buf_, z_;
+};
+
+/// The exact faces of the blocks of one layer, the widest scratch they use.
+template <class Net>
+struct Layer {
+  std::vector<ExactBlockOf<Net>> blocks;
+  int wide = 0;
+  Layer(const Net& net, int m) : wide(m) {
+    for (const auto& blk : net.blocks) blocks.push_back(exact_block_terms(blk, m, wide));
+  }
+};
+
+/// Applies the exact step of the block with terms `b` to ctx.V; false when cancelled.
+template <class Block, class Ctx>
+inline bool apply(const Block& b, Ctx& c) {
+  bool done = true;
+  b.visit([&](const auto& t) { done = exact_step(t, c); });
+  return done;
 }
 
-template <class M>
-inline void attention(const ShapedAttention& b, Cov& Vio, long n, const ExactKey& key) {
-  const Eigen::Index m = Vio.rows();
-  M V = Vio, L(m, m), B(m, m), Z(m, m), Mk(m, m), T(m, m), Y(m, m), C(m, m), P(m, m), CB(m, m), Q(m, m);
-  psd_root(V, L);
-  const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
-  const double tau = b.tau0 * std::sqrt(double(n) * nk);
-  {  // key product M = chol(Wishart_m(n_k)) Z
-    BulkRng r(key.head_stream(0, ExactKey::kKeyWishart), key.head_stream(0, ExactKey::kKeyUniform));
-    wishart(nk ST_MUTATE(kKeyDf), r, B);
-    gaussian(key.head_stream(0, ExactKey::kKeyGauss), Z);
-    small_product(Mk, B, Z);
+/// One sample of the chain with m = Fixed known at compile time (0: any m).
+template <int Fixed, class Net>
+inline std::int64_t sample(const Layer<Net>& layer, const Cov& V0, long width, int depth, std::uint64_t seed,
+                           std::uint32_t s, const std::vector<std::int64_t>& save_at, double blowup, double* out,
+                           const CancelToken* cancel) {
+  const int m = int(V0.rows());
+  HostCtx<Fixed> c(m, layer.wide);
+  c.n = width;
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) c.V(i, j) = V0(i, j);
+  SaveAt save(save_at, out, m);
+  std::int64_t exploded = -1;
+  save(0, c.V);
+  const std::size_t nb = layer.blocks.size();
+  auto ok = [&] {  // finite, and max diag <= blowup
+    double d = -std::numeric_limits<double>::infinity();
+    for (int a = 0; a < m; ++a) {
+      for (int b = 0; b < m; ++b)
+        if (!std::isfinite(c.V(a, b))) return false;
+      d = std::max(d, c.V(a, a));
+    }
+    return d <= blowup;
+  };
+  auto finite = [&] {
+    for (int a = 0; a < m; ++a)
+      for (int b = 0; b < m; ++b)
+        if (!std::isfinite(c.V(a, b))) return false;
+    return true;
+  };
+  for (int l = 0; l < depth; ++l) {
+    if (cancel && cancel->stop_requested()) return exploded;
+    bool fin = true;
+    for (std::size_t b = 0; b < nb && fin; ++b) {
+      c.key = ExactKey{seed, s, std::uint32_t(std::size_t(l) * nb + b), cancel};
+      if (!apply(layer.blocks[b], c)) return exploded;  // cancelled: the run is discarded
+      fin = finite();                                   // stop inside the layer once V overflowed
+      if (cancel && cancel->stop_requested()) return exploded;
+    }
+    if (!fin || !ok()) {
+      exploded = l + 1;
+      break;
+    }
+    save(l + 1, c.V);
   }
-  small_product(T, L, Mk);
-  small_product(Y, T, L.transpose());
-  Y /= tau;
-  for (Eigen::Index i = 0; i < m; ++i) {  // softmax_rows, then A = alpha I + beta (S - C)
-    const Eigen::Index k = b.causal ? i + 1 : m;
-    const double mx = Y.row(i).head(k).maxCoeff();
-    double sum = 0.0;
-    for (Eigen::Index j = 0; j < k; ++j) sum += (Y(i, j) = std::exp(Y(i, j) - mx));
-    for (Eigen::Index j = 0; j < k; ++j) Y(i, j) /= sum;
-    for (Eigen::Index j = k; j < m; ++j) Y(i, j) = 0.0;
-    const double c = 1.0 / double(k);
-    for (Eigen::Index j = 0; j < m; ++j) Y(i, j) = b.beta * (Y(i, j) - (j < k ? c : 0.0));
-    Y(i, i) += b.alpha;
-  }
-  small_product(C, Y, L);
-  // value_mix with H = 1
-  gaussian(key.head_stream(0, ExactKey::kValueZ), Z);
-  small_product(P, C, Z);
-  {
-    BulkRng r(key.stream(ExactKey::kR), key.stream(ExactKey::kRUniform));
-    wishart(double(n) - double(m) ST_MUTATE(kValueDf), r, B);
-  }
-  small_product(CB, C, B);
-  const double HN = double(n);
-  small_product(T, L, P.transpose());
-  small_product(Q, P, P.transpose());
-  small_product(Y, CB, CB.transpose());
-  Q += Y;
-  M out = (b.lambda * b.lambda) * V;
-  out += (b.lambda * b.gamma / std::sqrt(HN)) * (T + T.transpose());
-  out += (b.gamma * b.gamma / HN) * Q;
-  Vio = 0.5 * (out + out.transpose());
+  save.fill_nan();
+  return exploded;
 }
 
-/// Whether the small path covers this block at this m and width.
-inline bool covers(const ShapedAttention& b, Eigen::Index m, long n) {
-  const double nk = b.key_dim > 0 ? double(b.key_dim) : double(n);
-  return b.heads == 1 && !b.concat && m >= 1 && m <= 32 && nk > double(m - 1) && double(n) - double(m) > double(m - 1);
-}
+}  // namespace exact_generic
 
-}  // namespace exact_small
-
-/// Applies one block to V in place at width n (the small fixed-size path for the
-/// shaped head it covers, the block's exact_step otherwise).
+/// Applies one block to V in place at width n: its exact step on the scalar lanes.
 template <class... K>
 inline void exact_block(const std::variant<K...>& block, Cov& V, long n, const ExactKey& key) {
-  std::visit(
-      [&](const auto& b) {
-        using B = block_kind_t<decltype(b)>;
-        if constexpr (std::is_same_v<B, ShapedAttention>) {
-          if (exact_small::covers(b, V.rows(), n)) {
-            if (V.rows() == 8) return exact_small::attention<Eigen::Matrix<double, 8, 8>>(b, V, n, key);
-            return exact_small::attention<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(b, V, n,
-                                                                                                            key);
-          }
-        }
-        if constexpr (B::has_exact) exact_step(b, V, n, key);
-        else throw std::invalid_argument(std::string("blocks: ") + B::kind + " has no exact chain");
-      },
-      block);
+  const int m = int(V.rows());
+  int wide = m;
+  const auto b = exact_block_terms(block, m, wide);
+  exact_generic::HostCtx<0> c(m, wide);
+  c.n = n;
+  c.key = key;
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) c.V(i, j) = V(i, j);
+  exact_generic::apply(b, c);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) V(i, j) = c.V(i, j);
 }
 
 /// Throws std::invalid_argument when the exact chain cannot run this network.
@@ -166,8 +256,7 @@ inline void check_exact_arguments(const Net& net, const Cov& V0, long width, int
   check_run_options(opt);
   validate_network(net, width);
   check_exact_covers(net);
-  if (std::uint64_t(depth) * net.blocks.size() > std::uint64_t(std::numeric_limits<std::uint32_t>::max()))
-    throw std::invalid_argument("depth: depth * blocks must stay below 2^32 (the block counter word)");
+  check_block_counter(net, depth, "depth");
 }
 
 /// Runs one sample of the exact chain; writes the saved covariances of sample s.
@@ -176,41 +265,21 @@ template <class Net>
 inline std::int64_t exact_sample(const Net& net, const Cov& V0, long width, int depth, std::uint64_t seed,
                                  std::uint32_t sample, const std::vector<std::int64_t>& save_at, double blowup,
                                  double* out, const CancelToken* cancel = nullptr) {
-  Cov V = V0;
-  SaveAt save(save_at, out, int(V0.rows()));
-  std::int64_t exploded = -1;
-  save(0, V);
-  for (int l = 0; l < depth; ++l) {
-    if (cancel && cancel->stop_requested()) return exploded;
-    bool finite = true;
-    for (std::size_t b = 0; b < net.blocks.size() && finite; ++b) {
-      const ExactKey key{seed, sample, net.block_index(std::size_t(l), b), cancel};
-      exact_block(net.blocks[b], V, width, key);
-      finite = V.allFinite();                                   // stop inside the layer once V overflowed
-      if (cancel && cancel->stop_requested()) return exploded;  // the run is discarded
-    }
-    if (!finite || !covariance_ok(V, blowup)) {
-      exploded = l + 1;
-      break;
-    }
-    save(l + 1, V);
-  }
-  save.fill_nan();
-  return exploded;
+  const exact_generic::Layer<Net> layer(net, int(V0.rows()));
+  if (V0.rows() == 8)
+    return exact_generic::sample<8>(layer, V0, width, depth, seed, sample, save_at, blowup, out, cancel);
+  return exact_generic::sample<0>(layer, V0, width, depth, seed, sample, save_at, blowup, out, cancel);
 }
 
 /// The batch kernel simulate_exact uses (run == null: the per-sample path); see
-/// simulate_exact for `kernel`.  Only the registry's Network can hold the batch
-/// kernels' blocks in the layout they read.
+/// simulate_exact for `kernel`.
 template <class Net>
-inline exact_batch::Kernel choose_exact_kernel(const Net& net, int m, long width, const char* kernel) {
-  bool covered = false;
-  if constexpr (std::is_same_v<Net, Network>) covered = exact_batch::covers(net, m, width);
-  if (!kernel || !*kernel) return covered ? exact_batch::kernel() : exact_batch::Kernel{};
+inline exact_batch::Kernel<Net> choose_exact_kernel(const Net& net, int m, long width, const char* kernel) {
+  const bool covered = exact_batch::covers(net, m, width);
+  if (!kernel || !*kernel) return covered ? exact_batch::kernel<Net>(nullptr) : exact_batch::Kernel<Net>{};
   if (std::strcmp(kernel, "generic") == 0) return {};
-  if (!covered)
-    throw std::invalid_argument("kernel: the batch kernels cover networks of one-head shaped attention, m <= 32");
-  const exact_batch::Kernel k = exact_batch::kernel(kernel);
+  if (!covered) throw std::invalid_argument("kernel: the batch kernels cover m <= 32 and heads * m <= 32");
+  const exact_batch::Kernel<Net> k = exact_batch::kernel<Net>(kernel);
   if (!k.run) throw std::invalid_argument(std::string("kernel: '") + kernel + "' is not available on this CPU");
   return k;
 }
@@ -221,29 +290,30 @@ Trajectories simulate_exact(const Net& net, const Cov& V0, long width, int depth
   if (!opt.checked) check_exact_arguments(net, V0, width, depth, samples, save_at, opt);
   const int m = int(V0.rows());
   Trajectories tr(samples, int(save_at.size()), m);
-  const exact_batch::Kernel k = choose_exact_kernel(net, m, width, kernel);
+  const exact_batch::Kernel<Net> k = choose_exact_kernel(net, m, width, kernel);
   tr.kernel = k.run ? k.name : "generic";
   if (!k.run) {
-    detail::for_each_item(std::size_t(samples), 1, std::size_t(samples), opt,
-                          [&](std::size_t s, const CancelToken& cancel) {
-                            tr.exploded[s] = exact_sample(net, V0, width, depth, seed, std::uint32_t(s), save_at,
-                                                          opt.blowup, tr.V_at(int(s), 0), &cancel);
-                          });
+    const exact_generic::Layer<Net> layer(net, m);
+    detail::for_each_item(
+        std::size_t(samples), 1, std::size_t(samples), opt, [&](std::size_t s, const CancelToken& cancel) {
+          tr.exploded[s] = m == 8 ? exact_generic::sample<8>(layer, V0, width, depth, seed, std::uint32_t(s), save_at,
+                                                             opt.blowup, tr.V_at(int(s), 0), &cancel)
+                                  : exact_generic::sample<0>(layer, V0, width, depth, seed, std::uint32_t(s), save_at,
+                                                             opt.blowup, tr.V_at(int(s), 0), &cancel);
+        });
     return tr;
   }
-  if constexpr (std::is_same_v<Net, Network>) {
-    // W samples per work item, one per SIMD lane (the same numbers for any W).
-    const exact_batch::Params p = exact_batch::params(net, m, width, depth, seed, opt.blowup, save_at);
-    std::vector<double> v0(std::size_t(m) * std::size_t(m));
-    for (int a = 0; a < m; ++a)
-      for (int b = 0; b < m; ++b) v0[std::size_t(a * m + b)] = V0(a, b);
-    const std::size_t W = std::size_t(k.width), items = (std::size_t(samples) + W - 1) / W;
-    detail::for_each_item(items, W, std::size_t(samples), opt, [&](std::size_t i, const CancelToken& cancel) {
-      const std::size_t s0 = i * W;
-      k.run(p, v0.data(), std::uint32_t(s0), int(std::min(W, std::size_t(samples) - s0)), tr.V_at(int(s0), 0),
-            &tr.exploded[s0], &cancel);
-    });
-  }
+  // W samples per work item, one per SIMD lane (the same numbers for any W).
+  const exact_batch::Params<Net> p = exact_batch::params(net, m, width, depth, seed, opt.blowup, save_at);
+  std::vector<double> v0(std::size_t(m) * std::size_t(m));
+  for (int a = 0; a < m; ++a)
+    for (int b = 0; b < m; ++b) v0[std::size_t(a * m + b)] = V0(a, b);
+  const std::size_t W = std::size_t(k.width), items = (std::size_t(samples) + W - 1) / W;
+  detail::for_each_item(items, W, std::size_t(samples), opt, [&](std::size_t i, const CancelToken& cancel) {
+    const std::size_t s0 = i * W;
+    k.run(p, v0.data(), std::uint32_t(s0), int(std::min(W, std::size_t(samples) - s0)), tr.V_at(int(s0), 0),
+          &tr.exploded[s0], &cancel);
+  });
   return tr;
 }
 

@@ -1,6 +1,9 @@
 // Definitions of simulate_explicit and simulate_law (explicit.hpp) for any network
-// type.  The library instantiates them for Network (cpp/src/explicit.cpp); include
-// this header only to run a network of other block kinds (e.g. a test-only kind).
+// type, and of one block on the tokens, forward_explicit / forward_law: the block's
+// explicit face (explicit_forward, explicit_common.hpp) on the CPU's token operations
+// (explicit_ops.hpp).  The library instantiates them for Network
+// (cpp/src/explicit.cpp); include this header only to run a network of other block
+// kinds (e.g. a test-only kind) or to call forward_explicit directly.
 #pragma once
 
 #include <algorithm>
@@ -15,6 +18,7 @@
 #include "../explicit.hpp"
 #include "../normal_kernels.hpp"
 #include "driver_loop.hpp"
+#include "explicit_ops.hpp"
 
 namespace shaped_transformer {
 
@@ -29,8 +33,28 @@ void check_explicit_arguments(const Net& net, const MatD& X0, int depth, int sam
   check_save_at(save_at, depth, "layer");
   check_run_options(opts);
   validate_network(net, long(X0.cols()));
-  if (std::uint64_t(depth) * net.blocks.size() > std::uint64_t(std::numeric_limits<std::uint32_t>::max()))
-    throw std::invalid_argument("depth: depth * blocks must stay below 2^32 (the block counter word)");
+  check_block_counter(net, depth, "depth");
+}
+
+/// One block on the tokens X (m x n), in place, with Gaussian weights drawn from
+/// Stream{seed, sample, block, matrix_id} in tiles (never an n x n matrix); `threads`
+/// > 1 splits each weight product over column tiles with identical results; `cancel`
+/// stops a long product early (the result is then garbage and must be discarded).
+template <class S, class B>
+void forward_explicit(const B& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block,
+                      int threads = 1, const CancelToken* cancel = nullptr) {
+  b.validate(long(X.cols()));
+  detail::CpuTokenOps<S> o(X, seed, sample, block, false, threads, cancel);
+  explicit_forward(b, o);
+}
+
+/// The law-exact activation sampler of docs/model.md section 4 (the same law of X',
+/// O(m n) normals from the kLawBase matrix ids) for one block.
+template <class S, class B>
+void forward_law(const B& b, Mat<S>& X, std::uint64_t seed, std::uint32_t sample, std::uint32_t block) {
+  b.validate(long(X.cols()));
+  detail::CpuTokenOps<S> o(X, seed, sample, block, true, 1, nullptr);
+  explicit_forward(b, o);
 }
 
 }  // namespace shaped_transformer
@@ -73,8 +97,8 @@ Trajectories run_explicit(const Net& net, const MatD& X0, int depth, int samples
             [&](const auto& blk) {
               using B = std::decay_t<decltype(blk)>;
               static_assert(B::has_explicit, "every block kind has an explicit forward");
-              if (law) forward_law<S>(blk, X, seed, std::uint32_t(s), bi);
-              else forward_explicit<S>(blk, X, seed, std::uint32_t(s), bi, inner, &cancel);
+              if (law) ::shaped_transformer::forward_law<S>(blk, X, seed, std::uint32_t(s), bi);
+              else ::shaped_transformer::forward_explicit<S>(blk, X, seed, std::uint32_t(s), bi, inner, &cancel);
             },
             net.blocks[b]);
       }

@@ -1,8 +1,10 @@
 // Definitions of the SDE drivers (sde.hpp) for any network type: the per-path
-// solver over the schemes (sde/euler.hpp, sde/tamed_euler.hpp, sde/exact_chain.hpp),
-// the batch kernels' glue (sde/batch.hpp) and the two ways of saving (paths through
-// SaveAt, or summary statistics, sde/summary.hpp).  The library instantiates them for
-// Network (cpp/src/sde.cpp); include this header only to run other block kinds.
+// solver over the schemes (sde/euler.hpp: Euler and tamed Euler, sde/exact_chain.hpp),
+// the batch kernels' glue (sde/batch.hpp, kernels/sde_batch.hpp) and the two ways of
+// saving (paths through SaveAt, or summary statistics, sde/summary.hpp).  The library
+// instantiates them for Network (cpp/src/sde.cpp); include this header only to run
+// other block kinds (they get the portable batch kernel; kernels/instantiate.hpp adds
+// the SIMD ones).
 #pragma once
 
 #include <chrono>
@@ -18,12 +20,13 @@
 #include <vector>
 
 #include "../checks.hpp"
+#include "../mutation.hpp"
+#include "../kernels/sde_batch.hpp"
 #include "../sde.hpp"
 #include "../sde/batch.hpp"
 #include "../sde/euler.hpp"
 #include "../sde/exact_chain.hpp"
 #include "../sde/summary.hpp"
-#include "../sde/tamed_euler.hpp"
 #include "../sde/terms.hpp"
 #include "driver_loop.hpp"
 #include "exact_impl.hpp"
@@ -43,32 +46,27 @@ inline long exact_width(double dt, int m) {
   return n;
 }
 
-/// One path with matrices of type M; returns the step at which it blew up (-1:
-/// never) and counts projections.
-template <class Net, class M>
-inline std::int64_t solve_path_t(const Net& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed,
-                                 std::uint32_t path, double blowup, double* out, std::int64_t& projections,
-                                 const CancelToken* cancel) {
+/// One Euler or tamed Euler path of the blocks `blocks` (m = MC when MC > 0); returns
+/// the step at which it blew up (-1: never) and counts projections.
+template <int MC, class Block>
+inline std::int64_t solve_path_t(const std::vector<Block>& blocks, const Cov& V0, const SdeOptions& o,
+                                 std::uint64_t seed, std::uint32_t path, double blowup, double* out,
+                                 std::int64_t& projections, const CancelToken* cancel) {
   const int m = int(V0.rows());
   SaveAt save(o.save_steps, out, m);
-  Workspace<M> ws;
-  M V = V0;
+  PathStepper<Block, MC> ps(blocks.data(), int(blocks.size()), m);
+  ps.set(V0);
   projections = 0;
-  save(0, V);
+  save(0, ps.V());
   const bool clip = o.psd == PsdRemedy::Clip;
   for (std::int64_t k = 0; k < o.steps; ++k) {
     if (cancel && cancel->stop_requested()) break;  // a relaxed atomic load: cheap every step
-    if (o.scheme == SdeScheme::TamedEuler) tamed_euler_step(net, V, o.dt, seed, path, std::uint32_t(k), ws);
-    else euler_step(net, V, o.dt, seed, path, std::uint32_t(k), ws);
-    if (!covariance_ok(V, blowup)) {
+    if (ps.step(o, seed, path, std::uint32_t(k), blowup)) {
       save.fill_nan();
       return k + 1;
     }
-    if (clip) {
-      if (psd_clip_root(V, ws.L)) ++projections;
-      ws.have_root = true;
-    }
-    save(k + 1, V);
+    if (clip && ps.clip()) ++projections;
+    save(k + 1, ps.V());
   }
   save.fill_nan();  // only reached with missing saves when cancelled
   return -1;
@@ -96,27 +94,29 @@ inline std::int64_t solve_path_exact(const Net& net, const Cov& V0, const SdeOpt
   return -1;
 }
 
-/// One path: dispatches to fixed-size matrices for common m (no heap allocation,
-/// unrolled 8 x 8 products) and to Cov otherwise.
+/// One path: the exact-chain scheme on the network's exact steps, or the Euler
+/// schemes on its SDE terms `blocks` (sde_blocks) with compile-time sizes for m = 2,
+/// 4, 8 (the loops unroll).
 template <class Net>
-inline std::int64_t solve_path(const Net& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed,
-                               std::uint32_t path, double blowup, double* out, std::int64_t& projections,
-                               const CancelToken* cancel = nullptr) {
+inline std::int64_t solve_path(const Net& net, const std::vector<SdeBlockOf<Net>>& blocks, const Cov& V0,
+                               const SdeOptions& o, std::uint64_t seed, std::uint32_t path, double blowup, double* out,
+                               std::int64_t& projections, const CancelToken* cancel = nullptr) {
   projections = 0;
   if (o.scheme == SdeScheme::ExactChain) return solve_path_exact(net, V0, o, seed, path, blowup, out, cancel);
   switch (V0.rows()) {
-    case 2:
-      return solve_path_t<Net, Eigen::Matrix<double, 2, 2>>(net, V0, o, seed, path, blowup, out, projections, cancel);
-    case 4:
-      return solve_path_t<Net, Eigen::Matrix<double, 4, 4>>(net, V0, o, seed, path, blowup, out, projections, cancel);
-    case 8:
-      return solve_path_t<Net, Eigen::Matrix<double, 8, 8>>(net, V0, o, seed, path, blowup, out, projections, cancel);
-    default:
-      if (V0.rows() <= 32)  // bounded size: stack storage, no heap allocation per step
-        return solve_path_t<Net, Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(
-            net, V0, o, seed, path, blowup, out, projections, cancel);
-      return solve_path_t<Net, Cov>(net, V0, o, seed, path, blowup, out, projections, cancel);
+    case 2: return solve_path_t<2>(blocks, V0, o, seed, path, blowup, out, projections, cancel);
+    case 4: return solve_path_t<4>(blocks, V0, o, seed, path, blowup, out, projections, cancel);
+    case 8: return solve_path_t<8>(blocks, V0, o, seed, path, blowup, out, projections, cancel);
+    default: return solve_path_t<0>(blocks, V0, o, seed, path, blowup, out, projections, cancel);
   }
+}
+
+/// The SDE terms of `net` for the Euler schemes (none for the exact-chain scheme,
+/// which runs the blocks' exact steps).
+template <class Net>
+inline std::vector<SdeBlockOf<Net>> euler_blocks(const Net& net, const Cov& V0, const SdeOptions& o) {
+  if (o.scheme == SdeScheme::ExactChain) return {};
+  return sde_blocks(net, int(V0.rows()));
 }
 
 template <class Net>
@@ -140,22 +140,21 @@ inline void check_arguments(const Net& net, const Cov& V0, const SdeOptions& o, 
 /// it covers the network, "generic" forces the per-path solver, "scalar", "avx2"
 /// or "avx512" a given batch kernel (for tests and benchmarks).
 template <class Net>
-inline BatchKernel choose_kernel(const Net& net, const Cov& V0, const SdeOptions& o, const char* kernel) {
+inline BatchKernel<Net> choose_kernel(const Net& net, const Cov& V0, const SdeOptions& o, const char* kernel) {
   if (kernel && std::strcmp(kernel, "generic") == 0) return {};
   const bool covered = o.scheme != SdeScheme::ExactChain && batch_covers(net, int(V0.rows()));
-  if (!kernel || !*kernel) return covered ? batch_kernel() : BatchKernel{};
+  if (!kernel || !*kernel) return covered ? batch_kernel<Net>(nullptr) : BatchKernel<Net>{};
   if (!covered)
-    throw std::invalid_argument(
-        "kernel: the batch kernels cover networks of the paper's shaped attention head with the euler and "
-        "tamed_euler schemes, m <= 32");
-  const BatchKernel k = batch_kernel(kernel);
+    throw std::invalid_argument("kernel: the batch kernels cover the euler and tamed_euler schemes, m <= 32");
+  const BatchKernel<Net> k = batch_kernel<Net>(kernel);
   if (!k.run) throw std::invalid_argument(std::string("kernel: '") + kernel + "' is not available on this CPU");
   return k;
 }
 
 template <class Net>
-inline BatchParams batch_params(const Net& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed, double blowup) {
-  BatchParams p;
+inline BatchParams<Net> batch_params(const Net& net, const Cov& V0, const SdeOptions& o, std::uint64_t seed,
+                                     double blowup) {
+  BatchParams<Net> p;
   p.m = int(V0.rows());
   p.dt = o.dt;
   p.steps = o.steps;
@@ -165,7 +164,9 @@ inline BatchParams batch_params(const Net& net, const Cov& V0, const SdeOptions&
   p.seed = seed;
   p.save_steps = o.save_steps.data();
   p.nsave = o.save_steps.size();
-  batch_coefficients(net, p.m, p);
+  p.blocks = sde_blocks(net, p.m);
+  for (const auto& b : p.blocks)
+    b.visit([&](const auto& t) { p.noise_dim = std::max(p.noise_dim, std::decay_t<decltype(t)>::noise_dim(p.m)); });
   return p;
 }
 
@@ -185,16 +186,18 @@ inline std::vector<double> row_major(const Cov& V) {
 /// items (e.g. parallel_for); results do not depend on how it schedules them.
 template <class Net, class ForEach>
 inline void solve_store(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
-                        double blowup, const BatchKernel& k, double* V, std::int64_t* exploded,
+                        double blowup, const BatchKernel<Net>& k, double* V, std::int64_t* exploded,
                         std::int64_t* projections, ForEach&& for_each) {
   const std::size_t nsave = o.save_steps.size(), mm = std::size_t(V0.rows()) * std::size_t(V0.rows());
   if (!k.run) {
+    const auto blocks = euler_blocks(net, V0, o);
     for_each(std::size_t(paths), 1, [&](std::size_t p, const CancelToken& cancel) {
-      exploded[p] = solve_path(net, V0, o, seed, std::uint32_t(p), blowup, V + p * nsave * mm, projections[p], &cancel);
+      exploded[p] =
+          solve_path(net, blocks, V0, o, seed, std::uint32_t(p), blowup, V + p * nsave * mm, projections[p], &cancel);
     });
     return;
   }
-  const BatchParams bp = batch_params(net, V0, o, seed, blowup);
+  const BatchParams<Net> bp = batch_params(net, V0, o, seed, blowup);
   const std::vector<double> v0 = row_major(V0);
   const std::size_t W = std::size_t(k.width), items = (std::size_t(paths) + W - 1) / W;
   for_each(items, W, [&](std::size_t i, const CancelToken& cancel) {
@@ -210,13 +213,15 @@ inline void solve_store(const Net& net, const Cov& V0, const SdeOptions& o, int 
 /// and projections are filled per path.
 template <class Net, class ForEach>
 inline void solve_summary(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
-                          double blowup, const BatchKernel& k, SdeSummary& total, std::vector<std::int64_t>& exploded,
-                          std::vector<std::int64_t>& projections, int threads, ForEach&& for_each) {
+                          double blowup, const BatchKernel<Net>& k, SdeSummary& total,
+                          std::vector<std::int64_t>& exploded, std::vector<std::int64_t>& projections, int threads,
+                          ForEach&& for_each) {
   const int m = int(V0.rows());
   const std::size_t nsave = o.save_steps.size(), mm = std::size_t(m) * std::size_t(m);
   exploded.assign(std::size_t(paths), -1);
   projections.assign(std::size_t(paths), 0);
-  const BatchParams bp = k.run ? batch_params(net, V0, o, seed, blowup) : BatchParams{};
+  const BatchParams<Net> bp = k.run ? batch_params(net, V0, o, seed, blowup) : BatchParams<Net>{};
+  const auto blocks = k.run ? std::vector<SdeBlockOf<Net>>{} : euler_blocks(net, V0, o);
   const std::vector<double> v0 = row_major(V0);
   const std::size_t C = std::size_t(kSummaryChunk), chunks = (std::size_t(paths) + C - 1) / C;
   // Chunks finish in any order; they are merged in chunk order (same sums for any
@@ -238,7 +243,8 @@ inline void solve_summary(const Net& net, const Cov& V0, const SdeOptions& o, in
     } else {
       std::vector<double> buf(nsave * mm);
       for (std::size_t p = first; p < last && !cancel.stop_requested(); ++p) {
-        exploded[p] = solve_path(net, V0, o, seed, std::uint32_t(p), blowup, buf.data(), projections[p], &cancel);
+        exploded[p] =
+            solve_path(net, blocks, V0, o, seed, std::uint32_t(p), blowup, buf.data(), projections[p], &cancel);
         for (std::size_t s = 0; s < nsave; ++s)
           if (exploded[p] < 0 || o.save_steps[s] < exploded[p]) part->add_path(s, buf.data() + s * mm, 1);
       }
@@ -264,7 +270,7 @@ const char* solve_sde_into(const Net& net, const Cov& V0, const SdeOptions& o, i
   if (!opt.checked) sde::check_arguments(net, V0, o, paths, opt);
   std::fill(exploded, exploded + paths, std::int64_t(-1));
   std::fill(projections, projections + paths, std::int64_t(0));
-  const sde::BatchKernel k = sde::choose_kernel(net, V0, o, kernel);
+  const sde::BatchKernel<Net> k = sde::choose_kernel(net, V0, o, kernel);
   sde::solve_store(net, V0, o, paths, seed, opt.blowup, k, V, exploded, projections,
                    [&](std::size_t items, std::size_t per, auto&& fn) {
                      detail::for_each_item(items, per, std::size_t(paths), opt, fn);
@@ -289,7 +295,7 @@ template <class Net>
 SdeSummaryResult solve_sde_summary(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
                                    const RunOptions& opt, const char* kernel) {
   if (!opt.checked) sde::check_arguments(net, V0, o, paths, opt);
-  const sde::BatchKernel k = sde::choose_kernel(net, V0, o, kernel);
+  const sde::BatchKernel<Net> k = sde::choose_kernel(net, V0, o, kernel);
   SdeSummaryResult r{sde::SdeSummary(int(V0.rows()), o.save_steps.size()), {}, {}, k.run ? k.name : "generic"};
   sde::solve_summary(net, V0, o, paths, seed, opt.blowup, k, r.summary, r.exploded, r.projections, opt.threads,
                      [&](std::size_t items, std::size_t per, auto&& fn) {

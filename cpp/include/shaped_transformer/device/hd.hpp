@@ -14,11 +14,29 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#if !defined(__CUDA_ARCH__)
+#include <stdexcept>
+#endif
 
 #if defined(__CUDACC__)
 #define ST_HD __host__ __device__
 #else
 #define ST_HD
+#endif
+
+// A precondition of shared host/device code: std::invalid_argument(msg) on the host;
+// on the device, where the host checked the inputs before the launch, a trap (the
+// launch then fails with an error) instead of a wrong number.
+#if defined(__CUDA_ARCH__)
+#define ST_REQUIRE(cond, msg) \
+  do {                        \
+    if (!(cond)) __trap();    \
+  } while (0)
+#else
+#define ST_REQUIRE(cond, msg)                      \
+  do {                                             \
+    if (!(cond)) throw std::invalid_argument(msg); \
+  } while (0)
 #endif
 
 namespace shaped_transformer::device {

@@ -14,10 +14,11 @@
 // +inf after a blow-up; `stop` applies to the score.
 // The same (state, step, stream) always gives the same numbers, so a segment can be
 // replayed up to the first crossing of a higher level.  The steps themselves are the
-// solver's (euler_step, tamed_euler_step, exact_chain_step, psd_clip_root): this
-// file holds only the loop.
+// solver's (PathStepper of sde/euler.hpp, exact_chain_step): this file holds only the
+// loop.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -36,11 +37,15 @@ struct Segment {
 
 namespace detail {
 
-/// Largest diagonal entry, +inf when V is not finite or it exceeds `blowup`.
+/// Largest diagonal entry of the m x m V, +inf when V is not finite or it exceeds `blowup`.
 template <class M>
-inline double level_of(const M& V, double blowup) {
-  if (!V.allFinite()) return std::numeric_limits<double>::infinity();
-  const double d = V.diagonal().maxCoeff();
+inline double level_of(const M& V, int m, double blowup) {
+  double d = -std::numeric_limits<double>::infinity();
+  for (int a = 0; a < m; ++a) {
+    for (int b = 0; b < m; ++b)
+      if (!std::isfinite(V(a, b))) return std::numeric_limits<double>::infinity();
+    d = std::max(d, V(a, a));
+  }
   return d > blowup ? std::numeric_limits<double>::infinity() : d;
 }
 
@@ -51,8 +56,8 @@ inline double time_factor(std::int64_t k, std::int64_t steps, double a) {
 
 /// Checks the state after a step (or at the start); true when the segment ends here.
 template <class M>
-inline bool check_stop(const M& V, double stop, double blowup, double factor, Segment& seg) {
-  const double lv = level_of(V, blowup) * factor;
+inline bool check_stop(const M& V, int m, double stop, double blowup, double factor, Segment& seg) {
+  const double lv = level_of(V, m, blowup) * factor;
   if (lv > seg.peak) seg.peak = lv;
   if (std::isinf(lv)) {
     seg.status = SegmentStatus::BlownUp;
@@ -65,30 +70,35 @@ inline bool check_stop(const M& V, double stop, double blowup, double factor, Se
   return false;
 }
 
-template <class Net, class M>
-inline void continue_euler(const Net& net, M& V, const SdeOptions& o, std::uint64_t seed, std::uint32_t stream,
-                           double stop, double blowup, double a, Segment& seg) {
+/// The Euler schemes on the generic solver's stepper (sde/euler.hpp); Vio in and out.
+template <int MC, class Net>
+inline void continue_euler(const Net& net, double* Vio, int m, const SdeOptions& o, std::uint64_t seed,
+                           std::uint32_t stream, double stop, double blowup, double a, Segment& seg) {
   seg.peak = -std::numeric_limits<double>::infinity();
   seg.status = SegmentStatus::Reached;
-  if (check_stop(V, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return;
-  Workspace<M> ws;
+  const MatRef<double> Vin(Vio, m);
+  if (check_stop(Vin, m, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return;
+  const auto blocks = sde_blocks(net, m);
+  PathStepper<SdeBlockOf<Net>, MC> ps(blocks.data(), int(blocks.size()), m);
+  ps.set(Vin);
+  auto write_back = [&] {
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) Vio[i * m + j] = ps.V()(i, j);
+  };
   const bool clip = o.psd == PsdRemedy::Clip;
   for (std::int64_t k = seg.step; k < o.steps; ++k) {
-    if (o.scheme == SdeScheme::TamedEuler) tamed_euler_step(net, V, o.dt, seed, stream, std::uint32_t(k), ws);
-    else euler_step(net, V, o.dt, seed, stream, std::uint32_t(k), ws);
+    const bool blown = ps.step(o, seed, stream, std::uint32_t(k), blowup);
     seg.step = k + 1;
     // Blow-up is checked before the PSD projection, as in the solver.
-    if (!V.allFinite() || V.diagonal().maxCoeff() > blowup) {
+    if (blown) {
       seg.peak = std::numeric_limits<double>::infinity();
       seg.status = SegmentStatus::BlownUp;
-      return;
+      return write_back();
     }
-    if (clip) {
-      psd_clip_root(V, ws.L);
-      ws.have_root = true;
-    }
-    if (check_stop(V, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return;
+    if (clip) ps.clip();
+    if (check_stop(ps.V(), m, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return write_back();
   }
+  write_back();
 }
 
 template <class Net>
@@ -96,24 +106,14 @@ inline void continue_exact(const Net& net, Cov& V, const SdeOptions& o, std::uin
                            double stop, double blowup, double a, Segment& seg) {
   seg.peak = -std::numeric_limits<double>::infinity();
   seg.status = SegmentStatus::Reached;
-  if (check_stop(V, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return;
-  const long n_eff = exact_width(o.dt, int(V.rows()));
+  const int m = int(V.rows());
+  if (check_stop(V, m, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return;
+  const long n_eff = exact_width(o.dt, m);
   for (std::int64_t k = seg.step; k < o.steps; ++k) {
     exact_chain_step(net, V, n_eff, seed, stream, std::uint32_t(k));
     seg.step = k + 1;
-    if (check_stop(V, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return;
+    if (check_stop(V, m, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return;
   }
-}
-
-template <class M, class Net>
-inline void continue_fixed(const Net& net, double* Vio, int m, const SdeOptions& o, std::uint64_t seed,
-                           std::uint32_t stream, double stop, double blowup, double a, Segment& seg) {
-  M V(m, m);
-  for (int a = 0; a < m; ++a)
-    for (int b = 0; b < m; ++b) V(a, b) = Vio[a * m + b];
-  continue_euler(net, V, o, seed, stream, stop, blowup, a, seg);
-  for (int a = 0; a < m; ++a)
-    for (int b = 0; b < m; ++b) Vio[a * m + b] = V(a, b);
 }
 
 }  // namespace detail
@@ -134,17 +134,10 @@ inline void continue_path(const Net& net, double* Vio, int m, const SdeOptions& 
     return;
   }
   switch (m) {
-    case 2:
-      return detail::continue_fixed<Eigen::Matrix<double, 2, 2>>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
-    case 4:
-      return detail::continue_fixed<Eigen::Matrix<double, 4, 4>>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
-    case 8:
-      return detail::continue_fixed<Eigen::Matrix<double, 8, 8>>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
-    default:
-      if (m <= 32)
-        return detail::continue_fixed<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, 32, 32>>(
-            net, Vio, m, o, seed, stream, stop, blowup, a, seg);
-      return detail::continue_fixed<Cov>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
+    case 2: return detail::continue_euler<2>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
+    case 4: return detail::continue_euler<4>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
+    case 8: return detail::continue_euler<8>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
+    default: return detail::continue_euler<0>(net, Vio, m, o, seed, stream, stop, blowup, a, seg);
   }
 }
 

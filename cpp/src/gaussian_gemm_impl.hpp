@@ -1,16 +1,25 @@
-// Shared skeleton of the normal-number kernels and of the fused Gaussian product,
-// instantiated once per instruction set.  Each translation unit includes this file
-// INSIDE an anonymous namespace (internal linkage, so the AVX-512 copy can never be
-// picked by the linker for a generic caller) after defining:
-//   constexpr int kGroups;                 // Philox groups per SIMD batch
-//   void philox_batch(const Stream&, std::uint64_t g, float* out);  // 4*kGroups normals
-//   struct VecF / VecD                     // SIMD traits: T, L, reg, zero, loadu,
-//                                          // storeu, set1, fma (see the TUs)
-// No #include here on purpose (the TUs include shaped_transformer/workspace.hpp for
-// the tile sizes).
+// Shared skeleton of the normal-number kernels and of the fused Gaussian product
+// (normal_kernels*.cpp), instantiated once per instruction set with that
+// translation unit's own types (declared in its anonymous namespace, so that every
+// instance has internal linkage and the AVX-512 copy can never serve generic code):
+//   Batch: kGroups (Philox groups per call) and
+//          static void philox_batch(const Stream&, std::uint64_t g, float* out)
+//          (normals 4 g .. 4 (g + kGroups) - 1 of the stream);
+//   Vec (VecF / VecD): T, L (lanes), reg, loadu, storeu, set1, fma.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "shaped_transformer/rng.hpp"
+#include "shaped_transformer/workspace.hpp"
+
+namespace shaped_transformer::normal_kernels {
 
 /// Normals first .. first+count-1 of stream s (the layout of fill_normal_reference).
+template <class Batch>
 inline void fill_generic(const Stream& s, std::uint64_t first, std::size_t count, float* out) {
+  constexpr int kGroups = Batch::kGroups;
   std::size_t i = 0;
   std::uint64_t g = first / 4;
   const int j0 = int(first % 4);
@@ -27,7 +36,7 @@ inline void fill_generic(const Stream& s, std::uint64_t first, std::size_t count
     if ((g & 0xFFFFFFFFull) > 0xFFFFFFFFull - std::uint64_t(kGroups)) {
       for (int k = 0; k < kGroups; ++k) normal4(s, g + std::uint64_t(k), out + i + 4 * std::size_t(k));
     } else {
-      philox_batch(s, g, out + i);
+      Batch::philox_batch(s, g, out + i);
     }
     i += kBatch;
     g += std::uint64_t(kGroups);
@@ -38,17 +47,18 @@ inline void fill_generic(const Stream& s, std::uint64_t first, std::size_t count
     if ((g & 0xFFFFFFFFull) > 0xFFFFFFFFull - std::uint64_t(kGroups)) {
       for (std::size_t k = 0; 4 * k < rest; ++k) normal4(s, g + k, tmp + 4 * k);
     } else {
-      philox_batch(s, g, tmp);
+      Batch::philox_batch(s, g, tmp);
     }
     for (std::size_t k = 0; k < rest; ++k) out[i + k] = tmp[k];
   }
 }
 
+template <class Batch>
 inline void fill_generic(const Stream& s, std::uint64_t first, std::size_t count, double* out) {
   alignas(64) float tmp[1024];
   while (count > 0) {
     const std::size_t c = count < 1024 ? count : 1024;
-    fill_generic(s, first, c, tmp);
+    fill_generic<Batch>(s, first, c, tmp);
     for (std::size_t k = 0; k < c; ++k) out[k] = double(tmp[k]);
     first += c;
     out += c;
@@ -86,7 +96,7 @@ inline void micro_kernel(typename Vec::T* acc, int ldacc, const typename Vec::T*
 /// L1-sized buffer and used at once by all m tokens.  Each output entry accumulates
 /// its terms in row order, whatever the column range, so a split over threads
 /// gives the same numbers as one thread.
-template <class Vec>
+template <class Vec, class Batch>
 void gemm_cols(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, const typename Vec::T* X,
                std::int64_t ldx, typename Vec::T* Out, std::int64_t ldo, typename Vec::T scale, std::int64_t jb,
                std::int64_t je) {
@@ -107,9 +117,9 @@ void gemm_cols(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, co
         T* row = buf + r * kCols;
         const std::uint64_t first = std::uint64_t(i0 + r) * std::uint64_t(n_out) + std::uint64_t(j0);
         if constexpr (sizeof(T) == 4) {
-          fill_generic(s, first, std::size_t(jw), reinterpret_cast<float*>(row));
+          fill_generic<Batch>(s, first, std::size_t(jw), reinterpret_cast<float*>(row));
         } else {
-          fill_generic(s, first, std::size_t(jw), fbuf);
+          fill_generic<Batch>(s, first, std::size_t(jw), fbuf);
           for (int c = 0; c < jw; ++c) row[c] = T(fbuf[c]);
         }
         for (int c = jw; c < kCols; ++c) row[c] = T(0);
@@ -129,3 +139,5 @@ void gemm_cols(const Stream& s, int m, std::int64_t n_in, std::int64_t n_out, co
   }
   delete[] acc;
 }
+
+}  // namespace shaped_transformer::normal_kernels

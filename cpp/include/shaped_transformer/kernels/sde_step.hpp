@@ -1,0 +1,163 @@
+// One (tamed) Euler-Maruyama step of the covariance SDE (docs/model.md section 5),
+// written once for every backend: the generic per-path solver (ScalarLanes, one path
+// per host thread), the batched SIMD kernels (one path per vector lane,
+// kernels/sde_batch.hpp) and the CUDA threads (device/sde_step.hpp).  The drift and
+// noise of each block kind are the faces sde_drift / sde_noise in the kind's header,
+// found by argument-dependent lookup on its terms type K::Sde; this file only sums
+// them over the blocks of a layer (drifts add, noises are independent and add):
+//   V <- V + b(V) f + sum_blocks noise_b(V, dW_b),   f = dt, or dt / (1 + dt |b(V)|_F)
+// for the tamed scheme (Hutzenthaler, Jentzen and Kloeden 2012), computed on the upper
+// triangle and mirrored, so V stays exactly symmetric.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "../device/hd.hpp"
+#include "../math/matrix.hpp"
+#include "../mutation.hpp"
+#include "block_list.hpp"
+
+namespace shaped_transformer {
+
+namespace detail {
+template <class K, bool>
+struct sde_face {
+  using type = NoFace;
+};
+template <class K>
+struct sde_face<K, true> {
+  using type = typename K::Sde;
+};
+}  // namespace detail
+
+/// The SDE face of kind K: its terms type K::Sde (NoFace when K has no SDE limit).
+template <class K>
+struct SdeFace : detail::sde_face<K, K::has_sde> {};
+
+/// A block's SDE terms, for a network of kinds Kinds...
+template <class... Kinds>
+using SdeBlock = FaceBlock<SdeFace, Kinds...>;
+
+/// Scratch m x m matrices the drift and noise faces may use (a face uses tmp[0] ..).
+inline constexpr int kSdeScratch = 6;
+/// The m x m matrices of an SdeState's storage besides V: L, PV, the scratch, and the
+/// step's drift and increment.
+inline constexpr int kSdeMatrices = 4 + kSdeScratch;
+
+/// What the faces see of one step: V, a root L (L L^T = V) and scratch space.
+template <class Ln, int MC>
+struct SdeState {
+  using D = typename Ln::D;
+  using Mat = MatRef<D, MC>;
+  Mat V, L;
+  bool tri = false;  ///< L is lower triangular in every lane (products skip its upper triangle)
+  Mat tmp[kSdeScratch];
+  Mat PV;                                   ///< P V once centred_v computed it for this V
+  mutable bool pv_ready = false;            ///< reset by sde_increment when V changes
+  D* vec[3] = {nullptr, nullptr, nullptr};  ///< scratch vectors of m lanes
+  ST_HD int m() const { return V.rows(); }
+};
+
+/// Lanes of storage an SdeState needs besides V: L, the scratch, the vectors, and
+/// the step's own drift and increment matrices (see sde_increment).
+ST_HD constexpr int sde_state_lanes(int m) { return kSdeMatrices * m * m + 3 * m; }
+
+/// Points the matrices of s at `buf` (sde_state_lanes(m) lanes, leading dimension ld;
+/// MC > 0: ld = m = MC); drift and incr get the last two matrices.
+template <class Ln, int MC>
+ST_HD inline void sde_state_layout(SdeState<Ln, MC>& s, typename Ln::D* V, typename Ln::D* buf, int m, int ld,
+                                   MatRef<typename Ln::D, MC>& drift, MatRef<typename Ln::D, MC>& incr) {
+  using Mat = MatRef<typename Ln::D, MC>;
+  const int mm = m * ld;
+  s.V = Mat(V, m, m, ld);
+  s.L = Mat(buf, m, m, ld);
+  for (int i = 0; i < kSdeScratch; ++i) s.tmp[i] = Mat(buf + (1 + i) * mm, m, m, ld);
+  s.PV = Mat(buf + (1 + kSdeScratch) * mm, m, m, ld);
+  drift = Mat(buf + (2 + kSdeScratch) * mm, m, m, ld);
+  incr = Mat(buf + (3 + kSdeScratch) * mm, m, m, ld);
+  for (int i = 0; i < 3; ++i) s.vec[i] = buf + kSdeMatrices * mm + i * m;
+  s.pv_ready = false;
+}
+
+/// P V = V - (V 1) 1^T / m (V with its column means removed, which are its row means:
+/// V is symmetric), computed once per V for the faces that use it (the paper head's
+/// drift and noise).
+template <class Ln, int MC>
+ST_HD inline MatRef<typename Ln::D, MC> centred_v(const SdeState<Ln, MC>& s) {
+  using D = typename Ln::D;
+  if (!s.pv_ready) {
+    const auto V = s.V, PV = s.PV;
+    const int m = s.m();
+    const double inv_m = 1.0 / double(m);
+    D* r = s.vec[0];
+    for (int a = 0; a < m; ++a) {
+      D x = V(a, 0);
+      for (int j = 1; j < m; ++j) x += V(a, j);
+      r[a] = x * inv_m;
+    }
+    for (int a = 0; a < m; ++a)
+      for (int j = 0; j < m; ++j) PV(a, j) = V(a, j) - r[j];
+    s.pv_ready = true;
+  }
+  return s.PV;
+}
+
+/// The increment of one step into the upper triangle of `incr`: the drift of every
+/// block times f (dt, or the tamed dt / (1 + dt |b|_F)) plus every block's noise.
+/// normals(b, k, dW) fills dW with the k N(0, dt) numbers of block b for this step
+/// (its Brownian increment; k = the block's Sde::noise_dim(m)).
+template <class Ln, int MC, class Block, class Normals>
+ST_HD inline void sde_increment(const Block* blocks, int nblocks, const SdeState<Ln, MC>& s, double dt, bool tamed,
+                                Normals&& normals, typename Ln::D* dW, MatRef<typename Ln::D, MC> drift,
+                                MatRef<typename Ln::D, MC> incr) {
+  using D = typename Ln::D;
+  const int m = s.m();
+  s.pv_ready = false;  // a new V
+  // The whole squares, not only the upper triangles the faces use: fixed-size loops the
+  // compiler unrolls into vector stores (the triangle became a memset per row, 7% of a step).
+  for (int a = 0; a < m; ++a)
+    for (int b = 0; b < m; ++b) drift(a, b) = incr(a, b) = Ln::splat(0.0);
+  for (int k = 0; k < nblocks; ++k) blocks[k].visit([&](const auto& t) { sde_drift(t, s, drift); });
+  D f = Ln::splat(dt);
+  if (tamed) {
+    D norm2 = Ln::splat(0.0);  // |b|_F^2: off-diagonal entries count twice
+    for (int a = 0; a < m; ++a)
+      for (int b = a; b < m; ++b) {
+        const D x = drift(a, b);
+        norm2 = Ln::madd(x, x, a == b ? norm2 : Ln::madd(x, x, norm2));
+      }
+    f = Ln::splat(dt) / Ln::madd(Ln::splat(dt), Ln::sqrt(norm2), Ln::splat(1.0));
+  }
+  ST_MUTATION_ONLY(f = f * ::shaped_transformer::mutation::factor(::shaped_transformer::mutation::kIntegratorDrift);)
+  for (int k = 0; k < nblocks; ++k)
+    blocks[k].visit([&](const auto& t) {
+      const int dim = std::decay_t<decltype(t)>::noise_dim(m);
+      if (dim == 0) return;
+      normals(k, dim, dW);
+      sde_noise(t, s, dW, incr);
+    });
+  for (int a = 0; a < m; ++a)
+    for (int b = a; b < m; ++b) incr(a, b) = drift(a, b) * f + incr(a, b);
+}
+
+/// V <- V + incr on the upper triangle, mirrored.  Returns the lanes to stop: a
+/// non-finite entry or a diagonal entry above `blowup` (a NaN diagonal fails both).
+template <class Ln, int MC>
+ST_HD inline typename Ln::M apply_increment(MatRef<typename Ln::D, MC> V, MatRef<typename Ln::D, MC> incr,
+                                            double blowup) {
+  using D = typename Ln::D;
+  const int m = V.rows();
+  D bad = Ln::splat(0.0), maxdiag = Ln::splat(-HUGE_VAL);
+  for (int a = 0; a < m; ++a)
+    for (int b = a; b < m; ++b) {
+      const D x = V(a, b) + incr(a, b);
+      V(a, b) = x;
+      V(b, a) = x;
+      bad += x * 0.0;  // NaN unless finite
+      if (a == b) maxdiag = x > maxdiag ? x : maxdiag;
+    }
+  return (typename Ln::M)((bad != Ln::splat(0.0)) | (maxdiag > Ln::splat(blowup)));
+}
+
+}  // namespace shaped_transformer
