@@ -125,8 +125,8 @@ def solve_sde(
     (0, saved, m, m) and ``Result.summary`` set), method = scheme, and info with
     "projections" (per path), "dt", "steps", "T", "psd", "scheme", "network",
     "kernel" (the integrator that ran: "avx512", "avx2" or "scalar" for the
-    batched kernel that networks of shaped attention heads use with the Euler
-    schemes at m <= 32, "generic" for the per-path solver otherwise; all give the
+    batched kernel that every network uses with the Euler schemes at
+    m <= 32, "generic" for the per-path solver otherwise; all give the
     same distribution, and the batched kernels the same numbers as each other).
     """
     net = make_network(network)

@@ -49,7 +49,7 @@ struct PsdRootRule {
   bool symmetrize = true;
 };
 
-/// The law sampler's rule (explicit_blocks.cpp): any successful Cholesky, negative
+/// The law sampler's rule (src/explicit.cpp): any successful Cholesky, negative
 /// eigenvalues clipped to zero, the lower triangle of the Gram matrix as computed.
 inline constexpr PsdRootRule law_root_rule() { return PsdRootRule{0.0, 0.0, false}; }
 

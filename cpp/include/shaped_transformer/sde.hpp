@@ -1,9 +1,10 @@
 // The neural covariance SDE (docs/model.md sections 5-6), integrated over many
 // independent paths in parallel.  Layered like diffrax: terms (sde/terms.hpp and the
-// block headers), solvers (sde/euler.hpp, sde/tamed_euler.hpp, sde/exact_chain.hpp),
-// saving (save_at.hpp, sde/summary.hpp).  Networks of shaped attention heads
-// run through the batched SIMD kernel (sde/batch.hpp, one path per lane); all
-// others through the generic per-path solver (detail/sde_impl.hpp).
+// block headers), one step for every solver and backend (kernels/sde_step.hpp),
+// solvers (sde/euler.hpp, sde/exact_chain.hpp), saving (save_at.hpp, sde/summary.hpp).
+// Every network with an SDE limit runs through the batched SIMD kernel (sde/batch.hpp,
+// one path per lane) at m <= 32 with the Euler schemes; the rest through the generic
+// per-path solver (detail/sde_impl.hpp).
 //
 // Definitions in detail/sde_impl.hpp; the library holds the instantiations for
 // Network, so including this header costs a consumer no template instantiation.
