@@ -210,7 +210,7 @@ TABLE: tuple[Mutation, ...] = (
         "core",
         "SDE scheme exact_chain at width 2 / dt instead of 1 / dt",
         "tests/test_sde.py::test_exact_chain_scheme_is_the_exact_chain",
-        "np.array_equal(r.V, e.V)",
+        "np.array_equal(r.V, g)",
         ("exact_chain_width", 2.0),
         measured="the SDE scheme's V differs from the chain's",
         seconds=5.4,

@@ -255,10 +255,43 @@ def test_ctest(core_build: CoreBuild) -> None:
         assert "cpp.drivers" in out
 
 
+def _weak_symbol_is_a_hazard(name: str, isa: str) -> bool:
+    """True unless the weak symbol `name` of a unit compiled for `isa` is a template
+    over that instruction set's own lanes only (see test_default_build_is_portable)."""
+    # DW.ref.__gxx_personality_v0 is the unwinder's pointer to the C++ personality
+    # routine, emitted by any unit with exception cleanups: ISA-free data.
+    if name == "DW.ref.__gxx_personality_v0":
+        return False
+    others = [f"simd::{lanes}::" for lanes in ("portable", "avx2", "avx512") if lanes != isa]
+    return f"simd::{isa}::" not in name or any(o in name for o in others)
+
+
+def test_weak_symbol_rule() -> None:
+    """The rule above: a SIMD unit's own lane templates pass; generic helpers, and
+    another instruction set's lanes compiled with these flags, are hazards."""
+    own = "void shaped_transformer::simd::lane_normals<shaped_transformer::simd::avx2::Lanes>(unsigned long)"
+    assert not _weak_symbol_is_a_hazard(own, "avx2")
+    assert _weak_symbol_is_a_hazard(own, "avx512")  # avx2 lanes built with AVX-512 flags
+    assert _weak_symbol_is_a_hazard("Eigen::internal::gemm_pack_rhs<double, long>::operator()", "avx2")
+    assert _weak_symbol_is_a_hazard(
+        "f<shaped_transformer::simd::avx2::Lanes, shaped_transformer::simd::portable::Lanes>", "avx2"
+    )
+    assert not _weak_symbol_is_a_hazard("DW.ref.__gxx_personality_v0", "avx512")
+
+
 def test_default_build_is_portable(core_build: CoreBuild) -> None:
     """No -march=native unless SHAPED_TRANSFORMER_NATIVE=ON, and the SIMD translation
     units (compiled with -mavx2 / -mavx512*) define no weak (COMDAT) symbols that the
-    linker could pick for code that runs on CPUs without those instructions."""
+    linker could pick for code that runs on CPUs without those instructions.
+
+    A weak symbol is allowed in a unit of one instruction set only when its name holds
+    that set's lane type (``simd::avx2::`` in an ``*_avx2`` unit) and no other
+    (``simd::portable::``, or ``simd::avx2::`` in an ``*_avx512`` unit): the kernels
+    templated over the lanes are instantiated there.  ``simd::avx2::Lanes`` exists
+    only where ``__AVX2__`` and ``__FMA__`` are defined, so any other copy of such a
+    symbol was compiled for the same instructions; AVX-512 units see it too, hence the
+    second rule.  A generic helper (Eigen, std, a template not over the lanes) emitted
+    weak by a SIMD unit is the hazard, and fails."""
     commands = json.loads((core_build.build / "compile_commands.json").read_text())
     assert commands
     for c in commands:
@@ -266,14 +299,15 @@ def test_default_build_is_portable(core_build: CoreBuild) -> None:
     nm = shutil.which("nm")
     if nm is None:
         return
-    for obj in core_build.build.rglob("*_avx*.cpp.o"):
+    objects = list(core_build.build.rglob("*_avx*.cpp.o"))
+    assert objects, "no SIMD translation units were built"
+    for obj in objects:
+        isa = "avx512" if obj.name.endswith("_avx512.cpp.o") else "avx2"
         out = _run([nm, "-C", "--defined-only", obj])
-        # DW.ref.__gxx_personality_v0 is the unwinder's pointer to the C++ personality
-        # routine, emitted by any unit with exception cleanups: ISA-free data, no hazard.
         weak = [
             line
             for line in out.splitlines()[1:]
-            if re.match(r"^[0-9a-f]+ [WVu] ", line) and not line.endswith("DW.ref.__gxx_personality_v0")
+            if re.match(r"^[0-9a-f]+ [WVu] ", line) and _weak_symbol_is_a_hazard(line.split(" ", 2)[2], isa)
         ]
         assert not weak, f"{obj.name} defines weak symbols (ODR hazard across ISAs): {weak[:5]}"
 

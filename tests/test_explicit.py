@@ -312,7 +312,9 @@ def test_ctrl_c_inside_one_huge_block():
     import time
 
     code = (
-        "import sys, shaped_transformer as st\n"
+        "import signal, sys, shaped_transformer as st\n"
+        # Ctrl-C as at a prompt, even if the runner started us with SIGINT ignored
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "V0 = st.inputs.equicorrelated(4, 0.3)\n"
         "print('start', flush=True)\n"
         "try:\n"

@@ -28,9 +28,14 @@ from shaped_transformer._core_loader import core
 
 CHILD = textwrap.dedent(
     r"""
-    import json, sys, time, traceback
+    import json, signal, sys, time, traceback
     import numpy as np
     import shaped_transformer as st
+
+    # Ctrl-C as at an interactive prompt, even when the runner started this test with
+    # SIGINT ignored (a background job of a non-interactive shell is; Python then
+    # installs no KeyboardInterrupt handler, and the child would never see the signal).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     case = json.loads(sys.argv[1])
     V0 = st.inputs.equicorrelated(case.get("m", 4), 0.3)
