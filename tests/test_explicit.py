@@ -117,6 +117,10 @@ BLOCKS = (
     ]
     + [st.StandardAttention(norm=k) for k in ("pre_rms", "pre_layer", "post_rms", "post_layer")]
     + [st.ReluMLP(norm=k) for k in ("pre_rms", "pre_layer", "post_rms", "post_layer")]
+    # the shaped blocks with a norm (issue 24): the same placements, the same code
+    + [st.ShapedAttention(heads=2, tau0=0.8, norm=k) for k in ("pre_rms", "pre_layer", "post_rms", "post_layer")]
+    + [st.ShapedAttention(heads=2, causal=True, concat=True, norm="pre_layer")]
+    + [st.ShapedMLP(c_plus=0.5, c_minus=-1.5, norm=k) for k in ("pre_rms", "pre_layer", "post_rms", "post_layer")]
 )
 
 

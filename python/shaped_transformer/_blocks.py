@@ -102,7 +102,10 @@ class ShapedAttention(_core.ShapedAttention, Block):
         ``alpha = beta = 1`` is the paper's shaped head, He and Hofmann's general head
         otherwise; ``causal`` uses the uniform causal matrix for C and masks the softmax;
         ``concat`` (explicit network only) runs H heads of width n/H with an output projection.
-        It has an SDE limit when ``alpha = 1`` and not ``concat``.
+        It has an SDE limit when ``alpha = 1``, not ``concat`` and ``norm`` is None.
+        ``norm`` (None, ``"pre_rms"``, ``"pre_layer"``, ``"post_rms"`` or ``"post_layer"``,
+        as on :class:`StandardAttention`) runs in the explicit network and the law sampler;
+        the exact chain and the SDE refuse a normalized shaped block for now (docs/norms.md).
 
         >>> ShapedAttention(heads=4, tau0=1.0, gamma=0.5)  # doctest: +ELLIPSIS
         ShapedAttention(heads=4, tau0=1.0, gamma=0.5, lam=0.866..., ...)
@@ -133,6 +136,9 @@ class ShapedMLP(_core.ShapedMLP, Block):
 
         ``X' = lam X + gamma sqrt(c) phi_s(X W^pre / sqrt(n)) W^post / sqrt(n)`` with
         ``phi_s(x) = s_+ max(x, 0) + s_- min(x, 0)`` and ``c = 2 / (s_+^2 + s_-^2)``.
+        ``norm`` places a per-token RMS norm or LayerNorm before the block or after the
+        residual sum, as on :class:`ReluMLP`; the explicit network and the law sampler run
+        it, the exact chain and the SDE refuse a normalized shaped block for now.
         """,
         _core.ShapedMLP,
     )
@@ -233,6 +239,7 @@ def shaped_transformer(
     c_plus: float = 0.0,
     c_minus: float = -1.0,
     causal: bool = False,
+    norm: Norm | None = None,
 ) -> Network:
     """The shaped Transformer layer: shaped attention (causal if asked) followed by a shaped MLP.
 
@@ -242,6 +249,10 @@ def shaped_transformer(
         Of the :class:`ShapedAttention` block (gamma also of the MLP).
     c_plus, c_minus
         Of the :class:`ShapedMLP` block.
+    norm
+        The per-token norm of both blocks (None, "pre_rms", "pre_layer", "post_rms" or
+        "post_layer"); the explicit network and the law sampler run it, the exact chain
+        and the SDE refuse it for now.
 
     Returns
     -------
@@ -249,8 +260,8 @@ def shaped_transformer(
     """
     return Network(
         [
-            ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal),
-            ShapedMLP(c_plus=c_plus, c_minus=c_minus, gamma=gamma),
+            ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal, norm=norm),
+            ShapedMLP(c_plus=c_plus, c_minus=c_minus, gamma=gamma, norm=norm),
         ]
     )
 
@@ -307,7 +318,7 @@ def make_network(
         through.  An unknown name is a ValueError naming block.
     heads, tau0, gamma, c_plus, c_minus, norm, causal
         The usual parameters: each block of a named kind takes those it has
-        (``causal`` applies to the shaped attention, ``norm`` to the standard blocks).
+        (``causal`` applies to the shaped attention, ``norm`` to every block).
 
     Returns
     -------

@@ -30,8 +30,9 @@ struct ShapedAttention {
   double alpha = 1.0;
   double beta = 1.0;
   bool causal = false;
-  int key_dim = 0;      ///< n_k; 0 means n_k = width
-  bool concat = false;  ///< H heads of width n/H and an output projection W^O (explicit only)
+  int key_dim = 0;         ///< n_k; 0 means n_k = width
+  bool concat = false;     ///< H heads of width n/H and an output projection W^O (explicit only)
+  Norm norm = Norm::None;  ///< per-token normalisation (explicit network only, for now)
 
   static constexpr auto fields() {
     using B = ShapedAttention;
@@ -44,7 +45,8 @@ struct ShapedAttention {
         field("beta", &B::beta, finite(), "softmax weight of A_h"),
         field("causal", &B::causal, any_value(), "causal mask and causal centring"),
         field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
-        field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"));
+        field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"),
+        field("norm", &B::norm, any_value(), "per-token normalisation (explicit network only, for now)"));
   }
   /// Throws std::invalid_argument naming the parameter; width > 0 also checks concat.
   void validate(long width = 0) const {
@@ -59,12 +61,14 @@ struct ShapedAttention {
   /// Why the exact chain cannot run this block (nullptr: it can).
   const char* exact_refusal() const {
     if (concat) return "concat: concatenated heads are not covered by the exact chain";
+    if (norm != Norm::None) return shaped_norm_exact_refusal(norm);
     if (heads > ExactKey::kMaxHeads) return "heads: too many heads for the exact chain";
     return nullptr;
   }
   /// Why this head has no covariance SDE limit (nullptr: it has one).
   const char* sde_refusal() const {
     if (concat) return "concat: concatenated heads with an output projection are not covered by the SDE";
+    if (norm != Norm::None) return shaped_norm_sde_refusal(norm);
     if (alpha != 1.0)
       return "alpha: only shaped heads with alpha = 1 (any beta, causal or not) have an SDE limit "
              "(A -> alpha I, so V would change by lambda^2 + gamma^2 alpha^2 != 1 per block)";
@@ -129,6 +133,7 @@ inline void explicit_forward(const ShapedAttention& b, Ops& o) {
   a.beta = b.beta;
   a.tau0 = b.tau0;
   a.causal = b.causal;
+  a.norm = b.norm;
   attention_forward(a, o);
 }
 

@@ -22,14 +22,16 @@ struct ShapedMLP {
   double c_minus = -1.0;
   double gamma = 0.5;
   double lambda = std::sqrt(1.0 - 0.25);
+  Norm norm = Norm::None;  ///< per-token normalisation (explicit network only, for now)
 
   static constexpr auto fields() {
     using B = ShapedMLP;
-    return std::make_tuple(field("c_plus", &B::c_plus, finite(), "slope shift c_+ of phi_s"),
-                           field("c_minus", &B::c_minus, finite(), "slope shift c_- of phi_s"),
-                           field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
-                           field("lam", &B::lambda, residual_weight(),
-                                 "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"));
+    return std::make_tuple(
+        field("c_plus", &B::c_plus, finite(), "slope shift c_+ of phi_s"),
+        field("c_minus", &B::c_minus, finite(), "slope shift c_- of phi_s"),
+        field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
+        field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
+        field("norm", &B::norm, any_value(), "per-token normalisation (explicit network only, for now)"));
   }
   void validate(long = 0) const {
     check_fields(*this);
@@ -40,8 +42,8 @@ struct ShapedMLP {
   static constexpr bool has_explicit = true, has_exact = true, has_sde = true;
   /// Its exact step needs the host's O(m^2 n) Gram kernel: the CPU runs it.
   static constexpr bool exact_on_device = false;
-  const char* exact_refusal() const { return nullptr; }
-  const char* sde_refusal() const { return nullptr; }
+  const char* exact_refusal() const { return shaped_norm_exact_refusal(norm); }
+  const char* sde_refusal() const { return shaped_norm_sde_refusal(norm); }
   /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
   template <class F>
   void weights(long width, F&& f) const {
@@ -71,7 +73,7 @@ template <class Ops>
 inline void explicit_forward(const ShapedMLP& b, Ops& o) {
   const double rn = std::sqrt(double(o.n()));
   const double sp = 1.0 + b.c_plus / rn, sm = 1.0 + b.c_minus / rn;
-  mlp_forward(sp, sm, 2.0 / (sp * sp + sm * sm), b.gamma, b.lambda, Norm::None, o);
+  mlp_forward(sp, sm, 2.0 / (sp * sp + sm * sm), b.gamma, b.lambda, b.norm, o);
 }
 
 // ---- exact step on V ------------------------------------------------------

@@ -1,0 +1,141 @@
+"""The per-token norm on the shaped blocks (issue 24, phase 2, first part).
+
+``norm`` on ShapedAttention and ShapedMLP is the contrast blocks' field (same four
+placements, same code path in explicit_common.hpp).  The explicit network and the law
+sampler run it; the exact chain and the SDE refuse a normalized shaped block by name
+until their steps land.  The same-weights comparison with NumPy for every placement is
+in tests/test_explicit.py (BLOCKS); here: what each placement does to V, and the
+refusals.  All cases take well under a second each.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import shaped_transformer as st
+from shaped_transformer.inputs import tokens_from_covariance
+from shaped_transformer.sde import sde_drift
+
+PLACEMENTS = ("pre_rms", "pre_layer", "post_rms", "post_layer")
+M, N = 4, 48
+# Not a correlation matrix: the tokens' RMS (sqrt of diag V) differ from 1.
+V0 = np.array([[1.6, 0.5, 0.2, -0.1], [0.5, 0.7, 0.1, 0.3], [0.2, 0.1, 1.2, 0.4], [-0.1, 0.3, 0.4, 0.9]])
+
+
+def _blocks(norm):
+    return [
+        st.ShapedAttention(heads=2, tau0=0.8, gamma=0.6, norm=norm),
+        st.ShapedAttention(causal=True, beta=1.3, gamma=0.6, norm=norm),
+        st.ShapedMLP(c_plus=0.5, c_minus=-1.5, gamma=0.6, norm=norm),
+    ]
+
+
+def _run(block, X0, depth=1, method="explicit", **kw):
+    return st.simulate(st.Network([block]), X0=X0, depth=depth, samples=2, seed=7, threads=1, method=method, **kw)
+
+
+def test_norm_is_a_typed_field():
+    for b in _blocks(None):
+        assert b.norm == "none"
+        assert b == b.replace(norm="none") and hash(b) == hash(b.replace(norm=None))
+        assert b.replace(norm="pre_rms").norm == "pre_rms" and b.replace(norm="pre_rms") != b
+    a = st.ShapedAttention(norm="post_layer")
+    assert "norm='post_layer'" in repr(a)
+    assert pickle.loads(pickle.dumps(a)) == a
+
+
+@pytest.mark.parametrize("cls", [st.ShapedAttention, st.ShapedMLP])
+@pytest.mark.parametrize("bad, exc", [("batch", ValueError), ("PRE_RMS", ValueError), ("", ValueError), (1, ValueError)])
+def test_bad_norm_is_refused_naming_norm(cls, bad, exc):
+    with pytest.raises(exc) as info:
+        cls(norm=bad)
+    assert str(info.value).startswith("norm:")
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_norm_none_is_the_unnormalized_block(i):
+    """norm=None, "none" and the default (no norm given) run the same network, bit for
+    bit (the old numbers themselves: tests/test_regression.py)."""
+    X0 = tokens_from_covariance(V0, N)
+    b = _blocks(None)[i]
+    kw = {k: getattr(b, k) for k, _ in type(b)._parameters if k != "norm"}
+    ref = _run(type(b)(**kw), X0, depth=2).V
+    for norm in (None, "none"):
+        assert np.array_equal(_run(type(b)(**kw, norm=norm), X0, depth=2).V, ref)
+
+
+@pytest.mark.parametrize("method", ["explicit", "law"])
+@pytest.mark.parametrize("i", range(3))
+def test_post_rms_keeps_a_correlation_matrix(i, method):
+    """After a post_rms block every token has RMS 1: diag V = 1 to rounding, |V_ab| <= 1;
+    without the norm the diagonal moves (so this can fail)."""
+    X0 = tokens_from_covariance(V0, N)
+    V = _run(_blocks("post_rms")[i], X0, depth=3, method=method, save_every=1).V  # (samples, layers + 1, m, m)
+    d = np.diagonal(V[:, 1:], axis1=-2, axis2=-1)
+    assert np.max(np.abs(d - 1.0)) < 1e-12
+    assert np.all(np.abs(V[:, 1:]) <= 1.0 + 1e-12)
+    Vn = _run(_blocks(None)[i], X0, depth=3, method=method, save_every=1).V
+    assert np.max(np.abs(np.diagonal(Vn[:, 1:], axis1=-2, axis2=-1) - 1.0)) > 1e-3
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_post_norms_normalize_the_unnormalized_output(i):
+    """One block on the same weights: post_rms's V is D^{-1/2} V D^{-1/2} of norm=None's V
+    (D = diag V), and post_layer's tokens are the centred, RMS-normalized tokens."""
+    X0 = tokens_from_covariance(V0, N)
+    r0 = _run(_blocks(None)[i], X0, return_X=True)
+    V = r0.V[:, -1]
+    s = 1.0 / np.sqrt(np.diagonal(V, axis1=-2, axis2=-1))
+    expect = V * s[:, :, None] * s[:, None, :]
+    assert np.max(np.abs(_run(_blocks("post_rms")[i], X0).V[:, -1] - expect)) < 1e-12
+    Xc = r0.X - r0.X.mean(-1, keepdims=True)
+    Xc = Xc / np.sqrt(np.mean(Xc**2, -1, keepdims=True))
+    XL = _run(_blocks("post_layer")[i], X0, return_X=True).X
+    assert np.max(np.abs(XL - Xc)) < 1e-11
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_pre_norms_act_on_the_branch_input_only(i):
+    """pre_rms differs from None when the tokens' RMS differ from 1, and is None's
+    network (to rounding, same weights) when every token already has RMS 1: the norm
+    only rescales the branch's input, the residual keeps X."""
+    X0 = tokens_from_covariance(V0, N)
+    none = _run(_blocks(None)[i], X0).V
+    pre = _run(_blocks("pre_rms")[i], X0).V
+    assert np.max(np.abs(pre - none)) > 1e-3
+    d = 1.0 / np.sqrt(np.diag(V0))
+    C0 = V0 * d[:, None] * d[None, :]  # a correlation matrix: unit-RMS tokens
+    X1 = tokens_from_covariance(C0, N)
+    diff = np.max(np.abs(_run(_blocks("pre_rms")[i], X1).V - _run(_blocks(None)[i], X1).V))
+    assert diff < 1e-12, diff
+    # pre_layer also centres each token over its features: X1's tokens are not centred.
+    assert np.max(np.abs(_run(_blocks("pre_layer")[i], X1).V - _run(_blocks(None)[i], X1).V)) > 1e-6
+
+
+@pytest.mark.parametrize("norm", PLACEMENTS)
+@pytest.mark.parametrize("i", range(3))
+def test_exact_chain_and_sde_refuse_a_normed_shaped_block(i, norm):
+    b = _blocks(norm)[i]
+    net = st.Network([b])
+    assert not b.exact_chain and not b.has_sde and not net.exact_chain and not net.has_sde
+    assert b.exact_refusal.startswith(f"norm: '{norm}' on a shaped block")
+    assert b.sde_refusal.startswith(f"norm: '{norm}' on a shaped block")
+    with pytest.raises(ValueError, match=rf"norm: '{norm}'.*\(block 0, {b.kind}\)"):
+        st.simulate(net, V0=V0, width=N, depth=2, samples=2, method="exact")
+    with pytest.raises(ValueError, match=rf"block 0 \({b.kind}\): norm: '{norm}'"):
+        st.solve_sde(net, V0=V0, T=0.1, steps=4, paths=2)
+    with pytest.raises(ValueError, match=f"norm: '{norm}'"):
+        sde_drift(net, V0)
+    # The layer built by shaped_transformer(norm=...) and by make_network's usual
+    # parameters carries the norm to both blocks, and is refused the same way.
+    for layer in (st.shaped_transformer(norm=norm), st.make_network("shaped_transformer", norm=norm)):
+        assert [blk.norm for blk in layer] == [norm, norm]
+        assert "norm: " in layer.sde_refusal and "norm: " in layer.exact_refusal
+
+
+def test_unnormed_shaped_blocks_keep_their_coverage():
+    for b in _blocks(None):
+        assert b.exact_chain and b.has_sde and b.exact_refusal is None and b.sde_refusal is None
