@@ -32,8 +32,10 @@ class ShapedAttention:
         n_k; None (0 in C++): the head width
     concat : bool, default False
         concatenated heads with W^O (explicit only)
+    norm : str or None, default 'none'
+        per-token normalisation (explicit network only, for now)
     """
-    _parameters: typing.ClassVar[tuple] = (('heads', 1), ('tau0', 1.0), ('gamma', 0.5), ('lam', None), ('alpha', 1.0), ('beta', 1.0), ('causal', False), ('key_dim', None), ('concat', False))
+    _parameters: typing.ClassVar[tuple] = (('heads', 1), ('tau0', 1.0), ('gamma', 0.5), ('lam', None), ('alpha', 1.0), ('beta', 1.0), ('causal', False), ('key_dim', None), ('concat', False), ('norm', 'none'))
     kind: typing.ClassVar[str] = 'shaped_attention'
     def __eq__(self, arg0: typing.Any) -> bool | typing.Any:
         ...
@@ -41,7 +43,7 @@ class ShapedAttention:
         ...
     def __hash__(self) -> int:
         ...
-    def __init__(self, heads: int = 1, tau0: float = 1.0, gamma: float = 0.5, lam: float | None = None, alpha: float = 1.0, beta: float = 1.0, causal: bool = False, key_dim: int | None = None, concat: bool = False) -> None:
+    def __init__(self, heads: int = 1, tau0: float = 1.0, gamma: float = 0.5, lam: float | None = None, alpha: float = 1.0, beta: float = 1.0, causal: bool = False, key_dim: int | None = None, concat: bool = False, norm: typing.Literal['none', 'pre_rms', 'pre_layer', 'post_rms', 'post_layer'] | None = 'none') -> None:
         ...
     def __repr__(self) -> str:
         ...
@@ -105,6 +107,11 @@ class ShapedAttention:
     def lam(self) -> float:
         """
         residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
+        """
+    @property
+    def norm(self) -> str:
+        """
+        per-token normalisation (explicit network only, for now)
         """
     @property
     def sde_refusal(self) -> str | None:
@@ -213,8 +220,10 @@ class ShapedMLP:
         branch weight
     lam : float or None, finite, default None
         residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
+    norm : str or None, default 'none'
+        per-token normalisation (explicit network only, for now)
     """
-    _parameters: typing.ClassVar[tuple] = (('c_plus', 0.0), ('c_minus', -1.0), ('gamma', 0.5), ('lam', None))
+    _parameters: typing.ClassVar[tuple] = (('c_plus', 0.0), ('c_minus', -1.0), ('gamma', 0.5), ('lam', None), ('norm', 'none'))
     kind: typing.ClassVar[str] = 'shaped_mlp'
     def __eq__(self, arg0: typing.Any) -> bool | typing.Any:
         ...
@@ -222,7 +231,7 @@ class ShapedMLP:
         ...
     def __hash__(self) -> int:
         ...
-    def __init__(self, c_plus: float = 0.0, c_minus: float = -1.0, gamma: float = 0.5, lam: float | None = None) -> None:
+    def __init__(self, c_plus: float = 0.0, c_minus: float = -1.0, gamma: float = 0.5, lam: float | None = None, norm: typing.Literal['none', 'pre_rms', 'pre_layer', 'post_rms', 'post_layer'] | None = 'none') -> None:
         ...
     def __repr__(self) -> str:
         ...
@@ -266,6 +275,11 @@ class ShapedMLP:
     def lam(self) -> float:
         """
         residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
+        """
+    @property
+    def norm(self) -> str:
+        """
+        per-token normalisation (explicit network only, for now)
         """
     @property
     def sde_refusal(self) -> str | None:
