@@ -231,6 +231,8 @@ def block_strategy(*, exact_only: bool = False, sde_only: bool = False, explicit
         ["none", "pre_rms", "post_rms"] if exact_only else ["none", "pre_rms", "post_rms", "pre_layer", "post_layer"]
     )
     concat = hs.just(False) if (exact_only or sde_only or not explicit) else hs.booleans()
+    # The exact chain and the SDE refuse a normalized shaped block (for now).
+    shaped_norms = ["none"] if (exact_only or sde_only) else ["none", "pre_rms", "post_rms", "pre_layer", "post_layer"]
     shaped_att = hs.builds(
         st.ShapedAttention,
         heads=heads,
@@ -241,8 +243,11 @@ def block_strategy(*, exact_only: bool = False, sde_only: bool = False, explicit
         causal=hs.booleans(),
         key_dim=key_dim,
         concat=concat,
+        norm=hs.sampled_from(shaped_norms),
     )
-    shaped_mlp = hs.builds(st.ShapedMLP, c_plus=C_VALUES, c_minus=C_VALUES, gamma=GAMMAS)
+    shaped_mlp = hs.builds(
+        st.ShapedMLP, c_plus=C_VALUES, c_minus=C_VALUES, gamma=GAMMAS, norm=hs.sampled_from(shaped_norms)
+    )
     if sde_only:
         return hs.one_of(shaped_att, shaped_mlp)
     std_att = hs.builds(
