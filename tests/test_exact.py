@@ -59,6 +59,10 @@ CASES = {
     "shaped_mlp": [st.ShapedMLP(c_plus=1.0, c_minus=-2.0, gamma=0.7)],
     "relu_mlp_pre": [st.ReluMLP(gamma=0.7, norm="pre_rms")],
     "relu_mlp_post": [st.ReluMLP(gamma=0.7, norm="post_rms")],
+    "shaped_pre_rms": [st.ShapedAttention(heads=2, tau0=0.5, gamma=0.7, norm="pre_rms")],
+    "shaped_post_rms": [st.ShapedAttention(tau0=0.5, gamma=0.7, beta=1.5, causal=True, norm="post_rms")],
+    "shaped_mlp_pre_rms": [st.ShapedMLP(c_plus=1.0, c_minus=-2.0, gamma=0.7, norm="pre_rms")],
+    "shaped_mlp_post_rms": [st.ShapedMLP(c_plus=1.0, c_minus=-2.0, gamma=0.7, norm="post_rms")],
 }
 
 

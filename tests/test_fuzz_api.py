@@ -231,8 +231,8 @@ def block_strategy(*, exact_only: bool = False, sde_only: bool = False, explicit
         ["none", "pre_rms", "post_rms"] if exact_only else ["none", "pre_rms", "post_rms", "pre_layer", "post_layer"]
     )
     concat = hs.just(False) if (exact_only or sde_only or not explicit) else hs.booleans()
-    # The exact chain and the SDE refuse a normalized shaped block (for now).
-    shaped_norms = ["none"] if (exact_only or sde_only) else ["none", "pre_rms", "post_rms", "pre_layer", "post_layer"]
+    # The SDE refuses a normalized shaped block (for now), the exact chain its LayerNorms.
+    shaped_norms = ["none"] if sde_only else safe_norms
     shaped_att = hs.builds(
         st.ShapedAttention,
         heads=heads,

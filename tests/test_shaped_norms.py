@@ -48,7 +48,9 @@ def test_norm_is_a_typed_field():
 
 
 @pytest.mark.parametrize("cls", [st.ShapedAttention, st.ShapedMLP])
-@pytest.mark.parametrize("bad, exc", [("batch", ValueError), ("PRE_RMS", ValueError), ("", ValueError), (1, ValueError)])
+@pytest.mark.parametrize(
+    "bad, exc", [("batch", ValueError), ("PRE_RMS", ValueError), ("", ValueError), (1, ValueError)]
+)
 def test_bad_norm_is_refused_naming_norm(cls, bad, exc):
     with pytest.raises(exc) as info:
         cls(norm=bad)
@@ -117,23 +119,76 @@ def test_pre_norms_act_on_the_branch_input_only(i):
 
 @pytest.mark.parametrize("norm", PLACEMENTS)
 @pytest.mark.parametrize("i", range(3))
-def test_exact_chain_and_sde_refuse_a_normed_shaped_block(i, norm):
+def test_refusals_of_a_normed_shaped_block(i, norm):
+    """The SDE refuses every placement, the exact chain the LayerNorm ones, each with a
+    ValueError naming norm, the placement and the block, before running anything."""
     b = _blocks(norm)[i]
     net = st.Network([b])
-    assert not b.exact_chain and not b.has_sde and not net.exact_chain and not net.has_sde
-    assert b.exact_refusal.startswith(f"norm: '{norm}' on a shaped block")
+    assert not b.has_sde and not net.has_sde
     assert b.sde_refusal.startswith(f"norm: '{norm}' on a shaped block")
-    with pytest.raises(ValueError, match=rf"norm: '{norm}'.*\(block 0, {b.kind}\)"):
-        st.simulate(net, V0=V0, width=N, depth=2, samples=2, method="exact")
     with pytest.raises(ValueError, match=rf"block 0 \({b.kind}\): norm: '{norm}'"):
         st.solve_sde(net, V0=V0, T=0.1, steps=4, paths=2)
     with pytest.raises(ValueError, match=f"norm: '{norm}'"):
         sde_drift(net, V0)
+    if norm.endswith("layer"):
+        assert not b.exact_chain and not net.exact_chain
+        assert b.exact_refusal.startswith(f"norm: '{norm}' on a shaped block")
+        with pytest.raises(ValueError, match=rf"norm: '{norm}'.*\(block 0, {b.kind}\)"):
+            st.simulate(net, V0=V0, width=N, depth=2, samples=2, method="exact")
+    else:
+        assert b.exact_chain and b.exact_refusal is None
     # The layer built by shaped_transformer(norm=...) and by make_network's usual
     # parameters carries the norm to both blocks, and is refused the same way.
     for layer in (st.shaped_transformer(norm=norm), st.make_network("shaped_transformer", norm=norm)):
         assert [blk.norm for blk in layer] == [norm, norm]
-        assert "norm: " in layer.sde_refusal and "norm: " in layer.exact_refusal
+        assert "norm: " in layer.sde_refusal
+        assert layer.exact_chain == norm.endswith("rms")
+
+
+def _exact(block, V, depth=1, samples=2, seed=7):
+    return st.simulate(st.Network([block]), V0=V, width=N, depth=depth, samples=samples, seed=seed, method="exact").V
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_exact_rms_steps_on_the_same_draws(i):
+    """The exact chain's RMS placements on the same random numbers as norm=None:
+    post_rms gives the correlation matrix of None's V'; pre_rms is None's step when V is
+    already a correlation matrix (to rounding) and differs otherwise."""
+    none = _exact(_blocks(None)[i], V0)[:, -1]
+    s = 1.0 / np.sqrt(np.diagonal(none, axis1=-2, axis2=-1))
+    expect = none * s[:, :, None] * s[:, None, :]
+    assert np.max(np.abs(_exact(_blocks("post_rms")[i], V0)[:, -1] - expect)) < 1e-12
+    assert np.max(np.abs(_exact(_blocks("pre_rms")[i], V0) - _exact(_blocks(None)[i], V0))) > 1e-3
+    d = 1.0 / np.sqrt(np.diag(V0))
+    C0 = V0 * d[:, None] * d[None, :]
+    assert np.max(np.abs(_exact(_blocks("pre_rms")[i], C0) - _exact(_blocks(None)[i], C0))) < 1e-12
+
+
+Z_MAX = 4.5  # on at most 10 entries: a false alarm about once in 10^4 runs
+
+
+def _z(A, B):
+    """Largest |z| of the entrywise means of two independent samples (samples, k)."""
+    se = np.sqrt(A.var(0, ddof=1) / len(A) + B.var(0, ddof=1) / len(B))
+    return np.max(np.abs(A.mean(0) - B.mean(0)) / se)
+
+
+@pytest.mark.parametrize("norm", ["pre_rms", "post_rms"])
+def test_exact_rms_chain_matches_the_explicit_network(norm):
+    """In law, at a small width (the chain is exact at every n): a shaped Transformer
+    layer (attention + MLP), two layers, means of the entries of V.  The chain run
+    without the norm is rejected (the test's power)."""
+    S, depth, n = 3000, 2, 16
+    iu = np.triu_indices(M, 1 if norm.startswith("post") else 0)  # post: diag V = 1 exactly
+    layer = st.Network(_blocks(norm)[0::2])
+    X0 = tokens_from_covariance(V0, n)
+    Ve = st.simulate(layer, X0=X0, depth=depth, samples=S, seed=1).V[:, -1][:, iu[0], iu[1]]
+    Vc = st.simulate(layer, V0=V0, width=n, depth=depth, samples=S, seed=2, method="exact").V[:, -1][:, iu[0], iu[1]]
+    z = _z(Ve, Vc)
+    assert z < Z_MAX, z
+    plain = st.Network(_blocks(None)[0::2])
+    Vp = st.simulate(plain, V0=V0, width=n, depth=depth, samples=S, seed=2, method="exact").V[:, -1][:, iu[0], iu[1]]
+    assert _z(Ve, Vp) > Z_MAX  # the same test fails the chain without the norm (z 7.4 post, 26 pre)
 
 
 def test_unnormed_shaped_blocks_keep_their_coverage():

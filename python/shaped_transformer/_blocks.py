@@ -104,8 +104,9 @@ class ShapedAttention(_core.ShapedAttention, Block):
         ``concat`` (explicit network only) runs H heads of width n/H with an output projection.
         It has an SDE limit when ``alpha = 1``, not ``concat`` and ``norm`` is None.
         ``norm`` (None, ``"pre_rms"``, ``"pre_layer"``, ``"post_rms"`` or ``"post_layer"``,
-        as on :class:`StandardAttention`) runs in the explicit network and the law sampler;
-        the exact chain and the SDE refuse a normalized shaped block for now (docs/norms.md).
+        as on :class:`StandardAttention`) runs in the explicit network and the law sampler,
+        its RMS placements also in the exact chain; the exact chain refuses LayerNorm and
+        the SDE refuses every placement, for now (docs/norms.md).
 
         >>> ShapedAttention(heads=4, tau0=1.0, gamma=0.5)  # doctest: +ELLIPSIS
         ShapedAttention(heads=4, tau0=1.0, gamma=0.5, lam=0.866..., ...)
@@ -138,7 +139,7 @@ class ShapedMLP(_core.ShapedMLP, Block):
         ``phi_s(x) = s_+ max(x, 0) + s_- min(x, 0)`` and ``c = 2 / (s_+^2 + s_-^2)``.
         ``norm`` places a per-token RMS norm or LayerNorm before the block or after the
         residual sum, as on :class:`ReluMLP`; the explicit network and the law sampler run
-        it, the exact chain and the SDE refuse a normalized shaped block for now.
+        it, the exact chain its RMS placements; the SDE refuses every placement, for now.
         """,
         _core.ShapedMLP,
     )
@@ -252,7 +253,7 @@ def shaped_transformer(
     norm
         The per-token norm of both blocks (None, "pre_rms", "pre_layer", "post_rms" or
         "post_layer"); the explicit network and the law sampler run it, the exact chain
-        and the SDE refuse it for now.
+        the RMS placements; the SDE refuses it for now.
 
     Returns
     -------

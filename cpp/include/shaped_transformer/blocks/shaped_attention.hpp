@@ -32,7 +32,7 @@ struct ShapedAttention {
   bool causal = false;
   int key_dim = 0;         ///< n_k; 0 means n_k = width
   bool concat = false;     ///< H heads of width n/H and an output projection W^O (explicit only)
-  Norm norm = Norm::None;  ///< per-token normalisation (explicit network only, for now)
+  Norm norm = Norm::None;  ///< per-token normalisation (LayerNorm: explicit network only, for now)
 
   static constexpr auto fields() {
     using B = ShapedAttention;
@@ -46,7 +46,7 @@ struct ShapedAttention {
         field("causal", &B::causal, any_value(), "causal mask and causal centring"),
         field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
         field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"),
-        field("norm", &B::norm, any_value(), "per-token normalisation (explicit network only, for now)"));
+        field("norm", &B::norm, any_value(), "per-token normalisation (no SDE yet; LayerNorm: explicit only)"));
   }
   /// Throws std::invalid_argument naming the parameter; width > 0 also checks concat.
   void validate(long width = 0) const {
@@ -61,7 +61,7 @@ struct ShapedAttention {
   /// Why the exact chain cannot run this block (nullptr: it can).
   const char* exact_refusal() const {
     if (concat) return "concat: concatenated heads are not covered by the exact chain";
-    if (norm != Norm::None) return shaped_norm_exact_refusal(norm);
+    if (const char* why = shaped_norm_exact_refusal(norm)) return why;
     if (heads > ExactKey::kMaxHeads) return "heads: too many heads for the exact chain";
     return nullptr;
   }
@@ -86,11 +86,12 @@ struct ShapedAttention {
   struct Exact {
     int heads, key_dim;
     bool causal;
+    Norm norm;
     double tau0, gamma, lambda, alpha, beta;
     /// Columns of the widest scratch of the step: the stacked C_h.
     ST_HD int wide(int m) const { return heads * m; }
   };
-  Exact exact_terms() const { return Exact{heads, key_dim, causal, tau0, gamma, lambda, alpha, beta}; }
+  Exact exact_terms() const { return Exact{heads, key_dim, causal, norm, tau0, gamma, lambda, alpha, beta}; }
   /// The coefficients of its SDE drift and noise (plain data).  paper: alpha = beta = 1,
   /// bidirectional (the faster terms).
   struct Sde {
@@ -141,16 +142,22 @@ inline void explicit_forward(const ShapedAttention& b, Ops& o) {
 // Y_h = L M_h L^T with M_h = G_q G_k^T drawn in O(m^3); then the shared value part
 // (exact_common.hpp).  A_h = alpha I + beta Softmax(Y_h/tau) - beta C.  A template
 // over the context of exact_common.hpp: the generic chain, the batched SIMD kernels
-// and the CUDA threads all run it.  Returns false only when cancelled.
+// and the CUDA threads all run it.  Returns false only when cancelled.  RMS norms as
+// in standard_attention.hpp: pre_rms feeds the branch with D^{-1/2} L, post_rms maps V'
+// to its correlation matrix (docs/norms.md section 8; LayerNorm is refused).
 template <class Ctx>
 ST_HD inline bool exact_step(const ShapedAttention::Exact& t, Ctx& c) {
+  using Ln = typename Ctx::Ln;
   const int m = c.m, H = t.heads;
   auto L = c.tmp(0);
   const bool tri = c.root(c.V, L);
+  if (t.norm == Norm::PreRMS) rms_normalize_root<Ln>(L, c.tmp(1));
+  const auto Lin = t.norm == Norm::PreRMS ? c.tmp(1) : L;
   const double n = double(c.n), nk = t.key_dim > 0 ? double(t.key_dim) : n;
   auto C = c.wide(0, H * m);
-  attention_heads(c, L, tri, HeadsForm{H, nk, t.tau0 * device::sqrt_d(n * nk), t.causal, true, t.alpha, t.beta}, C);
+  attention_heads(c, Lin, tri, HeadsForm{H, nk, t.tau0 * device::sqrt_d(n * nk), t.causal, true, t.alpha, t.beta}, C);
   value_mix(c, L, C, H, t.lambda, t.gamma, false);
+  if (t.norm == Norm::PostRMS) rms_normalize<Ln>(c.V, c.vec());
   return true;
 }
 

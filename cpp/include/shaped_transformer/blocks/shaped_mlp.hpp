@@ -22,7 +22,7 @@ struct ShapedMLP {
   double c_minus = -1.0;
   double gamma = 0.5;
   double lambda = std::sqrt(1.0 - 0.25);
-  Norm norm = Norm::None;  ///< per-token normalisation (explicit network only, for now)
+  Norm norm = Norm::None;  ///< per-token normalisation (LayerNorm: explicit network only, for now)
 
   static constexpr auto fields() {
     using B = ShapedMLP;
@@ -31,7 +31,7 @@ struct ShapedMLP {
         field("c_minus", &B::c_minus, finite(), "slope shift c_- of phi_s"),
         field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
         field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
-        field("norm", &B::norm, any_value(), "per-token normalisation (explicit network only, for now)"));
+        field("norm", &B::norm, any_value(), "per-token normalisation (no SDE yet; LayerNorm: explicit only)"));
   }
   void validate(long = 0) const {
     check_fields(*this);
@@ -52,10 +52,11 @@ struct ShapedMLP {
   Workspace workspace(double m, double n, double itemsize) const { return mlp_workspace(m, n, itemsize); }
   /// The parameters of its exact step (plain data).
   struct Exact {
+    Norm norm;
     double c_plus, c_minus, gamma, lambda;
     ST_HD int wide(int m) const { return m; }
   };
-  Exact exact_terms() const { return Exact{c_plus, c_minus, gamma, lambda}; }
+  Exact exact_terms() const { return Exact{norm, c_plus, c_minus, gamma, lambda}; }
   /// The coefficients of its SDE drift and noise (plain data).
   struct Sde {
     double kdrift;  ///< gamma^2 (c_+ - c_-)^2 / (2 pi)
@@ -79,13 +80,20 @@ inline void explicit_forward(const ShapedMLP& b, Ops& o) {
 // ---- exact step on V ------------------------------------------------------
 // Phi = c phi_s(K) phi_s(K)^T / n with K = L G' (O(m^2 n), the context's Gram kernel),
 // then the value part with C = a root of Phi (exact_common.hpp, mlp_exact_step).
+// RMS norms as in relu_mlp.hpp (pre_rms: the branch gets D^{-1/2} L; post_rms: V' -> its
+// correlation matrix); LayerNorm is refused.
 template <class Ctx>
 ST_HD inline bool exact_step(const ShapedMLP::Exact& t, Ctx& c) {
+  using Ln = typename Ctx::Ln;
   const double rn = device::sqrt_d(double(c.n));
   const double sp = 1.0 + t.c_plus / rn, sm = 1.0 + t.c_minus / rn;
   auto L = c.tmp(0);
   c.root(c.V, L);
-  return mlp_exact_step(c, L, L, 2.0 / (sp * sp + sm * sm), sp, sm, t.lambda, t.gamma);
+  if (t.norm == Norm::PreRMS) rms_normalize_root<Ln>(L, c.tmp(1));
+  const auto Lin = t.norm == Norm::PreRMS ? c.tmp(1) : L;
+  if (!mlp_exact_step(c, L, Lin, 2.0 / (sp * sp + sm * sm), sp, sm, t.lambda, t.gamma)) return false;
+  if (t.norm == Norm::PostRMS) rms_normalize<Ln>(c.V, c.vec());
+  return true;
 }
 
 // ---- SDE drift and noise --------------------------------------------------
