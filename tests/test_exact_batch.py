@@ -52,6 +52,9 @@ CASES = [
     ([st.ShapedAttention(heads=2, gamma=0.6), st.ShapedMLP(gamma=0.5, c_plus=0.3)], 6, 80),
     ([st.StandardAttention(heads=2, norm="pre_rms"), st.ReluMLP(gamma=0.4, norm="post_rms")], 4, 50),
     ([st.ShapedAttention(key_dim=2, causal=True), st.StandardAttention(norm="post_rms", key_dim=3)], 5, 5),
+    # the shaped blocks' RMS norms (issue 24)
+    ([st.ShapedAttention(heads=2, norm="pre_rms"), st.ShapedMLP(gamma=0.4, norm="post_rms")], 4, 40),
+    ([st.ShapedAttention(causal=True, norm="post_rms"), st.ShapedMLP(norm="pre_rms")], 5, 30),
 ]
 
 
