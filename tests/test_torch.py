@@ -166,6 +166,9 @@ def test_bad_arguments_name_the_parameter():
         stt.ShapedAttention(8)(torch.randn(2, 3, 7))
     with pytest.raises(ValueError, match="network"):
         stt.from_network(st.standard_transformer(), width=8, depth=2)
+    for normed in (st.ShapedAttention(norm="pre_rms"), st.ShapedMLP(norm="post_layer")):
+        with pytest.raises(ValueError, match=f"network: norm='{normed.norm}' on a {normed.kind} block"):
+            stt.from_network(normed, width=8, depth=2)  # refused, not run without its norm
     model = stt.from_network(st.ShapedMLP(), width=8, depth=2)
     with pytest.raises(ValueError, match="modules"):
         stt.probe(model, torch.randn(1, 3, 8), modules=["nope"])

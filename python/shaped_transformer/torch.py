@@ -345,6 +345,11 @@ class ShapedTransformerBlock(nn.Module):
 
 
 def _module_for(block: _blocks.Block, width: int, device: Any, dtype: torch.dtype | None) -> nn.Module:
+    if isinstance(block, (_blocks.ShapedAttention, _blocks.ShapedMLP)) and block.norm != "none":
+        raise ValueError(
+            f"network: norm={block.norm!r} on a {block.kind} block has no torch module yet "
+            "(the modules here are un-normalized); use norm=None"
+        )
     if isinstance(block, _blocks.ShapedAttention):
         if block.concat:
             raise ValueError(
