@@ -48,8 +48,9 @@ BAD = [
     ({"block": "resnet"}, "block"),
     ({"block": "standard_transformer", "tau0": 1.0}, "tau0"),
     ({"block": "standard_attention", "causal": True}, "causal"),
-    ({"norm": "pre_rms"}, "norm"),
-    ({"norm": "post_layer"}, "norm"),
+    ({"norm": "mid_rms"}, "norm"),
+    ({"norm": "RMS"}, "norm"),
+    ({"norm": 3}, "norm"),
     ({"rho0": 1.0}, "rho0"),
     ({"rho0": -0.5}, "rho0"),
     ({"rho0": 0.3, "V0": np.eye(4)}, "rho0"),
@@ -113,7 +114,7 @@ def test_wrong_types_refused(bad, name, no_compute):
 CLI_BAD = [
     (["--gamma", "1.5"], "gamma"),
     (["--heads", "0"], "heads"),
-    (["--norm", "pre_rms"], "norm"),
+    (["--norm", "pre_rmsnorm"], "norm"),
     (["--rho0", "1"], "rho0"),
     (["--tokens", "80"], "width"),  # > width 64
     (["--level", "2"], "level"),
@@ -402,3 +403,64 @@ def test_splitting_runs_on_the_network_itself():
     s = a.blowup_splitting
     assert s is not None and s.method == "splitting (exact chain)"
     assert s.unresolved or (0 < s.p < 0.05 and len(s.runs) == 2)
+
+
+# ---- norm placements (docs/norms.md) -------------------------------------------------
+
+
+@pytest.mark.parametrize("norm, method", [("pre_rms", "exact"), ("post_rms", "exact"), ("post_layer", "law")])
+def test_norm_placement_network_counts_are_the_methods_own(norm, method):
+    """A normalized network runs at its width through the exact chain (RMS) or the
+    law sampler (LayerNorm, which the exact chain does not cover): its counts and
+    last-layer quantiles are that method's own at the same seed.  It cannot blow
+    up (0 events, with the Clopper-Pearson interval), and splitting is not run
+    even when asked (network and SDE alike), which a note says."""
+    kw = dict(width=32, depth=32, heads=1, tokens=4, samples=60, seed=4, norm=norm, progress=False)
+    a = st.assess(**kw, splitting_budget_s=1e3)
+    net = st.shaped_transformer(heads=1, norm=norm)
+    V0 = st.inputs.equicorrelated(4, 0.3)
+    r = st.simulate(net, V0=V0, width=32, depth=32, samples=60, method=method, seed=st._validate.derived_seed(4, 0),
+                    progress=False)  # fmt: skip
+    assert a.settings["norm"] == norm
+    assert a.settings["network_method"] == ("exact chain" if method == "exact" else "law sampler")
+    assert a.blowup_mc.events == 0 == int(r.exploded.sum())
+    assert (a.blowup.low, a.blowup.high) == pytest.approx(A._clopper_pearson(0, 60, 0.95), rel=1e-12)
+    assert a.collapse.events == int(A.collapsed(r.V[:, -1]).sum())
+    assert a.final["mean_rho"] == pytest.approx(A._final_quantiles(r.V[:, -1])["mean_rho"], rel=1e-12)
+    assert a.blowup_splitting is None and a.sde_blowup_splitting is None
+    text = str(a)
+    assert any("splitting not run" in n for n in a.notes)
+    assert ("law sampler" in text) == (method == "law")
+    if norm.startswith("post"):  # post-norm keeps V a correlation matrix
+        assert a.final["scale"] == pytest.approx([1.0, 1.0, 1.0], abs=1e-12)
+
+
+def test_norm_placement_sde_side_same_rule():
+    """The SDE side of a normalized network: run by solve_sde with the network
+    carrying its norm, counted by the same rule (0 blow-ups, with the interval);
+    where the library's SDE does not cover the placement, the SDE column says so
+    and a note gives the core's reason."""
+    kw = dict(width=32, depth=32, heads=1, tokens=4, samples=50, sde_paths=40, seed=6, norm="pre_rms", progress=False)
+    a = st.assess(**kw)
+    net = st.shaped_transformer(heads=1, norm="pre_rms")
+    if not net.has_sde:
+        assert a.sde_blowup is None and "not covered" in str(a)
+        assert any(net.sde_refusal in n for n in a.notes)
+        return
+    r = st.solve_sde(net, V0=st.inputs.equicorrelated(4, 0.3), T=1.0, steps=round(1.0 / a.settings["sde_dt"]),
+                     paths=40, seed=st._validate.derived_seed(6, 1 << 20), progress=False)  # fmt: skip
+    assert a.sde_blowup.events == 0 == int(r.exploded.sum())
+    assert a.sde_collapse.events == int(A.collapsed(r.V[:, -1]).sum())
+    assert a.gap_blowup is not None and a.gap_blowup.value == 0.0
+
+
+def test_check_takes_norm(capsys, tmp_path):
+    """``shaped-transformer check --norm post_rms`` prints the placement and the
+    network's answer."""
+    out = tmp_path / "a.json"
+    rc = main(["check", "--width", "32", "--depth", "16", "--tokens", "4", "--samples", "30", "--norm", "post_rms",
+               "--no-splitting", "--no-progress", "--json", str(out)])  # fmt: skip
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "post-RMS norm" in text and "P(collapse)" in text
+    assert json.loads(out.read_text())["settings"]["norm"] == "post_rms"

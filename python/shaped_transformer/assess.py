@@ -16,6 +16,14 @@ The answer puts together what the library already computes (docs/assess.md):
   or are reported as unresolved;
 * **a verdict** at ``level``, by one rule for every estimate (:func:`verdict`).
 
+A ``norm`` placement (docs/norms.md) is run on both sides: the exact chain covers
+the RMS placements; LayerNorm, which it does not cover, runs through the law
+sampler (exact in law at the given width, cost ~ width^2 per sample).  A
+normalized network cannot blow up (post-norm keeps diag V = 1, pre-norm keeps the
+token scales within O(width^-1/2) of 1; docs/norms.md section 8): P(blow-up) is
+still estimated, by plain Monte Carlo on both sides alike, and reads 0 with its
+interval; splitting is not run for either side (it has no levels to climb).
+
 Events, the same for network and SDE:
 
 * **blow-up**: the library's stopping rule, max diag V > ``blowup`` (default 1e4)
@@ -51,7 +59,7 @@ from ._validate import (
     derived_seed,
 )
 
-__all__ = ["BLOCKS", "COLLAPSE_EPS", "Assessment", "Estimate", "assess", "collapsed", "verdict"]
+__all__ = ["BLOCKS", "COLLAPSE_EPS", "NORMS", "Assessment", "Estimate", "assess", "collapsed", "verdict"]
 
 #: The default collapse threshold: a sample has collapsed when its mean token
 #: correlation exceeds 1 - COLLAPSE_EPS (docs/assess.md, "Collapse").
@@ -64,6 +72,15 @@ BLOCKS: dict[str, str] = {
     "shaped_attention": "shaped attention only",
     "standard_transformer": "softmax attention + ReLU MLP",
     "standard_attention": "softmax attention only",
+}
+
+#: The norm placements ``assess`` takes (docs/norms.md) and how the printout names them.
+NORMS: dict[str, str] = {
+    "none": "no norm",
+    "pre_rms": "pre-RMS norm",
+    "post_rms": "post-RMS norm",
+    "pre_layer": "pre-LayerNorm",
+    "post_layer": "post-LayerNorm",
 }
 
 Verdict = Literal["safe", "unsafe", "undecided"]
@@ -363,7 +380,7 @@ class Assessment:
             (f"tau0 {s['tau0']:g}, " if shaped else "")
             + f"gamma {s['gamma']:g}, "
             + ("causal" if s["causal"] else "bidirectional")
-            + ", no norm"
+            + f", {NORMS[s['norm']]}"
         )
         lines = [
             head,
@@ -377,7 +394,7 @@ class Assessment:
     def _table_lines(self) -> list[str]:
         """Network, SDE and their gap, event by event."""
         s = self.settings
-        net = f"network (exact chain, n = {s['width']})"
+        net = f"network ({s['network_method']}, n = {s['width']})"
         sde = f"SDE (Euler, dt = {s['sde_dt']:.3g})" if self.sde_blowup is not None else "SDE"
         rows: list[tuple[str, str, str, str]] = [("", net, sde, "gap (network - SDE)")]
 
@@ -510,16 +527,19 @@ def _check_input(tokens, rho0, X0, V0, width: int) -> tuple[int, np.ndarray, str
     return m, V, what
 
 
-def _network(block: str, heads: int, tau0: float, gamma: float, causal: bool):
+def _network(block: str, heads: int, tau0: float, gamma: float, causal: bool, norm: str):
+    """The network of a block kind, every block with the norm placement ``norm``."""
     from ._blocks import Network, ReluMLP, ShapedAttention, ShapedMLP, StandardAttention
 
+    nm = None if norm == "none" else norm
     if block == "shaped_attention":
-        return Network([ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal)])
+        return Network([ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal, norm=nm)])
     if block == "shaped_transformer":
-        return Network([ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal), ShapedMLP(gamma=gamma)])
+        att = ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal, norm=nm)
+        return Network([att, ShapedMLP(gamma=gamma, norm=nm)])
     if block == "standard_attention":
-        return Network([StandardAttention(heads=heads, gamma=gamma)])
-    return Network([StandardAttention(heads=heads, gamma=gamma), ReluMLP(gamma=gamma)])
+        return Network([StandardAttention(heads=heads, gamma=gamma, norm=nm)])
+    return Network([StandardAttention(heads=heads, gamma=gamma, norm=nm), ReluMLP(gamma=gamma, norm=nm)])
 
 
 def _chunks(total: int, m: int) -> Iterator[tuple[int, int]]:
@@ -555,6 +575,7 @@ class _Plan:
     tau0: float
     gamma: float
     causal: bool
+    norm: str
     samples: int
     level: float
     confidence: float
@@ -579,16 +600,35 @@ class _Plan:
 
     @property
     def has_sde(self) -> bool:
-        """Shaped heads with alpha = 1 and the shaped MLP have an SDE limit."""
-        return self.block.startswith("shaped")
+        """Whether the library's SDE covers the network (the core's answer:
+        shaped heads with alpha = 1 and the shaped MLP, with their norm)."""
+        return bool(self.net.has_sde)
 
     @property
     def runs_sde(self) -> bool:
         return self.sde and self.has_sde
 
     @property
+    def normalized(self) -> bool:
+        return self.norm != "none"
+
+    @property
+    def runs_splitting(self) -> bool:
+        """Splitting runs (where plain Monte Carlo saw too few blow-ups) for
+        networks with an SDE limit and no norm: a normalized network cannot blow
+        up, so splitting has no levels to climb; the rule is the same for the
+        network and the SDE."""
+        return self.splitting and self.has_sde and not self.normalized
+
+    @property
+    def network_method(self) -> str:
+        """How the network runs at its width: the exact chain where it covers the
+        network, else the law sampler (LayerNorm; both exact in law)."""
+        return "exact chain" if self.net.exact_refusal is None else "law sampler"
+
+    @property
     def stages(self) -> int:
-        return 1 + int(self.runs_sde) + 2 * int(self.splitting and self.has_sde)
+        return 1 + int(self.runs_sde) + 2 * int(self.runs_splitting)
 
     def settings(self) -> dict[str, Any]:
         """The configuration as :class:`Assessment` keeps and prints it."""
@@ -602,7 +642,8 @@ class _Plan:
             "gamma": self.gamma,
             "block": self.block,
             "causal": self.causal,
-            "norm": None,
+            "norm": self.norm,
+            "network_method": self.network_method,
             "input": self.input_what,
             "V0": self.V0,
             "blowup": self.blowup,
@@ -613,8 +654,10 @@ class _Plan:
             "seed": self.seed,
             "threads": self.threads,
         }
-        if not self.has_sde:
+        if not self.block.startswith("shaped"):
             s["sde_absent"] = "no SDE limit"
+        elif not self.has_sde:
+            s["sde_absent"] = "not covered"
         elif not self.sde:
             s["sde_absent"] = "not run"
         return s
@@ -657,11 +700,10 @@ def _check_model(width, depth, heads, tokens, tau0, gamma, block, causal, norm, 
     _check_flag("causal", causal)
     if causal and not shaped:
         raise ValueError(f"causal: only shaped heads can be causal (block={block!r})")
-    if norm is not None and norm != "none":
-        raise ValueError(
-            f"norm={norm!r}: norm placement is not supported by assess yet (the exact chain and the SDE with "
-            "pre/post norms are planned); use norm=None"
-        )
+    if norm is None:
+        norm = "none"
+    elif not isinstance(norm, str) or norm not in NORMS:
+        raise ValueError(f"norm must be None or one of {tuple(NORMS)}, got {norm!r}")
     m, V, input_what = _check_input(tokens, rho0, X0, V0, width)
     if width < m:
         raise ValueError(f"width={width} must be >= tokens={m} (the token Gram matrix has rank at most width)")
@@ -676,6 +718,7 @@ def _check_model(width, depth, heads, tokens, tau0, gamma, block, causal, norm, 
         tau0=tau0,
         gamma=gamma,
         causal=bool(causal),
+        norm=norm,
     )
 
 
@@ -744,7 +787,7 @@ def _plan(arguments: dict[str, Any]) -> _Plan:
     run = dict(arguments)
     model = _check_model(**{k: run.pop(k) for k in _MODEL_ARGUMENTS})
     run = _check_run(model["depth"] / model["width"], model["V0"], **run)
-    net = _network(model["block"], model["heads"], model["tau0"], model["gamma"], model["causal"])
+    net = _network(model["block"], model["heads"], model["tau0"], model["gamma"], model["causal"], model["norm"])
     return _Plan(**model, **run, net=net)
 
 
@@ -813,8 +856,13 @@ def assess(
         heads; no SDE, no splitting).
     causal : bool, default False
         Causal shaped heads (docs/causal.md).
-    norm : None
-        None only, for now; norm placement (pre/post RMS norm) is planned.
+    norm : str, optional
+        The per-token norm of every block (docs/norms.md): None (or "none"),
+        "pre_rms", "post_rms", "pre_layer" or "post_layer".  The exact chain runs
+        the RMS placements; LayerNorm runs through the law sampler (exact in law,
+        cost ~ width^2 per sample).  A normalized network cannot blow up:
+        P(blow-up) is still estimated by plain Monte Carlo on both sides and
+        splitting is not run; collapse is the informative event.
     rho0 : float, optional
         An equicorrelated input Gram matrix with unit diagonal and correlation
         rho0 (default 0.3 when neither X0 nor V0 is given).
@@ -871,10 +919,10 @@ def assess(
     timings: dict[str, float] = {}
     with _bar(plan.stages, progress) as bar, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        network = _timed(bar, timings, "exact chain", lambda: _network_stage(plan))
+        network = _timed(bar, timings, plan.network_method, lambda: _network_stage(plan))
         sde_run = _timed(bar, timings, "SDE", lambda: _sde_stage(plan)) if plan.runs_sde else None
         blow_spl = sde_spl = None
-        if plan.splitting and plan.has_sde:
+        if plan.runs_splitting:
             if _too_few(network, plan):
                 blow_spl = _timed(
                     bar, timings, "splitting (exact chain)", lambda: _network_splitting(plan, timings["exact chain"])
@@ -925,6 +973,29 @@ def _notes(
     for e in (blow_spl, sde_spl):
         if e is not None and e.unresolved:
             notes.append(f"{e.method}: {e.note}; the plain Monte Carlo interval is used")
+    notes.extend(_norm_notes(plan))
+    return notes
+
+
+def _norm_notes(plan: _Plan) -> list[str]:
+    """What a norm placement changes: the law sampler for LayerNorm, no splitting,
+    and the SDE's reason when it does not cover the network."""
+    if not plan.normalized:
+        return []
+    notes = []
+    if plan.network_method == "law sampler":
+        notes.append(
+            f"{NORMS[plan.norm]}: the exact chain does not cover it ({plan.net.exact_refusal}); the network runs "
+            "through the law sampler (exact in law at this width, cost ~ width^2 per sample)"
+        )
+    if plan.splitting:
+        notes.append(
+            "splitting not run (network and SDE alike): a normalized network cannot blow up (post-norm keeps "
+            "diag V = 1, pre-norm keeps the token scales near 1; docs/norms.md section 8), so P(blow-up) is plain "
+            "Monte Carlo's on both sides and collapse is the informative event"
+        )
+    if plan.sde and plan.block.startswith("shaped") and not plan.has_sde:
+        notes.append(f"SDE not run: {plan.net.sde_refusal}")
     return notes
 
 
@@ -945,7 +1016,9 @@ def _conclude(
     sde_blow = None if sde_run is None else sde_run.blowup
     sde_coll = None if sde_run is None else sde_run.collapse
     if blow is blow_mc:
-        failure = _mc("exact chain", int(blow_mc.events or 0) + int(coll.events or 0), plan.samples, plan.confidence)
+        failure = _mc(
+            plan.network_method, int(blow_mc.events or 0) + int(coll.events or 0), plan.samples, plan.confidence
+        )
     else:  # the events are disjoint: P(either) = P(blow-up) + P(collapse); the union of the intervals
         failure = Estimate(
             blow.p + coll.p, max(blow.low, coll.low), min(1.0, blow.high + coll.high), "splitting + exact chain"
@@ -994,11 +1067,13 @@ class _Events:
 def _network_stage(plan: _Plan) -> _Events:
     """Plain Monte Carlo of the exact chain at the given width."""
 
+    method = "exact" if plan.network_method == "exact chain" else "law"
+
     def run(count: int, seed: int) -> tuple[np.ndarray, int]:
         return _simulate(plan.net, plan.V0, plan.width, plan.depth, count, seed, plan.threads, plan.blowup,
-                         plan.progress)  # fmt: skip
+                         plan.progress, method)  # fmt: skip
 
-    return _plain_monte_carlo(plan, "exact chain", run, plan.samples, 0, quantiles=True)
+    return _plain_monte_carlo(plan, plan.network_method, run, plan.samples, 0, quantiles=True)
 
 
 def _sde_stage(plan: _Plan) -> _Events:
@@ -1086,7 +1161,9 @@ def _run_chunks(
     return np.concatenate(finals), blown
 
 
-def _simulate(net, V0, width, depth, samples, seed, threads, blowup, progress) -> tuple[np.ndarray, int]:
+def _simulate(
+    net, V0, width, depth, samples, seed, threads, blowup, progress, method: str = "exact"
+) -> tuple[np.ndarray, int]:
     from .simulate import simulate
 
     r = simulate(
@@ -1095,7 +1172,7 @@ def _simulate(net, V0, width, depth, samples, seed, threads, blowup, progress) -
         width=width,
         depth=depth,
         samples=samples,
-        method="exact",
+        method=method,
         seed=seed,
         threads=threads,
         save_at=np.array([depth]),

@@ -141,7 +141,12 @@ def _add_check(sub) -> None:
         help="layer kind (default: shaped_transformer = shaped attention + shaped MLP)",
     )
     c.add_argument("--causal", action="store_true", help="causal shaped heads")
-    c.add_argument("--norm", default=None, help="norm placement (only none for now)")
+    c.add_argument(
+        "--norm",
+        default=None,
+        help="per-token norm of every block: none (default), pre_rms, post_rms, pre_layer or post_layer "
+        "(docs/norms.md; LayerNorm runs through the law sampler)",
+    )
     inp = c.add_mutually_exclusive_group()
     inp.add_argument("--rho0", type=float, default=None, help="input: equicorrelated tokens (default: 0.3)")
     inp.add_argument(
