@@ -77,6 +77,9 @@ DEFAULT_STUDY: dict[str, dict[str, Any]] = {
         "c_plus": 0.0,
         "c_minus": -1.0,
         "causal": False,
+        # Per-token norm of both blocks (docs/norms.md): "none", "pre_rms" or "post_rms".
+        # LayerNorm is refused: the exact chain, which runs the network side, does not cover it.
+        "norm": "none",
     },
     # The network side: the exact covariance chain (exact in law at any width).
     # Its attention step costs O(H m^3), but the MLP step draws the m x n
@@ -130,6 +133,9 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+#: The norm placements of [network] and [sde_network] (docs/norms.md).
+_NORMS = ("none", "pre_rms", "post_rms", "pre_layer", "post_layer")
+
 _NETWORK_KEYS = {
     "blocks": str,
     "heads": int,
@@ -138,6 +144,7 @@ _NETWORK_KEYS = {
     "c_plus": float,
     "c_minus": float,
     "causal": bool,
+    "norm": str,
 }
 _TYPES: dict[str, dict[str, type]] = {
     "study": {
@@ -162,6 +169,8 @@ _TYPES: dict[str, dict[str, type]] = {
 _CHOICES = {
     ("network", "blocks"): ("transformer", "attention", "mlp"),
     ("sde_network", "blocks"): ("transformer", "attention", "mlp"),
+    ("network", "norm"): _NORMS,
+    ("sde_network", "norm"): _NORMS,
     ("explicit", "method"): ("explicit", "law"),
     ("sde", "scheme"): ("euler", "tamed_euler", "exact_chain"),
     ("sde", "psd"): ("clip", "none"),
@@ -293,12 +302,22 @@ def _check_networks(cfg: dict) -> None:
     and the SDE side must have an SDE limit, so a bad value is refused naming the
     table or key that set it."""
     for table in ("network", "sde_network"):
+        norm = _network_params(cfg, table)["norm"]
+        if norm in ("pre_layer", "post_layer"):
+            raise ValueError(
+                f"{table}.norm = {norm!r}: the report runs its networks on the exact chain, which does not cover "
+                "LayerNorm on the shaped blocks (docs/norms.md section 6); LayerNorm has the limit of the RMS "
+                "placement (docs/norms.md section 4): study 'pre_rms' or 'post_rms', or run a LayerNorm network "
+                "with simulate(method='law')"
+            )
         try:
             net = _study_network(_network_params(cfg, table))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"[{table}]: {exc}") from None
         if (table == "sde_network" or not cfg["sde_network"]) and not net.has_sde:
-            raise ValueError(f"[{table}]: the network has no covariance SDE limit (docs/model.md section 5)")
+            reason = net.sde_refusal or "the network has no covariance SDE limit (docs/model.md section 5)"
+            key = f"{table}.norm" if norm != "none" else f"[{table}]"
+            raise ValueError(f"{key}: {reason}")
     for name in ("tau0", "gamma", "heads"):
         for v in cfg["effects"][name]:
             try:
@@ -319,8 +338,9 @@ def _study_network(p: Mapping[str, Any]) -> Network:
     """The studied network from a [network] table."""
     from ._blocks import Network, ShapedAttention, ShapedMLP
 
-    att = ShapedAttention(heads=p["heads"], tau0=p["tau0"], gamma=p["gamma"], causal=p["causal"])
-    mlp = ShapedMLP(c_plus=p["c_plus"], c_minus=p["c_minus"], gamma=p["gamma"])
+    norm = None if p["norm"] == "none" else p["norm"]
+    att = ShapedAttention(heads=p["heads"], tau0=p["tau0"], gamma=p["gamma"], causal=p["causal"], norm=norm)
+    mlp = ShapedMLP(c_plus=p["c_plus"], c_minus=p["c_minus"], gamma=p["gamma"], norm=norm)
     layouts: dict[str, list[Block]] = {"transformer": [att, mlp], "attention": [att], "mlp": [mlp]}
     return Network(layouts[p["blocks"]])
 
@@ -1512,4 +1532,7 @@ def _describe_network(p: Mapping[str, Any]) -> str:
         f"gamma = {p['gamma']:g})"
     )
     mlp = f"shaped MLP (c+ = {p['c_plus']:g}, c- = {p['c_minus']:g}, gamma = {p['gamma']:g})"
-    return {"transformer": f"{att} followed by a {mlp}", "attention": att, "mlp": mlp}[p["blocks"]]
+    layer = {"transformer": f"{att} followed by a {mlp}", "attention": att, "mlp": mlp}[p["blocks"]]
+    norm = {"none": "", "pre_rms": "pre-RMS", "post_rms": "post-RMS", "pre_layer": "pre-LayerNorm",
+            "post_layer": "post-LayerNorm"}[p["norm"]]  # fmt: skip
+    return layer if not norm else f"{layer}, every block with a {norm} norm (docs/norms.md)"
