@@ -24,7 +24,7 @@ from shaped_transformer._blocks import make_network
 from shaped_transformer._core_loader import core
 from shaped_transformer.inputs import equicorrelated
 from shaped_transformer.sde import solve_sde
-from shaped_transformer.simulate import BlowUpWarning
+from shaped_transformer.simulate import BlowUpWarning, simulate
 from shaped_transformer.splitting import ams_blowup, ams_repeat
 
 BLOWUP = 1e4
@@ -316,6 +316,11 @@ def test_atlas_config_validation():
     with pytest.raises(ValueError, match="block"):
         atlas_config(config={"grid": {"blocks": ["relu_mlp"]}})
     assert main(["atlas", "--workers", "0"]) == 2
+    for bad in ("pre_layer", "mid_rms"):
+        with pytest.raises(ValueError, match="grid.norm"):
+            atlas_config(config={"grid": {"norm": ["none", bad]}})
+    with pytest.raises(ValueError, match="reference.norm"):
+        atlas_config(config={"reference": {"norm": "post_layer"}})
 
 
 @pytest.mark.parametrize("method", ["sde", "exact"])
@@ -395,6 +400,44 @@ def test_atlas_studies_causal_heads(tmp_path):
     assert data["config"]["study"]["causal"] is True
     assert data["points"] and all(p["causal"] for p in data["points"])
     assert {p["method"] for p in data["points"]} == {"sde", "exact"}
+
+
+def test_atlas_norm_axis(tmp_path):
+    """grid.norm adds the norm placements to the grid, SDE and network alike: a
+    normalized point runs its own network (the counts are simulate's at the
+    point's seed), reads no blow-up, runs no splitting even where plain Monte
+    Carlo saw fewer blow-ups than splitting.below, and counts collapse by the
+    rule of st.assess.  Where the library's SDE does not cover a placement, the
+    configuration is refused naming grid.norm."""
+    from shaped_transformer.assess import collapsed
+    from shaped_transformer.atlas import atlas_config, atlas_point, run_atlas
+
+    # One point, directly: the exact chain of the pre-RMS network at the point's seed.
+    kw = dict(block="shaped_transformer", m=4, T=1.0, width=32, samples=40, seed=3, ams_particles=20, ams_repeats=2)
+    p = atlas_point(method="exact", norm="pre_rms", **kw)
+    r = simulate(make_network("shaped_transformer", norm="pre_rms"), V0=equicorrelated(4, 0.3), width=32, depth=32,
+                    samples=40, method="exact", seed=3, save_at=np.array([0, 32]), progress=False)  # fmt: skip
+    assert p["blown"] == 0 == int(r.exploded.sum()) and "ams_runs" not in p
+    assert p["collapsed"] == int(collapsed(r.V[:, -1]).sum())
+    net = make_network("shaped_transformer", norm="post_rms")
+    config = {
+        "rare": {"repeats": 0},
+        "collapse": {"samples": 0},
+        "grid": {"blocks": ["shaped_transformer"], "tau0": [1.0], "gamma": [0.5], "heads": [1],
+                 "norm": ["none", "post_rms"]},
+    }  # fmt: skip
+    if not net.has_sde:
+        with pytest.raises(ValueError, match="grid.norm"):
+            atlas_config("tiny", config)
+        return
+    data = run_atlas(tmp_path / "atlas", size="tiny", progress=False, config=config)
+    rows = data["points"]
+    assert {(r["norm"], r["method"]) for r in rows} == {(n, m) for n in ("none", "post_rms") for m in ("sde", "exact")}
+    for r in rows:
+        if r["norm"] == "post_rms":
+            assert r["blown"] == 0 and r["ams_runs"] is None and r["p_collapsed"] == r["collapsed"] / r["samples"]
+    assert (tmp_path / "atlas" / "heatmap_shaped_transformer_post_rms.png").is_file()
+    assert "**Normalized points**" in (tmp_path / "atlas" / "atlas.md").read_text()
 
 
 # ---------------------------------------------------------------------------

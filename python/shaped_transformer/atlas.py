@@ -5,8 +5,9 @@ One stopping rule for networks and the SDE alike: a sample (path) stops the firs
 time max diag V exceeds ``blowup`` (default 1e4) or turns non-finite.  The atlas
 estimates P(blow-up by t) with 95% Clopper-Pearson intervals
 
-* over a grid of tau0, gamma and heads, for the attention block, the shaped MLP
-  block and the shaped Transformer layer (attention + MLP);
+* over a grid of tau0, gamma, heads and norm placement (none, pre-RMS, post-RMS;
+  docs/norms.md), for the attention block, the shaped MLP block and the shaped
+  Transformer layer (attention + MLP);
 * for the SDE (Euler-Maruyama; tamed Euler bounds the drift increment and so
   suppresses blow-ups, see docs/atlas.md) and for networks of several widths (the
   exact chain, exact in law at any width, depth = T * width);
@@ -16,6 +17,13 @@ estimates P(blow-up by t) with 95% Clopper-Pearson intervals
   the splitting runs did not resolve the probability;
 * and at one "rare" point by repeated splitting runs (the probability far below
   what plain Monte Carlo reaches, with its interval and relative error).
+
+A normalized network cannot blow up (post-norm keeps diag V = 1, pre-norm keeps
+the token scales near 1; docs/norms.md section 8): its points are run by the same
+rule, read P(blow-up) = 0 with the plain Monte Carlo interval, and run no
+splitting (network and SDE alike).  Every point also counts collapse (mean token
+correlation above 1 - COLLAPSE_EPS at T, :func:`shaped_transformer.assess.collapsed`),
+the informative event of a normalized network.
 
 One verdict rule for every point and method (:func:`shaped_transformer.analysis.verdict`):
 safe when the point's interval lies below ``study.level``, unsafe when above,
@@ -57,6 +65,11 @@ __all__ = ["DEFAULT_ATLAS", "ATLAS_SIZES", "BLOCKS", "atlas_config", "atlas_poin
 
 BLOCKS = ("shaped_attention", "shaped_mlp", "shaped_transformer")
 
+#: The norm placements of the grid (docs/norms.md).  LayerNorm is not among them:
+#: the exact chain, which runs the atlas's networks, does not cover it (its limit is
+#: the RMS placement's, docs/norms.md section 4).
+NORMS = ("none", "pre_rms", "post_rms")
+
 DEFAULT_ATLAS: dict[str, dict[str, Any]] = {
     "study": {
         "m": 8,
@@ -70,9 +83,16 @@ DEFAULT_ATLAS: dict[str, dict[str, Any]] = {
         "causal": False,  # causal shaped heads (docs/causal.md) instead of bidirectional ones
     },
     # The grid; the shaped MLP has no tau0 or heads (its points are run once).
-    "grid": {"blocks": list(BLOCKS), "tau0": [0.5, 1.0, 2.0], "gamma": [0.3, 0.5, 0.7], "heads": [1, 4]},
+    # norm: per-token norm placements of every block ("none", "pre_rms", "post_rms").
+    "grid": {
+        "blocks": list(BLOCKS),
+        "tau0": [0.5, 1.0, 2.0],
+        "gamma": [0.3, 0.5, 0.7],
+        "heads": [1, 4],
+        "norm": ["none"],
+    },
     # The point of the curve, width and blow-up-time figures.
-    "reference": {"block": "shaped_transformer", "tau0": 1.0, "gamma": 0.5, "heads": 1},
+    "reference": {"block": "shaped_transformer", "tau0": 1.0, "gamma": 0.5, "heads": 1, "norm": "none"},
     "sde": {"samples": 2000, "dt": 1e-3, "scheme": "euler"},
     # Splitting runs (adaptive multilevel splitting) at every point, SDE or network,
     # where plain Monte Carlo saw fewer than `below` blow-ups (particles = 0: off);
@@ -151,8 +171,8 @@ _TYPES: dict[str, dict[str, type]] = {
         "confidence": float,
         "causal": bool,
     },
-    "grid": {"blocks": list, "tau0": list, "gamma": list, "heads": list},
-    "reference": {"block": str, "tau0": float, "gamma": float, "heads": int},
+    "grid": {"blocks": list, "tau0": list, "gamma": list, "heads": list, "norm": list},
+    "reference": {"block": str, "tau0": float, "gamma": float, "heads": int, "norm": str},
     "sde": {"samples": int, "dt": float, "scheme": str},
     "splitting": {"particles": int, "repeats": int, "below": int},
     "network": {"widths": list, "samples": int, "reference_widths": list, "reference_samples": int},
@@ -225,6 +245,7 @@ def _check(cfg: dict) -> None:
     for v in cfg["grid"]["heads"]:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"grid.heads must be a list of integers >= 1, got {v!r}")
+    _check_norms(cfg)
     for k in ("widths", "reference_widths"):
         for w in cfg["network"][k]:
             if isinstance(w, bool) or not isinstance(w, int) or w < s["m"]:
@@ -260,6 +281,29 @@ def _check(cfg: dict) -> None:
         raise ValueError("rare.repeats and rare.particles must be >= 2 (or repeats = 0 to skip)")
 
 
+def _check_norms(cfg: dict) -> None:
+    """grid.norm and reference.norm: placements of :data:`NORMS` whose SDE the
+    library covers for every block of the grid (the core's reason otherwise)."""
+    from ._blocks import make_network
+
+    for key, values in (("grid.norm", cfg["grid"]["norm"]), ("reference.norm", [cfg["reference"]["norm"]])):
+        for v in values:
+            if v in ("pre_layer", "post_layer"):
+                raise ValueError(
+                    f"{key}: {v!r} is not in the atlas: its networks run on the exact chain, which does not cover "
+                    "LayerNorm on the shaped blocks (docs/norms.md section 6); its limit is the RMS placement's "
+                    f"(docs/norms.md section 4). Allowed: {list(NORMS)}"
+                )
+            if not isinstance(v, str) or v not in NORMS:
+                raise ValueError(f"{key} must be a list of {list(NORMS)}, got {v!r}")
+            if v == "none":
+                continue
+            for b in dict.fromkeys(cfg["grid"]["blocks"] + [cfg["reference"]["block"]]):
+                net = make_network(b, norm=v)
+                if not net.has_sde:
+                    raise ValueError(f"{key} = {v!r}: {net.sde_refusal}")
+
+
 # ---------------------------------------------------------------------------
 # One point (module level: picklable for any executor)
 # ---------------------------------------------------------------------------
@@ -287,6 +331,7 @@ def atlas_point(
     threads: int | None = 1,
     collapse: bool = False,
     causal: bool = False,
+    norm: str = "none",
 ) -> dict:
     """P(blow-up by T) of one configuration by plain Monte Carlo, and by splitting where that saw few blow-ups.
 
@@ -332,14 +377,18 @@ def atlas_point(
         Only tags the points of the scaling test.
     causal : bool, default False
         Causal shaped heads (docs/causal.md).
+    norm : {"none", "pre_rms", "post_rms"}, default "none"
+        The per-token norm of every block (docs/norms.md).  A normalized network
+        cannot blow up: no splitting runs for it (SDE or network alike).
 
     Returns
     -------
     dict
-        "samples", "blown" and "blowup_times" (sorted; time = layer / width for
-        networks); with splitting runs also "ams_runs" (their estimates),
-        "ams_status" (only "resolved" runs estimate P), "ams_log10_weight" and
-        "ams_particles".
+        "samples", "blown", "blowup_times" (sorted; time = layer / width for
+        networks) and "collapsed" (samples that did not blow up and whose mean
+        token correlation at T exceeds 1 - COLLAPSE_EPS); with splitting runs also
+        "ams_runs" (their estimates), "ams_status" (only "resolved" runs estimate
+        P), "ams_log10_weight" and "ams_particles".
 
     Raises
     ------
@@ -347,9 +396,10 @@ def atlas_point(
         For an unknown method, or method "exact" without a width.
     """
     from ._blocks import make_network
+    from .assess import collapsed
     from .inputs import equicorrelated
 
-    net = make_network(block, heads=heads, tau0=tau0, gamma=gamma, causal=causal)
+    net = make_network(block, heads=heads, tau0=tau0, gamma=gamma, causal=causal, norm=None if norm == "none" else norm)
     V0 = equicorrelated(m, rho0)
     if method not in ("sde", "exact"):
         raise ValueError(f"method must be 'sde' or 'exact', got {method!r}")
@@ -373,8 +423,14 @@ def atlas_point(
                            save_at=np.array([0, depth]), progress=False, **common)  # fmt: skip
             splitting = dict(T=depth / width, dt=1.0 / width, scheme="exact_chain")
     times = np.sort(res.exploded_at[np.isfinite(res.exploded_at)])
-    out: dict[str, Any] = {"samples": int(samples), "blown": int(times.size), "blowup_times": times.tolist()}
-    if ams_particles > 0 and times.size < ams_below and splitting["T"] > 0:
+    out: dict[str, Any] = {
+        "samples": int(samples),
+        "blown": int(times.size),
+        "blowup_times": times.tolist(),
+        "collapsed": int(np.sum(collapsed(res.V[:, -1]))),
+    }
+    # A normalized network cannot blow up: splitting has no levels to climb (same rule for SDE and network).
+    if ams_particles > 0 and times.size < ams_below and splitting["T"] > 0 and norm == "none":
         out.update(_splitting_runs(net, common, splitting, ams_particles, ams_repeats))
     return out
 
@@ -424,21 +480,26 @@ def _points(cfg: dict) -> list[dict]:
             pts.append(p)
 
     def configs():
-        for block in g["blocks"]:
-            for tau0 in g["tau0"]:
-                for gamma in g["gamma"]:
-                    for heads in g["heads"]:
-                        if block == "shaped_mlp":  # no tau0, no heads
-                            yield {"block": block, "tau0": 1.0, "gamma": float(gamma), "heads": 1}
-                        else:
-                            yield {"block": block, "tau0": float(tau0), "gamma": float(gamma), "heads": int(heads)}
+        for norm in g["norm"]:
+            for block in g["blocks"]:
+                for tau0 in g["tau0"]:
+                    for gamma in g["gamma"]:
+                        for heads in g["heads"]:
+                            if block == "shaped_mlp":  # no tau0, no heads
+                                c = {"block": block, "tau0": 1.0, "gamma": float(gamma), "heads": 1}
+                            else:
+                                c = {"block": block, "tau0": float(tau0), "gamma": float(gamma), "heads": int(heads)}
+                            yield _with_norm(c, norm)
 
     ams_kw = {"ams_particles": sp["particles"], "ams_repeats": sp["repeats"], "ams_below": sp["below"]}
     sde_kw = {"method": "sde", "dt": sd["dt"], "scheme": sd["scheme"], "samples": sd["samples"], **ams_kw}
     ref = dict(cfg["reference"])
     if ref["block"] == "shaped_mlp":
         ref.update(tau0=1.0, heads=1)
-    ref = {"block": ref["block"], "tau0": float(ref["tau0"]), "gamma": float(ref["gamma"]), "heads": int(ref["heads"])}
+    ref = _with_norm(
+        {"block": ref["block"], "tau0": float(ref["tau0"]), "gamma": float(ref["gamma"]), "heads": int(ref["heads"])},
+        ref["norm"],
+    )
     for c in [ref, *configs()]:
         add({**common, **c, **sde_kw})
     for c in configs():
@@ -472,6 +533,12 @@ def _points(cfg: dict) -> list[dict]:
     return pts
 
 
+def _with_norm(point: dict, norm: str) -> dict:
+    """A point's parameters with its norm; "none" is left out, so that the points
+    of an atlas without norms keep the parameters (and files) they had."""
+    return point if norm == "none" else {**point, "norm": norm}
+
+
 def _row(params: Mapping, result: Mapping, confidence: float, level: float) -> dict:
     """One row of the points table: plain Monte Carlo with its Clopper-Pearson
     interval, the splitting runs (if any) with their t interval or "unresolved",
@@ -486,6 +553,7 @@ def _row(params: Mapping, result: Mapping, confidence: float, level: float) -> d
         "heads": params["heads"],
         "tau0": params["tau0"],
         "gamma": params["gamma"],
+        "norm": params.get("norm", "none"),
         "causal": bool(params.get("causal", False)),
         "method": params["method"],
         "width": params.get("width"),
@@ -516,6 +584,11 @@ def _row(params: Mapping, result: Mapping, confidence: float, level: float) -> d
             iv = an.runs_interval(runs, level=confidence)
             row.update(p_ams=iv.value, ams_ci_low=iv.low, ams_ci_high=iv.high, ams="resolved")
             best = iv
+    if result.get("collapsed") is not None:  # atlases written before collapse was counted have none
+        ci = an.binomial_interval(int(result["collapsed"]), n, level=confidence, method="exact")
+        row.update(
+            collapsed=int(result["collapsed"]), p_collapsed=ci.value, collapsed_low=ci.low, collapsed_high=ci.high
+        )
     row.update(
         p_best=best.value,
         best_low=best.low,
@@ -676,7 +749,7 @@ def _curve_rows(cfg: dict, rows: list[dict], raw: list[dict]) -> list[dict]:
         for t, pk, lo, hi in zip(tgrid, p, los, his):
             k = int(round(pk * n))
             curves.append(
-                {k2: row[k2] for k2 in ("block", "heads", "tau0", "gamma", "method", "width")}
+                {k2: row[k2] for k2 in ("block", "heads", "tau0", "gamma", "norm", "method", "width")}
                 | {"t": float(t), "blown": k, "samples": n, "p": k / n, "ci_low": float(lo), "ci_high": float(hi)}
             )
     return curves
@@ -798,6 +871,8 @@ def _fmt(v) -> str:
 def _markdown(
     cfg: dict, size: str, rows: list[dict], rare: dict | None, figures: list[str], collapse: Sequence[dict] = ()
 ) -> str:
+    from .assess import COLLAPSE_EPS
+
     s = cfg["study"]
     conf = f"{100 * s['confidence']:g}%"
     lines = [
@@ -838,9 +913,18 @@ def _markdown(
         ]
         lines += ["| " + " | ".join(_fmt(r.get(k)) for k in cc) + " |" for r in collapse]
         lines.append("")
+    if any(r["norm"] != "none" for r in rows):
+        lines += [
+            "**Normalized points** (column `norm`; docs/norms.md): a normalized network cannot blow up (post-norm "
+            "keeps diag V = 1, pre-norm keeps the token scales near 1), so their P(blow-up) reads 0 with its plain "
+            "Monte Carlo interval and no splitting runs for them, SDE and network alike. Collapse (columns "
+            f"`collapsed`, `p_collapsed` with its {conf} interval: mean token correlation above "
+            f"{1 - COLLAPSE_EPS:g} at T) is their informative event.",
+            "",
+        ]
     cols = (
-        "block heads tau0 gamma method width samples blown p ci_low ci_high ams p_ams ams_ci_low ams_ci_high interval "
-        "verdict"
+        "block heads tau0 gamma norm method width samples blown p ci_low ci_high ams p_ams ams_ci_low ams_ci_high "
+        "interval verdict collapsed p_collapsed collapsed_low collapsed_high"
     ).split()
     lines += ["## All points", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:

@@ -478,7 +478,8 @@ def _legend(ax: Any, **kw: Any) -> None:
 
 
 def _select(rows: Sequence[Mapping], **kw: Any) -> list:
-    return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
+    """The rows whose fields equal ``kw`` (a row without a norm has none)."""
+    return [r for r in rows if all({"norm": "none", **r}.get(k) == v for k, v in kw.items())]
 
 
 def _reference_point(cfg: Mapping) -> dict:
@@ -490,6 +491,7 @@ def _reference_point(cfg: Mapping) -> dict:
         "tau0": 1.0 if mlp else float(ref["tau0"]),
         "gamma": float(ref["gamma"]),
         "heads": 1 if mlp else int(ref["heads"]),
+        "norm": ref.get("norm", "none"),
     }
 
 
@@ -498,7 +500,8 @@ def _raw_for(raw: Sequence[Mapping], **kw: Any) -> list:
     (more samples) win."""
     best: dict = {}
     for x in raw:
-        if x["params"].get("collapse") or not all(x["params"].get(k) == v for k, v in kw.items()):
+        params = {"norm": "none", **x["params"]}  # the atlas leaves norm "none" out of a point's parameters
+        if params.get("collapse") or not all(params.get(k) == v for k, v in kw.items()):
             continue
         key = (x["params"]["method"], x["params"].get("width"))
         if key not in best or x["result"]["samples"] > best[key]["result"]["samples"]:
@@ -610,7 +613,7 @@ def atlas_width_figure(cfg: Mapping, rows: Sequence[Mapping]):
     return fig
 
 
-def atlas_heatmap_figure(cfg: Mapping, rows: Sequence[Mapping], block: str):
+def atlas_heatmap_figure(cfg: Mapping, rows: Sequence[Mapping], block: str, norm: str = "none"):
     """log10 P(blow-up by T) over (tau0, gamma) for one block: one panel per number
     of heads for the SDE and for the widest network, each cell marked with its
     estimate and verdict (``*`` unsafe, ``?`` undecided, ``u`` splitting
@@ -624,6 +627,8 @@ def atlas_heatmap_figure(cfg: Mapping, rows: Sequence[Mapping], block: str):
         The atlas's points table.
     block : str
         One of the grid's blocks other than "shaped_mlp".
+    norm : str, default "none"
+        The norm placement of the points drawn (one of the grid's).
 
     Returns
     -------
@@ -639,7 +644,7 @@ def atlas_heatmap_figure(cfg: Mapping, rows: Sequence[Mapping], block: str):
     cm = _colormap("magma_r").with_extremes(bad="lightgrey")  # grey: no blow-up seen
     im = None
     for ax, (h, meth, w) in zip(axes[0], panels):
-        Z, txt = _heatmap_cells(rows, block, int(h), meth, w, tau0s, gammas)
+        Z, txt = _heatmap_cells(rows, block, int(h), meth, w, tau0s, gammas, norm)
         im = ax.imshow(np.ma.masked_invalid(Z), origin="lower", cmap=cm, vmin=-7, vmax=0, aspect="auto")
         for (i, j), t in txt.items():
             ax.text(
@@ -662,20 +667,20 @@ def atlas_heatmap_figure(cfg: Mapping, rows: Sequence[Mapping], block: str):
         ax.set_title(f"{'SDE' if meth == 'sde' else f'network n={w}'}, H={h}", fontsize=9)
     fig.colorbar(im, ax=list(axes[0]), label=f"log10 P(blow-up by T={s['T']:g})", shrink=0.9)
     fig.suptitle(
-        f"{block}: cyan line P = {s['level']:g}; * interval above it, ? interval straddles it, "
+        f"{block}{'' if norm == 'none' else f', {norm}'}: cyan line P = {s['level']:g}; * interval above it, ? interval straddles it, "
         "u splitting unresolved; grey: no blow-up seen (< upper bound)",
         fontsize=9,
     )
     return fig
 
 
-def _heatmap_cells(rows, block, heads, method, width, tau0s, gammas):
+def _heatmap_cells(rows, block, heads, method, width, tau0s, gammas, norm="none"):
     """log10 of each cell's best estimate (NaN: no blow-up seen) and its label."""
     Z = np.full((len(gammas), len(tau0s)), np.nan)
     txt = {}
     for i, g in enumerate(gammas):
         for j, t0 in enumerate(tau0s):
-            sel = _select(rows, block=block, heads=heads, tau0=t0, gamma=g, method=method)
+            sel = _select(rows, block=block, heads=heads, tau0=t0, gamma=g, method=method, norm=norm)
             if width is not None:
                 sel = [r for r in sel if r["width"] == width]
             if not sel:
@@ -793,7 +798,8 @@ def atlas_figures(out: str | os.PathLike, cfg: Mapping, rows: Sequence[Mapping],
 
     ``curves.png`` (:func:`atlas_curves_figure`), ``width.png``
     (:func:`atlas_width_figure`), ``heatmap_<block>.png`` for each attention block
-    (:func:`atlas_heatmap_figure`), ``blowup_times.png``
+    (``heatmap_<block>_<norm>.png`` for each norm placement of the grid other than
+    "none"; :func:`atlas_heatmap_figure`), ``blowup_times.png``
     (:func:`atlas_blowup_times_figure`) and, when the atlas ran its scaling test,
     ``collapse.png`` (:func:`atlas_collapse_figure`).
 
@@ -815,9 +821,11 @@ def atlas_figures(out: str | os.PathLike, cfg: Mapping, rows: Sequence[Mapping],
     """
     out = Path(out)
     figs = {"curves.png": atlas_curves_figure(cfg, raw), "width.png": atlas_width_figure(cfg, rows)}
-    for b in cfg["grid"]["blocks"]:
-        if b != "shaped_mlp":
-            figs[f"heatmap_{b}.png"] = atlas_heatmap_figure(cfg, rows, b)
+    for norm in cfg["grid"].get("norm", ["none"]):
+        for b in cfg["grid"]["blocks"]:
+            if b != "shaped_mlp":
+                name = f"heatmap_{b}.png" if norm == "none" else f"heatmap_{b}_{norm}.png"
+                figs[name] = atlas_heatmap_figure(cfg, rows, b, norm)
     figs["blowup_times.png"] = atlas_blowup_times_figure(cfg, raw)
     figs["collapse.png"] = atlas_collapse_figure(cfg, raw)
     written = []
