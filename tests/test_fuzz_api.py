@@ -231,7 +231,8 @@ def block_strategy(*, exact_only: bool = False, sde_only: bool = False, explicit
         ["none", "pre_rms", "post_rms"] if exact_only else ["none", "pre_rms", "post_rms", "pre_layer", "post_layer"]
     )
     concat = hs.just(False) if (exact_only or sde_only or not explicit) else hs.booleans()
-    # The SDE refuses a normalized shaped block (for now), the exact chain its LayerNorms.
+    # The SDE refuses placements mixed across blocks and pre-norm on a causal or beta != 1
+    # head (tests/test_sde_norms.py covers the normalized SDE), the exact chain LayerNorms.
     shaped_norms = ["none"] if sde_only else safe_norms
     shaped_att = hs.builds(
         st.ShapedAttention,
