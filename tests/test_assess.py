@@ -438,15 +438,15 @@ def test_norm_placement_network_counts_are_the_methods_own(norm, method):
 def test_norm_placement_sde_side_same_rule():
     """The SDE side of a normalized network: run by solve_sde with the network
     carrying its norm, counted by the same rule (0 blow-ups, with the interval);
-    where the library's SDE does not cover the placement, the SDE column says so
-    and a note gives the core's reason."""
+    where the library's SDE does not cover the placement (pre-norm on causal
+    heads), the SDE column says so and a note gives the core's reason."""
     kw = dict(width=32, depth=32, heads=1, tokens=4, samples=50, sde_paths=40, seed=6, norm="pre_rms", progress=False)
+    causal = st.assess(**dict(kw, causal=True, samples=10))
+    refusal = st.shaped_transformer(heads=1, causal=True, norm="pre_rms").sde_refusal
+    assert refusal and "norm" in refusal
+    assert causal.sde_blowup is None and "not covered" in str(causal) and any(refusal in n for n in causal.notes)
     a = st.assess(**kw)
     net = st.shaped_transformer(heads=1, norm="pre_rms")
-    if not net.has_sde:
-        assert a.sde_blowup is None and "not covered" in str(a)
-        assert any(net.sde_refusal in n for n in a.notes)
-        return
     r = st.solve_sde(net, V0=st.inputs.equicorrelated(4, 0.3), T=1.0, steps=round(1.0 / a.settings["sde_dt"]),
                      paths=40, seed=st._validate.derived_seed(6, 1 << 20), progress=False)  # fmt: skip
     assert a.sde_blowup.events == 0 == int(r.exploded.sum())

@@ -419,23 +419,23 @@ def test_atlas_norm_axis(tmp_path):
                     samples=40, method="exact", seed=3, save_at=np.array([0, 32]), progress=False)  # fmt: skip
     assert p["blown"] == 0 == int(r.exploded.sum()) and "ams_runs" not in p
     assert p["collapsed"] == int(collapsed(r.V[:, -1]).sum())
-    net = make_network("shaped_transformer", norm="post_rms")
+    with pytest.raises(ValueError, match="grid.norm"):  # the SDE does not cover pre-norm causal heads
+        atlas_config("tiny", {"study": {"causal": True}, "grid": {"norm": ["pre_rms"]}})
     config = {
         "rare": {"repeats": 0},
         "collapse": {"samples": 0},
         "grid": {"blocks": ["shaped_transformer"], "tau0": [1.0], "gamma": [0.5], "heads": [1],
                  "norm": ["none", "post_rms"]},
     }  # fmt: skip
-    if not net.has_sde:
-        with pytest.raises(ValueError, match="grid.norm"):
-            atlas_config("tiny", config)
-        return
     data = run_atlas(tmp_path / "atlas", size="tiny", progress=False, config=config)
     rows = data["points"]
     assert {(r["norm"], r["method"]) for r in rows} == {(n, m) for n in ("none", "post_rms") for m in ("sde", "exact")}
     for r in rows:
-        if r["norm"] == "post_rms":
-            assert r["blown"] == 0 and r["ams_runs"] is None and r["p_collapsed"] == r["collapsed"] / r["samples"]
+        if r["norm"] == "post_rms":  # no splitting, SDE or network alike; collapse counted
+            assert r["ams_runs"] is None and r["p_collapsed"] == r["collapsed"] / r["samples"]
+            # The network cannot blow up.  (An SDE path whose Euler step leaves a diagonal
+            # <= 0 before corr, here at dt = 1/32, is stopped like a blow-up and counted.)
+            assert r["method"] == "sde" or r["blown"] == 0
     assert (tmp_path / "atlas" / "heatmap_shaped_transformer_post_rms.png").is_file()
     assert "**Normalized points**" in (tmp_path / "atlas" / "atlas.md").read_text()
 

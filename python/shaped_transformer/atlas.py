@@ -299,7 +299,7 @@ def _check_norms(cfg: dict) -> None:
             if v == "none":
                 continue
             for b in dict.fromkeys(cfg["grid"]["blocks"] + [cfg["reference"]["block"]]):
-                net = make_network(b, norm=v)
+                net = make_network(b, norm=v, causal=cfg["study"]["causal"])
                 if not net.has_sde:
                     raise ValueError(f"{key} = {v!r}: {net.sde_refusal}")
 
