@@ -104,6 +104,13 @@ TABLE: tuple[Mutation, ...] = (
         measured="A = 0.227 +- 0.021",
         seconds=12.4,
     ),
+    _M(
+        "sde_norm_dropped",
+        "parameters",
+        "the SDE of a normalized network run without its norm (norm = None on every block)",
+        "tests/test_norms_vs_sde.py::test_network_agrees_with_sde[pre_rms]",
+        'assert _z(net["log trace"], sde["log trace"]) < Z_MAX',
+    ),
     # ---- formula sites of the core ---------------------------------------------------
     _M(
         "att_drift_x1.1",
@@ -243,6 +250,14 @@ TABLE: tuple[Mutation, ...] = (
         ("fast_drift", 0.0),
         measured="MEASURE_X0",
     ),
+    _M(
+        "fast_drift_x2_network",
+        "core",
+        "pre-norm SDE: beta_fast doubled, against the exact chain at n = 1024 (common random numbers)",
+        "tests/test_norms_vs_sde.py::test_pre_minus_post_gap_resolves_the_fast_drift",
+        'assert _z(gaps["network"][stat], gaps["sde"][stat]) < Z_MAX',
+        ("fast_drift", 2.0),
+    ),
     # ---- the package's Python code ----------------------------------------------------
     _M(
         "splitting_weight",
@@ -274,6 +289,8 @@ def _perturb_block(b, name: str, dt: float | None = None):
         return b.replace(gamma=0.95 * b.gamma, lam=None)
     if name == "order_half" and dt is not None and hasattr(b, "gamma"):
         return b.replace(gamma=(1 + math.sqrt(dt) / 4) * b.gamma, lam=None)
+    if name == "sde_norm_dropped" and getattr(b, "norm", "none") != "none":
+        return b.replace(norm=None)
     if not isinstance(b, st.ShapedAttention):
         return b
     if name == "att_drift_x2":
