@@ -110,6 +110,8 @@ TABLE: tuple[Mutation, ...] = (
         "the SDE of a normalized network run without its norm (norm = None on every block)",
         "tests/test_norms_vs_sde.py::test_network_agrees_with_sde[pre_rms]",
         'assert _z(net["log trace"], sde["log trace"]) < Z_MAX',
+        measured="log tr V_T: z = 15.3 (SDE 1.61 +- 0.03 against log 8)",
+        seconds=16,
     ),
     # ---- formula sites of the core ---------------------------------------------------
     _M(
@@ -257,6 +259,8 @@ TABLE: tuple[Mutation, ...] = (
         "tests/test_norms_vs_sde.py::test_pre_minus_post_gap_resolves_the_fast_drift",
         'assert _z(gaps["network"][stat], gaps["sde"][stat]) < Z_MAX',
         ("fast_drift", 2.0),
+        measured="gap pre - post, mean rho_T: z = 7.2",
+        seconds=19,
     ),
     # ---- the package's Python code ----------------------------------------------------
     _M(
