@@ -1,11 +1,17 @@
 // The exact m x m chain (exact.hpp): shapes, saving, determinism, blow-up, errors.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
+#include <shaped_transformer/cpu_features.hpp>
 #include <shaped_transformer/detail/exact_impl.hpp>  // the faces and their products (white-box)
 #include <shaped_transformer/exact.hpp>
+#include <shaped_transformer/gemm.hpp>
 
 #include "driver_helpers.hpp"
 
@@ -176,6 +182,56 @@ TEST_SUITE("exact") {
       CHECK((st::Cov(wide.rightCols(m)) - A * B).cwiseAbs().maxCoeff() <= 1e-12 * (A * B).norm());
       CHECK(wide.leftCols(m).cwiseAbs().maxCoeff() == 0.0);
     }
+  }
+
+  TEST_CASE("the large products' SIMD builds (gemm.hpp) agree with the portable one to rounding") {
+    // Every transposition, odd sizes and leading dimensions wider than the columns (the
+    // exact step's column views).  Bound per entry: 2 q eps sum_k |a_ik| |b_kj|, twice
+    // the worst-case rounding of one ordered sum of q products (each build is within it).
+    const int n = 37, p = 41, q = 53, ld = 60;
+    std::vector<double> A(std::size_t(q) * ld), B(std::size_t(q) * ld);
+    st::SeqNormal z(st::Stream{3u, 1u, 2u, 6u});
+    for (double& x : A) x = z();
+    for (double& x : B) x = z();
+    CHECK(std::string(st::gemm_kernel()) == st::simd_level_name(st::simd_level()));
+    int levels = 0;
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        CAPTURE(ta);
+        CAPTURE(tb);
+        auto a = [&](int i, int k) { return ta ? A[std::size_t(k) * ld + i] : A[std::size_t(i) * ld + k]; };
+        auto b = [&](int k, int j) { return tb ? B[std::size_t(j) * ld + k] : B[std::size_t(k) * ld + j]; };
+        std::vector<double> C0(std::size_t(n) * ld, 7.0);
+        REQUIRE(st::detail::gemm_rowmajor_at(0, ta, tb, n, p, q, A.data(), ld, B.data(), ld, C0.data(), ld));
+        for (int level : {1, 2}) {
+          CAPTURE(level);
+          std::vector<double> C(std::size_t(n) * ld, 7.0);
+          if (!st::detail::gemm_rowmajor_at(level, ta, tb, n, p, q, A.data(), ld, B.data(), ld, C.data(), ld)) {
+            CHECK(C == std::vector<double>(std::size_t(n) * ld, 7.0));  // refused: untouched
+            continue;
+          }
+          ++levels;
+          double worst = 0.0;
+          for (int i = 0; i < n; ++i)
+            for (int j = 0; j < p; ++j) {
+              double exact = 0.0, mag = 0.0;
+              for (int k = 0; k < q; ++k) {
+                exact += a(i, k) * b(k, j);
+                mag += std::abs(a(i, k) * b(k, j));
+              }
+              const double bound = 2.0 * q * std::numeric_limits<double>::epsilon() * mag;
+              CHECK(std::abs(C0[std::size_t(i) * ld + j] - exact) <= bound);
+              worst = std::max(worst, std::abs(C[std::size_t(i) * ld + j] - C0[std::size_t(i) * ld + j]) / bound);
+            }
+          CHECK(worst <= 1.0);
+          for (int i = 0; i < n; ++i)  // columns beyond p untouched
+            for (int j = p; j < ld; ++j) CHECK(C[std::size_t(i) * ld + j] == 7.0);
+        }
+      }
+    CHECK_FALSE(st::detail::gemm_rowmajor_at(3, false, false, 1, 1, 1, A.data(), 1, B.data(), 1, A.data(), 1));
+    CHECK_FALSE(st::detail::gemm_rowmajor_at(-1, false, false, 1, 1, 1, A.data(), 1, B.data(), 1, A.data(), 1));
+    MESSAGE("SIMD builds of the products compared: " << levels / 4 << " (this CPU: " << std::string(st::gemm_kernel())
+                                                     << ")");
   }
 
   TEST_CASE("the generic chain runs at m > 32 (Eigen's GEMM products): reproducible, symmetric, definite") {
