@@ -29,8 +29,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
-from bench_multihead_step import ROOT, eigen_include
+from bench_multihead_step import ROOT, eigen_include, numpy_gemm_seconds
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,14 +48,7 @@ def compile_bench(build: Path, include: Path, exe: Path) -> Path:
 
 
 def numpy_gemm_cpu_seconds(m: int, min_s: float) -> float:
-    A = np.random.default_rng(0).standard_normal((m, m))
-    calls, t0 = 0, time.process_time()
-    while True:
-        A @ A
-        calls += 1
-        el = time.process_time() - t0
-        if el >= min_s:
-            return el / calls
+    return numpy_gemm_seconds(m, min_s, time.process_time)
 
 
 def run(exe: Path, level: str, H: int, n: int, min_s: float, m: int) -> dict[str, float | str]:
