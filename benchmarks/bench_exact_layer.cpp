@@ -1,12 +1,11 @@
 // Cost of one exact layer of the per-sample chain (shaped attention with H heads +
 // shaped MLP, n = width) and of its parts, in CPU seconds per call on one thread:
-// the whole attention and MLP steps (exact_block), one m x m product and the
-// m x (H m) product C C^T (detail::gemm_rowmajor, the build gemm_kernel() names),
-// one root (psd_root), one m x m Bartlett factor, one m x m block of normals, one
-// row softmax and the MLP's O(m^2 n) Gram.  Run by bench_exact_layer.py, which runs it
-// once per build of the products (SHAPED_TRANSFORMER_KERNEL) and prints the table of
-// docs/performance.md.  It compiles against an older core too (no gemm.hpp), to time the
-// layer before the SIMD builds of the products in the same run.
+// the whole attention and MLP steps (exact_block), one m x m product of full
+// matrices and one with a lower-triangular factor, the m x (H m) product C C^T (detail::gemm_rowmajor, the build
+// gemm_kernel() names), one root (psd_root), one m x m Bartlett factor, one m x m block of normals, one row softmax and
+// the MLP's O(m^2 n) Gram.  Run by bench_exact_layer.py, which runs it once per build of the products
+// (SHAPED_TRANSFORMER_KERNEL) and prints the table of docs/performance.md.  It compiles against an older core too (no
+// gemm.hpp), to time the layer before the SIMD builds of the products in the same run.
 #include <time.h>
 
 #include <cmath>
@@ -88,7 +87,10 @@ int main(int argc, char** argv) {
     auto C = c.wide(0, H * m);
     for (int i = 0; i < m; ++i)
       for (int j = 0; j < H * m; ++j) C(i, j) = 0.01 * double((i * 7 + j * 3) % 11);
-    const double t_gemm = seconds_per_call([&](int) { st::mul<Ln>(Y, L, X); }, min_s / 4);
+    auto X2 = c.tmp(4);
+    c.gaussian(6, X2);
+    const double t_gemm = seconds_per_call([&](int) { st::mul<Ln>(Y, X2, X); }, min_s / 4);
+    const double t_trmm = seconds_per_call([&](int) { st::mul<Ln>(Y, L, X, true); }, min_s / 4);
     const double t_cct = seconds_per_call([&](int) { st::mul_nt<Ln>(Y, C, C); }, min_s / 4);
     const double t_root = seconds_per_call([&](int) { c.root(c.V, L); }, min_s / 4);
     const double t_wishart = seconds_per_call(
@@ -117,9 +119,9 @@ int main(int argc, char** argv) {
         },
         min_s / 4);
     std::printf(
-        "m=%d H=%d n=%ld products=%s attention=%.6e mlp=%.6e gemm=%.6e cct=%.6e root=%.6e wishart=%.6e "
+        "m=%d H=%d n=%ld products=%s attention=%.6e mlp=%.6e gemm=%.6e trmm=%.6e cct=%.6e root=%.6e wishart=%.6e "
         "normals=%.6e softmax=%.6e mlp_gram=%.6e\n",
-        m, H, n, PRODUCTS, t_att, t_mlp, t_gemm, t_cct, t_root, t_wishart, t_normals, t_softmax, t_gram);
+        m, H, n, PRODUCTS, t_att, t_mlp, t_gemm, t_trmm, t_cct, t_root, t_wishart, t_normals, t_softmax, t_gram);
     std::fflush(stdout);
   }
   return 0;

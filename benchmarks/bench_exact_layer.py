@@ -13,9 +13,10 @@ CPU runs), then times NumPy's m x m product (OpenBLAS, one thread).  With
 ``--baseline-build`` (and ``--baseline-include``, its headers) it first runs the same
 program compiled against another core, e.g. one from before the SIMD products: the
 speed-up column is then against it (else against the first row).  CPU seconds (the machine is shared): quote the
-ratios, measured in the same run.  The parts: "products" is the layer's m x m GEMMs
-(5 per head and 4 more in the attention step, 5 in the MLP step) and the m x (H m)
-product C C^T, at the measured cost of one each; "MLP Gram" its O(m^2 n) Gram.
+ratios, measured in the same run.  The parts: "products" is the layer's m x m
+products (2 per head of full matrices; 3 per head and 9 more with a triangular factor
+or symmetric, each costed as one with a triangular factor) and the m x (H m) product
+C C^T, at the measured cost of one each; "MLP Gram" its O(m^2 n) Gram.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def run(exe: Path, level: str, H: int, n: int, min_s: float, m: int) -> dict[str
 
 def parts(f: dict, H: int) -> tuple[float, float, float]:
     """(layer, products, MLP Gram) in seconds."""
-    products = (5 * H + 4 + 5) * f["gemm"] + f["cct"]
+    products = 2 * H * f["gemm"] + (3 * H + 9) * f["trmm"] + f["cct"]
     return f["attention"] + f["mlp"], products, f["mlp_gram"]
 
 
