@@ -225,6 +225,26 @@ TABLE: tuple[Mutation, ...] = (
         measured="min eigenvalue -1.32 (max entry 96.7)",
         seconds=4.2,
     ),
+    _M(
+        "fast_drift_x2",
+        "core",
+        "pre-norm's fast drift beta_fast doubled (its coefficients, sde/terms.hpp)",
+        "tests/test_sde_norms.py::test_pre_post_gap_matches_reference",
+        "abs(_z(gap_lib, gap_ref)) < Z_MAX",
+        ("fast_drift", 2.0),
+        measured="z = 20.6 (the library's pre - post gap doubled against the reference's -0.034)",
+        seconds=16.3,
+    ),
+    _M(
+        "no_fast_drift",
+        "core",
+        "pre-norm without its fast drift beta_fast (pre-norm's SDE = post-norm's)",
+        "tests/test_sde_norms.py::test_pre_post_gap_matches_reference",
+        "abs(_z(gap_lib, gap_ref)) < Z_MAX",
+        ("fast_drift", 0.0),
+        measured="z = 46.5 (the library's pre - post gap 0 against the reference's -0.034)",
+        seconds=15.9,
+    ),
     # ---- the package's Python code ----------------------------------------------------
     _M(
         "splitting_weight",

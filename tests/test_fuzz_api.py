@@ -231,7 +231,8 @@ def block_strategy(*, exact_only: bool = False, sde_only: bool = False, explicit
         ["none", "pre_rms", "post_rms"] if exact_only else ["none", "pre_rms", "post_rms", "pre_layer", "post_layer"]
     )
     concat = hs.just(False) if (exact_only or sde_only or not explicit) else hs.booleans()
-    # The SDE refuses a normalized shaped block (for now), the exact chain its LayerNorms.
+    # The SDE refuses placements mixed across blocks and pre-norm on a causal or beta != 1
+    # head (tests/test_sde_norms.py covers the normalized SDE), the exact chain LayerNorms.
     shaped_norms = ["none"] if sde_only else safe_norms
     shaped_att = hs.builds(
         st.ShapedAttention,
@@ -276,7 +277,10 @@ def test_valid_blocks_and_networks(blocks):
             v = getattr(b, name)
             if isinstance(v, float):
                 assert math.isfinite(v)
-    assert net.has_sde == all(b.has_sde for b in blocks) == (net.sde_refusal is None)
+    # The SDE also needs one norm placement across the blocks (none, pre or post; RMS and
+    # LayerNorm alike: docs/norms.md section 8).
+    placements = {"none" if getattr(b, "norm", None) in (None, "none") else b.norm.split("_")[0] for b in blocks}
+    assert net.has_sde == (all(b.has_sde for b in blocks) and len(placements) == 1) == (net.sde_refusal is None)
     assert net.exact_chain == all(b.exact_chain for b in blocks) == (net.exact_refusal is None)
     assert st.make_network(net) is net
     assert st.make_network(blocks[0]).blocks == (blocks[0],)

@@ -120,16 +120,22 @@ def test_pre_norms_act_on_the_branch_input_only(i):
 @pytest.mark.parametrize("norm", PLACEMENTS)
 @pytest.mark.parametrize("i", range(3))
 def test_refusals_of_a_normed_shaped_block(i, norm):
-    """The SDE refuses every placement, the exact chain the LayerNorm ones, each with a
+    """The SDE runs every placement (tests/test_sde_norms.py) except pre-norm on the
+    causal / beta != 1 head; the exact chain refuses the LayerNorm ones; each refusal a
     ValueError naming norm, the placement and the block, before running anything."""
     b = _blocks(norm)[i]
     net = st.Network([b])
-    assert not b.has_sde and not net.has_sde
-    assert b.sde_refusal.startswith(f"norm: '{norm}' on a shaped block")
-    with pytest.raises(ValueError, match=rf"block 0 \({b.kind}\): norm: '{norm}'"):
-        st.solve_sde(net, V0=V0, T=0.1, steps=4, paths=2)
-    with pytest.raises(ValueError, match=f"norm: '{norm}'"):
-        sde_drift(net, V0)
+    if i == 1 and norm.startswith("pre"):
+        assert not b.has_sde and not net.has_sde
+        assert b.sde_refusal.startswith(f"norm: '{norm}' on a causal head")
+        with pytest.raises(ValueError, match=rf"block 0 \({b.kind}\): norm: '{norm}'"):
+            st.solve_sde(net, V0=V0, T=0.1, steps=4, paths=2)
+        with pytest.raises(ValueError, match=f"norm: '{norm}'"):
+            sde_drift(net, V0)
+    else:
+        assert b.has_sde and net.has_sde and b.sde_refusal is None
+        r = st.solve_sde(net, V0=V0, T=0.1, steps=4, paths=2)
+        np.testing.assert_array_equal(np.diagonal(r.V, axis1=-2, axis2=-1), 1.0)
     if norm.endswith("layer"):
         assert not b.exact_chain and not net.exact_chain
         assert b.exact_refusal.startswith(f"norm: '{norm}' on a shaped block")
@@ -141,7 +147,7 @@ def test_refusals_of_a_normed_shaped_block(i, norm):
     # parameters carries the norm to both blocks, and is refused the same way.
     for layer in (st.shaped_transformer(norm=norm), st.make_network("shaped_transformer", norm=norm)):
         assert [blk.norm for blk in layer] == [norm, norm]
-        assert "norm: " in layer.sde_refusal
+        assert layer.has_sde
         assert layer.exact_chain == norm.endswith("rms")
 
 

@@ -102,11 +102,12 @@ class ShapedAttention(_core.ShapedAttention, Block):
         ``alpha = beta = 1`` is the paper's shaped head, He and Hofmann's general head
         otherwise; ``causal`` uses the uniform causal matrix for C and masks the softmax;
         ``concat`` (explicit network only) runs H heads of width n/H with an output projection.
-        It has an SDE limit when ``alpha = 1``, not ``concat`` and ``norm`` is None.
+        It has an SDE limit when ``alpha = 1`` and not ``concat``.
         ``norm`` (None, ``"pre_rms"``, ``"pre_layer"``, ``"post_rms"`` or ``"post_layer"``,
         as on :class:`StandardAttention`) runs in the explicit network and the law sampler,
-        its RMS placements also in the exact chain; the exact chain refuses LayerNorm and
-        the SDE refuses every placement, for now (docs/norms.md).
+        its RMS placements also in the exact chain (which refuses LayerNorm); with a norm
+        the SDE is the correlation SDE of docs/norms.md (post-norm for every head, pre-norm
+        for the paper's head: ``causal`` or ``beta != 1`` with pre-norm is refused).
 
         >>> ShapedAttention(heads=4, tau0=1.0, gamma=0.5)  # doctest: +ELLIPSIS
         ShapedAttention(heads=4, tau0=1.0, gamma=0.5, lam=0.866..., ...)
@@ -139,7 +140,8 @@ class ShapedMLP(_core.ShapedMLP, Block):
         ``phi_s(x) = s_+ max(x, 0) + s_- min(x, 0)`` and ``c = 2 / (s_+^2 + s_-^2)``.
         ``norm`` places a per-token RMS norm or LayerNorm before the block or after the
         residual sum, as on :class:`ReluMLP`; the explicit network and the law sampler run
-        it, the exact chain its RMS placements; the SDE refuses every placement, for now.
+        it, the exact chain its RMS placements; the SDE is the correlation SDE of
+        docs/norms.md (every placement).
         """,
         _core.ShapedMLP,
     )
@@ -253,7 +255,7 @@ def shaped_transformer(
     norm
         The per-token norm of both blocks (None, "pre_rms", "pre_layer", "post_rms" or
         "post_layer"); the explicit network and the law sampler run it, the exact chain
-        the RMS placements; the SDE refuses it for now.
+        the RMS placements, the SDE the correlation SDE of docs/norms.md.
 
     Returns
     -------

@@ -33,7 +33,7 @@ class ShapedAttention:
     concat : bool, default False
         concatenated heads with W^O (explicit only)
     norm : str or None, default 'none'
-        per-token normalisation (no SDE yet; LayerNorm: explicit only)
+        per-token normalisation (SDE: correlation SDE, docs/norms.md; LayerNorm: no exact chain)
     """
     _parameters: typing.ClassVar[tuple] = (('heads', 1), ('tau0', 1.0), ('gamma', 0.5), ('lam', None), ('alpha', 1.0), ('beta', 1.0), ('causal', False), ('key_dim', None), ('concat', False), ('norm', 'none'))
     kind: typing.ClassVar[str] = 'shaped_attention'
@@ -111,7 +111,7 @@ class ShapedAttention:
     @property
     def norm(self) -> str:
         """
-        per-token normalisation (no SDE yet; LayerNorm: explicit only)
+        per-token normalisation (SDE: correlation SDE, docs/norms.md; LayerNorm: no exact chain)
         """
     @property
     def sde_refusal(self) -> str | None:
@@ -221,7 +221,7 @@ class ShapedMLP:
     lam : float or None, finite, default None
         residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
     norm : str or None, default 'none'
-        per-token normalisation (no SDE yet; LayerNorm: explicit only)
+        per-token normalisation (SDE: correlation SDE, docs/norms.md; LayerNorm: no exact chain)
     """
     _parameters: typing.ClassVar[tuple] = (('c_plus', 0.0), ('c_minus', -1.0), ('gamma', 0.5), ('lam', None), ('norm', 'none'))
     kind: typing.ClassVar[str] = 'shaped_mlp'
@@ -279,7 +279,7 @@ class ShapedMLP:
     @property
     def norm(self) -> str:
         """
-        per-token normalisation (no SDE yet; LayerNorm: explicit only)
+        per-token normalisation (SDE: correlation SDE, docs/norms.md; LayerNorm: no exact chain)
         """
     @property
     def sde_refusal(self) -> str | None:

@@ -79,6 +79,16 @@ def solve_sde(
         head with any beta, causal heads (docs/causal.md) -- any number of heads, and
         the shaped MLP).  Standard attention is refused with a ValueError.  The
         only positional argument: every other one is passed by name.
+        Normalized blocks (``norm`` "pre_rms", "pre_layer", "post_rms" or
+        "post_layer" on every block, docs/norms.md): the state is the correlation
+        matrix C (unit diagonal, RMS and LayerNorm share the limit); each step is
+        the Euler step at V = C, plus pre-norm's fast drift, then V <- corr(V).  The
+        path starts from corr(V0) (post-norm) or from pre-norm's initial layer
+        when diag V0 != 1.  A layer that mixes placements (a block without norm,
+        or pre- with post-norm) and pre-norm on a causal or beta != 1 head are
+        refused (ValueError naming norm); a step whose Euler increment makes a
+        diagonal entry <= 0 (dt far too large) stops that path as in
+        ``exploded_at``.
     V0 : (m, m) positive semi-definite initial covariance (from tokens X0 of
         width n: ``st.inputs.covariance(X0)``, X0 X0^T / n).
     T : final time (depth / width of the matched network).
@@ -185,6 +195,10 @@ def _result(net: Network, V, exploded_step, projections, info: dict[str, Any], p
 def sde_drift(network: Network | Block | Sequence[Block], V: np.ndarray) -> np.ndarray:
     """The drift b(V) of one layer of the SDE, summed over the blocks.
 
+    For normalized blocks (``norm`` set on every block) the drift of the correlation
+    SDE at C = corr(V) (docs/norms.md): beta_post (the first-order image of b plus the
+    Ito term), plus pre-norm's fast drift beta_fast; zero on the diagonal.
+
     Parameters
     ----------
     network : Network, Block or sequence of Blocks
@@ -202,6 +216,10 @@ def sde_drift(network: Network | Block | Sequence[Block], V: np.ndarray) -> np.n
 
 def sde_noise(network: Network | Block | Sequence[Block], V: np.ndarray, dW: np.ndarray) -> np.ndarray:
     """The structured noise increment of one layer at V from given N(0, dt) numbers.
+
+    For normalized blocks this is the un-normalized increment dM at V; the solver
+    applies it at V = C and then maps V to its correlation matrix (whose first-order
+    noise is J_C(dM), docs/norms.md section 2).
 
     Parameters
     ----------

@@ -106,9 +106,31 @@ void check_block_counter(const Net& net, std::int64_t count, const char* what) {
                                 " * blocks must stay below 2^32 (the block counter word)");
 }
 
+namespace detail {
+template <class B, class = void>
+struct has_norm_field : std::false_type {};
+template <class B>
+struct has_norm_field<B, std::void_t<decltype(std::declval<const B&>().norm)>> : std::true_type {};
+}  // namespace detail
+
+/// The per-token normalisation of block b (Norm::None for a kind without one).
+template <class... K>
+Norm block_norm(const std::variant<K...>& block) {
+  return std::visit(
+      [](const auto& b) -> Norm {
+        if constexpr (detail::has_norm_field<block_kind_t<decltype(b)>>::value) return b.norm;
+        else return Norm::None;
+      },
+      block);
+}
+
+/// 0: no norm, 1: pre-norm, 2: post-norm (RMS and LayerNorm share their SDE limit).
+inline int norm_placement(Norm k) { return k == Norm::None ? 0 : is_pre_norm(k) ? 1 : 2; }
+
 /// Why `net` has no covariance SDE limit, naming its first block without one
-/// ("network: block 1 (relu_mlp): ..."); empty when it has one.  The Python package
-/// shows this text (Network.sde_refusal) instead of keeping its own.
+/// ("network: block 1 (relu_mlp): ..."), or the placements it mixes ("norm: ...");
+/// empty when it has one.  The Python package shows this text (Network.sde_refusal)
+/// instead of keeping its own.
 template <class Net>
 std::string sde_refusal_text(const Net& net) {
   if (net.blocks.empty()) return "network: no blocks";
@@ -117,6 +139,17 @@ std::string sde_refusal_text(const Net& net) {
       const char* kind = std::visit([](const auto& blk) { return block_kind_t<decltype(blk)>::kind; }, net.blocks[b]);
       return "network: block " + std::to_string(b) + " (" + kind + "): " + why;
     }
+  // The normalized SDE (docs/norms.md section 8 item 4): the scales' recursion behind
+  // pre-norm's fast drift assumes every block normalizes the same way.
+  const Norm first = block_norm(net.blocks[0]);
+  for (std::size_t b = 1; b < net.blocks.size(); ++b) {
+    const Norm k = block_norm(net.blocks[b]);
+    if (norm_placement(k) != norm_placement(first))
+      return std::string("norm: the SDE needs every block to normalize in the same place, got '") + norm_name(first) +
+             "' in block 0 and '" + norm_name(k) + "' in block " + std::to_string(b) +
+             " (an un-normalized block does not relax the token scales, a post-norm block resets them, so the "
+             "limit of docs/norms.md does not hold); use the explicit network, the law sampler or the exact chain";
+  }
   return "";
 }
 

@@ -42,15 +42,9 @@ inline const char* shaped_norm_exact_refusal(Norm k) {
   return why[int(k)];
 }
 
-/// Why the covariance SDE does not run a shaped block with placement `k` (nullptr for
-/// Norm::None): the normalized SDE of docs/norms.md is not in the solver yet.
-inline const char* shaped_norm_sde_refusal(Norm k) {
-  constexpr const char* why[] = {nullptr,
-                                 "norm: 'pre_rms' on a shaped block is not covered by the SDE yet (docs/norms.md)",
-                                 "norm: 'pre_layer' on a shaped block is not covered by the SDE yet (docs/norms.md)",
-                                 "norm: 'post_rms' on a shaped block is not covered by the SDE yet (docs/norms.md)",
-                                 "norm: 'post_layer' on a shaped block is not covered by the SDE yet (docs/norms.md)"};
-  return why[int(k)];
-}
+// The covariance SDE runs every placement on the shaped blocks (docs/norms.md: the
+// correlation SDE; kernels/sde_step.hpp normalizes the step, sde/terms.hpp adds
+// pre-norm's fast drift); the refusals left are per head (ShapedAttention::sde_refusal)
+// and per layer (mixed placements, sde_refusal_text in network.hpp).
 
 }  // namespace shaped_transformer

@@ -32,7 +32,7 @@ struct ShapedAttention {
   bool causal = false;
   int key_dim = 0;         ///< n_k; 0 means n_k = width
   bool concat = false;     ///< H heads of width n/H and an output projection W^O (explicit only)
-  Norm norm = Norm::None;  ///< per-token normalisation (LayerNorm: explicit network only, for now)
+  Norm norm = Norm::None;  ///< per-token normalisation (LayerNorm: no exact chain yet)
 
   static constexpr auto fields() {
     using B = ShapedAttention;
@@ -46,7 +46,8 @@ struct ShapedAttention {
         field("causal", &B::causal, any_value(), "causal mask and causal centring"),
         field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
         field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"),
-        field("norm", &B::norm, any_value(), "per-token normalisation (no SDE yet; LayerNorm: explicit only)"));
+        field("norm", &B::norm, any_value(),
+              "per-token normalisation (SDE: correlation SDE, docs/norms.md; LayerNorm: no exact chain)"));
   }
   /// Throws std::invalid_argument naming the parameter; width > 0 also checks concat.
   void validate(long width = 0) const {
@@ -68,7 +69,14 @@ struct ShapedAttention {
   /// Why this head has no covariance SDE limit (nullptr: it has one).
   const char* sde_refusal() const {
     if (concat) return "concat: concatenated heads with an output projection are not covered by the SDE";
-    if (norm != Norm::None) return shaped_norm_sde_refusal(norm);
+    if (is_pre_norm(norm) && (causal || beta != 1.0))
+      return is_layer_norm(norm)
+                 ? "norm: 'pre_layer' on a causal head or one with beta != 1 is not covered by the SDE (its fast "
+                   "drift needs the gap variance of the diagonal, in closed form for the paper's head only, "
+                   "docs/norms.md section 3.4); post-norm covers every head"
+                 : "norm: 'pre_rms' on a causal head or one with beta != 1 is not covered by the SDE (its fast "
+                   "drift needs the gap variance of the diagonal, in closed form for the paper's head only, "
+                   "docs/norms.md section 3.4); post-norm covers every head";
     if (alpha != 1.0)
       return "alpha: only shaped heads with alpha = 1 (any beta, causal or not) have an SDE limit "
              "(A -> alpha I, so V would change by lambda^2 + gamma^2 alpha^2 != 1 per block)";
@@ -100,6 +108,8 @@ struct ShapedAttention {
     double c2;      ///< paper: gamma^2 / (tau0 m sqrt(H)); else gamma^2 beta / (tau0 sqrt(H))
     double beta;
     bool paper, causal;
+    Norm norm = Norm::None;  ///< the placement (the step normalizes when it is not None)
+    double fast = 0.0;       ///< pre-norm: its coefficient in beta_fast (sde/terms.hpp), else 0
     /// Number of N(0, dt) normals one noise increment uses (dZ, dXi: m x m each).
     ST_HD static constexpr int noise_dim(int m) { return 2 * m * m; }
     /// Number of tokens row i of the head attends to.
@@ -110,6 +120,7 @@ struct ShapedAttention {
     t.paper = alpha == 1.0 && beta == 1.0 && !causal && !concat;
     t.causal = causal;
     t.beta = beta;
+    t.norm = norm;
     t.kdrift = gamma * gamma / (tau0 * tau0) ST_MUTATE(kGeneralDrift);
     if (t.paper) t.kdrift = gamma * gamma / (tau0 * tau0) ST_MUTATE(kAttDrift);
     t.c1 = gamma * std::sqrt(std::max(0.0, 2.0 - gamma * gamma)) / std::sqrt(2.0);
@@ -251,6 +262,30 @@ ST_HD inline void sde_drift(const ShapedAttention::Sde& t, const SdeState<Ln, MC
   const double kd = t.kdrift;  // a local: out's stores could alias t for the compiler
   for (int a = 0; a < m; ++a)
     for (int b = a; b < m; ++b) out(a, b) = out(a, b) + Ln::madd(sv, V(a, b), V(a, a) * wV[b] + V(b, b) * wV[a]) * kd;
+}
+
+/// Adds t.fast v_ab to the upper triangle of out (a != b), v_ab = n Var(dV_aa - dV_bb) of
+/// the paper's head at the correlation matrix C = s.V (docs/norms.md section 3.4):
+///   v_ab = 8 c1^2 (1 - C_ab^2) + 4 (c2 m)^2 (Q_aa + Q_bb - 2 C_ab Q_ab),  Q = C P C P C / m^2,
+/// i.e. 4 gamma^2 (2 - gamma^2) (1 - C_ab^2) + 4 gamma^4 / (H tau0^2) (...).  Only the paper's
+/// head gets here (sde_refusal refuses pre-norm on the others).  Uses tmp[0], tmp[1].
+template <class Ln, int MC>
+ST_HD inline void sde_gap_variance(const ShapedAttention::Sde& t, const SdeState<Ln, MC>& s,
+                                   MatRef<typename Ln::D, MC> out) {
+  using D = typename Ln::D;
+  const auto V = s.V;
+  const int m = s.m();
+  const auto PV = centred_v(s);  // P V; V P = (P V)^T, so Q = V (P V)(P V) (Q is symmetric)
+  auto B2 = s.tmp[0], Q = s.tmp[1];
+  mul<Ln>(B2, PV, PV);
+  mul<Ln>(Q, V, B2);
+  const double klin = 8.0 * t.c1 * t.c1, ksoft = 4.0 * t.c2 * t.c2;  // (c2 m)^2 times Q's 1/m^2
+  for (int a = 0; a < m; ++a)
+    for (int b = a + 1; b < m; ++b) {
+      const D c = V(a, b);
+      const D v = (1.0 - c * c) * klin + (Q(a, a) + Q(b, b) - 2.0 * c * Q(a, b)) * ksoft;
+      out(a, b) = out(a, b) + v * t.fast;
+    }
 }
 
 /// Adds the noise increment of the head to the upper triangle of out; dW holds

@@ -22,7 +22,7 @@ struct ShapedMLP {
   double c_minus = -1.0;
   double gamma = 0.5;
   double lambda = std::sqrt(1.0 - 0.25);
-  Norm norm = Norm::None;  ///< per-token normalisation (LayerNorm: explicit network only, for now)
+  Norm norm = Norm::None;  ///< per-token normalisation (LayerNorm: no exact chain yet)
 
   static constexpr auto fields() {
     using B = ShapedMLP;
@@ -31,7 +31,8 @@ struct ShapedMLP {
         field("c_minus", &B::c_minus, finite(), "slope shift c_- of phi_s"),
         field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
         field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
-        field("norm", &B::norm, any_value(), "per-token normalisation (no SDE yet; LayerNorm: explicit only)"));
+        field("norm", &B::norm, any_value(),
+              "per-token normalisation (SDE: correlation SDE, docs/norms.md; LayerNorm: no exact chain)"));
   }
   void validate(long = 0) const {
     check_fields(*this);
@@ -43,7 +44,7 @@ struct ShapedMLP {
   /// Its exact step needs the host's O(m^2 n) Gram kernel: the CPU runs it.
   static constexpr bool exact_on_device = false;
   const char* exact_refusal() const { return shaped_norm_exact_refusal(norm); }
-  const char* sde_refusal() const { return shaped_norm_sde_refusal(norm); }
+  const char* sde_refusal() const { return nullptr; }
   /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
   template <class F>
   void weights(long width, F&& f) const {
@@ -61,11 +62,13 @@ struct ShapedMLP {
   struct Sde {
     double kdrift;  ///< gamma^2 (c_+ - c_-)^2 / (2 pi)
     double gamma;
+    Norm norm = Norm::None;  ///< the placement (the step normalizes when it is not None)
+    double fast = 0.0;       ///< pre-norm: its coefficient in beta_fast (sde/terms.hpp), else 0
     ST_HD static constexpr int noise_dim(int m) { return m * m; }
   };
   Sde sde_terms(int) const {
     return Sde{gamma * gamma * (c_plus - c_minus) * (c_plus - c_minus) / (2.0 * M_PI) ST_MUTATE(kMlpDrift),
-               gamma ST_MUTATE(kMlpNoise)};
+               gamma ST_MUTATE(kMlpNoise), norm, 0.0};
   }
 };
 
@@ -114,6 +117,17 @@ ST_HD inline void sde_drift(const ShapedMLP::Sde& t, const SdeState<Ln, MC>& s, 
       const D v = t.kdrift * (Ln::sqrt(1.0 - rho * rho) - rho * Ln::acos(rho)) * sq;
       out(a, c) = out(a, c) + (sq == zero ? zero : v);
     }
+}
+
+/// Adds t.fast v_ab to the upper triangle of out (a != b), v_ab = n Var(dV_aa - dV_bb) =
+/// 8 gamma^2 (1 - C_ab^2) at the correlation matrix C = s.V (docs/norms.md section 3.4).
+template <class Ln, int MC>
+ST_HD inline void sde_gap_variance(const ShapedMLP::Sde& t, const SdeState<Ln, MC>& s, MatRef<typename Ln::D, MC> out) {
+  const auto V = s.V;
+  const int m = s.m();
+  const double k = 8.0 * t.gamma * t.gamma * t.fast;
+  for (int a = 0; a < m; ++a)
+    for (int b = a + 1; b < m; ++b) out(a, b) = out(a, b) + (1.0 - V(a, b) * V(a, b)) * k;
 }
 
 /// Adds the MLP noise increment to the upper triangle of out (dW: m^2 N(0, dt) numbers, row-major dZ).

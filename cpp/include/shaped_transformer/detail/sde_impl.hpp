@@ -119,11 +119,20 @@ inline std::vector<SdeBlockOf<Net>> euler_blocks(const Net& net, const Cov& V0, 
   return sde_blocks(net, int(V0.rows()));
 }
 
+/// The state the Euler schemes start from: V0, or for normalized blocks corr(V0)
+/// (post-norm) or pre-norm's initial layer (sde_start); the exact-chain scheme runs the
+/// blocks' own normalized steps from V0.
+template <class Net>
+inline Cov euler_start(const Net& net, const Cov& V0, const SdeOptions& o) {
+  return o.scheme == SdeScheme::ExactChain ? V0 : sde_start(net, V0);
+}
+
 template <class Net>
 inline void check_arguments(const Net& net, const Cov& V0, const SdeOptions& o, int paths, const RunOptions& opt) {
   validate_network(net, 0);
   check_sde_covers(net);
   check_covariance(V0, "V0");
+  if (o.scheme != SdeScheme::ExactChain) check_sde_start(net, V0);
   if (!(o.dt > 0.0) || !std::isfinite(o.dt)) throw std::invalid_argument("dt: must be > 0");
   if (o.steps < 0 || o.steps > std::int64_t(0xFFFFFFFFu)) throw std::invalid_argument("steps: out of range");
   if (paths < 1) throw std::invalid_argument("paths: must be >= 1");
@@ -185,9 +194,10 @@ inline std::vector<double> row_major(const Cov& V) {
 /// one thread.  for_each(items, paths_per_item, fn(item, cancel)) runs the work
 /// items (e.g. parallel_for); results do not depend on how it schedules them.
 template <class Net, class ForEach>
-inline void solve_store(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
+inline void solve_store(const Net& net, const Cov& V0_in, const SdeOptions& o, int paths, std::uint64_t seed,
                         double blowup, const BatchKernel<Net>& k, double* V, std::int64_t* exploded,
                         std::int64_t* projections, ForEach&& for_each) {
+  const Cov V0 = euler_start(net, V0_in, o);
   const std::size_t nsave = o.save_steps.size(), mm = std::size_t(V0.rows()) * std::size_t(V0.rows());
   if (!k.run) {
     const auto blocks = euler_blocks(net, V0, o);
@@ -212,10 +222,11 @@ inline void solve_store(const Net& net, const Cov& V0, const SdeOptions& o, int 
 /// (constructed with m and the number of saves) without storing paths; exploded
 /// and projections are filled per path.
 template <class Net, class ForEach>
-inline void solve_summary(const Net& net, const Cov& V0, const SdeOptions& o, int paths, std::uint64_t seed,
+inline void solve_summary(const Net& net, const Cov& V0_in, const SdeOptions& o, int paths, std::uint64_t seed,
                           double blowup, const BatchKernel<Net>& k, SdeSummary& total,
                           std::vector<std::int64_t>& exploded, std::vector<std::int64_t>& projections, int threads,
                           ForEach&& for_each) {
+  const Cov V0 = euler_start(net, V0_in, o);
   const int m = int(V0.rows());
   const std::size_t nsave = o.save_steps.size(), mm = std::size_t(m) * std::size_t(m);
   exploded.assign(std::size_t(paths), -1);

@@ -47,8 +47,9 @@ inline SdeProblemOf<K...> sde_problem(const BasicNetwork<K...>& net, const Cov& 
   SdeProblemOf<K...> p;
   p.m = int(V0.rows());
   p.nblocks = int(net.blocks.size());
+  const auto blocks = sde::sde_blocks(net, p.m);  // with pre-norm's fast-drift coefficients
   for (std::size_t b = 0; b < net.blocks.size(); ++b) {
-    p.blocks[b] = sde::sde_block(net.blocks[b], p.m);
+    p.blocks[b] = blocks[b];
     p.blocks[b].visit([&](const auto& t) {
       if (std::decay_t<decltype(t)>::noise_dim(p.m) > 2 * p.m * p.m)
         throw std::invalid_argument("network: block " + std::to_string(b) +
@@ -61,7 +62,8 @@ inline SdeProblemOf<K...> sde_problem(const BasicNetwork<K...>& net, const Cov& 
   p.clip = clip ? 1 : 0;
   p.blowup = blowup;
   p.seed = seed;
-  copy_v0(V0, p.V0);
+  sde::check_sde_start(net, V0);
+  copy_v0(sde::sde_start(net, V0), p.V0);  // normalized blocks: corr(V0) or pre-norm's initial layer
   return p;
 }
 
@@ -104,7 +106,8 @@ inline typename problems_of<BasicNetwork<K...>>::Exact exact_problem(const Basic
   p.depth = depth;
   p.blowup = blowup;
   p.seed = seed;
-  copy_v0(V0, p.V0);
+  sde::check_sde_start(net, V0);
+  copy_v0(sde::sde_start(net, V0), p.V0);  // normalized blocks: corr(V0) or pre-norm's initial layer
   return p;
 }
 

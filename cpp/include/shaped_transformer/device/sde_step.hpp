@@ -66,6 +66,8 @@ ST_HD inline std::int64_t solve_path(const Problem& p, const std::int64_t* save_
   bool have_root = false;
   std::int64_t result = -1;
   const double sd = sqrt_d(p.dt);
+  const bool normalize = sde_normalizes(p.blocks, p.nblocks);
+  double r[MM];
   for (std::int64_t st = 0; st < p.steps; ++st) {
     if (!have_root) psd_root<MM>(V, s.L.data(), m);
     s.tri = is_lower(s.L);
@@ -75,12 +77,18 @@ ST_HD inline std::int64_t solve_path(const Problem& p, const std::int64_t* save_
       for (int i = 0; i < dim; ++i) z[i] *= sd;
     };
     sde_increment<ScalarLanes, MC>(p.blocks, p.nblocks, s, p.dt, p.tamed != 0, normals, dW, drift, incr);
-    if (apply_increment<ScalarLanes, MC>(s.V, incr, p.blowup)) {
+    if (apply_increment<ScalarLanes, MC>(s.V, incr, p.blowup, normalize, r)) {
       result = st + 1;
       break;
     }
     if (p.clip) {
-      if (psd_clip_root<MM>(V, s.L.data(), m)) ++projections;
+      if (psd_clip_root<MM>(V, s.L.data(), m)) {
+        ++projections;
+        if (normalize) {  // back to unit diagonal, the root with it (as on the CPU)
+          Mat L = s.L;
+          normalize_to_correlation<ScalarLanes, MC>(s.V, r, &L);
+        }
+      }
       have_root = true;
     }
     while (k < nsave && save_steps[k] == st + 1) store(V, MM, out + std::int64_t(k++) * mm, m);

@@ -70,6 +70,11 @@ struct FaceBlock {
   ST_HD void visit(Fn&& fn) const {
     visit_from<0>(fn);
   }
+  /// fn(terms) with the terms writable (the host setting a coefficient after make).
+  template <class Fn>
+  void update(Fn&& fn) {
+    update_from<0>(fn);
+  }
 
  private:
   template <int I, class Fn>
@@ -81,6 +86,17 @@ struct FaceBlock {
         return;
       }
       visit_from<I + 1>(fn);
+    }
+  }
+  template <int I, class Fn>
+  void update_from(Fn& fn) {
+    if constexpr (I < int(sizeof...(Kinds))) {
+      if (kind == I) {
+        auto& t = detail::terms_at<I>(terms);
+        if constexpr (!std::is_same_v<std::decay_t<decltype(t)>, NoFace>) fn(t);
+        return;
+      }
+      update_from<I + 1>(fn);
     }
   }
 };

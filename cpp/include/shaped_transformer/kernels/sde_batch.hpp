@@ -25,15 +25,24 @@ namespace shaped_transformer::sde::kernels {
 
 /// Roots of all lanes: the lane Cholesky, and the scalar remedy (shared by every
 /// kernel) for live lanes where it fails.  Returns true when every L is triangular.
+/// normalize (normalized blocks): a projected lane is mapped back to unit diagonal, its
+/// root with it (normalize_to_correlation, as the generic solver's clip).
 template <class Ln, int MC>
 inline bool root_lanes(int m, typename Ln::D* V, typename Ln::D* L, bool clip, const unsigned char* alive,
-                       std::int64_t* projections, double* tV, double* tL) {
+                       std::int64_t* projections, double* tV, double* tL, bool normalize = false) {
   const typename Ln::M ok = cholesky_lanes<Ln, MC>(m, V, L);
   bool tri = true;
   for (int l = 0; l < Ln::W; ++l) {
     if (ok[l] || !alive[l]) continue;
     for (int i = 0; i < m * m; ++i) tV[i] = V[i][l];
-    if (batch_lane_root(tV, tL, m, clip)) ++projections[l];
+    if (batch_lane_root(tV, tL, m, clip)) {
+      ++projections[l];
+      if (normalize) {
+        double r[kBatchMaxM];
+        MatRef<double> lv(tV, m), ll(tL, m);
+        normalize_to_correlation<ScalarLanes, 0>(lv, r, &ll);
+      }
+    }
     for (int i = 0; i < m * m; ++i) {
       V[i][l] = tV[i];
       L[i][l] = tL[i];
@@ -80,6 +89,7 @@ void run_batch_impl(const BatchParams<Net>& p, const double* V0, std::uint32_t p
   };
   do_saves(0);
   const int nblocks = int(p.blocks.size());
+  const bool normalize = sde_normalizes(p.blocks.data(), nblocks);
   for (std::int64_t k = 0; k < p.steps; ++k) {
     if (cancel && cancel->stop_requested()) break;
     const std::uint32_t step = std::uint32_t(k);
@@ -87,7 +97,7 @@ void run_batch_impl(const BatchParams<Net>& p, const double* V0, std::uint32_t p
       simd::lane_normals<Ln>(p.seed, matrix_id::kSdeBase + std::uint32_t(b), step, path0, (dim + 3) / 4, sd, out);
     };
     sde_increment<Ln, MC>(p.blocks.data(), nblocks, s, p.dt, p.tamed, normals, dW, drift, incr);
-    const typename Ln::M stop = apply_increment<Ln, MC>(s.V, incr, p.blowup);
+    const typename Ln::M stop = apply_increment<Ln, MC>(s.V, incr, p.blowup, normalize, s.vec[0]);
     bool any_alive = false;
     for (int l = 0; l < W; ++l) {
       if (alive[l] && stop[l]) {
@@ -101,7 +111,7 @@ void run_batch_impl(const BatchParams<Net>& p, const double* V0, std::uint32_t p
       any_alive = any_alive || alive[l];
     }
     if (!any_alive) break;
-    s.tri = root_lanes<Ln, MC>(m, V, L, p.clip, alive, proj, tV, tL);
+    s.tri = root_lanes<Ln, MC>(m, V, L, p.clip, alive, proj, tV, tL, normalize);
     do_saves(k + 1);
   }
   for (int l = 0; l < count; ++l) projections[l] = proj[l];

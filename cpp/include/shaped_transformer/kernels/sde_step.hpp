@@ -8,14 +8,24 @@
 //   V <- V + b(V) f + sum_blocks noise_b(V, dW_b),   f = dt, or dt / (1 + dt |b(V)|_F)
 // for the tamed scheme (Hutzenthaler, Jentzen and Kloeden 2012), computed on the upper
 // triangle and mirrored, so V stays exactly symmetric.
+//
+// Normalized blocks (norm = pre/post RMS or LayerNorm, docs/norms.md sections 2-5): the
+// state is a correlation matrix C, and the step is the "normalize" scheme of section 5:
+// the same increment at V = C (plus, for pre-norm, the fast drift beta_fast of section
+// 3.4 in the drift matrix, so the tamed scheme sees it), then V <- corr(V).  corr's
+// second-order term is the Ito term of the correlation SDE, to O(dt): no Ito formula
+// is coded here.  Every backend gets this from apply_increment (normalize = true).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "../device/hd.hpp"
 #include "../math/matrix.hpp"
 #include "../mutation.hpp"
+#include "../norm.hpp"
 #include "block_list.hpp"
 
 namespace shaped_transformer {
@@ -30,6 +40,32 @@ struct sde_face<K, true> {
   using type = typename K::Sde;
 };
 }  // namespace detail
+
+namespace detail {
+/// Whether an SDE terms type carries a placement (`norm`) and a fast-drift
+/// coefficient (`fast`): the shaped blocks' terms do; a kind without a norm does not.
+template <class T, class = void>
+struct has_norm_terms : std::false_type {};
+template <class T>
+struct has_norm_terms<T, std::void_t<decltype(std::declval<const T&>().norm), decltype(std::declval<const T&>().fast)>>
+    : std::true_type {};
+}  // namespace detail
+
+/// The placement of a block's SDE terms (Norm::None for a kind without one).
+template <class T>
+ST_HD inline Norm sde_norm_of(const T& t) {
+  if constexpr (detail::has_norm_terms<T>::value) return t.norm;
+  else return Norm::None;
+}
+
+/// Whether the blocks' SDE is the correlation SDE (their first block normalizes; the
+/// drivers refuse layers whose blocks mix placements, network.hpp).
+template <class Block>
+ST_HD inline bool sde_normalizes(const Block* blocks, int nblocks) {
+  Norm k = Norm::None;
+  if (nblocks > 0) blocks[0].visit([&](const auto& t) { k = sde_norm_of(t); });
+  return k != Norm::None;
+}
 
 /// The SDE face of kind K: its terms type K::Sde (NoFace when K has no SDE limit).
 template <class K>
@@ -103,6 +139,36 @@ ST_HD inline MatRef<typename Ln::D, MC> centred_v(const SdeState<Ln, MC>& s) {
   return s.PV;
 }
 
+/// Pre-norm's fast drift (docs/norms.md section 3.4) added to the upper triangle of
+/// `drift` at the correlation matrix s.V:
+///   beta_fast_ab = -(C_ab / 8) sum_k coef_k v_k,ab,
+/// v_k,ab = n Var(dV_aa - dV_bb) of block k at C (its face sde_gap_variance) and coef_k
+/// = the block's terms' `fast` (sde/terms.hpp: fast_coefficients, from the stationary
+/// recursion of the scales; 0 unless the layer is pre-norm).  The faces accumulate
+/// coef_k v_k in the last scratch matrix, which they do not use themselves.
+template <class Ln, int MC, class Block>
+ST_HD inline void add_fast_drift(const Block* blocks, int nblocks, const SdeState<Ln, MC>& s,
+                                 MatRef<typename Ln::D, MC> drift) {
+  bool any = false;
+  for (int k = 0; k < nblocks; ++k)
+    blocks[k].visit([&](const auto& t) {
+      if constexpr (detail::has_norm_terms<std::decay_t<decltype(t)>>::value) any = any || t.fast != 0.0;
+    });
+  if (!any) return;
+  const int m = s.m();
+  auto G = s.tmp[kSdeScratch - 1];
+  for (int a = 0; a < m; ++a)
+    for (int b = 0; b < m; ++b) G(a, b) = Ln::splat(0.0);
+  for (int k = 0; k < nblocks; ++k)
+    blocks[k].visit([&](const auto& t) {
+      if constexpr (detail::has_norm_terms<std::decay_t<decltype(t)>>::value)
+        if (t.fast != 0.0) sde_gap_variance(t, s, G);
+    });
+  const auto V = s.V;
+  for (int a = 0; a < m; ++a)
+    for (int b = a + 1; b < m; ++b) drift(a, b) = drift(a, b) - V(a, b) * G(a, b) * 0.125;
+}
+
 /// The increment of one step into the upper triangle of `incr`: the drift of every
 /// block times f (dt, or the tamed dt / (1 + dt |b|_F)) plus every block's noise.
 /// normals(b, k, dW) fills dW with the k N(0, dt) numbers of block b for this step
@@ -129,6 +195,7 @@ ST_HD inline void sde_increment(const Block* blocks, int nblocks, const SdeState
       }
     f = Ln::splat(dt) / Ln::madd(Ln::splat(dt), Ln::sqrt(norm2), Ln::splat(1.0));
   }
+  add_fast_drift<Ln, MC>(blocks, nblocks, s, drift);
   ST_MUTATION_ONLY(f = f * ::shaped_transformer::mutation::factor(::shaped_transformer::mutation::kIntegratorDrift);)
   for (int k = 0; k < nblocks; ++k)
     blocks[k].visit([&](const auto& t) {
@@ -141,23 +208,60 @@ ST_HD inline void sde_increment(const Block* blocks, int nblocks, const SdeState
     for (int b = a; b < m; ++b) incr(a, b) = drift(a, b) * f + incr(a, b);
 }
 
-/// V <- V + incr on the upper triangle, mirrored.  Returns the lanes to stop: a
-/// non-finite entry or a diagonal entry above `blowup` (a NaN diagonal fails both).
+/// V <- D^{-1/2} V D^{-1/2} (D = diag V) and, when L is given, L <- D^{-1/2} L (the
+/// root of the new V): the correlation matrix, with an exact unit diagonal.  A
+/// non-positive diagonal entry leaves its row and column unscaled (the caller stops
+/// such a lane first: apply_increment); r: scratch of m lanes.
 template <class Ln, int MC>
-ST_HD inline typename Ln::M apply_increment(MatRef<typename Ln::D, MC> V, MatRef<typename Ln::D, MC> incr,
-                                            double blowup) {
+ST_HD inline void normalize_to_correlation(MatRef<typename Ln::D, MC> V, typename Ln::D* r,
+                                           MatRef<typename Ln::D, MC>* L = nullptr) {
   using D = typename Ln::D;
   const int m = V.rows();
-  D bad = Ln::splat(0.0), maxdiag = Ln::splat(-HUGE_VAL);
+  const D zero = Ln::splat(0.0), one = Ln::splat(1.0);
+  for (int a = 0; a < m; ++a) {
+    const D d = V(a, a);
+    r[a] = d > zero ? one / Ln::sqrt(d > zero ? d : one) : one;
+  }
+  for (int a = 0; a < m; ++a) {
+    V(a, a) = one;
+    for (int b = a + 1; b < m; ++b) {
+      const D x = V(a, b) * (r[a] * r[b]);
+      V(a, b) = x;
+      V(b, a) = x;
+    }
+  }
+  if (L)
+    for (int a = 0; a < m; ++a)
+      for (int b = 0; b < m; ++b) (*L)(a, b) = (*L)(a, b) * r[a];
+}
+
+/// V <- V + incr on the upper triangle, mirrored.  Returns the lanes to stop: a
+/// non-finite entry or a diagonal entry above `blowup` (a NaN diagonal fails both).
+/// normalize (normalized blocks): then V <- corr(V) (normalize_to_correlation, r:
+/// scratch of m lanes), and a diagonal entry <= 0 before corr stops the lane too: the
+/// Euler step left the covariances (only with a step far too large for the drift and
+/// noise at unit diagonal), and corr would divide by it.  The drivers report such a
+/// lane as stopped at this step (exploded), never as a NaN.
+template <class Ln, int MC>
+ST_HD inline typename Ln::M apply_increment(MatRef<typename Ln::D, MC> V, MatRef<typename Ln::D, MC> incr,
+                                            double blowup, bool normalize = false, typename Ln::D* r = nullptr) {
+  using D = typename Ln::D;
+  const int m = V.rows();
+  D bad = Ln::splat(0.0), maxdiag = Ln::splat(-HUGE_VAL), mindiag = Ln::splat(HUGE_VAL);
   for (int a = 0; a < m; ++a)
     for (int b = a; b < m; ++b) {
       const D x = V(a, b) + incr(a, b);
       V(a, b) = x;
       V(b, a) = x;
       bad += x * 0.0;  // NaN unless finite
-      if (a == b) maxdiag = x > maxdiag ? x : maxdiag;
+      if (a == b) {
+        maxdiag = x > maxdiag ? x : maxdiag;
+        if (normalize) mindiag = x < mindiag ? x : mindiag;
+      }
     }
-  return (typename Ln::M)((bad != Ln::splat(0.0)) | (maxdiag > Ln::splat(blowup)));
+  if (!normalize) return (typename Ln::M)((bad != Ln::splat(0.0)) | (maxdiag > Ln::splat(blowup)));
+  normalize_to_correlation<Ln, MC>(V, r);
+  return (typename Ln::M)((bad != Ln::splat(0.0)) | (maxdiag > Ln::splat(blowup)) | (mindiag <= Ln::splat(0.0)));
 }
 
 }  // namespace shaped_transformer

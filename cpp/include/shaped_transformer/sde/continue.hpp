@@ -80,7 +80,15 @@ inline void continue_euler(const Net& net, double* Vio, int m, const SdeOptions&
   if (check_stop(Vin, m, stop, blowup, time_factor(seg.step, o.steps, a), seg)) return;
   const auto blocks = sde_blocks(net, m);
   PathStepper<SdeBlockOf<Net>, MC> ps(blocks.data(), int(blocks.size()), m);
-  ps.set(Vin);
+  if (normalized(net)) {  // the correlation SDE's start (identity on a state it reached)
+    Cov V(m, m);
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) V(i, j) = Vin(i, j);
+    check_sde_start(net, V, "V");
+    ps.set(sde_start(net, V));
+  } else {
+    ps.set(Vin);
+  }
   auto write_back = [&] {
     for (int i = 0; i < m; ++i)
       for (int j = 0; j < m; ++j) Vio[i * m + j] = ps.V()(i, j);

@@ -29,6 +29,8 @@ class PathStepper {
       blocks[b].visit([&](const auto& t) { dim = std::max(dim, std::decay_t<decltype(t)>::noise_dim(m)); });
     dw_.resize(std::size_t(dim > 0 ? dim : 1));
     sde_state_layout(s_, v_.data(), buf_.data(), m, m, drift_, incr_);
+    normalize_ = sde_normalizes(blocks, nblocks);
+    r_.resize(std::size_t(m));
   }
 
   /// V, row-major m x m.
@@ -42,7 +44,8 @@ class PathStepper {
   }
 
   /// One step with the Brownian increments of (seed, path, step k).  Returns true when
-  /// the path blew up: V not finite or a diagonal entry above `blowup`.
+  /// the path blew up: V not finite or a diagonal entry above `blowup` (normalized
+  /// blocks: or a diagonal entry <= 0 before V is mapped to its correlation matrix).
   bool step(const SdeOptions& o, std::uint64_t seed, std::uint32_t path, std::uint32_t k, double blowup) {
     if (!have_root_) root();
     have_root_ = false;
@@ -51,13 +54,18 @@ class PathStepper {
     };
     sde_increment<ScalarLanes, MC>(blocks_, nblocks_, s_, o.dt, o.scheme == SdeScheme::TamedEuler, normals, dw_.data(),
                                    drift_, incr_);
-    return apply_increment<ScalarLanes, MC>(s_.V, incr_, blowup);
+    return apply_increment<ScalarLanes, MC>(s_.V, incr_, blowup, normalize_, r_.data());
   }
 
   /// The PSD remedy after a step: projects V onto the PSD cone when it left it
-  /// (returns true then) and keeps the root for the next step.
+  /// (returns true then; normalized blocks: and back to unit diagonal, with its root)
+  /// and keeps the root for the next step.
   bool clip() {
     const bool projected = m_ <= 32 ? clip_as<typename RootMatrix<MC>::type>() : clip_as<Cov>();
+    if (projected && normalize_) {
+      MatRef<double, MC> L = s_.L;
+      normalize_to_correlation<ScalarLanes, MC>(s_.V, r_.data(), &L);
+    }
     s_.tri = is_lower(s_.L);
     have_root_ = true;
     return projected;
@@ -93,10 +101,11 @@ class PathStepper {
   }
   const Block* blocks_;
   int nblocks_, m_;
-  std::vector<double> v_, buf_, dw_;
+  std::vector<double> v_, buf_, dw_, r_;
   SdeState<ScalarLanes, MC> s_;
   MatRef<double, MC> drift_, incr_;
   bool have_root_ = false;
+  bool normalize_ = false;  ///< normalized blocks: V is a correlation matrix (kernels/sde_step.hpp)
 };
 
 }  // namespace shaped_transformer::sde
