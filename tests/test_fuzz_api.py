@@ -277,7 +277,10 @@ def test_valid_blocks_and_networks(blocks):
             v = getattr(b, name)
             if isinstance(v, float):
                 assert math.isfinite(v)
-    assert net.has_sde == all(b.has_sde for b in blocks) == (net.sde_refusal is None)
+    # The SDE also needs one norm placement across the blocks (none, pre or post; RMS and
+    # LayerNorm alike: docs/norms.md section 8).
+    placements = {"none" if getattr(b, "norm", None) in (None, "none") else b.norm.split("_")[0] for b in blocks}
+    assert net.has_sde == (all(b.has_sde for b in blocks) and len(placements) == 1) == (net.sde_refusal is None)
     assert net.exact_chain == all(b.exact_chain for b in blocks) == (net.exact_refusal is None)
     assert st.make_network(net) is net
     assert st.make_network(blocks[0]).blocks == (blocks[0],)

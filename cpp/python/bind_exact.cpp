@@ -4,6 +4,8 @@
 #include "requests.hpp"
 #include "shaped_transformer/exact.hpp"
 #include "shaped_transformer/exact/batch.hpp"
+#include "shaped_transformer/gemm.hpp"
+#include "shaped_transformer/math/matrix.hpp"
 
 namespace shaped_transformer::python {
 
@@ -24,6 +26,9 @@ void register_exact(py::module_& m) {
         });
         const py::ssize_t mm = r.V0.rows(), K = py::ssize_t(r.layers.size());
         report(info, "kernel", py::str(tr.kernel));
+        // The per-sample path's large products (m >= kGemmFrom) run in the build for
+        // this CPU (gemm.hpp): reported, since its numbers differ at rounding level.
+        if (tr.kernel == "generic" && mm >= kGemmFrom) report(info, "gemm", py::str(gemm_kernel()));
         report(info, "layers", to_numpy(std::vector<std::int64_t>(r.layers), {K}));
         report(info, "width", py::int_(r.width));
         report(info, "seed", py::int_(r.seed));

@@ -1,23 +1,43 @@
 // The large products of the scalar lanes (math/matrix.hpp): row-major doubles through
 // Eigen's GEMM, which at m in the hundreds is far faster than the plain loops the
-// small matrices use.
-#include <Eigen/Dense>
-
+// small matrices use.  The AVX2 / AVX-512 builds of the same code (gemm_avx2.cpp,
+// gemm_avx512.cpp) are chosen at run time like the other kernels (simd_level():
+// SHAPED_TRANSFORMER_KERNEL=scalar|avx2 lowers the choice); this unit is the portable one.
+#include "gemm_impl.hpp"
+#include "shaped_transformer/cpu_features.hpp"
+#include "shaped_transformer/gemm.hpp"
 #include "shaped_transformer/math/matrix.hpp"
 
-namespace shaped_transformer::detail {
+namespace shaped_transformer {
+namespace detail {
+
+#if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
+void gemm_rowmajor_avx2(bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B, int ldb,
+                        double* C, int ldc);
+void gemm_rowmajor_avx512(bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B, int ldb,
+                          double* C, int ldc);
+#endif
+
+bool gemm_rowmajor_at(int level, bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B,
+                      int ldb, double* C, int ldc) {
+  const SimdLevel l = SimdLevel(level);
+  if (level < 0 || !cpu_supports(l)) return false;
+  switch (l) {
+#if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
+    case SimdLevel::Avx512: gemm_rowmajor_avx512(ta, tb, n, p, q, A, lda, B, ldb, C, ldc); return true;
+    case SimdLevel::Avx2: gemm_rowmajor_avx2(ta, tb, n, p, q, A, lda, B, ldb, C, ldc); return true;
+#endif
+    default: gemm_rowmajor_impl(ta, tb, n, p, q, A, lda, B, ldb, C, ldc); return true;
+  }
+}
 
 void gemm_rowmajor(bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B, int ldb, double* C,
                    int ldc) {
-  using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  using Map = Eigen::Map<const RM, 0, Eigen::OuterStride<>>;
-  const Map a(A, ta ? q : n, ta ? n : q, Eigen::OuterStride<>(lda));
-  const Map b(B, tb ? p : q, tb ? q : p, Eigen::OuterStride<>(ldb));
-  Eigen::Map<RM, 0, Eigen::OuterStride<>> c(C, n, p, Eigen::OuterStride<>(ldc));
-  if (ta && tb) c.noalias() = a.transpose() * b.transpose();
-  else if (ta) c.noalias() = a.transpose() * b;
-  else if (tb) c.noalias() = a * b.transpose();
-  else c.noalias() = a * b;
+  gemm_rowmajor_at(int(simd_level()), ta, tb, n, p, q, A, lda, B, ldb, C, ldc);
 }
 
-}  // namespace shaped_transformer::detail
+}  // namespace detail
+
+const char* gemm_kernel() { return simd_level_name(simd_level()); }
+
+}  // namespace shaped_transformer

@@ -170,7 +170,11 @@ class Result:
         per-sample or per-path Eigen code), the instruction set of a batched SIMD
         kernel (``"avx512"``, ``"avx2"``, ``"scalar"``: the exact chain and the SDE,
         one sample per lane) or of the normal generator inside the weight products
-        (the explicit network and the law sampler), or ``"cuda"``.
+        (the explicit network and the law sampler), or ``"cuda"``.  The per-sample
+        exact chain at m >= 33 also reports in ``info["gemm"]`` the instruction set of
+        its large products (Eigen's GEMM built for ``"avx512"``, ``"avx2"`` or
+        ``"scalar"``, chosen for the CPU; ``SHAPED_TRANSFORMER_KERNEL=scalar`` forces
+        the portable one): the builds agree to rounding, not bit for bit.
     """
 
     V: np.ndarray

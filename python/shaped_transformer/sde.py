@@ -217,6 +217,10 @@ def sde_drift(network: Network | Block | Sequence[Block], V: np.ndarray) -> np.n
 def sde_noise(network: Network | Block | Sequence[Block], V: np.ndarray, dW: np.ndarray) -> np.ndarray:
     """The structured noise increment of one layer at V from given N(0, dt) numbers.
 
+    For normalized blocks this is the un-normalized increment dM at V; the solver
+    applies it at V = C and then maps V to its correlation matrix (whose first-order
+    noise is J_C(dM), docs/norms.md section 2).
+
     Parameters
     ----------
     network : Network, Block or sequence of Blocks

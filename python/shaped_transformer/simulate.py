@@ -174,6 +174,7 @@ def _result(net: Network, method: str, device: str, depth: int, V, X, exploded_l
             "depth": int(depth),
             "layers": layers,
             **{k: info[k] for k in keys},
+            **({"gemm": info["gemm"]} if "gemm" in info else {}),
             "network": net,
             "device": device,
         },

@@ -1,11 +1,17 @@
 // The exact m x m chain (exact.hpp): shapes, saving, determinism, blow-up, errors.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
+#include <shaped_transformer/cpu_features.hpp>
 #include <shaped_transformer/detail/exact_impl.hpp>  // the faces and their products (white-box)
 #include <shaped_transformer/exact.hpp>
+#include <shaped_transformer/gemm.hpp>
 
 #include "driver_helpers.hpp"
 
@@ -176,6 +182,75 @@ TEST_SUITE("exact") {
       CHECK((st::Cov(wide.rightCols(m)) - A * B).cwiseAbs().maxCoeff() <= 1e-12 * (A * B).norm());
       CHECK(wide.leftCols(m).cwiseAbs().maxCoeff() == 0.0);
     }
+  }
+
+  TEST_CASE("the large products (gemm.hpp): every build equals the sums to rounding, SIMD ones included") {
+    // Every transposition, odd sizes and leading dimensions wider than the columns (the
+    // exact step's column views), and the structure the products use: A A^T (a
+    // symmetric rank-k update) and a lower-triangular square factor on either side.
+    // Bound per entry: 2 q eps sum_k |a_ik| |b_kj|, twice the worst-case rounding of
+    // one ordered sum of q products: the naive sum and every build are each within half.
+    const int ld = 60;
+    std::vector<double> A(std::size_t(ld) * ld), B(std::size_t(ld) * ld), Al, Bl;
+    st::SeqNormal z(st::Stream{3u, 1u, 2u, 6u});
+    for (double& x : A) x = z();
+    for (double& x : B) x = z();
+    auto lower = [&](std::vector<double> M) {  // zero upper triangle
+      for (int i = 0; i < ld; ++i)
+        for (int j = i + 1; j < ld; ++j) M[std::size_t(i) * ld + j] = 0.0;
+      return M;
+    };
+    Al = lower(A);
+    Bl = lower(B);
+    CHECK(std::string(st::gemm_kernel()) == st::simd_level_name(st::simd_level()));
+    int simd_runs = 0;
+    auto compare = [&](bool ta, bool tb, int n, int p, int q, const std::vector<double>& Av,
+                       const std::vector<double>& Bv) {
+      CAPTURE(ta);
+      CAPTURE(tb);
+      CAPTURE(n);
+      CAPTURE(p);
+      CAPTURE(q);
+      auto a = [&](int i, int k) { return ta ? Av[std::size_t(k) * ld + i] : Av[std::size_t(i) * ld + k]; };
+      auto b = [&](int k, int j) { return tb ? Bv[std::size_t(j) * ld + k] : Bv[std::size_t(k) * ld + j]; };
+      for (int level : {0, 1, 2}) {
+        CAPTURE(level);
+        std::vector<double> C(std::size_t(n) * ld, 7.0);
+        if (!st::detail::gemm_rowmajor_at(level, ta, tb, n, p, q, Av.data(), ld, Bv.data(), ld, C.data(), ld)) {
+          CHECK(level > 0);
+          CHECK(C == std::vector<double>(std::size_t(n) * ld, 7.0));  // refused: untouched
+          continue;
+        }
+        simd_runs += level > 0;
+        double worst = 0.0;
+        for (int i = 0; i < n; ++i)
+          for (int j = 0; j < p; ++j) {
+            double exact = 0.0, mag = 0.0;
+            for (int k = 0; k < q; ++k) {
+              exact += a(i, k) * b(k, j);
+              mag += std::abs(a(i, k) * b(k, j));
+            }
+            const double bound = 2.0 * q * std::numeric_limits<double>::epsilon() * mag;
+            worst = std::max(worst, std::abs(C[std::size_t(i) * ld + j] - exact) / bound);
+          }
+        CHECK(worst <= 1.0);
+        for (int i = 0; i < n; ++i)  // columns beyond p untouched
+          for (int j = p; j < ld; ++j) CHECK(C[std::size_t(i) * ld + j] == 7.0);
+      }
+    };
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        compare(ta, tb, 37, 41, 53, A, B);    // general
+        compare(ta, tb, 37, 37, 37, Al, B);   // A lower (used when not transposed)
+        compare(ta, tb, 37, 41, 41, A, Bl);   // B lower (used when not transposed)
+        compare(ta, tb, 41, 41, 41, Al, Bl);  // both
+      }
+    compare(false, true, 37, 37, 53, A, A);    // A A^T: the rank-k update
+    compare(false, true, 37, 37, 37, Al, Al);  // L L^T
+    CHECK_FALSE(st::detail::gemm_rowmajor_at(3, false, false, 1, 1, 1, A.data(), 1, B.data(), 1, A.data(), 1));
+    CHECK_FALSE(st::detail::gemm_rowmajor_at(-1, false, false, 1, 1, 1, A.data(), 1, B.data(), 1, A.data(), 1));
+    MESSAGE("SIMD runs of the products compared: " << simd_runs << " (this CPU: " << std::string(st::gemm_kernel())
+                                                   << ")");
   }
 
   TEST_CASE("the generic chain runs at m > 32 (Eigen's GEMM products): reproducible, symmetric, definite") {

@@ -37,6 +37,7 @@
 #include "kernels/block_list.hpp"
 #include "math/matrix.hpp"
 #include "mutation.hpp"
+#include "norm.hpp"
 #include "rng.hpp"
 #include "wishart_quad.hpp"
 
@@ -202,6 +203,25 @@ ST_HD inline void rms_normalize_root(VM L, VM out) {
   }
 }
 
+/// The RMS placements around the branch of an exact step, for every block kind
+/// (docs/norms.md section 8; RMS norms are rotation invariant): the root L of V into
+/// c.tmp(0); pre_rms hands the branch L_in = D^{-1/2} L (D = diag V, rms_normalize_root
+/// into c.tmp(1)) while the residual keeps L, otherwise L_in = L; post_rms maps the V'
+/// the branch leaves in c.V to its correlation matrix.  branch(L, L_in, tri) updates
+/// c.V and returns false when cancelled (false is returned, the norm skipped); tri:
+/// every lane's L is lower triangular.  LayerNorm is refused before any step runs.
+template <class Ctx, class Branch>
+ST_HD inline bool with_rms_norm(Ctx& c, Norm norm, Branch&& branch) {
+  using Ln = typename Ctx::Ln;
+  auto L = c.tmp(0);
+  const bool tri = c.root(c.V, L);
+  const bool pre = norm == Norm::PreRMS;
+  if (pre) rms_normalize_root<Ln>(L, c.tmp(1));
+  if (!branch(L, pre ? c.tmp(1) : L, tri)) return false;
+  if (norm == Norm::PostRMS) rms_normalize<Ln>(c.V, c.vec());
+  return true;
+}
+
 /// The value part shared by attention and MLP blocks (see the header comment):
 /// V <- lambda^2 V + lambda gamma / sqrt(H n) (L P^T + P L^T) + gamma^2/(H n)(P P^T + C R C^T).
 /// C is m x (H m): C_h = A_h L_in side by side (c.wide(0, .)); L is the root of the
@@ -270,6 +290,19 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
     }
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < m; ++j) V(i, j) = Ln::splat(0.5) * (Y(i, j) + Y(j, i));
+}
+
+/// The exact step of every attention kind: with_rms_norm around the heads
+/// (attention_heads, in the kind's form f) and the value part (value_mix).  t: the
+/// kind's Exact terms (norm, lambda, gamma).  Never cancelled: returns true.
+template <class Ctx, class Terms>
+ST_HD inline bool attention_exact_step(Ctx& c, const Terms& t, const HeadsForm& f) {
+  return with_rms_norm(c, t.norm, [&](auto L, auto Lin, bool tri) {
+    auto C = c.wide(0, f.heads * c.m);
+    attention_heads(c, Lin, tri, f, C);
+    value_mix(c, L, C, f.heads, t.lambda, t.gamma, false);
+    return true;
+  });
 }
 
 /// The exact MLP step: Phi = c phi(K) phi(K)^T / n with K = L_in G' (G' m x n

@@ -64,16 +64,11 @@ inline void explicit_forward(const ReluMLP& b, Ops& o) {
 
 // ---- exact step on V ------------------------------------------------------
 // As the shaped MLP with phi = ReLU, c = 2; pre_rms feeds the branch
-// with L_in = D^{-1/2} L, post_rms normalises V' (see standard_attention.hpp).
+// with L_in = D^{-1/2} L, post_rms normalises V' (with_rms_norm, exact_common.hpp).
 template <class Ctx>
 ST_HD inline bool exact_step(const ReluMLP::Exact& t, Ctx& c) {
-  using Ln = typename Ctx::Ln;
-  auto L = c.tmp(0);
-  c.root(c.V, L);
-  if (t.norm == Norm::PreRMS) rms_normalize_root<Ln>(L, c.tmp(1));
-  if (!mlp_exact_step(c, L, t.norm == Norm::PreRMS ? c.tmp(1) : L, 2.0, 1.0, 0.0, t.lambda, t.gamma)) return false;
-  if (t.norm == Norm::PostRMS) rms_normalize<Ln>(c.V, c.vec());
-  return true;
+  return with_rms_norm(
+      c, t.norm, [&](auto L, auto Lin, bool) { return mlp_exact_step(c, L, Lin, 2.0, 1.0, 0.0, t.lambda, t.gamma); });
 }
 
 }  // namespace shaped_transformer

@@ -153,23 +153,15 @@ inline void explicit_forward(const ShapedAttention& b, Ops& o) {
 // Y_h = L M_h L^T with M_h = G_q G_k^T drawn in O(m^3); then the shared value part
 // (exact_common.hpp).  A_h = alpha I + beta Softmax(Y_h/tau) - beta C.  A template
 // over the context of exact_common.hpp: the generic chain, the batched SIMD kernels
-// and the CUDA threads all run it.  Returns false only when cancelled.  RMS norms as
-// in standard_attention.hpp: pre_rms feeds the branch with D^{-1/2} L, post_rms maps V'
-// to its correlation matrix (docs/norms.md section 8; LayerNorm is refused).
+// and the CUDA threads all run it (attention_exact_step, shared with the standard head;
+// only the HeadsForm differs).  RMS norms by with_rms_norm: pre_rms feeds the branch
+// with D^{-1/2} L, post_rms maps V' to its correlation matrix (docs/norms.md section 8;
+// LayerNorm is refused).
 template <class Ctx>
 ST_HD inline bool exact_step(const ShapedAttention::Exact& t, Ctx& c) {
-  using Ln = typename Ctx::Ln;
-  const int m = c.m, H = t.heads;
-  auto L = c.tmp(0);
-  const bool tri = c.root(c.V, L);
-  if (t.norm == Norm::PreRMS) rms_normalize_root<Ln>(L, c.tmp(1));
-  const auto Lin = t.norm == Norm::PreRMS ? c.tmp(1) : L;
   const double n = double(c.n), nk = t.key_dim > 0 ? double(t.key_dim) : n;
-  auto C = c.wide(0, H * m);
-  attention_heads(c, Lin, tri, HeadsForm{H, nk, t.tau0 * device::sqrt_d(n * nk), t.causal, true, t.alpha, t.beta}, C);
-  value_mix(c, L, C, H, t.lambda, t.gamma, false);
-  if (t.norm == Norm::PostRMS) rms_normalize<Ln>(c.V, c.vec());
-  return true;
+  return attention_exact_step(c, t,
+                              HeadsForm{t.heads, nk, t.tau0 * device::sqrt_d(n * nk), t.causal, true, t.alpha, t.beta});
 }
 
 // ---- SDE drift and noise --------------------------------------------------

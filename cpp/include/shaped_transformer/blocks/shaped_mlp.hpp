@@ -83,20 +83,15 @@ inline void explicit_forward(const ShapedMLP& b, Ops& o) {
 // ---- exact step on V ------------------------------------------------------
 // Phi = c phi_s(K) phi_s(K)^T / n with K = L G' (O(m^2 n), the context's Gram kernel),
 // then the value part with C = a root of Phi (exact_common.hpp, mlp_exact_step).
-// RMS norms as in relu_mlp.hpp (pre_rms: the branch gets D^{-1/2} L; post_rms: V' -> its
+// RMS norms by with_rms_norm (exact_common.hpp; pre_rms: the branch gets D^{-1/2} L; post_rms: V' -> its
 // correlation matrix); LayerNorm is refused.
 template <class Ctx>
 ST_HD inline bool exact_step(const ShapedMLP::Exact& t, Ctx& c) {
-  using Ln = typename Ctx::Ln;
   const double rn = device::sqrt_d(double(c.n));
   const double sp = 1.0 + t.c_plus / rn, sm = 1.0 + t.c_minus / rn;
-  auto L = c.tmp(0);
-  c.root(c.V, L);
-  if (t.norm == Norm::PreRMS) rms_normalize_root<Ln>(L, c.tmp(1));
-  const auto Lin = t.norm == Norm::PreRMS ? c.tmp(1) : L;
-  if (!mlp_exact_step(c, L, Lin, 2.0 / (sp * sp + sm * sm), sp, sm, t.lambda, t.gamma)) return false;
-  if (t.norm == Norm::PostRMS) rms_normalize<Ln>(c.V, c.vec());
-  return true;
+  return with_rms_norm(c, t.norm, [&](auto L, auto Lin, bool) {
+    return mlp_exact_step(c, L, Lin, 2.0 / (sp * sp + sm * sm), sp, sm, t.lambda, t.gamma);
+  });
 }
 
 // ---- SDE drift and noise --------------------------------------------------

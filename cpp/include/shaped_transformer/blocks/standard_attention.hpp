@@ -83,24 +83,14 @@ inline void explicit_forward(const StandardAttention& b, Ops& o) {
 }
 
 // ---- exact step on V ------------------------------------------------------
-// Same reduction as the shaped head with A_h = Softmax(Y_h / sqrt(n_k)),
-// Y_h = L_in M_h L_in^T.  RMS norms are rotation invariant: pre_rms feeds the branch
+// Same reduction as the shaped head (attention_exact_step) with A_h = Softmax(Y_h / sqrt(n_k)),
+// Y_h = L_in M_h L_in^T.  RMS norms (with_rms_norm, exact_common.hpp) are rotation invariant: pre_rms feeds the branch
 // with L_in = D^{-1/2} L (D = diag V) while the residual keeps L; post_rms maps
 // V' -> D'^{-1/2} V' D'^{-1/2}.  LayerNorm (feature centring) is not covered.
 template <class Ctx>
 ST_HD inline bool exact_step(const StandardAttention::Exact& t, Ctx& c) {
-  using Ln = typename Ctx::Ln;
-  const int m = c.m, H = t.heads;
-  auto L = c.tmp(0);
-  const bool tri = c.root(c.V, L);
-  if (t.norm == Norm::PreRMS) rms_normalize_root<Ln>(L, c.tmp(1));
-  const auto Lin = t.norm == Norm::PreRMS ? c.tmp(1) : L;
   const double nk = t.key_dim > 0 ? double(t.key_dim) : double(c.n);
-  auto C = c.wide(0, H * m);
-  attention_heads(c, Lin, tri, HeadsForm{H, nk, device::sqrt_d(nk), false, false}, C);
-  value_mix(c, L, C, H, t.lambda, t.gamma, false);
-  if (t.norm == Norm::PostRMS) rms_normalize<Ln>(c.V, c.vec());
-  return true;
+  return attention_exact_step(c, t, HeadsForm{t.heads, nk, device::sqrt_d(nk), false, false});
 }
 
 }  // namespace shaped_transformer

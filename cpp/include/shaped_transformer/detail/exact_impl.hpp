@@ -64,7 +64,7 @@ struct BulkRng {
 
 /// The exact faces' context (exact_common.hpp) for one sample on the host: the scalar
 /// lanes, psd_root's Eigen roots (as the chain always had), the fast normal kernels,
-/// and the MLP's fused Gram kernel (Eigen's products in tiles beyond its 32 tokens).
+/// and the MLP's fused Gram kernel (GEMM on column tiles beyond its 32 tokens).
 template <int Fixed>
 class HostCtx {
  public:
@@ -121,26 +121,26 @@ class HostCtx {
         for (int j = 0; j < m; ++j) G(i, j) = g[std::size_t(i) * m + j];
       return true;
     }
-    // Beyond the fused kernel's size: Eigen's products on column tiles (O(m * tile)
-    // memory).  Stream layout: normals of column j are m j .. m j + m - 1.
-    constexpr Eigen::Index kTile = Eigen::Index(workspace::kExactMlpTile);  // read by the memory check
-    Cov L_in(m, m), K(m, kTile), Gram = Cov::Zero(m, m);
-    for (int i = 0; i < m; ++i)
-      for (int j = 0; j < m; ++j) L_in(i, j) = Lin(i, j);
+    // Beyond the fused kernel's size: GEMM on column tiles (O(m * tile) memory), in the
+    // build for this CPU's widest instruction set (gemm.hpp).  Stream layout: normals
+    // of column j are m j .. m j + m - 1, so a tile's normals are the rows of a
+    // row-major w x m matrix Gt, and the tile's pre-activations are K = L_in Gt^T.
+    constexpr long kTile = long(workspace::kExactMlpTile);  // read by the memory check
+    std::vector<double> Gt(std::size_t(m) * kTile), K(std::size_t(m) * kTile), S(std::size_t(m) * m),
+        Gram(std::size_t(m) * m, 0.0);
     const exact_mlp::PiecewiseLinear phi{sp, sm};
     for (long j0 = 0; j0 < n; j0 += kTile) {
       // every 256 tiles (131072 columns: a few milliseconds at m = 8)
       if (key.cancel && (j0 / kTile) % 256 == 255 && key.cancel->stop_requested()) return false;
-      const Eigen::Index w = Eigen::Index(std::min<long>(kTile, n - j0));
-      Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor> Gc(m, w);
-      fill_normal(pre, std::uint64_t(j0) * std::uint64_t(m), std::size_t(m * w), Gc.data());
-      auto Kt = K.leftCols(w);
-      Kt.noalias() = L_in * Gc;
-      Kt = Kt.unaryExpr(phi);
-      Gram.noalias() += Kt * Kt.transpose();
+      const int w = int(std::min<long>(kTile, n - j0));
+      fill_normal(pre, std::uint64_t(j0) * std::uint64_t(m), std::size_t(m) * std::size_t(w), Gt.data());
+      detail::gemm_rowmajor(false, true, m, w, m, Lin.data(), Lin.ld(), Gt.data(), m, K.data(), w);
+      for (std::size_t i = 0; i < std::size_t(m) * std::size_t(w); ++i) K[i] = phi(K[i]);
+      detail::gemm_rowmajor(false, true, m, m, w, K.data(), w, K.data(), w, S.data(), m);  // phi(K) phi(K)^T
+      for (std::size_t i = 0; i < S.size(); ++i) Gram[i] += S[i];
     }
     for (int i = 0; i < m; ++i)
-      for (int j = 0; j < m; ++j) G(i, j) = Gram(i, j);
+      for (int j = 0; j < m; ++j) G(i, j) = Gram[std::size_t(i) * m + j];
     return true;
   }
 

@@ -1,0 +1,22 @@
+// Which build runs the scalar lanes' large products (math/matrix.hpp's
+// detail::gemm_rowmajor: m x m and wider products at m >= kGemmFrom on the host, the
+// per-sample exact chain and the per-path SDE solver at long sequences).  Eigen's GEMM
+// is compiled portably and for AVX2 + FMA and AVX-512 (cpp/src/gemm*.cpp) and chosen
+// at run time by simd_level() (cpu_features.hpp; SHAPED_TRANSFORMER_KERNEL=scalar|avx2
+// lowers it).  The builds agree to rounding (the SIMD ones use fused multiply-adds),
+// not bit for bit.
+#pragma once
+
+namespace shaped_transformer {
+
+/// The instruction set of the large products: "avx512", "avx2" or "scalar".
+const char* gemm_kernel();
+
+namespace detail {
+/// gemm_rowmajor (math/matrix.hpp) in the build of SimdLevel `level` (0 scalar,
+/// 1 AVX2, 2 AVX-512); false (C untouched) when this CPU or build cannot run it.
+bool gemm_rowmajor_at(int level, bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B,
+                      int ldb, double* C, int ldc);
+}  // namespace detail
+
+}  // namespace shaped_transformer

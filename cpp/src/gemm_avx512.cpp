@@ -1,0 +1,15 @@
+// gemm_impl.hpp compiled for AVX-512 (F, DQ, BW, VL); called after a CPUID check (gemm.cpp).
+// Eigen's namespace is renamed for this unit (see gemm_impl.hpp): its templates
+// become shaped_transformer::simd::avx512::eigen::..., symbols no portable unit defines.
+// Eigen's kernels use explicit fused multiply-adds here, so the products agree with
+// the portable build's to rounding, not bit for bit.
+#define Eigen shaped_transformer::simd::avx512::eigen
+#include "gemm_impl.hpp"
+#undef Eigen
+
+namespace shaped_transformer::detail {
+void gemm_rowmajor_avx512(bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B, int ldb,
+                          double* C, int ldc) {
+  gemm_rowmajor_impl(ta, tb, n, p, q, A, lda, B, ldb, C, ldc);
+}
+}  // namespace shaped_transformer::detail

@@ -1,0 +1,63 @@
+// The body of the scalar lanes' large products (math/matrix.hpp's gemm_rowmajor),
+// compiled three times: portably (gemm.cpp) and for AVX2 + FMA / AVX-512
+// (gemm_avx2.cpp, gemm_avx512.cpp), where Eigen's GEMM kernels run 2.5 to 2.8 times
+// faster (docs/performance.md).  The SIMD units rename Eigen's namespace before they
+// include this file, so that the Eigen templates they instantiate are their own
+// symbols and never the portable build's (the linker keeps one copy of a weak symbol:
+// an AVX copy picked for portable code would crash CPUs without AVX).
+#pragma once
+
+#include <cstddef>
+
+#include <Eigen/Core>
+
+namespace shaped_transformer::detail {
+namespace {
+
+/// Whether the square k x k matrix at A (leading dimension lda) has a zero upper
+/// triangle: a root, whose product then skips it.  O(k^2) reads at most, one for a
+/// full matrix; exact zeros only, so skipping them changes no term of any sum.
+inline bool lower_triangular(const double* A, int k, int lda) {
+  for (int i = 0; i < k; ++i)
+    for (int j = i + 1; j < k; ++j)
+      if (!(A[std::size_t(i) * std::size_t(lda) + std::size_t(j)] == 0.0)) return false;
+  return true;
+}
+
+/// C (n x p) = op(A) op(B), row-major doubles, op = transpose when ta / tb.  Uses the
+/// structure the exact step's products have (math/matrix.hpp's loops skip it too): a
+/// product A A^T is a symmetric rank-k update (its lower triangle, mirrored), and a
+/// lower-triangular square factor (a Cholesky root) a triangular product: about 1.7
+/// times faster each at m = 128 (docs/performance.md).
+inline void gemm_rowmajor_impl(bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B,
+                               int ldb, double* C, int ldc) {
+  using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Map = Eigen::Map<const RM, 0, Eigen::OuterStride<>>;
+  const Map a(A, ta ? q : n, ta ? n : q, Eigen::OuterStride<>(lda));
+  const Map b(B, tb ? p : q, tb ? q : p, Eigen::OuterStride<>(ldb));
+  Eigen::Map<RM, 0, Eigen::OuterStride<>> c(C, n, p, Eigen::OuterStride<>(ldc));
+  if (!ta && tb && A == B && lda == ldb && n == p) {  // A A^T
+    c.setZero();
+    c.selfadjointView<Eigen::Lower>().rankUpdate(a);
+    for (int i = 0; i < n; ++i)
+      for (int j = i + 1; j < n; ++j) c(i, j) = c(j, i);
+    return;
+  }
+  if (!ta && n == q && lower_triangular(A, n, lda)) {
+    if (tb) c.noalias() = a.triangularView<Eigen::Lower>() * b.transpose();
+    else c.noalias() = a.triangularView<Eigen::Lower>() * b;
+    return;
+  }
+  if (!tb && q == p && lower_triangular(B, p, ldb)) {
+    if (ta) c.noalias() = a.transpose() * b.triangularView<Eigen::Lower>();
+    else c.noalias() = a * b.triangularView<Eigen::Lower>();
+    return;
+  }
+  if (ta && tb) c.noalias() = a.transpose() * b.transpose();
+  else if (ta) c.noalias() = a.transpose() * b;
+  else if (tb) c.noalias() = a * b.transpose();
+  else c.noalias() = a * b;
+}
+
+}  // namespace
+}  // namespace shaped_transformer::detail
