@@ -24,9 +24,10 @@ rho_T^2, log tr V_T, and whether it blew up.
   beta_fast doubled in the core (``fast_drift_x2``) and the SDE run without its
   norm (``sde_norm_dropped``).
 
-CI size: 128 networks per placement, 1000 SDE paths at dt = 1/256 (about 25 s on
-2 shared cores).  Full size (SHAPED_TRANSFORMER_FULL=1): 2000 networks, 4000 paths
-at dt = 1/512; ``pytest -s`` prints the table of docs/norms.md section 7.4.
+CI size: 128 networks per placement, 1000 SDE paths at dt = 1/256 (15 s on 2
+shared cores, 23 s when they were busy).  Full size (SHAPED_TRANSFORMER_FULL=1):
+2000 networks, 4000 paths at dt = 1/512 (169 s); ``pytest -s`` prints the table of
+docs/norms.md section 7.4.
 """
 
 from __future__ import annotations
