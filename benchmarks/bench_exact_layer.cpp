@@ -2,10 +2,11 @@
 // shaped MLP, n = width) and of its parts, in CPU seconds per call on one thread:
 // the whole attention and MLP steps (exact_block), one m x m product of full
 // matrices and one with a lower-triangular factor, the m x (H m) product C C^T (detail::gemm_rowmajor, the build
-// gemm_kernel() names), one root (psd_root), one m x m Bartlett factor, one m x m block of normals, one row softmax and
-// the MLP's O(m^2 n) Gram.  Run by bench_exact_layer.py, which runs it once per build of the products
-// (SHAPED_TRANSFORMER_KERNEL) and prints the table of docs/performance.md.  It compiles against an older core too (no
-// gemm.hpp), to time the layer before the SIMD builds of the products in the same run.
+// gemm_kernel() names), one root (the chain's: psd_root, with the Cholesky of this CPU's build from 33 tokens on), one
+// m x m Bartlett factor, one m x m block of normals, one row softmax (the chain's) and the MLP's O(m^2 n) Gram.  Run by
+// bench_exact_layer.py, which runs it once per build of the products (SHAPED_TRANSFORMER_KERNEL) and prints the table
+// of docs/performance.md.  It compiles against an older core too (no gemm.hpp), to time the layer before the SIMD
+// builds of the products in the same run.
 #include <time.h>
 
 #include <cmath>
@@ -52,6 +53,7 @@ int main(int argc, char** argv) {
   const long n = std::atol(argv[2]);
   const double min_s = std::atof(argv[3]);
   using Ln = st::ScalarLanes;
+  using HostLn = st::exact_generic::HostCtx<0>::Ln;  // its softmax: SIMD rows from 33 tokens on (row_softmax.hpp)
   st::ShapedAttention att;
   att.heads = H;
   att.tau0 = 1.0;
@@ -109,7 +111,7 @@ int main(int argc, char** argv) {
         [&](int) {
           for (int i = 0; i < m; ++i)
             for (int j = 0; j < m; ++j) Y(i, j) = 0.001 * double(i - j);
-          st::softmax_rows<Ln>(Y, false);
+          st::softmax_rows<HostLn>(Y, false);
         },
         min_s / 4);
     const double t_gram = seconds_per_call(

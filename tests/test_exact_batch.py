@@ -166,9 +166,11 @@ def test_every_instruction_set_gives_the_same_bits():
     assert outs[""] == outs["scalar"] == outs["avx2"]
 
 
-#: The per-sample path at m >= 33 (the products through Eigen's GEMM, gemm.hpp): the
-#: build for this CPU against the portable one, forced in a child process by
-#: SHAPED_TRANSFORMER_KERNEL=scalar (read once per process).
+#: The per-sample path at m >= 33 (the products through Eigen's GEMM, gemm.hpp, the
+#: roots' Cholesky, large_root.hpp, the row softmax, row_softmax.hpp) and the SDE's
+#: per-path solver there (products and roots): the build for this CPU against the
+#: portable one, forced in a child process by SHAPED_TRANSFORMER_KERNEL=scalar (read
+#: once per process).
 _GEMM_CHILD = """
 import sys, numpy as np, shaped_transformer as st
 from shaped_transformer._core_loader import core
@@ -177,16 +179,19 @@ V0 = st.inputs.equicorrelated(40, 0.3); V0[0, 0] = 1.5
 info = {}
 V, e = core.simulate_exact(st.Network(blocks).to_core(), V0, 600, 12, 3, 3, list(range(13)), 1, 1e30, None, "",
                            info=info)
-np.savez(sys.argv[1], V=V, e=e, gemm=info["gemm"])
+sde = st.solve_sde(st.Network(blocks), V0=V0, T=0.02, steps=10, paths=2, seed=4, threads=1, save_at=[0.01, 0.02])
+np.savez(sys.argv[1], V=V, e=e, gemm=info["gemm"], Vs=sde.V, es=sde.exploded)
 """
 
 
 def test_per_sample_products_simd_build_agrees_with_the_portable_one(tmp_path):
-    """The per-sample chain's large products in the AVX2 / AVX-512 build (chosen for the
-    CPU) and in the portable one (SHAPED_TRANSFORMER_KERNEL=scalar): the same draws, the
-    sums in another order and with fused multiply-adds, so equal to rounding (REL); a
-    wrong product or a skipped term would be O(1) (measured: 1.8e-15 of max |V| over 12
-    layers, AVX-512 against portable).  Two child processes, ~2 s."""
+    """The per-sample chain's large products, roots and softmax, and the per-path SDE
+    solver's products and roots, in the AVX2 / AVX-512 build (chosen for the CPU) and in
+    the portable one (SHAPED_TRANSFORMER_KERNEL=scalar): the same draws, the sums in
+    another order and with fused multiply-adds, a vector exp, so equal to rounding (REL);
+    a wrong product, root or softmax or a skipped term would be O(1) (measured: 1.8e-15
+    of max |V| over 12 layers, AVX-512 against portable, products alone).  Two child
+    processes, ~2 s."""
 
     def run(level):
         env = dict(os.environ)
@@ -207,3 +212,7 @@ def test_per_sample_products_simd_build_agrees_with_the_portable_one(tmp_path):
     diff = np.abs(wide["V"] - portable["V"]).max(axis=(2, 3)) / np.abs(portable["V"]).max(axis=(2, 3))
     assert diff[:, 0].max() == 0.0  # the input
     assert 0.0 < diff.max() < REL, diff.max()  # moved (another build ran), by rounding only
+    np.testing.assert_array_equal(wide["es"], portable["es"])
+    assert not wide["es"].any()
+    sde = np.abs(wide["Vs"] - portable["Vs"]).max(axis=(-2, -1)) / np.abs(portable["Vs"]).max(axis=(-2, -1))
+    assert 0.0 < sde.max() < REL, sde.max()

@@ -16,6 +16,8 @@ void gemm_rowmajor_avx2(bool ta, bool tb, int n, int p, int q, const double* A, 
                         double* C, int ldc);
 void gemm_rowmajor_avx512(bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B, int ldb,
                           double* C, int ldc);
+bool llt_rowmajor_avx2(int m, const double* V, double* L);
+bool llt_rowmajor_avx512(int m, const double* V, double* L);
 #endif
 
 bool gemm_rowmajor_at(int level, bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B,
@@ -34,6 +36,24 @@ bool gemm_rowmajor_at(int level, bool ta, bool tb, int n, int p, int q, const do
 void gemm_rowmajor(bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B, int ldb, double* C,
                    int ldc) {
   gemm_rowmajor_at(int(simd_level()), ta, tb, n, p, q, A, lda, B, ldb, C, ldc);
+}
+
+bool llt_rowmajor_at(int level, int m, const double* V, double* L, bool* ok) {
+  const SimdLevel l = SimdLevel(level);
+  if (level < 0 || !cpu_supports(l)) return false;
+  switch (l) {
+#if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
+    case SimdLevel::Avx512: *ok = llt_rowmajor_avx512(m, V, L); return true;
+    case SimdLevel::Avx2: *ok = llt_rowmajor_avx2(m, V, L); return true;
+#endif
+    default: *ok = llt_rowmajor_impl(m, V, L); return true;
+  }
+}
+
+bool llt_rowmajor(int m, const double* V, double* L) {
+  bool ok = false;
+  llt_rowmajor_at(int(simd_level()), m, V, L, &ok);
+  return ok;
 }
 
 }  // namespace detail

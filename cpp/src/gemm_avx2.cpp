@@ -12,4 +12,5 @@ void gemm_rowmajor_avx2(bool ta, bool tb, int n, int p, int q, const double* A, 
                         double* C, int ldc) {
   gemm_rowmajor_impl(ta, tb, n, p, q, A, lda, B, ldb, C, ldc);
 }
+bool llt_rowmajor_avx2(int m, const double* V, double* L) { return llt_rowmajor_impl(m, V, L); }
 }  // namespace shaped_transformer::detail

@@ -1,5 +1,5 @@
-// The body of the scalar lanes' large products (math/matrix.hpp's gemm_rowmajor),
-// compiled three times: portably (gemm.cpp) and for AVX2 + FMA / AVX-512
+// The body of the scalar lanes' large products (math/matrix.hpp's gemm_rowmajor) and
+// Cholesky roots (large_root.hpp), compiled three times: portably (gemm.cpp) and for AVX2 + FMA / AVX-512
 // (gemm_avx2.cpp, gemm_avx512.cpp), where Eigen's GEMM kernels run 2.5 to 2.8 times
 // faster (docs/performance.md).  The SIMD units rename Eigen's namespace before they
 // include this file, so that the Eigen templates they instantiate are their own
@@ -9,6 +9,7 @@
 
 #include <cstddef>
 
+#include <Eigen/Cholesky>
 #include <Eigen/Core>
 
 namespace shaped_transformer::detail {
@@ -57,6 +58,20 @@ inline void gemm_rowmajor_impl(bool ta, bool tb, int n, int p, int q, const doub
   else if (ta) c.noalias() = a.transpose() * b;
   else if (tb) c.noalias() = a * b.transpose();
   else c.noalias() = a * b;
+}
+
+/// L (m x m, row-major, zero upper triangle) with L L^T = V (row-major, its lower
+/// triangle read): Eigen's blocked Cholesky on a column-major copy, the algorithm of
+/// psd_root's (linalg.hpp), whose inner products are the GEMM kernels above, so that
+/// the SIMD builds run it about twice as fast at m = 128.  False (L unspecified) when
+/// a pivot is not positive.
+inline bool llt_rowmajor_impl(int m, const double* V, double* L) {
+  using CM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic>;
+  using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::LLT<CM> llt(CM(Eigen::Map<const RM>(V, m, m)));
+  if (llt.info() != Eigen::Success) return false;
+  Eigen::Map<RM>(L, m, m) = llt.matrixL();
+  return true;
 }
 
 }  // namespace

@@ -12,6 +12,8 @@
 #include <shaped_transformer/detail/exact_impl.hpp>  // the faces and their products (white-box)
 #include <shaped_transformer/exact.hpp>
 #include <shaped_transformer/gemm.hpp>
+#include <shaped_transformer/large_root.hpp>
+#include <shaped_transformer/row_softmax.hpp>
 
 #include "driver_helpers.hpp"
 
@@ -251,6 +253,128 @@ TEST_SUITE("exact") {
     CHECK_FALSE(st::detail::gemm_rowmajor_at(-1, false, false, 1, 1, 1, A.data(), 1, B.data(), 1, A.data(), 1));
     MESSAGE("SIMD runs of the products compared: " << simd_runs << " (this CPU: " << std::string(st::gemm_kernel())
                                                    << ")");
+  }
+
+  TEST_CASE("the large roots (large_root.hpp): Cholesky in every build, psd_root's to rounding, and its fallbacks") {
+    const int m = 37;
+    auto gram = [&](int k, std::uint32_t id) {  // G G^T / k, G m x k standard normal
+      std::vector<double> G(std::size_t(m) * k), V(std::size_t(m) * m, 0.0);
+      st::SeqNormal z(st::Stream{5u, 1u, 2u, id});
+      for (double& x : G) x = z();
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j)
+          for (int l = 0; l < k; ++l)
+            V[std::size_t(i) * m + j] += G[std::size_t(i) * k + l] * G[std::size_t(j) * k + l] / k;
+      return V;
+    };
+    auto to_cov = [&](const std::vector<double>& V) {
+      st::Cov c(m, m);
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) c(i, j) = V[std::size_t(i) * m + j];
+      return c;
+    };
+    std::vector<double> V = gram(3 * m, 1u);
+    for (int a = 0; a < m; ++a) V[std::size_t(a) * (m + 1)] += 0.1;
+    const st::Cov Vc = to_cov(V);
+    const st::Cov L0 = Eigen::LLT<st::Cov>(Vc).matrixL();
+    const Eigen::VectorXd w = Vc.selfadjointView<Eigen::Lower>().eigenvalues();
+    // Cholesky's forward error: a few m eps cond(V) relative to max |L| (here ~1e-12; a
+    // wrong pivot or a skipped update is O(1))
+    const double tol = 8.0 * m * std::numeric_limits<double>::epsilon() * w.maxCoeff() / w.minCoeff();
+    int simd_runs = 0;
+    for (int level : {0, 1, 2}) {
+      CAPTURE(level);
+      std::vector<double> L(std::size_t(m) * m, 7.0);
+      bool ok = false;
+      if (!st::detail::llt_rowmajor_at(level, m, V.data(), L.data(), &ok)) {
+        CHECK(level > 0);
+        continue;
+      }
+      simd_runs += level > 0;
+      REQUIRE(ok);
+      double worst = 0.0;
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) {
+          const double l = L[std::size_t(i) * m + j];
+          if (j > i) CHECK(l == 0.0);
+          if (level == 0) CHECK(l == L0(i, j));  // psd_root's Cholesky, bit for bit
+          worst = std::max(worst, std::abs(l - L0(i, j)) / L0.cwiseAbs().maxCoeff());
+        }
+      CHECK(worst <= tol);
+      std::vector<double> bad = V;  // indefinite: a pivot <= 0
+      bad[std::size_t(5) * (m + 1)] = -1.0;
+      CHECK(st::detail::llt_rowmajor_at(level, m, bad.data(), L.data(), &ok));
+      CHECK_FALSE(ok);
+    }
+    bool ok = true;
+    CHECK_FALSE(st::detail::llt_rowmajor_at(3, m, V.data(), V.data(), &ok));
+    // psd_root_rowmajor: the Cholesky above when definite; psd_root itself (the root of
+    // the clipped spectrum) for a singular V of rank 10, zero and non-finite matrices
+    std::vector<double> L(std::size_t(m) * m);
+    REQUIRE(st::psd_root_rowmajor(m, V.data(), L.data()));
+    std::vector<double> L1(std::size_t(m) * m);
+    REQUIRE(st::detail::llt_rowmajor(m, V.data(), L1.data()));
+    CHECK(L == L1);
+    for (const auto& Vs : {gram(10, 2u), std::vector<double>(std::size_t(m) * m, 0.0)}) {
+      st::Cov Lr;
+      CHECK(st::psd_root_rowmajor(m, Vs.data(), L.data()));
+      CHECK(st::psd_root(to_cov(Vs), Lr));
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) CHECK(L[std::size_t(i) * m + j] == Lr(i, j));
+    }
+    std::vector<double> Vn = V;
+    Vn[3] = std::numeric_limits<double>::quiet_NaN();
+    CHECK_FALSE(st::psd_root_rowmajor(m, Vn.data(), L.data()));
+    CHECK(std::isnan(L[0]));
+    MESSAGE("SIMD runs of the Cholesky compared: " << simd_runs);
+  }
+
+  TEST_CASE("the large row softmax (row_softmax.hpp) agrees with softmax_rows to rounding") {
+    // m = 37 (a tail after 4 or 8 lanes), leading dimension 40 (its padding untouched),
+    // logits up to +-15 and a row of -800 (exp below 2^-1022: flushed to zero by the
+    // vector exp, subnormal in libm's: equal to 1e-300 absolute).  Per entry: exp within
+    // 2 ulp, the sum of k terms reordered, one division: 4 (k + 4) eps relative.
+    const int m = 37, ld = 40;
+    std::vector<double> S0(std::size_t(m) * ld);
+    st::SeqNormal z(st::Stream{7u, 1u, 2u, 3u});
+    for (double& x : S0) x = 5.0 * z();
+    for (int j = 1; j < m; ++j) S0[std::size_t(4) * ld + j] = -800.0;
+    int simd_runs = 0;
+    for (bool causal : {false, true}) {
+      CAPTURE(causal);
+      std::vector<double> ref = S0;
+      st::softmax_rows<st::ScalarLanes>(st::MatRef<double, 0>(ref.data(), m, m, ld), causal);
+      for (int level : {0, 1, 2}) {
+        CAPTURE(level);
+        std::vector<double> S = S0;
+        if (!st::detail::row_softmax_at(level, m, S.data(), ld, causal)) {
+          CHECK(S == S0);  // refused (the portable level, or no such build): untouched
+          continue;
+        }
+        simd_runs += 1;
+        double worst = 0.0;
+        for (int i = 0; i < m; ++i) {
+          const int k = causal ? i + 1 : m;
+          const double bound = 4.0 * (k + 4) * std::numeric_limits<double>::epsilon();
+          for (int j = 0; j < ld; ++j) {
+            const double s = S[std::size_t(i) * ld + j], r = ref[std::size_t(i) * ld + j];
+            if (j >= m) CHECK(s == S0[std::size_t(i) * ld + j]);
+            else if (j >= k) CHECK(s == 0.0);
+            else worst = std::max(worst, std::abs(s - r) / (bound * r + 1e-300));
+          }
+        }
+        CHECK(worst <= 1.0);
+        CHECK(S[std::size_t(4) * ld] == ref[std::size_t(4) * ld]);  // the -800 row: 1 at its maximum
+      }
+      // the host context's softmax: the build for this CPU from kGemmFrom tokens on
+      std::vector<double> host = S0, mine = S0;
+      st::softmax_rows<st::exact_generic::HostLanes>(st::MatRef<double, 0>(host.data(), m, m, ld), causal);
+      if (!st::detail::row_softmax(m, mine.data(), ld, causal))
+        st::softmax_rows<st::ScalarLanes>(st::MatRef<double, 0>(mine.data(), m, m, ld), causal);
+      CHECK(host == mine);
+    }
+    CHECK((st::simd_level() == st::SimdLevel::Scalar || simd_runs > 0));
+    MESSAGE("SIMD runs of the row softmax compared: " << simd_runs);
   }
 
   TEST_CASE("the generic chain runs at m > 32 (Eigen's GEMM products): reproducible, symmetric, definite") {

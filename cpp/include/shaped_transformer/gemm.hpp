@@ -1,4 +1,4 @@
-// Which build runs the scalar lanes' large products (math/matrix.hpp's
+// Which build runs the scalar lanes' large products and Cholesky roots (math/matrix.hpp's
 // detail::gemm_rowmajor: m x m and wider products at m >= kGemmFrom on the host, the
 // per-sample exact chain and the per-path SDE solver at long sequences).  Eigen's GEMM
 // is compiled portably and for AVX2 + FMA and AVX-512 (cpp/src/gemm*.cpp) and chosen
@@ -17,6 +17,12 @@ namespace detail {
 /// 1 AVX2, 2 AVX-512); false (C untouched) when this CPU or build cannot run it.
 bool gemm_rowmajor_at(int level, bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B,
                       int ldb, double* C, int ldc);
+/// Eigen's Cholesky of the m x m row-major V (lower triangle read) into L (row-major,
+/// zero upper triangle) in the build of SimdLevel `level`; *ok: it succeeded (every
+/// pivot positive).  False (nothing done) when this CPU or build cannot run it.
+bool llt_rowmajor_at(int level, int m, const double* V, double* L, bool* ok);
+/// llt_rowmajor_at in the build for this CPU (gemm_kernel()): whether it succeeded.
+bool llt_rowmajor(int m, const double* V, double* L);
 }  // namespace detail
 
 }  // namespace shaped_transformer

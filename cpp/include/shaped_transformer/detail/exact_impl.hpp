@@ -23,14 +23,33 @@
 #include "../exact/mlp_gram.hpp"
 #include "../exact_common.hpp"
 #include "../kernels/exact_batch.hpp"
+#include "../large_root.hpp"
 #include "../linalg.hpp"
 #include "../math/lane.hpp"
 #include "../network.hpp"
 #include "../normal_kernels.hpp"
+#include "../row_softmax.hpp"
 #include "../workspace.hpp"
 #include "driver_loop.hpp"
 
 namespace shaped_transformer {
+
+namespace exact_generic {
+/// The host context's lanes: ScalarLanes under their own name, so that the softmax of
+/// its large attention matrices (below) can take the SIMD row kernels without
+/// touching any other user of the scalar lanes.  Same operations, same numbers.
+struct HostLanes : ScalarLanes {};
+}  // namespace exact_generic
+
+/// softmax_rows (exact_common.hpp) on the host context's run-time-sized matrices:
+/// from kGemmFrom tokens on, along each row in SIMD lanes with a vector exp
+/// (row_softmax.hpp: about 4 times faster at m = 128, equal to rounding); below that
+/// and in the portable build, the scalar code (libm's exp), number for number.
+template <>
+inline void softmax_rows<exact_generic::HostLanes, MatRef<double, 0>>(MatRef<double, 0> S, bool causal) {
+  if (S.rows() >= kGemmFrom && detail::row_softmax(S.rows(), S.data(), S.ld(), causal)) return;
+  softmax_rows<ScalarLanes>(S, causal);
+}
 
 namespace exact_generic {
 
@@ -63,12 +82,13 @@ struct BulkRng {
 };
 
 /// The exact faces' context (exact_common.hpp) for one sample on the host: the scalar
-/// lanes, psd_root's Eigen roots (as the chain always had), the fast normal kernels,
-/// and the MLP's fused Gram kernel (GEMM on column tiles beyond its 32 tokens).
+/// lanes, psd_root's Eigen roots (as the chain always had; from kGemmFrom tokens on,
+/// with the Cholesky in the build for this CPU, large_root.hpp), the fast normal
+/// kernels, and the MLP's fused Gram kernel (GEMM on column tiles beyond its 32 tokens).
 template <int Fixed>
 class HostCtx {
  public:
-  using Ln = ScalarLanes;
+  using Ln = HostLanes;
   using D = double;
   static constexpr int MC = Fixed;
   using Mat = MatRef<double, MC>;
@@ -94,6 +114,7 @@ class HostCtx {
   template <class VA, class VL>
   bool root(VA A, VL L) {
     if (m <= 32) root_as<typename RootMatrix<Fixed>::type>(A, L);
+    else if (A.ld() == m && L.ld() == m) psd_root_rowmajor(m, A.data(), L.data());
     else root_as<Cov>(A, L);
     return is_lower(L);
   }

@@ -1,7 +1,8 @@
 // The generic per-path solver's Euler and tamed Euler step: kernels/sde_step.hpp on
 // the scalar lanes (math/lane.hpp), one path's V in row-major storage, its root
 // L L^T = V from linalg.hpp (Cholesky when V is safely definite, the root of the
-// clipped spectrum otherwise; psd_clip_root for the PSD remedy).  The batched SIMD
+// clipped spectrum otherwise; psd_clip_root for the PSD remedy; from 33 tokens on with
+// the Cholesky of the build for this CPU, large_root.hpp).  The batched SIMD
 // kernels and the CUDA threads run the same step on their own lanes and roots.
 #pragma once
 
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "../kernels/sde_step.hpp"
+#include "../large_root.hpp"
 #include "../linalg.hpp"
 #include "../math/lane.hpp"
 #include "../sde.hpp"
@@ -61,7 +63,10 @@ class PathStepper {
   /// (returns true then; normalized blocks: and back to unit diagonal, with its root)
   /// and keeps the root for the next step.
   bool clip() {
-    const bool projected = m_ <= 32 ? clip_as<typename RootMatrix<MC>::type>() : clip_as<Cov>();
+    bool projected = false;  // large V: psd_clip_root's Cholesky branch in this CPU's build (large_root.hpp)
+    if (m_ <= 32) projected = clip_as<typename RootMatrix<MC>::type>();
+    else if (!(s_.V.ld() == m_ && s_.L.ld() == m_ && safe_cholesky_rowmajor(m_, s_.V.data(), s_.L.data())))
+      projected = clip_as<Cov>();
     if (projected && normalize_) {
       MatRef<double, MC> L = s_.L;
       normalize_to_correlation<ScalarLanes, MC>(s_.V, r_.data(), &L);
@@ -96,6 +101,7 @@ class PathStepper {
   }
   void root() {
     if (m_ <= 32) root_as<typename RootMatrix<MC>::type>();
+    else if (s_.V.ld() == m_ && s_.L.ld() == m_) psd_root_rowmajor(m_, s_.V.data(), s_.L.data());  // large_root.hpp
     else root_as<Cov>();
     s_.tri = is_lower(s_.L);
   }
