@@ -6,6 +6,7 @@
 // kind without one is refused here too, never skipped.
 #pragma once
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <variant>
@@ -70,6 +71,21 @@ inline std::vector<double> fast_coefficients(const std::vector<double>& lam2, co
   return coef;
 }
 
+/// lambda^2 and gamma^2 of the blocks of `net` that take a norm, in order (in a
+/// normalized layer every block does: network.hpp refuses mixed placements).
+template <class Net>
+inline void squared_weights(const Net& net, std::vector<double>& lam2, std::vector<double>& gam2) {
+  for (const auto& blk : net.blocks)
+    std::visit(
+        [&](const auto& b) {
+          if constexpr (shaped_transformer::detail::has_norm_field<block_kind_t<decltype(b)>>::value) {
+            lam2.push_back(b.lambda * b.lambda);
+            gam2.push_back(b.gamma * b.gamma);
+          }
+        },
+        blk);
+}
+
 /// The SDE terms of every block of one layer of `net` at m tokens; for a pre-norm
 /// layer each block's terms carry its fast-drift coefficient (fast_coefficients).
 template <class... K>
@@ -78,17 +94,9 @@ inline std::vector<SdeBlock<K...>> sde_blocks(const BasicNetwork<K...>& net, int
   for (const auto& blk : net.blocks) out.push_back(sde_block(blk, m));
   if (net.blocks.empty() || !is_pre_norm(block_norm(net.blocks[0]))) return out;
   std::vector<double> lam2, gam2;
-  for (const auto& blk : net.blocks)
-    std::visit(
-        [&](const auto& b) {
-          if constexpr (shaped_transformer::detail::has_norm_field<block_kind_t<decltype(b)>>::value) {
-            lam2.push_back(b.lambda * b.lambda);
-            gam2.push_back(b.gamma * b.gamma);
-          } else {
-            throw std::invalid_argument("norm: pre-norm needs every block to normalize");  // refused before
-          }
-        },
-        blk);
+  squared_weights(net, lam2, gam2);
+  if (lam2.size() != out.size())
+    throw std::invalid_argument("norm: pre-norm needs every block to normalize");  // refused before
   const std::vector<double> coef = fast_coefficients(lam2, gam2);
   for (std::size_t k = 0; k < out.size(); ++k)
     out[k].update([&](auto& t) {
@@ -123,17 +131,8 @@ inline Cov sde_start(const Net& net, const Cov& V0) {
   Cov V = 0.5 * (V0 + V0.transpose());
   if (is_pre_norm(block_norm(net.blocks[0]))) {
     std::vector<double> lam2, gam2;
-    bool moves = false;
-    for (const auto& blk : net.blocks)
-      std::visit(
-          [&](const auto& b) {
-            if constexpr (shaped_transformer::detail::has_norm_field<block_kind_t<decltype(b)>>::value) {
-              lam2.push_back(b.lambda * b.lambda);
-              gam2.push_back(b.gamma * b.gamma);
-              moves = moves || b.gamma > 0.0;
-            }
-          },
-          blk);
+    squared_weights(net, lam2, gam2);
+    const bool moves = std::any_of(gam2.begin(), gam2.end(), [](double g2) { return g2 > 0.0; });
     // d_k - 1 = (prod of lambda^2)^k (d_0 - 1): 10^6 layers reach 1e-15 unless gamma < ~0.005.
     for (int layer = 0; moves && layer < 1000000; ++layer) {
       if ((V.diagonal().array() - 1.0).abs().maxCoeff() < 1e-15) break;
