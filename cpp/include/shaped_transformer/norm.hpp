@@ -27,21 +27,6 @@ ST_HD constexpr bool is_layer_norm(Norm k) { return k == Norm::PreLayer || k == 
 ST_HD constexpr bool is_pre_norm(Norm k) { return k == Norm::PreRMS || k == Norm::PreLayer; }
 ST_HD constexpr bool is_post_norm(Norm k) { return k == Norm::PostRMS || k == Norm::PostLayer; }
 
-/// Why the exact chain does not run a shaped block (ShapedAttention, ShapedMLP) with
-/// placement `k` (nullptr: it does).  The RMS placements are rotation invariant and the
-/// shaped exact steps apply them; LayerNorm needs the (V, s) state of docs/norms.md
-/// section 5, not in the chain yet, so the drivers refuse it rather than ignore it.
-inline const char* shaped_norm_exact_refusal(Norm k) {
-  constexpr const char* why[] = {
-      nullptr, nullptr,
-      "norm: 'pre_layer' on a shaped block is not covered by the exact chain yet (LayerNorm is not rotation "
-      "invariant); use the explicit network or the law sampler",
-      nullptr,
-      "norm: 'post_layer' on a shaped block is not covered by the exact chain yet (LayerNorm is not rotation "
-      "invariant); use the explicit network or the law sampler"};
-  return why[int(k)];
-}
-
 /// Why the covariance SDE does not run a shaped block with placement `k` (nullptr for
 /// Norm::None): the normalized SDE of docs/norms.md is not in the solver yet.
 inline const char* shaped_norm_sde_refusal(Norm k) {
