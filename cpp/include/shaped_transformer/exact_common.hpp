@@ -249,7 +249,7 @@ ST_HD inline bool with_norm(Ctx& c, Norm norm, Branch&& branch) {
   }
   const int m = c.m;
   auto* s = c.s;
-  const double inv_n = 1.0 / double(c.n);
+  const double inv_n = 1.0 / double(c.n) ST_MUTATE(kLayerCentring);
   auto Vc = c.tmp(2), Lin = c.tmp(1);
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < m; ++j) Vc(i, j) = c.V(i, j) - s[i] * s[j] * inv_n;
@@ -308,6 +308,7 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
       }
     }
   }
+  ST_MUTATION_ONLY(if (pe) for (int i = 0; i < m; ++i) pe[i] = pe[i] * mutation::factor(mutation::kFrameColumn);)
   // CB CB^T ~ C R C^T, R ~ Wishart_{Hm}(n - m) (n - m - 1 in LayerNorm's frame): the m x m
   // draw of wishart_quad.hpp
   auto CB = c.tmp(1);
