@@ -264,6 +264,26 @@ TABLE: tuple[Mutation, ...] = (
         measured="gap pre - post, mean rho_T: z = 7.2",
         seconds=19,
     ),
+    _M(
+        "layer_centring_dropped",
+        "core",
+        "exact chain: LayerNorm without its centring s s^T / n (the RMS step on the (V, s) frame)",
+        "tests/test_shaped_norms.py::test_exact_layernorm_chain_matches_the_explicit_network[pre_layer]",
+        "z < Z_MAX",
+        ("layer_centring", 0.0),
+        measured="max z = 10.9",
+        seconds=6.7,
+    ),
+    _M(
+        "frame_column_dropped",
+        "core",
+        "exact chain: LayerNorm's frame without its all-ones column P_e (cross term, P_e P_e^T and s')",
+        "tests/test_shaped_norms.py::test_exact_layernorm_chain_matches_the_explicit_network[pre_layer]",
+        "z < Z_MAX",
+        ("frame_column", 0.0),
+        measured="max z = 10.3",
+        seconds=6.8,
+    ),
     # ---- the package's Python code ----------------------------------------------------
     _M(
         "splitting_weight",

@@ -112,7 +112,8 @@ def test_what_a_network_covers_comes_from_the_core():
     alpha = st.ShapedAttention(alpha=0.5)
     assert alpha.sde_refusal.startswith("alpha: only shaped heads with alpha = 1")
     assert st.ShapedAttention(concat=True).exact_refusal.startswith("concat:")
-    assert st.StandardAttention(norm="pre_layer").exact_refusal.startswith("norm: LayerNorm")
+    # LayerNorm runs on the state (V, s) (docs/norms.md section 6): refused only by width, at run time
+    assert st.StandardAttention(norm="pre_layer").exact_refusal is None
     assert att.sde_refusal is None and att.exact_refusal is None
 
 

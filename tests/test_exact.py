@@ -206,16 +206,15 @@ def test_blowup_reported_not_silent():
 
 
 def test_refused_blocks():
-    for b in (
-        st.StandardAttention(norm="pre_layer"),
-        st.ReluMLP(norm="post_layer"),
-        st.ShapedAttention(heads=2, concat=True),
-    ):
-        with pytest.raises(ValueError):
-            st.simulate(b, V0=np.eye(3), width=8, depth=1, method="exact")
+    with pytest.raises(ValueError, match="concat"):
+        st.simulate(st.ShapedAttention(heads=2, concat=True), V0=np.eye(3), width=8, depth=1, method="exact")
+    # LayerNorm needs width >= m + 1 (docs/norms.md section 6)
+    for b in (st.StandardAttention(norm="pre_layer"), st.ReluMLP(norm="post_layer")):
+        with pytest.raises(ValueError, match="width"):
+            st.simulate(b, V0=np.eye(3), width=3, depth=1, method="exact")
     # the core refuses on its own as well
-    with pytest.raises(ValueError, match="norm"):
-        core.simulate_exact([st.StandardAttention(norm="pre_layer")], np.eye(2), 8, 1, 1, 0, [1], 1, 1e30, None)
+    with pytest.raises(ValueError, match="width"):
+        core.simulate_exact([st.StandardAttention(norm="pre_layer")], np.eye(2), 2, 1, 1, 0, [1], 1, 1e30, None)
 
 
 def test_gamma_variates_via_wishart_mean():

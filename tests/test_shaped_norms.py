@@ -2,10 +2,12 @@
 
 ``norm`` on ShapedAttention and ShapedMLP is the contrast blocks' field (same four
 placements, same code path in explicit_common.hpp).  The explicit network and the law
-sampler run it; the exact chain and the SDE refuse a normalized shaped block by name
-until their steps land.  The same-weights comparison with NumPy for every placement is
-in tests/test_explicit.py (BLOCKS); here: what each placement does to V, and the
-refusals.  All cases take well under a second each.
+sampler run it, and the exact chain (LayerNorm on the state (V, s) of docs/norms.md
+section 6); the SDE refuses a normalized shaped block by name until its step lands.  The
+same-weights comparison with NumPy for every placement is in tests/test_explicit.py
+(BLOCKS); here: what each placement does to V, the exact chain against the explicit
+network, and the refusals.  All cases take well under a second each, but the LayerNorm
+chain comparisons (about 2 s each).
 """
 
 from __future__ import annotations
@@ -121,8 +123,9 @@ def test_pre_norms_act_on_the_branch_input_only(i):
 @pytest.mark.parametrize("i", range(3))
 def test_refusals_of_a_normed_shaped_block(i, norm):
     """The SDE runs every placement (tests/test_sde_norms.py) except pre-norm on the
-    causal / beta != 1 head; the exact chain refuses the LayerNorm ones; each refusal a
-    ValueError naming norm, the placement and the block, before running anything."""
+    causal / beta != 1 head, a ValueError naming norm, the placement and the block, before
+    running anything; the exact chain covers every placement, LayerNorm at width >= m + 1
+    only (a ValueError naming width below)."""
     b = _blocks(norm)[i]
     net = st.Network([b])
     if i == 1 and norm.startswith("pre"):
@@ -136,19 +139,16 @@ def test_refusals_of_a_normed_shaped_block(i, norm):
         assert b.has_sde and net.has_sde and b.sde_refusal is None
         r = st.solve_sde(net, V0=V0, T=0.1, steps=4, paths=2)
         np.testing.assert_array_equal(np.diagonal(r.V, axis1=-2, axis2=-1), 1.0)
+    assert b.exact_chain and net.exact_chain and b.exact_refusal is None
     if norm.endswith("layer"):
-        assert not b.exact_chain and not net.exact_chain
-        assert b.exact_refusal.startswith(f"norm: '{norm}' on a shaped block")
-        with pytest.raises(ValueError, match=rf"norm: '{norm}'.*\(block 0, {b.kind}\)"):
-            st.simulate(net, V0=V0, width=N, depth=2, samples=2, method="exact")
-    else:
-        assert b.exact_chain and b.exact_refusal is None
+        with pytest.raises(ValueError, match=r"width: LayerNorm in the exact chain needs width >= m \+ 1 = 5, got 4"):
+            st.simulate(net, V0=V0, width=M, depth=2, samples=2, method="exact")
     # The layer built by shaped_transformer(norm=...) and by make_network's usual
     # parameters carries the norm to both blocks, and is refused the same way.
     for layer in (st.shaped_transformer(norm=norm), st.make_network("shaped_transformer", norm=norm)):
         assert [blk.norm for blk in layer] == [norm, norm]
         assert layer.has_sde
-        assert layer.exact_chain == norm.endswith("rms")
+        assert layer.exact_chain
 
 
 def _exact(block, V, depth=1, samples=2, seed=7):
@@ -200,3 +200,112 @@ def test_exact_rms_chain_matches_the_explicit_network(norm):
 def test_unnormed_shaped_blocks_keep_their_coverage():
     for b in _blocks(None):
         assert b.exact_chain and b.has_sde and b.exact_refusal is None and b.sde_refusal is None
+
+
+# ---- LayerNorm in the exact chain (docs/norms.md sections 6 and 7.2) -----------------
+
+LN_M, LN_N, LN_S = 3, 12, 8000
+LN_V0 = np.array([[1.3, 0.4, -0.2], [0.4, 0.8, 0.3], [-0.2, 0.3, 1.0]])
+
+
+def _ln_tokens():
+    """Tokens with covariance LN_V0 in a random frame, so that s0 = X0 1 / sqrt(n) is generic."""
+    Q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((LN_N, LN_N)))
+    return np.linalg.cholesky(LN_V0) @ Q[:LN_M] * np.sqrt(LN_N)
+
+
+def _ln_net(att, mlp):
+    """Two-head attention then an MLP (the setting of docs/norms.md section 7.2)."""
+    return st.Network([att, mlp])
+
+
+def _shaped(na, nm=None):
+    nm = na if nm is None else nm
+    return _ln_net(
+        st.ShapedAttention(heads=2, tau0=0.7, gamma=0.6, norm=na),
+        st.ShapedMLP(c_plus=0.5, c_minus=-1.0, gamma=0.6, norm=nm),
+    )
+
+
+def _law_z(a, b):
+    """Largest |z| of the differences of the entrywise means and standard deviations of two
+    independent samples (samples, k); a standard deviation's standard error from the
+    sample kurtosis."""
+    z_mean = (a.mean(0) - b.mean(0)) / np.sqrt(a.var(0) / len(a) + b.var(0) / len(b))
+
+    def sd_se2(x):
+        k = np.mean((x - x.mean(0)) ** 4, 0) / x.var(0) ** 2
+        return x.var(0) * (k - 1) / (4 * len(x))
+
+    z_sd = (a.std(0) - b.std(0)) / np.sqrt(sd_se2(a) + sd_se2(b))
+    return float(max(np.abs(z_mean).max(), np.abs(z_sd).max()))
+
+
+def _entries(net, V):
+    post = list(net)[-1].norm.startswith("post")  # diag V = 1 exactly after a post-norm
+    iu = np.triu_indices(LN_M, 1 if post else 0)
+    return V[:, -1][:, iu[0], iu[1]]
+
+
+def _ln_run(net, seed, method, **inputs):
+    r = st.simulate(net, depth=2, samples=LN_S, seed=seed, method=method, threads=1, progress=False, **inputs)
+    return _entries(net, r.V)
+
+
+LN_NETS = {
+    "pre_layer": _shaped("pre_layer"),
+    "post_layer": _shaped("post_layer"),
+    # s carried through blocks without LayerNorm: post_rms scales it, None passes it on
+    "pre_layer+post_rms": _shaped("pre_layer", "post_rms"),
+    "none+post_layer": _shaped(None, "post_layer"),
+    "contrast pre_layer": _ln_net(
+        st.StandardAttention(heads=2, gamma=0.6, norm="pre_layer"), st.ReluMLP(gamma=0.6, norm="pre_layer")
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(LN_NETS))
+def test_exact_layernorm_chain_matches_the_explicit_network(name):
+    """m = 3, n = 12, two layers from tokens in a random frame: the chain on (V, s) and the
+    explicit network agree in the means and standard deviations of the entries of V
+    (4000 samples each).  For the pure LayerNorm networks the RMS chain run in their place
+    is rejected (docs/norms.md section 7.2: |z| about 17-19 at 20000 samples; at 4000
+    above 2 Z_MAX here), so the test sees the centring."""
+    net, X0 = LN_NETS[name], _ln_tokens()
+    Ve = _ln_run(net, 1, "explicit", X0=X0)
+    Vc = _ln_run(net, 2, "exact", X0=X0)
+    z = _law_z(Ve, Vc)
+    assert z < Z_MAX, z
+    if name in ("pre_layer", "post_layer"):
+        rms = _shaped(name.replace("layer", "rms"))
+        z_rms = _law_z(Ve, _ln_run(rms, 2, "exact", X0=X0))
+        assert z_rms > 2 * Z_MAX, z_rms
+
+
+def test_exact_layernorm_chain_from_v0_starts_from_the_library_tokens():
+    """From V0 the chain's s0 is that of tokens_from_covariance (L0 1_m): it matches the
+    explicit network run from those tokens, and not the one run from the same V0 in a
+    random frame (another s0), which shows that s0 is read."""
+    net = LN_NETS["pre_layer"]
+    Vc = _ln_run(net, 2, "exact", V0=LN_V0, width=LN_N)
+    Ve = _ln_run(net, 1, "explicit", X0=tokens_from_covariance(LN_V0, LN_N))
+    z = _law_z(Ve, Vc)
+    assert z < Z_MAX, z
+    z_frame = _law_z(_ln_run(net, 1, "explicit", X0=_ln_tokens()), Vc)
+    assert z_frame > 2 * Z_MAX, z_frame
+
+
+def test_exact_layernorm_refusals():
+    """Width n = m: no frame for the all-ones direction (ValueError naming width and the
+    reason); a named SIMD kernel cannot carry s; the default picks the per-sample path."""
+    from shaped_transformer._core_loader import core
+
+    net = LN_NETS["pre_layer"]
+    with pytest.raises(ValueError, match=r"^width: .*all-ones feature direction.*method='explicit' or method='law'"):
+        st.simulate(net, V0=LN_V0, width=LN_M, depth=1, samples=2, method="exact")
+    with pytest.raises(ValueError, match=r"^kernel: 'scalar': the batch kernels do not carry LayerNorm's state s"):
+        core.simulate_exact(net, LN_V0, LN_N, 1, 2, 0, [1], 1, 1e30, None, "scalar")
+    assert core.exact_kernel(net, LN_M, LN_N) == "generic"
+    info: dict = {}
+    core.simulate_exact(net, LN_V0, LN_N, 1, 2, 0, [1], 1, 1e30, None, info=info)
+    assert info["kernel"] == "generic"

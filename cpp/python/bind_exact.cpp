@@ -22,7 +22,8 @@ void register_exact(py::module_& m) {
         const ExactRequest r = exact_request(network, X0, V0, width, depth, samples, seed, save_at, save_every, threads,
                                              blowup, admit, covariance);
         Trajectories tr = run_driver(r.opts, progress, [&](const RunOptions& o) {
-          return simulate_exact(network.net, r.V0, r.width, r.depth, r.samples, r.seed, r.layers, o, kernel.c_str());
+          return simulate_exact(network.net, r.V0, r.width, r.depth, r.samples, r.seed, r.layers, o, kernel.c_str(),
+                                r.s0.size() ? &r.s0 : nullptr);
         });
         const py::ssize_t mm = r.V0.rows(), K = py::ssize_t(r.layers.size());
         report(info, "kernel", py::str(tr.kernel));
@@ -44,7 +45,8 @@ void register_exact(py::module_& m) {
       py::arg("covariance") = py::none(), py::arg("dtype") = "float64", py::arg("admit") = py::none(),
       py::arg("info") = py::none(),
       "Exact m x m covariance chain (docs/model.md section 4); returns (V, exploded_layer).  Every argument is "
-      "checked here, once.  V0 (m, m), or X0 (m, n) with V0 = covariance(X0); save_at (layer indices) or "
+      "checked here, once.  V0 (m, m), or X0 (m, n) with V0 = covariance(X0) (and LayerNorm's s0 = X0 1 / sqrt(n); "
+      "from V0, s0 = L0 1 of tokens_from_covariance); save_at (layer indices) or "
       "save_every (neither: every layer); admit(parts) is the memory check; `info` (a dict) receives the kernel "
       "that ran and the checked values.  kernel: '' (the batched SIMD kernel when it covers the network), "
       "'generic' (per-sample path), 'scalar', 'avx2', 'avx512'.");

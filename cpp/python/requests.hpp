@@ -289,6 +289,7 @@ inline ExplicitRequest explicit_request(const NetworkObject& network, const py::
 /// Arguments of the exact chain, checked.
 struct ExactRequest {
   Cov V0;
+  Eigen::VectorXd s0;  ///< X0 1_n / sqrt(n) when run from X0 (LayerNorm's s_0); empty from V0
   long width = 0;
   int depth = 0, samples = 0;
   std::uint64_t seed = 0;
@@ -316,6 +317,7 @@ inline ExactRequest exact_request(const NetworkObject& network, const py::object
   if (in.from_tokens) {
     const MatD X = in.checked_tokens();
     if (covariance.is_none()) throw std::invalid_argument("covariance: needed to run from X0");
+    r.s0 = X.rowwise().sum() / std::sqrt(double(X.cols()));  // read by LayerNorm's chain only
     r.V0 = matrix_from(F64Array::ensure(covariance(in.array)));
   } else {
     r.V0 = matrix_from(in.array);

@@ -5,6 +5,7 @@
 namespace shaped_transformer {
 
 template Trajectories simulate_exact<Network>(const Network&, const Cov&, long, int, int, std::uint64_t,
-                                              const std::vector<std::int64_t>&, const RunOptions&, const char*);
+                                              const std::vector<std::int64_t>&, const RunOptions&, const char*,
+                                              const Eigen::VectorXd*);
 
 }  // namespace shaped_transformer

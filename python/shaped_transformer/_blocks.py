@@ -104,10 +104,10 @@ class ShapedAttention(_core.ShapedAttention, Block):
         ``concat`` (explicit network only) runs H heads of width n/H with an output projection.
         It has an SDE limit when ``alpha = 1`` and not ``concat``.
         ``norm`` (None, ``"pre_rms"``, ``"pre_layer"``, ``"post_rms"`` or ``"post_layer"``,
-        as on :class:`StandardAttention`) runs in the explicit network and the law sampler,
-        its RMS placements also in the exact chain (which refuses LayerNorm); with a norm
-        the SDE is the correlation SDE of docs/norms.md (post-norm for every head, pre-norm
-        for the paper's head: ``causal`` or ``beta != 1`` with pre-norm is refused).
+        as on :class:`StandardAttention`) runs in the explicit network, the law sampler and
+        the exact chain (LayerNorm there on the state (V, s), at width >= m + 1); with a
+        norm the SDE is the correlation SDE of docs/norms.md (post-norm for every head,
+        pre-norm for the paper's head: ``causal`` or ``beta != 1`` with pre-norm is refused).
 
         >>> ShapedAttention(heads=4, tau0=1.0, gamma=0.5)  # doctest: +ELLIPSIS
         ShapedAttention(heads=4, tau0=1.0, gamma=0.5, lam=0.866..., ...)
@@ -124,7 +124,8 @@ class StandardAttention(_core.StandardAttention, Block):
 
         ``norm`` is None, ``"pre_rms"``, ``"pre_layer"``, ``"post_rms"`` or ``"post_layer"``.
         It has no SDE limit (its covariance collapses to rank one); the exact chain covers
-        it except with LayerNorm, which is not rotation invariant.
+        every placement (LayerNorm on the state (V, s), at width >= m + 1; docs/norms.md
+        section 6).
         """,
         _core.StandardAttention,
     )
@@ -139,9 +140,9 @@ class ShapedMLP(_core.ShapedMLP, Block):
         ``X' = lam X + gamma sqrt(c) phi_s(X W^pre / sqrt(n)) W^post / sqrt(n)`` with
         ``phi_s(x) = s_+ max(x, 0) + s_- min(x, 0)`` and ``c = 2 / (s_+^2 + s_-^2)``.
         ``norm`` places a per-token RMS norm or LayerNorm before the block or after the
-        residual sum, as on :class:`ReluMLP`; the explicit network and the law sampler run
-        it, the exact chain its RMS placements; the SDE is the correlation SDE of
-        docs/norms.md (every placement).
+        residual sum, as on :class:`ReluMLP`; the explicit network, the law sampler and the
+        exact chain run it (LayerNorm there at width >= m + 1); the SDE is the correlation
+        SDE of docs/norms.md (every placement).
         """,
         _core.ShapedMLP,
     )
@@ -153,7 +154,8 @@ class ReluMLP(_core.ReluMLP, Block):
     __doc__ = _doc(
         """Standard ReLU MLP block (phi = ReLU, c = 2), with an optional per-token norm.
 
-        It has no SDE limit; the exact chain covers it except with LayerNorm.
+        It has no SDE limit; the exact chain covers every placement (LayerNorm at width
+        >= m + 1).
         """,
         _core.ReluMLP,
     )
@@ -254,8 +256,8 @@ def shaped_transformer(
         Of the :class:`ShapedMLP` block.
     norm
         The per-token norm of both blocks (None, "pre_rms", "pre_layer", "post_rms" or
-        "post_layer"); the explicit network and the law sampler run it, the exact chain
-        the RMS placements, the SDE the correlation SDE of docs/norms.md.
+        "post_layer"); the explicit network, the law sampler and the exact chain run it
+        (LayerNorm at width >= m + 1), the SDE the correlation SDE of docs/norms.md.
 
     Returns
     -------

@@ -148,5 +148,18 @@ TEST_SUITE("block_kind") {
       CHECK_THROWS_WITH_AS(st::simulate_exact(bad, V0, n, 1, 1, 0, {0}, opt), doctest::Contains("a: must be finite"),
                            std::invalid_argument);
     }
+    SUBCASE("a kind without norm cannot share the exact chain with a LayerNorm block") {
+      // LayerNorm carries the state s, which only kinds with a norm (with_norm) update.
+      st::ShapedAttention ln;
+      ln.norm = st::Norm::PreLayer;
+      TestNetwork mixed{{ln, ScaledIdentity{0.5}}};
+      CHECK_THROWS_WITH_AS(
+          st::simulate_exact(mixed, V0, n, 1, 1, 0, {0}, opt),
+          doctest::Contains("scaled_identity has no norm, so its exact step does not carry LayerNorm's "
+                            "state s"),
+          std::invalid_argument);
+      TestNetwork alone{{ln}};
+      CHECK(st::simulate_exact(alone, V0, n, 1, 2, 0, {0, 1}, opt).kernel == "generic");
+    }
   }
 }

@@ -24,13 +24,18 @@ namespace shaped_transformer {
 /// save_at, blowup, threads, kernel) and Cancelled when opt.poll asked to stop.
 /// kernel: null or "" picks the batched SIMD kernel (exact/batch.hpp, one sample per
 /// lane) when it covers the network, "generic" the per-sample path, "scalar",
-/// "avx2" or "avx512" a given batch kernel (for tests and benchmarks).
+/// "avx2" or "avx512" a given batch kernel (for tests and benchmarks; a network with a
+/// LayerNorm block runs on the per-sample path, which carries s).  s0: the input's
+/// s_0 = X_0 1_n / sqrt(n) (m numbers), read only when a block has a LayerNorm
+/// placement (docs/norms.md section 6); null: that of the tokens
+/// inputs.tokens_from_covariance builds from V0, L_0 1_m.
 template <class Net>
 Trajectories simulate_exact(const Net& net, const Cov& V0, long width, int depth, int samples, std::uint64_t seed,
                             const std::vector<std::int64_t>& save_at, const RunOptions& opt,
-                            const char* kernel = nullptr);
+                            const char* kernel = nullptr, const Eigen::VectorXd* s0 = nullptr);
 
 extern template Trajectories simulate_exact<Network>(const Network&, const Cov&, long, int, int, std::uint64_t,
-                                                     const std::vector<std::int64_t>&, const RunOptions&, const char*);
+                                                     const std::vector<std::int64_t>&, const RunOptions&, const char*,
+                                                     const Eigen::VectorXd*);
 
 }  // namespace shaped_transformer

@@ -28,6 +28,22 @@
 //   c.wishart(df, p, idn, idu, B)   the draws of wishart_factor (math/samplers.hpp)
 //   c.gram(L, sp, sm, G)   the MLP's O(m^2 n) Gram matrix (host contexts only; false:
 //                          cancelled, the sample is then discarded)
+//   c.s                    LayerNorm's state s = X 1_n / sqrt(n) (m lanes), updated in
+//                          place; nullptr when the network carries no s (with_norm)
+//
+// LayerNorm (docs/norms.md section 6).  Centring a token subtracts its component along
+// the all-ones feature direction 1_n, so the law is invariant only under the rotations
+// that fix 1_n, and the state is (V, s).  Rotate so that 1_n / sqrt(n) is the last
+// feature and the centred tokens lie in the first m: X = sqrt(n) [L_c, s / sqrt(n)] E
+// with L_c L_c^T = V - s s^T / n (E selects the features {1..m, n}; needs n >= m + 1).
+// The branch's Gaussian columns at those m + 1 features are Z_h and one more column
+// z_h; the other n - m - 1 give R ~ Wishart_{Hm}(n - m - 1).  With P_e = sum_h C_h z_h:
+//   V' = lambda^2 V + lambda gamma / sqrt(H n) (L_c P^T + s P_e^T / sqrt(n) + transposes)
+//        + gamma^2 / (H n) (P P^T + P_e P_e^T + C R C^T),
+//   s' = lambda s + gamma / sqrt(H) P_e.
+// A network with a LayerNorm block carries s (c.s != nullptr) and every one of its
+// blocks takes this step (any residual moves s); the others never do, and draw what
+// they always drew.
 #pragma once
 
 #include <cmath>
@@ -47,8 +63,10 @@ class CancelToken;  // parallel.hpp
 
 /// Where the random numbers of one exact step come from: Stream{seed, sample,
 /// block, kExactBase + id}.  Ids: 0/1 value Wishart R (normals/uniforms), 2 MLP
-/// pre-activations, 3 MLP value Z; head h uses 8 + 8h + {0,1: key Wishart,
-/// 2: m x m Gaussian of M_h, 3: value Z_h}.
+/// pre-activations, 3 MLP value Z, 4 the MLP's LayerNorm frame column z (5..7 free);
+/// head h uses 8 + 8h + {0,1: key Wishart, 2: m x m Gaussian of M_h, 3: value Z_h,
+/// 4/5: the cross-heads mutation's fresh Wishart (test builds only), 6: the LayerNorm
+/// frame column z_h; 7 free}.
 struct ExactKey {
   std::uint64_t seed = 0;
   std::uint32_t sample = 0;
@@ -57,8 +75,8 @@ struct ExactKey {
   /// huge width; nullptr: never cancelled.  Not part of the random-number key.
   const CancelToken* cancel = nullptr;
 
-  static constexpr std::uint32_t kR = 0, kRUniform = 1, kPre = 2, kMlpZ = 3;
-  static constexpr std::uint32_t kKeyWishart = 0, kKeyUniform = 1, kKeyGauss = 2, kValueZ = 3;
+  static constexpr std::uint32_t kR = 0, kRUniform = 1, kPre = 2, kMlpZ = 3, kMlpFrame = 4;
+  static constexpr std::uint32_t kKeyWishart = 0, kKeyUniform = 1, kKeyGauss = 2, kValueZ = 3, kValueFrame = 6;
   static constexpr int kMaxHeads = (0x4000 - 8) / 8;
 
   /// The id of stream `id` of head h (add to matrix_id::kExactBase).
@@ -203,30 +221,66 @@ ST_HD inline void rms_normalize_root(VM L, VM out) {
   }
 }
 
-/// The RMS placements around the branch of an exact step, for every block kind
-/// (docs/norms.md section 8; RMS norms are rotation invariant): the root L of V into
-/// c.tmp(0); pre_rms hands the branch L_in = D^{-1/2} L (D = diag V, rms_normalize_root
-/// into c.tmp(1)) while the residual keeps L, otherwise L_in = L; post_rms maps the V'
-/// the branch leaves in c.V to its correlation matrix.  branch(L, L_in, tri) updates
-/// c.V and returns false when cancelled (false is returned, the norm skipped); tri:
-/// every lane's L is lower triangular.  LayerNorm is refused before any step runs.
+/// The norm placements around the branch of an exact step, for every block kind
+/// (docs/norms.md sections 6 and 8).  Without LayerNorm's state (c.s == nullptr; RMS
+/// norms are rotation invariant): the root L of V into c.tmp(0); pre_rms hands the
+/// branch L_in = D^{-1/2} L (D = diag V, rms_normalize_root into c.tmp(1)) while the
+/// residual keeps L, otherwise L_in = L; post_rms maps the V' the branch leaves in c.V
+/// to its correlation matrix.  With c.s (the network has a LayerNorm block; see the
+/// header comment): the residual's root is L_c, L_c L_c^T = V - s s^T / n (the branch's
+/// value_mix adds the frame's s column); L_in is D^{-1/2} L_c for pre_layer (the
+/// centred tokens, normalised), a root of V, D^{-1/2}-scaled for pre_rms, otherwise;
+/// after the branch post_layer maps V' - s' s'^T / n to its correlation matrix and sets
+/// s = 0, post_rms maps V' to its correlation matrix and scales s_a by V'_aa^{-1/2} as
+/// it scales token a.  branch(L, L_in, tri) updates c.V (and c.s) and returns false
+/// when cancelled (false is returned, the norm skipped); tri: every lane's L_in is
+/// lower triangular.  LayerNorm without c.s never runs (the drivers carry s then).
 template <class Ctx, class Branch>
-ST_HD inline bool with_rms_norm(Ctx& c, Norm norm, Branch&& branch) {
+ST_HD inline bool with_norm(Ctx& c, Norm norm, Branch&& branch) {
   using Ln = typename Ctx::Ln;
   auto L = c.tmp(0);
-  const bool tri = c.root(c.V, L);
-  const bool pre = norm == Norm::PreRMS;
-  if (pre) rms_normalize_root<Ln>(L, c.tmp(1));
-  if (!branch(L, pre ? c.tmp(1) : L, tri)) return false;
-  if (norm == Norm::PostRMS) rms_normalize<Ln>(c.V, c.vec());
+  if (!c.s) {
+    const bool tri = c.root(c.V, L);
+    const bool pre = norm == Norm::PreRMS;
+    if (pre) rms_normalize_root<Ln>(L, c.tmp(1));
+    if (!branch(L, pre ? c.tmp(1) : L, tri)) return false;
+    if (norm == Norm::PostRMS) rms_normalize<Ln>(c.V, c.vec());
+    return true;
+  }
+  const int m = c.m;
+  auto* s = c.s;
+  const double inv_n = 1.0 / double(c.n) ST_MUTATE(kLayerCentring);
+  auto Vc = c.tmp(2), Lin = c.tmp(1);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) Vc(i, j) = c.V(i, j) - s[i] * s[j] * inv_n;
+  bool tri = c.root(Vc, L);
+  if (norm == Norm::PreLayer) {
+    rms_normalize_root<Ln>(L, Lin);
+  } else {
+    tri = c.root(c.V, Lin);
+    if (norm == Norm::PreRMS) rms_normalize_root<Ln>(Lin, Lin);
+  }
+  if (!branch(L, Lin, tri)) return false;
+  if (norm == Norm::PostLayer) {
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) c.V(i, j) = c.V(i, j) - s[i] * s[j] * inv_n;
+    rms_normalize<Ln>(c.V, c.vec());
+    for (int a = 0; a < m; ++a) s[a] = Ln::splat(0.0);
+  } else if (norm == Norm::PostRMS) {
+    rms_normalize<Ln>(c.V, c.vec());
+    for (int a = 0; a < m; ++a) s[a] = s[a] * c.vec()[a];
+  }
   return true;
 }
 
 /// The value part shared by attention and MLP blocks (see the header comment):
 /// V <- lambda^2 V + lambda gamma / sqrt(H n) (L P^T + P L^T) + gamma^2/(H n)(P P^T + C R C^T).
 /// C is m x (H m): C_h = A_h L_in side by side (c.wide(0, .)); L is the root of the
-/// residual V.  Uses c.tmp(1) .. c.tmp(7) (c.tmp(1), the branch's root, is no longer
-/// needed here; the mutation build also c.wide(1, m)).
+/// residual V.  With c.s (LayerNorm's frame, header comment): L is L_c, the frame's
+/// column z_h adds P_e to the cross term and P_e P_e^T, R has n - m - 1 degrees of
+/// freedom, and s <- lambda s + gamma / sqrt(H) P_e (P_e in c.vec()).  Uses c.tmp(1) ..
+/// c.tmp(7) (c.tmp(1), the branch's root, is no longer needed here; the mutation build
+/// also c.wide(1, m)).
 template <class Ctx, class VL, class VC>
 ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gamma, bool mlp) {
   using Ln = typename Ctx::Ln;
@@ -234,7 +288,8 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
   const int m = c.m;
   auto V = c.V;
   auto P = c.tmp(2), T = c.tmp(3), Q = c.tmp(4), Y = c.tmp(5), Z = c.tmp(6);
-  for (int h = 0; h < H; ++h) {  // P = sum_h C_h Z_h
+  D* pe = c.s ? c.vec() : nullptr;  // P_e = sum_h C_h z_h: LayerNorm's frame only
+  for (int h = 0; h < H; ++h) {     // P = sum_h C_h Z_h
     c.gaussian(mlp ? ExactKey::kMlpZ : ExactKey::head_id(h, ExactKey::kValueZ), Z);
     if (h == 0) {
       mul<Ln>(P, C.middle_cols(0, m), Z);
@@ -243,11 +298,22 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
       for (int i = 0; i < m; ++i)
         for (int j = 0; j < m; ++j) P(i, j) += T(i, j);
     }
+    if (pe) {
+      auto z = c.tmp(7).middle_cols(0, 1);
+      c.gaussian(mlp ? ExactKey::kMlpFrame : ExactKey::head_id(h, ExactKey::kValueFrame), z);
+      for (int i = 0; i < m; ++i) {
+        D x = Ln::splat(0.0);
+        for (int k = 0; k < m; ++k) x = x + C(i, h * m + k) * z(k, 0);
+        pe[i] = h == 0 ? x : pe[i] + x;
+      }
+    }
   }
-  // CB CB^T ~ C R C^T, R ~ Wishart_{Hm}(n - m): the m x m draw of wishart_quad.hpp
+  ST_MUTATION_ONLY(if (pe) for (int i = 0; i < m; ++i) pe[i] = pe[i] * mutation::factor(mutation::kFrameColumn);)
+  // CB CB^T ~ C R C^T, R ~ Wishart_{Hm}(n - m) (n - m - 1 in LayerNorm's frame): the m x m
+  // draw of wishart_quad.hpp
   auto CB = c.tmp(1);
-  wishart_quad_factor(c, C, H, double(c.n) - double(m) ST_MUTATE(kValueDf), ExactKey::kR, ExactKey::kRUniform, CB, Z, Y,
-                      c.tmp(7));
+  const double df = double(c.n) - double(m) ST_MUTATE(kValueDf) - (pe ? 1.0 : 0.0);
+  wishart_quad_factor(c, C, H, df, ExactKey::kR, ExactKey::kRUniform, CB, Z, Y, c.tmp(7));
   mul_nt<Ln>(T, L, P);    // L P^T
   mul_nt<Ln>(Q, P, P);    // P P^T
   mul_nt<Ln>(Y, CB, CB);  // C R C^T
@@ -269,8 +335,8 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
       mul_nt<Ln>(Y, Ph, Ph);
       for (int i = 0; i < m; ++i)
         for (int j = 0; j < m; ++j) diag(i, j) += Y(i, j);
-      wishart_quad_factor(c, C.middle_cols(h * m, m), 1, double(c.n) - double(m), ExactKey::head_id(h, 4),
-                          ExactKey::head_id(h, 5), Fh, Z, Y, Ph);
+      wishart_quad_factor(c, C.middle_cols(h * m, m), 1, df, ExactKey::head_id(h, 4), ExactKey::head_id(h, 5), Fh, Z, Y,
+                          Ph);
       mul_nt<Ln>(Y, Fh, Fh);
       for (int i = 0; i < m; ++i)
         for (int j = 0; j < m; ++j) diag(i, j) += Y(i, j);
@@ -279,6 +345,14 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
       for (int j = 0; j < m; ++j) Q(i, j) = diag(i, j) + f * (Q(i, j) - diag(i, j));
   }
 #endif
+  if (pe) {  // the frame's s column: L P^T += s P_e^T / sqrt(n), P P^T += P_e P_e^T
+    const double rn = 1.0 / device::sqrt_d(double(c.n));
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) {
+        T(i, j) = T(i, j) + (c.s[i] * rn) * pe[j];
+        Q(i, j) = Q(i, j) + pe[i] * pe[j];
+      }
+  }
   const double HN = double(H) * double(c.n);
   const D ll = Ln::splat(lambda * lambda), lg = Ln::splat(lambda * gamma / device::sqrt_d(HN)),
           gg = Ln::splat(gamma * gamma / HN);
@@ -290,14 +364,18 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
     }
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < m; ++j) V(i, j) = Ln::splat(0.5) * (Y(i, j) + Y(j, i));
+  if (pe) {
+    const double gh = gamma / device::sqrt_d(double(H));
+    for (int i = 0; i < m; ++i) c.s[i] = lambda * c.s[i] + gh * pe[i];
+  }
 }
 
-/// The exact step of every attention kind: with_rms_norm around the heads
+/// The exact step of every attention kind: with_norm around the heads
 /// (attention_heads, in the kind's form f) and the value part (value_mix).  t: the
 /// kind's Exact terms (norm, lambda, gamma).  Never cancelled: returns true.
 template <class Ctx, class Terms>
 ST_HD inline bool attention_exact_step(Ctx& c, const Terms& t, const HeadsForm& f) {
-  return with_rms_norm(c, t.norm, [&](auto L, auto Lin, bool tri) {
+  return with_norm(c, t.norm, [&](auto L, auto Lin, bool tri) {
     auto C = c.wide(0, f.heads * c.m);
     attention_heads(c, Lin, tri, f, C);
     value_mix(c, L, C, f.heads, t.lambda, t.gamma, false);

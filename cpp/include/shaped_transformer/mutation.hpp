@@ -28,17 +28,19 @@ enum Id {
   kExactChainWidth,   ///< the width 1/dt of the SDE scheme exact_chain (sde::exact_width)
   kPsdClip,           ///< the projection of psd_clip: V <- V + f (clip(V) - V) (0: V left indefinite)
   kFastDrift,         ///< pre-norm's fast drift beta_fast (its coefficients, sde/terms.hpp)
+  kLayerCentring,     ///< LayerNorm's centring s s^T / n in the exact chain (with_norm; 0: RMS on the frame)
+  kFrameColumn,       ///< P_e, the frame's all-ones column of the exact chain's value part (value_mix; 0: dropped)
   kCount
 };
 
-inline const char* const kNames[kCount] = {"att_drift",        "soft_noise",    "cross_heads",        "mlp_drift",
-                                           "integrator_drift", "general_drift", "general_soft_noise", "mlp_noise",
-                                           "key_df",           "value_df",      "exact_chain_width",  "psd_clip",
-                                           "fast_drift"};
+inline const char* const kNames[kCount] = {"att_drift",        "soft_noise",     "cross_heads",        "mlp_drift",
+                                           "integrator_drift", "general_drift",  "general_soft_noise", "mlp_noise",
+                                           "key_df",           "value_df",       "exact_chain_width",  "psd_clip",
+                                           "fast_drift",       "layer_centring", "frame_column"};
 
 /// The factor of mutation `id` (1: the true model).
 inline double& factor(Id id) {
-  static double f[kCount] = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0};
+  static double f[kCount] = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0};
   return f[id];
 }
 

@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -67,18 +68,53 @@ void validate_network(const Net& net, long width) {
         net.blocks[i]);
 }
 
+namespace detail {
+template <class B, class = void>
+struct takes_norm : std::false_type {};
+template <class B>
+struct takes_norm<B, std::void_t<decltype(std::declval<const B&>().norm)>> : std::true_type {};
+}  // namespace detail
+
+/// Whether block kind B has a `norm` placement.  The exact step of such a kind goes
+/// through with_norm (exact_common.hpp), which carries LayerNorm's state s.
+template <class B>
+inline constexpr bool takes_norm_v = detail::takes_norm<B>::value;
+
+/// The norm placement of a block (Norm::None for a kind without one).
+template <class B>
+Norm block_norm(const B& b) {
+  if constexpr (takes_norm_v<B>) return b.norm;
+  else return Norm::None;
+}
+
+/// Whether the exact chain of `net` carries LayerNorm's state s = X 1_n / sqrt(n)
+/// (docs/norms.md section 6): when any block has a LayerNorm placement.  Every block of
+/// such a network then takes the frame step of exact_common.hpp.
+template <class Net>
+bool exact_carries_s(const Net& net) {
+  for (const auto& blk : net.blocks)
+    if (std::visit([](const auto& b) { return is_layer_norm(block_norm(b)); }, blk)) return true;
+  return false;
+}
+
 /// Throws std::invalid_argument (naming the parameter) when the exact chain cannot
 /// run a block of `net`.
 template <class Net>
 void check_exact_covers(const Net& net) {
+  const bool carries_s = exact_carries_s(net);
   for (std::size_t i = 0; i < net.blocks.size(); ++i)
     std::visit(
         [&](const auto& b) {
           using B = block_kind_t<decltype(b)>;
           if constexpr (!B::has_exact) {
             throw std::invalid_argument(std::string("blocks: ") + B::kind + " has no exact chain" + block_where<B>(i));
-          } else if (const char* why = b.exact_refusal()) {
-            throw std::invalid_argument(why + block_where<B>(i));
+          } else {
+            if (const char* why = b.exact_refusal()) throw std::invalid_argument(why + block_where<B>(i));
+            if (carries_s && !takes_norm_v<B>)
+              throw std::invalid_argument(std::string("blocks: ") + B::kind +
+                                          " has no norm, so its exact step does not carry LayerNorm's state s "
+                                          "(docs/norms.md section 6) that another block of this network needs" +
+                                          block_where<B>(i));
           }
         },
         net.blocks[i]);

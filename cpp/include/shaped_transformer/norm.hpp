@@ -27,24 +27,12 @@ ST_HD constexpr bool is_layer_norm(Norm k) { return k == Norm::PreLayer || k == 
 ST_HD constexpr bool is_pre_norm(Norm k) { return k == Norm::PreRMS || k == Norm::PreLayer; }
 ST_HD constexpr bool is_post_norm(Norm k) { return k == Norm::PostRMS || k == Norm::PostLayer; }
 
-/// Why the exact chain does not run a shaped block (ShapedAttention, ShapedMLP) with
-/// placement `k` (nullptr: it does).  The RMS placements are rotation invariant and the
-/// shaped exact steps apply them; LayerNorm needs the (V, s) state of docs/norms.md
-/// section 5, not in the chain yet, so the drivers refuse it rather than ignore it.
-inline const char* shaped_norm_exact_refusal(Norm k) {
-  constexpr const char* why[] = {
-      nullptr, nullptr,
-      "norm: 'pre_layer' on a shaped block is not covered by the exact chain yet (LayerNorm is not rotation "
-      "invariant); use the explicit network or the law sampler",
-      nullptr,
-      "norm: 'post_layer' on a shaped block is not covered by the exact chain yet (LayerNorm is not rotation "
-      "invariant); use the explicit network or the law sampler"};
-  return why[int(k)];
-}
-
-// The covariance SDE runs every placement on the shaped blocks (docs/norms.md: the
-// correlation SDE; kernels/sde_step.hpp normalizes the step, sde/terms.hpp adds
-// pre-norm's fast drift); the refusals left are per head (ShapedAttention::sde_refusal)
-// and per layer (mixed placements, sde_refusal_text in network.hpp).
+// Every placement runs on the shaped blocks: the explicit network and the law sampler
+// (normalize_tokens), the exact chain (with_norm in exact_common.hpp; LayerNorm carries
+// the (V, s) state of docs/norms.md section 6) and the covariance SDE (the correlation
+// SDE; kernels/sde_step.hpp normalizes the step, sde/terms.hpp adds pre-norm's fast
+// drift).  The refusals left are per head (ShapedAttention::sde_refusal), per layer
+// (mixed placements, sde_refusal_text in network.hpp) and per width (LayerNorm's exact
+// step needs width >= m + 1, check_exact_arguments).
 
 }  // namespace shaped_transformer

@@ -37,10 +37,7 @@ struct ReluMLP {
   /// Its exact step needs the host's O(m^2 n) Gram kernel: the CPU runs it.
   static constexpr bool exact_on_device = false;
   static constexpr const char* no_sde = "the unshaped ReLU MLP has no SDE limit";
-  const char* exact_refusal() const {
-    return is_layer_norm(norm) ? "norm: LayerNorm is not rotation invariant; the exact chain does not cover it"
-                               : nullptr;
-  }
+  const char* exact_refusal() const { return nullptr; }
   /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
   template <class F>
   void weights(long width, F&& f) const {
@@ -64,11 +61,12 @@ inline void explicit_forward(const ReluMLP& b, Ops& o) {
 
 // ---- exact step on V ------------------------------------------------------
 // As the shaped MLP with phi = ReLU, c = 2; pre_rms feeds the branch
-// with L_in = D^{-1/2} L, post_rms normalises V' (with_rms_norm, exact_common.hpp).
+// with L_in = D^{-1/2} L, post_rms normalises V', LayerNorm on the state (V, s) (with_norm,
+// exact_common.hpp).
 template <class Ctx>
 ST_HD inline bool exact_step(const ReluMLP::Exact& t, Ctx& c) {
-  return with_rms_norm(
-      c, t.norm, [&](auto L, auto Lin, bool) { return mlp_exact_step(c, L, Lin, 2.0, 1.0, 0.0, t.lambda, t.gamma); });
+  return with_norm(c, t.norm,
+                   [&](auto L, auto Lin, bool) { return mlp_exact_step(c, L, Lin, 2.0, 1.0, 0.0, t.lambda, t.gamma); });
 }
 
 }  // namespace shaped_transformer

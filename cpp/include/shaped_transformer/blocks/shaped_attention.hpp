@@ -32,7 +32,7 @@ struct ShapedAttention {
   bool causal = false;
   int key_dim = 0;         ///< n_k; 0 means n_k = width
   bool concat = false;     ///< H heads of width n/H and an output projection W^O (explicit only)
-  Norm norm = Norm::None;  ///< per-token normalisation (LayerNorm: no exact chain yet)
+  Norm norm = Norm::None;  ///< per-token normalisation (docs/norms.md)
 
   static constexpr auto fields() {
     using B = ShapedAttention;
@@ -47,7 +47,7 @@ struct ShapedAttention {
         field("key_dim", &B::key_dim, or_unset(at_least(1), 0), "n_k; None (0 in C++): the head width"),
         field("concat", &B::concat, any_value(), "concatenated heads with W^O (explicit only)"),
         field("norm", &B::norm, any_value(),
-              "per-token normalisation (SDE: correlation SDE, docs/norms.md; LayerNorm: no exact chain)"));
+              "per-token normalisation (exact chain, SDE: the correlation SDE; docs/norms.md)"));
   }
   /// Throws std::invalid_argument naming the parameter; width > 0 also checks concat.
   void validate(long width = 0) const {
@@ -62,7 +62,6 @@ struct ShapedAttention {
   /// Why the exact chain cannot run this block (nullptr: it can).
   const char* exact_refusal() const {
     if (concat) return "concat: concatenated heads are not covered by the exact chain";
-    if (const char* why = shaped_norm_exact_refusal(norm)) return why;
     if (heads > ExactKey::kMaxHeads) return "heads: too many heads for the exact chain";
     return nullptr;
   }
@@ -154,9 +153,9 @@ inline void explicit_forward(const ShapedAttention& b, Ops& o) {
 // (exact_common.hpp).  A_h = alpha I + beta Softmax(Y_h/tau) - beta C.  A template
 // over the context of exact_common.hpp: the generic chain, the batched SIMD kernels
 // and the CUDA threads all run it (attention_exact_step, shared with the standard head;
-// only the HeadsForm differs).  RMS norms by with_rms_norm: pre_rms feeds the branch
-// with D^{-1/2} L, post_rms maps V' to its correlation matrix (docs/norms.md section 8;
-// LayerNorm is refused).
+// only the HeadsForm differs).  Norms by with_norm: pre_rms feeds the branch with
+// D^{-1/2} L, post_rms maps V' to its correlation matrix; LayerNorm runs on the state
+// (V, s) (docs/norms.md sections 6 and 8).
 template <class Ctx>
 ST_HD inline bool exact_step(const ShapedAttention::Exact& t, Ctx& c) {
   const double n = double(c.n), nk = t.key_dim > 0 ? double(t.key_dim) : n;

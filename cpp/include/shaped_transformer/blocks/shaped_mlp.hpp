@@ -22,7 +22,7 @@ struct ShapedMLP {
   double c_minus = -1.0;
   double gamma = 0.5;
   double lambda = std::sqrt(1.0 - 0.25);
-  Norm norm = Norm::None;  ///< per-token normalisation (LayerNorm: no exact chain yet)
+  Norm norm = Norm::None;  ///< per-token normalisation (docs/norms.md)
 
   static constexpr auto fields() {
     using B = ShapedMLP;
@@ -32,7 +32,7 @@ struct ShapedMLP {
         field("gamma", &B::gamma, within(0.0, 1.0), "branch weight"),
         field("lam", &B::lambda, residual_weight(), "residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)"),
         field("norm", &B::norm, any_value(),
-              "per-token normalisation (SDE: correlation SDE, docs/norms.md; LayerNorm: no exact chain)"));
+              "per-token normalisation (exact chain, SDE: the correlation SDE; docs/norms.md)"));
   }
   void validate(long = 0) const {
     check_fields(*this);
@@ -43,7 +43,7 @@ struct ShapedMLP {
   static constexpr bool has_explicit = true, has_exact = true, has_sde = true;
   /// Its exact step needs the host's O(m^2 n) Gram kernel: the CPU runs it.
   static constexpr bool exact_on_device = false;
-  const char* exact_refusal() const { return shaped_norm_exact_refusal(norm); }
+  const char* exact_refusal() const { return nullptr; }
   const char* sde_refusal() const { return nullptr; }
   /// Its weight matrices (explicit network) and the memory one worker holds for it (resources.hpp).
   template <class F>
@@ -83,13 +83,13 @@ inline void explicit_forward(const ShapedMLP& b, Ops& o) {
 // ---- exact step on V ------------------------------------------------------
 // Phi = c phi_s(K) phi_s(K)^T / n with K = L G' (O(m^2 n), the context's Gram kernel),
 // then the value part with C = a root of Phi (exact_common.hpp, mlp_exact_step).
-// RMS norms by with_rms_norm (exact_common.hpp; pre_rms: the branch gets D^{-1/2} L; post_rms: V' -> its
-// correlation matrix); LayerNorm is refused.
+// Norms by with_norm (exact_common.hpp; pre_rms: the branch gets D^{-1/2} L; post_rms: V' -> its
+// correlation matrix; LayerNorm on the state (V, s), docs/norms.md section 6).
 template <class Ctx>
 ST_HD inline bool exact_step(const ShapedMLP::Exact& t, Ctx& c) {
   const double rn = device::sqrt_d(double(c.n));
   const double sp = 1.0 + t.c_plus / rn, sm = 1.0 + t.c_minus / rn;
-  return with_rms_norm(c, t.norm, [&](auto L, auto Lin, bool) {
+  return with_norm(c, t.norm, [&](auto L, auto Lin, bool) {
     return mlp_exact_step(c, L, Lin, 2.0 / (sp * sp + sm * sm), sp, sm, t.lambda, t.gamma);
   });
 }

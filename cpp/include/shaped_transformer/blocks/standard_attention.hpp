@@ -47,7 +47,6 @@ struct StandardAttention {
   /// Why the exact chain cannot run this block (nullptr: it can).
   const char* exact_refusal() const {
     if (concat) return "concat: concatenated heads are not covered by the exact chain";
-    if (is_layer_norm(norm)) return "norm: LayerNorm is not rotation invariant; the exact chain does not cover it";
     if (heads > ExactKey::kMaxHeads) return "heads: too many heads for the exact chain";
     return nullptr;
   }
@@ -84,9 +83,9 @@ inline void explicit_forward(const StandardAttention& b, Ops& o) {
 
 // ---- exact step on V ------------------------------------------------------
 // Same reduction as the shaped head (attention_exact_step) with A_h = Softmax(Y_h / sqrt(n_k)),
-// Y_h = L_in M_h L_in^T.  RMS norms (with_rms_norm, exact_common.hpp) are rotation invariant: pre_rms feeds the branch
+// Y_h = L_in M_h L_in^T.  Norms by with_norm (exact_common.hpp): pre_rms feeds the branch
 // with L_in = D^{-1/2} L (D = diag V) while the residual keeps L; post_rms maps
-// V' -> D'^{-1/2} V' D'^{-1/2}.  LayerNorm (feature centring) is not covered.
+// V' -> D'^{-1/2} V' D'^{-1/2}; LayerNorm runs on the state (V, s) (docs/norms.md section 6).
 template <class Ctx>
 ST_HD inline bool exact_step(const StandardAttention::Exact& t, Ctx& c) {
   const double nk = t.key_dim > 0 ? double(t.key_dim) : double(c.n);

@@ -98,6 +98,7 @@ class HostCtx {
   long n = 0;
   ExactKey key;
   Mat V;
+  double* s = nullptr;  ///< LayerNorm's state (exact_common.hpp), when the network carries it
 
   HostCtx(int m_, int wide_max)
       : m(m_),
@@ -181,12 +182,14 @@ class HostCtx {
   std::vector<double> buf_, z_;
 };
 
-/// The exact faces of the blocks of one layer, the widest scratch they use.
+/// The exact faces of the blocks of one layer, the widest scratch they use, and
+/// whether the chain carries LayerNorm's state s (exact_carries_s).
 template <class Net>
 struct Layer {
   std::vector<ExactBlockOf<Net>> blocks;
   int wide = 0;
-  Layer(const Net& net, int m) : wide(m) {
+  bool carries_s = false;
+  Layer(const Net& net, int m) : wide(m), carries_s(exact_carries_s(net)) {
     for (const auto& blk : net.blocks) blocks.push_back(exact_block_terms(blk, m, wide));
   }
 };
@@ -199,16 +202,31 @@ inline bool apply(const Block& b, Ctx& c) {
   return done;
 }
 
-/// One sample of the chain with m = Fixed known at compile time (0: any m).
+/// s_0 = X_0 1_n / sqrt(n) of the tokens the library builds from V0
+/// (inputs.tokens_from_covariance: X_0 = L_0 sqrt(n) [I, 0] with its root L_0, which
+/// psd_root's law_root_rule reproduces): L_0 1_m.
+inline Eigen::VectorXd start_s(const Cov& V0) {
+  Cov L;
+  psd_root(V0, L, law_root_rule());
+  return L.rowwise().sum();
+}
+
+/// One sample of the chain with m = Fixed known at compile time (0: any m); s0: LayerNorm's
+/// s_0 (m numbers) when the layer carries s.
 template <int Fixed, class Net>
-inline std::int64_t sample(const Layer<Net>& layer, const Cov& V0, long width, int depth, std::uint64_t seed,
-                           std::uint32_t s, const std::vector<std::int64_t>& save_at, double blowup, double* out,
-                           const CancelToken* cancel) {
+inline std::int64_t sample(const Layer<Net>& layer, const Cov& V0, const double* s0, long width, int depth,
+                           std::uint64_t seed, std::uint32_t s, const std::vector<std::int64_t>& save_at, double blowup,
+                           double* out, const CancelToken* cancel) {
   const int m = int(V0.rows());
   HostCtx<Fixed> c(m, layer.wide);
   c.n = width;
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < m; ++j) c.V(i, j) = V0(i, j);
+  std::vector<double> state;
+  if (layer.carries_s) {
+    state.assign(s0, s0 + m);
+    c.s = state.data();
+  }
   SaveAt save(save_at, out, m);
   std::int64_t exploded = -1;
   save(0, c.V);
@@ -250,8 +268,12 @@ inline std::int64_t sample(const Layer<Net>& layer, const Cov& V0, long width, i
 }  // namespace exact_generic
 
 /// Applies one block to V in place at width n: its exact step on the scalar lanes.
+/// A LayerNorm block needs the state s (docs/norms.md section 6): run it in a chain.
 template <class... K>
 inline void exact_block(const std::variant<K...>& block, Cov& V, long n, const ExactKey& key) {
+  if (std::visit([](const auto& b) { return is_layer_norm(block_norm(b)); }, block))
+    throw std::invalid_argument(
+        "norm: a LayerNorm block's exact step needs the state s; run the chain (simulate_exact)");
   const int m = int(V.rows());
   int wide = m;
   const auto b = exact_block_terms(block, m, wide);
@@ -277,6 +299,12 @@ inline void check_exact_arguments(const Net& net, const Cov& V0, long width, int
   check_run_options(opt);
   validate_network(net, width);
   check_exact_covers(net);
+  if (exact_carries_s(net) && width < V0.rows() + 1)
+    throw std::invalid_argument(
+        "width: LayerNorm in the exact chain needs width >= m + 1 = " + std::to_string(V0.rows() + 1) + ", got " +
+        std::to_string(width) +
+        " (the all-ones feature direction, along which LayerNorm centres, must lie outside the tokens' span; "
+        "docs/norms.md section 6); use method='explicit' or method='law'");
   check_block_counter(net, depth, "depth");
 }
 
@@ -287,9 +315,10 @@ inline std::int64_t exact_sample(const Net& net, const Cov& V0, long width, int 
                                  std::uint32_t sample, const std::vector<std::int64_t>& save_at, double blowup,
                                  double* out, const CancelToken* cancel = nullptr) {
   const exact_generic::Layer<Net> layer(net, int(V0.rows()));
+  const Eigen::VectorXd s0 = layer.carries_s ? exact_generic::start_s(V0) : Eigen::VectorXd();
   if (V0.rows() == 8)
-    return exact_generic::sample<8>(layer, V0, width, depth, seed, sample, save_at, blowup, out, cancel);
-  return exact_generic::sample<0>(layer, V0, width, depth, seed, sample, save_at, blowup, out, cancel);
+    return exact_generic::sample<8>(layer, V0, s0.data(), width, depth, seed, sample, save_at, blowup, out, cancel);
+  return exact_generic::sample<0>(layer, V0, s0.data(), width, depth, seed, sample, save_at, blowup, out, cancel);
 }
 
 /// The batch kernel simulate_exact uses (run == null: the per-sample path); see
@@ -299,6 +328,10 @@ inline exact_batch::Kernel<Net> choose_exact_kernel(const Net& net, int m, long 
   const bool covered = exact_batch::covers(net, m, width);
   if (!kernel || !*kernel) return covered ? exact_batch::kernel<Net>(nullptr) : exact_batch::Kernel<Net>{};
   if (std::strcmp(kernel, "generic") == 0) return {};
+  if (exact_carries_s(net))
+    throw std::invalid_argument(std::string("kernel: '") + kernel +
+                                "': the batch kernels do not carry LayerNorm's state s (docs/norms.md section 6); "
+                                "use kernel='generic' (the default picks it)");
   if (!covered) throw std::invalid_argument("kernel: the batch kernels cover m <= 32 and heads * m <= 32");
   const exact_batch::Kernel<Net> k = exact_batch::kernel<Net>(kernel);
   if (!k.run) throw std::invalid_argument(std::string("kernel: '") + kernel + "' is not available on this CPU");
@@ -307,20 +340,26 @@ inline exact_batch::Kernel<Net> choose_exact_kernel(const Net& net, int m, long 
 
 template <class Net>
 Trajectories simulate_exact(const Net& net, const Cov& V0, long width, int depth, int samples, std::uint64_t seed,
-                            const std::vector<std::int64_t>& save_at, const RunOptions& opt, const char* kernel) {
+                            const std::vector<std::int64_t>& save_at, const RunOptions& opt, const char* kernel,
+                            const Eigen::VectorXd* s0) {
   if (!opt.checked) check_exact_arguments(net, V0, width, depth, samples, save_at, opt);
   const int m = int(V0.rows());
+  if (s0 && s0->size() != m)
+    throw std::invalid_argument("s0: must have m = " + std::to_string(m) + " entries, got " +
+                                std::to_string(s0->size()));
   Trajectories tr(samples, int(save_at.size()), m);
   const exact_batch::Kernel<Net> k = choose_exact_kernel(net, m, width, kernel);
   tr.kernel = k.run ? k.name : "generic";
   if (!k.run) {
     const exact_generic::Layer<Net> layer(net, m);
+    const Eigen::VectorXd s_start = !layer.carries_s ? Eigen::VectorXd() : s0 ? *s0 : exact_generic::start_s(V0);
     detail::for_each_item(
         std::size_t(samples), 1, std::size_t(samples), opt, [&](std::size_t s, const CancelToken& cancel) {
-          tr.exploded[s] = m == 8 ? exact_generic::sample<8>(layer, V0, width, depth, seed, std::uint32_t(s), save_at,
-                                                             opt.blowup, tr.V_at(int(s), 0), &cancel)
-                                  : exact_generic::sample<0>(layer, V0, width, depth, seed, std::uint32_t(s), save_at,
-                                                             opt.blowup, tr.V_at(int(s), 0), &cancel);
+          tr.exploded[s] =
+              m == 8 ? exact_generic::sample<8>(layer, V0, s_start.data(), width, depth, seed, std::uint32_t(s),
+                                                save_at, opt.blowup, tr.V_at(int(s), 0), &cancel)
+                     : exact_generic::sample<0>(layer, V0, s_start.data(), width, depth, seed, std::uint32_t(s),
+                                                save_at, opt.blowup, tr.V_at(int(s), 0), &cancel);
         });
     return tr;
   }

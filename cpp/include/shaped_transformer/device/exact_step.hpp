@@ -51,6 +51,7 @@ class DeviceCtx {
   long n;
   ExactKey key;
   Mat V;
+  double* s = nullptr;  ///< LayerNorm's state: never carried on the device (exact_problem refuses it)
 
   ST_HD DeviceCtx(int m_, long n_, double* v) : m(m_), n(n_), V(v, m_, m_, MM) {}
   ST_HD Mat tmp(int i) { return Mat(t_[i], m, m, MM); }

@@ -81,6 +81,10 @@ inline typename problems_of<BasicNetwork<K...>>::Exact exact_problem(const Basic
   if (int(net.blocks.size()) > kMaxExactBlocks)
     throw std::invalid_argument("network: the device exact chain supports at most 16 blocks per layer");
   check_block_counter(net, depth, "depth");  // layer * blocks + b: the 32-bit block word, as the CPU chain
+  if (exact_carries_s(net))
+    throw std::invalid_argument(
+        "norm: the device exact chain does not carry LayerNorm's state s (docs/norms.md section 6); run a network "
+        "with a 'pre_layer' or 'post_layer' block with device='cpu'");
   P p;
   p.m = int(V0.rows());
   p.nblocks = int(net.blocks.size());

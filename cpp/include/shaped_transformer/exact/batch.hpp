@@ -106,11 +106,13 @@ inline Kernel<Network> kernel(const char* name = nullptr) { return kernel<Networ
 
 /// Whether the batch kernels cover this network at this m: every block has an exact
 /// step the chain can run (check_exact_covers refuses the others first) and its
-/// scratch fits (m and the stacked heads' H m <= kMaxM).  Any other network runs on
-/// the per-sample chain, so `false` here is a choice of path, not a refusal.
+/// scratch fits (m and the stacked heads' H m <= kMaxM), and no block has a LayerNorm
+/// placement (the kernels do not carry its state s, docs/norms.md section 6).  Any
+/// other network runs on the per-sample chain, so `false` here is a choice of path,
+/// not a refusal.
 template <class Net>
 inline bool covers(const Net& net, int m, long n) {
-  if (m < 1 || m > kMaxM || n < m || net.blocks.empty()) return false;
+  if (m < 1 || m > kMaxM || n < m || net.blocks.empty() || exact_carries_s(net)) return false;
   for (const auto& blk : net.blocks) {
     const bool ok = std::visit(
         [&](const auto& b) {

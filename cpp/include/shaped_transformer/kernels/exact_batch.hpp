@@ -46,6 +46,7 @@ class LaneCtx {
   int m;
   long n;
   Mat V;
+  D* s = nullptr;  ///< LayerNorm's state: never carried here (exact_batch::covers)
 
   LaneCtx(int m_, long n_, int wide_max, std::uint64_t seed, std::uint32_t sample0, const unsigned char* alive,
           const CancelToken* cancel)
