@@ -177,7 +177,7 @@ def table(data: dict) -> str:
         lines.append("|---|" + "---|" * (len(STATS) + 1))
         row = [f"{sde[s][0]:.4f} +- {sde[s][1]:.4f}" for s in STATS]
         k, n, lo, hi = sde["blow-ups"]
-        lines.append(f"| SDE | " + " | ".join(row) + f" | {k}/{n} [{lo:.4f}, {hi:.4f}] |")
+        lines.append("| SDE | " + " | ".join(row) + f" | {k}/{n} [{lo:.4f}, {hi:.4f}] |")
         dg = data["sde"][norm]["dt gap"]
         lines.append(f"| SDE dt = 1/{steps[0]} - 1/{fine} | " + " | ".join(fmt(dg[s]) for s in STATS)
                      + f" | {fmt(dg['P(blow-up)'])} |")  # fmt: skip
@@ -200,7 +200,9 @@ def plot(data: dict, out: str) -> None:
     import matplotlib.pyplot as plt
 
     panels = (*STATS, "P(blow-up)")
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.6))
+    fig, grid = plt.subplots(2, 3, figsize=(12.0, 7.2))
+    axes = grid.ravel()
+    axes[-1].axis("off")
     widths = sorted(int(w) for w in data["network"])
     for i, norm in enumerate(NORMS):
         ws = [w for w in widths if norm in data["network"][str(w)]]
@@ -222,7 +224,9 @@ def plot(data: dict, out: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--samples", default="256:8000,1024:3000,4096:500", help="width:networks, comma separated")
     p.add_argument("--paths", type=int, default=16000, help="SDE paths per placement and step")
     p.add_argument("--steps", default="512,2048", help="SDE steps over [0, T] (two values: the dt check)")
