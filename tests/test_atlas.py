@@ -316,11 +316,14 @@ def test_atlas_config_validation():
     with pytest.raises(ValueError, match="block"):
         atlas_config(config={"grid": {"blocks": ["relu_mlp"]}})
     assert main(["atlas", "--workers", "0"]) == 2
-    for bad in ("pre_layer", "mid_rms"):
-        with pytest.raises(ValueError, match="grid.norm"):
-            atlas_config(config={"grid": {"norm": ["none", bad]}})
+    with pytest.raises(ValueError, match="grid.norm"):
+        atlas_config(config={"grid": {"norm": ["none", "mid_rms"]}})
     with pytest.raises(ValueError, match="reference.norm"):
-        atlas_config(config={"reference": {"norm": "post_layer"}})
+        atlas_config(config={"reference": {"norm": "post_lay"}})
+    # LayerNorm runs, at network widths >= m + 1 only (its exact step's frame)
+    assert atlas_config(config={"grid": {"norm": ["pre_layer"]}})["grid"]["norm"] == ["pre_layer"]
+    with pytest.raises(ValueError, match=r"grid.norm = 'pre_layer'.*network.widths >= m \+ 1 = 9"):
+        atlas_config(config={"grid": {"norm": ["pre_layer"]}, "network": {"widths": [8, 16]}})
 
 
 @pytest.mark.parametrize("method", ["sde", "exact"])

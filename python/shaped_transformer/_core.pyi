@@ -33,7 +33,7 @@ class ShapedAttention:
     concat : bool, default False
         concatenated heads with W^O (explicit only)
     norm : str or None, default 'none'
-        per-token normalisation (SDE: correlation SDE, docs/norms.md; LayerNorm: no exact chain)
+        per-token normalisation (exact chain, SDE: the correlation SDE; docs/norms.md)
     """
     _parameters: typing.ClassVar[tuple] = (('heads', 1), ('tau0', 1.0), ('gamma', 0.5), ('lam', None), ('alpha', 1.0), ('beta', 1.0), ('causal', False), ('key_dim', None), ('concat', False), ('norm', 'none'))
     kind: typing.ClassVar[str] = 'shaped_attention'
@@ -111,7 +111,7 @@ class ShapedAttention:
     @property
     def norm(self) -> str:
         """
-        per-token normalisation (SDE: correlation SDE, docs/norms.md; LayerNorm: no exact chain)
+        per-token normalisation (exact chain, SDE: the correlation SDE; docs/norms.md)
         """
     @property
     def sde_refusal(self) -> str | None:
@@ -221,7 +221,7 @@ class ShapedMLP:
     lam : float or None, finite, default None
         residual weight, lambda^2 + gamma^2 = 1; None: sqrt(1 - gamma^2)
     norm : str or None, default 'none'
-        per-token normalisation (SDE: correlation SDE, docs/norms.md; LayerNorm: no exact chain)
+        per-token normalisation (exact chain, SDE: the correlation SDE; docs/norms.md)
     """
     _parameters: typing.ClassVar[tuple] = (('c_plus', 0.0), ('c_minus', -1.0), ('gamma', 0.5), ('lam', None), ('norm', 'none'))
     kind: typing.ClassVar[str] = 'shaped_mlp'
@@ -279,7 +279,7 @@ class ShapedMLP:
     @property
     def norm(self) -> str:
         """
-        per-token normalisation (SDE: correlation SDE, docs/norms.md; LayerNorm: no exact chain)
+        per-token normalisation (exact chain, SDE: the correlation SDE; docs/norms.md)
         """
     @property
     def sde_refusal(self) -> str | None:
@@ -475,7 +475,7 @@ def simulate_bytes(network: Network, method: str, m: typing.SupportsFloat | typi
     """
 def simulate_exact(network: Network, V0: typing.Any, width: typing.Any, depth: typing.Any, samples: typing.Any, seed: typing.Any, save_at: typing.Any, threads: typing.Any, blowup: typing.Any, progress: typing.Any = None, kernel: str = '', *, save_every: typing.Any = None, X0: typing.Any = None, covariance: typing.Any = None, dtype: typing.Any = 'float64', admit: typing.Any = None, info: typing.Any = None) -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.int64]]:
     """
-    Exact m x m covariance chain (docs/model.md section 4); returns (V, exploded_layer).  Every argument is checked here, once.  V0 (m, m), or X0 (m, n) with V0 = covariance(X0); save_at (layer indices) or save_every (neither: every layer); admit(parts) is the memory check; `info` (a dict) receives the kernel that ran and the checked values.  kernel: '' (the batched SIMD kernel when it covers the network), 'generic' (per-sample path), 'scalar', 'avx2', 'avx512'.
+    Exact m x m covariance chain (docs/model.md section 4); returns (V, exploded_layer).  Every argument is checked here, once.  V0 (m, m), or X0 (m, n) with V0 = covariance(X0) (and LayerNorm's s0 = X0 1 / sqrt(n); from V0, s0 = L0 1 of tokens_from_covariance); save_at (layer indices) or save_every (neither: every layer); admit(parts) is the memory check; `info` (a dict) receives the kernel that ran and the checked values.  kernel: '' (the batched SIMD kernel when it covers the network), 'generic' (per-sample path), 'scalar', 'avx2', 'avx512'.
     """
 def simulate_explicit(network: Network, X0: typing.Any, depth: typing.Any, samples: typing.Any, seed: typing.Any, save_at: typing.Any, dtype: typing.Any, threads: typing.Any, return_X: typing.Any, blowup: typing.Any, progress: typing.Any = None, *, save_every: typing.Any = None, V0: typing.Any = None, width: typing.Any = None, tokens: typing.Any = None, admit: typing.Any = None, info: typing.Any = None) -> tuple:
     """

@@ -17,8 +17,8 @@ The answer puts together what the library already computes (docs/assess.md):
 * **a verdict** at ``level``, by one rule for every estimate (:func:`verdict`).
 
 A ``norm`` placement (docs/norms.md) is run on both sides: the exact chain covers
-the RMS placements; LayerNorm, which it does not cover, runs through the law
-sampler (exact in law at the given width, cost ~ width^2 per sample).  A
+every placement (LayerNorm at width >= tokens + 1; at width = tokens LayerNorm runs
+through the law sampler, exact in law too).  A
 normalized network cannot blow up (post-norm keeps diag V = 1, pre-norm keeps the
 token scales within O(width^-1/2) of 1; docs/norms.md section 8): P(blow-up) is
 still estimated, by plain Monte Carlo on both sides alike, and reads 0 with its
@@ -621,10 +621,19 @@ class _Plan:
         return self.splitting and self.has_sde and not self.normalized
 
     @property
+    def exact_refusal(self) -> str | None:
+        """Why the exact chain does not run the network at this width (None: it does)."""
+        if self.net.exact_refusal is not None:
+            return self.net.exact_refusal
+        if self.norm in ("pre_layer", "post_layer") and self.width < self.m + 1:
+            return f"LayerNorm's exact step needs width >= tokens + 1 = {self.m + 1} (docs/norms.md section 6)"
+        return None
+
+    @property
     def network_method(self) -> str:
         """How the network runs at its width: the exact chain where it covers the
-        network, else the law sampler (LayerNorm; both exact in law)."""
-        return "exact chain" if self.net.exact_refusal is None else "law sampler"
+        network, else the law sampler (LayerNorm at width = tokens; both exact in law)."""
+        return "exact chain" if self.exact_refusal is None else "law sampler"
 
     @property
     def stages(self) -> int:
@@ -859,8 +868,8 @@ def assess(
     norm : str, optional
         The per-token norm of every block (docs/norms.md): None (or "none"),
         "pre_rms", "post_rms", "pre_layer" or "post_layer".  The exact chain runs
-        the RMS placements; LayerNorm runs through the law sampler (exact in law,
-        cost ~ width^2 per sample).  A normalized network cannot blow up:
+        every placement (LayerNorm at width >= tokens + 1; below, the law sampler,
+        exact in law too).  A normalized network cannot blow up:
         P(blow-up) is still estimated by plain Monte Carlo on both sides and
         splitting is not run; collapse is the informative event.
     rho0 : float, optional
@@ -978,14 +987,14 @@ def _notes(
 
 
 def _norm_notes(plan: _Plan) -> list[str]:
-    """What a norm placement changes: the law sampler for LayerNorm, no splitting,
+    """What a norm placement changes: the law sampler for LayerNorm at width = tokens, no splitting,
     and the SDE's reason when it does not cover the network."""
     if not plan.normalized:
         return []
     notes = []
     if plan.network_method == "law sampler":
         notes.append(
-            f"{NORMS[plan.norm]}: the exact chain does not cover it ({plan.net.exact_refusal}); the network runs "
+            f"{NORMS[plan.norm]}: the exact chain does not cover it ({plan.exact_refusal}); the network runs "
             "through the law sampler (exact in law at this width, cost ~ width^2 per sample)"
         )
     if plan.splitting:

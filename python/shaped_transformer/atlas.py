@@ -65,10 +65,9 @@ __all__ = ["DEFAULT_ATLAS", "ATLAS_SIZES", "BLOCKS", "atlas_config", "atlas_poin
 
 BLOCKS = ("shaped_attention", "shaped_mlp", "shaped_transformer")
 
-#: The norm placements of the grid (docs/norms.md).  LayerNorm is not among them:
-#: the exact chain, which runs the atlas's networks, does not cover it (its limit is
-#: the RMS placement's, docs/norms.md section 4).
-NORMS = ("none", "pre_rms", "post_rms")
+#: The norm placements of the grid (docs/norms.md).  LayerNorm's exact chain needs
+#: network widths >= m + 1 (docs/norms.md section 6); its SDE is the RMS placement's.
+NORMS = ("none", "pre_rms", "post_rms", "pre_layer", "post_layer")
 
 DEFAULT_ATLAS: dict[str, dict[str, Any]] = {
     "study": {
@@ -245,11 +244,11 @@ def _check(cfg: dict) -> None:
     for v in cfg["grid"]["heads"]:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"grid.heads must be a list of integers >= 1, got {v!r}")
-    _check_norms(cfg)
     for k in ("widths", "reference_widths"):
         for w in cfg["network"][k]:
             if isinstance(w, bool) or not isinstance(w, int) or w < s["m"]:
                 raise ValueError(f"network.{k} must be integers >= m={s['m']}, got {w!r}")
+    _check_norms(cfg)
     for t, k in (("sde", "samples"), ("network", "samples"), ("network", "reference_samples")):
         if cfg[t][k] < 1:
             raise ValueError(f"{t}.{k} must be >= 1, got {cfg[t][k]}")
@@ -288,14 +287,16 @@ def _check_norms(cfg: dict) -> None:
 
     for key, values in (("grid.norm", cfg["grid"]["norm"]), ("reference.norm", [cfg["reference"]["norm"]])):
         for v in values:
-            if v in ("pre_layer", "post_layer"):
-                raise ValueError(
-                    f"{key}: {v!r} is not in the atlas: its networks run on the exact chain, which does not cover "
-                    "LayerNorm on the shaped blocks (docs/norms.md section 6); its limit is the RMS placement's "
-                    f"(docs/norms.md section 4). Allowed: {list(NORMS)}"
-                )
             if not isinstance(v, str) or v not in NORMS:
                 raise ValueError(f"{key} must be a list of {list(NORMS)}, got {v!r}")
+            m = cfg["study"]["m"]
+            if v in ("pre_layer", "post_layer"):
+                for k in ("widths", "reference_widths"):
+                    if any(w < m + 1 for w in cfg["network"][k]):
+                        raise ValueError(
+                            f"{key} = {v!r}: LayerNorm in the exact chain needs network.{k} >= m + 1 = {m + 1}, "
+                            f"got {cfg['network'][k]}"
+                        )
             if v == "none":
                 continue
             for b in dict.fromkeys(cfg["grid"]["blocks"] + [cfg["reference"]["block"]]):

@@ -77,8 +77,8 @@ DEFAULT_STUDY: dict[str, dict[str, Any]] = {
         "c_plus": 0.0,
         "c_minus": -1.0,
         "causal": False,
-        # Per-token norm of both blocks (docs/norms.md): "none", "pre_rms" or "post_rms".
-        # LayerNorm is refused: the exact chain, which runs the network side, does not cover it.
+        # Per-token norm of both blocks (docs/norms.md): "none", "pre_rms", "post_rms",
+        # "pre_layer" or "post_layer" (LayerNorm: the exact chain needs widths >= m + 1).
         "norm": "none",
     },
     # The network side: the exact covariance chain (exact in law at any width).
@@ -291,9 +291,20 @@ def _check_runs(cfg: dict) -> None:
     _positive_int(cfg, "sde", "refine", 0)
     if cfg["sde"]["refine"] == 1:
         raise ValueError("sde.refine must be 0 (no discretization check) or >= 2, got 1")
-    if cfg["standard"]["norm"] in ("pre_layer", "post_layer") and cfg["standard"]["method"] == "exact":
+    # LayerNorm's exact step needs the all-ones feature direction outside the tokens'
+    # span (docs/norms.md section 6): every width the exact chain runs at must be >= m + 1.
+    layer = ("pre_layer", "post_layer")
+    if _network_params(cfg, "network")["norm"] in layer:
+        for key, widths in (("exact.widths", cfg["exact"]["widths"]), ("effects.width", [cfg["effects"]["width"]])):
+            if any(w < m + 1 for w in widths):
+                raise ValueError(
+                    f"{key}: LayerNorm (network.norm = {cfg['network']['norm']!r}) in the exact chain needs widths "
+                    f">= m + 1 = {m + 1}, got {widths if len(widths) > 1 else widths[0]}"
+                )
+    if cfg["standard"]["norm"] in layer and cfg["standard"]["method"] == "exact" and cfg["standard"]["width"] < m + 1:
         raise ValueError(
-            "standard.norm: LayerNorm is not rotation invariant, so standard.method must be 'explicit' or 'law' with it"
+            f"standard.width: LayerNorm in the exact chain needs width >= m + 1 = {m + 1}, got "
+            f"{cfg['standard']['width']} (or standard.method = 'explicit' or 'law')"
         )
 
 
@@ -303,13 +314,6 @@ def _check_networks(cfg: dict) -> None:
     table or key that set it."""
     for table in ("network", "sde_network"):
         norm = _network_params(cfg, table)["norm"]
-        if norm in ("pre_layer", "post_layer"):
-            raise ValueError(
-                f"{table}.norm = {norm!r}: the report runs its networks on the exact chain, which does not cover "
-                "LayerNorm on the shaped blocks (docs/norms.md section 6); LayerNorm has the limit of the RMS "
-                "placement (docs/norms.md section 4): study 'pre_rms' or 'post_rms', or run a LayerNorm network "
-                "with simulate(method='law')"
-            )
         try:
             net = _study_network(_network_params(cfg, table))
         except (ValueError, TypeError) as exc:
