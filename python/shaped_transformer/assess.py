@@ -529,9 +529,9 @@ def _check_input(tokens, rho0, X0, V0, width: int) -> tuple[int, np.ndarray, str
 
 def _network(block: str, heads: int, tau0: float, gamma: float, causal: bool, norm: str):
     """The network of a block kind, every block with the norm placement ``norm``."""
-    from ._blocks import Network, ReluMLP, ShapedAttention, ShapedMLP, StandardAttention
+    from ._blocks import Network, Norm, ReluMLP, ShapedAttention, ShapedMLP, StandardAttention
 
-    nm = None if norm == "none" else norm
+    nm = None if norm == "none" else cast(Norm, norm)  # checked against NORMS by _check_model
     if block == "shaped_attention":
         return Network([ShapedAttention(heads=heads, tau0=tau0, gamma=gamma, causal=causal, norm=nm)])
     if block == "shaped_transformer":
@@ -1076,7 +1076,7 @@ class _Events:
 def _network_stage(plan: _Plan) -> _Events:
     """Plain Monte Carlo of the exact chain at the given width."""
 
-    method = "exact" if plan.network_method == "exact chain" else "law"
+    method: Literal["exact", "law"] = "exact" if plan.network_method == "exact chain" else "law"
 
     def run(count: int, seed: int) -> tuple[np.ndarray, int]:
         return _simulate(plan.net, plan.V0, plan.width, plan.depth, count, seed, plan.threads, plan.blowup,
@@ -1171,7 +1171,7 @@ def _run_chunks(
 
 
 def _simulate(
-    net, V0, width, depth, samples, seed, threads, blowup, progress, method: str = "exact"
+    net, V0, width, depth, samples, seed, threads, blowup, progress, method: Literal["exact", "law"] = "exact"
 ) -> tuple[np.ndarray, int]:
     from .simulate import simulate
 

@@ -52,13 +52,14 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from ._validate import check_seed, derived_seed
 
 if TYPE_CHECKING:
+    from ._blocks import Norm
     from .sde import Scheme
 
 __all__ = ["DEFAULT_ATLAS", "ATLAS_SIZES", "BLOCKS", "atlas_config", "atlas_point", "run_atlas"]
@@ -300,7 +301,7 @@ def _check_norms(cfg: dict) -> None:
             if v == "none":
                 continue
             for b in dict.fromkeys(cfg["grid"]["blocks"] + [cfg["reference"]["block"]]):
-                net = make_network(b, norm=v, causal=cfg["study"]["causal"])
+                net = make_network(b, norm=cast("Norm", v), causal=cfg["study"]["causal"])
                 if not net.has_sde:
                     raise ValueError(f"{key} = {v!r}: {net.sde_refusal}")
 
@@ -400,7 +401,8 @@ def atlas_point(
     from .assess import collapsed
     from .inputs import equicorrelated
 
-    net = make_network(block, heads=heads, tau0=tau0, gamma=gamma, causal=causal, norm=None if norm == "none" else norm)
+    nm = None if norm == "none" else cast("Norm", norm)  # one of NORMS (atlas_config checks it)
+    net = make_network(block, heads=heads, tau0=tau0, gamma=gamma, causal=causal, norm=nm)
     V0 = equicorrelated(m, rho0)
     if method not in ("sde", "exact"):
         raise ValueError(f"method must be 'sde' or 'exact', got {method!r}")

@@ -159,7 +159,8 @@ ST_HD inline bool psd_root(const double* V, double* L, int m) {
     for (int i = 1; i < m; ++i) mn = min_d(mn, L[i * MM + i]);
     if (mn > 1e-6 * sqrt_d(scale)) return true;
   }
-  double S[MM * MM], Q[MM * MM], w[MM];
+  // S zeroed: GCC -O3 cannot see that the loop below fills it (-Wmaybe-uninitialized).
+  double S[MM * MM] = {}, Q[MM * MM], w[MM];
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < m; ++j) S[i * MM + j] = 0.5 * (V[i * MM + j] + V[j * MM + i]);
   jacobi_eigen<MM>(S, w, Q, m);
@@ -174,7 +175,8 @@ ST_HD inline bool psd_root(const double* V, double* L, int m) {
 /// linalg.hpp's psd_clip: nearest PSD matrix; true if V had a negative eigenvalue.
 template <int MM>
 ST_HD inline bool psd_clip(double* V, int m) {
-  double S[MM * MM], Q[MM * MM], w[MM];
+  // S zeroed: GCC -O3 cannot see that the loop below fills it (-Wmaybe-uninitialized).
+  double S[MM * MM] = {}, Q[MM * MM], w[MM];
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < m; ++j) S[i * MM + j] = 0.5 * (V[i * MM + j] + V[j * MM + i]);
   jacobi_eigen<MM>(S, w, Q, m);
