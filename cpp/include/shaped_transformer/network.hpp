@@ -142,22 +142,10 @@ void check_block_counter(const Net& net, std::int64_t count, const char* what) {
                                 " * blocks must stay below 2^32 (the block counter word)");
 }
 
-namespace detail {
-template <class B, class = void>
-struct has_norm_field : std::false_type {};
-template <class B>
-struct has_norm_field<B, std::void_t<decltype(std::declval<const B&>().norm)>> : std::true_type {};
-}  // namespace detail
-
 /// The per-token normalisation of block b (Norm::None for a kind without one).
 template <class... K>
 Norm block_norm(const std::variant<K...>& block) {
-  return std::visit(
-      [](const auto& b) -> Norm {
-        if constexpr (detail::has_norm_field<block_kind_t<decltype(b)>>::value) return b.norm;
-        else return Norm::None;
-      },
-      block);
+  return std::visit([](const auto& b) -> Norm { return block_norm(b); }, block);
 }
 
 /// 0: no norm, 1: pre-norm, 2: post-norm (RMS and LayerNorm share their SDE limit).

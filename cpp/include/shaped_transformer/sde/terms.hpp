@@ -78,7 +78,7 @@ inline void squared_weights(const Net& net, std::vector<double>& lam2, std::vect
   for (const auto& blk : net.blocks)
     std::visit(
         [&](const auto& b) {
-          if constexpr (shaped_transformer::detail::has_norm_field<block_kind_t<decltype(b)>>::value) {
+          if constexpr (takes_norm_v<block_kind_t<decltype(b)>>) {
             lam2.push_back(b.lambda * b.lambda);
             gam2.push_back(b.gamma * b.gamma);
           }
