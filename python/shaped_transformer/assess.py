@@ -907,8 +907,8 @@ def assess(
         A rough time budget per splitting estimate (network or SDE); it bounds the
         iterations from the measured cost of a step, and a run that needs more is
         reported unresolved, and the stage is skipped (unresolved) when the budget
-        cannot reach ``level``.  Default: twice the time of the plain Monte Carlo
-        stage it follows, at least 30 s.
+        cannot reach ``level``.  Default: the time of the plain Monte Carlo stage
+        it follows, at least 30 s (so splitting at most about doubles a call).
     seed : int, default 0
         The Philox key of every stage (same seed, same numbers, any thread count).
     threads : int, optional
@@ -1121,7 +1121,7 @@ def _network_splitting(plan: _Plan, mc_seconds: float) -> Estimate:
         plan.blowup,
         plan.particles,
         plan.repeats,
-        plan.budget_s or max(30.0, 2 * mc_seconds),
+        plan.budget_s or max(30.0, mc_seconds),
         plan.level,
         plan.confidence,
         derived_seed(plan.seed, 2 << 20),
@@ -1144,7 +1144,7 @@ def _sde_splitting(plan: _Plan, mc_seconds: float) -> Estimate:
         plan.blowup,
         plan.particles,
         plan.repeats,
-        plan.budget_s or max(30.0, 2 * mc_seconds),
+        plan.budget_s or max(30.0, mc_seconds),
         plan.level,
         plan.confidence,
         derived_seed(plan.seed, 3 << 20),
