@@ -22,6 +22,8 @@ About 10 s at CI size.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -215,3 +217,32 @@ def test_refusals():
     st.solve_sde(st.Network([st.ShapedAttention(norm="pre_rms"), st.ShapedMLP(norm="pre_layer")]), **kw)
     with pytest.raises(ValueError, match="^V0: a normalized network needs a positive diagonal"):
         st.solve_sde(st.ShapedMLP(norm="post_rms"), V0=np.diag([1.0, 0.0, 1.0]), T=0.1, dt=0.01, paths=2)
+
+
+@pytest.mark.parametrize("norm", ("post_rms", "pre_rms"))
+def test_failed_steps_are_not_blowups(norm):
+    """An Euler step too long for a normalized network's correlation SDE leaves a
+    diagonal entry <= 0 before the normalization: those paths stop and are counted as
+    step failures (StepFailureWarning, info["step_failures"]), not as blow-ups, in
+    solve_sde and in assess; at a sane step there are none."""
+    net = st.shaped_transformer(heads=1, tau0=0.3, gamma=1.0, norm=norm)
+    V0 = 0.7 * np.eye(8) + 0.3
+    with pytest.warns(st.StepFailureWarning, match="not a blow-up"):
+        r = st.solve_sde(net, V0=V0, T=4.0, steps=2, paths=200, seed=0, progress=False)
+    assert r.info["step_failures"] == int(r.exploded.sum()) > 100
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning of any kind at a small step
+        r = st.solve_sde(net, V0=V0, T=0.25, steps=250, paths=50, seed=0, progress=False)
+    assert r.info["step_failures"] == 0 and not r.exploded.any()
+    kw = dict(width=16, depth=64, heads=1, tokens=8, tau0=0.3, gamma=1.0, norm=norm, samples=24, progress=False)
+    a = st.assess(**kw, dt=2.0, sde_paths=200)
+    assert a.sde_blowup.events == 0  # the failed paths are neither event...
+    assert any("StepFailureWarning" in n for n in a.notes)  # ...and the printout says so
+
+
+def test_unnormalized_blowups_stay_blowups():
+    """Without a norm a stopped path is a blow-up (BlowUpWarning), never a step failure."""
+    net = st.shaped_transformer(heads=1, tau0=0.3, gamma=1.0)
+    with pytest.warns(st.BlowUpWarning):
+        r = st.solve_sde(net, V0=0.7 * np.eye(8) + 0.3, T=4.0, steps=400, paths=100, seed=0, progress=False)
+    assert r.exploded.any() and r.info["step_failures"] == 0

@@ -20,7 +20,7 @@ from ._core_loader import core as _core
 from ._memory import ResourceError
 from ._result import Result, correlations
 from .assess import Assessment, assess
-from .sde import StepSizeWarning, solve_sde
+from .sde import StepFailureWarning, StepSizeWarning, solve_sde
 from .simulate import BlowUpWarning, simulate, simulate_network
 
 #: The package's version, compiled into the extension from CMakeLists.txt's
@@ -38,6 +38,7 @@ __all__ = [
     "ShapedAttention",
     "ShapedMLP",
     "StandardAttention",
+    "StepFailureWarning",
     "StepSizeWarning",
     "correlations",
     "analysis",

@@ -387,7 +387,8 @@ def atlas_point(
     -------
     dict
         "samples", "blown", "blowup_times" (sorted; time = layer / width for
-        networks) and "collapsed" (samples that did not blow up and whose mean
+        networks), "step_failures" (a normalized network's SDE paths stopped on a
+        failed Euler step: neither event) and "collapsed" (samples that did not blow up and whose mean
         token correlation at T exceeds 1 - COLLAPSE_EPS); with splitting runs also
         "ams_runs" (their estimates), "ams_status" (only "resolved" runs estimate
         P), "ams_log10_weight" and "ams_particles".
@@ -425,12 +426,17 @@ def atlas_point(
             res = simulate(net, width=width, depth=depth, samples=samples, method="exact",
                            save_at=np.array([0, depth]), progress=False, **common)  # fmt: skip
             splitting = dict(T=depth / width, dt=1.0 / width, scheme="exact_chain")
-    times = np.sort(res.exploded_at[np.isfinite(res.exploded_at)])
+    stopped = np.isfinite(res.exploded_at)
+    # a normalized network's SDE paths stop only on a failed Euler step (sde.StepFailureWarning):
+    # counted apart, as neither event, by the rule of assess
+    failures = int(res.info.get("step_failures", 0))
+    times = np.sort(res.exploded_at[stopped]) if not failures else np.empty(0)
     out: dict[str, Any] = {
         "samples": int(samples),
         "blown": int(times.size),
         "blowup_times": times.tolist(),
         "collapsed": int(np.sum(collapsed(res.V[:, -1]))),
+        "step_failures": failures,
     }
     # A normalized network cannot blow up: splitting has no levels to climb (same rule for SDE and network).
     if ams_particles > 0 and times.size < ams_below and splitting["T"] > 0 and norm == "none":

@@ -22,7 +22,16 @@ from ._time_grid import StepSizeWarning, time_grid
 from ._validate import DEFAULT_BLOWUP, network_first
 from .simulate import BlowUpWarning
 
-__all__ = ["StepSizeWarning", "solve_sde", "sde_drift", "sde_noise"]
+__all__ = ["StepFailureWarning", "StepSizeWarning", "solve_sde", "sde_drift", "sde_noise"]
+
+
+class StepFailureWarning(RuntimeWarning):
+    """Paths of a normalized network's SDE stopped on a failed Euler step: the step
+    left a diagonal entry <= 0 (or a non-finite entry) before the normalization to a
+    correlation matrix (docs/norms.md section 5).  A numerical failure, not a blow-up
+    (a normalized network cannot blow up); ``Result.info["step_failures"]`` counts the
+    paths (they are in ``exploded_at`` too).  A smaller ``dt`` removes it."""
+
 
 Scheme = Literal["euler", "tamed_euler", "exact_chain"]
 _DEFAULT_SAVES = 101
@@ -172,14 +181,34 @@ def _result(net: Network, V, exploded_step, projections, info: dict[str, Any], p
     exploded_step = np.asarray(exploded_step)
     exploded_at = np.where(exploded_step >= 0, exploded_step * dt, np.inf)
     n_exploded = int(np.sum(exploded_step >= 0))
-    if n_exploded:
+    # A normalized network's SDE state is a correlation matrix (docs/norms.md section 5):
+    # its diagonal is 1 after every step, so a stopped path is never a blow-up but an Euler
+    # step that left a diagonal entry <= 0 (or non-finite) before the normalization.
+    normalized = any(getattr(b, "norm", None) not in (None, "none") for b in net.blocks)
+    step_failures = n_exploded if normalized else 0
+    if n_exploded and normalized:
+        warnings.warn(
+            f"{n_exploded} of {paths} SDE paths of this normalized network stopped on a failed Euler step "
+            f"(a diagonal entry <= 0 or non-finite before the normalization, at dt = {dt:g}): a numerical "
+            "failure, not a blow-up (a normalized network cannot blow up). Their later covariances are NaN "
+            "(Result.finite() drops them; Result.info['step_failures'] counts them); use a smaller dt.",
+            StepFailureWarning,
+            stacklevel=4,  # _result < solve_sde < network_first's wrapper < the caller
+        )
+    elif n_exploded:
         warnings.warn(
             f"{n_exploded} of {paths} SDE paths blew up (max diag V > {blowup:g} or non-finite); "
             "their later covariances are NaN. Use Result.finite() to drop them.",
             BlowUpWarning,
             stacklevel=4,  # _result < solve_sde < network_first's wrapper < the caller
         )
-    extra = {"projections": np.asarray(projections), "seed": info["seed"], "network": net, "kernel": info["kernel"]}
+    extra = {
+        "projections": np.asarray(projections),
+        "seed": info["seed"],
+        "network": net,
+        "kernel": info["kernel"],
+        "step_failures": step_failures,
+    }
     return Result(
         V=V,
         t=save_steps * dt,
