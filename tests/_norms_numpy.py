@@ -513,3 +513,16 @@ def pre_norm_initial_layer(blocks, V0: np.ndarray, tol: float = 1e-15, max_layer
         if np.abs(np.diagonal(V) - 1).max() < tol:
             break
     return corr(V)
+
+
+def law_z(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Largest |z| of the difference of means and of standard deviations (the standard
+    error of a standard deviation from the kurtosis) of two samples (N, k)."""
+    z_mean = (a.mean(0) - b.mean(0)) / np.sqrt(a.var(0) / len(a) + b.var(0) / len(b))
+
+    def sd_se2(x):
+        k = np.mean((x - x.mean(0)) ** 4, 0) / x.var(0) ** 2
+        return x.var(0) * (k - 1) / (4 * len(x))
+
+    z_sd = (a.std(0) - b.std(0)) / np.sqrt(sd_se2(a) + sd_se2(b))
+    return float(np.abs(z_mean).max()), float(np.abs(z_sd).max())

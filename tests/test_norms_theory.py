@@ -41,6 +41,7 @@ from _norms_numpy import (
     diag_gap_variance_closed,
     exact_chain,
     exact_step,
+    law_z,
     mixing_term,
     post_drift,
     post_drift_closed,
@@ -151,19 +152,6 @@ def test_structured_noise_has_covariance_sigma():
 # ---- the exact chain against the explicit network ------------------------------------
 
 
-def _law_z(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Largest |z| of the difference of means and of standard deviations (the standard
-    error of a standard deviation from the kurtosis) of two samples (N, k)."""
-    z_mean = (a.mean(0) - b.mean(0)) / np.sqrt(a.var(0) / len(a) + b.var(0) / len(b))
-
-    def sd_se2(x):
-        k = np.mean((x - x.mean(0)) ** 4, 0) / x.var(0) ** 2
-        return x.var(0) * (k - 1) / (4 * len(x))
-
-    z_sd = (a.std(0) - b.std(0)) / np.sqrt(sd_se2(a) + sd_se2(b))
-    return float(np.abs(z_mean).max()), float(np.abs(z_sd).max())
-
-
 @pytest.mark.parametrize("norm", NORMS)
 def test_exact_chain_matches_explicit_network(norm):
     """Two layers (attention with two heads, then the shaped MLP) at m = 3, n = 12 from tokens
@@ -185,12 +173,12 @@ def test_exact_chain_matches_explicit_network(norm):
 
     Ve = pick(run_explicit(np.random.default_rng(1), net, X0, layers, N, norm=norm))
     Vc = pick(exact_chain(np.random.default_rng(2), net, norm, V0, s0, n, layers, N))
-    z = _law_z(Ve, Vc)
+    z = law_z(Ve, Vc)
     assert max(z) < Z_MAX, z
     if norm.endswith("layer"):
         rms = norm.replace("layer", "rms")
         Vr = pick(exact_chain(np.random.default_rng(3), net, rms, V0, s0, n, layers, N))
-        assert max(_law_z(Ve, Vr)) > POWER
+        assert max(law_z(Ve, Vr)) > POWER
 
 
 # ---- post-norm: one-step drift and diffusion -------------------------------------------
