@@ -13,7 +13,11 @@ matrices of strongly non-uniform heads, so that the heads differ), at H = 2..8:
 * the whole value part of the step (tests/_reduced_numpy.py, value_mix) agrees
   between the two forms;
 * each comparison fails when the model is broken on purpose: degrees of freedom off
-  by m, the cross-head blocks R_hg (h != g) dropped, the residual cross term dropped.
+  by m, the cross-head blocks R_hg (h != g) dropped, the residual cross term dropped;
+* the core's chain, which draws B Z as K Z' from the root K it uses for the Wishart,
+  agrees at H = 8 with the NumPy chain that draws B Z head by head (rho_T, log trace
+  and blow-up probability), and the comparison fails with P = sqrt(2) K Z or with K
+  taken from one head.
 
 Tolerance: each statistic is a difference of means over its standard error; with
 about 300 statistics per test a bound of 4.5 fails by chance with probability below
