@@ -4,7 +4,8 @@
 // matrices and one with a lower-triangular factor, the m x (H m) product C C^T (detail::gemm_rowmajor, the build
 // gemm_kernel() names), one root (the chain's: psd_root, with the Cholesky of this CPU's build from 33 tokens on), one
 // m x m Bartlett factor, one m x m block of normals, one row softmax (the chain's) and the MLP's O(m^2 n) Gram.  Run by
-// bench_exact_layer.py, which runs it once per build of the products (SHAPED_TRANSFORMER_KERNEL) and prints the table
+// bench_exact_layer.py, which runs it once per build of the products (SHAPED_TRANSFORMER_KERNEL), costs the layer's
+// products from these timings (its docstring gives the count of each kind) and prints the table
 // of docs/performance.md.  It compiles against an older core too (no gemm.hpp), to time the layer before the SIMD
 // builds of the products in the same run.
 #include <time.h>

@@ -14,9 +14,13 @@ CPU runs), then times NumPy's m x m product (OpenBLAS, one thread).  With
 program compiled against another core, e.g. one from before the SIMD products: the
 speed-up column is then against it (else against the first row).  CPU seconds (the machine is shared): quote the
 ratios, measured in the same run.  The parts: "products" is the layer's m x m
-products (2 per head of full matrices; 3 per head and 9 more with a triangular factor
-or symmetric, each costed as one with a triangular factor) and the m x (H m) product
-C C^T, at the measured cost of one each; "MLP Gram" its O(m^2 n) Gram.
+products and the m x (H m) product C C^T, at the measured cost of one each: 4 per
+head with a triangular factor (L_in B_h, then E Z_h and L_in (E Z_h)^T, A_h L_in) and
+10 more triangular or symmetric (the value part's P = K Z, K B, L P^T, P P^T, F F^T,
+and the MLP's five), each costed as one with a triangular factor; a core from before
+the value part's one root (no ``value_root`` in its wishart_quad.hpp) is costed with
+its own count, 2 per head of full matrices (C_h Z_h, (L_in M_h) L_in^T) and 3 per head
+and 9 more triangular.  "MLP Gram" is the MLP's O(m^2 n) Gram.
 """
 
 from __future__ import annotations
@@ -67,9 +71,19 @@ def run(exe: Path, level: str, H: int, n: int, min_s: float, m: int) -> dict[str
     return f
 
 
-def parts(f: dict, H: int) -> tuple[float, float, float]:
-    """(layer, products, MLP Gram) in seconds."""
-    products = 2 * H * f["gemm"] + (3 * H + 9) * f["trmm"] + f["cct"]
+def one_root(include: Path) -> bool:
+    """Whether the core of these headers draws the value part from one root K
+    (wishart_quad.hpp's value_root): its products' count (module docstring)."""
+    quad = include / "shaped_transformer" / "wishart_quad.hpp"
+    return quad.is_file() and "value_root" in quad.read_text()
+
+
+def parts(f: dict, H: int, root: bool = True) -> tuple[float, float, float]:
+    """(layer, products, MLP Gram) in seconds; root: the core draws P = K Z (one_root)."""
+    if root:
+        products = (4 * H + 10) * f["trmm"] + f["cct"]
+    else:
+        products = 2 * H * f["gemm"] + (3 * H + 9) * f["trmm"] + f["cct"]
     return f["attention"] + f["mlp"], products, f["mlp_gram"]
 
 
@@ -85,11 +99,12 @@ def main() -> None:
     args = ap.parse_args()
     build = Path(args.build)
     exe = compile_bench(build, ROOT / "cpp" / "include", build / "bench_exact_layer")
-    base_exe = None
+    base_exe, base_root = None, True
     if args.baseline_build:
         bb = Path(args.baseline_build).resolve()
         inc = Path(args.baseline_include) if args.baseline_include else bb.parent.parent / "cpp" / "include"
         base_exe = compile_bench(bb, inc, build / "bench_exact_layer_baseline")
+        base_root = one_root(inc)
     print(f"load averages at start: {os.getloadavg()}", flush=True)
     H, n = args.heads, args.width
     rows = []
@@ -105,9 +120,9 @@ def main() -> None:
     print("| m | NumPy dgemm | products | layer | products' share | MLP Gram | rest | speed-up |")
     print("|---|---|---|---|---|---|---|---|")
     for m, gemm, runs in rows:
-        base = parts(runs[0], H)[0]
-        for f in runs:
-            layer, products, gram = parts(f, H)
+        base = parts(runs[0], H, base_root if base_exe else True)[0]
+        for i, f in enumerate(runs):
+            layer, products, gram = parts(f, H, base_root if base_exe and i == 0 else True)
             print(
                 f"| {m} | {gemm * 1e3:.3f} | {f['products']} | {layer * 1e3:.2f} ({layer / gemm:.0f}) | "
                 f"{products * 1e3:.2f} ({products / layer:.0%}) | {gram * 1e3:.2f} ({gram / layer:.0%}) | "

@@ -9,7 +9,9 @@ Two forms of the multi-head value part are here (docs/model.md section 4): the
 cross-head Wishart drawn as an Hm x Hm matrix (``value_mix(..., reduced=False)``,
 O((H m)^3), what the C++ core did before) and the m x m form that uses only
 B R B^T ~ Wishart_m(n - m, B B^T), B = [A_1 L, ..., A_H L] (``reduced=True``,
-O(H m^3), what it does now: wishart_quad.hpp).  tests/test_multihead_identity.py checks that they agree in law;
+O(H m^3), what it does now: wishart_quad.hpp), and between them the core's step of
+2026-12-05 (``per_head_p=True``: the m x m Wishart, but P = sum_h A_h L Z_h drawn head
+by head).  tests/test_multihead_identity.py checks that they agree in law;
 :func:`attention_block` is the batched reference of the m x m step for the core.
 """
 
@@ -87,7 +89,7 @@ def attention_matrices(
     return np.stack(Ys, axis=1), np.stack(As, axis=1)
 
 
-def value_mix(rng, V, L, A, *, n: int, gamma: float, reduced: bool) -> np.ndarray:
+def value_mix(rng, V, L, A, *, n: int, gamma: float, reduced: bool, per_head_p: bool = False) -> np.ndarray:
     """The value part of a multi-head attention block given its attention matrices
     A (size, H, m, m): V' = lam^2 V + (lam gamma / sqrt(H n)) (L (B Z)^T + B Z L^T)
     + (gamma^2 / (H n)) (B Z (B Z)^T + B R B^T), B = [A_1 L, ..., A_H L] (m x Hm),
@@ -97,14 +99,19 @@ def value_mix(rng, V, L, A, *, n: int, gamma: float, reduced: bool) -> np.ndarra
     uses that only B Z and B R B^T enter: with K K^T = B B^T / H, B Z / sqrt(H) has
     the law of K Z' (Z' m x m) and B R B^T / H that of K R' K^T,
     R' ~ Wishart_m(n - m, I), so V' is the one-head formula with A L replaced by K
-    (O(H m^3)).  V and L are (m, m) or (size, m, m)."""
+    (O(H m^3)).  ``per_head_p`` (with ``reduced``): B Z drawn head by head, as
+    sum_h A_h L Z_h (H products), the rest as ``reduced``.  V and L are (m, m) or
+    (size, m, m)."""
     size, heads, m = A.shape[0], A.shape[1], A.shape[-1]
     lam = np.sqrt(1 - gamma**2)
     VT = np.swapaxes
     C = np.concatenate([A[:, h] @ L for h in range(heads)], axis=-1)  # B, (size, m, H m)
     if reduced:
         K = psd_root(C @ VT(C, 1, 2) / heads)
-        W = K @ rng.standard_normal((size, m, m))  # the law of B Z / sqrt(H)
+        if per_head_p:
+            W = C @ rng.standard_normal((size, heads * m, m)) / np.sqrt(heads)
+        else:
+            W = K @ rng.standard_normal((size, m, m))  # the law of B Z / sqrt(H)
         KB = K @ _bartlett(rng, n - m, m, size)
         noise = W @ VT(W, 1, 2) + KB @ VT(KB, 1, 2)
     else:
@@ -151,16 +158,18 @@ def attention_block(
     beta: float = 1.0,
     causal: bool = False,
     reduced: bool = True,
+    per_head_p: bool = False,
 ) -> np.ndarray:
     """One shaped attention block applied to a batch of covariances V (size, m, m):
     the exact chain's step (docs/model.md section 4), by default with the m x m
-    value part (O(H m^3) per sample).  The reference for the core's multi-head step."""
+    value part (O(H m^3) per sample; ``per_head_p``: :func:`value_mix`).  The
+    reference for the core's multi-head step."""
     V = np.asarray(V, dtype=np.float64)
     L = psd_root(V)
     _, A = attention_matrices(
         rng, L, n=n, heads=heads, tau0=tau0, size=V.shape[0], n_k=n_k, alpha=alpha, beta=beta, causal=causal
     )
-    out = value_mix(rng, V, L, A, n=n, gamma=gamma, reduced=reduced)
+    out = value_mix(rng, V, L, A, n=n, gamma=gamma, reduced=reduced, per_head_p=per_head_p)
     return 0.5 * (out + np.swapaxes(out, 1, 2))
 
 

@@ -13,7 +13,11 @@ matrices of strongly non-uniform heads, so that the heads differ), at H = 2..8:
 * the whole value part of the step (tests/_reduced_numpy.py, value_mix) agrees
   between the two forms;
 * each comparison fails when the model is broken on purpose: degrees of freedom off
-  by m, the cross-head blocks R_hg (h != g) dropped, the residual cross term dropped.
+  by m, the cross-head blocks R_hg (h != g) dropped, the residual cross term dropped;
+* the core's chain, which draws B Z as K Z' from the root K it uses for the Wishart,
+  agrees at H = 8 with the NumPy chain that draws B Z head by head (rho_T, log trace
+  and blow-up probability), and the comparison fails with P = sqrt(2) K Z or with K
+  taken from one head.
 
 Tolerance: each statistic is a difference of means over its standard error; with
 about 300 statistics per test a bound of 4.5 fails by chance with probability below
@@ -181,14 +185,18 @@ def _reduced(rng, V, L, A, *, n, gamma):
 
 
 def _reduced_broken(what: str):
-    """The m x m value part with one term broken (written out from value_mix)."""
+    """The m x m value part with one term broken (written out from value_mix):
+    ``df_plus_m``, ``no_residual_cross``, ``p_sqrt2`` (P = sqrt(2) K Z) or
+    ``sigma_one_head`` (K a root of head 0's C_1 C_1^T, in the core's normalisation:
+    C_1 C_1^T / H in place of sum_h C_h C_h^T / H)."""
 
     def mix(rng, V, L, A, *, n, gamma):
         size, heads, m = A.shape[0], A.shape[1], A.shape[-1]
         lam = np.sqrt(1 - gamma**2)
         C = np.concatenate([A[:, h] @ L for h in range(heads)], axis=-1)
-        K = psd_root(C @ np.swapaxes(C, 1, 2) / heads)
-        W = K @ rng.standard_normal((size, m, m))
+        Cs = C[..., :m] if what == "sigma_one_head" else C
+        K = psd_root(Cs @ np.swapaxes(Cs, -1, -2) / heads)
+        W = (np.sqrt(2.0) if what == "p_sqrt2" else 1.0) * K @ rng.standard_normal((size, m, m))
         KB = K @ _bartlett(rng, n - m + (m if what == "df_plus_m" else 0), m, size)
         cross = L @ np.swapaxes(W, 1, 2)
         out = lam**2 * V + gamma**2 / n * (W @ np.swapaxes(W, 1, 2) + KB @ np.swapaxes(KB, 1, 2))
@@ -259,33 +267,73 @@ def chain_z(a_final, a_blown, b_final, b_blown, samples: int) -> dict[str, float
     return out
 
 
+# The chain comparisons: H = 8, tau0 = 0.5, gamma = 0.7, m = 4, T = 2 (depth 2 n), where a
+# third of the samples or more blow up, so that P(blow-up) is a real test.  CI: n = 48,
+# 600 samples; SHAPED_TRANSFORMER_FULL=1: n = 512, 2000 samples (the issue's check).
+CHAIN_H, CHAIN_TAU0, CHAIN_GAMMA, CHAIN_M, CHAIN_Z_MAX = 8, 0.5, 0.7, 4, 4.0
+
+
+def _chain_size() -> tuple[int, int]:
+    from conftest import FULL
+
+    return (512, 2000) if FULL else (48, 600)
+
+
+def _numpy_chain_run(block, n: int, samples: int, seed: int):
+    """The NumPy chain with ``block(rng, V) -> V'`` (a batch): (survivors' V_T, blown)."""
+    rng = np.random.default_rng(seed)
+    return numpy_chain(lambda V: block(rng, V), _V0(CHAIN_M), depth=2 * n, samples=samples)
+
+
+def _numpy_block(n: int, **kw):
+    from _reduced_numpy import attention_block
+
+    return lambda rng, V: attention_block(rng, V, n=n, heads=CHAIN_H, tau0=CHAIN_TAU0, gamma=CHAIN_GAMMA, **kw)
+
+
+def _broken_block(n: int, what: str):
+    """attention_block with the m x m value part broken by _reduced_broken(what)."""
+    mix = _reduced_broken(what)
+
+    def block(rng, V):
+        L = psd_root(V)
+        _, A = attention_matrices(rng, L, n=n, heads=CHAIN_H, tau0=CHAIN_TAU0, size=V.shape[0])
+        out = mix(rng, V, L, A, n=n, gamma=CHAIN_GAMMA)
+        return 0.5 * (out + np.swapaxes(out, 1, 2))
+
+    return block
+
+
+def _chain_z(a, b, samples: int) -> dict[str, float]:
+    (af, ka), (bf, kb) = a, b
+    for k in (ka, kb):
+        assert 0.1 * samples < k < 0.9 * samples, k  # the blow-up probability is a real test
+    return chain_z(af, ka, bf, kb, samples)
+
+
 @pytest.mark.slow
-def test_reduced_chain_matches_core_in_law():
-    """Shaped attention, H = 8, tau0 = 0.5, gamma = 0.7, m = 4, T = 2: the NumPy chain
-    with the m x m step and the core's exact chain (wishart_quad.hpp) agree in the
-    mean of rho_T and of log(tr V_T / m) given survival and in P(blow-up by T)
-    (a third of the samples or more blow up).  CI: n = 48, 600 samples;
-    SHAPED_TRANSFORMER_FULL=1: n = 512, 2000 samples (the issue's check).  With the
-    m x m draw's degrees of freedom off by m the same comparison gave |z| of 16 to 37
-    at n = 64."""
+@pytest.mark.parametrize("per_head_p", [False, True], ids=["P=KZ", "P=sum_h C_h Z_h"])
+def test_reduced_chain_matches_core_in_law(per_head_p):
+    """The core's exact chain (one root K of C C^T for P = K Z and the Wishart
+    K W K^T, wishart_quad.hpp) against the NumPy chain with the m x m step, P drawn
+    as K Z (the same algebra) or head by head as sum_h C_h Z_h (the core's step
+    before 2026-12-05, H products): they agree in the mean of rho_T and of
+    log(tr V_T / m) given survival and in P(blow-up by T) (two-sample z, |z| < 4 for
+    each of the three).  Sizes: the comment above.  With the m x m draw's degrees of
+    freedom off by m the same comparison gave |z| of 16 to 37 at n = 64;
+    test_chain_check_catches_broken_value_root breaks P and K."""
     import warnings
 
     import shaped_transformer as st
-    from _reduced_numpy import attention_block
-    from conftest import FULL
 
-    n, samples = (512, 2000) if FULL else (48, 600)
-    m, H, tau0, gamma, depth = 4, 8, 0.5, 0.7, 2 * n
-    V0 = _V0(m)
-    rng = np.random.default_rng(17)
-    a, ka = numpy_chain(
-        lambda V: attention_block(rng, V, n=n, heads=H, tau0=tau0, gamma=gamma), V0, depth=depth, samples=samples
-    )
+    n, samples = _chain_size()
+    a = _numpy_chain_run(_numpy_block(n, per_head_p=per_head_p), n, samples, seed=17)
+    depth = 2 * n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", st.BlowUpWarning)
         r = st.simulate(
-            st.ShapedAttention(heads=H, tau0=tau0, gamma=gamma),
-            V0=V0,
+            st.ShapedAttention(heads=CHAIN_H, tau0=CHAIN_TAU0, gamma=CHAIN_GAMMA),
+            V0=_V0(CHAIN_M),
             width=n,
             depth=depth,
             samples=samples,
@@ -296,10 +344,22 @@ def test_reduced_chain_matches_core_in_law():
         )
     b = r.V[:, -1]
     b = b[np.all(np.isfinite(b), axis=(1, 2))]
-    kb = samples - b.shape[0]
-    assert 0.1 * samples < kb < 0.9 * samples, kb  # the blow-up probability is a real test
-    z = chain_z(a, ka, b, kb, samples)
-    assert max(abs(v) for v in z.values()) < 4.0, z
+    z = _chain_z(a, (b, samples - b.shape[0]), samples)
+    assert max(abs(v) for v in z.values()) < CHAIN_Z_MAX, z
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broken", ["p_sqrt2", "sigma_one_head"])
+def test_chain_check_catches_broken_value_root(broken):
+    """The chain comparison above fails when the step it checks is broken: the NumPy
+    chain with P drawn head by head against the m x m step with P = sqrt(2) K Z, or
+    with K a root of one head's C_1 C_1^T in place of sum_h C_h C_h^T."""
+    n, samples = _chain_size()
+    a = _numpy_chain_run(_numpy_block(n, per_head_p=True), n, samples, seed=17)
+    b = _numpy_chain_run(_broken_block(n, broken), n, samples, seed=18)
+    (af, ka), (bf, kb) = a, b
+    z = chain_z(af, ka, bf, kb, samples)
+    assert max(abs(v) for v in z.values()) > CHAIN_Z_MAX, f"{broken}: {z}, not detected"
 
 
 @pytest.mark.parametrize("n, H", [(32, 8), (6, 1), (6, 3)])

@@ -10,8 +10,13 @@
 //   V' = lambda^2 V + lambda gamma / sqrt(H n) (L P^T + P L^T)
 //        + gamma^2 / (H n) (P P^T + C R C^T),
 // C = [C_1 .. C_H] (m x Hm), R ~ Wishart_{Hm}(n - m, I) the Gram matrix of the
-// stacked remaining columns (cross-head blocks included).  C R C^T is drawn as an
-// m x m Wishart_m(n - m, C C^T) (wishart_quad.hpp).
+// stacked remaining columns (cross-head blocks included).  Given C, the columns of
+// C [Z_1; ..; Z_H] and of C G (R = G G^T) are i.i.d. N(0, Sigma), Sigma = C C^T =
+// sum_h C_h C_h^T, so (P, C R C^T) has the law of (K Z, K W K^T) for any root K K^T =
+// Sigma, Z one m x m standard Gaussian and W ~ Wishart_m(n - m, I): the step draws
+// that (wishart_quad.hpp), one product for P instead of H.  K = C_1 for one head and
+// the MLP (the draws of earlier versions); for H > 1 a root of Sigma (lower triangular
+// unless Sigma is singular), Z from head 0's value stream.
 //
 // The exact step of a kind is a template over a context Ctx (written once for the
 // generic per-sample chain, the batched SIMD kernels and the CUDA threads):
@@ -37,7 +42,8 @@
 // feature and the centred tokens lie in the first m: X = sqrt(n) [L_c, s / sqrt(n)] E
 // with L_c L_c^T = V - s s^T / n (E selects the features {1..m, n}; needs n >= m + 1).
 // The branch's Gaussian columns at those m + 1 features are Z_h and one more column
-// z_h; the other n - m - 1 give R ~ Wishart_{Hm}(n - m - 1).  With P_e = sum_h C_h z_h:
+// z_h; the other n - m - 1 give R ~ Wishart_{Hm}(n - m - 1).  With P_e = sum_h C_h z_h
+// (drawn as K z, z one Gaussian column, as P is drawn as K Z):
 //   V' = lambda^2 V + lambda gamma / sqrt(H n) (L_c P^T + s P_e^T / sqrt(n) + transposes)
 //        + gamma^2 / (H n) (P P^T + P_e P_e^T + C R C^T),
 //   s' = lambda s + gamma / sqrt(H) P_e.
@@ -66,7 +72,8 @@ class CancelToken;  // parallel.hpp
 /// pre-activations, 3 MLP value Z, 4 the MLP's LayerNorm frame column z (5..7 free);
 /// head h uses 8 + 8h + {0,1: key Wishart, 2: m x m Gaussian of M_h, 3: value Z_h,
 /// 4/5: the cross-heads mutation's fresh Wishart (test builds only), 6: the LayerNorm
-/// frame column z_h; 7 free}.
+/// frame column z_h; 7 free}.  The value part draws its one Z (and z) from head 0's
+/// streams 3 (and 6) for any H; heads h > 0 use theirs only in the cross-heads mutation.
 struct ExactKey {
   std::uint64_t seed = 0;
   std::uint32_t sample = 0;
@@ -109,27 +116,39 @@ using ExactBlock = FaceBlock<ExactFace, Kinds...>;
 /// m x m scratch matrices of an exact step (c.tmp(0) .. c.tmp(kExactScratch - 1)).
 inline constexpr int kExactScratch = 8;
 
-/// M = G_q G_k^T for G_q, G_k m x n_k standard Gaussian, head h: chol(Wishart_m(n_k))
-/// times an m x m Gaussian when n_k > m - 1 (O(m^3)), the direct product of the m x n_k
-/// Gaussians otherwise.  Uses c.tmp(6), c.tmp(7).
-template <class Ctx, class VM>
-ST_HD inline void key_product(Ctx& c, double n_k, int h, VM M) {
+/// The logits of head h before scaling, Y = L_in M L_in^T with M = G_q G_k^T (G_q, G_k
+/// m x n_k standard Gaussian).  M = B Z with B = chol(Wishart_m(n_k)) (lower, Bartlett)
+/// and Z an m x m Gaussian when n_k > m - 1 (O(m^3)), M = G_q Z^T (the m x n_k Gaussians
+/// themselves) otherwise.  Formed as E = L_in B (or L_in G_q), W = E Z (E Z^T) and Y =
+/// (L_in W^T)^T: with L_in lower (tri) that is a product of two lower factors and two
+/// with one, about 7/6 m^3 multiply-adds against 3/2 m^3 for L_in (B Z) L_in^T, and the
+/// last product is formed transposed so that its triangular factor comes first, the
+/// form the large products' GEMM recognises (math/matrix.hpp).  Y: m x m (its own
+/// scratch); uses c.tmp(2), c.tmp(3), c.tmp(6), c.tmp(7).
+template <class Ctx, class VL, class VM>
+ST_HD inline void head_logits(Ctx& c, double n_k, int h, VL Lin, bool tri, VM Y) {
   using Ln = typename Ctx::Ln;
   const int m = c.m;
   const std::uint32_t wid = ExactKey::head_id(h, ExactKey::kKeyWishart);
+  auto E = c.tmp(2), W = c.tmp(3), Yt = c.tmp(6);
   if (n_k > double(m - 1)) {
     auto B = c.tmp(6), Z = c.tmp(7);
     c.wishart(n_k ST_MUTATE(kKeyDf), m, wid, ExactKey::head_id(h, ExactKey::kKeyUniform),
               B);  // lower, B B^T ~ Wishart_m(n_k)
     c.gaussian(ExactKey::head_id(h, ExactKey::kKeyGauss), Z);
-    mul<Ln>(M, B, Z, true);
+    mul<Ln>(E, Lin, B, tri, true);  // L_in B
+    mul<Ln>(W, E, Z, tri);          // L_in M
   } else {
     const int k = int(n_k + 0.5);  // 0 <= k <= m - 1
-    auto Gq = c.tmp(6).middle_cols(0, k), Z = c.tmp(7).middle_cols(0, k);
+    auto Gq = c.tmp(6).middle_cols(0, k), Z = c.tmp(7).middle_cols(0, k), Ek = E.middle_cols(0, k);
     c.gaussian(wid, Gq);  // the key Wishart stream's normals, row by row (the singular Wishart's draws)
     c.gaussian(ExactKey::head_id(h, ExactKey::kKeyGauss), Z);
-    mul_nt<Ln>(M, Gq, Z);
+    mul<Ln>(Ek, Lin, Gq, tri);  // L_in G_q
+    mul_nt<Ln>(W, Ek, Z);       // L_in M
   }
+  mul_nt<Ln>(Yt, Lin, W, tri);  // L_in (L_in M)^T = Y^T
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < m; ++j) Y(i, j) = Yt(j, i);
 }
 
 /// Row-wise softmax of S in place, optionally causal (row i over columns 0..i, the
@@ -174,18 +193,16 @@ struct HeadsForm {
 };
 
 /// The heads of an attention step, for every attention kind: for head h the logits
-/// Y_h = L_in M_h L_in^T / scale (M_h = G_q G_k^T, key_product), their row softmax S,
+/// Y_h = L_in M_h L_in^T / scale (M_h = G_q G_k^T, head_logits), their row softmax S,
 /// A_h from S (f.shaped), then C_h = A_h L_in into columns h m .. h m + m - 1 of C.
 /// tri: L_in is lower triangular.  Uses c.tmp(2) .. c.tmp(4), c.tmp(6), c.tmp(7).
 template <class Ctx, class VL, class VC>
 ST_HD inline void attention_heads(Ctx& c, VL Lin, bool tri, const HeadsForm& f, VC C) {
   using Ln = typename Ctx::Ln;
   const int m = c.m;
-  auto M = c.tmp(2), T = c.tmp(3), Y = c.tmp(4);
+  auto Y = c.tmp(4);
   for (int h = 0; h < f.heads; ++h) {
-    key_product(c, f.nk, h, M);
-    mul<Ln>(T, Lin, M, tri);  // L_in M
-    mul_nt<Ln>(Y, T, Lin);    // L_in M L_in^T
+    head_logits(c, f.nk, h, Lin, tri, Y);  // L_in M_h L_in^T
     for (int i = 0; i < m; ++i)
       for (int j = 0; j < m; ++j) Y(i, j) = Y(i, j) / f.scale;
     softmax_rows<Ln>(Y, f.causal);
@@ -273,47 +290,35 @@ ST_HD inline bool with_norm(Ctx& c, Norm norm, Branch&& branch) {
   return true;
 }
 
-/// The value part shared by attention and MLP blocks (see the header comment):
-/// V <- lambda^2 V + lambda gamma / sqrt(H n) (L P^T + P L^T) + gamma^2/(H n)(P P^T + C R C^T).
-/// C is m x (H m): C_h = A_h L_in side by side (c.wide(0, .)); L is the root of the
-/// residual V.  With c.s (LayerNorm's frame, header comment): L is L_c, the frame's
-/// column z_h adds P_e to the cross term and P_e P_e^T, R has n - m - 1 degrees of
-/// freedom, and s <- lambda s + gamma / sqrt(H) P_e (P_e in c.vec()).  Uses c.tmp(1) ..
-/// c.tmp(7) (c.tmp(1), the branch's root, is no longer needed here; the mutation build
-/// also c.wide(1, m)).
-template <class Ctx, class VL, class VC>
-ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gamma, bool mlp) {
+/// value_mix given K (K K^T = C C^T; k_lower: K is lower triangular).  K may be C's
+/// first m columns (one head) or c.tmp(7).
+template <class Ctx, class VL, class VC, class VK>
+ST_HD inline void value_mix_root(Ctx& c, VL L, VC C, VK K, bool k_lower, int H, double lambda, double gamma, bool mlp) {
   using Ln = typename Ctx::Ln;
   using D = typename Ln::D;
   const int m = c.m;
   auto V = c.V;
   auto P = c.tmp(2), T = c.tmp(3), Q = c.tmp(4), Y = c.tmp(5), Z = c.tmp(6);
-  D* pe = c.s ? c.vec() : nullptr;  // P_e = sum_h C_h z_h: LayerNorm's frame only
-  for (int h = 0; h < H; ++h) {     // P = sum_h C_h Z_h
-    c.gaussian(mlp ? ExactKey::kMlpZ : ExactKey::head_id(h, ExactKey::kValueZ), Z);
-    if (h == 0) {
-      mul<Ln>(P, C.middle_cols(0, m), Z);
-    } else {
-      mul<Ln>(T, C.middle_cols(h * m, m), Z);
-      for (int i = 0; i < m; ++i)
-        for (int j = 0; j < m; ++j) P(i, j) += T(i, j);
-    }
-    if (pe) {
-      auto z = c.tmp(7).middle_cols(0, 1);
-      c.gaussian(mlp ? ExactKey::kMlpFrame : ExactKey::head_id(h, ExactKey::kValueFrame), z);
-      for (int i = 0; i < m; ++i) {
-        D x = Ln::splat(0.0);
-        for (int k = 0; k < m; ++k) x = x + C(i, h * m + k) * z(k, 0);
-        pe[i] = h == 0 ? x : pe[i] + x;
-      }
+  (void)C;  // only the cross-heads mutation reads the per-head parts
+  c.gaussian(mlp ? ExactKey::kMlpZ : ExactKey::head_id(0, ExactKey::kValueZ), Z);
+  mul<Ln>(P, K, Z, k_lower);        // P = K Z, in law sum_h C_h Z_h
+  D* pe = c.s ? c.vec() : nullptr;  // P_e = K z, in law sum_h C_h z_h: LayerNorm's frame only
+  if (pe) {
+    auto z = T.middle_cols(0, 1);
+    c.gaussian(mlp ? ExactKey::kMlpFrame : ExactKey::head_id(0, ExactKey::kValueFrame), z);
+    for (int i = 0; i < m; ++i) {
+      D x = Ln::splat(0.0);
+      const int k1 = k_lower ? i + 1 : m;
+      for (int k = 0; k < k1; ++k) x = x + K(i, k) * z(k, 0);
+      pe[i] = x;
     }
   }
   ST_MUTATION_ONLY(if (pe) for (int i = 0; i < m; ++i) pe[i] = pe[i] * mutation::factor(mutation::kFrameColumn);)
   // CB CB^T ~ C R C^T, R ~ Wishart_{Hm}(n - m) (n - m - 1 in LayerNorm's frame): the m x m
-  // draw of wishart_quad.hpp
+  // draw K W K^T of wishart_quad.hpp (W's factor in Z, P drawn)
   auto CB = c.tmp(1);
   const double df = double(c.n) - double(m) ST_MUTATE(kValueDf) - (pe ? 1.0 : 0.0);
-  wishart_quad_factor(c, C, H, df, ExactKey::kR, ExactKey::kRUniform, CB, Z, Y, c.tmp(7));
+  wishart_quad_factor(c, K, k_lower, df, ExactKey::kR, ExactKey::kRUniform, CB, Z);
   mul_nt<Ln>(T, L, P);    // L P^T
   mul_nt<Ln>(Q, P, P);    // P P^T
   mul_nt<Ln>(Y, CB, CB);  // C R C^T
@@ -335,8 +340,8 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
       mul_nt<Ln>(Y, Ph, Ph);
       for (int i = 0; i < m; ++i)
         for (int j = 0; j < m; ++j) diag(i, j) += Y(i, j);
-      wishart_quad_factor(c, C.middle_cols(h * m, m), 1, df, ExactKey::head_id(h, 4), ExactKey::head_id(h, 5), Fh, Z, Y,
-                          Ph);
+      wishart_quad_factor(c, C.middle_cols(h * m, m), false, df, ExactKey::head_id(h, 4), ExactKey::head_id(h, 5), Fh,
+                          Z);
       mul_nt<Ln>(Y, Fh, Fh);
       for (int i = 0; i < m; ++i)
         for (int j = 0; j < m; ++j) diag(i, j) += Y(i, j);
@@ -368,6 +373,23 @@ ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gam
     const double gh = gamma / device::sqrt_d(double(H));
     for (int i = 0; i < m; ++i) c.s[i] = lambda * c.s[i] + gh * pe[i];
   }
+}
+
+/// The value part shared by attention and MLP blocks (see the header comment):
+/// V <- lambda^2 V + lambda gamma / sqrt(H n) (L P^T + P L^T) + gamma^2/(H n)(P P^T + C R C^T),
+/// drawn as P = K Z and C R C^T = K W K^T with K K^T = C C^T (wishart_quad.hpp).
+/// C is m x (H m): C_h = A_h L_in side by side (c.wide(0, .)); L is the root of the
+/// residual V.  With c.s (LayerNorm's frame, header comment): L is L_c, the frame's
+/// column adds P_e = K z to the cross term and P_e P_e^T, R has n - m - 1 degrees of
+/// freedom, and s <- lambda s + gamma / sqrt(H) P_e (P_e in c.vec()).  Uses c.tmp(1) ..
+/// c.tmp(7) (c.tmp(1), the branch's root, is no longer needed here; the mutation build
+/// also c.wide(1, m)).
+template <class Ctx, class VL, class VC>
+ST_HD inline void value_mix(Ctx& c, VL L, VC C, int H, double lambda, double gamma, bool mlp) {
+  if (H == 1) return value_mix_root(c, L, C, C.middle_cols(0, c.m), false, H, lambda, gamma, mlp);
+  auto K = c.tmp(7);
+  const bool tri = value_root(c, C, c.tmp(5), K);
+  value_mix_root(c, L, C, K, tri, H, lambda, gamma, mlp);
 }
 
 /// The exact step of every attention kind: with_norm around the heads
