@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 CHILD = r"""
 import json, time
@@ -51,10 +52,38 @@ print(json.dumps(out))
 """
 
 
+def child_env(build: str, python: str) -> dict[str, str]:
+    """The environment of a child process that imports the core in `build`."""
+    return dict(os.environ, SHAPED_TRANSFORMER_BUILD_DIR=build, PYTHONPATH=python, OPENBLAS_NUM_THREADS="1")
+
+
 def _run(build: str, python: str) -> dict[str, float]:
-    env = dict(os.environ, SHAPED_TRANSFORMER_BUILD_DIR=build, PYTHONPATH=python, OPENBLAS_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD], env=child_env(build, python), capture_output=True, text=True, check=True
+    )
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def alternate(run: Callable[[str], dict[str, float]], repeats: int) -> dict[str, dict[str, list[float]]]:
+    """run("A") and run("B") `repeats` times each, alternating A B, B A, ...: the
+    timings of each workload per build."""
+    times: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
+    print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load", os.getloadavg())
+    for r in range(repeats):
+        for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
+            for k, v in run(name).items():
+                times[name].setdefault(k, []).append(v)
+    return times
+
+
+def print_table(times: dict[str, dict[str, list[float]]], first: str, unit: str, digits: int) -> None:
+    """The medians of A and B per workload, B / A and its value per repeat."""
+    print(f"| {first} | A ({unit}, median) | B ({unit}, median) | B / A | B / A per repeat |")
+    print("|---|---|---|---|---|")
+    for k in times["A"]:
+        a, b = statistics.median(times["A"][k]), statistics.median(times["B"][k])
+        per = ", ".join(f"{y / x:.2f}" for x, y in zip(times["A"][k], times["B"][k]))
+        print(f"| {k} | {a:.{digits}f} | {b:.{digits}f} | {b / a:.2f} | {per} |")
 
 
 def main() -> None:
@@ -64,18 +93,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     builds = {"A": args.a.split(":"), "B": args.b.split(":")}
-    times: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
-    print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load", os.getloadavg())
-    for r in range(args.repeats):
-        for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
-            for k, v in _run(*builds[name]).items():
-                times[name].setdefault(k, []).append(v)
-    print("| workload | A (s, median) | B (s, median) | B / A | B / A per repeat |")
-    print("|---|---|---|---|---|")
-    for k in times["A"]:
-        a, b = statistics.median(times["A"][k]), statistics.median(times["B"][k])
-        per = ", ".join(f"{y / x:.2f}" for x, y in zip(times["A"][k], times["B"][k]))
-        print(f"| {k} | {a:.3f} | {b:.3f} | {b / a:.2f} | {per} |")
+    print_table(alternate(lambda name: _run(*builds[name]), args.repeats), "workload", "s", 3)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 
 #include <shaped_transformer/detail/sde_impl.hpp>  // sde::drift, add_noise (white-box)
 #include <shaped_transformer/sde.hpp>
+#include <shaped_transformer/simd/lanes.hpp>  // acos_lanes on the portable SIMD lanes
 
 #include "driver_helpers.hpp"
 
@@ -127,6 +128,46 @@ TEST_SUITE("sde") {
     CHECK(b(0, 0) == 0.0);
     CHECK(b(1, 1) == 0.0);
     CHECK(b(0, 1) == doctest::Approx(0.36 * nu * std::sqrt(1.5 * 0.8)).epsilon(1e-12));
+  }
+
+  TEST_CASE("acos_lanes (the MLP drift's arccos, every backend) is within 2 ulp of libm's on [-1, 1]") {
+    // ulp distance: |a - b| in units of the spacing of doubles at b.
+    auto ulps = [](double a, double b) {
+      const double u = std::nextafter(std::abs(b), HUGE_VAL) - std::abs(b);
+      return std::abs(a - b) / u;
+    };
+    std::vector<double> xs = {-1.0,
+                              1.0,
+                              0.0,
+                              -0.0,
+                              0.5,
+                              -0.5,
+                              std::nextafter(0.5, 0.0),
+                              std::nextafter(-0.5, 0.0),
+                              std::nextafter(1.0, 0.0),
+                              std::nextafter(-1.0, 0.0),
+                              1e-300,
+                              -1e-20,
+                              1e-9};
+    const int n = 400000;
+    for (int i = 0; i <= n; ++i) xs.push_back(-1.0 + 2.0 * i / n);
+    for (int i = 1; i <= 2000; ++i) {  // near +-1, where acos ~ sqrt(2 (1 - |x|))
+      xs.push_back(1.0 - std::ldexp(double(i), -40));
+      xs.push_back(-1.0 + std::ldexp(double(i), -30));
+    }
+    double worst_scalar = 0.0, worst_simd = 0.0;
+    for (double x : xs) {
+      const double ref = std::acos(x);
+      worst_scalar = std::max(worst_scalar, ulps(st::acos_lanes<st::ScalarLanes>(x), ref));
+      const auto v = st::acos_lanes<st::simd::portable::Lanes>(st::simd::portable::Lanes::splat(x));
+      worst_simd = std::max(worst_simd, ulps(v[0], ref));
+    }
+    MESSAGE("acos_lanes: worst ", worst_scalar, " ulp (scalar lanes), ", worst_simd, " ulp (fused lanes)");
+    CHECK(worst_scalar <= 2.0);
+    CHECK(worst_simd <= 2.0);
+    CHECK(st::acos_lanes<st::ScalarLanes>(1.0) == 0.0);
+    CHECK(st::acos_lanes<st::ScalarLanes>(-1.0) == std::acos(-1.0));
+    CHECK(std::isnan(st::acos_lanes<st::ScalarLanes>(std::nan(""))));
   }
 
   TEST_CASE("gamma = 0 keeps V exactly; m = 1 mean is a martingale (E[V_T] = V_0 within 5 se)") {

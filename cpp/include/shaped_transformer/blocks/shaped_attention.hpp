@@ -186,6 +186,8 @@ ST_HD inline bool exact_step(const ShapedAttention::Exact& t, Ctx& c) {
 // With k_i = m and beta = 1 these are the paper's terms (tests/test_causal_sde.py
 // checks that), which keep their own, faster evaluation.  alpha must be 1: A -> alpha I
 // otherwise, and V changes by a factor lambda^2 + gamma^2 alpha^2 != 1 per block.
+// The Wishart-like noise, and the paper head's softmax noise, go to the step in root
+// form (kernels/sde_step.hpp, SdeState): one pair of root products for all the blocks.
 // Faces add the upper triangle (j >= i) of their term to `out`.
 
 /// Adds the drift of the head to the upper triangle of out.
@@ -247,8 +249,9 @@ ST_HD inline void sde_drift(const ShapedAttention::Sde& t, const SdeState<Ln, MC
     w[a] = VP(a, a) - x * inv_m;  // (P V P)_aa = (PV)_aa - row mean of PV
     trPVP += w[a];
   }
+  const D* r = s.vec[0];  // V's row means (centred_v): (P V)_ja = V_aj - r_a, read along rows
   for (int a = 0; a < m; ++a)
-    for (int j = 0; j < m; ++j) trVPVP = Ln::madd(VP(a, j), VP(j, a), trVPVP);
+    for (int j = 0; j < m; ++j) trVPVP = Ln::madd(VP(a, j), V(a, j) - r[a], trVPVP);
   const D trm = trPVP * inv_m;
   for (int a = 0; a < m; ++a) w[a] = (w[a] - trm) * inv_2m;
   // D = diag(V) w^T, so D V = diag(V) (w^T V), and w^T V = (V w)^T as V is symmetric.
@@ -287,66 +290,52 @@ ST_HD inline void sde_gap_variance(const ShapedAttention::Sde& t, const SdeState
     }
 }
 
-/// Adds the noise increment of the head to the upper triangle of out; dW holds
-/// Sde::noise_dim(m) N(0, dt) numbers (row-major dZ, then dXi).
+/// Adds the noise increment of the head to the step: its Wishart-like term and the paper
+/// head's softmax term in root form (s.Z, s.Kt: kernels/sde_step.hpp), the general
+/// head's softmax term to the upper triangle of out; dW holds Sde::noise_dim(m) N(0, dt)
+/// numbers (row-major dZ, then dXi).
 template <class Ln, int MC>
 ST_HD inline void sde_noise(const ShapedAttention::Sde& t, const SdeState<Ln, MC>& s, const typename Ln::D* dW,
                             MatRef<typename Ln::D, MC> out) {
   using D = typename Ln::D;
   using Mat = MatRef<D, MC>;
-  const auto V = s.V, L = s.L;
+  const auto V = s.V, L = s.L, Kt = s.Kt;
   const int m = s.m();
   const Mat dZ(const_cast<D*>(dW), m), dXi(const_cast<D*>(dW) + m * m, m);
-  auto T1 = s.tmp[0], T2 = s.tmp[1], Q = s.tmp[2], N = s.tmp[3];
+  add_root_noise<Ln, MC>(s, dZ, t.c1);  // c1 (L dZ L^T + L dZ^T L^T)
+  auto T1 = s.tmp[0], T2 = s.tmp[1];
+  const D c2 = Ln::splat(t.c2);  // a local: Kt's stores could alias t for the compiler
   if (t.paper) {
-    // c1 L dZ L^T + c2 L dXi L^T P V = L (c1 dZ L^T + c2 dXi (L^T P V)): one root
-    // product on the left, then symmetrise.
-    auto R = s.tmp[5];
-    const auto PV = centred_v(s);
-    mul_tn<Ln>(R, L, PV, s.tri);  // L^T P V
-    const D c2 = Ln::splat(t.c2);
-    const double c1 = t.c1;  // locals: Q's stores could alias t for the compiler
-    if (detail::use_gemm<Ln>(Q, m)) {
-      mul_nt<Ln>(T1, dZ, L, false, s.tri);  // dZ L^T
-      mul<Ln>(T2, dXi, R);                  // dXi L^T P V
+    // c2 (L dXi L^T P V + V P L dXi^T L^T) = L X + (L X)^T, X^T = c2 (V P L) dXi^T.
+    mul_tn<Ln>(T1, centred_v(s), L, false, s.tri);  // (P V)^T L = V P L
+    if (detail::use_gemm<Ln>(T2, m)) {
+      mul_nt<Ln>(T2, T1, dXi);
       for (int a = 0; a < m; ++a)
-        for (int j = 0; j < m; ++j) Q(a, j) = Ln::madd(c2, T2(a, j), T1(a, j) * c1);
-    } else {  // the same sums as mul_nt and mul, in one pass (the SIMD lanes' step)
+        for (int j = 0; j < m; ++j) Kt(a, j) = Ln::madd(c2, T2(a, j), Kt(a, j));
+    } else {  // the same sums as mul_nt, added to Kt in the same pass
       for (int a = 0; a < m; ++a)
         for (int j = 0; j < m; ++j) {
-          D s1 = Ln::splat(0.0), s2 = Ln::splat(0.0);
-          const int k1 = s.tri ? j + 1 : m;
-          for (int k = 0; k < k1; ++k) s1 = Ln::madd(dZ(a, k), L(j, k), s1);
-          for (int k = 0; k < m; ++k) s2 = Ln::madd(dXi(a, k), R(k, j), s2);
-          Q(a, j) = Ln::madd(c2, s2, s1 * c1);
+          D x = Ln::splat(0.0);
+          for (int k = 0; k < m; ++k) x = Ln::madd(T1(a, k), dXi(j, k), x);
+          Kt(a, j) = Ln::madd(c2, x, Kt(a, j));
         }
     }
-  } else {
-    mul_nt<Ln>(T1, dXi, L, false, s.tri);
-    mul<Ln>(T2, L, T1, s.tri);  // L dXi L^T: the first-order logits per unit of dt^(1/2)
-    auto Qs = s.tmp[4];
-    for (int i = 0; i < m; ++i) {
-      const int k = t.attended(i, m);
-      D mean = T2(i, 0);
-      for (int j = 1; j < k; ++j) mean = mean + T2(i, j);
-      mean = mean / double(k);
-      for (int j = 0; j < m; ++j) Qs(i, j) = j < k ? (T2(i, j) - mean) / double(k) : Ln::splat(0.0);
-    }
-    mul<Ln>(T2, Qs, V, t.causal);         // Q V
-    mul_nt<Ln>(T1, dZ, L, false, s.tri);  // dZ L^T
-    auto LZ = s.tmp[5];
-    mul<Ln>(LZ, L, T1, s.tri);  // L dZ L^T; then S = c1 L dZ L^T + c2 Q V and out += S + S^T
-    for (int a = 0; a < m; ++a)
-      for (int b = a; b < m; ++b) {
-        const D x = Ln::madd(Ln::splat(t.c2), T2(a, b), LZ(a, b) * t.c1);
-        const D y = Ln::madd(Ln::splat(t.c2), T2(b, a), LZ(b, a) * t.c1);
-        out(a, b) = out(a, b) + (x + y);
-      }
+    s.root_noise = true;
     return;
   }
-  mul<Ln>(N, L, Q, s.tri);
+  mul_nt<Ln>(T1, dXi, L, false, s.tri);
+  mul<Ln>(T2, L, T1, s.tri);  // L dXi L^T: the first-order logits per unit of dt^(1/2)
+  auto Qs = s.tmp[2];
+  for (int i = 0; i < m; ++i) {
+    const int k = t.attended(i, m);
+    D mean = T2(i, 0);
+    for (int j = 1; j < k; ++j) mean = mean + T2(i, j);
+    mean = mean / double(k);
+    for (int j = 0; j < m; ++j) Qs(i, j) = j < k ? (T2(i, j) - mean) / double(k) : Ln::splat(0.0);
+  }
+  mul<Ln>(T2, Qs, V, t.causal);  // Q V; out += c2 (Q V + V Q^T)
   for (int a = 0; a < m; ++a)
-    for (int b = a; b < m; ++b) out(a, b) = out(a, b) + (N(a, b) + N(b, a));
+    for (int b = a; b < m; ++b) out(a, b) = out(a, b) + c2 * (T2(a, b) + T2(b, a));
 }
 
 }  // namespace shaped_transformer

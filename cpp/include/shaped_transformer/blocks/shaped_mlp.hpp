@@ -108,14 +108,18 @@ ST_HD inline void sde_drift(const ShapedMLP::Sde& t, const SdeState<Ln, MC>& s, 
   const auto V = s.V;
   const int m = s.m();
   const D zero = Ln::splat(0.0), one = Ln::splat(1.0);
+  const double kd = t.kdrift;       // a local: out's stores could alias t for the compiler
+  D *d = s.vec[1], *rd = s.vec[2];  // sqrt(V_aa) and its reciprocal (0 where V_aa <= 0): m roots, not m^2
+  for (int a = 0; a < m; ++a) {
+    const D v = V(a, a);
+    d[a] = Ln::sqrt(v > zero ? v : zero);
+    rd[a] = d[a] > zero ? one / (d[a] > zero ? d[a] : one) : zero;
+  }
   for (int a = 0; a < m; ++a)
     for (int c = a + 1; c < m; ++c) {
-      const D p = V(a, a) * V(c, c);
-      const D sq = Ln::sqrt(p > zero ? p : zero);
-      D rho = V(a, c) / sq;
+      D rho = V(a, c) * (rd[a] * rd[c]);
       rho = rho < -one ? -one : (rho > one ? one : rho);
-      const D v = t.kdrift * (Ln::sqrt(1.0 - rho * rho) - rho * Ln::acos(rho)) * sq;
-      out(a, c) = out(a, c) + (sq == zero ? zero : v);
+      out(a, c) = out(a, c) + kd * (Ln::sqrt(1.0 - rho * rho) - rho * Ln::acos(rho)) * (d[a] * d[c]);
     }
 }
 
@@ -130,18 +134,13 @@ ST_HD inline void sde_gap_variance(const ShapedMLP::Sde& t, const SdeState<Ln, M
     for (int b = a + 1; b < m; ++b) out(a, b) = out(a, b) + (1.0 - V(a, b) * V(a, b)) * k;
 }
 
-/// Adds the MLP noise increment to the upper triangle of out (dW: m^2 N(0, dt) numbers, row-major dZ).
+/// Adds the MLP noise increment gamma (L dZ L^T + L dZ^T L^T) to the step, in root form
+/// (s.Z: kernels/sde_step.hpp); dW: m^2 N(0, dt) numbers, row-major dZ.
 template <class Ln, int MC>
 ST_HD inline void sde_noise(const ShapedMLP::Sde& t, const SdeState<Ln, MC>& s, const typename Ln::D* dW,
-                            MatRef<typename Ln::D, MC> out) {
+                            MatRef<typename Ln::D, MC>) {
   using D = typename Ln::D;
-  const int m = s.m();
-  const MatRef<D, MC> dZ(const_cast<D*>(dW), m);
-  auto LZ = s.tmp[0], S = s.tmp[1];
-  mul<Ln>(LZ, s.L, dZ, s.tri);
-  mul_nt<Ln>(S, LZ, s.L, false, s.tri);
-  for (int a = 0; a < m; ++a)
-    for (int b = a; b < m; ++b) out(a, b) = out(a, b) + t.gamma * (S(a, b) + S(b, a));
+  add_root_noise<Ln, MC>(s, MatRef<D, MC>(const_cast<D*>(dW), s.m()), t.gamma);
 }
 
 }  // namespace shaped_transformer

@@ -77,11 +77,20 @@ using SdeBlock = FaceBlock<SdeFace, Kinds...>;
 
 /// Scratch m x m matrices the drift and noise faces may use (a face uses tmp[0] ..).
 inline constexpr int kSdeScratch = 6;
-/// The m x m matrices of an SdeState's storage besides V: L, PV, the scratch, and the
-/// step's drift and increment.
-inline constexpr int kSdeMatrices = 4 + kSdeScratch;
+/// The m x m matrices of an SdeState's storage besides V: L, PV, the scratch, the
+/// root-form noise Z and K, and the step's drift and increment.
+inline constexpr int kSdeMatrices = 6 + kSdeScratch;
 
 /// What the faces see of one step: V, a root L (L L^T = V) and scratch space.
+///
+/// Root-form noise.  Every shaped block's noise is, or contains, L X + (L X)^T for an
+/// m x m X linear in its normals: the Wishart-like term c (L dZ L^T + L dZ^T L^T) has
+/// X = c dZ L^T, the paper head's softmax term X = c2 dXi L^T P V.  A face adds c dZ to
+/// Z and the transpose of any other X to Kt; finish_root_noise then adds N + N^T,
+/// N = L (Kt + L Z^T)^T, once for all the blocks of the layer: two root products per
+/// step where each block on its own needs two (a layer of attention and MLP: 4 products
+/// instead of 6).  Kept transposed so that the root is a lower-triangular left factor
+/// in every product (the loops skip its zeros, and so does the GEMM: cpp/src/gemm_impl.hpp).
 template <class Ln, int MC>
 struct SdeState {
   using D = typename Ln::D;
@@ -90,8 +99,10 @@ struct SdeState {
   bool tri = false;  ///< L is lower triangular in every lane (products skip its upper triangle)
   Mat tmp[kSdeScratch];
   Mat PV;                                   ///< P V once centred_v computed it for this V
+  Mat Z, Kt;                                ///< the root-form noise (above): sums of c dZ and of X^T
+  mutable bool root_noise = false;          ///< a face added to Z or K since begin_root_noise
   mutable bool pv_ready = false;            ///< reset by sde_increment when V changes
-  D* vec[3] = {nullptr, nullptr, nullptr};  ///< scratch vectors of m lanes
+  D* vec[3] = {nullptr, nullptr, nullptr};  ///< m lanes each: [0] centred_v's row means, [1], [2] scratch
   ST_HD int m() const { return V.rows(); }
 };
 
@@ -110,15 +121,17 @@ ST_HD inline void sde_state_layout(SdeState<Ln, MC>& s, typename Ln::D* V, typen
   s.L = Mat(buf, m, m, ld);
   for (int i = 0; i < kSdeScratch; ++i) s.tmp[i] = Mat(buf + (1 + i) * mm, m, m, ld);
   s.PV = Mat(buf + (1 + kSdeScratch) * mm, m, m, ld);
-  drift = Mat(buf + (2 + kSdeScratch) * mm, m, m, ld);
-  incr = Mat(buf + (3 + kSdeScratch) * mm, m, m, ld);
+  s.Z = Mat(buf + (2 + kSdeScratch) * mm, m, m, ld);
+  s.Kt = Mat(buf + (3 + kSdeScratch) * mm, m, m, ld);
+  drift = Mat(buf + (4 + kSdeScratch) * mm, m, m, ld);
+  incr = Mat(buf + (5 + kSdeScratch) * mm, m, m, ld);
   for (int i = 0; i < 3; ++i) s.vec[i] = buf + kSdeMatrices * mm + i * m;
   s.pv_ready = false;
 }
 
 /// P V = V - (V 1) 1^T / m (V with its column means removed, which are its row means:
 /// V is symmetric), computed once per V for the faces that use it (the paper head's
-/// drift and noise).
+/// drift and noise); s.vec[0] keeps V's row means r (P V = V - 1 r^T).
 template <class Ln, int MC>
 ST_HD inline MatRef<typename Ln::D, MC> centred_v(const SdeState<Ln, MC>& s) {
   using D = typename Ln::D;
@@ -137,6 +150,53 @@ ST_HD inline MatRef<typename Ln::D, MC> centred_v(const SdeState<Ln, MC>& s) {
     s.pv_ready = true;
   }
   return s.PV;
+}
+
+/// Z <- Z + c dZ: a face's Wishart-like noise c (L dZ L^T + L dZ^T L^T) in root form.
+template <class Ln, int MC>
+ST_HD inline void add_root_noise(const SdeState<Ln, MC>& s, MatRef<typename Ln::D, MC> dZ, double c) {
+  const int m = s.m();
+  const auto Z = s.Z;
+  const typename Ln::D cl = Ln::splat(c);
+  for (int a = 0; a < m; ++a)
+    for (int j = 0; j < m; ++j) Z(a, j) = Ln::madd(cl, dZ(a, j), Z(a, j));
+  s.root_noise = true;
+}
+
+/// Starts a step's root-form noise: Z = Kt = 0.
+template <class Ln, int MC>
+ST_HD inline void begin_root_noise(const SdeState<Ln, MC>& s) {
+  const int m = s.m();
+  const auto Z = s.Z, Kt = s.Kt;
+  for (int a = 0; a < m; ++a)
+    for (int j = 0; j < m; ++j) Z(a, j) = Kt(a, j) = Ln::splat(0.0);
+  s.root_noise = false;
+}
+
+/// Adds the root-form noise N + N^T, N = L (Kt + L Z^T)^T, to the upper triangle of out
+/// (nothing when no face used it).  Uses tmp[0].
+template <class Ln, int MC>
+ST_HD inline void finish_root_noise(const SdeState<Ln, MC>& s, MatRef<typename Ln::D, MC> out) {
+  using D = typename Ln::D;
+  if (!s.root_noise) return;
+  const int m = s.m();
+  const auto Z = s.Z, Kt = s.Kt, L = s.L, N = s.tmp[0];
+  if (detail::use_gemm<Ln>(N, m)) {
+    mul_nt<Ln>(N, L, Z, s.tri);  // L Z^T
+    for (int a = 0; a < m; ++a)
+      for (int j = 0; j < m; ++j) Kt(a, j) = Kt(a, j) + N(a, j);
+  } else {  // the same sums as mul_nt, added to Kt in the same pass
+    for (int a = 0; a < m; ++a)
+      for (int j = 0; j < m; ++j) {
+        D x = Ln::splat(0.0);
+        const int k1 = s.tri ? a + 1 : m;
+        for (int k = 0; k < k1; ++k) x = Ln::madd(L(a, k), Z(j, k), x);
+        Kt(a, j) = Kt(a, j) + x;
+      }
+  }
+  mul_nt<Ln>(N, L, Kt, s.tri);  // L K
+  for (int a = 0; a < m; ++a)
+    for (int b = a; b < m; ++b) out(a, b) = out(a, b) + (N(a, b) + N(b, a));
 }
 
 /// Pre-norm's fast drift (docs/norms.md section 3.4) added to the upper triangle of
@@ -197,6 +257,7 @@ ST_HD inline void sde_increment(const Block* blocks, int nblocks, const SdeState
   }
   add_fast_drift<Ln, MC>(blocks, nblocks, s, drift);
   ST_MUTATION_ONLY(f = f * ::shaped_transformer::mutation::factor(::shaped_transformer::mutation::kIntegratorDrift);)
+  begin_root_noise<Ln, MC>(s);
   for (int k = 0; k < nblocks; ++k)
     blocks[k].visit([&](const auto& t) {
       const int dim = std::decay_t<decltype(t)>::noise_dim(m);
@@ -204,8 +265,19 @@ ST_HD inline void sde_increment(const Block* blocks, int nblocks, const SdeState
       normals(k, dim, dW);
       sde_noise(t, s, dW, incr);
     });
+  finish_root_noise<Ln, MC>(s, incr);
   for (int a = 0; a < m; ++a)
     for (int b = a; b < m; ++b) incr(a, b) = drift(a, b) * f + incr(a, b);
+}
+
+/// One block's whole noise increment, its root-form part included, added to the upper
+/// triangle of out: for callers outside a step (sde/terms.hpp's one-step functions).
+template <class Ln, int MC, class T>
+ST_HD inline void block_noise(const T& t, const SdeState<Ln, MC>& s, const typename Ln::D* dW,
+                              MatRef<typename Ln::D, MC> out) {
+  begin_root_noise<Ln, MC>(s);
+  sde_noise(t, s, dW, out);
+  finish_root_noise<Ln, MC>(s, out);
 }
 
 /// V <- D^{-1/2} V D^{-1/2} (D = diag V) and, when L is given, L <- D^{-1/2} L (the

@@ -92,9 +92,9 @@ ST_HD inline void mul(VC C, VA A, VB B, bool a_lower = false, bool b_lower = fal
     }
 }
 
-/// C = A^T B.  a_lower: A is lower triangular (k >= i).
+/// C = A^T B.  a_lower: A is lower triangular (k >= i); b_lower: B is (k >= j).
 template <class Ln, class VC, class VA, class VB>
-ST_HD inline void mul_tn(VC C, VA A, VB B, bool a_lower = false) {
+ST_HD inline void mul_tn(VC C, VA A, VB B, bool a_lower = false, bool b_lower = false) {
   const int n = C.rows(), p = C.cols(), q = A.rows();
 #if !defined(__CUDA_ARCH__)
   if constexpr (std::is_same_v<typename Ln::D, double> && VC::kFixed == 0)
@@ -104,7 +104,9 @@ ST_HD inline void mul_tn(VC C, VA A, VB B, bool a_lower = false) {
   for (int i = 0; i < n; ++i)
     for (int j = 0; j < p; ++j) {
       typename Ln::D s = Ln::splat(0.0);
-      for (int k = a_lower ? i : 0; k < q; ++k) s = Ln::madd(A(k, i), B(k, j), s);
+      int k0 = a_lower ? i : 0;
+      if (b_lower && j > k0) k0 = j;
+      for (int k = k0; k < q; ++k) s = Ln::madd(A(k, i), B(k, j), s);
       C(i, j) = s;
     }
 }

@@ -219,7 +219,7 @@ inline void correlation_drift(const std::vector<Block>& blocks, const Cov& C, M&
         e[std::size_t(i)] = 1.0;
         for (int a = 0; a < m; ++a)
           for (int b = 0; b < m; ++b) f.incr(a, b) = 0.0;
-        sde_noise(t, f.s, e.data(), f.incr);
+        block_noise<ScalarLanes, 0>(t, f.s, e.data(), f.incr);
         e[std::size_t(i)] = 0.0;
         detail::ScalarFaces::store_symmetric(f.incr, N);
         for (int a = 0; a < m; ++a) {
@@ -274,7 +274,7 @@ inline void add_noise(const std::variant<K...>& blk, const M& V, const M& L, con
   f.s.tri = is_lower(f.s.L);
   for (int a = 0; a < m; ++a)
     for (int b = a; b < m; ++b) f.incr(a, b) = 0.0;
-  sde_block(blk, m).visit([&](const auto& t) { sde_noise(t, f.s, dW, f.incr); });
+  sde_block(blk, m).visit([&](const auto& t) { block_noise<ScalarLanes, 0>(t, f.s, dW, f.incr); });
   for (int a = 0; a < m; ++a)
     for (int b = a; b < m; ++b) {
       out(a, b) += f.incr(a, b);

@@ -10,7 +10,7 @@
 //   madd(a, b, c)      a b + c rounded once (a fused multiply-add in every kernel, so
 //                      that all kernels give the same numbers; the scalar lanes of the
 //                      generic and device paths, ScalarLanes in math/lane.hpp, round twice)
-//   sqrt, exp, log, acos, any, lane access ...
+//   sqrt, exp, log, acos (acos_lanes, math/lane.hpp), any, lane access ...
 //
 // The vector widths differ between instruction sets (AVX2: 32-byte vectors only,
 // AVX-512: 64-byte vectors only, portable: 8-byte vectors), and the lane types live in
@@ -103,15 +103,13 @@ struct LanesBase {
     lo = __builtin_convertvector(a, D);
     hi = __builtin_convertvector(b, D);
   }
-  /// log and arccos lane by lane (libm: the numbers of the scalar lanes).
+  /// log lane by lane (libm: the numbers of the scalar lanes).
   static D log(D x) {
     for (int l = 0; l < W; ++l) x[l] = std::log(x[l]);
     return x;
   }
-  static D acos(D x) {
-    for (int l = 0; l < W; ++l) x[l] = std::acos(x[l]);
-    return x;
-  }
+  /// arccos of every lane at once (math/lane.hpp's acos_lanes, as the scalar lanes).
+  static D acos(D x) { return acos_lanes<Self>(x); }
   template <std::uint32_t... I>
   static U iota_of(std::integer_sequence<std::uint32_t, I...>) {
     return U{I...};
