@@ -468,3 +468,17 @@ def test_check_takes_norm(capsys, tmp_path):
     text = capsys.readouterr().out
     assert "post-RMS norm" in text and "P(collapse)" in text
     assert json.loads(out.read_text())["settings"]["norm"] == "post_rms"
+
+
+def test_default_sde_step():
+    """The SDE's default step: at most 1e-3, and for short runs no coarser than the
+    network's layers (up to 100 steps): the issue's question runs 48 steps."""
+    from shaped_transformer.assess import default_dt
+
+    assert default_dt(48 / 1024, 48) == 48 / 1024 / 48  # the network's own 1 / width
+    assert default_dt(1.0, 128) == 1e-3  # the accuracy default wins
+    assert default_dt(12 / 768, 12) == 12 / 768 / 16  # ceil(T / 1e-3) = 16 > 12 layers
+    assert default_dt(0.01, 100000) == 0.01 / 100  # at most 100 steps from the layers
+    for T, depth in ((1e-5, 1), (0.3, 7), (5.0, 10**6)):
+        dt = default_dt(T, depth)
+        assert dt <= 1e-3 + 1e-15 and abs(T / dt - round(T / dt)) < 1e-9

@@ -731,8 +731,20 @@ def _check_model(width, depth, heads, tokens, tau0, gamma, block, causal, norm, 
     )
 
 
+def default_dt(T: float, depth: int) -> float:
+    """The SDE's default step for a network of ``depth`` layers at T = depth / width:
+    T / max(ceil(T / 1e-3), min(depth, 100)).  The step is at most 1e-3 (the
+    library's accuracy default) and, for short runs, no coarser than the network's
+    own layer step 1 / width (up to 100 steps).  At the issue's question (T = 48 /
+    1024) 48 steps and 400 agree in mean rho_T, mean log(tr V / m) and the event
+    probabilities within their standard errors (docs/performance.md,
+    benchmarks/sde_steps_question.py)."""
+    return T / max(math.ceil(T / 1e-3 - 1e-9), min(int(depth), 100))
+
+
 def _check_run(
     T,
+    depth,
     V0,
     samples,
     level,
@@ -758,7 +770,7 @@ def _check_run(
     samples = check_int("samples", samples, minimum=1)
     _check_flag("sde", sde)
     if dt is None:
-        dt = T / max(100, math.ceil(T / 1e-3 - 1e-9))
+        dt = default_dt(T, depth)
     else:
         dt = check_number("dt", dt, positive=True)
         if dt > T:
@@ -795,7 +807,7 @@ def _plan(arguments: dict[str, Any]) -> _Plan:
     """The plan from assess's arguments, by name: the model's checked first, then the run's."""
     run = dict(arguments)
     model = _check_model(**{k: run.pop(k) for k in _MODEL_ARGUMENTS})
-    run = _check_run(model["depth"] / model["width"], model["V0"], **run)
+    run = _check_run(model["depth"] / model["width"], model["depth"], model["V0"], **run)
     net = _network(model["block"], model["heads"], model["tau0"], model["gamma"], model["causal"], model["norm"])
     return _Plan(**model, **run, net=net)
 
@@ -895,7 +907,8 @@ def assess(
     sde_paths : int, optional
         SDE paths (default: ``samples``, like with like).
     dt : float, optional
-        The SDE's step (default T / max(100, ceil(T / 1e-3))).
+        The SDE's step (default T / max(ceil(T / 1e-3), min(depth, 100)):
+        at most 1e-3, and no coarser than the network's layers for short runs).
     splitting : bool, default True
         Run adaptive multilevel splitting where plain Monte Carlo saw fewer than
         ``splitting_below`` blow-ups (network and SDE separately).

@@ -166,7 +166,9 @@ def _add_check(sub) -> None:
         help=f"collapse = mean token correlation > 1 - eps (default: {COLLAPSE_EPS:g})",
     )
     c.add_argument("--sde-paths", type=int, default=None, help="SDE paths (default: --samples)")
-    c.add_argument("--dt", type=float, default=None, help="SDE step (default: T / max(100, T / 1e-3))")
+    c.add_argument(
+        "--dt", type=float, default=None, help="SDE step (default: T / max(ceil(T / 1e-3), min(depth, 100)))"
+    )
     c.add_argument("--no-sde", action="store_true", help="skip the SDE")
     c.add_argument("--no-splitting", action="store_true", help="skip adaptive multilevel splitting")
     c.add_argument("--splitting-particles", type=int, default=100, help="particles per splitting run (default: 100)")
