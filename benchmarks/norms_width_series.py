@@ -2,18 +2,23 @@
 (issue 24's width series; docs/norms.md section 7.5).
 
     SHAPED_TRANSFORMER_BUILD_DIR=build/dev PYTHONPATH=python python benchmarks/norms_width_series.py \\
-        [--samples 256:8000,1024:3000,4096:500] [--paths 16000] [--steps 512,2048] [--threads 2] \\
-        [--data docs/data/norms_width_series.json] [--out docs/img/norms_width_series.png] [--plot-only]
+        [--norms none,pre_rms,post_rms] [--samples 256:8000,1024:3000,4096:500] [--paths 16000] \\
+        [--steps 512,2048] [--threads 2] [--data docs/data/norms_width_series.json] \\
+        [--out docs/img/norms_width_series.png] [--plot-only]
+
+LayerNorm (``--norms pre_layer,post_layer``, with its own ``--data`` and ``--out``:
+docs/data/norms_width_series_layernorm.json, docs/img/norms_width_series_layernorm.png)
+runs on the same seeds, so its networks share their random numbers with the RMS ones.
 
 The setting of tests/test_norms_vs_sde.py (docs/norms.md section 7.4): shaped
 Transformer layers (shaped attention + shaped MLP, gamma = 0.5, tau0 = 1, H = 1,
-c_+ = 0, c_- = -1), every block with the same placement (none, pre_rms,
-post_rms), m = 8 tokens, V0 = equicorrelated(8, 0.3), T = 1.  The network is the
-library's exact chain at width n and depth n (``simulate(method="exact")``) for
-n = 256, 1024, 4096; the SDE is ``solve_sde`` of the same network at two steps dt
+c_+ = 0, c_- = -1), every block with the same placement (``--norms``: none, pre_rms,
+post_rms by default; pre_layer, post_layer), m = 8 tokens, V0 = equicorrelated(8, 0.3),
+T = 1.  The network is the library's exact chain at width n and depth n
+(``simulate(method="exact")``) for n = 256, 1024, 4096; the SDE is ``solve_sde`` of the same network at two steps dt
 (the finer one is the reference; their difference shows that the step's own error
-is below the network's standard errors).  LayerNorm is left out: the exact chain
-does not cover it on a shaped block (``net.exact_refusal``) when this was written.
+is below the network's standard errors).  LayerNorm's exact chain carries the state
+s = X 1_n / sqrt(n) from the tokens' s_0 (docs/norms.md section 6).
 
 One stopping rule (max diag V > 1e4) and the same per-sample observables on both
 sides (those of tests/test_norms_vs_sde.py, plus the effective rank): the mean over
@@ -23,7 +28,7 @@ correlation matrix C_T, (tr C)^2 / tr C^2 = m^2 / tr C^2
 are over the samples that did not blow up (the same conditioning on both sides);
 P(blow-up) has a Clopper-Pearson interval (``analysis.binomial_interval``), its
 network - SDE gap Newcombe's (``analysis.newcombe_interval``), the mean gaps
-Welch's (``analysis.mean_difference``); all at 95%.  Within one width the three
+Welch's (``analysis.mean_difference``); all at 95%.  Within one width the
 placements share the network's seed (common random numbers), as do the SDEs.
 
 The numbers go to ``--data`` (JSON) first, the table is printed, and the figure
@@ -51,7 +56,7 @@ from shaped_transformer.analysis import (
 )
 
 M, RHO0, T = 8, 0.3, 1.0
-NORMS = ("none", "pre_rms", "post_rms")
+NORMS = ("none", "pre_rms", "post_rms", "pre_layer", "post_layer")
 STATS = ("mean rho", "mean rho^2", "log trace", "effective rank")
 SEED_NETWORK, SEED_SDE = 11, 12
 
@@ -121,16 +126,17 @@ def run_sde(norm: str, steps: int, paths: int, threads: int):
 
 
 def compute(args) -> dict:
+    norms = args.norms.split(",")
     samples = {int(k): int(v) for k, v in (p.split(":") for p in args.samples.split(","))}
     steps = sorted(int(s) for s in args.steps.split(","))
     data: dict = {"setting": {"m": M, "rho0": RHO0, "T": T, "gamma": 0.5, "tau0": 1.0, "c_plus": 0.0,
                               "c_minus": -1.0, "heads": 1, "samples": samples, "paths": args.paths,
                               "steps": steps, "threads": args.threads, "seeds": [SEED_NETWORK, SEED_SDE],
                               "effective rank": "(tr C_T)^2 / tr C_T^2"},
-                  "layernorm": network("pre_layer").exact_refusal, "sde": {}, "network": {}}  # fmt: skip
+                  "norms": norms, "sde": {}, "network": {}}  # fmt: skip
     t0 = time.time()
     sde_obs = {}
-    for norm in NORMS:
+    for norm in norms:
         data["sde"][norm] = {}
         for k in steps:
             t = time.time()
@@ -141,7 +147,7 @@ def compute(args) -> dict:
         print(f"SDE {norm}: {data['sde'][norm]}", flush=True)
     for n, s in sorted(samples.items()):
         data["network"][str(n)] = {}
-        for norm in NORMS:
+        for norm in norms:
             if network(norm).exact_refusal is not None:
                 continue
             t = time.time()
@@ -174,7 +180,7 @@ def table(data: dict) -> str:
     steps = data["setting"]["steps"]
     fine = str(steps[-1])
     lines = []
-    for norm in NORMS:
+    for norm in data["sde"]:
         sde = data["sde"][norm][fine]["summary"]
         lines.append(f"\n{norm} (SDE at dt = 1/{fine}, {data['setting']['paths']} paths):\n")
         lines.append("| | " + " | ".join(STATS) + " | P(blow-up) |")
@@ -208,9 +214,10 @@ def plot(data: dict, out: str) -> None:
     axes = grid.ravel()
     axes[-1].axis("off")
     widths = sorted(int(w) for w in data["network"])
-    for i, norm in enumerate(NORMS):
+    norms = list(data["sde"])
+    for i, norm in enumerate(norms):
         ws = [w for w in widths if norm in data["network"][str(w)]]
-        x = np.array(ws, dtype=float) * (1.0 + 0.06 * (i - 1))  # offset the placements
+        x = np.array(ws, dtype=float) * (1.0 + 0.06 * (i - (len(norms) - 1) / 2))  # offset the placements
         for ax, s in zip(axes, panels):
             g = np.array([data["network"][str(w)][norm]["gap to SDE"][s] for w in ws])
             if len(g):
@@ -231,6 +238,7 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--norms", default="none,pre_rms,post_rms", help=f"placements, comma separated, of {NORMS}")
     p.add_argument("--samples", default="256:8000,1024:3000,4096:500", help="width:networks, comma separated")
     p.add_argument("--paths", type=int, default=16000, help="SDE paths per placement and step")
     p.add_argument("--steps", default="512,2048", help="SDE steps over [0, T] (two values: the dt check)")
@@ -239,6 +247,8 @@ def main() -> None:
     p.add_argument("--out", default="docs/img/norms_width_series.png")
     p.add_argument("--plot-only", action="store_true", help="redraw from --data without running")
     args = p.parse_args()
+    if bad := set(args.norms.split(",")) - set(NORMS):
+        p.error(f"--norms: unknown placements {sorted(bad)}; choose from {NORMS}")
     if args.plot_only:
         with open(args.data) as f:
             data = json.load(f)

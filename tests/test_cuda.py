@@ -120,6 +120,34 @@ def test_device_exact_chain_scheme_equals_the_cpu_sde_scheme():
     assert _rel(V1, V2) < 1e-11
 
 
+def _layernorm_attention():
+    """Attention-only (the device's exact blocks) with LayerNorm: s carried through a block
+    without it."""
+    return st.make_network(
+        [
+            st.ShapedAttention(heads=2, norm="pre_layer"),
+            st.StandardAttention(norm="post_layer"),
+            st.ShapedAttention(gamma=0.4, lam=np.sqrt(1 - 0.16)),
+        ]
+    )
+
+
+@pytest.mark.parametrize("width", [9, 64])  # m + 1 (no Wishart remainder) and wider
+def test_device_exact_sample_carries_layernorm_state_as_the_cpu_chain(width):
+    """From V0 off the unit diagonal (s0 = L0 1_m generic; the device starts from V0 as the
+    CPU chain does, not from corr(V0)); width m is refused naming width."""
+    net = _layernorm_attention()
+    V0 = _equicorrelated(8, 0.3)
+    V0[0, 0], V0[5, 5] = 1.6, 0.7
+    save = np.array([0, 2, 12], dtype=np.int64)
+    V1, e1 = core.simulate_exact(net.to_core(), V0, width, 12, 6, 21, save, 1, 1e4, None, "generic")
+    V2, e2 = core.device_host_exact(net.to_core(), V0, width, 12, 6, 21, save, 1e4)
+    assert np.array_equal(e1, e2)
+    assert _rel(V1, V2) < 1e-11
+    with pytest.raises(ValueError, match="^width: .*m \\+ 1"):
+        core.device_host_exact(net.to_core(), V0, 8, 1, 1, 0, save[:1], 1e4)
+
+
 def test_device_code_refuses_what_it_does_not_cover():
     mixed = st.shaped_transformer()
     with pytest.raises(ValueError, match="CPU only"):  # the MLP's O(m^2 n) Gram
@@ -329,6 +357,17 @@ def test_gpu_exact_equals_cpu():
     a = st.simulate(net, device="cpu", **kw)
     b = st.simulate(net, device="cuda", **kw)
     # libdevice's exp / log may differ from glibc's by an ulp: agreement to rounding
+    assert np.array_equal(np.isinf(a.exploded_at), np.isinf(b.exploded_at))
+    assert _rel(a.V, b.V) < 1e-9
+
+
+@gpu
+def test_gpu_exact_layernorm_equals_cpu():
+    """LayerNorm's state s on the GPU threads, from tokens (s0 = X0 1 / sqrt(n))."""
+    X0 = np.random.default_rng(5).standard_normal((8, 256))
+    kw = dict(X0=X0, depth=64, samples=200, seed=1, method="exact", blowup=1e4)
+    a = st.simulate(_layernorm_attention(), device="cpu", **kw)
+    b = st.simulate(_layernorm_attention(), device="cuda", **kw)
     assert np.array_equal(np.isinf(a.exploded_at), np.isinf(b.exploded_at))
     assert _rel(a.V, b.V) < 1e-9
 

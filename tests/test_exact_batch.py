@@ -5,6 +5,7 @@ kind's exact step (its face, exact_common.hpp) in the lanes.
 - they agree with the per-sample Eigen path ("generic") to rounding: same random
   draws in the same order, only the order of the sums and the exponential's last
   bit differ (the bound below grows with the conditioning of V: REL + 100 eps kappa);
+  for LayerNorm networks both carry the state s the same way;
 - the same numbers for any thread count and any number of samples per batch;
 - blow-ups at the same layers; clear errors for unknown or uncovered kernels.
 """
@@ -59,6 +60,22 @@ CASES = [
     # the shaped blocks' RMS norms (issue 24)
     ([st.ShapedAttention(heads=2, norm="pre_rms"), st.ShapedMLP(gamma=0.4, norm="post_rms")], 4, 40),
     ([st.ShapedAttention(causal=True, norm="post_rms"), st.ShapedMLP(norm="pre_rms")], 5, 30),
+    # LayerNorm: the kernels carry s (m lanes per sample) from s0 = L0 1_m of V0 (issue 24)
+    ([st.ShapedAttention(norm="pre_layer"), st.ShapedMLP(gamma=0.4, norm="pre_layer")], 8, 64),
+    ([st.ShapedAttention(heads=2, norm="post_layer"), st.ShapedMLP(gamma=0.4, norm="post_layer")], 13, 40),
+    # s through blocks without LayerNorm (post_rms scales it, None passes it on); n = m + 1:
+    # the frame's Wishart has no degrees of freedom left.  (gamma = 0.3: at 0.5 this width
+    # collapses V to exact singularity within 40 layers, where two valid roots part the
+    # paths at O(1), with or without a norm: nothing a bound on rounding can check.)
+    (
+        [
+            st.StandardAttention(gamma=0.3, norm="pre_layer"),
+            st.ShapedMLP(gamma=0.3, norm="post_rms"),
+            st.ShapedAttention(gamma=0.3),
+        ],
+        8,
+        9,
+    ),
 ]
 
 

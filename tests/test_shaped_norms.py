@@ -284,15 +284,44 @@ def test_exact_layernorm_chain_from_v0_starts_from_the_library_tokens():
 
 def test_exact_layernorm_refusals():
     """Width n = m: no frame for the all-ones direction (ValueError naming width and the
-    reason); a named SIMD kernel cannot carry s; the default picks the per-sample path."""
+    reason).  At n >= m + 1 the batched SIMD kernels carry s: the default picks them.
+    The SDE's exact_chain scheme, which carries no s, refuses LayerNorm by name."""
     from shaped_transformer._core_loader import core
 
     net = LN_NETS["pre_layer"]
     with pytest.raises(ValueError, match=r"^width: .*all-ones feature direction.*method='explicit' or method='law'"):
         st.simulate(net, V0=LN_V0, width=LN_M, depth=1, samples=2, method="exact")
-    with pytest.raises(ValueError, match=r"^kernel: 'scalar': the batch kernels do not carry LayerNorm's state s"):
-        core.simulate_exact(net, LN_V0, LN_N, 1, 2, 0, [1], 1, 1e30, None, "scalar")
-    assert core.exact_kernel(net, LN_M, LN_N) == "generic"
+    with pytest.raises(ValueError, match=r"^width: .*all-ones feature direction"):
+        core.simulate_exact(net, LN_V0, LN_M, 1, 2, 0, [1], 1, 1e30, None, "scalar")
+    assert core.exact_kernel(net, LN_M, LN_M + 1) != "generic"
     info: dict = {}
     core.simulate_exact(net, LN_V0, LN_N, 1, 2, 0, [1], 1, 1e30, None, info=info)
-    assert info["kernel"] == "generic"
+    assert info["kernel"] != "generic"
+    # the SDE's exact_chain scheme steps V alone: refused before any path runs
+    with pytest.raises(ValueError, match=r"^norm: the scheme 'exact_chain' steps V alone"):
+        st.solve_sde(net, V0=LN_V0, T=0.1, dt=1 / 50, paths=2, scheme="exact_chain", progress=False)
+
+
+@pytest.mark.parametrize("name", list(LN_NETS))
+def test_exact_layernorm_batch_kernels_equal_the_per_sample_path_from_tokens(name):
+    """From tokens in a random frame (s0 = X0 1 / sqrt(n) generic, not the L0 1_m of V0;
+    tests/test_exact_batch.py covers the start from V0): the batched kernels carry the
+    same s as the per-sample path, to rounding, over 30 layers; and they read s0 (the
+    start from V0, another s0, differs at O(1))."""
+    from shaped_transformer._core_loader import core
+
+    net, X0 = LN_NETS[name].to_core(), _ln_tokens()
+    save = list(range(31))
+
+    def run(kernel, **inputs):
+        return core.simulate_exact(net, None, None, 30, 9, 5, save, 1, 1e30, None, kernel, **inputs)[0]
+
+    def cov(X):
+        return X @ X.T / X.shape[1]
+
+    Vg = run("generic", X0=X0, covariance=cov)
+    Vb = run("", X0=X0, covariance=cov)
+    rel = np.max(np.abs(Vb - Vg)) / np.max(np.abs(Vg))
+    assert rel < 1e-9, rel
+    Vv = core.simulate_exact(net, LN_V0, LN_N, 30, 9, 5, save, 1, 1e30, None, "")[0]
+    assert np.max(np.abs(Vv[:, 1:] - Vb[:, 1:])) > 1e-3

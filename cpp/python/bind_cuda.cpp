@@ -263,8 +263,8 @@ void register_cuda(py::module_& m) {
         const std::string dt = dtype_arg(dtype);  // checked, reported (float64 chain)
         const ExactRequest r = exact_request(network, X0, V0, width, depth, samples, seed, save_at, save_every,
                                              py::none(), blowup, admit, covariance);
-        const device::ExactProblem p =
-            device::exact_problem(network.net, r.V0, r.width, r.depth, r.opts.blowup, r.seed);
+        const device::ExactProblem p = device::exact_problem(network.net, r.V0, r.width, r.depth, r.opts.blowup, r.seed,
+                                                             r.s0.size() ? &r.s0 : nullptr);
         const int mm = int(r.V0.rows() * r.V0.rows());
         const std::size_t S = std::size_t(r.samples);
         std::vector<double> V(S * r.layers.size() * std::size_t(mm));

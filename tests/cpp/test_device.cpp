@@ -232,6 +232,49 @@ TEST_SUITE("device") {
     }
   }
 
+  TEST_CASE("LayerNorm: the device's exact sample carries s as the CPU chain does, from the same s0") {
+    // m = 8 at width m + 1 (no Wishart remainder) and 64, with two heads (the M8W32
+    // instance) and one (M8W8); V0 off the unit diagonal, so that s0 = L0 1_m is generic
+    // and a start from corr(V0) would show.  s passes a block without LayerNorm.
+    for (const long width : {9L, 64L}) {
+      for (const int heads : {1, 2}) {
+        CAPTURE(width);
+        CAPTURE(heads);
+        st::ShapedAttention a;
+        a.heads = heads;
+        a.norm = st::Norm::PreLayer;
+        st::StandardAttention sa;
+        sa.norm = st::Norm::PostLayer;
+        st::ShapedAttention plain;
+        plain.gamma = 0.4;
+        plain.lambda = std::sqrt(1.0 - 0.16);
+        const st::Network net{{a, sa, plain}};
+        st::Cov V0 = equicorrelated(8, 0.3);
+        V0(0, 0) = 1.7;
+        V0(3, 3) = 0.6;
+        const std::vector<std::int64_t> save = {0, 3, 10};
+        st::RunOptions opt;
+        opt.threads = 1;
+        opt.blowup = 1e4;
+        const int samples = 4;
+        const auto cpu = st::simulate_exact(net, V0, width, 10, samples, 3, save, opt, "generic");
+        const dv::ExactProblem p = dv::exact_problem(net, V0, width, 10, 1e4, 3);
+        CHECK(p.carries_s == 1);
+        std::vector<double> gpu(cpu.V.size());
+        for (int s = 0; s < samples; ++s) {
+          const std::int64_t e =
+              dv::host_exact_sample(p, save.data(), int(save.size()), std::uint32_t(s), gpu.data() + s * 3 * 64);
+          CHECK(e == cpu.exploded[s]);
+        }
+        CHECK(max_rel_diff(cpu.V, gpu) < 1e-11);
+      }
+    }
+    st::ShapedAttention a;
+    a.norm = st::Norm::PostLayer;
+    CHECK_THROWS_WITH_AS(dv::exact_problem(st::Network{{a}}, equicorrelated(4, 0.3), 4, 1, 1e4, 0),
+                         doctest::Contains("width >= m + 1"), std::invalid_argument);
+  }
+
   TEST_CASE("problem builders refuse what the device code does not cover") {
     const st::Cov V0 = equicorrelated(4, 0.3);
     const st::Network mixed{{st::ShapedAttention{}, st::ShapedMLP{}}};

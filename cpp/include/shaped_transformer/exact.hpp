@@ -24,8 +24,8 @@ namespace shaped_transformer {
 /// save_at, blowup, threads, kernel) and Cancelled when opt.poll asked to stop.
 /// kernel: null or "" picks the batched SIMD kernel (exact/batch.hpp, one sample per
 /// lane) when it covers the network, "generic" the per-sample path, "scalar",
-/// "avx2" or "avx512" a given batch kernel (for tests and benchmarks; a network with a
-/// LayerNorm block runs on the per-sample path, which carries s).  s0: the input's
+/// "avx2" or "avx512" a given batch kernel (for tests and benchmarks; both paths carry
+/// LayerNorm's state s, the kernels at width >= m + 1).  s0: the input's
 /// s_0 = X_0 1_n / sqrt(n) (m numbers), read only when a block has a LayerNorm
 /// placement (docs/norms.md section 6); null: that of the tokens
 /// inputs.tokens_from_covariance builds from V0, L_0 1_m.

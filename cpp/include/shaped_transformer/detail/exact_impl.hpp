@@ -21,6 +21,7 @@
 #include "../exact.hpp"
 #include "../exact/batch.hpp"
 #include "../exact/mlp_gram.hpp"
+#include "../exact/start.hpp"
 #include "../exact_common.hpp"
 #include "../kernels/exact_batch.hpp"
 #include "../large_root.hpp"
@@ -202,15 +203,6 @@ inline bool apply(const Block& b, Ctx& c) {
   return done;
 }
 
-/// s_0 = X_0 1_n / sqrt(n) of the tokens the library builds from V0
-/// (inputs.tokens_from_covariance: X_0 = L_0 sqrt(n) [I, 0] with its root L_0, which
-/// psd_root's law_root_rule reproduces): L_0 1_m.
-inline Eigen::VectorXd start_s(const Cov& V0) {
-  Cov L;
-  psd_root(V0, L, law_root_rule());
-  return L.rowwise().sum();
-}
-
 /// One sample of the chain with m = Fixed known at compile time (0: any m); s0: LayerNorm's
 /// s_0 (m numbers) when the layer carries s.
 template <int Fixed, class Net>
@@ -315,7 +307,7 @@ inline std::int64_t exact_sample(const Net& net, const Cov& V0, long width, int 
                                  std::uint32_t sample, const std::vector<std::int64_t>& save_at, double blowup,
                                  double* out, const CancelToken* cancel = nullptr) {
   const exact_generic::Layer<Net> layer(net, int(V0.rows()));
-  const Eigen::VectorXd s0 = layer.carries_s ? exact_generic::start_s(V0) : Eigen::VectorXd();
+  const Eigen::VectorXd s0 = layer.carries_s ? exact_start_s(V0) : Eigen::VectorXd();
   if (V0.rows() == 8)
     return exact_generic::sample<8>(layer, V0, s0.data(), width, depth, seed, sample, save_at, blowup, out, cancel);
   return exact_generic::sample<0>(layer, V0, s0.data(), width, depth, seed, sample, save_at, blowup, out, cancel);
@@ -328,10 +320,6 @@ inline exact_batch::Kernel<Net> choose_exact_kernel(const Net& net, int m, long 
   const bool covered = exact_batch::covers(net, m, width);
   if (!kernel || !*kernel) return covered ? exact_batch::kernel<Net>(nullptr) : exact_batch::Kernel<Net>{};
   if (std::strcmp(kernel, "generic") == 0) return {};
-  if (exact_carries_s(net))
-    throw std::invalid_argument(std::string("kernel: '") + kernel +
-                                "': the batch kernels do not carry LayerNorm's state s (docs/norms.md section 6); "
-                                "use kernel='generic' (the default picks it)");
   if (!covered) throw std::invalid_argument("kernel: the batch kernels cover m <= 32 and heads * m <= 32");
   const exact_batch::Kernel<Net> k = exact_batch::kernel<Net>(kernel);
   if (!k.run) throw std::invalid_argument(std::string("kernel: '") + kernel + "' is not available on this CPU");
@@ -344,15 +332,13 @@ Trajectories simulate_exact(const Net& net, const Cov& V0, long width, int depth
                             const Eigen::VectorXd* s0) {
   if (!opt.checked) check_exact_arguments(net, V0, width, depth, samples, save_at, opt);
   const int m = int(V0.rows());
-  if (s0 && s0->size() != m)
-    throw std::invalid_argument("s0: must have m = " + std::to_string(m) + " entries, got " +
-                                std::to_string(s0->size()));
+  // LayerNorm's s_0 (both paths carry s from it); s0 is checked whenever given
+  const Eigen::VectorXd s_start = s0 || exact_carries_s(net) ? exact_start_s(V0, s0) : Eigen::VectorXd();
   Trajectories tr(samples, int(save_at.size()), m);
   const exact_batch::Kernel<Net> k = choose_exact_kernel(net, m, width, kernel);
   tr.kernel = k.run ? k.name : "generic";
   if (!k.run) {
     const exact_generic::Layer<Net> layer(net, m);
-    const Eigen::VectorXd s_start = !layer.carries_s ? Eigen::VectorXd() : s0 ? *s0 : exact_generic::start_s(V0);
     detail::for_each_item(
         std::size_t(samples), 1, std::size_t(samples), opt, [&](std::size_t s, const CancelToken& cancel) {
           tr.exploded[s] =
@@ -364,7 +350,8 @@ Trajectories simulate_exact(const Net& net, const Cov& V0, long width, int depth
     return tr;
   }
   // W samples per work item, one per SIMD lane (the same numbers for any W).
-  const exact_batch::Params<Net> p = exact_batch::params(net, m, width, depth, seed, opt.blowup, save_at);
+  const exact_batch::Params<Net> p = exact_batch::params(net, m, width, depth, seed, opt.blowup, save_at,
+                                                         exact_carries_s(net) ? s_start.data() : nullptr);
   std::vector<double> v0(std::size_t(m) * std::size_t(m));
   for (int a = 0; a < m; ++a)
     for (int b = 0; b < m; ++b) v0[std::size_t(a * m + b)] = V0(a, b);

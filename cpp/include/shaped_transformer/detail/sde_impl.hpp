@@ -141,6 +141,10 @@ inline void check_arguments(const Net& net, const Cov& V0, const SdeOptions& o, 
   if (o.scheme == SdeScheme::ExactChain) {
     exact_width(o.dt, int(V0.rows()));
     check_exact_covers(net);
+    if (exact_carries_s(net))  // refused before any path runs, on every device (exact_block's reason)
+      throw std::invalid_argument(
+          "norm: the scheme 'exact_chain' steps V alone, and a LayerNorm block's exact step needs the state s "
+          "(docs/norms.md section 6); run the chain (simulate(method='exact')) or scheme='euler'");
   }
 }
 

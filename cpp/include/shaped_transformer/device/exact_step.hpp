@@ -35,6 +35,8 @@ struct ExactProblemOf {
   double blowup = 1e4;
   std::uint64_t seed = 0;
   double V0[16 * 16];  ///< row-major m x m (m <= 16)
+  int carries_s = 0;   ///< 1: the network has a LayerNorm block, the chain carries s from s0
+  double s0[16];       ///< LayerNorm's s_0 (m numbers; exact/start.hpp)
 };
 
 /// The exact faces' context (exact_common.hpp) of one CUDA thread: MM bounds m, HM the
@@ -51,12 +53,17 @@ class DeviceCtx {
   long n;
   ExactKey key;
   Mat V;
-  double* s = nullptr;  ///< LayerNorm's state: never carried on the device (exact_problem refuses it)
+  double* s = nullptr;  ///< LayerNorm's state s (m numbers: carry_s), when the network carries it
 
   ST_HD DeviceCtx(int m_, long n_, double* v) : m(m_), n(n_), V(v, m_, m_, MM) {}
   ST_HD Mat tmp(int i) { return Mat(t_[i], m, m, MM); }
   ST_HD Mat wide(int i, int cols) { return Mat(w_[i], m, cols, HM); }
   ST_HD double* vec() { return v_; }
+  /// Carries LayerNorm's state from s0 (m numbers).
+  ST_HD void carry_s(const double* s0) {
+    for (int a = 0; a < m; ++a) s_[a] = s0[a];
+    s = s_;
+  }
   ST_HD bool root(Mat A, Mat L) {
     psd_root<MM>(A.data(), L.data(), m);
     return is_lower(L);
@@ -75,6 +82,7 @@ class DeviceCtx {
   double t_[kExactScratch][MM * MM];
   double w_[2][MM * HM];
   double v_[MM];
+  double s_[MM];
 };
 
 /// A whole sample of the exact chain (exact.hpp's exact_sample); `block index` =
@@ -89,6 +97,7 @@ ST_HD inline std::int64_t exact_sample(const Problem& p, const std::int64_t* sav
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < m; ++j) V[i * MM + j] = p.V0[i * m + j];
   DeviceCtx<MM, HM> c(m, long(p.width), V);
+  if (p.carries_s) c.carry_s(p.s0);
   int k = 0;
   auto save = [&](std::int64_t layer) {
     while (k < nsave && save_at[k] == layer) {

@@ -13,6 +13,7 @@
 #include <variant>
 
 #include "../exact/batch.hpp"
+#include "../exact/start.hpp"
 #include "../network.hpp"
 #include "../sde/terms.hpp"
 #include "../types.hpp"
@@ -67,13 +68,16 @@ inline SdeProblemOf<K...> sde_problem(const BasicNetwork<K...>& net, const Cov& 
   return p;
 }
 
-/// The exact chain of `net` at width n for `depth` layers: every block's exact step
-/// on the device (exact_on_device; the MLPs' O(m^2 n) Gram is a CPU job), its
-/// scratch (heads * m) at most kMaxWide.
+/// The exact chain of `net` at width n for `depth` layers from V0 (as the CPU chain,
+/// simulate_exact): every block's exact step on the device (exact_on_device; the MLPs'
+/// O(m^2 n) Gram is a CPU job), its scratch (heads * m) at most kMaxWide.  A network
+/// with a LayerNorm block carries s (width >= m + 1) from s0 (X_0 1_n / sqrt(n) of the
+/// input tokens; null: that of the tokens built from V0, exact_start_s).
 template <class... K>
 inline typename problems_of<BasicNetwork<K...>>::Exact exact_problem(const BasicNetwork<K...>& net, const Cov& V0,
                                                                      std::int64_t width, std::int64_t depth,
-                                                                     double blowup, std::uint64_t seed) {
+                                                                     double blowup, std::uint64_t seed,
+                                                                     const Eigen::VectorXd* s0 = nullptr) {
   using P = typename problems_of<BasicNetwork<K...>>::Exact;
   using Block = std::remove_extent_t<decltype(P::blocks)>;
   check_m(V0, "the exact chain");
@@ -81,10 +85,6 @@ inline typename problems_of<BasicNetwork<K...>>::Exact exact_problem(const Basic
   if (int(net.blocks.size()) > kMaxExactBlocks)
     throw std::invalid_argument("network: the device exact chain supports at most 16 blocks per layer");
   check_block_counter(net, depth, "depth");  // layer * blocks + b: the 32-bit block word, as the CPU chain
-  if (exact_carries_s(net))
-    throw std::invalid_argument(
-        "norm: the device exact chain does not carry LayerNorm's state s (docs/norms.md section 6); run a network "
-        "with a 'pre_layer' or 'post_layer' block with device='cpu'");
   P p;
   p.m = int(V0.rows());
   p.nblocks = int(net.blocks.size());
@@ -110,8 +110,16 @@ inline typename problems_of<BasicNetwork<K...>>::Exact exact_problem(const Basic
   p.depth = depth;
   p.blowup = blowup;
   p.seed = seed;
-  sde::check_sde_start(net, V0);
-  copy_v0(sde::sde_start(net, V0), p.V0);  // normalized blocks: corr(V0) or pre-norm's initial layer
+  copy_v0(V0, p.V0);  // the chain's own normalized steps from V0, as on the CPU
+  if (exact_carries_s(net)) {
+    if (width < std::int64_t(p.m) + 1)
+      throw std::invalid_argument(
+          "width: LayerNorm in the exact chain needs width >= m + 1 = " + std::to_string(p.m + 1) + ", got " +
+          std::to_string(width) + " (docs/norms.md section 6)");
+    const Eigen::VectorXd s = exact_start_s(V0, s0);
+    p.carries_s = 1;
+    for (int a = 0; a < p.m; ++a) p.s0[a] = s(a);
+  }
   return p;
 }
 

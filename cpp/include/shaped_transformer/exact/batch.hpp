@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <variant>
 #include <vector>
@@ -71,6 +72,9 @@ struct Params {
   int wide = 0;                           ///< the widest scratch of a block's step (>= m)
   const std::int64_t* save_at = nullptr;
   std::size_t nsave = 0;
+  /// LayerNorm's s_0 (m numbers, the same for every sample; exact/start.hpp); empty
+  /// when the network carries no s (exact_carries_s).
+  std::vector<double> s0;
 };
 
 /// Runs samples sample0 .. sample0+count-1 (count <= width) from V0 (m x m,
@@ -106,13 +110,13 @@ inline Kernel<Network> kernel(const char* name = nullptr) { return kernel<Networ
 
 /// Whether the batch kernels cover this network at this m: every block has an exact
 /// step the chain can run (check_exact_covers refuses the others first) and its
-/// scratch fits (m and the stacked heads' H m <= kMaxM), and no block has a LayerNorm
-/// placement (the kernels do not carry its state s, docs/norms.md section 6).  Any
-/// other network runs on the per-sample chain, so `false` here is a choice of path,
-/// not a refusal.
+/// scratch fits (m and the stacked heads' H m <= kMaxM), at a width the chain runs
+/// (n >= m, and n >= m + 1 with LayerNorm, whose state s the kernels carry in m lanes
+/// per sample; docs/norms.md section 6).  Any other network runs on the per-sample
+/// chain, so `false` here is a choice of path, not a refusal.
 template <class Net>
 inline bool covers(const Net& net, int m, long n) {
-  if (m < 1 || m > kMaxM || n < m || net.blocks.empty() || exact_carries_s(net)) return false;
+  if (m < 1 || m > kMaxM || net.blocks.empty() || n < long(m) + (exact_carries_s(net) ? 1 : 0)) return false;
   for (const auto& blk : net.blocks) {
     const bool ok = std::visit(
         [&](const auto& b) {
@@ -133,9 +137,11 @@ bool gamma_log_accept(double shape, double u, double x2, double v);
 void wishart_lane(double df, int p, const Stream& normals, const Stream& uniforms, double* B);
 }  // namespace detail
 
+/// The kernels' parameters; s0: LayerNorm's s_0 (m numbers) when the network carries
+/// s (exact_carries_s; null otherwise).
 template <class Net>
 inline Params<Net> params(const Net& net, int m, long n, int depth, std::uint64_t seed, double blowup,
-                          const std::vector<std::int64_t>& save_at) {
+                          const std::vector<std::int64_t>& save_at, const double* s0 = nullptr) {
   Params<Net> p;
   p.m = m;
   p.n = n;
@@ -146,6 +152,10 @@ inline Params<Net> params(const Net& net, int m, long n, int depth, std::uint64_
   p.nsave = save_at.size();
   p.wide = m;
   for (const auto& blk : net.blocks) p.blocks.push_back(exact_block_terms(blk, m, p.wide));
+  if (exact_carries_s(net)) {
+    if (!s0) throw std::invalid_argument("s0: a network with a LayerNorm block needs s_0 (exact_start_s)");
+    p.s0.assign(s0, s0 + m);
+  }
   return p;
 }
 

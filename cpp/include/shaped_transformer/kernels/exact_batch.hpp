@@ -46,7 +46,7 @@ class LaneCtx {
   int m;
   long n;
   Mat V;
-  D* s = nullptr;  ///< LayerNorm's state: never carried here (exact_batch::covers)
+  D* s = nullptr;  ///< LayerNorm's state s (m lanes: carry_s), when the network carries it
 
   LaneCtx(int m_, long n_, int wide_max, std::uint64_t seed, std::uint32_t sample0, const unsigned char* alive,
           const CancelToken* cancel)
@@ -57,10 +57,15 @@ class LaneCtx {
         sample0_(sample0),
         alive_(alive),
         cancel_(cancel),
-        buf_(std::size_t((1 + kExactScratch) * m_ * m_ + 2 * m_ * wide_max + m_ + 2 * lane_buffer(m_ * m_))) {
+        buf_(std::size_t((1 + kExactScratch) * m_ * m_ + 2 * m_ * wide_max + 2 * m_ + 2 * lane_buffer(m_ * m_))) {
     V = Mat(buf_.data(), m, m, m);
   }
   void set_block(std::uint32_t block) { block_ = block; }
+  /// Carries LayerNorm's state: s = s0 (m numbers) in every lane.
+  void carry_s(const double* s0) {
+    s = vec() + m;
+    for (int a = 0; a < m; ++a) s[a] = Ln::splat(s0[a]);
+  }
 
   Mat tmp(int i) { return Mat(buf_.data() + (1 + i) * m * m, m, m, m); }
   Dyn wide(int i, int cols) { return Dyn(wide_base() + i * m * wmax_, m, cols, cols); }
@@ -167,7 +172,7 @@ class LaneCtx {
 
  private:
   D* wide_base() { return buf_.data() + (1 + kExactScratch) * m * m; }
-  D* normals_base() { return vec() + m; }
+  D* normals_base() { return vec() + 2 * m; }  // after vec() and s
 
   int wmax_;
   std::uint64_t seed_;
@@ -191,6 +196,7 @@ void run_exact_impl(const Params<Net>& p, const double* V0, std::uint32_t sample
   }
   LaneCtx<Ln, MC> c(m, p.n, p.wide, p.seed, sample0, alive, cancel);
   for (int i = 0; i < mm; ++i) c.V.data()[i] = Ln::splat(V0[i]);
+  if (!p.s0.empty()) c.carry_s(p.s0.data());
   std::size_t k = 0;
   auto save = [&](std::int64_t layer) {
     for (; k < nsave && (layer < 0 || p.save_at[k] == layer); ++k)
@@ -219,9 +225,12 @@ void run_exact_impl(const Params<Net>& p, const double* V0, std::uint32_t sample
         alive[l] = 0;
         exploded[l] = layer + 1;
       }
-      if (!alive[l])  // park the lane at the identity
+      if (!alive[l]) {  // park the lane at the identity (and s = 0: V - s s^T / n stays I)
         for (int a = 0; a < m; ++a)
           for (int b = 0; b < m; ++b) c.V(a, b)[l] = a == b ? 1.0 : 0.0;
+        if (c.s)
+          for (int a = 0; a < m; ++a) c.s[a][l] = 0.0;
+      }
       any = any || alive[l];
     }
     if (!any) break;
