@@ -1,8 +1,9 @@
-// The large products of the scalar lanes (math/matrix.hpp): row-major doubles through
-// Eigen's GEMM, which at m in the hundreds is far faster than the plain loops the
-// small matrices use.  The AVX2 / AVX-512 builds of the same code (gemm_avx2.cpp,
-// gemm_avx512.cpp) are chosen at run time like the other kernels (simd_level():
-// SHAPED_TRANSFORMER_KERNEL=scalar|avx2 lowers the choice); this unit is the portable one.
+// The large products of the scalar lanes (math/matrix.hpp) and the exact MLP step's
+// Gram tiles: row-major doubles through Eigen's GEMM, which at m in the hundreds is
+// far faster than the plain loops the small matrices use.  The AVX2 / AVX-512 builds
+// of the same code (gemm_avx2.cpp, gemm_avx512.cpp) are chosen at run time like the
+// other kernels (simd_level(): SHAPED_TRANSFORMER_KERNEL=scalar|avx2 lowers the
+// choice); this unit is the portable one.
 #include "gemm_impl.hpp"
 #include "shaped_transformer/cpu_features.hpp"
 #include "shaped_transformer/gemm.hpp"
@@ -18,6 +19,10 @@ void gemm_rowmajor_avx512(bool ta, bool tb, int n, int p, int q, const double* A
                           double* C, int ldc);
 bool llt_rowmajor_avx2(int m, const double* V, double* L);
 bool llt_rowmajor_avx512(int m, const double* V, double* L);
+void mlp_gram_tile_avx2(int m, int w, const double* L, int ldl, bool lower, const double* Gt, double sp, double sm,
+                        double* K, double* Gram, int ldg);
+void mlp_gram_tile_avx512(int m, int w, const double* L, int ldl, bool lower, const double* Gt, double sp, double sm,
+                          double* K, double* Gram, int ldg);
 #endif
 
 bool gemm_rowmajor_at(int level, bool ta, bool tb, int n, int p, int q, const double* A, int lda, const double* B,
@@ -54,6 +59,24 @@ bool llt_rowmajor(int m, const double* V, double* L) {
   bool ok = false;
   llt_rowmajor_at(int(simd_level()), m, V, L, &ok);
   return ok;
+}
+
+bool mlp_gram_tile_at(int level, int m, int w, const double* L, int ldl, bool lower, const double* Gt, double sp,
+                      double sm, double* K, double* Gram, int ldg) {
+  const SimdLevel l = SimdLevel(level);
+  if (level < 0 || !cpu_supports(l)) return false;
+  switch (l) {
+#if defined(SHAPED_TRANSFORMER_X86_DISPATCH)
+    case SimdLevel::Avx512: mlp_gram_tile_avx512(m, w, L, ldl, lower, Gt, sp, sm, K, Gram, ldg); return true;
+    case SimdLevel::Avx2: mlp_gram_tile_avx2(m, w, L, ldl, lower, Gt, sp, sm, K, Gram, ldg); return true;
+#endif
+    default: mlp_gram_tile_impl(m, w, L, ldl, lower, Gt, sp, sm, K, Gram, ldg); return true;
+  }
+}
+
+void mlp_gram_tile(int m, int w, const double* L, int ldl, bool lower, const double* Gt, double sp, double sm,
+                   double* K, double* Gram, int ldg) {
+  mlp_gram_tile_at(int(simd_level()), m, w, L, ldl, lower, Gt, sp, sm, K, Gram, ldg);
 }
 
 }  // namespace detail

@@ -13,4 +13,8 @@ void gemm_rowmajor_avx2(bool ta, bool tb, int n, int p, int q, const double* A, 
   gemm_rowmajor_impl(ta, tb, n, p, q, A, lda, B, ldb, C, ldc);
 }
 bool llt_rowmajor_avx2(int m, const double* V, double* L) { return llt_rowmajor_impl(m, V, L); }
+void mlp_gram_tile_avx2(int m, int w, const double* L, int ldl, bool lower, const double* Gt, double sp, double sm,
+                        double* K, double* Gram, int ldg) {
+  mlp_gram_tile_impl(m, w, L, ldl, lower, Gt, sp, sm, K, Gram, ldg);
+}
 }  // namespace shaped_transformer::detail

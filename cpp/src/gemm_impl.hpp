@@ -1,5 +1,6 @@
-// The body of the scalar lanes' large products (math/matrix.hpp's gemm_rowmajor) and
-// Cholesky roots (large_root.hpp), compiled three times: portably (gemm.cpp) and for AVX2 + FMA / AVX-512
+// The body of the scalar lanes' large products (math/matrix.hpp's gemm_rowmajor),
+// Cholesky roots (large_root.hpp) and the exact MLP step's Gram tiles beyond 32 tokens
+// (detail/exact_impl.hpp), compiled three times: portably (gemm.cpp) and for AVX2 + FMA / AVX-512
 // (gemm_avx2.cpp, gemm_avx512.cpp), where Eigen's GEMM kernels run 2.5 to 2.8 times
 // faster (docs/performance.md).  The SIMD units rename Eigen's namespace before they
 // include this file, so that the Eigen templates they instantiate are their own
@@ -58,6 +59,31 @@ inline void gemm_rowmajor_impl(bool ta, bool tb, int n, int p, int q, const doub
   else if (ta) c.noalias() = a.transpose() * b;
   else if (tb) c.noalias() = a * b.transpose();
   else c.noalias() = a * b;
+}
+
+/// One tile of the exact MLP step's Gram (gemm.hpp, mlp_gram_tile_at): K = L Gt^T,
+/// phi in place, Gram's lower triangle += K K^T.  The structure is the caller's to
+/// state (`lower`: a Cholesky root) rather than looked up per tile, and the symmetric
+/// rank-w update goes straight into the running sum (no m x m temporary to zero,
+/// mirror and add per tile).  phi is written as a select of the slope times x: the
+/// same product, bit for bit, as exact_mlp::PiecewiseLinear's `x > 0 ? sp x : sm x`,
+/// but a form every build vectorizes (the branch on a Gaussian's sign mispredicts
+/// half the time: it took a quarter of the Gram at m = 128 in the portable unit).
+inline void mlp_gram_tile_impl(int m, int w, const double* L, int ldl, bool lower, const double* Gt, double sp,
+                               double sm, double* K, double* Gram, int ldg) {
+  using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::Map<const RM, 0, Eigen::OuterStride<>> l(L, m, m, Eigen::OuterStride<>(ldl));
+  const Eigen::Map<const RM> gt(Gt, w, m);
+  Eigen::Map<RM> k(K, m, w);
+  if (lower) k.noalias() = l.triangularView<Eigen::Lower>() * gt.transpose();
+  else k.noalias() = l * gt.transpose();
+  const std::size_t count = std::size_t(m) * std::size_t(w);
+  for (std::size_t i = 0; i < count; ++i) {
+    const double x = K[i];
+    K[i] = (x > 0 ? sp : sm) * x;
+  }
+  Eigen::Map<RM, 0, Eigen::OuterStride<>> g(Gram, m, m, Eigen::OuterStride<>(ldg));
+  g.selfadjointView<Eigen::Lower>().rankUpdate(k);
 }
 
 /// L (m x m, row-major, zero upper triangle) with L L^T = V (row-major, its lower

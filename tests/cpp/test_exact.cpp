@@ -255,6 +255,90 @@ TEST_SUITE("exact") {
                                                    << ")");
   }
 
+  TEST_CASE("the MLP's Gram beyond 32 tokens (gemm.hpp's tiles, HostCtx::gram): every build equals the sums") {
+    // m = 40 > exact_mlp::kMaxM: the per-sample chain's Gram goes through mlp_gram_tile, a
+    // triangular product when L_in is a Cholesky root and a full one otherwise (the
+    // clipped-spectrum root of a singular V), then phi and a rank update of the lower
+    // triangle.  Reference: Eigen's plain products on the same draws (the m x n Gaussian
+    // of the stream kPre, column j = normals m j .. m j + m - 1), phi the fused kernel's.
+    // n = 300: two full tiles and a partial one.  A skipped tile, a wrong phi or a full
+    // L taken for triangular is O(1); rounding is ~1e-15 of max |Gram|.
+    const int m = 40;
+    const long n = 300;
+    using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    st::Cov V = st::Cov::Constant(m, m, 0.3);
+    V.diagonal().setConstant(1.2);
+    st::Cov Ltri;
+    REQUIRE(st::psd_root(V, Ltri));
+    REQUIRE(st::Cov(Ltri.triangularView<Eigen::StrictlyUpper>()).isZero(0.0));
+    st::Cov Lfull(m, m);  // no zero upper triangle
+    st::SeqNormal z(st::Stream{7u, 1u, 2u, 3u});
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) Lfull(i, j) = z() / std::sqrt(double(m));
+    const st::exact_mlp::PiecewiseLinear phi{1.3, -0.4};
+    const st::ExactKey key{5u, 2u, 9u, nullptr};
+    const st::Stream pre = key.stream(st::ExactKey::kPre);
+    Eigen::MatrixXd G(m, n);  // column-major: column j holds normals m j .. m j + m - 1
+    st::fill_normal(pre, 0, std::size_t(m) * std::size_t(n), G.data());
+    int simd_runs = 0;
+    for (const st::Cov* Lp : {&Ltri, &Lfull}) {
+      const bool lower = Lp == &Ltri;
+      CAPTURE(lower);
+      const st::Cov K = (*Lp * G).unaryExpr(phi);
+      const st::Cov ref = K * K.transpose();
+      const double scale = ref.cwiseAbs().maxCoeff();
+      RM Lr = *Lp;
+      // one tile at every level: w = 44 columns, Gram's upper triangle and its columns
+      // beyond m untouched (leading dimension 45)
+      const int w = 44, ldg = m + 5;
+      const RM Gt = G.leftCols(w).transpose();
+      const st::Cov Kw = (*Lp * G.leftCols(w)).unaryExpr(phi);
+      const st::Cov refw = Kw * Kw.transpose();
+      for (int level : {0, 1, 2}) {
+        CAPTURE(level);
+        std::vector<double> Kbuf(std::size_t(m) * w), out(std::size_t(m) * ldg, 7.0);
+        for (int i = 0; i < m; ++i)
+          for (int j = 0; j <= i; ++j) out[std::size_t(i) * ldg + j] = 1.0;  // the sum so far
+        if (!st::detail::mlp_gram_tile_at(level, m, w, Lr.data(), m, lower, Gt.data(), phi.sp, phi.sm, Kbuf.data(),
+                                          out.data(), ldg)) {
+          CHECK(level > 0);
+          continue;
+        }
+        simd_runs += level > 0;
+        double worst = 0.0;
+        for (int i = 0; i < m; ++i)
+          for (int j = 0; j < ldg; ++j) {
+            const double o = out[std::size_t(i) * ldg + j];
+            if (j > i) CHECK(o == 7.0);
+            else worst = std::max(worst, std::abs(o - 1.0 - refw(i, j)));
+          }
+        CHECK(worst <= 1e-13 * refw.cwiseAbs().maxCoeff());
+      }
+      // the whole Gram through the per-sample context, in the build for this CPU
+      st::exact_generic::HostCtx<0> c(m, m);
+      c.n = n;
+      c.key = key;
+      auto Lin = c.tmp(1), out = c.tmp(2);
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) Lin(i, j) = (*Lp)(i, j);
+      for (int pass = 0; pass < 2; ++pass) {  // the context's tiles reused: same numbers
+        REQUIRE(c.gram(Lin, phi.sp, phi.sm, out));
+        double worst = 0.0;
+        for (int i = 0; i < m; ++i)
+          for (int j = 0; j < m; ++j) {
+            CHECK(out(i, j) == out(j, i));
+            worst = std::max(worst, std::abs(out(i, j) - ref(i, j)));
+          }
+        CHECK(worst <= 1e-13 * scale);
+      }
+      st::CancelToken stop;  // cancelled: false, as the fused kernel
+      stop.request_stop();
+      c.key = st::ExactKey{5u, 2u, 9u, &stop};
+      CHECK_FALSE(c.gram(Lin, phi.sp, phi.sm, out));
+    }
+    MESSAGE("SIMD runs of the Gram tile compared: " << simd_runs);
+  }
+
   TEST_CASE("the large roots (large_root.hpp): Cholesky in every build, psd_root's to rounding, and its fallbacks") {
     const int m = 37;
     auto gram = [&](int k, std::uint32_t id) {  // G G^T / k, G m x k standard normal

@@ -11,8 +11,11 @@
 namespace shaped_transformer::workspace {
 
 /// Columns of one tile of the exact chain's MLP pre-activations (mlp_exact_step):
-/// the m x tile Gaussian tile and its m x tile image are live at once.
-inline constexpr std::size_t kExactMlpTile = 512;
+/// the m x tile Gaussian tile and its m x tile image are live at once.  128: rows of
+/// 1 KB, so that the products' packing (24 rows at a time) spreads over cache sets;
+/// at 512 (rows of 4 KB, all in one set) the Gram's rank update ran up to 3 times
+/// slower at m = 64 to 512 (docs/performance.md, "The exact MLP Gram beyond 32 tokens").
+inline constexpr std::size_t kExactMlpTile = 128;
 
 /// gaussian_gemm: output columns of one tile, and rows of the tile of W generated at
 /// once (float / double: 16 KB, so that the tile stays in L1 while it is consumed).

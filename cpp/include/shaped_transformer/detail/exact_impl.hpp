@@ -23,6 +23,7 @@
 #include "../exact/mlp_gram.hpp"
 #include "../exact/start.hpp"
 #include "../exact_common.hpp"
+#include "../gemm.hpp"
 #include "../kernels/exact_batch.hpp"
 #include "../large_root.hpp"
 #include "../linalg.hpp"
@@ -145,25 +146,28 @@ class HostCtx {
       return true;
     }
     // Beyond the fused kernel's size: GEMM on column tiles (O(m * tile) memory), in the
-    // build for this CPU's widest instruction set (gemm.hpp).  Stream layout: normals
-    // of column j are m j .. m j + m - 1, so a tile's normals are the rows of a
-    // row-major w x m matrix Gt, and the tile's pre-activations are K = L_in Gt^T.
+    // build for this CPU's widest instruction set (gemm.hpp, mlp_gram_tile).  Stream
+    // layout: normals of column j are m j .. m j + m - 1, so a tile's normals are the
+    // rows of a row-major w x m matrix Gt, and the tile's pre-activations are
+    // K = L_in Gt^T: a triangular product when L_in is a Cholesky root (checked once
+    // here: exact zeros, so skipping them changes no sum).  Each tile adds phi(K) phi(K)^T
+    // to the lower triangle of G, mirrored once at the end.  The tiles live in the
+    // context: allocated at the chain's first Gram, not per step.
     constexpr long kTile = long(workspace::kExactMlpTile);  // read by the memory check
-    std::vector<double> Gt(std::size_t(m) * kTile), K(std::size_t(m) * kTile), S(std::size_t(m) * m),
-        Gram(std::size_t(m) * m, 0.0);
-    const exact_mlp::PiecewiseLinear phi{sp, sm};
+    if (tile_.empty()) tile_.resize(std::size_t(2 * m) * std::size_t(kTile));
+    double* const Gt = tile_.data();
+    double* const K = Gt + std::size_t(m) * std::size_t(kTile);
+    const bool lower = is_lower(Lin);
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j <= i; ++j) G(i, j) = 0.0;
     for (long j0 = 0; j0 < n; j0 += kTile) {
-      // every 256 tiles (131072 columns: a few milliseconds at m = 8)
-      if (key.cancel && (j0 / kTile) % 256 == 255 && key.cancel->stop_requested()) return false;
+      if (key.cancel && key.cancel->stop_requested()) return false;  // a tile: m^2 kTile products
       const int w = int(std::min<long>(kTile, n - j0));
-      fill_normal(pre, std::uint64_t(j0) * std::uint64_t(m), std::size_t(m) * std::size_t(w), Gt.data());
-      detail::gemm_rowmajor(false, true, m, w, m, Lin.data(), Lin.ld(), Gt.data(), m, K.data(), w);
-      for (std::size_t i = 0; i < std::size_t(m) * std::size_t(w); ++i) K[i] = phi(K[i]);
-      detail::gemm_rowmajor(false, true, m, m, w, K.data(), w, K.data(), w, S.data(), m);  // phi(K) phi(K)^T
-      for (std::size_t i = 0; i < S.size(); ++i) Gram[i] += S[i];
+      fill_normal(pre, std::uint64_t(j0) * std::uint64_t(m), std::size_t(m) * std::size_t(w), Gt);
+      detail::mlp_gram_tile(m, w, Lin.data(), Lin.ld(), lower, Gt, sp, sm, K, G.data(), G.ld());
     }
     for (int i = 0; i < m; ++i)
-      for (int j = 0; j < m; ++j) G(i, j) = Gram[std::size_t(i) * m + j];
+      for (int j = i + 1; j < m; ++j) G(i, j) = G(j, i);
     return true;
   }
 
@@ -180,7 +184,7 @@ class HostCtx {
   double* wide_base() { return buf_.data() + (1 + kExactScratch) * m * m; }
 
   int wmax_;
-  std::vector<double> buf_, z_;
+  std::vector<double> buf_, z_, tile_;
 };
 
 /// The exact faces of the blocks of one layer, the widest scratch they use, and
