@@ -116,17 +116,18 @@ using ExactBlock = FaceBlock<ExactFace, Kinds...>;
 /// m x m scratch matrices of an exact step (c.tmp(0) .. c.tmp(kExactScratch - 1)).
 inline constexpr int kExactScratch = 8;
 
-/// The logits of head h before scaling, Y = L_in M L_in^T with M = G_q G_k^T (G_q, G_k
+/// The logits of head h, Y = L_in M L_in^T / scale with M = G_q G_k^T (G_q, G_k
 /// m x n_k standard Gaussian).  M = B Z with B = chol(Wishart_m(n_k)) (lower, Bartlett)
 /// and Z an m x m Gaussian when n_k > m - 1 (O(m^3)), M = G_q Z^T (the m x n_k Gaussians
 /// themselves) otherwise.  Formed as E = L_in B (or L_in G_q), W = E Z (E Z^T) and Y =
 /// (L_in W^T)^T: with L_in lower (tri) that is a product of two lower factors and two
 /// with one, about 7/6 m^3 multiply-adds against 3/2 m^3 for L_in (B Z) L_in^T, and the
 /// last product is formed transposed so that its triangular factor comes first, the
-/// form the large products' GEMM recognises (math/matrix.hpp).  Y: m x m (its own
+/// form the large products' GEMM recognises (math/matrix.hpp); the pass that transposes
+/// it back divides by the scale.  Y: m x m (its own
 /// scratch); uses c.tmp(2), c.tmp(3), c.tmp(6), c.tmp(7).
 template <class Ctx, class VL, class VM>
-ST_HD inline void head_logits(Ctx& c, double n_k, int h, VL Lin, bool tri, VM Y) {
+ST_HD inline void head_logits(Ctx& c, double n_k, int h, double scale, VL Lin, bool tri, VM Y) {
   using Ln = typename Ctx::Ln;
   const int m = c.m;
   const std::uint32_t wid = ExactKey::head_id(h, ExactKey::kKeyWishart);
@@ -147,8 +148,8 @@ ST_HD inline void head_logits(Ctx& c, double n_k, int h, VL Lin, bool tri, VM Y)
     mul_nt<Ln>(W, Ek, Z);       // L_in M
   }
   mul_nt<Ln>(Yt, Lin, W, tri);  // L_in (L_in M)^T = Y^T
-  for (int i = 0; i < m; ++i)
-    for (int j = 0; j < m; ++j) Y(i, j) = Yt(j, i);
+  for (int i = 0; i < m; ++i)   // the transpose and the logits' scale in one pass
+    for (int j = 0; j < m; ++j) Y(i, j) = Yt(j, i) / scale;
 }
 
 /// Row-wise softmax of S in place, optionally causal (row i over columns 0..i, the
@@ -202,9 +203,7 @@ ST_HD inline void attention_heads(Ctx& c, VL Lin, bool tri, const HeadsForm& f, 
   const int m = c.m;
   auto Y = c.tmp(4);
   for (int h = 0; h < f.heads; ++h) {
-    head_logits(c, f.nk, h, Lin, tri, Y);  // L_in M_h L_in^T
-    for (int i = 0; i < m; ++i)
-      for (int j = 0; j < m; ++j) Y(i, j) = Y(i, j) / f.scale;
+    head_logits(c, f.nk, h, f.scale, Lin, tri, Y);  // L_in M_h L_in^T / scale
     softmax_rows<Ln>(Y, f.causal);
     if (f.shaped) shaped_attention_matrix<Ln>(Y, f.alpha, f.beta, f.causal);
     mul<Ln>(C.middle_cols(h * m, m), Y, Lin, false, tri);  // C_h = A_h L_in
@@ -361,14 +360,20 @@ ST_HD inline void value_mix_root(Ctx& c, VL L, VC C, VK K, bool k_lower, int H, 
   const double HN = double(H) * double(c.n);
   const D ll = Ln::splat(lambda * lambda), lg = Ln::splat(lambda * gamma / device::sqrt_d(HN)),
           gg = Ln::splat(gamma * gamma / HN);
+  // V <- the symmetric part of Y = ll V + lg (T + T^T) + gg Q, one pass over the pairs
+  // i <= j (V(j, i) is read before the pair writes it; sums commute, so the bits are
+  // those of forming Y first)
   for (int i = 0; i < m; ++i)
-    for (int j = 0; j < m; ++j) {
-      D o = ll * V(i, j);
-      o = o + lg * (T(i, j) + T(j, i));
-      Y(i, j) = o + gg * Q(i, j);
+    for (int j = i; j < m; ++j) {
+      const D tt = T(i, j) + T(j, i);
+      D yij = ll * V(i, j);
+      yij = yij + lg * tt;
+      yij = yij + gg * Q(i, j);
+      D yji = ll * V(j, i);
+      yji = yji + lg * tt;
+      yji = yji + gg * Q(j, i);
+      V(i, j) = V(j, i) = Ln::splat(0.5) * (yij + yji);
     }
-  for (int i = 0; i < m; ++i)
-    for (int j = 0; j < m; ++j) V(i, j) = Ln::splat(0.5) * (Y(i, j) + Y(j, i));
   if (pe) {
     const double gh = gamma / device::sqrt_d(double(H));
     for (int i = 0; i < m; ++i) c.s[i] = lambda * c.s[i] + gh * pe[i];

@@ -124,6 +124,10 @@ class HostCtx {
   template <class VG>
   void gaussian(std::uint32_t id, VG G) {
     const int rows = G.rows(), cols = G.cols();
+    if (G.ld() == cols) {  // contiguous rows: the normals land in place (no copy)
+      fill_normal(key.stream(id), 0, std::size_t(rows) * std::size_t(cols), G.data());
+      return;
+    }
     fill_normal(key.stream(id), 0, std::size_t(rows) * std::size_t(cols), z_.data());
     for (int i = 0; i < rows; ++i)
       for (int j = 0; j < cols; ++j) G(i, j) = z_[std::size_t(i) * cols + j];
