@@ -290,3 +290,23 @@ def test_blowup_probability_and_sample_observables():
     assert set(obs) == set(an.OBSERVABLES)
     assert np.isnan(obs["log_trace"][1]) and obs["effective_rank"][0] == pytest.approx(3.0)
     assert obs["log_max_diag"][0] == pytest.approx(0.0) and obs["mean_rho"][2] == pytest.approx(0.0)
+
+
+def test_mean_correlation_in_blocks_is_the_whole_stack_formula():
+    """mean_correlation works through a large stack in blocks of samples (for speed):
+    the result equals the formula on the whole stack bit for bit, NaN samples stay
+    NaN, the leading shape is kept, and m = 1 gives NaN."""
+    from shaped_transformer import analysis
+
+    rng = np.random.default_rng(3)
+    for m in (2, 9, 130):  # 130: blocks of 7 samples, a partial one at the end
+        G = rng.standard_normal((40, m, m + 3))
+        V = G @ G.transpose(0, 2, 1)
+        V[4] = np.nan
+        whole = analysis.off_diagonal(analysis.correlations(V)).mean(axis=-1)
+        got = analysis.mean_correlation(V)
+        assert np.array_equal(got, whole, equal_nan=True) and np.isnan(got[4])
+        assert analysis.mean_correlation(V.reshape(4, 10, m, m)).shape == (4, 10)
+    assert np.isnan(analysis.mean_correlation(np.ones((3, 1, 1)))).all()
+    with pytest.raises(ValueError, match="V must have shape"):
+        analysis.mean_correlation(np.ones((3, 2, 4)))
