@@ -200,7 +200,11 @@ def test_arguments_after_the_network_are_keyword_only(i):
 
 
 def test_torch_from_network_takes_width_and_depth_by_name():
-    stt = pytest.importorskip("shaped_transformer.torch")
+    # skips without PyTorch: shaped_transformer.torch then raises ImportError, which
+    # importorskip of that module does not skip on (only ModuleNotFoundError)
+    pytest.importorskip("torch")
+    import shaped_transformer.torch as stt
+
     with pytest.raises(TypeError):
         stt.from_network(st.ShapedMLP(), 16, 2)  # width and depth could be swapped silently
 
